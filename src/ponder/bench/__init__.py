@@ -1,0 +1,1 @@
+"""Benchmark runs (minimal, in memory; the resumable harness follows)."""

@@ -1,0 +1,77 @@
+"""Run strategies over a problem set and tabulate accuracy against compute."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from pydantic import BaseModel
+
+from ponder.engine import Engine
+from ponder.search import Strategy
+from ponder.tasks.gsm8k import is_correct
+from ponder.types import Problem, Result
+
+
+class Row(BaseModel):
+    """One strategy over one problem set. `any_correct` counts problems where some candidate
+    was right (the ceiling a better selector could reach)."""
+
+    strategy: str
+    problems: int
+    correct: int
+    any_correct: int
+    errors: int
+    stopped: int
+    prompt_tokens: int
+    completion_tokens: int
+    calls: int
+    seconds: float
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.problems if self.problems else 0.0
+
+
+def label(strategy: Strategy) -> str:
+    n = getattr(strategy, "n", None)
+    return f"{strategy.name}@{n}" if n else strategy.name
+
+
+async def run_strategy(
+    engine: Engine,
+    problems: list[Problem],
+    strategy: Strategy,
+    *,
+    seed: int = 0,
+    on_result: Callable[[Problem, Result], None] | None = None,
+) -> tuple[Row, list[Result]]:
+    """All problems in flight at once (the scheduler keeps the backend's slots full); problem
+    i is solved with seed `seed + i`, so a run is repeatable problem by problem."""
+    started = time.monotonic()
+
+    async def one(i: int, p: Problem) -> Result:
+        r = await engine.solve(p, strategy, seed=seed + i)
+        if on_result:
+            on_result(p, r)
+        return r
+
+    results = list(await asyncio.gather(*(one(i, p) for i, p in enumerate(problems))))
+    seconds = time.monotonic() - started
+    row = Row(
+        strategy=label(strategy),
+        problems=len(problems),
+        correct=sum(is_correct(r.answer, p.gold) for r, p in zip(results, problems, strict=True)),
+        any_correct=sum(
+            any(is_correct(c.answer, p.gold) for c in r.candidates)
+            for r, p in zip(results, problems, strict=True)
+        ),
+        errors=sum(r.error is not None for r in results),
+        stopped=sum(r.stopped is not None for r in results),
+        prompt_tokens=sum(r.total.prompt_tokens for r in results),
+        completion_tokens=sum(r.total.completion_tokens for r in results),
+        calls=sum(r.total.calls for r in results),
+        seconds=seconds,
+    )
+    return row, results

@@ -1,0 +1,128 @@
+"""Ledger and Budget: the one place that counts compute and caps it.
+
+A call is estimated at its worst case before it is sent (every choice runs to `max_tokens`, the
+prompt is at most one token per byte), that estimate is reserved, and the real usage is charged
+when the call returns. Because reservations are upper bounds, caps on tokens, calls, FLOPs and
+dollars are never exceeded, even with many calls in flight. The seconds cap is a deadline: no
+call starts after it, and calls in flight are given only the time that is left.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pydantic import BaseModel, Field
+
+from ponder.errors import BudgetExceeded
+from ponder.types import Charge, GenRequest, ModelInfo, Usage
+
+# Chat templates add a few special tokens per message; this bounds them generously.
+_TEMPLATE_TOKENS_PER_MESSAGE = 16
+
+
+class Budget(BaseModel):
+    """Caps on compute for one solve. None means no cap."""
+
+    tokens: int | None = Field(default=None, ge=0, description="prompt + completion tokens")
+    completion_tokens: int | None = Field(default=None, ge=0)
+    calls: int | None = Field(default=None, ge=0)
+    flops: float | None = Field(default=None, ge=0)
+    dollars: float | None = Field(default=None, ge=0)
+    seconds: float | None = Field(default=None, gt=0)
+
+    def first_exceeded(self, usage: Usage) -> str | None:
+        """The name of the first cap that `usage` goes past, or None."""
+        checks = (
+            ("tokens", self.tokens, usage.total_tokens),
+            ("completion_tokens", self.completion_tokens, usage.completion_tokens),
+            ("calls", self.calls, usage.calls),
+            ("flops", self.flops, usage.flops),
+            ("dollars", self.dollars, usage.dollars),
+        )
+        for name, cap, value in checks:
+            if cap is not None and value > cap:
+                return name
+        return None
+
+
+def estimate(req: GenRequest, model: ModelInfo) -> Usage:
+    """The most a request can cost: an upper bound, never an average."""
+    n_messages = len(req.messages) if req.messages is not None else 0
+    prompt = len(req.input_text().encode("utf-8")) + _TEMPLATE_TOKENS_PER_MESSAGE * (n_messages + 1)
+    completion = req.n * req.max_tokens
+    return Usage(
+        calls=1,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        flops=model.flops(prompt, 0, completion),
+        dollars=model.dollars(prompt, 0, completion),
+    )
+
+
+class Ledger:
+    """Counts every call by role and enforces a Budget through reservations."""
+
+    def __init__(
+        self, budget: Budget | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.budget = budget or Budget()
+        self.charges: list[Charge] = []
+        self._clock = clock
+        self._start = clock()
+        self._spent: dict[str, Usage] = {}
+        self._reserved = Usage()
+        # Attempts that failed and were retried: their cost is unknown, but their number is not.
+        self.failed_attempts = 0
+
+    # -- reading -------------------------------------------------------------------------
+    def by_role(self) -> dict[str, Usage]:
+        return {role: u.model_copy() for role, u in self._spent.items()}
+
+    @property
+    def spent(self) -> Usage:
+        total = Usage()
+        for u in self._spent.values():
+            total = total + u
+        return total
+
+    def elapsed(self) -> float:
+        return self._clock() - self._start
+
+    def seconds_left(self) -> float | None:
+        if self.budget.seconds is None:
+            return None
+        return max(0.0, self.budget.seconds - self.elapsed())
+
+    # -- asking before spending ----------------------------------------------------------
+    def refusal(self, cost: Usage) -> str | None:
+        """Why `cost` may not be spent now (the cap's name), or None if it may."""
+        left = self.seconds_left()
+        if left is not None and left <= 0:
+            return "seconds"
+        return self.budget.first_exceeded(self.spent + self._reserved + cost)
+
+    def allows(self, cost: Usage) -> bool:
+        return self.refusal(cost) is None
+
+    def affordable_n(self, req: GenRequest, model: ModelInfo) -> int:
+        """The largest n ≤ req.n whose worst case fits the budget (0 if none does)."""
+        for n in range(req.n, 0, -1):
+            if self.allows(estimate(req.model_copy(update={"n": n}), model)):
+                return n
+        return 0
+
+    def reserve(self, cost: Usage) -> Usage:
+        cap = self.refusal(cost)
+        if cap is not None:
+            raise BudgetExceeded(f"budget cap '{cap}' would be exceeded by this call")
+        self._reserved = self._reserved + cost
+        return cost
+
+    def release(self, reservation: Usage) -> None:
+        self._reserved = self._reserved - reservation
+
+    # -- spending ------------------------------------------------------------------------
+    def charge(self, role: str, model: str, usage: Usage) -> None:
+        self.charges.append(Charge(role=role, model=model, usage=usage))
+        self._spent[role] = self._spent.get(role, Usage()) + usage

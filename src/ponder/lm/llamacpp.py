@@ -1,0 +1,108 @@
+"""The embedded default backend: llama.cpp's server engine in-process via xllamacpp.
+
+Parallel slots with continuous batching; calls block in C++ with the GIL released, so each runs
+on a worker thread and up to `slots` decode together. Token counts come from each choice's own
+logprobs (always requested; they cost almost nothing) because xllamacpp's `usage` counts one
+choice when n > 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ponder.errors import ModelError
+from ponder.lm.protocol import Capabilities
+from ponder.lm.wire import parse_generation, request_body
+from ponder.types import Generation, GenRequest, ModelInfo
+
+
+class LlamaCppLM:
+    def __init__(
+        self,
+        path: Path,
+        info: ModelInfo,
+        *,
+        slots: int = 8,
+        ctx_per_slot: int = 2048,
+        threads: int | None = None,
+        warmup: bool = True,
+    ) -> None:
+        try:
+            import xllamacpp as xlc
+        except ImportError as e:  # pragma: no cover - depends on the machine
+            raise ModelError(
+                f"cannot import xllamacpp ({e}); on Debian install libgomp1 "
+                "(apt-get install libgomp1)"
+            ) from e
+        params = xlc.CommonParams()
+        params.model.path = str(path)
+        params.n_parallel = slots
+        params.n_ctx = slots * ctx_per_slot  # shared by all slots
+        n_threads = threads or max(1, os.cpu_count() or 1)
+        params.cpuparams.n_threads = n_threads
+        params.cpuparams_batch.n_threads = n_threads
+        params.cont_batching = True
+        params.endpoint_metrics = True
+        params.verbosity = -1
+        params.warmup = False  # ours below warms the real request path once
+        self.path = path
+        self.info = info
+        self.capabilities = Capabilities(
+            n=True, logprobs=True, raw_prefix=True, context_length=ctx_per_slot, slots=slots
+        )
+        try:
+            self._server = xlc.Server(params)
+        except Exception as e:
+            raise ModelError(f"llama.cpp could not load {path}: {e}") from e
+        # Threads only wait on llama.cpp (GIL released); more threads than slots lets its own
+        # queue hold the next sequences so freed slots refill at once.
+        self._pool = ThreadPoolExecutor(max_workers=4 * slots, thread_name_prefix="llamacpp")
+        if warmup:
+            self._call({"prompt": "Hi", "max_tokens": 1, "temperature": 0.0}, chat=False)
+
+    @property
+    def http_url(self) -> str:
+        """llama.cpp's own OpenAI-compatible HTTP endpoint for this model, on 127.0.0.1."""
+        return str(self._server.listening_address)
+
+    def metrics(self) -> dict[str, float]:
+        """The server's Prometheus counters: the ground truth for tokens processed."""
+        out: dict[str, float] = {}
+        for line in str(self._server.handle_metrics()).splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name.removeprefix("llamacpp:")] = float(value)
+        return out
+
+    def _call(self, body: dict[str, Any], *, chat: bool) -> dict[str, Any]:
+        handler = self._server.handle_chat_completions if chat else self._server.handle_completions
+        result: dict[str, Any] = handler(body)
+        return result
+
+    async def prepare(self) -> Capabilities:
+        return self.capabilities
+
+    async def generate(self, req: GenRequest) -> Generation:
+        chat = req.messages is not None
+        body = request_body(req, chat=chat, n=req.n, logprobs=True)
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(self._pool, lambda: self._call(body, chat=chat))
+        return parse_generation(
+            data,
+            where=f"llamacpp:{self.path.name}",
+            want_logprobs=req.top_logprobs > 0,
+            count_from_logprobs=True,
+        )
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        server = getattr(self, "_server", None)
+        if server is not None:
+            del self._server

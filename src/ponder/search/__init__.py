@@ -1,0 +1,31 @@
+"""Strategies, one file each, and the registry that names them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from ponder.errors import UsageError
+from ponder.search.base import Context, Prompting, Strategy
+from ponder.search.greedy import Greedy
+from ponder.search.sample import Sample
+from ponder.search.vote import Vote, plurality
+
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Greedy, Sample, Vote)}
+
+
+def make_strategy(name: str, **options: Any) -> Strategy:
+    """A strategy by name with its options; options it does not take are an error."""
+    if name not in STRATEGIES:
+        raise UsageError(f"unknown strategy '{name}' (choose from: {', '.join(STRATEGIES)})")
+    cls = STRATEGIES[name]
+    known = {k: v for k, v in options.items() if v is not None}
+    try:
+        return cls(**known)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise UsageError(f"bad options for strategy '{name}': {problems}") from None
+
+
+__all__ = ["STRATEGIES", "Context", "Prompting", "Strategy", "make_strategy", "plurality"]

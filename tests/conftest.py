@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ponder.lm.registry import DEFAULT_MODEL, Registry
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if "PONDER_DATA_DIR" not in os.environ and (DATA / "gsm8k").is_dir():
+    os.environ["PONDER_DATA_DIR"] = str(DATA)
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    """The embedded default model, pulled (and verified) if it is not cached yet."""
+    reg = Registry()
+    return reg.pull(reg.spec(DEFAULT_MODEL))

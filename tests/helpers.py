@@ -1,0 +1,21 @@
+"""Shared test helpers: scripted engines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ponder.engine import Engine
+from ponder.lm.protocol import Capabilities
+from ponder.lm.scripted import ReplyFn, ScriptedLM
+from ponder.scheduler import Scheduler
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def scripted_engine(
+    replies: Sequence[str] | ReplyFn, *, slots: int = 8, **kw: object
+) -> tuple[Engine, ScriptedLM]:
+    lm = ScriptedLM(replies, capabilities=Capabilities(slots=slots), **kw)  # type: ignore[arg-type]
+    return Engine(lm, scheduler=Scheduler(sleep=no_sleep)), lm

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import scripted_engine
+from ponder.budget import Budget, Ledger, estimate
+from ponder.errors import BudgetExceeded
+from ponder.types import GenRequest, Message, ModelInfo, Usage
+
+
+def long_reply(req: GenRequest, index: int, rng: random.Random) -> str:
+    words = " ".join(f"w{rng.randrange(100)}" for _ in range(rng.randrange(1, 120)))
+    return f"{words} \\boxed{{{rng.randrange(3)}}}"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    strategy=st.sampled_from(["greedy", "sample", "vote"]),
+    n=st.integers(1, 12),
+    tokens=st.one_of(st.none(), st.integers(0, 3000)),
+    calls=st.one_of(st.none(), st.integers(0, 3)),
+    max_tokens=st.integers(1, 200),
+    seed=st.integers(0, 1000),
+)
+async def test_no_strategy_exceeds_a_token_or_call_budget(
+    strategy: str, n: int, tokens: int | None, calls: int | None, max_tokens: int, seed: int
+) -> None:
+    engine, lm = scripted_engine(long_reply)
+    engine.prompting.max_tokens = max_tokens
+    opts = {} if strategy == "greedy" else {"n": n}
+    budget = Budget(tokens=tokens, calls=calls)
+    result = await engine.solve("How many? " * 5, strategy, seed=seed, budget=budget, **opts)
+    spent = result.total
+    if tokens is not None:
+        assert spent.total_tokens <= tokens
+    if calls is not None:
+        assert spent.calls <= calls
+    # the bill is the sum of what the backend produced, every choice counted
+    assert spent.completion_tokens == sum(c.completion_tokens for c in result.candidates)
+    assert spent.calls == len(lm.calls)
+    if not lm.calls:
+        assert result.stopped == "budget" and result.answer is None
+
+
+def test_reservations_stop_concurrent_overspend() -> None:
+    info = ModelInfo(name="m", parameters=10)
+    req = GenRequest(messages=[Message(role="user", content="hi")], max_tokens=100)
+    cost = estimate(req, info)
+    ledger = Ledger(Budget(tokens=cost.total_tokens * 2))
+    first = ledger.reserve(cost)
+    ledger.reserve(cost)
+    with pytest.raises(BudgetExceeded, match="tokens"):
+        ledger.reserve(cost)  # two in flight already hold the whole budget
+    ledger.release(first)  # the call finished: its reservation becomes its real (smaller) cost
+    assert ledger.allows(cost)
+    ledger.charge("policy", "m", Usage(calls=1, prompt_tokens=5, completion_tokens=10))
+    assert not ledger.allows(cost)  # 15 spent + one still reserved + this one > the cap
+
+
+def test_estimate_is_an_upper_bound_and_prices_flops_and_dollars() -> None:
+    info = ModelInfo(
+        name="m", parameters=1000, usd_per_mtok_prompt=1.0, usd_per_mtok_completion=2.0
+    )
+    req = GenRequest(prompt="abc", n=3, max_tokens=10)
+    cost = estimate(req, info)
+    assert cost.completion_tokens == 30
+    assert cost.prompt_tokens >= 3
+    assert cost.flops == 2 * 1000 * (cost.prompt_tokens + 30)
+    assert cost.dollars == pytest.approx((cost.prompt_tokens * 1.0 + 30 * 2.0) / 1e6)
+
+
+def test_flops_and_dollars_charged_by_model_info() -> None:
+    info = ModelInfo(
+        name="m",
+        parameters=500,
+        usd_per_mtok_prompt=3.0,
+        usd_per_mtok_cached=1.0,
+        usd_per_mtok_completion=6.0,
+    )
+    assert info.flops(100, 40, 10) == 2 * 500 * 70
+    assert info.dollars(100, 40, 10) == pytest.approx((60 * 3 + 40 * 1 + 10 * 6) / 1e6)
+
+
+def test_dollar_and_flop_caps_are_enforced() -> None:
+    info = ModelInfo(name="m", parameters=1000, usd_per_mtok_completion=1e6)
+    req = GenRequest(prompt="x", max_tokens=10, n=4)
+    ledger = Ledger(Budget(dollars=25.0))  # each completion token costs $1
+    assert ledger.affordable_n(req, info) == 2
+    two = estimate(req.model_copy(update={"n": 2}), info)
+    ledger = Ledger(Budget(flops=two.flops))
+    assert ledger.affordable_n(req, info) == 2
+
+
+def test_seconds_cap_is_a_deadline() -> None:
+    now = [0.0]
+    ledger = Ledger(Budget(seconds=5), clock=lambda: now[0])
+    req = GenRequest(prompt="x")
+    cost = estimate(req, ModelInfo(name="m"))
+    assert ledger.allows(cost) and ledger.seconds_left() == 5
+    now[0] = 6.0
+    assert not ledger.allows(cost) and ledger.refusal(cost) == "seconds"

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from fake_server import FakeOpenAIServer
+from helpers import no_sleep
+from ponder.budget import Ledger
+from ponder.engine import Engine
+from ponder.lm.openai import OpenAILM
+from ponder.scheduler import Scheduler
+from ponder.types import GenRequest, Message
+
+
+def chat(n: int = 1, seed: int = 5) -> GenRequest:
+    return GenRequest(messages=[Message(role="user", content="q")], n=n, seed=seed)
+
+
+async def test_native_n_with_logprobs_counts_every_choice() -> None:
+    async with FakeOpenAIServer() as srv:
+        lm = OpenAILM(srv.url)
+        ledger = Ledger()
+        gen = await Scheduler(sleep=no_sleep).generate(lm, chat(n=3), ledger)
+        await lm.aclose()
+    assert lm.capabilities.n and lm.capabilities.logprobs and lm.model == "fake-model"
+    assert [c.completion_tokens for c in gen.choices] == [4, 5, 6]
+    # the server's usage says 4 (one choice); the ledger has all three
+    assert ledger.spent.completion_tokens == 15
+    assert ledger.spent.prompt_tokens == 7 and ledger.spent.cached_tokens == 2
+    chat_bodies = [b for p, b in srv.requests if p.endswith("/chat/completions")]
+    assert chat_bodies[-1]["n"] == 3 and chat_bodies[-1]["model"] == "fake-model"
+
+
+async def test_server_without_n_gets_n_distinct_single_requests() -> None:
+    async with FakeOpenAIServer(native_n=False, logprobs=False) as srv:
+        lm = OpenAILM(srv.url)
+        ledger = Ledger()
+        gen = await Scheduler(sleep=no_sleep).generate(lm, chat(n=4, seed=20), ledger)
+        await lm.aclose()
+    assert not lm.capabilities.n
+    assert len(gen.choices) == 4 and len({c.text for c in gen.choices}) == 4
+    sent = [b for p, b in srv.requests if p.endswith("/chat/completions")][1:]  # after probe
+    assert sorted(b["seed"] for b in sent) == [20, 21, 22, 23] and all("n" not in b for b in sent)
+    assert ledger.spent.calls == 4 and ledger.spent.completion_tokens == 16
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "truncate", "reset", "hang"])
+async def test_transient_faults_are_retried(fault: str) -> None:
+    def behaviour(i: int, path: str, body: dict[str, object]) -> str:
+        # the probe (first chat + completions) succeeds; the next two real calls fail
+        return fault if i in (3, 4) else "ok"
+
+    async with FakeOpenAIServer(behaviour) as srv:
+        lm = OpenAILM(srv.url, timeout_s=0.3)
+        engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
+        r = await engine.solve("q", "vote", n=2, seed=7)
+        await lm.aclose()
+    assert r.error is None and r.answer is not None
+    assert len(r.candidates) == 2
+
+
+async def test_client_errors_are_not_retried_and_surface_per_request() -> None:
+    async with FakeOpenAIServer(lambda i, p, b: "400" if i >= 3 else "ok") as srv:
+        lm = OpenAILM(srv.url)
+        engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
+        r = await engine.solve("q", "greedy", seed=1)
+        await lm.aclose()
+        assert len(srv.requests) == 4  # models, probe chat, probe completions, one try
+    assert r.answer is None and r.error is not None and "400" in r.error
+
+
+async def test_unreachable_server_names_the_url_after_retries() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed as the block ends: nothing listens there
+    lm = OpenAILM(f"http://127.0.0.1:{port}")
+    engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep, max_attempts=3))
+    r = await engine.solve("q", "greedy", seed=1)
+    await lm.aclose()
+    assert r.error is not None
+    assert "gave up after 3 attempts" in r.error and f"127.0.0.1:{port}/v1" in r.error
+
+
+async def test_many_requests_in_flight_against_a_server() -> None:
+    async with FakeOpenAIServer() as srv:
+        lm = OpenAILM(srv.url, slots=4)
+        engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
+        results = await asyncio.gather(
+            *(engine.solve(f"q{i}", "vote", n=2, seed=i) for i in range(10))
+        )
+        await lm.aclose()
+    assert all(r.error is None for r in results)
+    assert [r.answer for r in results] == [r.candidates[0].answer for r in results]

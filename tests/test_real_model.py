@@ -1,0 +1,73 @@
+"""End-to-end truth on the embedded model (llama.cpp in-process, CPU). Kept small for CI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from ponder.engine import Engine
+from ponder.lm.llamacpp import LlamaCppLM
+from ponder.lm.openai import OpenAILM
+from ponder.lm.registry import DEFAULT_MODEL, MODELS
+from ponder.scheduler import Scheduler
+from ponder.search import Prompting
+from ponder.tasks import gsm8k
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def llama(model_path: Path) -> Iterator[LlamaCppLM]:
+    lm = LlamaCppLM(model_path, MODELS[DEFAULT_MODEL].info(), slots=4, ctx_per_slot=1024)
+    yield lm
+    lm.close()
+
+
+@pytest.fixture
+async def engine(llama: LlamaCppLM) -> AsyncIterator[Engine]:
+    yield Engine(llama, prompting=Prompting(max_tokens=160))
+
+
+async def test_vote_on_real_gsm8k_counts_every_choice(llama: LlamaCppLM, engine: Engine) -> None:
+    problems = gsm8k.load(limit=2)
+    before = llama.metrics()["tokens_predicted_total"]
+    results = [await engine.solve(p, "vote", n=4, seed=1) for p in problems]
+    generated = llama.metrics()["tokens_predicted_total"] - before
+    for r in results:
+        assert r.error is None and len(r.candidates) == 4
+        assert any(c.answer is not None for c in r.candidates)  # answers were extracted
+        assert r.answer == max(r.info["votes"], key=r.info["votes"].get)
+        assert r.total.calls == 1 and r.total.prompt_tokens > 50
+        # the ledger's count is the sum over all four choices, not llama.cpp's one-choice usage
+        assert r.total.completion_tokens == sum(c.completion_tokens for c in r.candidates)
+        assert r.total.flops == 2 * MODELS[DEFAULT_MODEL].parameters * (
+            r.total.prompt_tokens - r.total.cached_tokens + r.total.completion_tokens
+        )
+    # and it matches what the server itself says it generated
+    assert sum(r.total.completion_tokens for r in results) == generated
+
+
+async def test_greedy_is_stable_and_budget_caps_real_tokens(engine: Engine) -> None:
+    q = "What is 12 times 3? Answer with a number."
+    r = await engine.solve(q, "greedy", seed=0)
+    assert r.answer == "36"
+    capped = await engine.solve(q, "vote", n=8, seed=0, budget={"tokens": 700})
+    assert capped.total.total_tokens <= 700
+    assert 0 < len(capped.candidates) < 8 and capped.stopped == "budget"
+
+
+async def test_openai_backend_against_embedded_llamacpp_http(llama: LlamaCppLM) -> None:
+    lm = OpenAILM(llama.http_url, slots=4)
+    engine = Engine(lm, scheduler=Scheduler(), prompting=Prompting(max_tokens=48))
+    before = llama.metrics()["tokens_predicted_total"]
+    r = await engine.solve("What is 7 + 5? Give the number in \\boxed{}.", "vote", n=3, seed=2)
+    generated = llama.metrics()["tokens_predicted_total"] - before
+    await lm.aclose()
+    assert lm.capabilities.n and lm.capabilities.logprobs and lm.capabilities.raw_prefix
+    assert r.error is None and len(r.candidates) == 3
+    # llama.cpp's HTTP usage counts one choice; ours counts all three, like its own metrics,
+    # less the probe's tokens (2 choices × ≤2 tokens + 1)
+    assert r.total.completion_tokens == sum(c.completion_tokens for c in r.candidates)
+    assert 0 <= generated - r.total.completion_tokens <= 5

