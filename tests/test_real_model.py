@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -71,3 +74,59 @@ async def test_openai_backend_against_embedded_llamacpp_http(llama: LlamaCppLM) 
     # less the probe's tokens (2 choices × ≤2 tokens + 1)
     assert r.total.completion_tokens == sum(c.completion_tokens for c in r.candidates)
     assert 0 <= generated - r.total.completion_tokens <= 5
+
+
+def ponder_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ponder", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def test_cli_solve_json_on_the_embedded_model() -> None:
+    proc = ponder_cli(
+        "solve",
+        "What is 9 + 10?",
+        "-s",
+        "vote",
+        "-n",
+        "2",
+        "--seed",
+        "4",
+        "--max-tokens",
+        "96",
+        "--slots",
+        "2",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["strategy"] == "vote" and data["seed"] == 4 and len(data["candidates"]) == 2
+    assert data["usage"]["total"]["completion_tokens"] == sum(
+        c["completion_tokens"] for c in data["candidates"]
+    )
+    assert data["model"] == DEFAULT_MODEL
+
+
+@pytest.mark.slow
+def test_cli_bench_prints_the_table() -> None:
+    proc = ponder_cli(
+        "bench",
+        "gsm8k",
+        "--limit",
+        "4",
+        "-s",
+        "greedy",
+        "-s",
+        "vote",
+        "-n",
+        "4",
+        "--max-tokens",
+        "256",
+    )
+    assert proc.returncode == 0, proc.stderr
+    for text in ("gsm8k test problems 1–4", "greedy", "vote@4", "completion tokens"):
+        assert text in proc.stdout

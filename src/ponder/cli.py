@@ -43,7 +43,7 @@ app = typer.Typer(
 models_app = typer.Typer(no_args_is_help=True, help="List and fetch models.")
 app.add_typer(models_app, name="models")
 
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 BENCHMARKS = {"gsm8k": gsm8k}
