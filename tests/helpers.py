@@ -15,7 +15,8 @@ async def no_sleep(_: float) -> None:
 
 
 def scripted_engine(
-    replies: Sequence[str] | ReplyFn, *, slots: int = 8, **kw: object
+    replies: Sequence[str] | ReplyFn, *, slots: int = 8, native_n: bool = True, **kw: object
 ) -> tuple[Engine, ScriptedLM]:
-    lm = ScriptedLM(replies, capabilities=Capabilities(slots=slots), **kw)  # type: ignore[arg-type]
+    caps = Capabilities(slots=slots, n=native_n)
+    lm = ScriptedLM(replies, capabilities=caps, **kw)  # type: ignore[arg-type]
     return Engine(lm, scheduler=Scheduler(sleep=no_sleep)), lm

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -13,7 +14,7 @@ from ponder.types import GenRequest, Message, ModelInfo, Usage
 
 
 def long_reply(req: GenRequest, index: int, rng: random.Random) -> str:
-    words = " ".join(f"w{rng.randrange(100)}" for _ in range(rng.randrange(1, 120)))
+    words = " ".join(f"w{rng.randrange(100)}" for _ in range(rng.randrange(20, 300)))
     return f"{words} \\boxed{{{rng.randrange(3)}}}"
 
 
@@ -103,3 +104,36 @@ def test_seconds_cap_is_a_deadline() -> None:
     assert ledger.allows(cost) and ledger.seconds_left() == 5
     now[0] = 6.0
     assert not ledger.allows(cost) and ledger.refusal(cost) == "seconds"
+
+
+async def test_seconds_budget_returns_on_time_with_a_budget_stop() -> None:
+    engine, _ = scripted_engine(["\\boxed{1}"], latency_s=5.0)
+    started = time.monotonic()
+    r = await engine.solve("q", "vote", n=2, seed=0, budget={"seconds": 0.2})
+    assert time.monotonic() - started < 2.0
+    assert r.stopped == "budget" and r.answer is None and r.error is None
+
+
+async def test_completion_token_cap_limits_samples() -> None:
+    engine, lm = scripted_engine(["a b c \\boxed{1}"])
+    engine.prompting.max_tokens = 10
+    r = await engine.solve("q", "vote", n=8, seed=0, budget={"completion_tokens": 35})
+    assert lm.calls[0].n == 3 and len(r.candidates) == 3 and r.stopped == "budget"
+    assert r.total.completion_tokens <= 35
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 8), calls=st.integers(0, 8), tokens=st.one_of(st.none(), st.integers(0, 900))
+)
+async def test_fan_out_backends_respect_call_and_token_caps(
+    n: int, calls: int, tokens: int | None
+) -> None:
+    engine, lm = scripted_engine(long_reply, native_n=False)
+    engine.prompting.max_tokens = 50
+    r = await engine.solve(
+        "q " * 20, "vote", n=n, seed=n, budget={"calls": calls, "tokens": tokens}
+    )
+    assert r.total.calls == len(lm.calls) <= calls
+    if tokens is not None:
+        assert r.total.total_tokens <= tokens

@@ -46,13 +46,16 @@ class Budget(BaseModel):
         return None
 
 
-def estimate(req: GenRequest, model: ModelInfo) -> Usage:
-    """The most a request can cost: an upper bound, never an average."""
+def estimate(req: GenRequest, model: ModelInfo, *, native_n: bool = True) -> Usage:
+    """The most a request can cost: an upper bound, never an average. Without native n the
+    request goes out as n single calls, each with the whole prompt."""
     n_messages = len(req.messages) if req.messages is not None else 0
     prompt = len(req.input_text().encode("utf-8")) + _TEMPLATE_TOKENS_PER_MESSAGE * (n_messages + 1)
     completion = req.n * req.max_tokens
+    if not native_n:
+        prompt *= req.n
     return Usage(
-        calls=1,
+        calls=1 if native_n else req.n,
         prompt_tokens=prompt,
         completion_tokens=completion,
         flops=model.flops(prompt, 0, completion),
@@ -105,10 +108,10 @@ class Ledger:
     def allows(self, cost: Usage) -> bool:
         return self.refusal(cost) is None
 
-    def affordable_n(self, req: GenRequest, model: ModelInfo) -> int:
+    def affordable_n(self, req: GenRequest, model: ModelInfo, *, native_n: bool = True) -> int:
         """The largest n ≤ req.n whose worst case fits the budget (0 if none does)."""
         for n in range(req.n, 0, -1):
-            if self.allows(estimate(req.model_copy(update={"n": n}), model)):
+            if self.allows(estimate(req.model_copy(update={"n": n}), model, native_n=native_n)):
                 return n
         return 0
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ponder.budget import Ledger, estimate
-from ponder.errors import BackendError, TransientError
+from ponder.errors import BackendError, BudgetExceeded, TransientError
 from ponder.lm.protocol import LanguageModel
 from ponder.types import Generation, GenRequest, Usage
 
@@ -97,9 +97,9 @@ class Scheduler:
 
         A backend without native n gets n single requests with distinct seeds, each retried
         and charged on its own, so a failure of one never loses what the others computed."""
-        reservation = ledger.reserve(estimate(req, lm.info))
+        caps = await self._retrying(lm, ledger, lm.prepare)
+        reservation = ledger.reserve(estimate(req, lm.info, native_n=caps.n))
         try:
-            caps = await self._retrying(lm, ledger, lm.prepare)
             if req.n == 1 or caps.n:
                 return await self._run(lm, req, ledger)
             singles = [
@@ -150,7 +150,7 @@ class Scheduler:
                     return await call()
             except TimeoutError as e:
                 if ledger.seconds_left() == 0:
-                    raise BackendError("the seconds budget ran out during the call") from e
+                    raise BudgetExceeded("budget cap 'seconds' reached during the call") from e
                 last = TransientError(f"{lm.info.name}: request timed out (limit {timeout} s)")
             except TransientError as e:
                 last = e
