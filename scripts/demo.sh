@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/ponder bench gsm8k --limit "${LIMIT:-20}" --strategy greedy --strategy vote \
+exec .venv/bin/ponder bench gsm8k --limit "${LIMIT:-10}" --strategy greedy --strategy vote \
   -n "${N:-8}" "$@"

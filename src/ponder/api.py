@@ -25,7 +25,7 @@ async def asolve(
     and `base_url` are None). `n` applies to strategies that sample (ignored by `greedy`).
     Loads the model for this call; hold an `Engine` to answer many questions."""
     if strategy in STRATEGIES and "n" in STRATEGIES[strategy].model_fields:
-        options["n"] = n
+        options["n"] = n  # the API's default n, for strategies that sample
     engine = await asyncio.to_thread(Engine.open, model, base_url=base_url)
     async with engine:
         return await engine.solve(question, strategy, seed=seed, budget=budget, **options)

@@ -127,10 +127,6 @@ def print_result(r: Result) -> None:
     out.print(f"[dim]total: {bill(r.total, r.seconds)}[/dim]")
 
 
-def strategy_from(name: str, n: int | None, temperature: float | None) -> Strategy:
-    return make_strategy(name, n=n, temperature=temperature)
-
-
 # -- commands ------------------------------------------------------------------------------
 @app.command()
 def solve(
@@ -153,7 +149,7 @@ def solve(
     """Answer one question and print the answer with its compute bill."""
     if not question.strip():
         raise UsageError("the question is empty")
-    strat = strategy_from(strategy, n, temperature)  # bad names fail before the model loads
+    strat = make_strategy(strategy, n=n, temperature=temperature)  # fails before the model loads
     budget = Budget(tokens=budget_tokens, seconds=budget_seconds)
 
     async def go() -> Result:
@@ -192,10 +188,8 @@ def bench(
     if benchmark not in BENCHMARKS:
         raise UsageError(f"unknown benchmark '{benchmark}' (choose from: {', '.join(BENCHMARKS)})")
     names = strategy or ["greedy", "vote"]
-    strategies = [
-        make_strategy(s, n=n, temperature=temperature) if s != "greedy" else make_strategy(s)
-        for s in names
-    ]
+    # -n and --temperature apply to every strategy that samples
+    strategies = [make_strategy(s, shared=True, n=n, temperature=temperature) for s in names]
     problems = BENCHMARKS[benchmark].load(limit=limit, offset=offset)
 
     async def go() -> list[Row]:

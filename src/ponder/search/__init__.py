@@ -15,12 +15,15 @@ from ponder.search.vote import Vote, plurality
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Greedy, Sample, Vote)}
 
 
-def make_strategy(name: str, **options: Any) -> Strategy:
-    """A strategy by name with its options; options it does not take are an error."""
+def make_strategy(name: str, *, shared: bool = False, **options: Any) -> Strategy:
+    """A strategy by name with its options (None means the default). Options it does not take
+    are an error, unless `shared` (options meant for several strategies at once)."""
     if name not in STRATEGIES:
         raise UsageError(f"unknown strategy '{name}' (choose from: {', '.join(STRATEGIES)})")
     cls = STRATEGIES[name]
-    known = {k: v for k, v in options.items() if v is not None}
+    known = {
+        k: v for k, v in options.items() if v is not None and (not shared or k in cls.model_fields)
+    }
     try:
         return cls(**known)
     except ValidationError as e:

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import random
+
+from helpers import scripted_engine
+from ponder.bench.runner import run_strategy
+from ponder.search import make_strategy
+from ponder.tasks import gsm8k
+from ponder.types import GenRequest, Problem, Result
+
+
+async def test_row_counts_accuracy_ceiling_and_every_token() -> None:
+    problems = gsm8k.load(limit=6)
+    golds = {p.question: p.gold for p in problems}
+
+    def reply(req: GenRequest, index: int, rng: random.Random) -> str:
+        # sample 0 is always wrong; sample 1 is right on even-length questions
+        question = req.messages[-1].content if req.messages else ""
+        right = index == 1 and len(question) % 2 == 0
+        return f"steps \\boxed{{{golds[question] if right else '-1'}}}"
+
+    engine, lm = scripted_engine(reply)
+    seen: list[tuple[Problem, Result]] = []
+    strategy = make_strategy("vote", n=3)
+    row, results = await run_strategy(
+        engine, problems, strategy, seed=5, on_result=lambda p, r: seen.append((p, r))
+    )
+    even = sum(len(p.question) % 2 == 0 for p in problems)
+    assert 0 < even < 6  # the data gives both kinds
+    assert row.strategy == "vote@3" and row.problems == 6
+    assert row.correct == 0  # "-1" wins every vote 2:1
+    assert row.any_correct == even
+    assert row.completion_tokens == sum(
+        c.completion_tokens for r in results for c in r.candidates
+    )
+    assert row.calls == len(lm.calls) == 6
+    assert [r.seed for r in results] == [5, 6, 7, 8, 9, 10]
+    assert {p.question for p, _ in seen} == set(golds)
