@@ -30,9 +30,7 @@ async def test_row_counts_accuracy_ceiling_and_every_token() -> None:
     assert row.strategy == "vote@3" and row.problems == 6
     assert row.correct == 0  # "-1" wins every vote 2:1
     assert row.any_correct == even
-    assert row.completion_tokens == sum(
-        c.completion_tokens for r in results for c in r.candidates
-    )
+    assert row.completion_tokens == sum(c.completion_tokens for r in results for c in r.candidates)
     assert row.calls == len(lm.calls) == 6
     assert [r.seed for r in results] == [5, 6, 7, 8, 9, 10]
     assert {p.question for p, _ in seen} == set(golds)

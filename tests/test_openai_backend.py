@@ -93,3 +93,16 @@ async def test_many_requests_in_flight_against_a_server() -> None:
         await lm.aclose()
     assert all(r.error is None for r in results)
     assert [r.answer for r in results] == [r.candidates[0].answer for r in results]
+
+
+async def test_stop_strings_with_n_fan_out_so_usage_is_exact() -> None:
+    async with FakeOpenAIServer() as srv:
+        lm = OpenAILM(srv.url)
+        ledger = Ledger()
+        req = chat(n=3, seed=40).model_copy(update={"stop": ["```output"]})
+        gen = await Scheduler(sleep=no_sleep).generate(lm, req, ledger)
+        await lm.aclose()
+    sent = [b for p, b in srv.requests if p.endswith("/chat/completions")][1:]
+    assert len(sent) == 3 and all("n" not in b and b["stop"] == ["```output"] for b in sent)
+    assert len(gen.choices) == 3 and ledger.spent.calls == 3
+    assert ledger.spent.completion_tokens == 3 * 4  # each single's usage

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ponder.budget import Ledger
 from ponder.engine import Engine
 from ponder.lm.llamacpp import LlamaCppLM
 from ponder.lm.openai import OpenAILM
@@ -17,6 +18,7 @@ from ponder.lm.registry import DEFAULT_MODEL, MODELS
 from ponder.scheduler import Scheduler
 from ponder.search import Prompting
 from ponder.tasks import gsm8k
+from ponder.types import GenRequest
 
 pytestmark = pytest.mark.model
 
@@ -130,3 +132,21 @@ def test_cli_bench_prints_the_table() -> None:
     assert proc.returncode == 0, proc.stderr
     for text in ("gsm8k test problems 1–4", "greedy", "vote@4", "completion tokens"):
         assert text in proc.stdout
+
+
+async def test_choices_cut_by_a_stop_string_are_counted_exactly(llama: LlamaCppLM) -> None:
+    # llama.cpp trims a stop string's tokens from the logprobs; the ledger must add them back
+    req = GenRequest(
+        prompt="Count in words: one, two, three, four,",
+        n=3,
+        max_tokens=20,
+        temperature=0.3,
+        seed=5,
+        stop=[" six", "seven"],
+    )
+    ledger = Ledger()
+    before = llama.metrics()["tokens_predicted_total"]
+    gen = await Scheduler().generate(llama, req, ledger)
+    generated = llama.metrics()["tokens_predicted_total"] - before
+    assert any(c.finish_reason == "stop" and c.completion_tokens < 20 for c in gen.choices)
+    assert ledger.spent.completion_tokens == generated

@@ -98,9 +98,10 @@ class Scheduler:
         A backend without native n gets n single requests with distinct seeds, each retried
         and charged on its own, so a failure of one never loses what the others computed."""
         caps = await self._retrying(lm, ledger, lm.prepare)
-        reservation = ledger.reserve(estimate(req, lm.info, native_n=caps.n))
+        native = caps.native_n(req)
+        reservation = ledger.reserve(estimate(req, lm.info, native_n=native))
         try:
-            if req.n == 1 or caps.n:
+            if native:
                 return await self._run(lm, req, ledger)
             singles = [
                 req.model_copy(update={"n": 1, "seed": None if req.seed is None else req.seed + i})

@@ -3,7 +3,8 @@
 Parallel slots with continuous batching; calls block in C++ with the GIL released, so each runs
 on a worker thread and up to `slots` decode together. Token counts come from each choice's own
 logprobs (always requested; they cost almost nothing) because xllamacpp's `usage` counts one
-choice when n > 1.
+choice when n > 1; a choice cut by a stop string gets back the stop string's tokens, which
+llama.cpp trims from the logprobs (stop strings are tokenized once by llama.cpp itself).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from ponder.errors import ModelError
 from ponder.lm.protocol import Capabilities
@@ -52,7 +55,12 @@ class LlamaCppLM:
         self.path = path
         self.info = info
         self.capabilities = Capabilities(
-            n=True, logprobs=True, raw_prefix=True, context_length=ctx_per_slot, slots=slots
+            n=True,
+            logprobs=True,
+            raw_prefix=True,
+            context_length=ctx_per_slot,
+            slots=slots,
+            n_with_stop=True,
         )
         try:
             self._server = xlc.Server(params)
@@ -60,6 +68,7 @@ class LlamaCppLM:
             raise ModelError(f"llama.cpp could not load {path}: {e}") from e
         # Threads only wait on llama.cpp (GIL released); more threads than slots lets its own
         # queue hold the next sequences so freed slots refill at once.
+        self._stop_tokens: dict[str, int] = {}
         self._pool = ThreadPoolExecutor(max_workers=4 * slots, thread_name_prefix="llamacpp")
         if warmup:
             self._call({"prompt": "Hi", "max_tokens": 1, "temperature": 0.0}, chat=False)
@@ -78,6 +87,20 @@ class LlamaCppLM:
                 out[name.removeprefix("llamacpp:")] = float(value)
         return out
 
+    def stop_tokens(self, stops: list[str]) -> int:
+        """How many tokens llama.cpp trims from a choice's logprobs when a stop string cuts
+        it: the stop string's own token count (the longest, if several could have matched)."""
+        for stop in stops:
+            if stop not in self._stop_tokens:
+                resp = httpx.post(
+                    f"{self.http_url}/tokenize",
+                    json={"content": stop, "add_special": False},
+                    timeout=30.0,
+                )
+                resp.raise_for_status()
+                self._stop_tokens[stop] = len(resp.json()["tokens"])
+        return max((self._stop_tokens[s] for s in stops), default=0)
+
     def _call(self, body: dict[str, Any], *, chat: bool) -> dict[str, Any]:
         handler = self._server.handle_chat_completions if chat else self._server.handle_completions
         result: dict[str, Any] = handler(body)
@@ -91,11 +114,14 @@ class LlamaCppLM:
         body = request_body(req, chat=chat, n=req.n, logprobs=True)
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(self._pool, lambda: self._call(body, chat=chat))
+        stop_tokens = await loop.run_in_executor(self._pool, self.stop_tokens, req.stop)
         return parse_generation(
             data,
             where=f"llamacpp:{self.path.name}",
             want_logprobs=req.top_logprobs > 0,
             count_from_logprobs=True,
+            stop_tokens=stop_tokens,
+            max_tokens=req.max_tokens,
         )
 
     async def aclose(self) -> None:

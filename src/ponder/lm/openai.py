@@ -47,7 +47,7 @@ class OpenAILM:
             n=False, logprobs=False, raw_prefix=False, context_length=context_length, slots=slots
         )
         self._probed = False
-        self.native_n = False
+        self.server_has_n = False
         self._probe_lock = asyncio.Lock()
 
     # -- transport -----------------------------------------------------------------------
@@ -124,12 +124,12 @@ class OpenAILM:
                 if isinstance(e, TransientError):
                     raise
                 raw_prefix = False
-            self.native_n = len(choices) == 2
+            self.server_has_n = len(choices) == 2
             # Native n is used only where each choice's tokens can be counted (its logprobs):
             # servers such as llama.cpp report `usage` for one choice of n.
             self.capabilities = self.capabilities.model_copy(
                 update={
-                    "n": self.native_n and has_logprobs,
+                    "n": self.server_has_n and has_logprobs,
                     "logprobs": has_logprobs,
                     "raw_prefix": raw_prefix,
                 }
@@ -146,8 +146,8 @@ class OpenAILM:
         chat = req.messages is not None
         if not chat and not caps.raw_prefix:
             raise BackendError(f"{self.base_url}: the server has no /completions for raw prompts")
-        if req.n > 1 and not caps.n:
-            raise BackendError(f"{self.base_url}: n={req.n} without native n (fan out instead)")
+        if not caps.native_n(req):
+            raise BackendError(f"{self.base_url}: n={req.n} here must be fanned out")
         path = "/chat/completions" if chat else "/completions"
         where = f"{self.base_url}{path}"
         body = self._with_model(request_body(req, chat=chat, n=req.n, logprobs=caps.logprobs))
@@ -155,9 +155,9 @@ class OpenAILM:
             await self._post(path, body),
             where=where,
             want_logprobs=req.top_logprobs > 0,
-            # With logprobs each choice counts its own tokens; without, requests are n=1 and
-            # `usage` describes exactly that one choice.
-            count_from_logprobs=caps.logprobs,
+            # A single choice's `usage` is exact; with n > 1 (only when the server returns
+            # logprobs and there are no stop strings) each choice counts its own logprobs.
+            count_from_logprobs=req.n > 1,
         )
         if len(gen.choices) != req.n:
             raise TransientError(f"{where}: asked for {req.n} choices, got {len(gen.choices)}")

@@ -17,6 +17,14 @@ class Capabilities(BaseModel):
     raw_prefix: bool = True
     context_length: int = 4096
     slots: int = 8
+    # Whether each choice of an n > 1 request with stop strings can still be counted exactly.
+    # (llama.cpp leaves a stop string's tokens out of a choice's logprobs; a backend that cannot
+    # add them back gets such requests fanned out as single ones, whose `usage` is exact.)
+    n_with_stop: bool = False
+
+    def native_n(self, req: GenRequest) -> bool:
+        """Whether `req` goes to the backend as one request with n choices."""
+        return req.n == 1 or (self.n and (self.n_with_stop or not req.stop))
 
 
 @runtime_checkable

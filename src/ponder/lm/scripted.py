@@ -52,7 +52,7 @@ class ScriptedLM:
         self._replies = replies
         self._latency_s = latency_s
         self._fail = fail
-        self.capabilities = capabilities or Capabilities(slots=8)
+        self.capabilities = capabilities or Capabilities(slots=8, n_with_stop=True)
         self.info = ModelInfo(name=name, parameters=parameters)
         self.calls: list[GenRequest] = []
         self.in_flight = 0

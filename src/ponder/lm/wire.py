@@ -61,11 +61,27 @@ def _logprobs(choice: dict[str, Any]) -> list[TokenLogprob] | None:
     ]
 
 
+def ended_on_stop_string(choice: Completion, logprobs: list[TokenLogprob] | None) -> bool:
+    """A choice that stopped but whose last token is not end-of-generation (special tokens
+    come back as empty text) was cut by a stop string."""
+    if choice.finish_reason != "stop":
+        return False
+    return not logprobs or logprobs[-1].token != ""
+
+
 def parse_generation(
-    data: dict[str, Any], *, where: str, want_logprobs: bool, count_from_logprobs: bool
+    data: dict[str, Any],
+    *,
+    where: str,
+    want_logprobs: bool,
+    count_from_logprobs: bool,
+    stop_tokens: int = 0,
+    max_tokens: int | None = None,
 ) -> Generation:
     """Turn a response body into a Generation. With `count_from_logprobs`, each choice's token
-    count is the length of its own logprob list: llama.cpp's `usage` counts one choice only."""
+    count is the length of its own logprob list: llama.cpp's `usage` counts one choice only.
+    llama.cpp also leaves the stop string's tokens out of that list (it trims as many as the
+    stop string tokenizes to): `stop_tokens` adds them back for choices cut by a stop string."""
     raise_for_error(data, where)
     raw_choices = data.get("choices")
     if not isinstance(raw_choices, list) or not raw_choices:
@@ -75,20 +91,23 @@ def parse_generation(
     for ch in sorted(raw_choices, key=lambda c: int(c.get("index", 0))):
         text = ch["message"].get("content") or "" if "message" in ch else ch.get("text") or ""
         lps = _logprobs(ch)
-        if count_from_logprobs:
-            if lps is None:
-                raise TransientError(f"{where}: a choice came back without logprobs")
-            tokens = len(lps)
-        else:
-            tokens = int(usage.get("completion_tokens", 0))
-        choices.append(
-            Completion(
-                text=text,
-                completion_tokens=tokens,
-                finish_reason=str(ch.get("finish_reason") or "stop"),
-                logprobs=lps if want_logprobs else None,
-            )
+        choice = Completion(
+            text=text,
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            finish_reason=str(ch.get("finish_reason") or "stop"),
+            logprobs=lps if want_logprobs else None,
         )
+        if count_from_logprobs:
+            # A choice cut by a stop string before its first shown token has no logprobs.
+            tokens = len(lps or [])
+            if ended_on_stop_string(choice, lps):
+                tokens += stop_tokens
+            elif lps is None:
+                raise TransientError(f"{where}: a choice came back without logprobs")
+            if max_tokens is not None:
+                tokens = min(tokens, max_tokens)
+            choice.completion_tokens = tokens
+        choices.append(choice)
     details = usage.get("prompt_tokens_details") or {}
     return Generation(
         choices=choices,
