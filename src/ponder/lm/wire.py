@@ -89,7 +89,7 @@ def parse_generation(
     usage = data.get("usage") or {}
     choices: list[Completion] = []
     for ch in sorted(raw_choices, key=lambda c: int(c.get("index", 0))):
-        text = ch["message"].get("content") or "" if "message" in ch else ch.get("text") or ""
+        text = (ch["message"].get("content") if "message" in ch else ch.get("text")) or ""
         lps = _logprobs(ch)
         choice = Completion(
             text=text,
@@ -98,12 +98,10 @@ def parse_generation(
             logprobs=lps if want_logprobs else None,
         )
         if count_from_logprobs:
-            # A choice cut by a stop string before its first shown token has no logprobs.
-            tokens = len(lps or [])
-            if ended_on_stop_string(choice, lps):
-                tokens += stop_tokens
-            elif lps is None:
+            cut = stop_tokens > 0 and ended_on_stop_string(choice, lps)
+            if lps is None and not cut:  # (cut at its first token, a choice has no logprobs)
                 raise TransientError(f"{where}: a choice came back without logprobs")
+            tokens = len(lps or []) + (stop_tokens if cut else 0)
             if max_tokens is not None:
                 tokens = min(tokens, max_tokens)
             choice.completion_tokens = tokens
