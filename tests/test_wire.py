@@ -52,10 +52,11 @@ def test_stop_string_tokens_trimmed_by_llamacpp_are_added_back() -> None:
     assert [c.completion_tokens for c in gen.choices] == [2, 3, 2, 3]  # 2+2 capped at 3
 
 
-def test_missing_logprobs_without_a_stop_is_a_transient_error() -> None:
+@pytest.mark.parametrize("finish", ["length", "stop"])
+def test_missing_logprobs_without_a_stop_is_a_transient_error(finish: str) -> None:
     with pytest.raises(TransientError, match="without logprobs"):
         parse_generation(
-            body({"index": 0, "text": "x", "finish_reason": "length", "logprobs": None}),
+            body({"index": 0, "text": "x", "finish_reason": finish, "logprobs": None}),
             where="w",
             want_logprobs=False,
             count_from_logprobs=True,
