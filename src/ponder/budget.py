@@ -84,10 +84,7 @@ class Ledger:
 
     @property
     def spent(self) -> Usage:
-        total = Usage()
-        for u in self._spent.values():
-            total = total + u
-        return total
+        return Usage.total_of(self._spent.values())
 
     def elapsed(self) -> float:
         return self._clock() - self._start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -99,6 +100,10 @@ class Usage(BaseModel):
     def __sub__(self, other: Usage) -> Usage:
         return Usage(**{k: getattr(self, k) - getattr(other, k) for k in Usage.model_fields})
 
+    @staticmethod
+    def total_of(usages: Iterable[Usage]) -> Usage:
+        return sum(usages, Usage())
+
 
 class Charge(BaseModel):
     """One ledger line: a call charged to a role."""
@@ -135,10 +140,7 @@ class Result(BaseModel):
 
     @property
     def total(self) -> Usage:
-        out = Usage()
-        for u in self.usage.values():
-            out = out + u
-        return out
+        return Usage.total_of(self.usage.values())
 
     def to_json(self, indent: int | None = 2) -> str:
         data = self.model_dump(mode="json")
