@@ -9,6 +9,8 @@ from fake_server import FakeOpenAIServer
 from helpers import no_sleep
 from ponder.budget import Ledger
 from ponder.engine import Engine
+from ponder.errors import UsageError
+from ponder.lm import Price, open_model
 from ponder.lm.openai import OpenAILM
 from ponder.scheduler import Scheduler
 from ponder.types import GenRequest, Message
@@ -106,3 +108,21 @@ async def test_stop_strings_with_n_fan_out_so_usage_is_exact() -> None:
     assert len(sent) == 3 and all("n" not in b and b["stop"] == ["```output"] for b in sent)
     assert len(gen.choices) == 3 and ledger.spent.calls == 3
     assert ledger.spent.completion_tokens == 3 * 4  # each single's usage
+
+
+async def test_prices_and_size_given_for_a_server_are_charged() -> None:
+    async with FakeOpenAIServer() as srv:
+        lm = open_model("fake-model", base_url=srv.url, price=Price.parse("2,8,1"), parameters=1000)
+        engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
+        r = await engine.solve("q", "greedy", seed=3)
+        await lm.aclose()
+    u = r.total
+    assert (u.prompt_tokens, u.cached_tokens, u.completion_tokens) == (7, 2, 4)
+    assert u.dollars == pytest.approx((5 * 2 + 2 * 1 + 4 * 8) / 1e6)
+    assert u.flops == 2 * 1000 * (5 + 4)
+    assert r.model == "fake-model"
+
+
+def test_bad_price_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="bad price '1'"):
+        Price.parse("1")

@@ -28,6 +28,7 @@ from ponder.bench.runner import Row, label, run_strategy
 from ponder.budget import Budget
 from ponder.engine import Engine
 from ponder.errors import PonderError, UsageError
+from ponder.lm import Price
 from ponder.lm.registry import DEFAULT_MODEL, Registry
 from ponder.search import Prompting, Strategy, make_strategy
 from ponder.tasks import gsm8k
@@ -62,6 +63,14 @@ ApiKeyOpt = Annotated[
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Fixes every sampling decision")]
 MaxTokOpt = Annotated[int, typer.Option("--max-tokens", min=1, help="Per sample")]
 SlotsOpt = Annotated[int, typer.Option("--slots", min=1, help="Parallel sequences on the backend")]
+PriceOpt = Annotated[
+    str | None,
+    typer.Option("--price", help="$ per million tokens: PROMPT,COMPLETION[,CACHED] [default: 0]"),
+]
+ParamsOpt = Annotated[
+    int | None,
+    typer.Option("--parameters", min=1, help="Model size for FLOPs (needed with --base-url)"),
+]
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -87,8 +96,15 @@ def pull_progress() -> Iterator[Callable[[str, int, int], None]]:
 
 
 def open_engine(
-    model: str | None, base_url: str | None, api_key: str | None, slots: int, prompting: Prompting
+    model: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    slots: int,
+    prompting: Prompting,
+    price: str | None,
+    parameters: int | None,
 ) -> Engine:
+    price_ = Price.parse(price) if price is not None else None
     with pull_progress() as progress, err.status("loading model…"):
         return Engine.open(
             model,
@@ -96,6 +112,8 @@ def open_engine(
             api_key=api_key,
             slots=slots,
             prompting=prompting,
+            price=price_,
+            parameters=parameters,
             progress=progress,
         )
 
@@ -142,18 +160,25 @@ def solve(
     seed: SeedOpt = None,
     max_tokens: MaxTokOpt = 512,
     slots: SlotsOpt = 8,
+    price: PriceOpt = None,
+    parameters: ParamsOpt = None,
     budget_tokens: Annotated[int | None, typer.Option("--budget-tokens", min=0)] = None,
     budget_seconds: Annotated[float | None, typer.Option("--budget-seconds", min=0.001)] = None,
+    budget_dollars: Annotated[float | None, typer.Option("--budget-dollars", min=0.0)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole Result as JSON")] = False,
 ) -> None:
     """Answer one question and print the answer with its compute bill."""
     if not question.strip():
         raise UsageError("the question is empty")
     strat = make_strategy(strategy, n=n, temperature=temperature)  # fails before the model loads
-    budget = Budget(tokens=budget_tokens, seconds=budget_seconds)
+    budget = Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars)
+    if price is not None:
+        Price.parse(price)  # a bad price fails before the model loads
 
     async def go() -> Result:
-        engine = open_engine(model, base_url, api_key, slots, Prompting(max_tokens=max_tokens))
+        engine = open_engine(
+            model, base_url, api_key, slots, Prompting(max_tokens=max_tokens), price, parameters
+        )
         async with engine:
             with err.status(f"{strat.name}: thinking…"):
                 return await engine.solve(question, strat, seed=seed, budget=budget)
@@ -183,6 +208,8 @@ def bench(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     max_tokens: MaxTokOpt = 512,
     slots: SlotsOpt = 8,
+    price: PriceOpt = None,
+    parameters: ParamsOpt = None,
 ) -> None:
     """Run strategies over a benchmark's test problems and print accuracy against compute."""
     if benchmark not in BENCHMARKS:
@@ -193,7 +220,9 @@ def bench(
     problems = BENCHMARKS[benchmark].load(limit=limit, offset=offset)
 
     async def go() -> list[Row]:
-        engine = open_engine(model, base_url, api_key, slots, Prompting(max_tokens=max_tokens))
+        engine = open_engine(
+            model, base_url, api_key, slots, Prompting(max_tokens=max_tokens), price, parameters
+        )
         rows = []
         async with engine:
             for strat in strategies:
@@ -304,7 +333,7 @@ def main() -> None:
         message = e.format_message()
         if isinstance(e, NoSuchOption) and e.ctx is not None:
             names = sorted(o for p in e.ctx.command.params for o in p.opts if o.startswith("-"))
-            message += f" (options: {', '.join(names)})"
+            message = f"No such option: {e.option_name} (options: {', '.join(names)})"
         fail(message, 2)
     except typer.Abort:
         sys.exit(130)

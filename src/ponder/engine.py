@@ -9,7 +9,7 @@ from typing import Any
 
 from ponder.budget import Budget, Ledger
 from ponder.errors import BackendError, BudgetExceeded, UsageError
-from ponder.lm import LanguageModel, open_model
+from ponder.lm import LanguageModel, Price, open_model
 from ponder.scheduler import Scheduler
 from ponder.search import Context, Prompting, Strategy, make_strategy
 from ponder.types import Problem, Result
@@ -38,9 +38,19 @@ class Engine:
         api_key: str | None = None,
         slots: int = 8,
         prompting: Prompting | None = None,
+        price: Price | None = None,
+        parameters: int | None = None,
         progress: Callable[[str, int, int], None] | None = None,
     ) -> Engine:
-        lm = open_model(model, base_url=base_url, api_key=api_key, slots=slots, progress=progress)
+        lm = open_model(
+            model,
+            base_url=base_url,
+            api_key=api_key,
+            slots=slots,
+            price=price,
+            parameters=parameters,
+            progress=progress,
+        )
         return cls(lm, prompting=prompting)
 
     async def solve(
