@@ -15,8 +15,13 @@ async def no_sleep(_: float) -> None:
 
 
 def scripted_engine(
-    replies: Sequence[str] | ReplyFn, *, slots: int = 8, native_n: bool = True, **kw: object
+    replies: Sequence[str] | ReplyFn,
+    *,
+    slots: int = 8,
+    native_n: bool = True,
+    n_with_stop: bool = True,
+    **kw: object,
 ) -> tuple[Engine, ScriptedLM]:
-    caps = Capabilities(slots=slots, n=native_n, n_with_stop=True)
+    caps = Capabilities(slots=slots, n=native_n, n_with_stop=n_with_stop)
     lm = ScriptedLM(replies, capabilities=caps, **kw)  # type: ignore[arg-type]
     return Engine(lm, scheduler=Scheduler(sleep=no_sleep)), lm

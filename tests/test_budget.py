@@ -122,18 +122,26 @@ async def test_completion_token_cap_limits_samples() -> None:
     assert r.total.completion_tokens <= 35
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
-    n=st.integers(1, 8), calls=st.integers(0, 8), tokens=st.one_of(st.none(), st.integers(0, 900))
+    n=st.integers(1, 8),
+    calls=st.integers(0, 8),
+    tokens=st.one_of(st.none(), st.integers(0, 900)),
+    # no native n at all, or native n that cannot count stop strings (the default prompt has one)
+    caps=st.sampled_from([(False, True), (True, False)]),
 )
 async def test_fan_out_backends_respect_call_and_token_caps(
-    n: int, calls: int, tokens: int | None
+    n: int, calls: int, tokens: int | None, caps: tuple[bool, bool]
 ) -> None:
-    engine, lm = scripted_engine(long_reply, native_n=False)
+    engine, lm = scripted_engine(long_reply, native_n=caps[0], n_with_stop=caps[1])
     engine.prompting.max_tokens = 50
     r = await engine.solve(
         "q " * 20, "vote", n=n, seed=n, budget={"calls": calls, "tokens": tokens}
     )
     assert r.total.calls == len(lm.calls) <= calls
+    assert all(c.n == 1 for c in lm.calls)  # fanned out
     if tokens is not None:
         assert r.total.total_tokens <= tokens
+    # the strategy asked the budget first, so it took what fits instead of being refused whole
+    if tokens is None:
+        assert len(r.candidates) == min(n, calls)

@@ -71,7 +71,8 @@ class Context:
 
     def affordable(self, req: GenRequest) -> int:
         """How many of the request's n choices the budget allows (0: none)."""
-        return self.ledger.affordable_n(req, self.policy.info, native_n=self.policy.capabilities.n)
+        native = self.policy.capabilities.native_n(req)
+        return self.ledger.affordable_n(req, self.policy.info, native_n=native)
 
     async def generate(self, req: GenRequest) -> Generation:
         return await self.scheduler.generate(self.policy, req, self.ledger)
