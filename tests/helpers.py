@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
 
 from ponder.engine import Engine
@@ -25,3 +27,14 @@ def scripted_engine(
     caps = Capabilities(slots=slots, n=native_n, n_with_stop=n_with_stop)
     lm = ScriptedLM(replies, capabilities=caps, **kw)  # type: ignore[arg-type]
     return Engine(lm, scheduler=Scheduler(sleep=no_sleep)), lm
+
+
+def run_ponder(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The `ponder` command line in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "ponder", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

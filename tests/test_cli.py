@@ -1,19 +1,8 @@
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-
-def ponder(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ponder", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from helpers import run_ponder
 
 
 @pytest.mark.parametrize(
@@ -32,14 +21,14 @@ def ponder(*args: str) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str) -> None:
-    proc = ponder(*args)
+    proc = run_ponder(*args)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
 
 
 def test_models_list_shows_registry() -> None:
-    proc = ponder("models", "list")
+    proc = run_ponder("models", "list")
     assert proc.returncode == 0
     assert "qwen2.5-coder-0.5b (default)" in proc.stdout and "qwen2.5-coder-1.5b" in proc.stdout
     assert "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32" in proc.stdout

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers import run_ponder
 from ponder.budget import Ledger
 from ponder.engine import Engine
 from ponder.lm.llamacpp import LlamaCppLM
@@ -78,18 +77,8 @@ async def test_openai_backend_against_embedded_llamacpp_http(llama: LlamaCppLM) 
     assert 0 <= generated - r.total.completion_tokens <= 5
 
 
-def ponder_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ponder", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
 def test_cli_solve_json_on_the_embedded_model() -> None:
-    proc = ponder_cli(
+    proc = run_ponder(
         "solve",
         "What is 9 + 10?",
         "-s",
@@ -103,6 +92,7 @@ def test_cli_solve_json_on_the_embedded_model() -> None:
         "--slots",
         "2",
         "--json",
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
@@ -115,7 +105,7 @@ def test_cli_solve_json_on_the_embedded_model() -> None:
 
 @pytest.mark.slow
 def test_cli_bench_prints_the_table() -> None:
-    proc = ponder_cli(
+    proc = run_ponder(
         "bench",
         "gsm8k",
         "--limit",
@@ -128,6 +118,7 @@ def test_cli_bench_prints_the_table() -> None:
         "4",
         "--max-tokens",
         "256",
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     for text in ("gsm8k test problems 1–4", "greedy", "vote@4", "completion tokens"):
