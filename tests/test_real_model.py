@@ -141,3 +141,15 @@ async def test_choices_cut_by_a_stop_string_are_counted_exactly(llama: LlamaCppL
     generated = llama.metrics()["tokens_predicted_total"] - before
     assert any(c.finish_reason == "stop" and c.completion_tokens < 20 for c in gen.choices)
     assert ledger.spent.completion_tokens == generated
+
+
+def test_public_api_solve_on_the_default_model() -> None:
+    import ponder
+
+    r = ponder.solve("What is 12 times 3? Answer with a number.", strategy="greedy", n=8, seed=0)
+    assert isinstance(r, ponder.Result)
+    assert r.answer == "36" and r.strategy == "greedy" and r.seed == 0
+    assert r.config == {}  # greedy takes no n: the API's default n is not forced on it
+    assert set(r.usage) == {"policy"} and r.usage["policy"].calls == 1
+    data = json.loads(r.to_json())
+    assert data["usage"]["total"]["completion_tokens"] == r.candidates[0].completion_tokens
