@@ -101,10 +101,9 @@ def open_engine(
     api_key: str | None,
     slots: int,
     prompting: Prompting,
-    price: str | None,
+    price: Price | None,
     parameters: int | None,
 ) -> Engine:
-    price_ = Price.parse(price) if price is not None else None
     with pull_progress() as progress, err.status("loading model…"):
         return Engine.open(
             model,
@@ -112,7 +111,7 @@ def open_engine(
             api_key=api_key,
             slots=slots,
             prompting=prompting,
-            price=price_,
+            price=price,
             parameters=parameters,
             progress=progress,
         )
@@ -172,12 +171,11 @@ def solve(
         raise UsageError("the question is empty")
     strat = make_strategy(strategy, n=n, temperature=temperature)  # fails before the model loads
     budget = Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars)
-    if price is not None:
-        Price.parse(price)  # a bad price fails before the model loads
+    price_ = Price.parse(price) if price is not None else None  # fails before the model loads
 
     async def go() -> Result:
         engine = open_engine(
-            model, base_url, api_key, slots, Prompting(max_tokens=max_tokens), price, parameters
+            model, base_url, api_key, slots, Prompting(max_tokens=max_tokens), price_, parameters
         )
         async with engine:
             with err.status(f"{strat.name}: thinking…"):
@@ -214,6 +212,7 @@ def bench(
     """Run strategies over a benchmark's test problems and print accuracy against compute."""
     if benchmark not in BENCHMARKS:
         raise UsageError(f"unknown benchmark '{benchmark}' (choose from: {', '.join(BENCHMARKS)})")
+    price_ = Price.parse(price) if price is not None else None
     names = strategy or ["greedy", "vote"]
     # -n and --temperature apply to every strategy that samples
     strategies = [make_strategy(s, shared=True, n=n, temperature=temperature) for s in names]
@@ -221,7 +220,7 @@ def bench(
 
     async def go() -> list[Row]:
         engine = open_engine(
-            model, base_url, api_key, slots, Prompting(max_tokens=max_tokens), price, parameters
+            model, base_url, api_key, slots, Prompting(max_tokens=max_tokens), price_, parameters
         )
         rows = []
         async with engine:

@@ -114,7 +114,10 @@ class LlamaCppLM:
         body = request_body(req, chat=chat, n=req.n, logprobs=True)
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(self._pool, lambda: self._call(body, chat=chat))
-        stop_tokens = await loop.run_in_executor(self._pool, self.stop_tokens, req.stop)
+        if all(stop in self._stop_tokens for stop in req.stop):
+            stop_tokens = self.stop_tokens(req.stop)  # cached: no I/O, no thread hop
+        else:
+            stop_tokens = await loop.run_in_executor(self._pool, self.stop_tokens, req.stop)
         return parse_generation(
             data,
             where=f"llamacpp:{self.path.name}",
