@@ -10,9 +10,11 @@ from typing import Any
 from ponder.budget import Budget, Ledger
 from ponder.errors import BackendError, BudgetExceeded, UsageError
 from ponder.lm import LanguageModel, Price, open_model
+from ponder.sandbox import Sandbox
 from ponder.scheduler import Scheduler
 from ponder.search import Context, Prompting, Strategy, make_strategy
 from ponder.types import Problem, Result
+from ponder.verify import Verifiers
 
 
 class Engine:
@@ -24,10 +26,13 @@ class Engine:
         *,
         scheduler: Scheduler | None = None,
         prompting: Prompting | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.policy = policy
         self.scheduler = scheduler or Scheduler()
         self.prompting = prompting or Prompting()
+        self.sandbox = sandbox or Sandbox()
+        self.verifiers = Verifiers(open_model=open_model)
 
     @classmethod
     def open(
@@ -80,6 +85,9 @@ class Engine:
             ledger=Ledger(budget),
             seed=secrets.randbelow(2**31) if seed is None else seed,
             prompting=self.prompting,
+            sandbox=self.sandbox,
+            verifiers=self.verifiers,
+            answer_with=strategy.answer_with,
         )
         try:
             return await strategy.run(problem, ctx)
@@ -91,6 +99,7 @@ class Engine:
             return result
 
     async def aclose(self) -> None:
+        await self.verifiers.aclose()
         await self.policy.aclose()
 
     async def __aenter__(self) -> Engine:

@@ -23,6 +23,11 @@ class Problem(BaseModel):
     id: str = ""
     gold: str | None = None
     system: str | None = None
+    # The answer kind (number, math, choice, code) that extraction and equivalence use;
+    # None: the engine's default (a boxed value, else the last number).
+    kind: str | None = None
+    # Task data a grader or verifier needs (unit tests, puzzle numbers, choices).
+    meta: dict[str, Any] = Field(default_factory=dict)
 
 
 class GenRequest(BaseModel):
@@ -114,11 +119,17 @@ class Charge(BaseModel):
 
 
 class Candidate(BaseModel):
+    """One finished attempt. `note` says why it has no answer or no score, when it has none."""
+
     text: str
     answer: str | None = None
     completion_tokens: int = 0
     finish_reason: str = "stop"
     score: float | None = None
+    note: str | None = None
+    # Program-aided answering: the program's printed answer and the reasoning's own answer.
+    program_answer: str | None = None
+    reasoning_answer: str | None = None
 
 
 class Result(BaseModel):

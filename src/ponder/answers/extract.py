@@ -1,20 +1,31 @@
-"""Answer extraction v0: the last `\\boxed{}`, else the last number.
+"""Extraction: the final answer a completion gives, per answer kind.
 
-A full answer layer (math equivalence, choices, code) replaces this in its own issue; this one
-is what voting keys on today, so it normalises numbers ("1,000", "$18.00", "18") to one key.
+Kinds: `number` (integers and decimals as models write them: commas, currency, units, percents,
+negatives, scientific notation), `math` (a LaTeX expression, usually the last `\\boxed{}`),
+`choice` (a multiple-choice letter A–E), `code` (the last Python code block). `None` means the
+completion gives no answer of that kind: a first-class outcome, never an exception.
 """
 
 from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from typing import Literal, get_args
 
-_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\$?\.\d+")
+Kind = Literal["number", "math", "choice", "code"]
+KINDS: tuple[str, ...] = get_args(Kind)
 
 
+def check_kind(kind: str) -> Kind:
+    if kind not in KINDS:
+        raise ValueError(f"unknown answer kind '{kind}' (choose from: {', '.join(KINDS)})")
+    return kind  # type: ignore[return-value]
+
+
+# -- boxes -------------------------------------------------------------------------------------
 def last_boxed(text: str) -> str | None:
     """Content of the last \\boxed{...} (or \\fbox{...}), with nested braces balanced."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"), text.rfind("\\boxed {"))
     if start < 0:
         return None
     i = text.index("{", start) + 1
@@ -29,35 +40,150 @@ def last_boxed(text: str) -> str | None:
     return None  # unbalanced: the model was cut off inside the box
 
 
-def normalize_number(s: str) -> str | None:
-    """'1,000' → '1000', '$18.00' → '18', '-0.50' → '-0.5'; None if `s` is not a number."""
-    t = s.strip().replace(",", "").replace("\\$", "").replace("$", "").replace("\\!", "")
-    t = re.sub(r"\\(?:text|mathrm)\{[^}]*\}", "", t).strip().rstrip(".").strip()
-    t = t.removesuffix("%").removesuffix("\\%").strip()
+# -- numbers -----------------------------------------------------------------------------------
+_SCI = r"(?:\s*(?:[eE][-+]?\d+|(?:\\times|×|\*|x)\s*10\s*\^\s*\{?\s*[-+−]?\d+\s*\}?))?"
+_NUMBER = re.compile(
+    r"(?<![\w.])[-−]?\s?(?:\\?\$|€|£)?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?" + _SCI
+    + r"|(?<![\w.])[-−]?\.\d+" + _SCI
+)
+_UNIT_WORDS = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{[^{}]*\}")
+
+
+def _decimal(text: str) -> Decimal | None:
+    t = text.strip().replace("−", "-").replace("\\!", "").replace("\\,", "").replace("{,}", "")
+    t = _UNIT_WORDS.sub("", t)
+    t = re.sub(r"\\(?:\$|%)", lambda m: m.group(0)[1], t)
+    t = t.replace("$", "").replace("€", "").replace("£", "").strip()
+    t = re.sub(r"\s*(?:%|percent|dollars?|cents?|[a-zA-Z]{1,12}\.?)$", "", t).strip()
+    t = t.rstrip(".").strip()
+    if re.fullmatch(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?", t):
+        t = t.replace(",", "")
+    m = re.fullmatch(
+        r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?:[eE]([-+]?\d+)"
+        r"|(?:\\times|×|\*|x|\\cdot)\s*10\s*\^\s*\{?\s*([-+]?\d+)\s*\}?)?",
+        t,
+    )
+    if not m:
+        return None
     try:
-        d = Decimal(t)
-    except InvalidOperation:
+        value = Decimal(m.group(1))
+        exponent = m.group(2) or m.group(3)
+        if exponent is not None:
+            value = value.scaleb(int(exponent))
+    except (InvalidOperation, ValueError):
         return None
-    if not d.is_finite():
-        return None
-    if d == d.to_integral_value():
-        return str(int(d))
-    return format(d.normalize(), "f")
+    return value if value.is_finite() else None
+
+
+def format_number(value: Decimal) -> str:
+    """One spelling per value: '1000', '-0.5', '0.001' (never '1E+3' or '18.00')."""
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def normalize_number(text: str) -> str | None:
+    """'1,000' → '1000', '$18.00' → '18', '-0.50' → '-0.5', '1.5e3' → '1500', '25%' → '25';
+    None if `text` is not a single number."""
+    value = _decimal(text)
+    return None if value is None else format_number(value)
+
+
+def extract_number(text: str) -> str | None:
+    boxed = last_boxed(text)
+    if boxed is not None:
+        if (num := normalize_number(boxed)) is not None:
+            return num
+        # A box holding an expression ("3 + 4 = 7"): its last number is the answer.
+        numbers = _NUMBER.findall(boxed)
+        return normalize_number(numbers[-1]) if numbers else None
+    for raw in reversed(_NUMBER.findall(text)):
+        if (num := normalize_number(raw)) is not None:
+            return num
+    return None
+
+
+# -- LaTeX math --------------------------------------------------------------------------------
+_ANSWER_IS = re.compile(
+    r"(?:final answer|the answer)\s*(?:is|:)\s*[:\s]*\$?([^\n$]+?)\$?\s*(?:\.\s*)?$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def extract_math(text: str) -> str | None:
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed or None
+    found = _ANSWER_IS.findall(text)
+    if found:
+        return found[-1].strip() or None
+    return extract_number(text)
+
+
+# -- multiple choice ---------------------------------------------------------------------------
+_LETTER = r"([A-E])"
+_CHOICE_PATTERNS = [
+    re.compile(r"\\boxed\s*\{\s*(?:\\text\s*\{\s*)?\(?" + _LETTER + r"\)?"),
+    re.compile(
+        r"(?:answer|option|choice)\s*(?:is|:)?\s*(?:option|choice)?\s*[:\s]*\**\s*[\(\[]?"
+        + _LETTER
+        + r"(?![a-zA-Z])",
+        re.IGNORECASE,
+    ),
+    re.compile(r"\*\*\s*\(?" + _LETTER + r"[\).:]?\s*\*\*"),
+    re.compile(r"\(" + _LETTER + r"\)"),
+    re.compile(r"(?m)^\s*" + _LETTER + r"[\).:](?:\s|$)"),
+    re.compile(r"(?m)^\s*" + _LETTER + r"\s*$"),
+]
+
+
+def extract_choice(text: str) -> str | None:
+    """The letter a completion picks, trying the most explicit formats first and taking the
+    last match of the first format that matches."""
+    for pattern in _CHOICE_PATTERNS:
+        found = pattern.findall(text)
+        if found:
+            return str(found[-1]).upper()
+    return None
+
+
+# -- code --------------------------------------------------------------------------------------
+_CODE_BLOCK = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
+
+
+def code_blocks(text: str) -> list[str]:
+    """Every fenced code block's body (a final unclosed one too: the stop string cut it)."""
+    return [b.strip("\n") for b in _CODE_BLOCK.findall(text) if b.strip()]
+
+
+def extract_code(text: str) -> str | None:
+    """The last non-empty Python code block (the finished program); None without one."""
+    blocks = code_blocks(text)
+    return blocks[-1] if blocks else None
+
+
+# -- dispatch ----------------------------------------------------------------------------------
+def extract(text: str, kind: str = "math") -> str | None:
+    """The final answer of `kind` in a completion's text, or None if it gives none."""
+    k = check_kind(kind)
+    if k == "number":
+        return extract_number(text)
+    if k == "choice":
+        return extract_choice(text)
+    if k == "code":
+        return extract_code(text)
+    return extract_math(text)
 
 
 def extract_answer(text: str) -> str | None:
-    """The answer a completion gives: its last boxed value, else its last number.
-    Numbers are normalised so equal values share one voting key; None means no answer."""
+    """The engine's default: the last boxed value (a number normalised), else the last
+    number in the text."""
     boxed = last_boxed(text)
     if boxed is not None:
         if not boxed:
             return None
         return normalize_number(boxed) or boxed
-    numbers = _NUMBER.findall(text)
-    for raw in reversed(numbers):
-        if (num := normalize_number(raw)) is not None:
-            return num
-    return None
+    return extract_number(text)
 
 
 def gsm8k_gold(answer_field: str) -> str:

@@ -8,11 +8,15 @@ from pydantic import ValidationError
 
 from ponder.errors import UsageError
 from ponder.search.base import Context, Prompting, Strategy
+from ponder.search.best_of_n import BestOfN
 from ponder.search.greedy import Greedy
 from ponder.search.sample import Sample
-from ponder.search.vote import Vote, plurality
+from ponder.search.vote import Vote, plurality, tally
+from ponder.search.weighted_vote import WeightedVote
 
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Greedy, Sample, Vote)}
+STRATEGIES: dict[str, type[Strategy]] = {
+    s.name: s for s in (Greedy, Sample, Vote, BestOfN, WeightedVote)
+}
 
 
 def make_strategy(name: str, *, shared: bool = False, **options: Any) -> Strategy:
@@ -31,4 +35,4 @@ def make_strategy(name: str, *, shared: bool = False, **options: Any) -> Strateg
         raise UsageError(f"bad options for strategy '{name}': {problems}") from None
 
 
-__all__ = ["STRATEGIES", "Context", "Prompting", "Strategy", "make_strategy", "plurality"]
+__all__ = ["STRATEGIES", "Context", "Prompting", "Strategy", "make_strategy", "plurality", "tally"]

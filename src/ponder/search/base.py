@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.answers import extract_answer
+from ponder.answers import extract, extract_answer
 from ponder.budget import Ledger
 from ponder.lm.protocol import LanguageModel
 from ponder.scheduler import Scheduler
+from ponder.sandbox import ExecResult, Sandbox
 from ponder.types import Candidate, Generation, GenRequest, Message, Problem, Result
+
+if TYPE_CHECKING:
+    from ponder.verify import Verifiers, VerifierSpec
 
 # Measured on the first 30 GSM8K test problems, 0.5B greedy: this prompt 7/30; without its
 # second sentence 4/30 (the model writes Python and invents its output); with two worked
@@ -22,8 +27,20 @@ DEFAULT_SYSTEM_PROMPT = (
     "Please reason step by step, and put your final answer within \\boxed{}. "
     "Do not write code; solve with arithmetic in words."
 )
+# Program-aided answering (PAL): the sandbox runs the program; what it prints is the answer.
+PROGRAM_SYSTEM_PROMPT = (
+    "Solve the problem by writing a Python program that computes the answer and prints only "
+    "the final answer. Put the whole program in one ```python code block."
+)
+# CoT × PoT: two answers per candidate that a cross-check verifier compares.
+BOTH_SYSTEM_PROMPT = (
+    "Please reason step by step, and put your final answer within \\boxed{}. Then check it: "
+    "write a Python program in one ```python code block that computes the answer and prints it."
+)
 # Coder models like to run code in their heads and then invent its printed output.
 DEFAULT_STOP = ["```output"]
+
+AnswerWith = Literal["reasoning", "program", "both"]
 
 
 class Prompting(BaseModel):
@@ -33,9 +50,17 @@ class Prompting(BaseModel):
     max_tokens: int = Field(default=512, ge=1)
     stop: list[str] = Field(default_factory=lambda: list(DEFAULT_STOP))
 
-    def messages(self, problem: Problem) -> list[Message]:
+    program_system: str = PROGRAM_SYSTEM_PROMPT
+    both_system: str = BOTH_SYSTEM_PROMPT
+
+    def messages(self, problem: Problem, answer_with: AnswerWith = "reasoning") -> list[Message]:
+        system = {
+            "reasoning": problem.system or self.system,
+            "program": self.program_system,
+            "both": self.both_system,
+        }[answer_with]
         return [
-            Message(role="system", content=problem.system or self.system),
+            Message(role="system", content=system),
             Message(role="user", content=problem.question),
         ]
 
@@ -49,6 +74,9 @@ class Context:
     ledger: Ledger
     seed: int
     prompting: Prompting = field(default_factory=Prompting)
+    sandbox: Sandbox = field(default_factory=Sandbox)
+    verifiers: Verifiers | None = None
+    answer_with: AnswerWith = "reasoning"
     rng: random.Random = field(init=False)
     started: float = field(default_factory=time.monotonic)
 
@@ -61,7 +89,7 @@ class Context:
 
     def request(self, problem: Problem, *, n: int, temperature: float) -> GenRequest:
         return GenRequest(
-            messages=self.prompting.messages(problem),
+            messages=self.prompting.messages(problem, self.answer_with),
             n=n,
             temperature=temperature,
             max_tokens=self.prompting.max_tokens,
@@ -76,6 +104,54 @@ class Context:
 
     async def generate(self, req: GenRequest) -> Generation:
         return await self.scheduler.generate(self.policy, req, self.ledger)
+
+    async def candidates(self, problem: Problem, gen: Generation) -> list[Candidate]:
+        """The choices as candidates with their answers; programs are run in the sandbox
+        (all at once) when the strategy answers with programs."""
+        cands = candidates_of(gen, problem.kind)
+        if self.answer_with == "reasoning":
+            return cands
+        runs = await asyncio.gather(*(self._run_program(c) for c in cands))
+        for cand, run in zip(cands, runs, strict=True):
+            cand.reasoning_answer = cand.answer
+            if isinstance(run, str):
+                cand.note = run
+            else:
+                cand.program_answer = program_answer(run, problem.kind)
+                if cand.program_answer is None:
+                    cand.note = (
+                        "the program printed nothing"
+                        if run.ok
+                        else f"the program failed ({run.reason})"
+                    )
+            if self.answer_with == "program":
+                cand.answer = cand.program_answer
+            elif cand.answer is None:  # both: the reasoning's answer, else the program's
+                cand.answer = cand.program_answer
+        return cands
+
+    async def _run_program(self, cand: Candidate) -> ExecResult | str:
+        code = extract(cand.text, "code")
+        if code is None:
+            return "no ```python block in the candidate"
+        return await self.sandbox.run(code)
+
+    def reuses_candidate_prefix(self, spec: VerifierSpec) -> bool:
+        """Whether the verifier continues each candidate's own conversation (a self-judge),
+        so scoring right after generation finds it in the backend's prefix cache."""
+        if self.verifiers is None or spec.steps:
+            return False
+        return bool(getattr(self.verifiers.get(spec), "reuses_candidate_prefix", False))
+
+    async def score(self, problem: Problem, candidates: list[Candidate], spec: VerifierSpec) -> None:
+        """Score candidates in place with the verifier `spec`; unscored ones get the reason."""
+        if self.verifiers is None:
+            raise RuntimeError("this Context has no verifiers")
+        verdicts = await self.verifiers.score(problem, candidates, spec, self)
+        for cand, v in zip(candidates, verdicts, strict=True):
+            cand.score = v.score
+            if v.score is None:
+                cand.note = v.reason if cand.note is None else f"{cand.note}; {v.reason}"
 
     def result(
         self,
@@ -102,16 +178,35 @@ class Context:
         )
 
 
-def candidates_of(gen: Generation) -> list[Candidate]:
-    return [
-        Candidate(
-            text=c.text,
-            answer=extract_answer(c.text),
-            completion_tokens=c.completion_tokens,
-            finish_reason=c.finish_reason,
+def answer_of(text: str, kind: str | None) -> str | None:
+    return extract_answer(text) if kind is None else extract(text, kind)
+
+
+def candidates_of(gen: Generation, kind: str | None = None) -> list[Candidate]:
+    out = []
+    for c in gen.choices:
+        answer = answer_of(c.text, kind)
+        out.append(
+            Candidate(
+                text=c.text,
+                answer=answer,
+                completion_tokens=c.completion_tokens,
+                finish_reason=c.finish_reason,
+                note=None if answer is not None else "no answer found in the text",
+            )
         )
-        for c in gen.choices
-    ]
+    return out
+
+
+def program_answer(run: ExecResult, kind: str | None) -> str | None:
+    """A program's answer: its last printed line, read as an answer of `kind`."""
+    lines = [line.strip() for line in run.stdout.splitlines() if line.strip()]
+    if not run.ok or not lines:
+        return None
+    last = lines[-1]
+    if kind in (None, "number"):
+        return answer_of(last, "number")
+    return answer_of(last, kind) or last
 
 
 class Strategy(BaseModel):
@@ -119,6 +214,9 @@ class Strategy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: ClassVar[str]
+    # PAL: "program" answers with the printed output of the model's program; "both" keeps
+    # the reasoning's answer and the program's for a CoT × PoT cross-check.
+    answer_with: AnswerWith = "reasoning"
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         raise NotImplementedError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ponder.search.base import Context, Strategy, candidates_of
+from ponder.search.base import Context, Strategy
 from ponder.types import Problem, Result
 
 
@@ -15,5 +15,5 @@ class Greedy(Strategy):
         req = ctx.request(problem, n=1, temperature=0.0)
         if ctx.affordable(req) < 1:
             return ctx.result(problem, self, None, [], stopped="budget")
-        candidates = candidates_of(await ctx.generate(req))
+        candidates = await ctx.candidates(problem, await ctx.generate(req))
         return ctx.result(problem, self, candidates[0].answer, candidates)

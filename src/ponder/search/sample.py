@@ -5,12 +5,16 @@ Its candidates are the pool that pass@k and maj@k are estimated from.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import asyncio
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
-from ponder.search.base import Context, Strategy, candidates_of
+from ponder.search.base import Context, Strategy
 from ponder.types import Candidate, Problem, Result
+
+if TYPE_CHECKING:
+    from ponder.verify import VerifierSpec
 
 
 class Sample(Strategy):
@@ -26,7 +30,32 @@ class Sample(Strategy):
         if n == 0:
             return [], "budget"
         gen = await ctx.generate(req.model_copy(update={"n": n}))
-        return candidates_of(gen), ("budget" if n < self.n else None)
+        return await ctx.candidates(problem, gen), ("budget" if n < self.n else None)
+
+    async def draw_scored(
+        self, problem: Problem, ctx: Context, spec: VerifierSpec
+    ) -> tuple[list[Candidate], str | None]:
+        """`draw`, then every candidate scored by the verifier `spec`. A judge that continues
+        the candidate's own conversation gets each sample as its own request, scored the moment
+        it finishes, while the backend slot that wrote it still holds it in its prefix cache
+        (llama.cpp keeps no per-choice cache for n > 1 requests: measured, see RESULTS.md)."""
+        if not ctx.reuses_candidate_prefix(spec):
+            candidates, stopped = await self.draw(problem, ctx)
+            await ctx.score(problem, candidates, spec)
+            return candidates, stopped
+        req = ctx.request(problem, n=self.n, temperature=self.temperature)
+        n = ctx.ledger.affordable_n(req, ctx.policy.info, native_n=False)
+        base_seed = req.seed or 0
+
+        async def one(i: int) -> list[Candidate]:
+            single = req.model_copy(update={"n": 1, "seed": base_seed + i})
+            candidates = await ctx.candidates(problem, await ctx.generate(single))
+            await ctx.score(problem, candidates, spec)
+            return candidates
+
+        parts = await asyncio.gather(*(one(i) for i in range(n)))
+        candidates = [c for part in parts for c in part]
+        return candidates, ("budget" if n < self.n else None)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         candidates, stopped = await self.draw(problem, ctx)

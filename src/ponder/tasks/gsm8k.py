@@ -27,7 +27,9 @@ def load(
             gold = gsm8k_gold(answer)
         except ValueError as e:
             raise DataError(f"{path}:{lineno}: {e}") from None
-        problems.append(Problem(id=f"gsm8k/{split}/{index}", question=question, gold=gold))
+        problems.append(
+            Problem(id=f"gsm8k/{split}/{index}", question=question, gold=gold, kind="number")
+        )
     return problems
 
 

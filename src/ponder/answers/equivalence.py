@@ -1,0 +1,160 @@
+"""Equivalence of answers and a canonical key per answer, so votes cluster equivalent answers.
+
+`canonical` gives equal keys only to equivalent answers; `cluster` then also merges answers
+whose keys differ but which math-verify proves equal (e.g. `0.333333` and `\\frac{1}{3}` under
+its rounding), so a vote never splits one answer into two camps. No answer (`None`) is
+equivalent to nothing, not even to another missing answer.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any
+
+from ponder.answers.extract import check_kind, format_number, normalize_number
+
+logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+
+# math-verify bounds parse/verify time with SIGALRM, which only the main thread may set.
+_TIMEOUT_S = 5
+
+
+def _timeout() -> int | None:
+    return _TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+
+
+@lru_cache(maxsize=65536)
+def _parse(latex: str) -> tuple[Any, ...]:
+    from math_verify import parse
+
+    text = latex if latex.lstrip().startswith("\\boxed") else f"\\boxed{{{latex}}}"
+    try:
+        return tuple(parse(text, parsing_timeout=_timeout()))  # type: ignore[arg-type]
+    except Exception:  # math-verify raises on some malformed LaTeX despite raise_on_error
+        return ()
+
+
+_TEXT_WRAP = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
+
+
+def _latex_key(latex: str) -> str:
+    """A spelling-normalised LaTeX string: the key of last resort."""
+    t = _TEXT_WRAP.sub(r"\1", latex)
+    for a, b in (("\\left", ""), ("\\right", ""), ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac")):
+        t = t.replace(a, b)
+    t = re.sub(r"\\[,!;: ]|\s+|\$", "", t).rstrip(".")
+    return t.lower()
+
+
+def _rational_key(value: Any) -> str | None:
+    """'p/q' or a terminating decimal for a sympy number; None for anything else."""
+    import sympy
+
+    if isinstance(value, sympy.Rational):  # Integer is a Rational
+        p, q = int(value.p), int(value.q)
+        while q % 2 == 0 or q % 5 == 0:  # only 2s and 5s: a terminating decimal
+            q //= 2 if q % 2 == 0 else 5
+        if q == 1:
+            return format_number(Decimal(int(value.p)) / Decimal(int(value.q)))
+        return f"{int(value.p)}/{int(value.q)}"
+    if isinstance(value, sympy.Float):
+        try:
+            return format_number(Decimal(str(value)).normalize())
+        except InvalidOperation:
+            return None
+    return None
+
+
+def _math_key(answer: str) -> str:
+    num = normalize_number(answer)
+    if num is not None:
+        return num
+    parsed = _parse(answer)
+    if parsed:
+        value = parsed[0]
+        rational = _rational_key(value)
+        if rational is not None:
+            return rational
+        if not isinstance(value, str):
+            return "sympy:" + str(value)
+    return "latex:" + _latex_key(answer)
+
+
+def _code_key(code: str) -> str:
+    try:
+        return "ast:" + ast.dump(ast.parse(code))  # formatting and comments do not count
+    except (SyntaxError, ValueError):
+        return "src:" + "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
+
+
+def canonical(answer: str | None, kind: str = "math") -> str | None:
+    """One key per equivalence class: equal keys mean equivalent answers. None stays None."""
+    k = check_kind(kind)
+    if answer is None or not answer.strip():
+        return None
+    if k == "number":
+        return normalize_number(answer) or answer.strip()
+    if k == "choice":
+        letter = re.sub(r"[^A-Za-z]", "", _TEXT_WRAP.sub(r"\1", answer))
+        return letter.upper() if len(letter) == 1 else answer.strip().upper()
+    if k == "code":
+        return _code_key(answer)
+    return _math_key(answer)
+
+
+def equivalent(a: str | None, b: str | None, kind: str = "math") -> bool:
+    """Whether two answers are the same answer. Symmetric; None is equivalent to nothing."""
+    ka, kb = canonical(a, kind), canonical(b, kind)
+    if ka is None or kb is None:
+        return False
+    if ka == kb:
+        return True
+    if kind != "math" or a is None or b is None:
+        return False
+    return _math_equal(a, b)
+
+
+def _math_equal(a: str, b: str) -> bool:
+    from math_verify import verify
+
+    pa, pb = _parse(a), _parse(b)
+    if not pa or not pb:
+        return False
+    try:
+        t = _timeout()
+        return bool(
+            verify(list(pa), list(pb), timeout_seconds=t)
+            or verify(list(pb), list(pa), timeout_seconds=t)
+        )
+    except Exception:
+        return False
+
+
+def cluster(answers: Sequence[str | None], kind: str = "math") -> list[int | None]:
+    """A cluster number per answer (first-seen order; None for no answer). Equal keys share a
+    cluster at once; different keys are merged when `equivalent` says so."""
+    keys = [canonical(a, kind) for a in answers]
+    reps: list[tuple[str, str]] = []  # (key, answer) of each cluster's first member
+    by_key: dict[str, int] = {}
+    out: list[int | None] = []
+    for answer, key in zip(answers, keys, strict=True):
+        if key is None or answer is None:
+            out.append(None)
+            continue
+        if key not in by_key:
+            match = next(
+                (i for i, (_, rep) in enumerate(reps) if kind == "math" and _math_equal(rep, answer)),
+                None,
+            )
+            if match is None:
+                match = len(reps)
+                reps.append((key, answer))
+            by_key[key] = match
+        out.append(by_key[key])
+    return out

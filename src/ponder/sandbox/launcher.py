@@ -1,0 +1,131 @@
+"""Runs as its own process (`python -I -S launcher.py CONFIG`): sets up the sandbox, then runs
+the program in it. Kept free of ponder imports so it starts fast and single-threaded.
+
+Layers, from strongest (running as root, the usual container case) down:
+- new mount, network, PID, IPC and UTS namespaces: no network interfaces but loopback-less
+  `lo`; the program sees only its own processes; /tmp, /var/tmp and /dev/shm are fresh tmpfs
+  that vanish with it; directories the interpreter needs under a private ancestor (e.g.
+  /root/.pyenv) are shown at the same paths while the rest of that ancestor is hidden;
+- as root, the program runs as `nobody` with no supplementary groups, so it cannot signal the
+  parent, read root's files or write outside its working directory;
+- rlimits on CPU seconds, address space, processes, file size and open files; no core dumps;
+- the init process of the PID namespace dies with the launcher (PDEATHSIG), and all processes
+  of the namespace die with it, so killing the launcher's process group cleans up everything.
+Without root, an unprivileged user namespace gives the same namespaces where the kernel allows
+it; otherwise only the rlimits and the new session apply (reported as the isolation level).
+"""
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG = 1
+NOBODY = 65534
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def mount(src: str | None, dst: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    _check(libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), f"mount {dst}")
+
+
+def reveal(hidden: str, keep: list[str], mode: str) -> None:
+    """Cover `hidden` with an empty tmpfs, then bind the `keep` paths under it back in at
+    their own paths (held open by O_PATH descriptors while covered)."""
+    fds = [os.open(path, os.O_PATH | os.O_DIRECTORY) for path in keep]
+    mount("tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode},size=64m")
+    for fd, path in zip(fds, keep):
+        os.makedirs(path, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        os.close(fd)
+
+
+def setup_mounts(cfg: dict) -> None:
+    mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks back to the host
+    # Throw-away temporary directories (the working directory is shown inside /tmp again),
+    # and private ancestors of the interpreter (e.g. /root) hidden but for the interpreter.
+    work = os.getcwd()
+    covers = [("/tmp", [work] if work.startswith("/tmp/") else [], "1777")]
+    covers += [(path, [], "1777") for path in ("/var/tmp", "/dev/shm") if os.path.isdir(path)]
+    covers += [(hidden, keep, "0755") for hidden, keep in cfg["reveal"]]
+    for hidden, keep, mode in covers:
+        reveal(hidden, keep, mode)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace only
+
+
+def limit(cfg: dict) -> None:
+    cpu = int(cfg["cpu_s"])
+    mem = int(cfg["memory_mb"]) * 1024 * 1024
+    for res, value in (
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_AS, (mem, mem)),
+        (resource.RLIMIT_NPROC, (cfg["max_processes"],) * 2),
+        (resource.RLIMIT_FSIZE, (cfg["file_size_mb"] * 1024 * 1024,) * 2),
+        (resource.RLIMIT_NOFILE, (cfg["max_open_files"],) * 2),
+        (resource.RLIMIT_CORE, (0, 0)),
+    ):
+        resource.setrlimit(res, value)
+
+
+def run_program(cfg: dict, status_fd: int, namespaces: bool) -> None:
+    """In the new PID namespace (as its init): mounts, then fork the program and wait."""
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if namespaces:
+        setup_mounts(cfg)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            limit(cfg)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by setuid: set again
+            os.execve(cfg["python"], [cfg["python"], "-I", "-B", "main.py"], cfg["env"])
+        except BaseException as e:  # noqa: BLE001 - report any setup failure, never continue
+            os.write(2, f"sandbox: could not start the program: {e}\n".encode())
+            os._exit(125)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        report = {"signal": os.WTERMSIG(status)}
+    else:
+        report = {"exit": os.WEXITSTATUS(status)}
+    os.write(status_fd, json.dumps(report).encode())
+    os._exit(0)
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    status_fd = int(cfg["status_fd"])
+    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    root = os.geteuid() == 0
+    namespaces = libc.unshare(flags if root else flags | CLONE_NEWUSER) == 0
+    level = ("full" if root else "namespaces") if namespaces else "rlimits"
+    os.write(status_fd, (json.dumps({"isolation": level}) + "\n").encode())
+    pid = os.fork()
+    if pid == 0:
+        try:
+            run_program(cfg, status_fd, namespaces)
+        except BaseException as e:  # noqa: BLE001
+            os.write(2, f"sandbox: setup failed: {e}\n".encode())
+            os._exit(125)
+    _, status = os.waitpid(pid, 0)
+    os._exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else 125)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Best-of-N (Cobbe et al., 2021; Lightman et al., 2023): sample N candidates, score each with
+a verifier, answer with the top-scored one. Unscored candidates rank below scored ones; a tie
+goes to the earliest candidate."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from ponder.search.base import Context
+from ponder.search.sample import Sample
+from ponder.types import Problem, Result
+from ponder.verify import VerifierSpec
+
+
+class BestOfN(Sample):
+    name: ClassVar[str] = "best_of_n"
+    verifier: VerifierSpec = Field(default_factory=VerifierSpec)
+
+    @field_validator("verifier", mode="before")
+    @classmethod
+    def _spec(cls, v: object) -> object:
+        return VerifierSpec.of(v) if isinstance(v, str) else v
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        candidates, stopped = await self.draw_scored(problem, ctx, self.verifier)
+        scored = [(c.score, -i) for i, c in enumerate(candidates) if c.score is not None]
+        if scored:
+            best = candidates[-max(scored)[1]]
+        else:  # no verdict at all: fall back to the first candidate with an answer
+            best = next((c for c in candidates if c.answer is not None), None)
+        answer = best.answer if best is not None else None
+        score = best.score if best is not None else None
+        return ctx.result(problem, self, answer, candidates, stopped=stopped, score=score)

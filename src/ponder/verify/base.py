@@ -1,0 +1,75 @@
+"""The two verifier contracts: outcome (score a whole candidate) and process (score each step
+of a partial solution). A verifier never raises for one bad candidate: it returns a Verdict
+with no score and the reason, and its calls are charged to the ledger as role `verifier`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ponder.types import Candidate, Problem
+
+if TYPE_CHECKING:
+    from ponder.search.base import Context
+
+ROLE = "verifier"
+
+
+class Verdict(BaseModel):
+    """A score in [0, 1] (higher: more likely correct), or None with the reason why not."""
+
+    score: float | None = None
+    reason: str | None = None
+
+
+class VerifierSpec(BaseModel):
+    """A verifier by name and its options, as plain data (`{"name": "self_judge"}`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = "self_judge"
+    options: dict[str, Any] = Field(default_factory=dict)
+    # Score each step (process) and aggregate, instead of the whole candidate at once.
+    steps: bool = False
+    # How step scores become one outcome score: min, last, prod or mean.
+    aggregate: str = "min"
+
+    @classmethod
+    def of(cls, value: VerifierSpec | str | dict[str, Any]) -> VerifierSpec:
+        if isinstance(value, VerifierSpec):
+            return value
+        if isinstance(value, str):
+            return cls(name=value)
+        return cls(**value)
+
+    def key(self) -> str:
+        return self.model_dump_json()
+
+
+@runtime_checkable
+class OutcomeVerifier(Protocol):
+    name: str
+
+    async def score(
+        self, problem: Problem, candidates: Sequence[Candidate], ctx: Context
+    ) -> list[Verdict]:
+        """One verdict per candidate, in order."""
+        ...
+
+
+@runtime_checkable
+class ProcessVerifier(Protocol):
+    name: str
+
+    async def score_steps(
+        self, problem: Problem, steps: Sequence[str], ctx: Context
+    ) -> list[Verdict]:
+        """One verdict per step, step k judged given steps 1..k. Prefixes scored before are
+        answered from the verifier's cache, so no step is scored twice."""
+        ...
+
+
+def split_steps(text: str) -> list[str]:
+    """A solution's steps: its blank-line separated blocks (the default step boundary)."""
+    return [s.strip() for s in text.split("\n\n") if s.strip()]

@@ -1,0 +1,144 @@
+"""Judges that ask a language model "is this correct?" and read P(Yes) from its logprobs.
+
+`SelfJudge` asks the policy itself, continuing the very conversation that produced the
+candidate (same system prompt, question and answer), so on llama.cpp the slot that generated
+the candidate already holds that prefix and only the question is prefilled. `LLMJudge` asks
+another model (or backend) with a standalone grading prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ponder.errors import BackendError, BudgetExceeded
+from ponder.lm.protocol import LanguageModel
+from ponder.types import Candidate, Completion, GenRequest, Message, Problem
+from ponder.verify.base import ROLE, Verdict
+
+if TYPE_CHECKING:
+    from ponder.search.base import Context
+
+OUTCOME_QUESTION = "Is the answer above correct? Answer Yes or No."
+STEP_QUESTION = "Is the last step above correct? Answer Yes or No."
+JUDGE_SYSTEM = "You are a careful grader. Check the solution and reply with Yes or No only."
+_YES = {"yes", "y", "true", "correct"}
+_NO = {"no", "n", "false", "incorrect"}
+
+
+def p_yes(choice: Completion) -> Verdict:
+    """P(Yes) / (P(Yes) + P(No)) over the judge's first token; from its text if the backend
+    gave no logprobs."""
+    first = choice.logprobs[0] if choice.logprobs else None
+    if first is not None:
+        yes = no = 0.0
+        for token, lp in {first.token: first.logprob, **first.top}.items():
+            word = token.strip().lower()
+            if word in _YES:
+                yes += math.exp(lp)
+            elif word in _NO:
+                no += math.exp(lp)
+        if yes + no > 0:
+            return Verdict(score=yes / (yes + no))
+        return Verdict(reason=f"the judge answered {first.token!r}, neither Yes nor No")
+    word = choice.text.strip().split()[0].strip(".,!:").lower() if choice.text.strip() else ""
+    if word in _YES:
+        return Verdict(score=1.0, reason="no logprobs: scored from the judge's text")
+    if word in _NO:
+        return Verdict(score=0.0, reason="no logprobs: scored from the judge's text")
+    return Verdict(reason=f"the judge answered {choice.text[:40]!r}, neither Yes nor No")
+
+
+async def ask(ctx: Context, model: LanguageModel, messages: list[Message]) -> Verdict:
+    """One Yes/No question to `model`, charged as a verifier call; failures become reasons."""
+    req = GenRequest(
+        messages=messages,
+        max_tokens=1 if model.capabilities.logprobs else 3,
+        temperature=0.0,
+        top_logprobs=20 if model.capabilities.logprobs else 0,
+        seed=0,
+        role=ROLE,
+    )
+    try:
+        gen = await ctx.scheduler.generate(model, req, ctx.ledger)
+    except BudgetExceeded as e:
+        return Verdict(reason=f"not scored: {e}")
+    except BackendError as e:
+        return Verdict(reason=f"judge call failed: {e}")
+    if not gen.choices:
+        return Verdict(reason="the judge returned no choice")
+    return p_yes(gen.choices[0])
+
+
+class SelfJudge:
+    """The policy judges its own candidate (outcome) or newest step (process)."""
+
+    name = "self_judge"
+    reuses_candidate_prefix = True
+
+    def __init__(self, question: str = OUTCOME_QUESTION, step_question: str = STEP_QUESTION):
+        self.question = question
+        self.step_question = step_question
+        self._steps: dict[tuple[str, tuple[str, ...]], Verdict] = {}
+
+    def model(self, ctx: Context) -> LanguageModel:
+        return ctx.policy
+
+    def conversation(self, problem: Problem, answer: str, ctx: Context, q: str) -> list[Message]:
+        # The generating conversation verbatim, so the backend's prefix cache hits.
+        return [
+            *ctx.prompting.messages(problem),
+            Message(role="assistant", content=answer),
+            Message(role="user", content=q),
+        ]
+
+    async def score(
+        self, problem: Problem, candidates: Sequence[Candidate], ctx: Context
+    ) -> list[Verdict]:
+        async def one(c: Candidate) -> Verdict:
+            if not c.text.strip():
+                return Verdict(reason="empty candidate")
+            msgs = self.conversation(problem, c.text, ctx, self.question)
+            return await ask(ctx, self.model(ctx), msgs)
+
+        return list(await asyncio.gather(*(one(c) for c in candidates)))
+
+    async def score_steps(
+        self, problem: Problem, steps: Sequence[str], ctx: Context
+    ) -> list[Verdict]:
+        # Steps in order: each call extends the prefix the previous one left in the cache.
+        out: list[Verdict] = []
+        for k in range(1, len(steps) + 1):
+            key = (problem.question, tuple(steps[:k]))
+            if key not in self._steps:
+                msgs = self.conversation(problem, "\n\n".join(steps[:k]), ctx, self.step_question)
+                self._steps[key] = await ask(ctx, self.model(ctx), msgs)
+            out.append(self._steps[key])
+        return out
+
+
+class LLMJudge(SelfJudge):
+    """Another model grades the candidate from a standalone prompt."""
+
+    name = "llm_judge"
+    reuses_candidate_prefix = False
+
+    def __init__(self, judge: LanguageModel, system: str = JUDGE_SYSTEM) -> None:
+        super().__init__()
+        self.judge = judge
+        self.system = system
+
+    def model(self, ctx: Context) -> LanguageModel:
+        return self.judge
+
+    def conversation(self, problem: Problem, answer: str, ctx: Context, q: str) -> list[Message]:
+        what = "solution so far" if q == self.step_question else "solution"
+        return [
+            Message(role="system", content=self.system),
+            Message(
+                role="user",
+                content=f"Problem:\n{problem.question}\n\nProposed {what}:\n{answer}\n\n{q}",
+            ),
+        ]

@@ -1,0 +1,119 @@
+"""A process reward model served elsewhere over HTTP, e.g. vLLM's pooling API serving
+Qwen2.5-Math-PRM (`vllm serve ... --task reward`): the solution's steps are joined with a step
+tag, and the server returns one score (or [P(bad), P(good)] pair) per tag.
+
+Scores are cached per (question, step prefix): a path scored up to step k is sent again only
+when it has new steps, and earlier steps' scores are never asked for twice. Every call is
+charged to the ledger as role `verifier` with the prompt tokens the server reports."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ponder.errors import BudgetExceeded
+from ponder.types import Problem, Usage
+from ponder.verify.base import ROLE, Verdict
+
+if TYPE_CHECKING:
+    from ponder.search.base import Context
+
+
+class PRMHttp:
+    name = "prm_http"
+
+    def __init__(
+        self,
+        url: str,
+        model: str = "",
+        *,
+        path: str = "/pooling",
+        step_tag: str = "<extra_0>",
+        positive_index: int = -1,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        max_concurrency: int = 8,
+    ) -> None:
+        self.url = url.rstrip("/") + path
+        self.model = model
+        self.step_tag = step_tag
+        self.positive_index = positive_index
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(timeout=timeout_s, headers=headers)
+        self._gate = asyncio.Semaphore(max_concurrency)
+        self._cache: dict[tuple[str, tuple[str, ...]], Verdict] = {}
+
+    def render(self, question: str, steps: Sequence[str]) -> str:
+        return question + "\n" + "".join(s.strip() + self.step_tag for s in steps)
+
+    async def score_steps(
+        self, problem: Problem, steps: Sequence[str], ctx: Context
+    ) -> list[Verdict]:
+        keys = [(problem.question, tuple(steps[:k])) for k in range(1, len(steps) + 1)]
+        if all(k in self._cache for k in keys):
+            return [self._cache[k] for k in keys]
+        verdicts = await self._call(problem.question, steps, ctx)
+        for key, v in zip(keys, verdicts, strict=True):
+            if v.score is not None:  # a failed call is not cached: the next one may succeed
+                self._cache[key] = v
+        return verdicts
+
+    async def _call(self, question: str, steps: Sequence[str], ctx: Context) -> list[Verdict]:
+        text = self.render(question, steps)
+        upper = len(text.encode("utf-8")) + 16  # ≥ any tokenization of the text
+        try:
+            reservation = ctx.ledger.reserve(Usage(calls=1, prompt_tokens=upper))
+        except BudgetExceeded as e:
+            return [Verdict(reason=f"not scored: {e}")] * len(steps)
+        started = time.monotonic()
+        try:
+            async with self._gate:
+                resp = await self._client.post(self.url, json={"model": self.model, "input": text})
+            data = resp.json()
+        except (httpx.HTTPError, ValueError) as e:
+            ctx.ledger.release(reservation)
+            ctx.ledger.failed_attempts += 1
+            return [Verdict(reason=f"PRM at {self.url} failed: {type(e).__name__}: {e}")] * len(steps)
+        ctx.ledger.release(reservation)
+        usage = data.get("usage") if isinstance(data, dict) else None
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        ctx.ledger.charge(
+            ROLE,
+            self.model or self.url,
+            Usage(
+                calls=1,
+                prompt_tokens=int(tokens) if isinstance(tokens, int) else 0,
+                seconds=time.monotonic() - started,
+            ),
+        )
+        if resp.status_code >= 400:
+            return [Verdict(reason=f"PRM at {self.url} answered {resp.status_code}: {str(data)[:200]}")] * len(steps)
+        scores = self._parse(data, len(steps))
+        if isinstance(scores, str):
+            return [Verdict(reason=scores)] * len(steps)
+        note = None if isinstance(tokens, int) else "the PRM reported no usage; its tokens are not counted"
+        return [Verdict(score=s, reason=note) for s in scores]
+
+    def _parse(self, data: Any, n_steps: int) -> list[float] | str:
+        """Scores from `{"data": [{"data": [...]}]}`; a string saying what is wrong otherwise."""
+        try:
+            raw = data["data"][0]["data"]
+        except (KeyError, IndexError, TypeError):
+            return f"PRM at {self.url} returned an unexpected body: {str(data)[:200]}"
+        if not isinstance(raw, list) or len(raw) != n_steps:
+            got = len(raw) if isinstance(raw, list) else type(raw).__name__
+            return f"PRM at {self.url} returned {got} scores for {n_steps} steps"
+        out = []
+        for item in raw:
+            value = item[self.positive_index] if isinstance(item, list) and item else item
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return f"PRM at {self.url} returned a non-numeric score: {item!r}"
+            out.append(float(value))
+        return out
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
