@@ -17,3 +17,10 @@ def model_path() -> Path:
     """The embedded default model, pulled (and verified) if it is not cached yet."""
     reg = Registry()
     return reg.pull(reg.spec(DEFAULT_MODEL))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    from ponder.tasks.data import data_dir as find
+
+    return find()

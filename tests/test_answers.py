@@ -13,7 +13,7 @@ def test_last_boxed_wins_over_earlier_boxes_and_numbers() -> None:
 
 def test_boxed_with_nested_braces() -> None:
     assert last_boxed("x = \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
-    assert extract_answer("\\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
+    assert extract_answer("\\boxed{\\frac{1}{2}}") == "0.5"  # one spelling per value
 
 
 def test_unclosed_box_falls_back_to_none_from_box() -> None:
@@ -44,3 +44,209 @@ def test_formatted_integers_normalise_to_plain(n: int) -> None:
     assert normalize_number(f"{n:,}") == str(n)
     assert normalize_number(f"{n}.00") == str(n)
     assert extract_answer(f"so the result is \\boxed{{{n:,}}}") == str(n)
+
+
+# -- the answer layer by kind -------------------------------------------------------------------
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from ponder.answers import canonical, cluster, equivalent, extract  # noqa: E402
+
+# (a, b, kind, equivalent?) — each checked by hand.
+PAIRS: list[tuple[str, str, str, bool]] = [
+    # numbers as models write them
+    ("1,000", "1000", "number", True),
+    ("$18.00", "18", "number", True),
+    ("\\$18", "18", "number", True),
+    ("-0.50", "-0.5", "number", True),
+    ("−3", "-3", "number", True),
+    ("1.5e3", "1500", "number", True),
+    ("1.5 \\times 10^{3}", "1500", "number", True),
+    ("2.5E-2", "0.025", "number", True),
+    ("25%", "25", "number", True),
+    ("25\\%", "25", "number", True),
+    ("12 dollars", "12", "number", True),
+    ("12\\text{ cm}", "12", "number", True),
+    ("5cm", "5", "number", True),
+    ("7.0", "7", "number", True),
+    ("007", "7", "number", True),
+    ("2/6", "1/3", "number", True),
+    ("\\frac{1}{4}", "0.25", "number", True),
+    ("1,234,567", "1234567", "number", True),
+    ("18", "18.5", "number", False),
+    ("-18", "18", "number", False),
+    ("1,000", "1", "number", False),
+    ("0.333", "1/3", "number", False),
+    ("1.5e3", "15", "number", False),
+    # LaTeX expressions (math-verify)
+    ("\\frac{1}{2}", "0.5", "math", True),
+    ("\\dfrac{1}{2}", "\\frac12", "math", True),
+    ("\\frac{\\sqrt{3}}{2}", "\\dfrac{\\sqrt3}{2}", "math", True),
+    ("3\\sqrt{2}", "\\sqrt{18}", "math", True),
+    ("2\\sqrt{2}", "\\sqrt{8}", "math", True),
+    ("\\pi", "\\pi", "math", True),
+    ("2\\pi", "\\pi", "math", False),
+    ("(1,2)", "\\left( 1, 2 \\right)", "math", True),
+    ("[0,1)", "[0, 1)", "math", True),
+    ("[0,1)", "(0,1]", "math", False),
+    ("(-\\infty, 3]", "(-\\infty,3]", "math", True),
+    ("90^\\circ", "90", "math", True),
+    ("\\text{(B)}", "B", "math", True),
+    ("x^2+2x+1", "(x+1)^2", "math", True),
+    ("x^2+1", "(x+1)^2", "math", False),
+    ("\\frac{1}{3}", "0.333333", "math", True),
+    ("\\frac{1}{3}", "0.3", "math", False),
+    ("3x", "3", "math", False),
+    ("\\{1, 2\\}", "\\{2, 1\\}", "math", True),
+    ("10\\%", "0.1", "math", True),
+    ("\\$5", "5", "math", True),
+    ("4", "5", "math", False),
+    ("\\sqrt{2}", "1.41421356", "math", True),
+    ("\\sqrt{2}", "1.4", "math", False),
+    ("-\\frac{3}{4}", "-0.75", "math", True),
+    ("\\frac{3}{4}", "-0.75", "math", False),
+    ("\\text{Monday}", "Monday", "math", True),
+    ("\\text{Monday}", "Tuesday", "math", False),
+    # multiple choice
+    ("B", "b", "choice", True),
+    ("(C)", "C", "choice", True),
+    ("\\text{(D)}", "D", "choice", True),
+    ("A, C", "CA", "choice", True),
+    ("A", "B", "choice", False),
+    ("AB", "A", "choice", False),
+    # code: formatting and comments do not matter, behaviour-visible text does
+    ("def f(x):\n    return x+1", "def f(x):  # add one\n    return x + 1", "code", True),
+    ("def f(x):\n    return x+1", "def f(x):\n    return x+2", "code", False),
+    ("print( 'a' )", "print('a')", "code", True),
+    ("print('a')", "print('b')", "code", False),
+    ("(1,2)", "(2,1)", "math", False),
+    ("\\frac{2}{3}", "\\frac{3}{2}", "math", False),
+    ("x+1", "x-1", "math", False),
+    ("\\sqrt{3}", "3", "math", False),
+    ("100", "1000", "number", False),
+    ("C", "(D)", "choice", False),
+]
+
+
+@pytest.mark.parametrize(("a", "b", "kind", "same"), PAIRS)
+def test_hand_checked_pairs(a: str, b: str, kind: str, same: bool) -> None:
+    assert equivalent(a, b, kind) is same
+    assert equivalent(b, a, kind) is same
+
+
+def test_the_table_is_big_enough_and_balanced() -> None:
+    assert len(PAIRS) >= 60
+    assert sum(same for *_, same in PAIRS) >= 20 and sum(not same for *_, same in PAIRS) >= 20
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "answer"),
+    [
+        ("so she pays \\boxed{\\$1,234.50}.", "number", "1234.5"),
+        ("The total is 1,234 apples.", "number", "1234"),
+        ("It drops to -7 degrees.", "number", "-7"),
+        ("about 2.5e-3 seconds", "number", "0.0025"),
+        ("\\boxed{3 + 4 = 7}", "number", "7"),
+        ("no digits here", "number", None),
+        ("\\boxed{}", "number", None),
+        ("Thus \\boxed{\\frac{\\sqrt{3}}{2}}.", "math", "\\frac{\\sqrt{3}}{2}"),
+        ("\\boxed{\\left\\{ 1, 2 \\right\\}}", "math", "\\left\\{ 1, 2 \\right\\}"),
+        ("The final answer is $x = 3$.", "math", "x = 3"),
+        ("The answer is (C).", "choice", "C"),
+        ("**B**", "choice", "B"),
+        ("Answer: E", "choice", "E"),
+        ("I pick option D because", "choice", "D"),
+        ("\\boxed{\\text{(A)}}", "choice", "A"),
+        ("\\boxed{A, C}", "choice", "AC"),
+        ("B) 42\nbecause ...", "choice", "B"),
+        ("no choice made", "choice", None),
+        ("Here:\n```python\nprint(1)\n```\nthen\n```python\nprint(2)\n```", "code", "print(2)"),
+        ("cut off\n```python\ndef f():\n    return 1\n", "code", "def f():\n    return 1"),
+        ("```python\n```", "code", None),
+        ("just words", "code", None),
+    ],
+)
+def test_extract_by_kind(text: str, kind: str, answer: str | None) -> None:
+    assert extract(text, kind) == answer
+
+
+def test_unknown_kind_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown answer kind 'words'"):
+        extract("x", "words")
+
+
+def test_no_answer_is_equivalent_to_nothing() -> None:
+    assert not equivalent(None, None, "math")
+    assert not equivalent(None, "3", "number")
+    assert canonical(None, "number") is None
+
+
+def test_cluster_groups_equivalent_spellings_in_first_seen_order() -> None:
+    answers = ["0.5", "\\frac12", "3", None, "\\dfrac{1}{2}", "1/2", "\\frac{6}{2}"]
+    assert cluster(answers, "math") == [0, 0, 1, None, 0, 0, 1]
+
+
+# -- properties ---------------------------------------------------------------------------------
+ANSWERS = st.one_of(
+    st.integers(-10**9, 10**9).map(str),
+    st.fractions(max_denominator=50).map(lambda f: f"\\frac{{{f.numerator}}}{{{f.denominator}}}"),
+    st.decimals(-1000, 1000, places=3, allow_nan=False, allow_infinity=False).map(str),
+    st.sampled_from(["\\sqrt{2}", "2\\sqrt{2}", "\\pi", "(1,2)", "[0,1)", "x^2", "\\text{B}"]),
+)
+
+
+@given(ANSWERS)
+def test_equivalence_is_reflexive(a: str) -> None:
+    assert equivalent(a, a, "math")
+
+
+@given(ANSWERS, ANSWERS)
+def test_equivalence_is_symmetric_and_keys_agree(a: str, b: str) -> None:
+    assert equivalent(a, b, "math") == equivalent(b, a, "math")
+    if canonical(a, "math") == canonical(b, "math"):
+        assert equivalent(a, b, "math")
+
+
+@given(st.fractions(max_denominator=40), st.fractions(max_denominator=40))
+def test_keys_agree_with_equivalence_on_exact_numbers(x: object, y: object) -> None:
+    from fractions import Fraction
+
+    assert isinstance(x, Fraction) and isinstance(y, Fraction)
+    a = f"\\frac{{{x.numerator}}}{{{x.denominator}}}"
+    b = f"{y.numerator}/{y.denominator}"
+    assert (canonical(a, "math") == canonical(b, "math")) == (x == y)
+    assert equivalent(a, b, "math") == (x == y)
+
+
+@given(st.integers(-(10**12), 10**12))
+def test_integers_round_trip_through_spellings(n: int) -> None:
+    spellings = [f"{n:,}", f"\\boxed{{{n:,}}}", f"${n}", f"{n}.0", f"\\boxed{{{n}.00}}", f"${n:,}.00"]
+    for s in spellings:
+        assert extract(s, "number") == str(n), s
+        assert equivalent(extract(s, "math"), str(n), "math"), s
+
+
+# -- gold against gold ---------------------------------------------------------------------------
+def test_math500_reference_solutions_agree_with_their_answers(data_dir: Path) -> None:
+    rows = [json.loads(x) for x in (data_dir / "math500/test.jsonl").read_text().splitlines()]
+    misses = [
+        (r["unique_id"], extract(r["solution"], "math"), r["answer"])
+        for r in rows
+        if not equivalent(extract(r["solution"], "math"), r["answer"], "math")
+    ]
+    print(f"MATH-500 gold-vs-gold misses ({len(misses)}):", *misses, sep="\n  ")
+    assert len(rows) == 500
+    assert len(misses) <= 2, misses  # >= 99.5%
+
+
+def test_gsm8k_reference_solutions_all_agree(data_dir: Path) -> None:
+    for split in ("test", "train"):
+        rows = [json.loads(x) for x in (data_dir / f"gsm8k/{split}.jsonl").read_text().splitlines()]
+        misses = [
+            r["answer"][-40:]
+            for r in rows
+            if not equivalent(extract(r["answer"], "number"), gsm8k_gold(r["answer"]), "number")
+        ]
+        assert not misses, misses

@@ -72,7 +72,7 @@ def _rational_key(value: Any) -> str | None:
 
 
 def _math_key(answer: str) -> str:
-    num = normalize_number(answer)
+    num = normalize_number(answer, units=False)  # "3x" is not the number 3
     if num is not None:
         return num
     parsed = _parse(answer)
@@ -101,8 +101,10 @@ def canonical(answer: str | None, kind: str = "math") -> str | None:
     if k == "number":
         return normalize_number(answer) or answer.strip()
     if k == "choice":
-        letter = re.sub(r"[^A-Za-z]", "", _TEXT_WRAP.sub(r"\1", answer))
-        return letter.upper() if len(letter) == 1 else answer.strip().upper()
+        letters = re.sub(r"[\s,;()]|and", "", _TEXT_WRAP.sub(r"\1", answer)).upper()
+        if letters and re.fullmatch(r"[A-Z]+", letters):
+            return "".join(sorted(set(letters)))  # "A, C" and "CA" are one multiple answer
+        return answer.strip().upper()
     if k == "code":
         return _code_key(answer)
     return _math_key(answer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Literal, get_args
 
 Kind = Literal["number", "math", "choice", "code"]
@@ -29,14 +30,19 @@ def last_boxed(text: str) -> str | None:
     if start < 0:
         return None
     i = text.index("{", start) + 1
-    depth = 1
-    for j in range(i, len(text)):
-        if text[j] == "{":
+    depth, j = 1, i
+    while j < len(text):
+        ch = text[j]
+        if ch == "\\":  # an escaped character (\{ is a literal brace): skip it
+            j += 2
+            continue
+        if ch == "{":
             depth += 1
-        elif text[j] == "}":
+        elif ch == "}":
             depth -= 1
             if depth == 0:
                 return text[i:j].strip()
+        j += 1
     return None  # unbalanced: the model was cut off inside the box
 
 
@@ -49,12 +55,36 @@ _NUMBER = re.compile(
 _UNIT_WORDS = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{[^{}]*\}")
 
 
-def _decimal(text: str) -> Decimal | None:
+_FRACTION = re.compile(r"([-+]?\d+)\s*/\s*(\d+)|([-+]?)\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
+
+
+def _fraction_key(text: str) -> str | None:
+    """'2/6' and '\\frac{1}{3}' → '1/3'; '1/4' → '0.25' (terminating decimals as decimals)."""
+    m = _FRACTION.fullmatch(text.strip().replace("$", ""))
+    if not m:
+        return None
+    if m.group(1) is not None:
+        p, q = int(m.group(1)), int(m.group(2))
+    else:
+        p, q = int(m.group(3) + m.group(4)), int(m.group(5))
+    if q == 0:
+        return None
+    f = Fraction(p, q)
+    rest = f.denominator
+    while rest % 2 == 0 or rest % 5 == 0:
+        rest //= 2 if rest % 2 == 0 else 5
+    if rest == 1:
+        return format_number(Decimal(f.numerator) / Decimal(f.denominator))
+    return f"{f.numerator}/{f.denominator}"
+
+
+def _decimal(text: str, units: bool = True) -> Decimal | None:
     t = text.strip().replace("−", "-").replace("\\!", "").replace("\\,", "").replace("{,}", "")
     t = _UNIT_WORDS.sub("", t)
     t = re.sub(r"\\(?:\$|%)", lambda m: m.group(0)[1], t)
     t = t.replace("$", "").replace("€", "").replace("£", "").strip()
-    t = re.sub(r"\s*(?:%|percent|dollars?|cents?|[a-zA-Z]{1,12}\.?)$", "", t).strip()
+    unit = r"|[a-zA-Z]{1,12}\.?" if units else r"|\s[a-zA-Z]{2,12}\.?"
+    t = re.sub(r"\s*(?:%|percent|dollars?|cents?" + unit + r")$", "", t).strip()
     t = t.rstrip(".").strip()
     if re.fullmatch(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?", t):
         t = t.replace(",", "")
@@ -82,11 +112,13 @@ def format_number(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-def normalize_number(text: str) -> str | None:
+def normalize_number(text: str, units: bool = True) -> str | None:
     """'1,000' → '1000', '$18.00' → '18', '-0.50' → '-0.5', '1.5e3' → '1500', '25%' → '25';
     None if `text` is not a single number."""
-    value = _decimal(text)
-    return None if value is None else format_number(value)
+    value = _decimal(text, units)
+    if value is None:
+        return _fraction_key(text)
+    return format_number(value)
 
 
 def extract_number(text: str) -> str | None:
@@ -139,7 +171,14 @@ _CHOICE_PATTERNS = [
 
 def extract_choice(text: str) -> str | None:
     """The letter a completion picks, trying the most explicit formats first and taking the
-    last match of the first format that matches."""
+    last match of the first format that matches. A box holding only letters ("\\boxed{A, C}")
+    is a multiple-answer choice: its letters, sorted."""
+    boxed = last_boxed(text)
+    if boxed is not None:
+        inner = re.sub(r"\\text\s*\{([^{}]*)\}", r"\1", boxed)
+        letters = re.sub(r"[\s,;()]|and", "", inner)
+        if letters and re.fullmatch(r"[A-Ea-e]+", letters):
+            return "".join(sorted(set(letters.upper())))
     for pattern in _CHOICE_PATTERNS:
         found = pattern.findall(text)
         if found:

@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 
 from ponder.errors import BackendError, TransientError
 from ponder.lm.protocol import Capabilities
-from ponder.types import Completion, Generation, GenRequest, ModelInfo
+from ponder.types import Completion, Generation, GenRequest, ModelInfo, TokenLogprob
 
 ReplyFn = Callable[[GenRequest, int, random.Random], str]
+# The first token's top alternatives {token: logprob}, for judges that read P(Yes).
+LogprobFn = Callable[[GenRequest, int, random.Random], dict[str, float]]
 FailFn = Callable[[int, GenRequest], Exception | None]
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -48,8 +50,10 @@ class ScriptedLM:
         fail: FailFn | None = None,
         capabilities: Capabilities | None = None,
         parameters: int = 1_000_000,
+        logprobs: LogprobFn | None = None,
     ) -> None:
         self._replies = replies
+        self._logprobs = logprobs
         self._latency_s = latency_s
         self._fail = fail
         self.capabilities = capabilities or Capabilities(slots=8, n_with_stop=True)
@@ -58,11 +62,21 @@ class ScriptedLM:
         self.in_flight = 0
         self.max_in_flight = 0
 
+    @staticmethod
+    def _rng(req: GenRequest, index: int) -> random.Random:
+        key = f"{req.seed}|{index}|{req.input_text()}".encode()
+        return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
+
+    def _first_token(self, req: GenRequest, index: int, text: str) -> list[TokenLogprob] | None:
+        if self._logprobs is None or req.top_logprobs == 0:
+            return None
+        top = self._logprobs(req, index, self._rng(req, index))
+        first = (_TOKEN.findall(text) or [""])[0]
+        return [TokenLogprob(token=first, logprob=top.get(first, -30.0), top=top)]
+
     def _reply(self, req: GenRequest, index: int) -> str:
         if callable(self._replies):
-            key = f"{req.seed}|{index}|{req.input_text()}".encode()
-            rng = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
-            return self._replies(req, index, rng)
+            return self._replies(req, index, self._rng(req, index))
         if not self._replies:
             raise BackendError("scripted LM has an empty script")
         return self._replies[index % len(self._replies)]
@@ -92,6 +106,7 @@ class ScriptedLM:
                         text=text,
                         completion_tokens=max(1, count_tokens(text)),
                         finish_reason="length" if cut else "stop",
+                        logprobs=self._first_token(req, i, text),
                     )
                 )
             return Generation(choices=choices, prompt_tokens=count_tokens(req.input_text()))

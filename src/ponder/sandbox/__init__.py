@@ -10,6 +10,7 @@ with a reason, never an exception.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -160,6 +161,10 @@ class Sandbox:
         finally:
             _kill_group(proc)
             await proc.wait()
+            # Drain to EOF (the whole PID namespace is gone, so it comes) so the pipes close.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await asyncio.gather(proc.stdout.read(), proc.stderr.read())
             status = _read_status(status_r)
             shutil.rmtree(outer, ignore_errors=True)
         seconds = loop.time() - started
@@ -239,6 +244,8 @@ def _result(
             reason = f"memory limit ({lim.memory_mb} MB)"
         elif "RecursionError" in stderr:
             reason = "recursion limit"
+        elif "[Errno 27] File too large" in stderr:  # Python ignores SIGXFSZ
+            reason = f"file size limit ({lim.file_size_mb} MB)"
         elif exit_code == 125 and "sandbox:" in stderr:
             reason = last
         else:

@@ -1,0 +1,363 @@
+"""Every problem set in the shared data folder: how to load it, its answer kind, its grader.
+
+A loader turns one record into a Problem (question text with its options, gold answer, kind,
+and what a grader needs in `meta`); a missing or mistyped field is a DataError naming the file,
+line and field. Graders: answer equivalence for number/math/choice sets, unit tests in the
+sandbox for code sets, and evaluating the expression with the given numbers for puzzles.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ponder.answers import equivalent, extract, gsm8k_gold, last_boxed
+from ponder.errors import DataError, UsageError
+from ponder.sandbox import Sandbox
+from ponder.tasks.data import data_dir, read_jsonl
+from ponder.tasks.puzzles import check_expression
+from ponder.types import Problem
+from ponder.verify.checks import test_program
+
+CODE_SYSTEM_PROMPT = (
+    "Write a correct, complete Python solution. Put the whole code (imports and the function) "
+    "in one ```python code block. Do not include tests or example usage."
+)
+PUZZLE_SYSTEM_PROMPT = (
+    "Think step by step, then give one arithmetic expression that solves the puzzle, using "
+    "each given number exactly once, within \\boxed{}."
+)
+CHOICE_HINT = "Answer with the letter of the correct option within \\boxed{}."
+
+Loader = Callable[[dict[str, Any], int, "Field"], Problem]
+
+
+class Field:
+    """Typed access to a record's fields; errors name the file, line and field."""
+
+    def __init__(self, path: Path, lineno: int, record: dict[str, Any]) -> None:
+        self.where = f"{path}:{lineno}"
+        self.record = record
+
+    def any(self, name: str) -> Any:
+        if name not in self.record or self.record[name] is None:
+            raise DataError(f"{self.where}: missing field '{name}'")
+        return self.record[name]
+
+    def str(self, name: str) -> str:
+        value = self.any(name)
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise DataError(f"{self.where}: field '{name}' should be a string, not {value!r:.60}")
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))  # answers such as 27.0
+        return str(value)
+
+    def opt(self, name: str) -> Any:
+        return self.record.get(name)
+
+
+class Task(BaseModel):
+    """A problem set: where its file is, what kind of answer it has, how to read a record."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+    name: str
+    file: str
+    kind: str
+    description: str
+    loader: Any  # Loader
+
+    def path(self) -> Path:
+        return data_dir() / self.file
+
+    def load(
+        self, path: Path | None = None, *, limit: int | None = None, offset: int = 0
+    ) -> list[Problem]:
+        path = path or self.path()
+        out: list[Problem] = []
+        for index, (lineno, record) in enumerate(_records(path)):
+            if index < offset:
+                continue
+            if limit is not None and len(out) >= limit:
+                break
+            problem = self.loader(record, index, Field(path, lineno, record))
+            if problem.gold is not None and not problem.gold.strip():
+                continue  # no reference answer to grade against (2 records in gaokao2023en)
+            if not problem.id:
+                problem.id = f"{self.name}/{index}"
+            out.append(problem)
+        return out
+
+    async def grade(self, problem: Problem, answer: str | None, sandbox: Sandbox) -> bool:
+        """Whether `answer` (as extracted for the problem's kind) is right."""
+        return await grade(problem, answer, sandbox)
+
+
+async def grade(problem: Problem, answer: str | None, sandbox: Sandbox) -> bool:
+    if answer is None:
+        return False
+    check = problem.meta.get("check")
+    if check == "expression":
+        return check_expression(answer, problem.meta["numbers"], problem.meta["target"])
+    if problem.kind == "code":
+        tests = list(problem.meta.get("tests") or [])
+        if not tests:
+            return False
+        code = answer
+        prompt = str(problem.meta.get("prompt") or "")
+        entry = problem.meta.get("entry_point")
+        if entry and f"def {entry}" not in code:
+            code = prompt + code  # a bare function body continues the given signature
+        marker = "@@ponder-grade@@"
+        run = await sandbox.run(test_program(code, tests, str(problem.meta.get("test_setup") or ""), marker))
+        lines = [x for x in run.stdout.splitlines() if x.startswith(marker)]
+        return bool(lines) and int(lines[-1][len(marker) :]) == len(tests)
+    return equivalent(answer, problem.gold, problem.kind or "math")
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    if path.suffix == ".csv":
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        with path.open(encoding="utf-8", newline="") as f:
+            for lineno, row in enumerate(csv.DictReader(f), 2):
+                yield lineno, dict(row)
+        return
+    yield from read_jsonl(path)
+
+
+# -- loaders -----------------------------------------------------------------------------------
+def _options_text(options: list[str] | dict[str, str] | str) -> str:
+    if isinstance(options, str):
+        return options
+    if isinstance(options, dict):
+        return "\n".join(f"({k}) {v}" for k, v in options.items())
+    return "\n".join(f"({o[0]}) {o[2:].strip()}" if o[1:2] == ")" else o for o in options)
+
+
+def _choice_problem(question: str, options: Any, gold: str) -> Problem:
+    text = f"{question}\n\nAnswer choices:\n{_options_text(options)}\n\n{CHOICE_HINT}"
+    return Problem(question=text, gold=gold.strip().upper(), kind="choice")
+
+
+def _strip_dollars(s: str) -> str:
+    s = s.strip()
+    while len(s) >= 2 and s.startswith("$") and s.endswith("$"):
+        s = s[1:-1].strip()
+    return s
+
+
+def _letters(s: str) -> bool:
+    return bool(s) and all(ch in "ABCDE" for ch in s.replace(",", "").replace(" ", ""))
+
+
+def gsm8k(r: dict[str, Any], i: int, f: Field) -> Problem:
+    try:
+        gold = gsm8k_gold(f.str("answer"))
+    except ValueError as e:
+        raise DataError(f"{f.where}: field 'answer': {e}") from None
+    return Problem(id=f"gsm8k/test/{i}", question=f.str("question"), gold=gold, kind="number")
+
+
+def _question_answer(q: str, a: str, kind: str) -> Loader:
+    def load(r: dict[str, Any], i: int, f: Field) -> Problem:
+        gold = f.str(a)
+        return Problem(question=f.str(q), gold=_strip_dollars(gold), kind=kind)
+
+    return load
+
+
+def _boxed_solution(q: str, sol: str) -> Loader:
+    def load(r: dict[str, Any], i: int, f: Field) -> Problem:
+        gold = last_boxed(f.str(sol))
+        if gold is None:
+            raise DataError(f"{f.where}: field '{sol}' has no \\boxed{{}} answer")
+        level = f.opt("level")
+        return Problem(question=f.str(q), gold=gold, kind="math", meta={"level": level})
+
+    return load
+
+
+def math500(r: dict[str, Any], i: int, f: Field) -> Problem:
+    return Problem(
+        id=f.str("unique_id"),
+        question=f.str("problem"),
+        gold=f.str("answer"),
+        kind="math",
+        meta={"level": f.opt("level"), "subject": f.opt("subject")},
+    )
+
+
+def olympiadbench(r: dict[str, Any], i: int, f: Field) -> Problem:
+    answers = f.any("final_answer")
+    if not isinstance(answers, list) or not answers:
+        raise DataError(f"{f.where}: field 'final_answer' should be a non-empty list")
+    context = f.opt("context")
+    question = f"{context}\n\n{f.str('question')}" if context else f.str("question")
+    gold = ", ".join(_strip_dollars(str(a)) for a in answers)
+    return Problem(id=f"olympiadbench/{f.opt('id')}", question=question, gold=gold, kind="math")
+
+
+def maybe_choice(q: str, a: str) -> Loader:
+    """Sets that mix multiple-choice (answer is letters) and fill-in problems."""
+
+    def load(r: dict[str, Any], i: int, f: Field) -> Problem:
+        gold = _strip_dollars(f.str(a))
+        kind = "choice" if _letters(gold) else "math"
+        return Problem(question=f.str(q), gold=gold, kind=kind)
+
+    return load
+
+
+def choice_or_value(r: dict[str, Any], i: int, f: Field) -> Problem:
+    choice = f.opt("choice_answer")
+    if isinstance(choice, str) and _letters(choice.strip()):
+        return Problem(question=f.str("question"), gold=choice.strip(), kind="choice")
+    return Problem(question=f.str("question"), gold=_strip_dollars(f.str("answer")), kind="math")
+
+
+def aqua(r: dict[str, Any], i: int, f: Field) -> Problem:
+    return _choice_problem(f.str("question"), f.any("options"), f.str("correct"))
+
+
+def sat_math(r: dict[str, Any], i: int, f: Field) -> Problem:
+    return _choice_problem(f.str("question"), f.str("options"), f.str("Answer"))
+
+
+def gaokao_math_qa(r: dict[str, Any], i: int, f: Field) -> Problem:
+    return _choice_problem(f.str("question"), f.any("options"), f.str("label"))
+
+
+def mmlu_stem(r: dict[str, Any], i: int, f: Field) -> Problem:
+    choices = f.any("choices")
+    index = f.any("answer")
+    if not isinstance(choices, list) or not isinstance(index, int) or not 0 <= index < len(choices):
+        raise DataError(f"{f.where}: field 'answer' should index into 'choices'")
+    options = {"ABCDE"[k]: str(c) for k, c in enumerate(choices)}
+    return _choice_problem(f.str("question"), options, "ABCDE"[index])
+
+
+def humaneval(r: dict[str, Any], i: int, f: Field) -> Problem:
+    prompt, entry = f.str("prompt"), f.str("entry_point")
+    question = f"Complete this Python function:\n\n```python\n{prompt}```"
+    return Problem(
+        id=f.str("task_id"),
+        question=question,
+        kind="code",
+        system=CODE_SYSTEM_PROMPT,
+        gold=prompt + f.str("canonical_solution"),
+        meta={"tests": [f"{f.str('test')}\ncheck({entry})"], "entry_point": entry, "prompt": prompt},
+    )
+
+
+def mbpp(r: dict[str, Any], i: int, f: Field) -> Problem:
+    tests = f.any("test_list")
+    if not isinstance(tests, list) or not tests:
+        raise DataError(f"{f.where}: field 'test_list' should be a non-empty list")
+    question = f"{f.str('text')}\nYour code should pass these tests:\n" + "\n".join(tests)
+    return Problem(
+        id=f"mbpp/{f.any('task_id')}",
+        question=question,
+        kind="code",
+        system=CODE_SYSTEM_PROMPT,
+        gold=f.str("code"),
+        meta={"tests": tests, "test_setup": f.opt("test_setup_code") or ""},
+    )
+
+
+def game24(r: dict[str, Any], i: int, f: Field) -> Problem:
+    numbers = [int(x) for x in f.str("Puzzles").split()]
+    return _puzzle(f"game24/{f.str('Rank')}", numbers, 24)
+
+
+def countdown(r: dict[str, Any], i: int, f: Field) -> Problem:
+    try:
+        numbers = [int(x) for x in f.str("input").split(",")]
+        target = int(f.str("output"))
+    except ValueError:
+        raise DataError(f"{f.where}: fields 'input'/'output' should hold integers") from None
+    return _puzzle(f"countdown/{i}", numbers, target)
+
+
+def _puzzle(pid: str, numbers: list[int], target: int) -> Problem:
+    shown = ", ".join(map(str, numbers))
+    question = (
+        f"Use the numbers {shown}, each exactly once, with +, -, * and / (and parentheses) to "
+        f"make {target}."
+    )
+    return Problem(
+        id=pid,
+        question=question,
+        gold=str(target),
+        kind="math",
+        system=PUZZLE_SYSTEM_PROMPT,
+        meta={"check": "expression", "numbers": numbers, "target": target},
+    )
+
+
+def _task(name: str, file: str, kind: str, description: str, loader: Loader) -> Task:
+    return Task(name=name, file=file, kind=kind, description=description, loader=loader)
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        _task("gsm8k", "gsm8k/test.jsonl", "number", "GSM8K test, 1319 word problems", gsm8k),
+        _task("math500", "math500/test.jsonl", "math", "MATH-500 (Lightman et al.)", math500),
+        _task("math", "math/test.jsonl", "math", "MATH test, 5000 problems",
+              _boxed_solution("problem", "solution")),
+        _task("aime24", "aime24/test.jsonl", "number", "AIME 2024 I+II",
+              _question_answer("problem", "answer", "number")),
+        _task("amc23", "amc23/test.jsonl", "number", "AMC 12 2023",
+              _question_answer("question", "answer", "number")),
+        _task("minerva_math", "minerva_math/test.jsonl", "math", "Minerva OCW courses",
+              _boxed_solution("problem", "solution")),
+        _task("olympiadbench", "olympiadbench/test.jsonl", "math", "OlympiadBench (en, maths)",
+              olympiadbench),
+        _task("college_math", "college_math/test.jsonl", "math", "College math",
+              _question_answer("question", "answer", "math")),
+        _task("gaokao2023en", "gaokao2023en/test.jsonl", "math", "Gaokao 2023 (English)",
+              maybe_choice("question", "answer")),
+        _task("gaokao2024_I", "gaokao2024_I/test.jsonl", "math", "Gaokao 2024 I (Chinese)",
+              maybe_choice("question", "answer")),
+        _task("gaokao2024_II", "gaokao2024_II/test.jsonl", "math", "Gaokao 2024 II (Chinese)",
+              maybe_choice("question", "answer")),
+        _task("gaokao2024_mix", "gaokao2024_mix/test.jsonl", "math", "Gaokao 2024 mix",
+              choice_or_value),
+        _task("gaokao_math_cloze", "gaokao_math_cloze/test.jsonl", "math", "Gaokao cloze",
+              _question_answer("question", "answer", "math")),
+        _task("gaokao_math_qa", "gaokao_math_qa/test.jsonl", "choice", "Gaokao multiple choice",
+              gaokao_math_qa),
+        _task("cn_middle_school", "cn_middle_school/test.jsonl", "math", "Chinese middle school",
+              choice_or_value),
+        _task("cmath", "cmath/test.jsonl", "number", "CMATH (Chinese elementary)",
+              _question_answer("question", "answer", "number")),
+        _task("carp_en", "carp_en/test.jsonl", "math", "CARP (English)",
+              _question_answer("content", "answer", "math")),
+        _task("aqua", "aqua/test.jsonl", "choice", "AQuA-RAT test", aqua),
+        _task("sat_math", "sat_math/test.jsonl", "choice", "AGIEval SAT-Math", sat_math),
+        _task("mmlu_stem", "mmlu_stem/test.jsonl", "choice", "MMLU STEM subjects", mmlu_stem),
+        _task("humaneval", "humaneval/HumanEval.jsonl", "code", "HumanEval, 164 functions",
+              humaneval),
+        _task("mbpp", "mbpp/mbpp.jsonl", "code", "MBPP, 974 tasks (test: ids 11-510)", mbpp),
+        _task("game24", "game24/24.csv", "math", "Game of 24 (ToT), 1362 puzzles", game24),
+        _task("countdown", "countdown/countdown_cd3_test.jsonl", "math", "Countdown, 3 numbers",
+              countdown),
+    )
+}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise UsageError(f"unknown task '{name}' (choose from: {', '.join(TASKS)})")
+    return TASKS[name]
+
+
+def reference_answer(problem: Problem) -> str | None:
+    """The gold answer as a candidate would state it (for gold-vs-gold checks)."""
+    if problem.kind == "code":
+        return problem.gold
+    return problem.gold if problem.gold is None else extract(f"\\boxed{{{problem.gold}}}", problem.kind or "math")
