@@ -106,11 +106,16 @@ def fmt(values: list[float]) -> str:
 
 
 def table() -> None:
-    lines = ["| method | accuracy [95% CI] | tokens / problem | policy / verifier calls |",
-             "|---|---|---|---|"]
+    lines = [
+        "| method | accuracy [95% CI] | tokens / problem | policy / verifier calls |",
+        "|---|---|---|---|",
+    ]
 
     def tokens(rows: list[dict[str, Any]]) -> tuple[float, str]:
-        tot = [sum(u["prompt_tokens"] + u["completion_tokens"] for u in r["result"]["usage"].values()) for r in rows]
+        tot = [
+            sum(u["prompt_tokens"] + u["completion_tokens"] for u in r["result"]["usage"].values())
+            for r in rows
+        ]
         pol = sum(r["result"]["usage"].get("policy", {}).get("calls", 0) for r in rows)
         ver = sum(r["result"]["usage"].get("verifier", {}).get("calls", 0) for r in rows)
         return sum(tot) / len(rows), f"{pol} / {ver}"
@@ -134,7 +139,9 @@ def table() -> None:
             w = [c.score or 0.0 for c in cands]
             a_wv, _, _ = tally(cands, w if any(w) else [1.0] * len(cands), "number")
             scored = [(c.score, -i) for i, c in enumerate(cands) if c.score is not None]
-            a_bon = cands[-max(scored)[1]].answer if scored else (cands[0].answer if cands else None)
+            a_bon = (
+                cands[-max(scored)[1]].answer if scored else (cands[0].answer if cands else None)
+            )
             maj.append(float(right(a_maj, r["gold"])))
             wv.append(float(right(a_wv, r["gold"])))
             bon.append(float(right(a_bon, r["gold"])))
@@ -143,8 +150,12 @@ def table() -> None:
         tok, calls = tokens(rows)
         n = len(rows[0]["result"]["candidates"])
         lines.append(f"| majority@{n} | {fmt(maj)} | {tok:,.0f} (same pool) | {calls} |")
-        lines.append(f"| weighted_vote@{n}, self-judge | {fmt(wv)} | {tok:,.0f} (same pool) | {calls} |")
-        lines.append(f"| best_of_n@{n}, self-judge | {fmt(bon)} | {tok:,.0f} (same pool) | {calls} |")
+        lines.append(
+            f"| weighted_vote@{n}, self-judge | {fmt(wv)} | {tok:,.0f} (same pool) | {calls} |"
+        )
+        lines.append(
+            f"| best_of_n@{n}, self-judge | {fmt(bon)} | {tok:,.0f} (same pool) | {calls} |"
+        )
         lines.append(f"| some sample right (pass@{n}) | {fmt(cover)} | | |")
         q = selection_quality(pools)
         lines.append("")

@@ -94,6 +94,8 @@ class FakeOpenAIServer:
                 await self._send(writer, int(action), {"error": {"message": "overloaded"}})
             elif action == "400":
                 await self._send(writer, 400, {"error": {"message": "bad field 'n'"}})
+            elif action == "garbage":
+                await self._send_raw(writer, 200, b"<html>definitely not json")
             elif action == "truncate":
                 payload = json.dumps(self.completion(path, body)).encode()
                 await self._send_raw(writer, 200, payload[: len(payload) // 2])

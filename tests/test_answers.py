@@ -190,7 +190,7 @@ def test_cluster_groups_equivalent_spellings_in_first_seen_order() -> None:
 
 # -- properties ---------------------------------------------------------------------------------
 ANSWERS = st.one_of(
-    st.integers(-10**9, 10**9).map(str),
+    st.integers(-(10**9), 10**9).map(str),
     st.fractions(max_denominator=50).map(lambda f: f"\\frac{{{f.numerator}}}{{{f.denominator}}}"),
     st.decimals(-1000, 1000, places=3, allow_nan=False, allow_infinity=False).map(str),
     st.sampled_from(["\\sqrt{2}", "2\\sqrt{2}", "\\pi", "(1,2)", "[0,1)", "x^2", "\\text{B}"]),
@@ -222,7 +222,14 @@ def test_keys_agree_with_equivalence_on_exact_numbers(x: object, y: object) -> N
 
 @given(st.integers(-(10**12), 10**12))
 def test_integers_round_trip_through_spellings(n: int) -> None:
-    spellings = [f"{n:,}", f"\\boxed{{{n:,}}}", f"${n}", f"{n}.0", f"\\boxed{{{n}.00}}", f"${n:,}.00"]
+    spellings = [
+        f"{n:,}",
+        f"\\boxed{{{n:,}}}",
+        f"${n}",
+        f"{n}.0",
+        f"\\boxed{{{n}.00}}",
+        f"${n:,}.00",
+    ]
     for s in spellings:
         assert extract(s, "number") == str(n), s
         assert equivalent(extract(s, "math"), str(n), "math"), s

@@ -20,10 +20,10 @@ async def test_row_counts_accuracy_ceiling_and_every_token() -> None:
         return f"steps \\boxed{{{golds[question] if right else '-1'}}}"
 
     engine, lm = scripted_engine(reply)
-    seen: list[tuple[Problem, Result]] = []
+    seen: list[tuple[Problem, Result, bool]] = []
     strategy = make_strategy("vote", n=3)
     row, results = await run_strategy(
-        engine, problems, strategy, seed=5, on_result=lambda p, r: seen.append((p, r))
+        engine, problems, strategy, seed=5, on_result=lambda p, r, ok: seen.append((p, r, ok))
     )
     even = sum(len(p.question) % 2 == 0 for p in problems)
     assert 0 < even < 6  # the data gives both kinds
@@ -33,4 +33,5 @@ async def test_row_counts_accuracy_ceiling_and_every_token() -> None:
     assert row.completion_tokens == sum(c.completion_tokens for r in results for c in r.candidates)
     assert row.calls == len(lm.calls) == 6
     assert [r.seed for r in results] == [5, 6, 7, 8, 9, 10]
-    assert {p.question for p, _ in seen} == set(golds)
+    assert {p.question for p, _, _ in seen} == set(golds)
+    assert not any(ok for _, _, ok in seen)

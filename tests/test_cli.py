@@ -10,13 +10,14 @@ from helpers import run_ponder
     [
         (
             ["solve", "q", "--strategy", "nope"],
-            "error: unknown strategy 'nope' (choose from: greedy, sample, vote, best_of_n, weighted_vote)",
+            "error: unknown strategy 'nope' (choose from: greedy, sample, vote, best_of_n, "
+            "weighted_vote)",
         ),
         (["solve", "q", "--model", "nope"], "error: unknown model 'nope' (choose from: "),
         (["solve", "q", "--frobnicate"], "error: No such option: --frobnicate (options: "),
         (["solve", "   "], "error: the question is empty"),
         (["solve", "q", "-s", "greedy", "-n", "3"], "error: bad options for strategy 'greedy'"),
-        (["bench", "nope"], "error: unknown benchmark 'nope' (choose from: gsm8k)"),
+        (["bench", "nope"], "error: unknown task 'nope' (choose from: gsm8k, math500,"),
         (["models", "pull", "nope"], "error: unknown model 'nope'"),
     ],
 )

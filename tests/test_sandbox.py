@@ -180,7 +180,7 @@ def test_under_full_isolation_the_program_is_nobody_without_network() -> None:
     ids, nics, tmp = r.stdout.splitlines()
     assert ids == "65534 65534 []"
     assert nics in ("[]", "['lo']")
-    assert "ponder-sbx" in tmp and len(eval(tmp)) == 1  # only its own directory  # noqa: S307
+    assert "ponder-sbx" in tmp and len(eval(tmp)) == 1  # only its own directory
 
 
 def test_the_test_process_can_still_use_the_network_and_files(tmp_path: Path) -> None:

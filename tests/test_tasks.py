@@ -28,10 +28,123 @@ def test_malformed_file_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"bad.jsonl:3: not valid JSON"):
         gsm8k.load(f)
     f.write_text('{"question": "q", "answer": "no hashes"}\n')
-    with pytest.raises(DataError, match=r"bad.jsonl:1: GSM8K answer has no '####'"):
+    with pytest.raises(DataError, match=r"bad.jsonl:1: field 'answer': GSM8K answer has no '####'"):
         gsm8k.load(f)
 
 
 def test_grading() -> None:
     assert gsm8k.is_correct("18", "18") and gsm8k.is_correct("18.0", "18")
     assert not gsm8k.is_correct(None, "18") and not gsm8k.is_correct("17", "18")
+
+
+# -- every shared set ------------------------------------------------------------------------------
+import asyncio  # noqa: E402
+
+from ponder.errors import UsageError  # noqa: E402
+from ponder.sandbox import Sandbox  # noqa: E402
+from ponder.tasks.puzzles import check_expression  # noqa: E402
+from ponder.tasks.registry import TASKS, get_task, grade, reference_answer  # noqa: E402
+
+SIZES = {
+    "gsm8k": 1319, "math500": 500, "math": 5000, "aime24": 30, "amc23": 40, "minerva_math": 272,
+    "olympiadbench": 675, "college_math": 2818, "gaokao2023en": 383, "gaokao2024_I": 14,
+    "gaokao2024_II": 14, "gaokao2024_mix": 91, "gaokao_math_cloze": 118, "gaokao_math_qa": 351,
+    "cn_middle_school": 101, "cmath": 600, "carp_en": 976, "aqua": 254, "sat_math": 32,
+    "mmlu_stem": 3018, "humaneval": 164, "mbpp": 974, "game24": 1362, "countdown": 256,
+}  # fmt: skip
+
+
+def test_every_shared_set_is_registered() -> None:
+    assert set(TASKS) == set(SIZES)
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_every_set_loads_and_its_reference_answers_grade_correct(name: str) -> None:
+    task = get_task(name)
+    problems = task.load()
+    assert len(problems) == SIZES[name]
+    assert len({p.id for p in problems}) == len(problems)  # ids are unique
+    sample = problems[:: max(1, len(problems) // 40)]
+    if "check" in problems[0].meta:
+        return  # puzzles have no reference expression; see the puzzle tests
+    box = Sandbox()
+
+    async def grades() -> list[bool]:
+        return [await grade(p, reference_answer(p), box) for p in sample]
+
+    assert all(asyncio.run(grades()))
+    if task.kind != "code":
+        assert not any(asyncio.run(grade(p, "\\text{surely wrong}", box)) for p in sample)
+
+
+def test_choice_sets_show_their_options_and_grade_letters() -> None:
+    p = get_task("mmlu_stem").load(limit=1)[0]
+    assert p.kind == "choice" and p.gold == "C"
+    assert "(A) maintain the population" in p.question and "(D) increase" in p.question
+    box = Sandbox()
+    assert asyncio.run(grade(p, "C", box)) and not asyncio.run(grade(p, "B", box))
+    aqua = get_task("aqua").load(limit=1)[0]
+    assert "(A) 5(√3 + 1)" in aqua.question and aqua.kind == "choice"
+
+
+def test_mixed_sets_pick_the_kind_per_problem() -> None:
+    kinds = {p.kind for p in get_task("gaokao2024_mix").load()}
+    assert kinds == {"choice", "math"}
+
+
+@pytest.mark.parametrize(
+    ("expr", "numbers", "target", "ok"),
+    [
+        ("(6 - 1 - 1) * 4", [1, 1, 4, 6], 16, True),
+        ("6 * 4 * 1 * 1", [1, 1, 4, 6], 24, True),
+        ("8 / (3 - 8 / 3)", [3, 3, 8, 8], 24, True),
+        ("\\frac{8}{3-\\frac{8}{3}}", [3, 3, 8, 8], 24, True),
+        ("(1 + 1) \\times (4 + 6) = 20", [1, 1, 4, 6], 20, True),
+        ("6 * 4", [1, 1, 4, 6], 24, False),  # numbers left unused
+        ("6 * 4 * 1 * 1 * 1", [1, 1, 4, 6], 24, False),  # a number used twice
+        ("6 ** 2 - 4 * 1 * 1", [1, 1, 4, 6], 32, False),  # no powers
+        ("__import__('os')", [1], 1, False),
+        ("8 / (3 - 3)", [3, 3, 8], 0, False),
+        ("", [1], 1, False),
+    ],
+)
+def test_puzzle_answers_are_checked_by_evaluation(
+    expr: str, numbers: list[int], target: int, ok: bool
+) -> None:
+    assert check_expression(expr, numbers, target) is ok
+
+
+def test_puzzle_problems_grade_by_expression() -> None:
+    p = get_task("game24").load(limit=1)[0]
+    assert p.meta["numbers"] == [1, 1, 4, 6] and "24" in p.question
+    box = Sandbox()
+    assert asyncio.run(grade(p, "(1 + 1 + 4) * 6 - 6 * 2", box)) is False
+    assert asyncio.run(grade(p, "6 * 4 * 1 * 1", box)) is True
+    c = get_task("countdown").load(limit=1)[0]
+    assert c.meta == {"check": "expression", "numbers": [30, 100, 93], "target": 23}
+    assert asyncio.run(grade(c, "100 - 93 + 30 - 7", box)) is False
+    assert asyncio.run(grade(c, "(100 - 93) + 30 - 14", box)) is False
+
+
+def test_unknown_task_lists_the_tasks() -> None:
+    with pytest.raises(UsageError, match=r"unknown task 'gsm9k' \(choose from: gsm8k, math500"):
+        get_task("gsm9k")
+
+
+def test_missing_or_mistyped_fields_name_file_line_and_field(tmp_path: Path) -> None:
+    f = tmp_path / "m.jsonl"
+    f.write_text(
+        '{"problem": "p", "answer": "1", "unique_id": "u"}\n{"problem": "q", "unique_id": "v"}\n'
+    )
+    with pytest.raises(DataError, match=r"m.jsonl:2: missing field 'answer'"):
+        get_task("math500").load(f)
+    f.write_text('{"question": "q", "choices": ["a", "b"], "answer": 5}\n')
+    with pytest.raises(DataError, match=r"m.jsonl:1: field 'answer' should index into 'choices'"):
+        get_task("mmlu_stem").load(f)
+    f.write_text('{"question": ["not", "a", "string"], "answer": "1"}\n')
+    with pytest.raises(DataError, match=r"m.jsonl:1: field 'question' should be a string"):
+        get_task("cmath").load(f)
+    c = tmp_path / "24.csv"
+    c.write_text("Rank,Puzzles\n1,1 1 4 six\n")
+    with pytest.raises(DataError, match=r"24.csv:2: field 'Puzzles'"):
+        get_task("game24").load(c)

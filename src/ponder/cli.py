@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ from ponder.errors import PonderError, UsageError
 from ponder.lm import Price
 from ponder.lm.registry import DEFAULT_MODEL, Registry
 from ponder.search import Prompting, Strategy, make_strategy
-from ponder.tasks import gsm8k
+from ponder.tasks.registry import TASKS, get_task
 from ponder.types import Problem, Result, Usage
 
 app = typer.Typer(
@@ -47,7 +48,6 @@ app.add_typer(models_app, name="models")
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
-BENCHMARKS = {"gsm8k": gsm8k}
 
 ModelOpt = Annotated[
     str | None,
@@ -59,6 +59,21 @@ BaseUrlOpt = Annotated[
 ]
 ApiKeyOpt = Annotated[
     str | None, typer.Option("--api-key", envvar="PONDER_API_KEY", help="Bearer key for --base-url")
+]
+VerifierOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--verifier",
+        help="For best_of_n / weighted_vote: a name (self_judge, llm_judge, code_tests, "
+        'crosscheck, prm_http) or JSON such as \'{"name": "prm_http", "options": {"url": ...}}\'',
+    ),
+]
+AnswerWithOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--answer-with",
+        help="reasoning (default), program (PAL: the sandbox runs the model's program), or both",
+    ),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Fixes every sampling decision")]
 MaxTokOpt = Annotated[int, typer.Option("--max-tokens", min=1, help="Per sample")]
@@ -117,6 +132,18 @@ def open_engine(
         )
 
 
+def verifier_spec(text: str | None) -> Any:
+    """--verifier: a name, or a JSON object with name/options/steps/aggregate."""
+    if text is None:
+        return None
+    if not text.lstrip().startswith("{"):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--verifier: not valid JSON ({e.msg} at column {e.colno})") from None
+
+
 def bill(u: Usage, seconds: float) -> str:
     return (
         f"{u.calls} call{'s' * (u.calls != 1)} · {u.completion_tokens:,} completion + "
@@ -134,6 +161,11 @@ def print_result(r: Result) -> None:
         out.print(
             f"votes: {line}{tie}; {sum(c.answer is None for c in r.candidates)} without answer"
         )
+    if (weights := r.info.get("weights")) is not None:
+        ranked = sorted(weights.items(), key=lambda kv: -kv[1])
+        out.print("weights: " + ", ".join(f"{a} {w:.2f}" for a, w in ranked))
+    if r.info.get("score") is not None:
+        out.print(f"verifier score of the answer: {r.info['score']:.3f}")
     if r.stopped:
         out.print(f"[yellow]stopped early: {r.stopped}[/yellow]")
     if r.error:
@@ -153,6 +185,8 @@ def solve(
         int | None, typer.Option("-n", "--n", min=1, help="Samples (sampling strategies)")
     ] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", min=0.0)] = None,
+    verifier: VerifierOpt = None,
+    answer_with: AnswerWithOpt = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -169,7 +203,13 @@ def solve(
     """Answer one question and print the answer with its compute bill."""
     if not question.strip():
         raise UsageError("the question is empty")
-    strat = make_strategy(strategy, n=n, temperature=temperature)  # fails before the model loads
+    strat = make_strategy(  # fails before the model loads
+        strategy,
+        n=n,
+        temperature=temperature,
+        verifier=verifier_spec(verifier),
+        answer_with=answer_with,
+    )
     budget = Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars)
     price_ = Price.parse(price) if price is not None else None  # fails before the model loads
 
@@ -192,12 +232,14 @@ def solve(
 
 @app.command()
 def bench(
-    benchmark: Annotated[str, typer.Argument(help="Benchmark name: gsm8k")],
+    benchmark: Annotated[str, typer.Argument(help="Task name (see `ponder tasks`)")],
     strategy: Annotated[
         list[str] | None, typer.Option("--strategy", "-s", help="Repeatable")
     ] = None,
     n: Annotated[int | None, typer.Option("-n", "--n", min=1)] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", min=0.0)] = None,
+    verifier: VerifierOpt = None,
+    answer_with: AnswerWithOpt = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
     offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
     model: ModelOpt = None,
@@ -210,13 +252,18 @@ def bench(
     parameters: ParamsOpt = None,
 ) -> None:
     """Run strategies over a benchmark's test problems and print accuracy against compute."""
-    if benchmark not in BENCHMARKS:
-        raise UsageError(f"unknown benchmark '{benchmark}' (choose from: {', '.join(BENCHMARKS)})")
+    task = get_task(benchmark)
     price_ = Price.parse(price) if price is not None else None
     names = strategy or ["greedy", "vote"]
     # -n and --temperature apply to every strategy that samples
-    strategies = [make_strategy(s, shared=True, n=n, temperature=temperature) for s in names]
-    problems = BENCHMARKS[benchmark].load(limit=limit, offset=offset)
+    spec = verifier_spec(verifier)
+    strategies = [
+        make_strategy(
+            s, shared=True, n=n, temperature=temperature, verifier=spec, answer_with=answer_with
+        )
+        for s in names
+    ]
+    problems = task.load(limit=limit, offset=offset)
 
     async def go() -> list[Row]:
         engine = open_engine(
@@ -250,14 +297,14 @@ def bench(
 
 def progress_of(
     bar: Progress, strategy: Strategy, problems: list[Problem]
-) -> Callable[[Problem, Result], None]:
+) -> Callable[[Problem, Result, bool], None]:
     """Advance the bar and show the running count of correct answers."""
     task = bar.add_task(f"{label(strategy):>8}", total=len(problems), acc="")
     right = 0
 
-    def done(problem: Problem, result: Result) -> None:
+    def done(problem: Problem, result: Result, correct: bool) -> None:
         nonlocal right
-        right += gsm8k.is_correct(result.answer, problem.gold)
+        right += correct
         bar.update(task, advance=1, acc=f"correct {right}")
 
     return done
@@ -278,6 +325,13 @@ def results_table(rows: list[Row], benchmark: str, model: str, offset: int) -> T
             f"{r.seconds:.0f}",
         )
     return t
+
+
+@app.command("tasks")
+def tasks_list() -> None:
+    """The problem sets `ponder bench` knows, with their answer kinds and sizes."""
+    for name, task in TASKS.items():
+        out.print(f"[bold]{name}[/bold] ({task.kind}): {task.description}", soft_wrap=True)
 
 
 @models_app.command("list")

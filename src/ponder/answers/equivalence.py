@@ -35,7 +35,7 @@ def _parse(latex: str) -> tuple[Any, ...]:
 
     text = latex if latex.lstrip().startswith("\\boxed") else f"\\boxed{{{latex}}}"
     try:
-        return tuple(parse(text, parsing_timeout=_timeout()))  # type: ignore[arg-type]
+        return tuple(parse(text, parsing_timeout=_timeout()))
     except Exception:  # math-verify raises on some malformed LaTeX despite raise_on_error
         return ()
 
@@ -57,7 +57,7 @@ def _rational_key(value: Any) -> str | None:
     import sympy
 
     if isinstance(value, sympy.Rational):  # Integer is a Rational
-        p, q = int(value.p), int(value.q)
+        q = int(value.q)
         while q % 2 == 0 or q % 5 == 0:  # only 2s and 5s: a terminating decimal
             q //= 2 if q % 2 == 0 else 5
         if q == 1:
@@ -90,7 +90,9 @@ def _code_key(code: str) -> str:
     try:
         return "ast:" + ast.dump(ast.parse(code))  # formatting and comments do not count
     except (SyntaxError, ValueError):
-        return "src:" + "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
+        return "src:" + "\n".join(
+            line.rstrip() for line in code.strip().splitlines() if line.strip()
+        )
 
 
 def canonical(answer: str | None, kind: str = "math") -> str | None:
@@ -151,7 +153,11 @@ def cluster(answers: Sequence[str | None], kind: str = "math") -> list[int | Non
             continue
         if key not in by_key:
             match = next(
-                (i for i, (_, rep) in enumerate(reps) if kind == "math" and _math_equal(rep, answer)),
+                (
+                    i
+                    for i, (_, rep) in enumerate(reps)
+                    if kind == "math" and _math_equal(rep, answer)
+                ),
                 None,
             )
             if match is None:

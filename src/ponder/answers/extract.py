@@ -49,13 +49,17 @@ def last_boxed(text: str) -> str | None:
 # -- numbers -----------------------------------------------------------------------------------
 _SCI = r"(?:\s*(?:[eE][-+]?\d+|(?:\\times|×|\*|x)\s*10\s*\^\s*\{?\s*[-+−]?\d+\s*\}?))?"
 _NUMBER = re.compile(
-    r"(?<![\w.])[-−]?\s?(?:\\?\$|€|£)?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?" + _SCI
-    + r"|(?<![\w.])[-−]?\.\d+" + _SCI
+    r"(?<![\w.])[-−]?\s?(?:\\?\$|€|£)?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+    + _SCI
+    + r"|(?<![\w.])[-−]?\.\d+"
+    + _SCI
 )
 _UNIT_WORDS = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{[^{}]*\}")
 
 
-_FRACTION = re.compile(r"([-+]?\d+)\s*/\s*(\d+)|([-+]?)\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
+_FRACTION = re.compile(
+    r"([-+]?\d+)\s*/\s*(\d+)|([-+]?)\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}"
+)
 
 
 def _fraction_key(text: str) -> str | None:

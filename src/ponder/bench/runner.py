@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from ponder.engine import Engine
 from ponder.search import Strategy
-from ponder.tasks.gsm8k import is_correct
+from ponder.tasks.registry import grade
 from ponder.types import Problem, Result
 
 
@@ -45,28 +45,28 @@ async def run_strategy(
     strategy: Strategy,
     *,
     seed: int = 0,
-    on_result: Callable[[Problem, Result], None] | None = None,
+    on_result: Callable[[Problem, Result, bool], None] | None = None,
 ) -> tuple[Row, list[Result]]:
     """All problems in flight at once (the scheduler keeps the backend's slots full); problem
     i is solved with seed `seed + i`, so a run is repeatable problem by problem."""
     started = time.monotonic()
 
-    async def one(i: int, p: Problem) -> Result:
+    async def one(i: int, p: Problem) -> tuple[Result, bool, bool]:
         r = await engine.solve(p, strategy, seed=seed + i)
+        right = await grade(p, r.answer, engine.sandbox)
+        some = right or any([await grade(p, c.answer, engine.sandbox) for c in r.candidates])
         if on_result:
-            on_result(p, r)
-        return r
+            on_result(p, r, right)
+        return r, right, some
 
-    results = list(await asyncio.gather(*(one(i, p) for i, p in enumerate(problems))))
+    graded = await asyncio.gather(*(one(i, p) for i, p in enumerate(problems)))
+    results = [r for r, _, _ in graded]
     seconds = time.monotonic() - started
     row = Row(
         strategy=label(strategy),
         problems=len(problems),
-        correct=sum(is_correct(r.answer, p.gold) for r, p in zip(results, problems, strict=True)),
-        any_correct=sum(
-            any(is_correct(c.answer, p.gold) for c in r.candidates)
-            for r, p in zip(results, problems, strict=True)
-        ),
+        correct=sum(right for _, right, _ in graded),
+        any_correct=sum(some for _, _, some in graded),
         errors=sum(r.error is not None for r in results),
         stopped=sum(r.stopped is not None for r in results),
         prompt_tokens=sum(r.total.prompt_tokens for r in results),

@@ -134,7 +134,11 @@ class Sandbox:
         started = loop.time()
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(cfg),
+                sys.executable,
+                "-I",
+                "-S",
+                str(LAUNCHER),
+                json.dumps(cfg),
                 cwd=work,
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                 stdin=asyncio.subprocess.DEVNULL,
@@ -160,11 +164,12 @@ class Sandbox:
             out = err = b""
         finally:
             _kill_group(proc)
-            await proc.wait()
-            # Drain to EOF (the whole PID namespace is gone, so it comes) so the pipes close.
+            # Drain to EOF (the whole PID namespace is gone, so it comes): asyncio's wait()
+            # returns only once the pipes are closed.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+                    await proc.wait()
             status = _read_status(status_r)
             shutil.rmtree(outer, ignore_errors=True)
         seconds = loop.time() - started
@@ -180,19 +185,18 @@ async def _read_capped(
 ) -> bytes:
     buf = bytearray()
     while chunk := await stream.read(65536):
+        if len(buf) > cap:
+            continue  # already over: drain to EOF so the pipe closes and wait() can return
         buf += chunk
         if len(buf) > cap:
             over.append(name)
             _kill_group(proc)  # a flood of output: stop it now, keep the first `cap` bytes
-            return bytes(buf[:cap])
-    return bytes(buf)
+    return bytes(buf[:cap])
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # the launcher's group; its PID namespace dies too
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _read_status(fd: int) -> dict[str, object]:
@@ -204,10 +208,8 @@ def _read_status(fd: int) -> dict[str, object]:
         os.close(fd)
     status: dict[str, object] = {}
     for line in data.decode(errors="replace").replace("}{", "}\n{").splitlines():
-        try:
+        with contextlib.suppress(ValueError):
             status.update(json.loads(line))
-        except ValueError:
-            pass
     return status
 
 

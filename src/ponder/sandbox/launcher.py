@@ -21,6 +21,7 @@ import os
 import resource
 import signal
 import sys
+from typing import Any
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -38,8 +39,12 @@ def _check(rc: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def mount(src: str | None, dst: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+def mount(
+    src: str | None, dst: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
+    def enc(s: str | None) -> bytes | None:
+        return None if s is None else s.encode()
+
     _check(libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), f"mount {dst}")
 
 
@@ -48,13 +53,13 @@ def reveal(hidden: str, keep: list[str], mode: str) -> None:
     their own paths (held open by O_PATH descriptors while covered)."""
     fds = [os.open(path, os.O_PATH | os.O_DIRECTORY) for path in keep]
     mount("tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode},size=64m")
-    for fd, path in zip(fds, keep):
+    for fd, path in zip(fds, keep, strict=True):
         os.makedirs(path, exist_ok=True)
         mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
         os.close(fd)
 
 
-def setup_mounts(cfg: dict) -> None:
+def setup_mounts(cfg: dict[str, Any]) -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks back to the host
     # Throw-away temporary directories (the working directory is shown inside /tmp again),
     # and private ancestors of the interpreter (e.g. /root) hidden but for the interpreter.
@@ -67,7 +72,7 @@ def setup_mounts(cfg: dict) -> None:
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace only
 
 
-def limit(cfg: dict) -> None:
+def limit(cfg: dict[str, Any]) -> None:
     cpu = int(cfg["cpu_s"])
     mem = int(cfg["memory_mb"]) * 1024 * 1024
     for res, value in (
@@ -81,7 +86,7 @@ def limit(cfg: dict) -> None:
         resource.setrlimit(res, value)
 
 
-def run_program(cfg: dict, status_fd: int, namespaces: bool) -> None:
+def run_program(cfg: dict[str, Any], status_fd: int, namespaces: bool) -> None:
     """In the new PID namespace (as its init): mounts, then fork the program and wait."""
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if namespaces:
@@ -89,6 +94,7 @@ def run_program(cfg: dict, status_fd: int, namespaces: bool) -> None:
     pid = os.fork()
     if pid == 0:
         try:
+            os.close(status_fd)  # only the sandbox reports the program's status
             limit(cfg)
             if os.geteuid() == 0:
                 os.setgroups([])
@@ -96,7 +102,7 @@ def run_program(cfg: dict, status_fd: int, namespaces: bool) -> None:
                 os.setuid(NOBODY)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by setuid: set again
             os.execve(cfg["python"], [cfg["python"], "-I", "-B", "main.py"], cfg["env"])
-        except BaseException as e:  # noqa: BLE001 - report any setup failure, never continue
+        except BaseException as e:
             os.write(2, f"sandbox: could not start the program: {e}\n".encode())
             os._exit(125)
     _, status = os.waitpid(pid, 0)
@@ -120,7 +126,7 @@ def main() -> None:
     if pid == 0:
         try:
             run_program(cfg, status_fd, namespaces)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             os.write(2, f"sandbox: setup failed: {e}\n".encode())
             os._exit(125)
     _, status = os.waitpid(pid, 0)

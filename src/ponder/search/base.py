@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ponder.answers import extract, extract_answer
 from ponder.budget import Ledger
 from ponder.lm.protocol import LanguageModel
-from ponder.scheduler import Scheduler
 from ponder.sandbox import ExecResult, Sandbox
+from ponder.scheduler import Scheduler
 from ponder.types import Candidate, Generation, GenRequest, Message, Problem, Result
 
 if TYPE_CHECKING:
@@ -124,9 +124,7 @@ class Context:
                         if run.ok
                         else f"the program failed ({run.reason})"
                     )
-            if self.answer_with == "program":
-                cand.answer = cand.program_answer
-            elif cand.answer is None:  # both: the reasoning's answer, else the program's
+            if self.answer_with == "program" or cand.answer is None:
                 cand.answer = cand.program_answer
         return cands
 
@@ -143,7 +141,9 @@ class Context:
             return False
         return bool(getattr(self.verifiers.get(spec), "reuses_candidate_prefix", False))
 
-    async def score(self, problem: Problem, candidates: list[Candidate], spec: VerifierSpec) -> None:
+    async def score(
+        self, problem: Problem, candidates: list[Candidate], spec: VerifierSpec
+    ) -> None:
         """Score candidates in place with the verifier `spec`; unscored ones get the reason."""
         if self.verifiers is None:
             raise RuntimeError("this Context has no verifiers")

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from ponder.search.base import Context
 from ponder.search.sample import Sample
-from ponder.types import Problem, Result
+from ponder.types import Candidate, Problem, Result
 from ponder.verify import VerifierSpec
 
 
@@ -25,6 +25,7 @@ class BestOfN(Sample):
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         candidates, stopped = await self.draw_scored(problem, ctx, self.verifier)
+        best: Candidate | None
         scored = [(c.score, -i) for i, c in enumerate(candidates) if c.score is not None]
         if scored:
             best = candidates[-max(scored)[1]]

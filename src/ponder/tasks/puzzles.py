@@ -9,8 +9,12 @@ import re
 from collections import Counter
 from fractions import Fraction
 
-_OPS = {ast.Add: Fraction.__add__, ast.Sub: Fraction.__sub__, ast.Mult: Fraction.__mul__,
-        ast.Div: Fraction.__truediv__}
+_OPS = {
+    ast.Add: Fraction.__add__,
+    ast.Sub: Fraction.__sub__,
+    ast.Mult: Fraction.__mul__,
+    ast.Div: Fraction.__truediv__,
+}
 
 
 def _latex_to_python(expr: str) -> str:
@@ -25,7 +29,11 @@ def _latex_to_python(expr: str) -> str:
 def _eval(node: ast.AST, used: list[int]) -> Fraction:
     if isinstance(node, ast.Expression):
         return _eval(node.body, used)
-    if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int)
+        and not isinstance(node.value, bool)
+    ):
         used.append(node.value)
         return Fraction(node.value)
     if isinstance(node, ast.BinOp) and type(node.op) in _OPS:

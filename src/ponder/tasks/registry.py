@@ -9,6 +9,7 @@ sandbox for code sets, and evaluating the expression with the given numbers for 
 from __future__ import annotations
 
 import csv
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,13 @@ class Field:
         self.where = f"{path}:{lineno}"
         self.record = record
 
-    def any(self, name: str) -> Any:
+    def value(self, name: str) -> Any:
         if name not in self.record or self.record[name] is None:
             raise DataError(f"{self.where}: missing field '{name}'")
         return self.record[name]
 
-    def str(self, name: str) -> str:
-        value = self.any(name)
+    def text(self, name: str) -> str:
+        value = self.value(name)
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise DataError(f"{self.where}: field '{name}' should be a string, not {value!r:.60}")
         if isinstance(value, float) and value.is_integer():
@@ -111,8 +112,10 @@ async def grade(problem: Problem, answer: str | None, sandbox: Sandbox) -> bool:
         entry = problem.meta.get("entry_point")
         if entry and f"def {entry}" not in code:
             code = prompt + code  # a bare function body continues the given signature
-        marker = "@@ponder-grade@@"
-        run = await sandbox.run(test_program(code, tests, str(problem.meta.get("test_setup") or ""), marker))
+        marker = f"@@ponder-{secrets.token_hex(8)}@@"  # unknown to the code it grades
+        run = await sandbox.run(
+            test_program(code, tests, str(problem.meta.get("test_setup") or ""), marker)
+        )
         lines = [x for x in run.stdout.splitlines() if x.startswith(marker)]
         return bool(lines) and int(lines[-1][len(marker) :]) == len(tests)
     return equivalent(answer, problem.gold, problem.kind or "math")
@@ -156,47 +159,48 @@ def _letters(s: str) -> bool:
 
 def gsm8k(r: dict[str, Any], i: int, f: Field) -> Problem:
     try:
-        gold = gsm8k_gold(f.str("answer"))
+        gold = gsm8k_gold(f.text("answer"))
     except ValueError as e:
         raise DataError(f"{f.where}: field 'answer': {e}") from None
-    return Problem(id=f"gsm8k/test/{i}", question=f.str("question"), gold=gold, kind="number")
+    split = "train" if "train" in f.where.rsplit("/", 1)[-1] else "test"
+    return Problem(id=f"gsm8k/{split}/{i}", question=f.text("question"), gold=gold, kind="number")
 
 
 def _question_answer(q: str, a: str, kind: str) -> Loader:
     def load(r: dict[str, Any], i: int, f: Field) -> Problem:
-        gold = f.str(a)
-        return Problem(question=f.str(q), gold=_strip_dollars(gold), kind=kind)
+        gold = f.text(a)
+        return Problem(question=f.text(q), gold=_strip_dollars(gold), kind=kind)
 
     return load
 
 
 def _boxed_solution(q: str, sol: str) -> Loader:
     def load(r: dict[str, Any], i: int, f: Field) -> Problem:
-        gold = last_boxed(f.str(sol))
+        gold = last_boxed(f.text(sol))
         if gold is None:
             raise DataError(f"{f.where}: field '{sol}' has no \\boxed{{}} answer")
         level = f.opt("level")
-        return Problem(question=f.str(q), gold=gold, kind="math", meta={"level": level})
+        return Problem(question=f.text(q), gold=gold, kind="math", meta={"level": level})
 
     return load
 
 
 def math500(r: dict[str, Any], i: int, f: Field) -> Problem:
     return Problem(
-        id=f.str("unique_id"),
-        question=f.str("problem"),
-        gold=f.str("answer"),
+        id=f.text("unique_id"),
+        question=f.text("problem"),
+        gold=f.text("answer"),
         kind="math",
         meta={"level": f.opt("level"), "subject": f.opt("subject")},
     )
 
 
 def olympiadbench(r: dict[str, Any], i: int, f: Field) -> Problem:
-    answers = f.any("final_answer")
+    answers = f.value("final_answer")
     if not isinstance(answers, list) or not answers:
         raise DataError(f"{f.where}: field 'final_answer' should be a non-empty list")
     context = f.opt("context")
-    question = f"{context}\n\n{f.str('question')}" if context else f.str("question")
+    question = f"{context}\n\n{f.text('question')}" if context else f.text("question")
     gold = ", ".join(_strip_dollars(str(a)) for a in answers)
     return Problem(id=f"olympiadbench/{f.opt('id')}", question=question, gold=gold, kind="math")
 
@@ -205,9 +209,9 @@ def maybe_choice(q: str, a: str) -> Loader:
     """Sets that mix multiple-choice (answer is letters) and fill-in problems."""
 
     def load(r: dict[str, Any], i: int, f: Field) -> Problem:
-        gold = _strip_dollars(f.str(a))
+        gold = _strip_dollars(f.text(a))
         kind = "choice" if _letters(gold) else "math"
-        return Problem(question=f.str(q), gold=gold, kind=kind)
+        return Problem(question=f.text(q), gold=gold, kind=kind)
 
     return load
 
@@ -215,68 +219,75 @@ def maybe_choice(q: str, a: str) -> Loader:
 def choice_or_value(r: dict[str, Any], i: int, f: Field) -> Problem:
     choice = f.opt("choice_answer")
     if isinstance(choice, str) and _letters(choice.strip()):
-        return Problem(question=f.str("question"), gold=choice.strip(), kind="choice")
-    return Problem(question=f.str("question"), gold=_strip_dollars(f.str("answer")), kind="math")
+        return Problem(question=f.text("question"), gold=choice.strip(), kind="choice")
+    return Problem(question=f.text("question"), gold=_strip_dollars(f.text("answer")), kind="math")
 
 
 def aqua(r: dict[str, Any], i: int, f: Field) -> Problem:
-    return _choice_problem(f.str("question"), f.any("options"), f.str("correct"))
+    return _choice_problem(f.text("question"), f.value("options"), f.text("correct"))
 
 
 def sat_math(r: dict[str, Any], i: int, f: Field) -> Problem:
-    return _choice_problem(f.str("question"), f.str("options"), f.str("Answer"))
+    return _choice_problem(f.text("question"), f.text("options"), f.text("Answer"))
 
 
 def gaokao_math_qa(r: dict[str, Any], i: int, f: Field) -> Problem:
-    return _choice_problem(f.str("question"), f.any("options"), f.str("label"))
+    return _choice_problem(f.text("question"), f.value("options"), f.text("label"))
 
 
 def mmlu_stem(r: dict[str, Any], i: int, f: Field) -> Problem:
-    choices = f.any("choices")
-    index = f.any("answer")
+    choices = f.value("choices")
+    index = f.value("answer")
     if not isinstance(choices, list) or not isinstance(index, int) or not 0 <= index < len(choices):
         raise DataError(f"{f.where}: field 'answer' should index into 'choices'")
     options = {"ABCDE"[k]: str(c) for k, c in enumerate(choices)}
-    return _choice_problem(f.str("question"), options, "ABCDE"[index])
+    return _choice_problem(f.text("question"), options, "ABCDE"[index])
 
 
 def humaneval(r: dict[str, Any], i: int, f: Field) -> Problem:
-    prompt, entry = f.str("prompt"), f.str("entry_point")
+    prompt, entry = f.text("prompt"), f.text("entry_point")
     question = f"Complete this Python function:\n\n```python\n{prompt}```"
     return Problem(
-        id=f.str("task_id"),
+        id=f.text("task_id"),
         question=question,
         kind="code",
         system=CODE_SYSTEM_PROMPT,
-        gold=prompt + f.str("canonical_solution"),
-        meta={"tests": [f"{f.str('test')}\ncheck({entry})"], "entry_point": entry, "prompt": prompt},
+        gold=prompt + f.text("canonical_solution"),
+        meta={
+            "tests": [f"{f.text('test')}\ncheck({entry})"],
+            "entry_point": entry,
+            "prompt": prompt,
+        },
     )
 
 
 def mbpp(r: dict[str, Any], i: int, f: Field) -> Problem:
-    tests = f.any("test_list")
+    tests = f.value("test_list")
     if not isinstance(tests, list) or not tests:
         raise DataError(f"{f.where}: field 'test_list' should be a non-empty list")
-    question = f"{f.str('text')}\nYour code should pass these tests:\n" + "\n".join(tests)
+    question = f"{f.text('text')}\nYour code should pass these tests:\n" + "\n".join(tests)
     return Problem(
-        id=f"mbpp/{f.any('task_id')}",
+        id=f"mbpp/{f.value('task_id')}",
         question=question,
         kind="code",
         system=CODE_SYSTEM_PROMPT,
-        gold=f.str("code"),
+        gold=f.text("code"),
         meta={"tests": tests, "test_setup": f.opt("test_setup_code") or ""},
     )
 
 
 def game24(r: dict[str, Any], i: int, f: Field) -> Problem:
-    numbers = [int(x) for x in f.str("Puzzles").split()]
-    return _puzzle(f"game24/{f.str('Rank')}", numbers, 24)
+    try:
+        numbers = [int(x) for x in f.text("Puzzles").split()]
+    except ValueError:
+        raise DataError(f"{f.where}: field 'Puzzles' should hold integers") from None
+    return _puzzle(f"game24/{f.text('Rank')}", numbers, 24)
 
 
 def countdown(r: dict[str, Any], i: int, f: Field) -> Problem:
     try:
-        numbers = [int(x) for x in f.str("input").split(",")]
-        target = int(f.str("output"))
+        numbers = [int(x) for x in f.text("input").split(",")]
+        target = int(f.text("output"))
     except ValueError:
         raise DataError(f"{f.where}: fields 'input'/'output' should hold integers") from None
     return _puzzle(f"countdown/{i}", numbers, target)
@@ -307,45 +318,126 @@ TASKS: dict[str, Task] = {
     for t in (
         _task("gsm8k", "gsm8k/test.jsonl", "number", "GSM8K test, 1319 word problems", gsm8k),
         _task("math500", "math500/test.jsonl", "math", "MATH-500 (Lightman et al.)", math500),
-        _task("math", "math/test.jsonl", "math", "MATH test, 5000 problems",
-              _boxed_solution("problem", "solution")),
-        _task("aime24", "aime24/test.jsonl", "number", "AIME 2024 I+II",
-              _question_answer("problem", "answer", "number")),
-        _task("amc23", "amc23/test.jsonl", "number", "AMC 12 2023",
-              _question_answer("question", "answer", "number")),
-        _task("minerva_math", "minerva_math/test.jsonl", "math", "Minerva OCW courses",
-              _boxed_solution("problem", "solution")),
-        _task("olympiadbench", "olympiadbench/test.jsonl", "math", "OlympiadBench (en, maths)",
-              olympiadbench),
-        _task("college_math", "college_math/test.jsonl", "math", "College math",
-              _question_answer("question", "answer", "math")),
-        _task("gaokao2023en", "gaokao2023en/test.jsonl", "math", "Gaokao 2023 (English)",
-              maybe_choice("question", "answer")),
-        _task("gaokao2024_I", "gaokao2024_I/test.jsonl", "math", "Gaokao 2024 I (Chinese)",
-              maybe_choice("question", "answer")),
-        _task("gaokao2024_II", "gaokao2024_II/test.jsonl", "math", "Gaokao 2024 II (Chinese)",
-              maybe_choice("question", "answer")),
-        _task("gaokao2024_mix", "gaokao2024_mix/test.jsonl", "math", "Gaokao 2024 mix",
-              choice_or_value),
-        _task("gaokao_math_cloze", "gaokao_math_cloze/test.jsonl", "math", "Gaokao cloze",
-              _question_answer("question", "answer", "math")),
-        _task("gaokao_math_qa", "gaokao_math_qa/test.jsonl", "choice", "Gaokao multiple choice",
-              gaokao_math_qa),
-        _task("cn_middle_school", "cn_middle_school/test.jsonl", "math", "Chinese middle school",
-              choice_or_value),
-        _task("cmath", "cmath/test.jsonl", "number", "CMATH (Chinese elementary)",
-              _question_answer("question", "answer", "number")),
-        _task("carp_en", "carp_en/test.jsonl", "math", "CARP (English)",
-              _question_answer("content", "answer", "math")),
+        _task(
+            "math",
+            "math/test.jsonl",
+            "math",
+            "MATH test, 5000 problems",
+            _boxed_solution("problem", "solution"),
+        ),
+        _task(
+            "aime24",
+            "aime24/test.jsonl",
+            "number",
+            "AIME 2024 I+II",
+            _question_answer("problem", "answer", "number"),
+        ),
+        _task(
+            "amc23",
+            "amc23/test.jsonl",
+            "number",
+            "AMC 12 2023",
+            _question_answer("question", "answer", "number"),
+        ),
+        _task(
+            "minerva_math",
+            "minerva_math/test.jsonl",
+            "math",
+            "Minerva OCW courses",
+            _boxed_solution("problem", "solution"),
+        ),
+        _task(
+            "olympiadbench",
+            "olympiadbench/test.jsonl",
+            "math",
+            "OlympiadBench (en, maths)",
+            olympiadbench,
+        ),
+        _task(
+            "college_math",
+            "college_math/test.jsonl",
+            "math",
+            "College math",
+            _question_answer("question", "answer", "math"),
+        ),
+        _task(
+            "gaokao2023en",
+            "gaokao2023en/test.jsonl",
+            "math",
+            "Gaokao 2023 (English)",
+            maybe_choice("question", "answer"),
+        ),
+        _task(
+            "gaokao2024_I",
+            "gaokao2024_I/test.jsonl",
+            "math",
+            "Gaokao 2024 I (Chinese)",
+            maybe_choice("question", "answer"),
+        ),
+        _task(
+            "gaokao2024_II",
+            "gaokao2024_II/test.jsonl",
+            "math",
+            "Gaokao 2024 II (Chinese)",
+            maybe_choice("question", "answer"),
+        ),
+        _task(
+            "gaokao2024_mix",
+            "gaokao2024_mix/test.jsonl",
+            "math",
+            "Gaokao 2024 mix",
+            choice_or_value,
+        ),
+        _task(
+            "gaokao_math_cloze",
+            "gaokao_math_cloze/test.jsonl",
+            "math",
+            "Gaokao cloze",
+            _question_answer("question", "answer", "math"),
+        ),
+        _task(
+            "gaokao_math_qa",
+            "gaokao_math_qa/test.jsonl",
+            "choice",
+            "Gaokao multiple choice",
+            gaokao_math_qa,
+        ),
+        _task(
+            "cn_middle_school",
+            "cn_middle_school/test.jsonl",
+            "math",
+            "Chinese middle school",
+            choice_or_value,
+        ),
+        _task(
+            "cmath",
+            "cmath/test.jsonl",
+            "number",
+            "CMATH (Chinese elementary)",
+            _question_answer("question", "answer", "number"),
+        ),
+        _task(
+            "carp_en",
+            "carp_en/test.jsonl",
+            "math",
+            "CARP (English)",
+            _question_answer("content", "answer", "math"),
+        ),
         _task("aqua", "aqua/test.jsonl", "choice", "AQuA-RAT test", aqua),
         _task("sat_math", "sat_math/test.jsonl", "choice", "AGIEval SAT-Math", sat_math),
         _task("mmlu_stem", "mmlu_stem/test.jsonl", "choice", "MMLU STEM subjects", mmlu_stem),
-        _task("humaneval", "humaneval/HumanEval.jsonl", "code", "HumanEval, 164 functions",
-              humaneval),
+        _task(
+            "humaneval", "humaneval/HumanEval.jsonl", "code", "HumanEval, 164 functions", humaneval
+        ),
         _task("mbpp", "mbpp/mbpp.jsonl", "code", "MBPP, 974 tasks (test: ids 11-510)", mbpp),
         _task("game24", "game24/24.csv", "math", "Game of 24 (ToT), 1362 puzzles", game24),
-        _task("countdown", "countdown/countdown_cd3_test.jsonl", "math", "Countdown, 3 numbers",
-              countdown),
+        _task(
+            "countdown",
+            "countdown/countdown_cd3_test.jsonl",
+            "math",
+            "Countdown, 3 numbers",
+            countdown,
+        ),
     )
 }
 
@@ -360,4 +452,8 @@ def reference_answer(problem: Problem) -> str | None:
     """The gold answer as a candidate would state it (for gold-vs-gold checks)."""
     if problem.kind == "code":
         return problem.gold
-    return problem.gold if problem.gold is None else extract(f"\\boxed{{{problem.gold}}}", problem.kind or "math")
+    return (
+        problem.gold
+        if problem.gold is None
+        else extract(f"\\boxed{{{problem.gold}}}", problem.kind or "math")
+    )

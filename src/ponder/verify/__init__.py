@@ -11,6 +11,7 @@ from ponder.lm.protocol import LanguageModel
 from ponder.types import Candidate, Problem
 from ponder.verify.aggregate import AGGREGATES, aggregate, clip, deltas, rank_calibrated
 from ponder.verify.base import (
+    VERIFIERS,
     OutcomeVerifier,
     ProcessVerifier,
     Verdict,
@@ -25,7 +26,6 @@ from ponder.verify.quality import auroc, selection_quality
 if TYPE_CHECKING:
     from ponder.search.base import Context
 
-VERIFIERS = ("self_judge", "llm_judge", "code_tests", "crosscheck", "prm_http")
 # Verifiers that can only score steps: outcome use always aggregates their step scores.
 _PROCESS_ONLY = {"prm_http"}
 
@@ -76,10 +76,6 @@ class Verifiers:
         spec: VerifierSpec,
         ctx: Context,
     ) -> list[Verdict]:
-        if spec.aggregate not in AGGREGATES:
-            raise UsageError(
-                f"unknown aggregate '{spec.aggregate}' (choose from: {', '.join(AGGREGATES)})"
-            )
         verifier = self.get(spec)
         if not spec.steps and spec.name not in _PROCESS_ONLY:
             return list(await verifier.score(problem, candidates, ctx))

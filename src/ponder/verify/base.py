@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ponder.types import Candidate, Problem
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ponder.search.base import Context
 
 ROLE = "verifier"
+VERIFIERS = ("self_judge", "llm_judge", "code_tests", "crosscheck", "prm_http")
 
 
 class Verdict(BaseModel):
@@ -35,6 +36,22 @@ class VerifierSpec(BaseModel):
     # How step scores become one outcome score: min, last, prod or mean.
     aggregate: str = "min"
 
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in VERIFIERS:
+            raise ValueError(f"unknown verifier '{name}' (choose from: {', '.join(VERIFIERS)})")
+        return name
+
+    @field_validator("aggregate")
+    @classmethod
+    def _aggregate(cls, how: str) -> str:
+        from ponder.verify.aggregate import AGGREGATES
+
+        if how not in AGGREGATES:
+            raise ValueError(f"unknown aggregate '{how}' (choose from: {', '.join(AGGREGATES)})")
+        return how
+
     @classmethod
     def of(cls, value: VerifierSpec | str | dict[str, Any]) -> VerifierSpec:
         if isinstance(value, VerifierSpec):
@@ -44,7 +61,8 @@ class VerifierSpec(BaseModel):
         return cls(**value)
 
     def key(self) -> str:
-        return self.model_dump_json()
+        """What identifies the built verifier (its caches serve every aggregate)."""
+        return self.model_dump_json(include={"name", "options"})
 
 
 @runtime_checkable

@@ -22,7 +22,14 @@ def test_program(code: str, tests: Sequence[str], setup: str = "", marker: str =
     lines = [setup, code, "", "__ponder_passed = 0"]
     for t in tests:
         body = "\n".join("        " + line for line in t.splitlines())
-        lines += ["try:", "    if True:", body, "    __ponder_passed += 1", "except BaseException:", "    pass"]
+        lines += [
+            "try:",
+            "    if True:",
+            body,
+            "    __ponder_passed += 1",
+            "except BaseException:",
+            "    pass",
+        ]
     lines.append(f"print({marker!r} + str(__ponder_passed))")
     return "\n".join(lines)
 

@@ -77,7 +77,9 @@ class PRMHttp:
         except (httpx.HTTPError, ValueError) as e:
             ctx.ledger.release(reservation)
             ctx.ledger.failed_attempts += 1
-            return [Verdict(reason=f"PRM at {self.url} failed: {type(e).__name__}: {e}")] * len(steps)
+            return [Verdict(reason=f"PRM at {self.url} failed: {type(e).__name__}: {e}")] * len(
+                steps
+            )
         ctx.ledger.release(reservation)
         usage = data.get("usage") if isinstance(data, dict) else None
         tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
@@ -91,11 +93,17 @@ class PRMHttp:
             ),
         )
         if resp.status_code >= 400:
-            return [Verdict(reason=f"PRM at {self.url} answered {resp.status_code}: {str(data)[:200]}")] * len(steps)
+            return [
+                Verdict(reason=f"PRM at {self.url} answered {resp.status_code}: {str(data)[:200]}")
+            ] * len(steps)
         scores = self._parse(data, len(steps))
         if isinstance(scores, str):
             return [Verdict(reason=scores)] * len(steps)
-        note = None if isinstance(tokens, int) else "the PRM reported no usage; its tokens are not counted"
+        note = (
+            None
+            if isinstance(tokens, int)
+            else "the PRM reported no usage; its tokens are not counted"
+        )
         return [Verdict(score=s, reason=note) for s in scores]
 
     def _parse(self, data: Any, n_steps: int) -> list[float] | str:
