@@ -149,7 +149,59 @@ def test_public_api_solve_on_the_default_model() -> None:
     r = ponder.solve("What is 12 times 3? Answer with a number.", strategy="greedy", n=8, seed=0)
     assert isinstance(r, ponder.Result)
     assert r.answer == "36" and r.strategy == "greedy" and r.seed == 0
-    assert r.config == {}  # greedy takes no n: the API's default n is not forced on it
+    assert r.config == {"answer_with": "reasoning"}  # greedy takes no n: none is forced on it
     assert set(r.usage) == {"policy"} and r.usage["policy"].calls == 1
     data = json.loads(r.to_json())
     assert data["usage"]["total"]["completion_tokens"] == r.candidates[0].completion_tokens
+
+
+async def test_best_of_n_with_the_self_judge_bills_exactly_what_the_server_computed(
+    llama: LlamaCppLM, engine: Engine
+) -> None:
+    problem = gsm8k.load(limit=1)[0]
+    before = llama.metrics()
+    r = await engine.solve(problem, "best_of_n", n=4, seed=3, verifier="self_judge")
+    after = llama.metrics()
+    assert r.error is None and len(r.candidates) == 4
+    scores = [c.score for c in r.candidates]
+    assert all(s is not None and 0.0 <= s <= 1.0 for s in scores), [c.note for c in r.candidates]
+    assert r.answer == r.candidates[scores.index(max(scores))].answer  # type: ignore[type-var]
+    assert r.usage["verifier"].calls == 4 and r.usage["verifier"].completion_tokens == 4
+    # every token the server prefilled or generated is on the bill, by role
+    prefilled = sum(u.prompt_tokens - u.cached_tokens for u in r.usage.values())
+    assert prefilled == after["prompt_tokens_total"] - before["prompt_tokens_total"]
+    decoded = sum(u.completion_tokens for u in r.usage.values())
+    assert decoded == after["tokens_predicted_total"] - before["tokens_predicted_total"]
+    # the judge continued each candidate's conversation, so most of its prompt was cached
+    assert r.usage["verifier"].cached_tokens > 0.5 * r.usage["verifier"].prompt_tokens
+
+
+async def test_pal_runs_the_models_program_in_the_sandbox(engine: Engine) -> None:
+    r = await engine.solve("What is 17 * 23 + 9?", "greedy", answer_with="program", seed=0)
+    c = r.candidates[0]
+    assert "```python" in c.text, c.text
+    assert c.program_answer == "400" and r.answer == "400", (c.text, c.note)
+
+
+async def test_process_self_judge_prefills_only_each_new_step(llama: LlamaCppLM) -> None:
+    from ponder.search import Context
+    from ponder.verify import SelfJudge, Verifiers
+
+    ctx = Context(
+        policy=llama, scheduler=Scheduler(), ledger=Ledger(), seed=0, verifiers=Verifiers()
+    )
+    steps = [
+        "Natalia sold 48 clips in April.",
+        "In May she sold half as many: 48 / 2 = 24 clips.",
+        "Altogether she sold 48 + 24 = 72 clips.",
+    ]
+    problem = gsm8k.load(limit=1)[0]
+    judge = SelfJudge()
+    await judge.score_steps(problem, steps[:1], ctx)
+    before = llama.metrics()["prompt_tokens_total"]
+    verdicts = await judge.score_steps(problem, steps, ctx)
+    prefilled = llama.metrics()["prompt_tokens_total"] - before
+    assert all(v.score is not None for v in verdicts)
+    assert ctx.ledger.by_role()["verifier"].calls == 3  # the first step was not asked again
+    # two new steps of ~15 tokens each, plus a 3-token cue and a label per step
+    assert prefilled < 60, prefilled

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from typing import Any
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from fake_server import FakeOpenAIServer
 from helpers import no_sleep, scripted_engine
 from ponder.budget import Budget, Ledger
+from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
 from ponder.scheduler import Scheduler
 from ponder.search import Context
@@ -157,6 +159,14 @@ async def test_self_judge_continues_the_generating_conversation_on_its_own_slot(
 
 
 # -- process verifiers ----------------------------------------------------------------------------
+def judged_step(req: GenRequest) -> str:
+    """The step a process judge is asked about: in a raw transcript, the line before the cue;
+    in a chat question, the last paragraph of the partial solution."""
+    if req.prompt is not None:
+        return req.prompt.removesuffix("\nCorrect:").split("\n")[-1]
+    return (req.messages or [])[-2].content.split("\n\n")[-1]
+
+
 def context(lm: ScriptedLM, budget: Budget | None = None) -> Context:
     return Context(
         policy=lm,
@@ -167,13 +177,13 @@ def context(lm: ScriptedLM, budget: Budget | None = None) -> Context:
     )
 
 
-async def test_process_scores_are_incremental_and_never_repeat_a_step() -> None:
+@pytest.mark.parametrize("raw", [True, False], ids=["transcript", "chat"])
+async def test_process_scores_are_incremental_and_never_repeat_a_step(raw: bool) -> None:
     def lps(req: GenRequest, i: int, rng: random.Random) -> dict[str, float]:
-        last = (req.messages or [])[-2].content.split("\n\n")[-1]
-        p = 0.9 if "good" in last else 0.1
+        p = 0.9 if "good" in judged_step(req) else 0.1
         return {"Yes": math.log(p), "No": math.log(1 - p)}
 
-    lm = ScriptedLM(["Yes"], logprobs=lps)
+    lm = ScriptedLM(["Yes"], logprobs=lps, capabilities=Capabilities(raw_prefix=raw))
     ctx = context(lm)
     judge = SelfJudge()
     v = await judge.score_steps(PROBLEM, ["good a", "bad b"], ctx)
@@ -183,12 +193,15 @@ async def test_process_scores_are_incremental_and_never_repeat_a_step() -> None:
     await judge.score_steps(PROBLEM, ["good a"], ctx)
     assert len(lm.calls) == 3
     assert ctx.ledger.by_role()["verifier"].calls == 3
+    if raw:  # each call's prompt extends the previous one's: the prefix cache holds it
+        prompts = [c.prompt or "" for c in lm.calls]
+        assert all(b.startswith(a) for a, b in itertools.pairwise(prompts))
+        assert prompts[2].endswith("good a\nCorrect: Yes\nbad b\nCorrect: No\ngood c\nCorrect:")
 
 
 async def test_step_scores_aggregate_into_an_outcome_score() -> None:
     def lps(req: GenRequest, i: int, rng: random.Random) -> dict[str, float]:
-        last = (req.messages or [])[-2].content.split("\n\n")[-1]
-        p = 0.8 if "good" in last else 0.4
+        p = 0.8 if "good" in judged_step(req) else 0.4
         return {"Yes": math.log(p), "No": math.log(1 - p)}
 
     lm = ScriptedLM(["Yes"], logprobs=lps)

@@ -20,7 +20,7 @@ import httpx
 from ponder.errors import ModelError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.wire import parse_generation, request_body
-from ponder.types import Generation, GenRequest, ModelInfo
+from ponder.types import Generation, GenRequest, Message, ModelInfo
 
 
 class LlamaCppLM:
@@ -69,6 +69,7 @@ class LlamaCppLM:
         # Threads only wait on llama.cpp (GIL released); more threads than slots lets its own
         # queue hold the next sequences so freed slots refill at once.
         self._stop_tokens: dict[str, int] = {}
+        self._rendered: dict[tuple[tuple[str, str], ...], str] = {}
         self._pool = ThreadPoolExecutor(max_workers=4 * slots, thread_name_prefix="llamacpp")
         if warmup:
             self._call({"prompt": "Hi", "max_tokens": 1, "temperature": 0.0}, chat=False)
@@ -100,6 +101,20 @@ class LlamaCppLM:
                 resp.raise_for_status()
                 self._stop_tokens[stop] = len(resp.json()["tokens"])
         return max((self._stop_tokens[s] for s in stops), default=0)
+
+    async def render(self, messages: list[Message]) -> str:
+        """The model's chat template applied to `messages`, ending where the assistant's reply
+        begins: a raw prompt that later requests can extend (and hit the prefix cache)."""
+        key = tuple((m.role, m.content) for m in messages)
+        if key not in self._rendered:
+            async with httpx.AsyncClient(timeout=30.0) as client:
+                resp = await client.post(
+                    f"{self.http_url}/apply-template",
+                    json={"messages": [m.model_dump() for m in messages]},
+                )
+            resp.raise_for_status()
+            self._rendered[key] = str(resp.json()["prompt"])
+        return self._rendered[key]
 
     def _call(self, body: dict[str, Any], *, chat: bool) -> dict[str, Any]:
         handler = self._server.handle_chat_completions if chat else self._server.handle_completions

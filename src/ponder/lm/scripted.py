@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from ponder.errors import BackendError, TransientError
 from ponder.lm.protocol import Capabilities
-from ponder.types import Completion, Generation, GenRequest, ModelInfo, TokenLogprob
+from ponder.types import Completion, Generation, GenRequest, Message, ModelInfo, TokenLogprob
 
 ReplyFn = Callable[[GenRequest, int, random.Random], str]
 # The first token's top alternatives {token: logprob}, for judges that read P(Yes).
@@ -80,6 +80,11 @@ class ScriptedLM:
         if not self._replies:
             raise BackendError("scripted LM has an empty script")
         return self._replies[index % len(self._replies)]
+
+    async def render(self, messages: list[Message]) -> str:
+        """A ChatML-like rendering, so raw-prefix code paths can be tested."""
+        turns = "".join(f"<{m.role}>{m.content}</{m.role}>\n" for m in messages)
+        return turns + "<assistant>"
 
     async def prepare(self) -> Capabilities:
         return self.capabilities

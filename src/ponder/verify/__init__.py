@@ -3,6 +3,7 @@ verifier scores a candidate's steps and aggregates them)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -79,17 +80,18 @@ class Verifiers:
         verifier = self.get(spec)
         if not spec.steps and spec.name not in _PROCESS_ONLY:
             return list(await verifier.score(problem, candidates, ctx))
-        out = []
-        for cand in candidates:
+
+        async def one(cand: Candidate) -> Verdict:
             steps = split_steps(cand.text)
             if not steps:
-                out.append(Verdict(reason="empty candidate: no steps to score"))
-                continue
+                return Verdict(reason="empty candidate: no steps to score")
             verdicts = await verifier.score_steps(problem, steps, ctx)
             value = aggregate([v.score for v in verdicts], spec.aggregate)
             reasons = sorted({v.reason for v in verdicts if v.reason})
-            out.append(Verdict(score=value, reason="; ".join(reasons) or None))
-        return out
+            return Verdict(score=value, reason="; ".join(reasons) or None)
+
+        # paths in parallel; each path's steps in order (its prefix stays cached)
+        return list(await asyncio.gather(*(one(c) for c in candidates)))
 
     async def aclose(self) -> None:
         for verifier in self._built.values():

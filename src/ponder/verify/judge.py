@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ponder.errors import BackendError, BudgetExceeded
@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 OUTCOME_QUESTION = "Is the answer above correct? Answer Yes or No."
 STEP_QUESTION = "Is the last step above correct? Answer Yes or No."
+STEP_SYSTEM = (
+    "You check a solution one step at a time. After each step comes the line 'Correct:' and "
+    "then Yes if that step is correct, or No if it has any error."
+)
+STEP_CUE = "\nCorrect:"
 JUDGE_SYSTEM = "You are a careful grader. Check the solution and reply with Yes or No only."
 _YES = {"yes", "y", "true", "correct"}
 _NO = {"no", "n", "false", "incorrect"}
@@ -51,10 +56,17 @@ def p_yes(choice: Completion) -> Verdict:
     return Verdict(reason=f"the judge answered {choice.text[:40]!r}, neither Yes nor No")
 
 
-async def ask(ctx: Context, model: LanguageModel, messages: list[Message]) -> Verdict:
-    """One Yes/No question to `model`, charged as a verifier call; failures become reasons."""
+async def ask(
+    ctx: Context,
+    model: LanguageModel,
+    messages: list[Message] | None = None,
+    prompt: str | None = None,
+) -> Verdict:
+    """One Yes/No question to `model` (chat messages or a raw prompt), charged as a verifier
+    call; failures become reasons."""
     req = GenRequest(
         messages=messages,
+        prompt=prompt,
         max_tokens=1 if model.capabilities.logprobs else 3,
         temperature=0.0,
         top_logprobs=20 if model.capabilities.logprobs else 0,
@@ -106,6 +118,45 @@ class SelfJudge:
         return list(await asyncio.gather(*(one(c) for c in candidates)))
 
     async def score_steps(
+        self, problem: Problem, steps: Sequence[str], ctx: Context
+    ) -> list[Verdict]:
+        model = self.model(ctx)
+        render = getattr(model, "render", None)
+        if render is not None and model.capabilities.raw_prefix:
+            return await self._steps_in_one_transcript(problem, steps, ctx, model, render)
+        return await self._steps_as_questions(problem, steps, ctx)
+
+    async def _steps_in_one_transcript(
+        self,
+        problem: Problem,
+        steps: Sequence[str],
+        ctx: Context,
+        model: LanguageModel,
+        render: Callable[[list[Message]], Awaitable[str]],
+    ) -> list[Verdict]:
+        """One growing raw transcript per path: "step 1 / Correct: Yes / step 2 / Correct:".
+        Each call extends the previous call's prompt by one step and a short cue, so the
+        backend prefills only the new step (measured in RESULTS.md)."""
+        head = await render(
+            [
+                Message(role="system", content=STEP_SYSTEM),
+                Message(role="user", content=problem.question),
+            ]
+        )
+        text = head
+        out: list[Verdict] = []
+        for k in range(1, len(steps) + 1):
+            text += steps[k - 1].strip() + STEP_CUE
+            key = (problem.question, tuple(steps[:k]))
+            if key not in self._steps:
+                self._steps[key] = await ask(ctx, model, prompt=text)
+            verdict = self._steps[key]
+            out.append(verdict)
+            # The transcript carries the judge's own verdict, as the instructions describe.
+            text += (" Yes" if (verdict.score or 0.0) >= 0.5 else " No") + "\n"
+        return out
+
+    async def _steps_as_questions(
         self, problem: Problem, steps: Sequence[str], ctx: Context
     ) -> list[Verdict]:
         # Steps in order: each call extends the prefix the previous one left in the cache.
