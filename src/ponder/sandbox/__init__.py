@@ -89,6 +89,7 @@ class Sandbox:
         self.limits = limits or Limits()
         self.parallel = parallel or max(1, os.cpu_count() or 1)
         self._gate: asyncio.Semaphore | None = None
+        self._needs = sorted({str(p.resolve()) for p in _interpreter_paths()})
         self._plan = _reveal_plan(_interpreter_paths()) if os.geteuid() == 0 else []
         # The program runs the venv's interpreter so its packages (sympy, numpy) import.
         self._python = sys.executable
@@ -121,6 +122,7 @@ class Sandbox:
             "file_size_mb": lim.file_size_mb,
             "max_open_files": lim.max_open_files,
             "reveal": self._plan,
+            "needs": self._needs,
             "env": {
                 "PATH": "/usr/bin:/bin",
                 "HOME": str(work),

@@ -63,9 +63,14 @@ def setup_mounts(cfg: dict[str, Any]) -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks back to the host
     # Throw-away temporary directories (the working directory is shown inside /tmp again),
     # and private ancestors of the interpreter (e.g. /root) hidden but for the interpreter.
-    work = os.getcwd()
-    covers = [("/tmp", [work] if work.startswith("/tmp/") else [], "1777")]
-    covers += [(path, [], "1777") for path in ("/var/tmp", "/dev/shm") if os.path.isdir(path)]
+    shown = [os.getcwd(), *cfg["needs"]]  # the working directory and the interpreter's paths
+
+    def under(top: str) -> list[str]:
+        inside = sorted({p for p in shown if p.startswith(top + "/")}, key=len)
+        return [p for p in inside if not any(p.startswith(q + "/") for q in inside if q != p)]
+
+    tmps = [path for path in ("/tmp", "/var/tmp", "/dev/shm") if os.path.isdir(path)]
+    covers = [(path, under(path), "1777") for path in tmps]
     covers += [(hidden, keep, "0755") for hidden, keep in cfg["reveal"]]
     for hidden, keep, mode in covers:
         reveal(hidden, keep, mode)

@@ -6,25 +6,16 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, field_validator
-
 from ponder.search.base import Context
-from ponder.search.sample import Sample
+from ponder.search.sample import ScoredSample
 from ponder.types import Candidate, Problem, Result
-from ponder.verify import VerifierSpec
 
 
-class BestOfN(Sample):
+class BestOfN(ScoredSample):
     name: ClassVar[str] = "best_of_n"
-    verifier: VerifierSpec = Field(default_factory=VerifierSpec)
-
-    @field_validator("verifier", mode="before")
-    @classmethod
-    def _spec(cls, v: object) -> object:
-        return VerifierSpec.of(v) if isinstance(v, str) else v
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
-        candidates, stopped = await self.draw_scored(problem, ctx, self.verifier)
+        candidates, stopped = await self.draw_scored(problem, ctx)
         best: Candidate | None
         scored = [(c.score, -i) for i, c in enumerate(candidates) if c.score is not None]
         if scored:

@@ -6,15 +6,13 @@ Its candidates are the pool that pass@k and maj@k are estimated from.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ponder.search.base import Context, Strategy
 from ponder.types import Candidate, Problem, Result
-
-if TYPE_CHECKING:
-    from ponder.verify import VerifierSpec
+from ponder.verify import VerifierSpec
 
 
 class Sample(Strategy):
@@ -32,13 +30,30 @@ class Sample(Strategy):
         gen = await ctx.generate(req.model_copy(update={"n": n}))
         return await ctx.candidates(problem, gen), ("budget" if n < self.n else None)
 
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        candidates, stopped = await self.draw(problem, ctx)
+        answer = candidates[0].answer if candidates else None
+        return ctx.result(problem, self, answer, candidates, stopped=stopped)
+
+
+class ScoredSample(Sample):
+    """n samples, each scored by a verifier (a name, or a VerifierSpec as plain data)."""
+
+    verifier: VerifierSpec = Field(default_factory=VerifierSpec)
+
+    @field_validator("verifier", mode="before")
+    @classmethod
+    def _spec(cls, v: object) -> object:
+        return VerifierSpec.of(v) if isinstance(v, str) else v
+
     async def draw_scored(
-        self, problem: Problem, ctx: Context, spec: VerifierSpec
+        self, problem: Problem, ctx: Context
     ) -> tuple[list[Candidate], str | None]:
         """`draw`, then every candidate scored by the verifier `spec`. A judge that continues
         the candidate's own conversation gets each sample as its own request, scored the moment
         it finishes, while the backend slot that wrote it still holds it in its prefix cache
         (llama.cpp keeps no per-choice cache for n > 1 requests: measured, see RESULTS.md)."""
+        spec = self.verifier
         if not ctx.reuses_candidate_prefix(spec):
             candidates, stopped = await self.draw(problem, ctx)
             await ctx.score(problem, candidates, spec)
@@ -56,8 +71,3 @@ class Sample(Strategy):
         parts = await asyncio.gather(*(one(i) for i in range(n)))
         candidates = [c for part in parts for c in part]
         return candidates, ("budget" if n < self.n else None)
-
-    async def run(self, problem: Problem, ctx: Context) -> Result:
-        candidates, stopped = await self.draw(problem, ctx)
-        answer = candidates[0].answer if candidates else None
-        return ctx.result(problem, self, answer, candidates, stopped=stopped)

@@ -6,26 +6,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, field_validator
-
 from ponder.search.base import Context
-from ponder.search.sample import Sample
+from ponder.search.sample import ScoredSample
 from ponder.search.vote import tally
 from ponder.types import Problem, Result
-from ponder.verify import VerifierSpec
 
 
-class WeightedVote(Sample):
+class WeightedVote(ScoredSample):
     name: ClassVar[str] = "weighted_vote"
-    verifier: VerifierSpec = Field(default_factory=VerifierSpec)
-
-    @field_validator("verifier", mode="before")
-    @classmethod
-    def _spec(cls, v: object) -> object:
-        return VerifierSpec.of(v) if isinstance(v, str) else v
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
-        candidates, stopped = await self.draw_scored(problem, ctx, self.verifier)
+        candidates, stopped = await self.draw_scored(problem, ctx)
         weights = [c.score or 0.0 for c in candidates]
         if not any(weights):
             weights = [1.0] * len(candidates)
