@@ -35,3 +35,28 @@ async def test_row_counts_accuracy_ceiling_and_every_token() -> None:
     assert [r.seed for r in results] == [5, 6, 7, 8, 9, 10]
     assert {p.question for p, _, _ in seen} == set(golds)
     assert not any(ok for _, _, ok in seen)
+
+
+async def test_a_scored_strategy_reports_its_verifiers_quality() -> None:
+    import math
+
+    problems = gsm8k.load(limit=4)
+    golds = {p.question: p.gold for p in problems}
+
+    def reply(req: GenRequest, index: int, rng: random.Random) -> str:
+        if req.role == "verifier":
+            return "Yes"
+        question = req.messages[1].content if req.messages else ""
+        right = (req.seed or 0) % 2 == 0
+        return f"so \\boxed{{{golds[question] if right else '-1'}}}"
+
+    def judge(req: GenRequest, index: int, rng: random.Random) -> dict[str, float]:
+        # a perfect judge: sure of right answers, doubtful of wrong ones
+        p = 0.1 if "boxed{-1}" in (req.messages or [])[-2].content else 0.9
+        return {"Yes": math.log(p), "No": math.log(1 - p)}
+
+    engine, _ = scripted_engine(reply, logprobs=judge)
+    row, _ = await run_strategy(engine, problems, make_strategy("best_of_n", n=4), seed=0)
+    assert row.correct == 4 and row.verifier_auroc == 1.0 and row.verifier_fpr == 0.0
+    plain, _ = await run_strategy(engine, problems, make_strategy("vote", n=4), seed=0)
+    assert plain.verifier_auroc is None

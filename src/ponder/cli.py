@@ -310,10 +310,18 @@ def progress_of(
     return done
 
 
+def _opt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
 def results_table(rows: list[Row], benchmark: str, model: str, offset: int) -> Table:
     n = rows[0].problems if rows else 0
     t = Table(title=f"{benchmark} test problems {offset + 1}–{offset + n} · {model}")
-    for col in ("strategy", "accuracy", "any sample right", "completion tokens", "seconds"):
+    cols = ["strategy", "accuracy", "any sample right", "completion tokens", "seconds"]
+    scored = any(r.verifier_auroc is not None for r in rows)
+    if scored:
+        cols += ["verifier AUROC", "verifier FPR"]
+    for col in cols:
         t.add_column(col, justify="left" if col == "strategy" else "right")
     for r in rows:
         note = f" ({r.errors} errors)" if r.errors else ""
@@ -323,6 +331,7 @@ def results_table(rows: list[Row], benchmark: str, model: str, offset: int) -> T
             f"{r.any_correct}/{r.problems}",
             f"{r.completion_tokens:,}",
             f"{r.seconds:.0f}",
+            *([_opt(r.verifier_auroc), _opt(r.verifier_fpr)] if scored else []),
         )
     return t
 

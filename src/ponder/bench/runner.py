@@ -12,6 +12,7 @@ from ponder.engine import Engine
 from ponder.search import Strategy
 from ponder.tasks.registry import grade
 from ponder.types import Problem, Result
+from ponder.verify import selection_quality
 
 
 class Row(BaseModel):
@@ -28,6 +29,9 @@ class Row(BaseModel):
     completion_tokens: int
     calls: int
     seconds: float
+    # When candidates were scored by a verifier: how well its scores separate right from wrong.
+    verifier_auroc: float | None = None
+    verifier_fpr: float | None = None
 
     @property
     def accuracy(self) -> float:
@@ -51,27 +55,33 @@ async def run_strategy(
     i is solved with seed `seed + i`, so a run is repeatable problem by problem."""
     started = time.monotonic()
 
-    async def one(i: int, p: Problem) -> tuple[Result, bool, bool]:
+    async def one(i: int, p: Problem) -> tuple[Result, bool, list[bool]]:
         r = await engine.solve(p, strategy, seed=seed + i)
         right = await grade(p, r.answer, engine.sandbox)
-        some = right or any([await grade(p, c.answer, engine.sandbox) for c in r.candidates])
+        each = [await grade(p, c.answer, engine.sandbox) for c in r.candidates]
         if on_result:
             on_result(p, r, right)
-        return r, right, some
+        return r, right, each
 
     graded = await asyncio.gather(*(one(i, p) for i, p in enumerate(problems)))
     results = [r for r, _, _ in graded]
+    pools = [
+        [(c.score, ok) for c, ok in zip(r.candidates, each, strict=True)] for r, _, each in graded
+    ]
+    quality = selection_quality(pools) if any(s is not None for p in pools for s, _ in p) else None
     seconds = time.monotonic() - started
     row = Row(
         strategy=label(strategy),
         problems=len(problems),
         correct=sum(right for _, right, _ in graded),
-        any_correct=sum(some for _, _, some in graded),
+        any_correct=sum(right or any(each) for _, right, each in graded),
         errors=sum(r.error is not None for r in results),
         stopped=sum(r.stopped is not None for r in results),
         prompt_tokens=sum(r.total.prompt_tokens for r in results),
         completion_tokens=sum(r.total.completion_tokens for r in results),
         calls=sum(r.total.calls for r in results),
         seconds=seconds,
+        verifier_auroc=quality.auroc if quality else None,
+        verifier_fpr=quality.false_positive_rate if quality else None,
     )
     return row, results
