@@ -362,3 +362,26 @@ def test_selection_quality_counts_false_positives_at_the_selection_point() -> No
     assert q.selected_correct == 1 and q.coverage == 2 and q.missed == 1
     assert q.false_positive_rate == pytest.approx(3 / 4)  # 0.8, 0.8, 0.1 over 4 wrong
     assert q.auroc == pytest.approx(auroc([0.9, 0.5, 0.8, 0.7, 0.8, 0.1], [1, 0, 0, 1, 0, 0]))
+
+
+async def test_spec_transforms_clip_deltas_and_rank_calibration() -> None:
+    async with FakePRM() as server:
+        replies = ["good a\n\nbad b", "good a\n\ngood b", "bad a\n\nbad b"]
+        engine, _ = scripted_engine(replies)
+        url = {"url": server.url}
+        # steps score 0.9 (good) / 0.2 (bad); clipped to [0.3, 0.8]; summed as deltas = last
+        spec = {
+            "name": "prm_http",
+            "options": url,
+            "clip": [0.3, 0.8],
+            "deltas": True,
+            "aggregate": "mean",
+        }
+        r = await engine.solve(PROBLEM, "best_of_n", n=3, seed=0, verifier=spec)
+        # deltas: [0.8, 0.3-0.8], [0.8, 0.0], [0.3, 0.0] → means 0.15, 0.4, 0.15
+        assert [c.score for c in r.candidates] == pytest.approx([0.15, 0.4, 0.15])
+        spec = {"name": "prm_http", "options": url, "rank_calibrated": True}
+        r = await engine.solve(PROBLEM, "best_of_n", n=3, seed=0, verifier=spec)
+        # min scores 0.2, 0.9, 0.2 → ranks (1.5, 3, 1.5) / 3
+        assert [c.score for c in r.candidates] == pytest.approx([0.5, 1.0, 0.5])
+        await engine.aclose()

@@ -79,14 +79,35 @@ class Verifiers:
     ) -> list[Verdict]:
         verifier = self.get(spec)
         if not spec.steps and spec.name not in _PROCESS_ONLY:
-            return list(await verifier.score(problem, candidates, ctx))
+            verdicts = list(await verifier.score(problem, candidates, ctx))
+        else:
+            verdicts = await self._by_steps(verifier, problem, candidates, spec, ctx)
+        if spec.rank_calibrated:
+            ranks = rank_calibrated([v.score for v in verdicts])
+            verdicts = [
+                v.model_copy(update={"score": r}) for v, r in zip(verdicts, ranks, strict=True)
+            ]
+        return verdicts
 
+    async def _by_steps(
+        self,
+        verifier: Any,
+        problem: Problem,
+        candidates: Sequence[Candidate],
+        spec: VerifierSpec,
+        ctx: Context,
+    ) -> list[Verdict]:
         async def one(cand: Candidate) -> Verdict:
             steps = split_steps(cand.text)
             if not steps:
                 return Verdict(reason="empty candidate: no steps to score")
             verdicts = await verifier.score_steps(problem, steps, ctx)
-            value = aggregate([v.score for v in verdicts], spec.aggregate)
+            scores = [v.score for v in verdicts]
+            if spec.clip is not None:
+                scores = clip(scores, *spec.clip)
+            if spec.deltas:
+                scores = deltas(scores)
+            value = aggregate(scores, spec.aggregate)
             reasons = sorted({v.reason for v in verdicts if v.reason})
             return Verdict(score=value, reason="; ".join(reasons) or None)
 

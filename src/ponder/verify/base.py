@@ -35,6 +35,12 @@ class VerifierSpec(BaseModel):
     steps: bool = False
     # How step scores become one outcome score: min, last, prod or mean.
     aggregate: str = "min"
+    # Optional transforms: step scores clipped to [lo, hi], then turned into deltas (each step
+    # credited with its change), before aggregation; outcome scores replaced by their rank
+    # percentile among the candidates scored together.
+    clip: tuple[float, float] | None = None
+    deltas: bool = False
+    rank_calibrated: bool = False
 
     @field_validator("name")
     @classmethod
