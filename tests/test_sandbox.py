@@ -134,9 +134,16 @@ HOSTILE: dict[str, tuple[str, str]] = {
 }
 
 
+# Without a PID namespace (no root and no user namespaces) a program could signal this test
+# process itself; those two are only run where the sandbox reports that it has one.
+NEEDS_PID_NAMESPACE = {"kill its parent", "kill every process it can see"}
+
+
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_program_is_contained(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     code, expected = HOSTILE[name]
+    if name in NEEDS_PID_NAMESPACE and go("print(1)").isolation == "rlimits":
+        pytest.skip("this machine gives the sandbox no PID namespace")
     monkeypatch.setenv(SECRET, "hunter2")
     before = os.getpid()
     started = time.monotonic()

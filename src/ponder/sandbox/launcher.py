@@ -95,7 +95,13 @@ def run_program(cfg: dict[str, Any], status_fd: int, namespaces: bool) -> None:
     """In the new PID namespace (as its init): mounts, then fork the program and wait."""
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if namespaces:
-        setup_mounts(cfg)
+        try:
+            setup_mounts(cfg)
+        except OSError as e:
+            if os.geteuid() == 0 and not cfg.get("in_user_namespace"):
+                raise  # as root every mount must work: never run half-isolated silently
+            note = {"isolation": f"namespaces without private mounts ({e.strerror})"}
+            os.write(status_fd, (json.dumps(note) + "\n").encode())
     pid = os.fork()
     if pid == 0:
         try:
@@ -125,6 +131,7 @@ def main() -> None:
     flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
     root = os.geteuid() == 0
     namespaces = libc.unshare(flags if root else flags | CLONE_NEWUSER) == 0
+    cfg["in_user_namespace"] = namespaces and not root
     level = ("full" if root else "namespaces") if namespaces else "rlimits"
     os.write(status_fd, (json.dumps({"isolation": level}) + "\n").encode())
     pid = os.fork()
