@@ -130,8 +130,18 @@ def main() -> None:
     status_fd = int(cfg["status_fd"])
     flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
     root = os.geteuid() == 0
+    uid, gid = os.getuid(), os.getgid()
     namespaces = libc.unshare(flags if root else flags | CLONE_NEWUSER) == 0
     cfg["in_user_namespace"] = namespaces and not root
+    if cfg["in_user_namespace"]:
+        # our own ids map to themselves: files keep their owner, mounts are allowed
+        for name, text in (
+            ("setgroups", "deny"),
+            ("uid_map", f"{uid} {uid} 1"),
+            ("gid_map", f"{gid} {gid} 1"),
+        ):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
     level = ("full" if root else "namespaces") if namespaces else "rlimits"
     os.write(status_fd, (json.dumps({"isolation": level}) + "\n").encode())
     pid = os.fork()
