@@ -385,3 +385,16 @@ async def test_spec_transforms_clip_deltas_and_rank_calibration() -> None:
         # min scores 0.2, 0.9, 0.2 → ranks (1.5, 3, 1.5) / 3
         assert [c.score for c in r.candidates] == pytest.approx([0.5, 1.0, 0.5])
         await engine.aclose()
+
+
+def test_the_step_cache_keeps_only_scores_and_stays_bounded() -> None:
+    from ponder.verify.base import StepCache, Verdict
+
+    cache = StepCache(capacity=2)
+    cache.put("q", ["a"], Verdict(reason="budget"))
+    assert cache.get("q", ["a"]) is None  # a failure is asked again next time
+    cache.put("q", ["a"], Verdict(score=0.5))
+    cache.put("q", ["a", "b"], Verdict(score=0.6))
+    assert cache.get("q", ["a"]) == Verdict(score=0.5)  # now the most recent
+    cache.put("q", ["c"], Verdict(score=0.7))
+    assert cache.get("q", ["a", "b"]) is None and cache.get("q", ["a"]) is not None

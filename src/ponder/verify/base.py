@@ -4,6 +4,7 @@ with no score and the reason, and its calls are charged to the ledger as role `v
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -92,6 +93,31 @@ class ProcessVerifier(Protocol):
         """One verdict per step, step k judged given steps 1..k. Prefixes scored before are
         answered from the verifier's cache, so no step is scored twice."""
         ...
+
+
+class StepCache:
+    """Verdicts of scored step prefixes, keyed by (question, steps so far): a verifier asks
+    about a prefix once. Only real scores are kept (a failed call may succeed next time); the
+    oldest entries go first beyond `capacity`, so a long-running server stays bounded."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[str, tuple[str, ...]], Verdict] = OrderedDict()
+
+    def get(self, question: str, steps: Sequence[str]) -> Verdict | None:
+        key = (question, tuple(steps))
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        return None
+
+    def put(self, question: str, steps: Sequence[str], verdict: Verdict) -> None:
+        if verdict.score is None:
+            return
+        self._items[(question, tuple(steps))] = verdict
+        self._items.move_to_end((question, tuple(steps)))
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
 
 
 def split_steps(text: str) -> list[str]:

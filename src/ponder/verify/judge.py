@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ponder.errors import BackendError, BudgetExceeded
 from ponder.lm.protocol import LanguageModel
 from ponder.types import Candidate, Completion, GenRequest, Message, Problem
-from ponder.verify.base import ROLE, Verdict
+from ponder.verify.base import ROLE, StepCache, Verdict
 
 if TYPE_CHECKING:
     from ponder.search.base import Context
@@ -93,7 +93,7 @@ class SelfJudge:
     def __init__(self, question: str = OUTCOME_QUESTION, step_question: str = STEP_QUESTION):
         self.question = question
         self.step_question = step_question
-        self._steps: dict[tuple[str, tuple[str, ...]], Verdict] = {}
+        self._steps = StepCache()
 
     def model(self, ctx: Context) -> LanguageModel:
         return ctx.policy
@@ -147,10 +147,10 @@ class SelfJudge:
         out: list[Verdict] = []
         for k in range(1, len(steps) + 1):
             text += steps[k - 1].strip() + STEP_CUE
-            key = (problem.question, tuple(steps[:k]))
-            if key not in self._steps:
-                self._steps[key] = await ask(ctx, model, prompt=text)
-            verdict = self._steps[key]
+            verdict = self._steps.get(problem.question, steps[:k])
+            if verdict is None:
+                verdict = await ask(ctx, model, prompt=text)
+                self._steps.put(problem.question, steps[:k], verdict)
             out.append(verdict)
             # The transcript carries the judge's own verdict, as the instructions describe.
             text += (" Yes" if (verdict.score or 0.0) >= 0.5 else " No") + "\n"
@@ -162,11 +162,12 @@ class SelfJudge:
         # Steps in order: each call extends the prefix the previous one left in the cache.
         out: list[Verdict] = []
         for k in range(1, len(steps) + 1):
-            key = (problem.question, tuple(steps[:k]))
-            if key not in self._steps:
+            verdict = self._steps.get(problem.question, steps[:k])
+            if verdict is None:
                 msgs = self.conversation(problem, "\n\n".join(steps[:k]), ctx, self.step_question)
-                self._steps[key] = await ask(ctx, self.model(ctx), msgs)
-            out.append(self._steps[key])
+                verdict = await ask(ctx, self.model(ctx), msgs)
+                self._steps.put(problem.question, steps[:k], verdict)
+            out.append(verdict)
         return out
 
 

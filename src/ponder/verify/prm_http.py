@@ -17,7 +17,7 @@ import httpx
 
 from ponder.errors import BudgetExceeded
 from ponder.types import Problem, Usage
-from ponder.verify.base import ROLE, Verdict
+from ponder.verify.base import ROLE, StepCache, Verdict
 
 if TYPE_CHECKING:
     from ponder.search.base import Context
@@ -45,7 +45,7 @@ class PRMHttp:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(timeout=timeout_s, headers=headers)
         self._gate = asyncio.Semaphore(max_concurrency)
-        self._cache: dict[tuple[str, tuple[str, ...]], Verdict] = {}
+        self._cache = StepCache()
 
     def render(self, question: str, steps: Sequence[str]) -> str:
         return question + "\n" + "".join(s.strip() + self.step_tag for s in steps)
@@ -53,13 +53,12 @@ class PRMHttp:
     async def score_steps(
         self, problem: Problem, steps: Sequence[str], ctx: Context
     ) -> list[Verdict]:
-        keys = [(problem.question, tuple(steps[:k])) for k in range(1, len(steps) + 1)]
-        if all(k in self._cache for k in keys):
-            return [self._cache[k] for k in keys]
+        cached = [self._cache.get(problem.question, steps[:k]) for k in range(1, len(steps) + 1)]
+        if all(v is not None for v in cached):
+            return [v for v in cached if v is not None]
         verdicts = await self._call(problem.question, steps, ctx)
-        for key, v in zip(keys, verdicts, strict=True):
-            if v.score is not None:  # a failed call is not cached: the next one may succeed
-                self._cache[key] = v
+        for k, v in enumerate(verdicts, 1):
+            self._cache.put(problem.question, steps[:k], v)  # failures are not kept
         return verdicts
 
     async def _call(self, question: str, steps: Sequence[str], ctx: Context) -> list[Verdict]:
