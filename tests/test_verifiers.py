@@ -398,3 +398,24 @@ def test_the_step_cache_keeps_only_scores_and_stays_bounded() -> None:
     assert cache.get("q", ["a"]) == Verdict(score=0.5)  # now the most recent
     cache.put("q", ["c"], Verdict(score=0.7))
     assert cache.get("q", ["a", "b"]) is None and cache.get("q", ["a"]) is not None
+
+
+async def test_a_failed_sample_is_kept_as_a_reason_and_the_others_are_judged() -> None:
+    from ponder.errors import BackendError as Refused
+
+    reply, lps = judged_by_answer({"40": 0.2, "42": 0.9})
+
+    policy_calls: list[int] = []
+
+    def fail(call: int, req: GenRequest) -> Exception | None:
+        if req.role != "policy":
+            return None
+        policy_calls.append(call)
+        return Refused("HTTP 400: bad seed") if len(policy_calls) == 2 else None
+
+    engine, _ = scripted_engine(reply, logprobs=lps, fail=fail)
+    r = await engine.solve(PROBLEM, "best_of_n", n=4, seed=1)
+    failed = [c for c in r.candidates if c.note and c.note.startswith("sample failed")]
+    assert r.error is None and len(r.candidates) == 4 and len(failed) == 1
+    assert "bad seed" in (failed[0].note or "") and failed[0].score is None
+    assert sum(c.score is not None for c in r.candidates) == 3

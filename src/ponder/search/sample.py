@@ -10,6 +10,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
+from ponder.errors import BackendError, BudgetExceeded
 from ponder.search.base import Context, Strategy
 from ponder.types import Candidate, Problem, Result
 from ponder.verify import VerifierSpec
@@ -64,10 +65,17 @@ class ScoredSample(Sample):
 
         async def one(i: int) -> list[Candidate]:
             single = req.model_copy(update={"n": 1, "seed": base_seed + i})
-            candidates = await ctx.candidates(problem, await ctx.generate(single))
+            try:
+                gen = await ctx.generate(single)
+            except (BackendError, BudgetExceeded) as e:
+                # one lost sample must not lose the others: it stays, empty, with the reason
+                return [Candidate(text="", completion_tokens=0, note=f"sample failed: {e}")]
+            candidates = await ctx.candidates(problem, gen)
             await ctx.score(problem, candidates, spec)
             return candidates
 
         parts = await asyncio.gather(*(one(i) for i in range(n)))
         candidates = [c for part in parts for c in part]
+        if all(c.note and c.note.startswith("sample failed") for c in candidates):
+            raise BackendError(candidates[0].note or "every sample failed")
         return candidates, ("budget" if n < self.n else None)
