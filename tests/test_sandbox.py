@@ -197,3 +197,10 @@ def test_the_test_process_can_still_use_the_network_and_files(tmp_path: Path) ->
     s.close()
     (tmp_path / "ok").write_text("fine")
     assert (tmp_path / "ok").read_text() == "fine"
+
+
+def test_one_sandbox_serves_successive_event_loops() -> None:
+    box = Sandbox(FAST, parallel=1)
+    for i in range(2):
+        r = asyncio.run(box.run(f"print({i})"))
+        assert r.ok and r.stdout == f"{i}\n"

@@ -89,14 +89,16 @@ class Sandbox:
         self.limits = limits or Limits()
         self.parallel = parallel or max(1, os.cpu_count() or 1)
         self._gate: asyncio.Semaphore | None = None
+        self._gate_loop: asyncio.AbstractEventLoop | None = None
         self._needs = sorted({str(p.resolve()) for p in _interpreter_paths()})
         self._plan = _reveal_plan(_interpreter_paths()) if os.geteuid() == 0 else []
         # The program runs the venv's interpreter so its packages (sympy, numpy) import.
         self._python = sys.executable
 
     async def run(self, code: str, limits: Limits | None = None) -> ExecResult:
-        if self._gate is None:
-            self._gate = asyncio.Semaphore(self.parallel)
+        loop = asyncio.get_running_loop()
+        if self._gate is None or self._gate_loop is not loop:  # a semaphore serves one loop
+            self._gate, self._gate_loop = asyncio.Semaphore(self.parallel), loop
         async with self._gate:
             return await self._run(code, limits or self.limits)
 
