@@ -191,7 +191,7 @@ def test_under_full_isolation_the_program_is_nobody_without_network() -> None:
     shown = {
         Path(p).relative_to("/tmp").parts[0] for p in Sandbox()._needs if p.startswith("/tmp/")
     }
-    names = set(eval(tmp))  # noqa: S307
+    names = set(eval(tmp))
     own = {n for n in names if n.startswith("ponder-sbx-")}
     assert len(own) == 1 and names - shown == own
 
