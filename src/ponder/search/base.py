@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.answers import extract, extract_answer
+from ponder.answers import extract, extract_answer, normalize_number
 from ponder.budget import Ledger
 from ponder.lm.protocol import LanguageModel
 from ponder.sandbox import ExecResult, Sandbox
@@ -204,9 +204,10 @@ def program_answer(run: ExecResult, kind: str | None) -> str | None:
     if not run.ok or not lines:
         return None
     last = lines[-1]
-    if kind in (None, "number"):
+    if kind == "number":
         return answer_of(last, "number")
-    return answer_of(last, kind) or last
+    # a printed value is the answer itself: "400.0" → "400", "x = 3" stays "x = 3"
+    return normalize_number(last) or (answer_of(last, kind) if kind else None) or last
 
 
 class Strategy(BaseModel):
