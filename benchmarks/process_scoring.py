@@ -1,12 +1,14 @@
 """Process scoring cost on the embedded model: verifier prefill per scored step token.
 
-Samples GSM8K solutions written one step per line, keeps 8 with at least 8 steps, and scores
-their first 8 steps with the self-judge, all 8 paths at once, every step given the ones before
-it. The prefill is read from llama.cpp's own counter (`prompt_tokens_total`); step tokens are
-counted with the model's tokenizer. Two ways of asking are compared side by side:
-- transcript: one growing raw prompt per path ("step / Correct: Yes / step / Correct:"), so
-  each call adds one step and a 3-token cue to a prefix the slot already holds;
-- questions: the partial solution as a chat turn plus "Is the last step above correct?".
+Each path is a GSM8K solution the policy writes one step per line (temperature 0.7); as soon as
+it is written, the self-judge scores its first 8 steps, every step given the ones before it,
+8 paths at a time. Paths with fewer than 8 steps are skipped (not scored). Verifier prefill is
+what llama.cpp reports per call (prompt tokens minus cached ones, checked against its own
+`prompt_tokens_total`); step tokens are counted with the model's tokenizer. Two ways of asking:
+- continuation: the rendered conversation + the solution up to step k + "\\nCorrect?", reading
+  P(Yes); call k + 1 shares all but the cue with call k, and the slot that wrote the solution
+  already holds it;
+- questions: the partial solution as the assistant's turn + "Is the last step above correct?".
 
     .venv/bin/python benchmarks/process_scoring.py [--paths 8] [--steps 8]
 """
@@ -25,8 +27,8 @@ from ponder.lm.registry import DEFAULT_MODEL, Registry
 from ponder.scheduler import Scheduler
 from ponder.search import Context, Prompting
 from ponder.tasks import gsm8k
-from ponder.types import GenRequest, Message
-from ponder.verify import SelfJudge, Verifiers
+from ponder.types import GenRequest, Problem
+from ponder.verify import SelfJudge, Verdict, Verifiers
 
 STEP_PROMPT = (
     "Solve the problem step by step. Write each step on its own line, one short sentence "
@@ -34,64 +36,84 @@ STEP_PROMPT = (
 )
 
 
+async def one_mode(lm: LlamaCppLM, raw: bool, paths: int, steps: int) -> dict[str, float]:
+    lm.capabilities = lm.capabilities.model_copy(update={"raw_prefix": raw})
+    ledger = Ledger()
+    ctx = Context(
+        policy=lm,
+        scheduler=Scheduler(),
+        ledger=ledger,
+        seed=0,
+        prompting=Prompting(system=STEP_PROMPT, max_tokens=400, stop=[]),
+        verifiers=Verifiers(),
+    )
+    judge = SelfJudge(step_separator="\n")
+    scored: list[tuple[list[str], list[Verdict]]] = []
+
+    async def path(problem: Problem, seed: int) -> None:
+        req = ctx.request(problem, n=1, temperature=0.7).model_copy(update={"seed": seed})
+        gen = await ctx.generate(req)
+        lines = [x.strip() for x in gen.choices[0].text.split("\n") if x.strip()]
+        if len(lines) >= steps and len(scored) < paths:
+            slot = len(scored)
+            scored.append((lines[:steps], []))
+            scored[slot] = (lines[:steps], await judge.score_steps(problem, lines[:steps], ctx))
+
+    problems = gsm8k.load(limit=60)
+    before = lm.metrics()["prompt_tokens_total"]
+    started = time.monotonic()
+    for i in range(0, len(problems), paths):
+        if len(scored) >= paths:
+            break
+        await asyncio.gather(*(path(p, 7 + i + j) for j, p in enumerate(problems[i : i + paths])))
+    seconds = time.monotonic() - started
+    server_prefill = lm.metrics()["prompt_tokens_total"] - before
+    spent = ledger.by_role()
+    async with httpx.AsyncClient(timeout=30) as client:
+        step_tokens = 0
+        for lines, _ in scored:
+            for line in lines:
+                r = await client.post(f"{lm.http_url}/tokenize", json={"content": line})
+                step_tokens += len(r.json()["tokens"])
+    ver, pol = spent["verifier"], spent["policy"]
+    return {
+        "paths": len(scored),
+        "step_tokens": step_tokens,
+        "verifier_prefill": ver.prompt_tokens - ver.cached_tokens,
+        "verifier_calls": ver.calls,
+        "scored": sum(v.score is not None for _, vs in scored for v in vs),
+        "ledger_prefill": ver.prompt_tokens
+        - ver.cached_tokens
+        + pol.prompt_tokens
+        - pol.cached_tokens,
+        "server_prefill": server_prefill,
+        "seconds": seconds,
+    }
+
+
 async def main(paths: int, steps: int) -> None:
     model_path, info = Registry().resolve(DEFAULT_MODEL)
     lm = LlamaCppLM(model_path, info, slots=8)
-    scheduler = Scheduler()
-    ledger = Ledger()
-    ctx = Context(policy=lm, scheduler=scheduler, ledger=ledger, seed=0, verifiers=Verifiers())
-    ctx.prompting = Prompting(system=STEP_PROMPT)
-
-    # 1. solutions with at least `steps` lines
-    chosen: list[tuple[object, list[str]]] = []
-    for problem in gsm8k.load(limit=40):
-        req = GenRequest(
-            messages=[
-                Message(role="system", content=STEP_PROMPT),
-                Message(role="user", content=problem.question),
-            ],
-            n=4,
-            temperature=0.7,
-            max_tokens=400,
-            seed=1,
-        )
-        gen = await scheduler.generate(lm, req, ledger)
-        for c in gen.choices:
-            lines = [x.strip() for x in c.text.splitlines() if x.strip()]
-            if len(lines) >= steps and len(chosen) < paths:
-                chosen.append((problem, lines[:steps]))
-        if len(chosen) >= paths:
-            break
-    async with httpx.AsyncClient(timeout=30) as client:
-
-        async def n_tokens(text: str) -> int:
-            r = await client.post(f"{lm.http_url}/tokenize", json={"content": text})
-            return len(r.json()["tokens"])
-
-        step_tokens = sum([await n_tokens(s) for _, lines in chosen for s in lines])
-
-    # 2. score every path's steps, both ways, on fresh caches of the same slots
-    rows = []
-    for mode in ("transcript", "questions"):
-        lm.capabilities = lm.capabilities.model_copy(update={"raw_prefix": mode == "transcript"})
-        judge = SelfJudge()
-        before = lm.metrics()["prompt_tokens_total"]
-        started = time.monotonic()
-        verdicts = await asyncio.gather(
-            *(judge.score_steps(p, lines, ctx) for p, lines in chosen)  # type: ignore[arg-type]
-        )
-        seconds = time.monotonic() - started
-        prefill = lm.metrics()["prompt_tokens_total"] - before
-        scored = sum(v.score is not None for vs in verdicts for v in vs)
-        rows.append((mode, prefill, seconds, scored))
+    rows = [
+        (mode, await one_mode(lm, mode == "continuation", paths, steps))
+        for mode in ("continuation", "questions")
+    ]
     lm.close()
-    print(f"{len(chosen)} paths × {steps} steps = {step_tokens:,} step tokens (model tokenizer)")
-    print("| asking | verifier prefill tokens | ÷ step tokens | judge calls scored | seconds |")
-    print("|---|---|---|---|---|")
-    for mode, prefill, seconds, scored in rows:
+    print(f"{paths} paths × {steps} steps, each scored right after it was written")
+    print(
+        "| asking | step tokens | verifier prefill | ÷ step tokens | calls | scored | ledger = server prefill |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for mode, r in rows:
+        same = (
+            "yes"
+            if r["ledger_prefill"] == r["server_prefill"]
+            else f"no ({r['ledger_prefill']:,.0f} vs {r['server_prefill']:,.0f})"
+        )
         print(
-            f"| {mode} | {prefill:,.0f} | {prefill / step_tokens:.2f} | "
-            f"{scored}/{len(chosen) * steps} | {seconds:.1f} |"
+            f"| {mode} | {r['step_tokens']:,.0f} | {r['verifier_prefill']:,.0f} | "
+            f"{r['verifier_prefill'] / r['step_tokens']:.2f} | {r['verifier_calls']:.0f} | "
+            f"{r['scored']:.0f}/{r['paths'] * steps:.0f} | {same} |"
         )
 
 

@@ -163,7 +163,7 @@ def judged_step(req: GenRequest) -> str:
     """The step a process judge is asked about: in a raw transcript, the line before the cue;
     in a chat question, the last paragraph of the partial solution."""
     if req.prompt is not None:
-        return req.prompt.removesuffix("\nCorrect:").split("\n")[-1]
+        return req.prompt.removesuffix("\nCorrect?").split("\n\n")[-1]
     return (req.messages or [])[-2].content.split("\n\n")[-1]
 
 
@@ -193,10 +193,11 @@ async def test_process_scores_are_incremental_and_never_repeat_a_step(raw: bool)
     await judge.score_steps(PROBLEM, ["good a"], ctx)
     assert len(lm.calls) == 3
     assert ctx.ledger.by_role()["verifier"].calls == 3
-    if raw:  # each call's prompt extends the previous one's: the prefix cache holds it
-        prompts = [c.prompt or "" for c in lm.calls]
+    if raw:  # each call continues the previous one's prompt but for the cue: it stays cached
+        prompts = [(c.prompt or "").removesuffix("\nCorrect?") for c in lm.calls]
         assert all(b.startswith(a) for a, b in itertools.pairwise(prompts))
-        assert prompts[2].endswith("good a\nCorrect: Yes\nbad b\nCorrect: No\ngood c\nCorrect:")
+        head = await lm.render(ctx.prompting.messages(PROBLEM))
+        assert prompts[2] == head + "good a\n\nbad b\n\ngood c"
 
 
 async def test_step_scores_aggregate_into_an_outcome_score() -> None:

@@ -137,7 +137,7 @@ class Context:
     def reuses_candidate_prefix(self, spec: VerifierSpec) -> bool:
         """Whether the verifier continues each candidate's own conversation (a self-judge),
         so scoring right after generation finds it in the backend's prefix cache."""
-        if self.verifiers is None or spec.steps:
+        if self.verifiers is None:
             return False
         return bool(getattr(self.verifiers.get(spec), "reuses_candidate_prefix", False))
 

@@ -23,11 +23,7 @@ if TYPE_CHECKING:
 
 OUTCOME_QUESTION = "Is the answer above correct? Answer Yes or No."
 STEP_QUESTION = "Is the last step above correct? Answer Yes or No."
-STEP_SYSTEM = (
-    "You check a solution one step at a time. After each step comes the line 'Correct:' and "
-    "then Yes if that step is correct, or No if it has any error."
-)
-STEP_CUE = "\nCorrect:"
+STEP_CUE = "\nCorrect?"
 JUDGE_SYSTEM = "You are a careful grader. Check the solution and reply with Yes or No only."
 _YES = {"yes", "y", "true", "correct"}
 _NO = {"no", "n", "false", "incorrect"}
@@ -90,9 +86,17 @@ class SelfJudge:
     name = "self_judge"
     reuses_candidate_prefix = True
 
-    def __init__(self, question: str = OUTCOME_QUESTION, step_question: str = STEP_QUESTION):
+    def __init__(
+        self,
+        question: str = OUTCOME_QUESTION,
+        step_question: str = STEP_QUESTION,
+        step_cue: str = STEP_CUE,
+        step_separator: str = "\n\n",
+    ) -> None:
         self.question = question
         self.step_question = step_question
+        self.step_cue = step_cue
+        self.step_separator = step_separator
         self._steps = StepCache()
 
     def model(self, ctx: Context) -> LanguageModel:
@@ -123,10 +127,15 @@ class SelfJudge:
         model = self.model(ctx)
         render = getattr(model, "render", None)
         if render is not None and model.capabilities.raw_prefix:
-            return await self._steps_in_one_transcript(problem, steps, ctx, model, render)
+            return await self._steps_by_continuation(problem, steps, ctx, model, render)
         return await self._steps_as_questions(problem, steps, ctx)
 
-    async def _steps_in_one_transcript(
+    def head(self, problem: Problem, ctx: Context) -> list[Message]:
+        """The conversation a partial solution continues: the policy's own, so the backend
+        slot that generated the solution already holds it."""
+        return ctx.prompting.messages(problem, ctx.answer_with)
+
+    async def _steps_by_continuation(
         self,
         problem: Problem,
         steps: Sequence[str],
@@ -134,26 +143,19 @@ class SelfJudge:
         model: LanguageModel,
         render: Callable[[list[Message]], Awaitable[str]],
     ) -> list[Verdict]:
-        """One growing raw transcript per path: "step 1 / Correct: Yes / step 2 / Correct:".
-        Each call extends the previous call's prompt by one step and a short cue, so the
-        backend prefills only the new step (measured in RESULTS.md)."""
-        head = await render(
-            [
-                Message(role="system", content=STEP_SYSTEM),
-                Message(role="user", content=problem.question),
-            ]
-        )
-        text = head
+        """Step k is judged by continuing the rendered conversation with the solution up to
+        step k and a short cue ("\nCorrect?"), reading P(Yes) of the next token. Call k + 1
+        shares everything but the cue with call k, so the backend prefills only the new step
+        and the cue (measured in benchmarks/RESULTS.md)."""
+        head = await render(self.head(problem, ctx))
         out: list[Verdict] = []
         for k in range(1, len(steps) + 1):
-            text += steps[k - 1].strip() + STEP_CUE
             verdict = self._steps.get(problem.question, steps[:k])
             if verdict is None:
-                verdict = await ask(ctx, model, prompt=text)
+                partial = self.step_separator.join(s.strip() for s in steps[:k])
+                verdict = await ask(ctx, model, prompt=head + partial + self.step_cue)
                 self._steps.put(problem.question, steps[:k], verdict)
             out.append(verdict)
-            # The transcript carries the judge's own verdict, as the instructions describe.
-            text += (" Yes" if (verdict.score or 0.0) >= 0.5 else " No") + "\n"
         return out
 
     async def _steps_as_questions(
@@ -184,6 +186,12 @@ class LLMJudge(SelfJudge):
 
     def model(self, ctx: Context) -> LanguageModel:
         return self.judge
+
+    def head(self, problem: Problem, ctx: Context) -> list[Message]:
+        return [
+            Message(role="system", content=self.system),
+            Message(role="user", content=f"Problem:\n{problem.question}\n\nSolution:"),
+        ]
 
     def conversation(self, problem: Problem, answer: str, ctx: Context, q: str) -> list[Message]:
         what = "solution so far" if q == self.step_question else "solution"
