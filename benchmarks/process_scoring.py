@@ -27,7 +27,7 @@ from ponder.lm.registry import DEFAULT_MODEL, Registry
 from ponder.scheduler import Scheduler
 from ponder.search import Context, Prompting
 from ponder.tasks import gsm8k
-from ponder.types import GenRequest, Problem
+from ponder.types import Problem
 from ponder.verify import SelfJudge, Verdict, Verifiers
 
 STEP_PROMPT = (
