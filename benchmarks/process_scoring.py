@@ -101,7 +101,8 @@ async def main(paths: int, steps: int) -> None:
     lm.close()
     print(f"{paths} paths × {steps} steps, each scored right after it was written")
     print(
-        "| asking | step tokens | verifier prefill | ÷ step tokens | calls | scored | ledger = server prefill |"
+        "| asking | step tokens | verifier prefill | ÷ step tokens | calls | scored "
+        "| ledger = server prefill |"
     )
     print("|---|---|---|---|---|---|---|")
     for mode, r in rows:
