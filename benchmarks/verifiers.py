@@ -82,11 +82,18 @@ async def run(phase: str, problems: int, in_flight: int, max_tokens: int, slots:
     await engine.aclose()
 
 
-def load(phase: str) -> list[dict[str, Any]]:
+def load(phase: str, ids: set[str] | None = None) -> list[dict[str, Any]]:
     path = OUT / f"{phase}.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if ids is None or r["id"] in ids]
     rows.sort(key=lambda r: int(r["id"].rsplit("/", 1)[1]))
     return rows
+
+
+def common_ids() -> set[str]:
+    """Problems every phase has finished: all rows of the table are over the same problems."""
+    sets = [{r["id"] for r in load(p)} for p in PHASES if (OUT / f"{p}.jsonl").exists()]
+    return set.intersection(*sets) if sets else set()
 
 
 def right(answer: str | None, gold: str) -> bool:
@@ -105,31 +112,40 @@ def fmt(values: list[float]) -> str:
     return f"{100 * m:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
+def tokens(rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """Per problem: completion / freshly prefilled / cached prompt tokens; and call counts."""
+    us = [u for r in rows for u in r["result"]["usage"].values()]
+    comp = sum(u["completion_tokens"] for u in us) / len(rows)
+    cached = sum(u["cached_tokens"] for u in us) / len(rows)
+    fresh = sum(u["prompt_tokens"] for u in us) / len(rows) - cached
+    pol = sum(r["result"]["usage"].get("policy", {}).get("calls", 0) for r in rows)
+    ver = sum(r["result"]["usage"].get("verifier", {}).get("calls", 0) for r in rows)
+    return f"{comp:,.0f} / {fresh:,.0f} / {cached:,.0f}", f"{pol} / {ver}"
+
+
 def table() -> None:
+    ids = common_ids()
     lines = [
-        "| method | accuracy [95% CI] | tokens / problem | policy / verifier calls |",
+        f"The first {len(ids)} GSM8K test problems (those every method has finished).",
+        "",
+        "| method | accuracy [95% CI] | tokens per problem: completion / prefilled / cached "
+        "| policy / verifier calls |",
         "|---|---|---|---|",
     ]
-
-    def tokens(rows: list[dict[str, Any]]) -> tuple[float, str]:
-        tot = [
-            sum(u["prompt_tokens"] + u["completion_tokens"] for u in r["result"]["usage"].values())
-            for r in rows
-        ]
-        pol = sum(r["result"]["usage"].get("policy", {}).get("calls", 0) for r in rows)
-        ver = sum(r["result"]["usage"].get("verifier", {}).get("calls", 0) for r in rows)
-        return sum(tot) / len(rows), f"{pol} / {ver}"
-
     for phase, label in (("greedy", "greedy"), ("pal", "PAL greedy (program output)")):
         if not (OUT / f"{phase}.jsonl").exists():
             continue
-        rows = load(phase)
+        rows = load(phase, ids)
         acc = [float(right(r["result"]["answer"], r["gold"])) for r in rows]
         tok, calls = tokens(rows)
-        lines.append(f"| {label} | {fmt(acc)} | {tok:,.0f} | {calls} |")
+        lines.append(f"| {label} | {fmt(acc)} | {tok} | {calls} |")
     if (OUT / "pool.jsonl").exists():
-        rows = load("pool")
-        maj, wv, bon, cover, pools = [], [], [], [], []
+        rows = load("pool", ids)
+        maj: list[float] = []
+        wv: list[float] = []
+        bon: list[float] = []
+        cover: list[float] = []
+        pools = []
         for r in rows:
             cands = [Candidate(**c) for c in r["result"]["candidates"]]
             # re-extract with today's answer layer, so all rules read answers the same way
@@ -139,9 +155,8 @@ def table() -> None:
             w = [c.score or 0.0 for c in cands]
             a_wv, _, _ = tally(cands, w if any(w) else [1.0] * len(cands), "number")
             scored = [(c.score, -i) for i, c in enumerate(cands) if c.score is not None]
-            a_bon = (
-                cands[-max(scored)[1]].answer if scored else (cands[0].answer if cands else None)
-            )
+            first = cands[0].answer if cands else None
+            a_bon = cands[-max(scored)[1]].answer if scored else first
             maj.append(float(right(a_maj, r["gold"])))
             wv.append(float(right(a_wv, r["gold"])))
             bon.append(float(right(a_bon, r["gold"])))
@@ -149,13 +164,12 @@ def table() -> None:
             pools.append([(c.score, right(c.answer, r["gold"])) for c in cands])
         tok, calls = tokens(rows)
         n = len(rows[0]["result"]["candidates"])
-        lines.append(f"| majority@{n} | {fmt(maj)} | {tok:,.0f} (same pool) | {calls} |")
-        lines.append(
-            f"| weighted_vote@{n}, self-judge | {fmt(wv)} | {tok:,.0f} (same pool) | {calls} |"
-        )
-        lines.append(
-            f"| best_of_n@{n}, self-judge | {fmt(bon)} | {tok:,.0f} (same pool) | {calls} |"
-        )
+        for label, acc in (
+            (f"majority@{n}", maj),
+            (f"weighted_vote@{n}, self-judge", wv),
+            (f"best_of_n@{n}, self-judge", bon),
+        ):
+            lines.append(f"| {label} | {fmt(acc)} | {tok} (one pool) | {calls} |")
         lines.append(f"| some sample right (pass@{n}) | {fmt(cover)} | | |")
         q = selection_quality(pools)
         lines.append("")
@@ -170,8 +184,9 @@ def table() -> None:
         if server.exists():
             parts = [json.loads(x) for x in server.read_text().splitlines() if x.strip()]
             lines.append(
-                f"- {phase}: server prefilled {sum(p['prompt_tokens_total'] for p in parts):,.0f} "
-                f"and decoded {sum(p['tokens_predicted_total'] for p in parts):,.0f} tokens in "
+                f"- {phase} (whole run): server prefilled "
+                f"{sum(p['prompt_tokens_total'] for p in parts):,.0f} and decoded "
+                f"{sum(p['tokens_predicted_total'] for p in parts):,.0f} tokens in "
                 f"{sum(p['seconds'] for p in parts):,.0f} s"
             )
     print("\n".join(lines))
