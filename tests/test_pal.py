@@ -20,6 +20,7 @@ async def test_pal_answers_with_what_the_program_prints() -> None:
     engine, lm = scripted_engine([program("print(17 * 23 + 9)")])
     r = await engine.solve(PROBLEM, "greedy", answer_with="program")
     assert r.answer == "400" and r.candidates[0].program_answer == "400"
+    assert r.candidates[0].note is None  # no "no answer in the text": the program answered
     sent = lm.calls[0].messages
     assert sent is not None and "Python program" in sent[0].content
 

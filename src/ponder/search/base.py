@@ -114,16 +114,20 @@ class Context:
         runs = await asyncio.gather(*(self._run_program(c) for c in cands))
         for cand, run in zip(cands, runs, strict=True):
             cand.reasoning_answer = cand.answer
+            failure = None
             if isinstance(run, str):
-                cand.note = run
+                failure = run
             else:
                 cand.program_answer = program_answer(run, problem.kind)
                 if cand.program_answer is None:
-                    cand.note = (
+                    failure = (
                         "the program printed nothing"
                         if run.ok
                         else f"the program failed ({run.reason})"
                     )
+            # "program": only the program's fate matters; "both": say what each side lacks
+            notes = [failure] if self.answer_with == "program" else [cand.note, failure]
+            cand.note = "; ".join(n for n in notes if n) or None
             if self.answer_with == "program" or cand.answer is None:
                 cand.answer = cand.program_answer
         return cands
