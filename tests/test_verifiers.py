@@ -31,6 +31,7 @@ from ponder.verify import (
     rank_calibrated,
     selection_quality,
 )
+from ponder.verify.judge import STEP_CUE
 
 PROBLEM = Problem(question="What is 6 * 7?", kind="number", gold="42")
 
@@ -163,7 +164,7 @@ def judged_step(req: GenRequest) -> str:
     """The step a process judge is asked about: in a raw transcript, the line before the cue;
     in a chat question, the last paragraph of the partial solution."""
     if req.prompt is not None:
-        return req.prompt.removesuffix("\nCorrect?").split("\n\n")[-1]
+        return req.prompt.removesuffix(STEP_CUE).split("\n\n")[-1]
     return (req.messages or [])[-2].content.split("\n\n")[-1]
 
 
@@ -193,11 +194,12 @@ async def test_process_scores_are_incremental_and_never_repeat_a_step(raw: bool)
     await judge.score_steps(PROBLEM, ["good a"], ctx)
     assert len(lm.calls) == 3
     assert ctx.ledger.by_role()["verifier"].calls == 3
-    if raw:  # each call continues the previous one's prompt but for the cue: it stays cached
-        prompts = [(c.prompt or "").removesuffix("\nCorrect?") for c in lm.calls]
+    if raw:  # every prompt is the path's own prefix and the cue: the path's slot has it cached
+        prompts = sorted((c.prompt or "").removesuffix(STEP_CUE) for c in lm.calls)
         assert all(b.startswith(a) for a, b in itertools.pairwise(prompts))
         head = await lm.render(ctx.prompting.messages(PROBLEM))
-        assert prompts[2] == head + "good a\n\nbad b\n\ngood c"
+        assert prompts[-1] == head + "good a\n\nbad b\n\ngood c"
+        assert all((c.prompt or "").endswith(STEP_CUE) for c in lm.calls)
 
 
 async def test_step_scores_aggregate_into_an_outcome_score() -> None:

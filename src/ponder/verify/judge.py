@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 OUTCOME_QUESTION = "Is the answer above correct? Answer Yes or No."
 STEP_QUESTION = "Is the last step above correct? Answer Yes or No."
-STEP_CUE = "\nCorrect?"
+STEP_CUE = "\nIs this step correct? Answer Yes or No:"
 JUDGE_SYSTEM = "You are a careful grader. Check the solution and reply with Yes or No only."
 _YES = {"yes", "y", "true", "correct"}
 _NO = {"no", "n", "false", "incorrect"}
@@ -144,33 +144,36 @@ class SelfJudge:
         render: Callable[[list[Message]], Awaitable[str]],
     ) -> list[Verdict]:
         """Step k is judged by continuing the rendered conversation with the solution up to
-        step k and a short cue ("\nCorrect?"), reading P(Yes) of the next token. Call k + 1
-        shares everything but the cue with call k, so the backend prefills only the new step
-        and the cue (measured in benchmarks/RESULTS.md)."""
+        step k and a cue asking whether that step is correct, reading P(Yes) of the next token.
+        Every prompt is the path's own prefix plus the cue, so a backend slot holding the path
+        prefills only the cue (measured in benchmarks/RESULTS.md)."""
         head = await render(self.head(problem, ctx))
-        out: list[Verdict] = []
-        for k in range(1, len(steps) + 1):
+        verdicts: dict[int, Verdict] = {}
+        # Longest prefix first: the slot holding the whole path (it just wrote it) answers
+        # each shorter prefix from its cache too, so only the cue is prefilled per step.
+        for k in range(len(steps), 0, -1):
             verdict = self._steps.get(problem.question, steps[:k])
             if verdict is None:
                 partial = self.step_separator.join(s.strip() for s in steps[:k])
                 verdict = await ask(ctx, model, prompt=head + partial + self.step_cue)
                 self._steps.put(problem.question, steps[:k], verdict)
-            out.append(verdict)
-        return out
+            verdicts[k] = verdict
+        return [verdicts[k] for k in range(1, len(steps) + 1)]
 
     async def _steps_as_questions(
         self, problem: Problem, steps: Sequence[str], ctx: Context
     ) -> list[Verdict]:
-        # Steps in order: each call extends the prefix the previous one left in the cache.
-        out: list[Verdict] = []
-        for k in range(1, len(steps) + 1):
+        # Longest prefix first, as above: shorter prefixes are then in the slot's cache.
+        verdicts: dict[int, Verdict] = {}
+        for k in range(len(steps), 0, -1):
             verdict = self._steps.get(problem.question, steps[:k])
             if verdict is None:
-                msgs = self.conversation(problem, "\n\n".join(steps[:k]), ctx, self.step_question)
+                partial = self.step_separator.join(s.strip() for s in steps[:k])
+                msgs = self.conversation(problem, partial, ctx, self.step_question)
                 verdict = await ask(ctx, self.model(ctx), msgs)
                 self._steps.put(problem.question, steps[:k], verdict)
-            out.append(verdict)
-        return out
+            verdicts[k] = verdict
+        return [verdicts[k] for k in range(1, len(steps) + 1)]
 
 
 class LLMJudge(SelfJudge):
