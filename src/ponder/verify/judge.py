@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 OUTCOME_QUESTION = "Is the answer above correct? Answer Yes or No."
 STEP_QUESTION = "Is the last step above correct? Answer Yes or No."
-STEP_CUE = "\nIs this step correct? Answer Yes or No:"
+STEP_CUE = "\nCorrect (Yes/No)?"
 JUDGE_SYSTEM = "You are a careful grader. Check the solution and reply with Yes or No only."
 _YES = {"yes", "y", "true", "correct"}
 _NO = {"no", "n", "false", "incorrect"}
