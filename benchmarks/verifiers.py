@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ponder.answers import equivalent, extract
+from ponder.bench.estimators import bootstrap_ci
 from ponder.engine import Engine
 from ponder.lm.llamacpp import LlamaCppLM
 from ponder.lm.registry import DEFAULT_MODEL, Registry
@@ -100,15 +99,8 @@ def right(answer: str | None, gold: str) -> bool:
     return equivalent(answer, gold, "number")
 
 
-def ci(values: list[float], seed: int = 0, resamples: int = 2000) -> tuple[float, float, float]:
-    x = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
-    return float(x.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
 def fmt(values: list[float]) -> str:
-    m, lo, hi = ci(values)
+    m, lo, hi = bootstrap_ci(values)
     return f"{100 * m:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
