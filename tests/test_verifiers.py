@@ -313,6 +313,8 @@ async def test_unknown_verifier_is_a_usage_error_naming_the_choices() -> None:
     engine, _ = scripted_engine(ANSWERS)
     with pytest.raises(UsageError, match=r"verifier\.name: Value error, unknown verifier 'oracle'"):
         await engine.solve(PROBLEM, "best_of_n", n=2, verifier="oracle")
+    with pytest.raises(UsageError, match="'crosscheck' scores whole candidates, not steps"):
+        await engine.solve(PROBLEM, "best_of_n", verifier={"name": "crosscheck", "steps": True})
     with pytest.raises(UsageError, match="unknown aggregate 'max'"):
         await engine.solve(PROBLEM, "best_of_n", verifier={"name": "prm_http", "aggregate": "max"})
 

@@ -78,6 +78,8 @@ class Verifiers:
         ctx: Context,
     ) -> list[Verdict]:
         verifier = self.get(spec)
+        if spec.steps and not hasattr(verifier, "score_steps"):
+            raise UsageError(f"verifier '{spec.name}' scores whole candidates, not steps")
         if not spec.steps and spec.name not in _PROCESS_ONLY:
             verdicts = list(await verifier.score(problem, candidates, ctx))
         else:
@@ -111,7 +113,7 @@ class Verifiers:
             reasons = sorted({v.reason for v in verdicts if v.reason})
             return Verdict(score=value, reason="; ".join(reasons) or None)
 
-        # paths in parallel; each path's steps in order (its prefix stays cached)
+        # paths in parallel; within a path the verifier orders its calls for its cache
         return list(await asyncio.gather(*(one(c) for c in candidates)))
 
     async def aclose(self) -> None:

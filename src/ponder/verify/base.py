@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ponder.types import Candidate, Problem
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 ROLE = "verifier"
 VERIFIERS = ("self_judge", "llm_judge", "code_tests", "crosscheck", "prm_http")
+STEP_VERIFIERS = ("self_judge", "llm_judge", "prm_http")
 
 
 class Verdict(BaseModel):
@@ -58,6 +59,12 @@ class VerifierSpec(BaseModel):
         if how not in AGGREGATES:
             raise ValueError(f"unknown aggregate '{how}' (choose from: {', '.join(AGGREGATES)})")
         return how
+
+    @model_validator(mode="after")
+    def _steps_supported(self) -> VerifierSpec:
+        if self.steps and self.name not in STEP_VERIFIERS:
+            raise ValueError(f"verifier '{self.name}' scores whole candidates, not steps")
+        return self
 
     @classmethod
     def of(cls, value: VerifierSpec | str | dict[str, Any]) -> VerifierSpec:
