@@ -105,7 +105,7 @@ class SelfJudge:
     def conversation(self, problem: Problem, answer: str, ctx: Context, q: str) -> list[Message]:
         # The generating conversation verbatim, so the backend's prefix cache hits.
         return [
-            *ctx.prompting.messages(problem),
+            *ctx.prompting.messages(problem, ctx.answer_with),
             Message(role="assistant", content=answer),
             Message(role="user", content=q),
         ]
