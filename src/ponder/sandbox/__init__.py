@@ -151,6 +151,10 @@ class Sandbox:
                 pass_fds=(status_w,),
                 start_new_session=True,
             )
+        except OSError as e:  # e.g. out of processes or file descriptors: a result, not a crash
+            os.close(status_r)
+            shutil.rmtree(outer, ignore_errors=True)
+            return ExecResult(ok=False, reason=f"the sandbox could not start: {e}")
         finally:
             os.close(status_w)
         assert proc.stdout is not None and proc.stderr is not None
