@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ponder.answers import equivalent, extract
+from ponder.answers import extract
 from ponder.bench.estimators import bootstrap_ci
 from ponder.engine import Engine
 from ponder.lm.llamacpp import LlamaCppLM
@@ -31,7 +31,7 @@ from ponder.lm.registry import DEFAULT_MODEL, Registry
 from ponder.search import make_strategy, tally
 from ponder.tasks import gsm8k
 from ponder.types import Candidate
-from ponder.verify import selection_quality
+from ponder.verify import best_index, selection_quality
 
 OUT = Path(__file__).parent / "out" / "verifiers"
 PHASES = {
@@ -95,10 +95,6 @@ def common_ids() -> set[str]:
     return set.intersection(*sets) if sets else set()
 
 
-def right(answer: str | None, gold: str) -> bool:
-    return equivalent(answer, gold, "number")
-
-
 def fmt(values: list[float]) -> str:
     m, lo, hi = bootstrap_ci(values)
     return f"{100 * m:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
@@ -128,7 +124,7 @@ def table() -> None:
         if not (OUT / f"{phase}.jsonl").exists():
             continue
         rows = load(phase, ids)
-        acc = [float(right(r["result"]["answer"], r["gold"])) for r in rows]
+        acc = [float(gsm8k.is_correct(r["result"]["answer"], r["gold"])) for r in rows]
         tok, calls = tokens(rows)
         lines.append(f"| {label} | {fmt(acc)} | {tok} | {calls} |")
     if (OUT / "pool.jsonl").exists():
@@ -146,14 +142,14 @@ def table() -> None:
             a_maj, _, _ = tally(cands, [1.0] * len(cands), "number")
             w = [c.score or 0.0 for c in cands]
             a_wv, _, _ = tally(cands, w if any(w) else [1.0] * len(cands), "number")
-            scored = [(c.score, -i) for i, c in enumerate(cands) if c.score is not None]
-            first = cands[0].answer if cands else None
-            a_bon = cands[-max(scored)[1]].answer if scored else first
-            maj.append(float(right(a_maj, r["gold"])))
-            wv.append(float(right(a_wv, r["gold"])))
-            bon.append(float(right(a_bon, r["gold"])))
-            cover.append(float(any(right(c.answer, r["gold"]) for c in cands)))
-            pools.append([(c.score, right(c.answer, r["gold"])) for c in cands])
+            best = best_index([c.score for c in cands])
+            first = next((c.answer for c in cands if c.answer is not None), None)
+            a_bon = cands[best].answer if best is not None else first
+            maj.append(float(gsm8k.is_correct(a_maj, r["gold"])))
+            wv.append(float(gsm8k.is_correct(a_wv, r["gold"])))
+            bon.append(float(gsm8k.is_correct(a_bon, r["gold"])))
+            cover.append(float(any(gsm8k.is_correct(c.answer, r["gold"]) for c in cands)))
+            pools.append([(c.score, gsm8k.is_correct(c.answer, r["gold"])) for c in cands])
         tok, calls = tokens(rows)
         n = len(rows[0]["result"]["candidates"])
         for label, acc in (

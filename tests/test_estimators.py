@@ -115,4 +115,6 @@ def test_rule_tie_breaks() -> None:
     assert weighted([("b", 0.4, False), ("a", 0.3, True), ("a", 0.2, True)]) is True
     assert best_of([("b", 0.5, False), ("a", 0.5, True)]) is False  # earliest of the top
     assert best_of([("b", None, False), ("a", 0.1, True)]) is True  # unscored rank last
+    # nothing scored: the first sample with an answer, as best_of_n falls back
+    assert best_of([(None, None, False), ("a", None, True), ("b", None, False)]) is True
     assert majority([(None, None, False)]) is False

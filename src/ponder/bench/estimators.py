@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ponder.verify.quality import best_index
+
 # A selection rule: from the k chosen (answer key, score, correct) samples, whether the rule's
 # pick is correct.
 Rule = Callable[[Sequence[tuple[str | None, float | None, bool]]], bool]
@@ -42,11 +44,12 @@ def weighted(sample: Sequence[tuple[str | None, float | None, bool]]) -> bool:
 
 
 def best_of(sample: Sequence[tuple[str | None, float | None, bool]]) -> bool:
-    """The top-scored sample (the earliest on ties); unscored ones rank last."""
-    scored = [(s, -i) for i, (_, s, _) in enumerate(sample) if s is not None]
-    if not scored:
-        return bool(sample) and sample[0][2]
-    return sample[-max(scored)[1]][2]
+    """The top-scored sample (the earliest on ties), as `best_of_n` picks; with nothing scored,
+    the first sample with an answer."""
+    i = best_index([s for _, s, _ in sample])
+    if i is None:
+        return next((c for key, _, c in sample if key is not None), False)
+    return sample[i][2]
 
 
 def _top(

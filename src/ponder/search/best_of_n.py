@@ -9,6 +9,7 @@ from typing import ClassVar
 from ponder.search.base import Context
 from ponder.search.sample import ScoredSample
 from ponder.types import Candidate, Problem, Result
+from ponder.verify import best_index
 
 
 class BestOfN(ScoredSample):
@@ -17,9 +18,9 @@ class BestOfN(ScoredSample):
     async def run(self, problem: Problem, ctx: Context) -> Result:
         candidates, stopped = await self.draw_scored(problem, ctx)
         best: Candidate | None
-        scored = [(c.score, -i) for i, c in enumerate(candidates) if c.score is not None]
-        if scored:
-            best = candidates[-max(scored)[1]]
+        i = best_index([c.score for c in candidates])
+        if i is not None:
+            best = candidates[i]
         else:  # no verdict at all: fall back to the first candidate with an answer
             best = next((c for c in candidates if c.answer is not None), None)
         answer = best.answer if best is not None else None

@@ -22,7 +22,7 @@ from ponder.verify.base import (
 from ponder.verify.checks import CodeTests, CrossCheck
 from ponder.verify.judge import LLMJudge, SelfJudge
 from ponder.verify.prm_http import PRMHttp
-from ponder.verify.quality import auroc, selection_quality
+from ponder.verify.quality import auroc, best_index, selection_quality
 
 if TYPE_CHECKING:
     from ponder.search.base import Context
@@ -142,6 +142,7 @@ __all__ = [
     "Verifiers",
     "aggregate",
     "auroc",
+    "best_index",
     "clip",
     "deltas",
     "rank_calibrated",

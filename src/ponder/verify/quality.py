@@ -29,6 +29,12 @@ def auroc(scores: Sequence[float], correct: Sequence[bool]) -> float | None:
     return u / (len(pos) * len(neg))
 
 
+def best_index(scores: Sequence[float | None]) -> int | None:
+    """Where best-of-n picks: the top score, the earliest on ties; None if nothing is scored."""
+    scored = [(s, -i) for i, s in enumerate(scores) if s is not None]
+    return -max(scored)[1] if scored else None
+
+
 class SelectionQuality(BaseModel):
     problems: int
     auroc: float | None
@@ -51,10 +57,10 @@ def selection_quality(pools: Sequence[Sequence[tuple[float | None, bool]]]) -> S
         scored = [(s, c) for s, c in pool if s is not None]
         flat_s += [s for s, _ in scored]
         flat_c += [c for _, c in scored]
-        if not scored:
+        best = best_index([s for s, _ in pool])
+        if best is None:
             continue
-        top = max(s for s, _ in scored)
-        best_is_right = next(c for s, c in scored if s == top)  # first of the top, as bon picks
+        top, best_is_right = pool[best][0] or 0.0, pool[best][1]
         chosen_right += best_is_right
         covered = any(c for _, c in scored)
         coverage += covered
