@@ -9,7 +9,6 @@ sandbox for code sets, and evaluating the expression with the given numbers for 
 from __future__ import annotations
 
 import csv
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from ponder.sandbox import Sandbox
 from ponder.tasks.data import data_dir, read_jsonl
 from ponder.tasks.puzzles import check_expression
 from ponder.types import Problem
-from ponder.verify.checks import test_program
+from ponder.verify.checks import run_tests
 
 CODE_SYSTEM_PROMPT = (
     "Write a correct, complete Python solution. Put the whole code (imports and the function) "
@@ -104,20 +103,11 @@ async def grade(problem: Problem, answer: str | None, sandbox: Sandbox) -> bool:
     if check == "expression":
         return check_expression(answer, problem.meta["numbers"], problem.meta["target"])
     if problem.kind == "code":
-        tests = list(problem.meta.get("tests") or [])
+        tests = problem.meta.get("tests") or []
         if not tests:
             return False
-        code = answer
-        prompt = str(problem.meta.get("prompt") or "")
-        entry = problem.meta.get("entry_point")
-        if entry and f"def {entry}" not in code:
-            code = prompt + code  # a bare function body continues the given signature
-        marker = f"@@ponder-{secrets.token_hex(8)}@@"  # unknown to the code it grades
-        run = await sandbox.run(
-            test_program(code, tests, str(problem.meta.get("test_setup") or ""), marker)
-        )
-        lines = [x for x in run.stdout.splitlines() if x.startswith(marker)]
-        return bool(lines) and int(lines[-1][len(marker) :]) == len(tests)
+        passed, _ = await run_tests(problem, answer, sandbox)
+        return passed == len(tests)
     return equivalent(answer, problem.gold, problem.kind or "math")
 
 

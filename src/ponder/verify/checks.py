@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ponder.answers import equivalent, extract
+from ponder.sandbox import ExecResult, Sandbox
 from ponder.types import Candidate, Problem
 from ponder.verify.base import Verdict
 
@@ -34,6 +35,21 @@ def test_program(code: str, tests: Sequence[str], setup: str = "", marker: str =
     return "\n".join(lines)
 
 
+async def run_tests(problem: Problem, code: str, sandbox: Sandbox) -> tuple[int | None, ExecResult]:
+    """How many of the problem's tests (`meta["tests"]`) `code` passes in the sandbox (None
+    if the tally never printed), and the run. A bare function body continues the given
+    signature (`meta["prompt"]`, HumanEval style). Grader and verifier both use this."""
+    tests = list(problem.meta.get("tests") or [])
+    entry = problem.meta.get("entry_point")
+    if entry and f"def {entry}" not in code:
+        code = str(problem.meta.get("prompt") or "") + code
+    marker = f"@@ponder-{secrets.token_hex(8)}@@"  # unknown to the code under test
+    setup = str(problem.meta.get("test_setup") or "")
+    run = await sandbox.run(test_program(code, tests, setup, marker))
+    tally = [line for line in run.stdout.splitlines() if line.startswith(marker)]
+    return (int(tally[-1][len(marker) :]) if tally else None), run
+
+
 class CodeTests:
     """Outcome score = the fraction of the problem's tests (`meta["tests"]`) that pass."""
 
@@ -42,22 +58,18 @@ class CodeTests:
     async def score(
         self, problem: Problem, candidates: Sequence[Candidate], ctx: Context
     ) -> list[Verdict]:
-        tests = list(problem.meta.get("tests") or [])
-        setup = str(problem.meta.get("test_setup") or "")
-        return list(await asyncio.gather(*(self._one(c, tests, setup, ctx) for c in candidates)))
+        return list(await asyncio.gather(*(self._one(problem, c, ctx) for c in candidates)))
 
-    async def _one(self, cand: Candidate, tests: list[str], setup: str, ctx: Context) -> Verdict:
+    async def _one(self, problem: Problem, cand: Candidate, ctx: Context) -> Verdict:
+        tests = problem.meta.get("tests") or []
         if not tests:
             return Verdict(reason="the problem has no tests")
         code = extract(cand.text, "code")
         if code is None:
             return Verdict(reason="no code block in the candidate")
-        marker = f"@@ponder-{secrets.token_hex(8)}@@"
-        run = await ctx.sandbox.run(test_program(code, tests, setup, marker))
-        tally = [line for line in run.stdout.splitlines() if line.startswith(marker)]
-        if not tally:
+        passed, run = await run_tests(problem, code, ctx.sandbox)
+        if passed is None:
             return Verdict(score=0.0, reason=f"tests did not finish ({run.reason or 'no tally'})")
-        passed = int(tally[-1][len(marker) :])
         return Verdict(score=passed / len(tests), reason=None if run.ok else run.reason)
 
 
