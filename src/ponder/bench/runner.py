@@ -57,8 +57,12 @@ async def run_strategy(
 
     async def one(i: int, p: Problem) -> tuple[Result, bool, list[bool]]:
         r = await engine.solve(p, strategy, seed=seed + i)
-        right = await grade(p, r.answer, engine.sandbox)
-        each = [await grade(p, c.answer, engine.sandbox) for c in r.candidates]
+        # each distinct answer graded once (a code answer costs a sandbox run)
+        by_answer = {
+            a: await grade(p, a, engine.sandbox)
+            for a in dict.fromkeys([r.answer, *(c.answer for c in r.candidates)])
+        }
+        right, each = by_answer[r.answer], [by_answer[c.answer] for c in r.candidates]
         if on_result:
             on_result(p, r, right)
         return r, right, each
