@@ -90,8 +90,9 @@ class Sandbox:
         self.parallel = parallel or max(1, os.cpu_count() or 1)
         self._gate: asyncio.Semaphore | None = None
         self._gate_loop: asyncio.AbstractEventLoop | None = None
-        self._needs = sorted({str(p.resolve()) for p in _interpreter_paths()})
-        self._plan = _reveal_plan(_interpreter_paths()) if os.geteuid() == 0 else []
+        paths = _interpreter_paths()
+        self._needs = sorted({str(p.resolve()) for p in paths})
+        self._plan = _reveal_plan(paths) if os.geteuid() == 0 else []
         # The program runs the venv's interpreter so its packages (sympy, numpy) import.
         self._python = sys.executable
 
