@@ -62,24 +62,25 @@ class PRMHttp:
         return verdicts
 
     async def _call(self, question: str, steps: Sequence[str], ctx: Context) -> list[Verdict]:
+        def every_step(reason: str) -> list[Verdict]:
+            return [Verdict(reason=reason)] * len(steps)
+
         text = self.render(question, steps)
         upper = len(text.encode("utf-8")) + 16  # ≥ any tokenization of the text
         try:
             reservation = ctx.ledger.reserve(Usage(calls=1, prompt_tokens=upper))
         except BudgetExceeded as e:
-            return [Verdict(reason=f"not scored: {e}")] * len(steps)
+            return every_step(f"not scored: {e}")
         started = time.monotonic()
         try:
             async with self._gate:
                 resp = await self._client.post(self.url, json={"model": self.model, "input": text})
             data = resp.json()
         except (httpx.HTTPError, ValueError) as e:
-            ctx.ledger.release(reservation)
             ctx.ledger.failed_attempts += 1
-            return [Verdict(reason=f"PRM at {self.url} failed: {type(e).__name__}: {e}")] * len(
-                steps
-            )
-        ctx.ledger.release(reservation)
+            return every_step(f"PRM at {self.url} failed: {type(e).__name__}: {e}")
+        finally:
+            ctx.ledger.release(reservation)
         usage = data.get("usage") if isinstance(data, dict) else None
         tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         ctx.ledger.charge(
@@ -92,17 +93,12 @@ class PRMHttp:
             ),
         )
         if resp.status_code >= 400:
-            return [
-                Verdict(reason=f"PRM at {self.url} answered {resp.status_code}: {str(data)[:200]}")
-            ] * len(steps)
+            return every_step(f"PRM at {self.url} answered {resp.status_code}: {str(data)[:200]}")
         scores = self._parse(data, len(steps))
         if isinstance(scores, str):
-            return [Verdict(reason=scores)] * len(steps)
-        note = (
-            None
-            if isinstance(tokens, int)
-            else "the PRM reported no usage; its tokens are not counted"
-        )
+            return every_step(scores)
+        counted = isinstance(tokens, int)
+        note = None if counted else "the PRM reported no usage; its tokens are not counted"
         return [Verdict(score=s, reason=note) for s in scores]
 
     def _parse(self, data: Any, n_steps: int) -> list[float] | str:
