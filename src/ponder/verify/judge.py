@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ponder.errors import BackendError, BudgetExceeded
@@ -124,56 +124,36 @@ class SelfJudge:
     async def score_steps(
         self, problem: Problem, steps: Sequence[str], ctx: Context
     ) -> list[Verdict]:
+        """Step k is judged given steps 1..k. With a backend that renders its chat template
+        (llama.cpp), the rendered conversation is continued with the solution up to step k and
+        a cue asking whether that step is correct, so every prompt is the path's own prefix
+        plus the cue and a slot holding the path prefills only the cue (measured in
+        benchmarks/RESULTS.md); other backends get the partial solution as the assistant's
+        turn and a question. Longest prefix first: the slot holding the whole path (it just
+        wrote it) then answers each shorter prefix from its cache too."""
         model = self.model(ctx)
         render = getattr(model, "render", None)
+        head = None
         if render is not None and model.capabilities.raw_prefix:
-            return await self._steps_by_continuation(problem, steps, ctx, model, render)
-        return await self._steps_as_questions(problem, steps, ctx)
+            head = await render(self.head(problem, ctx))
+        verdicts: dict[int, Verdict] = {}
+        for k in range(len(steps), 0, -1):
+            verdict = self._steps.get(problem.question, steps[:k])
+            if verdict is None:
+                partial = self.step_separator.join(s.strip() for s in steps[:k])
+                if head is not None:
+                    verdict = await ask(ctx, model, prompt=head + partial + self.step_cue)
+                else:
+                    msgs = self.conversation(problem, partial, ctx, self.step_question)
+                    verdict = await ask(ctx, model, msgs)
+                self._steps.put(problem.question, steps[:k], verdict)
+            verdicts[k] = verdict
+        return [verdicts[k] for k in range(1, len(steps) + 1)]
 
     def head(self, problem: Problem, ctx: Context) -> list[Message]:
         """The conversation a partial solution continues: the policy's own, so the backend
         slot that generated the solution already holds it."""
         return ctx.prompting.messages(problem, ctx.answer_with)
-
-    async def _steps_by_continuation(
-        self,
-        problem: Problem,
-        steps: Sequence[str],
-        ctx: Context,
-        model: LanguageModel,
-        render: Callable[[list[Message]], Awaitable[str]],
-    ) -> list[Verdict]:
-        """Step k is judged by continuing the rendered conversation with the solution up to
-        step k and a cue asking whether that step is correct, reading P(Yes) of the next token.
-        Every prompt is the path's own prefix plus the cue, so a backend slot holding the path
-        prefills only the cue (measured in benchmarks/RESULTS.md)."""
-        head = await render(self.head(problem, ctx))
-        verdicts: dict[int, Verdict] = {}
-        # Longest prefix first: the slot holding the whole path (it just wrote it) answers
-        # each shorter prefix from its cache too, so only the cue is prefilled per step.
-        for k in range(len(steps), 0, -1):
-            verdict = self._steps.get(problem.question, steps[:k])
-            if verdict is None:
-                partial = self.step_separator.join(s.strip() for s in steps[:k])
-                verdict = await ask(ctx, model, prompt=head + partial + self.step_cue)
-                self._steps.put(problem.question, steps[:k], verdict)
-            verdicts[k] = verdict
-        return [verdicts[k] for k in range(1, len(steps) + 1)]
-
-    async def _steps_as_questions(
-        self, problem: Problem, steps: Sequence[str], ctx: Context
-    ) -> list[Verdict]:
-        # Longest prefix first, as above: shorter prefixes are then in the slot's cache.
-        verdicts: dict[int, Verdict] = {}
-        for k in range(len(steps), 0, -1):
-            verdict = self._steps.get(problem.question, steps[:k])
-            if verdict is None:
-                partial = self.step_separator.join(s.strip() for s in steps[:k])
-                msgs = self.conversation(problem, partial, ctx, self.step_question)
-                verdict = await ask(ctx, self.model(ctx), msgs)
-                self._steps.put(problem.question, steps[:k], verdict)
-            verdicts[k] = verdict
-        return [verdicts[k] for k in range(1, len(steps) + 1)]
 
 
 class LLMJudge(SelfJudge):
