@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ponder.answers import extract
-from ponder.bench.estimators import bootstrap_ci
+from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.engine import Engine
 from ponder.lm.llamacpp import LlamaCppLM
 from ponder.lm.registry import DEFAULT_MODEL, Registry
@@ -96,7 +98,7 @@ def common_ids() -> set[str]:
 
 
 def fmt(values: list[float]) -> str:
-    m, lo, hi = bootstrap_ci(values)
+    m, lo, hi = bootstrap_mean_ci(np.asarray(values, dtype=float))
     return f"{100 * m:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 

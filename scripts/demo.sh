@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job: set up, then solve GSM8K test problems with greedy and with vote on the embedded
-# model, printing accuracy against compute.
+# model into a resumable store (runs/demo.sqlite; run it again to resume or reuse), print
+# accuracy against compute, and write the report with its scaling plots (runs/demo-report/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/ponder bench gsm8k --limit "${LIMIT:-10}" --strategy greedy --strategy vote \
-  -n "${N:-8}" "$@"
+.venv/bin/ponder bench gsm8k --limit "${LIMIT:-10}" --strategy greedy --strategy vote \
+  -n "${N:-8}" --store runs/demo.sqlite "$@"
+exec .venv/bin/ponder report runs/demo.sqlite --out runs/demo-report

@@ -6,11 +6,26 @@ import itertools
 import math
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ponder.bench.estimators import at_k, best_of, bootstrap_ci, majority, pass_at_k, weighted
+from ponder.bench.estimators import (
+    Pools,
+    Rule,
+    _subsets,
+    at_k,
+    best_of,
+    best_of_at,
+    bootstrap_mean_ci,
+    majority,
+    majority_at,
+    pass_at,
+    pass_at_k,
+    weighted,
+    weighted_at,
+)
 
 
 @pytest.mark.parametrize(
@@ -85,16 +100,6 @@ def test_majority_at_k_from_the_pool_is_not_pass_at_k() -> None:
     assert pass_at_k(8, 3, 8) == 1.0
 
 
-def test_bootstrap_intervals_cover_the_truth_at_about_the_nominal_rate() -> None:
-    rng = random.Random(0)
-    p, covered, trials = 0.3, 0, 300
-    for t in range(trials):
-        values = [float(rng.random() < p) for _ in range(100)]
-        _, lo, hi = bootstrap_ci(values, resamples=1000, seed=t)
-        covered += lo <= p <= hi
-    assert 0.90 <= covered / trials <= 0.99
-
-
 @settings(max_examples=60, deadline=None)
 @given(POOLS)
 def test_rules_pick_what_the_strategies_pick(pool: list) -> None:  # type: ignore[type-arg]
@@ -108,6 +113,8 @@ def test_rules_pick_what_the_strategies_pick(pool: list) -> None:  # type: ignor
     if any(w):
         heaviest, _, _ = tally(cands, w, "math")
         assert weighted(pool) == (heaviest == "a")
+    else:  # weighted_vote falls back to a plain vote, and so does the rule
+        assert weighted(pool) == (voted == "a")
 
 
 def test_rule_tie_breaks() -> None:
@@ -118,3 +125,135 @@ def test_rule_tie_breaks() -> None:
     # nothing scored: the first sample with an answer, as best_of_n falls back
     assert best_of([(None, None, False), ("a", None, True), ("b", None, False)]) is True
     assert majority([(None, None, False)]) is False
+    # nothing weighs anything: a plain vote (2 a's beat 1 b), not a tie of zero sums
+    assert weighted([("b", 0.0, False), ("a", None, True), ("a", None, True)]) is True
+    assert weighted([("b", None, False), ("a", 0.0, True)]) is False  # plain tie: first seen
+    # an unanswered sample's weight counts for the fallback: all sums are 0, first seen wins
+    assert weighted([("b", 0.0, False), ("a", None, True), (None, 0.5, False)]) is False
+
+
+# Vectorized estimators over many problems: each must equal the scalar rules above, applied to
+# every k-subset (exact) or to the same subsets (sampled).
+
+SCORES = st.one_of(
+    st.none(),
+    st.sampled_from([0.0, 0.1, 0.2, 0.3, 0.5, 1 / 3, 1.0]),  # ties, and sums like 0.1 + 0.2
+    st.floats(-1, 1),  # negative weights take the general path
+)
+SAMPLES = st.tuples(
+    st.sampled_from(["a", "b", "c", None]), SCORES, st.sampled_from([False] * 9 + [True])
+).map(lambda t: (t[0], t[1], (t[0] == "a") != t[2]))  # now and then a flag disagrees
+MANY_POOLS = st.lists(st.lists(SAMPLES, min_size=1, max_size=7), min_size=1, max_size=5)
+RULES = [(majority_at, majority), (weighted_at, weighted), (best_of_at, best_of)]
+
+
+def _exact(pool: list, k: int, rule: Rule) -> float:  # type: ignore[type-arg]
+    return at_k(pool, k, rule, exact_limit=10**9) if len(pool) >= k else math.nan
+
+
+@settings(max_examples=150, deadline=None)
+@given(MANY_POOLS, st.integers(1, 7))
+def test_vectorized_estimators_equal_the_scalar_rules_on_every_subset(
+    pools: list,  # type: ignore[type-arg]
+    k: int,
+) -> None:
+    arrays = Pools.from_lists(pools)
+    for vectorized, rule in RULES:
+        got = vectorized(arrays, k)
+        want = [_exact(pool, k, rule) for pool in pools]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9, err_msg=rule.__name__)
+    want = [
+        pass_at_k(len(pool), sum(c for *_, c in pool), k) if len(pool) >= k else math.nan
+        for pool in pools
+    ]
+    np.testing.assert_allclose(pass_at(arrays, k), want, rtol=0, atol=1e-12)
+
+
+def _pool(rng: random.Random, n: int, classes: str = "abcd") -> list:  # type: ignore[type-arg]
+    pool = []
+    for _ in range(n):
+        key = rng.choice([*classes, None])
+        score = rng.choice([None, 0.5, rng.random(), rng.random()])
+        pool.append((key, score, key == "a"))
+    return pool
+
+
+def test_unequal_pool_sizes_and_pools_smaller_than_k() -> None:
+    rng = random.Random(5)
+    pools = [_pool(rng, n) for n in (3, 9, 5, 9, 12, 4)]
+    arrays = Pools.from_lists(pools)
+    assert arrays.keys.shape == (6, 12) and list(arrays.sizes) == [3, 9, 5, 9, 12, 4]
+    assert (arrays.keys[0, 3:] == -2).all() and np.isnan(arrays.scores[0, 3:]).all()
+    for k in (1, 2, 4, 5):
+        for vectorized, rule in RULES:
+            want = [_exact(pool, k, rule) for pool in pools]
+            np.testing.assert_allclose(vectorized(arrays, k), want, rtol=0, atol=1e-9)
+        assert np.isnan(pass_at(arrays, k)).tolist() == [len(p) < k for p in pools]
+
+
+def test_pools_too_large_for_bitmasks_are_voted_sample_by_sample() -> None:
+    rng = random.Random(8)
+    pools = [_pool(rng, 54, "ab"), _pool(rng, 54, "abcdefgh")]
+    arrays = Pools.from_lists(pools)
+    for vectorized, rule in RULES:
+        want = [_exact(pool, 3, rule) for pool in pools]
+        np.testing.assert_allclose(vectorized(arrays, 3), want, rtol=0, atol=1e-9)
+
+
+def test_class_ids_need_not_be_dense() -> None:
+    pools = [[("x", 0.2, False), ("y", 0.9, True), (None, 0.5, False), ("y", 0.1, True)]]
+    dense = Pools.from_lists(pools)
+    sparse = Pools(
+        keys=np.array([[700, 12, -1, 12]], dtype=np.int32),
+        scores=dense.scores,
+        correct=dense.correct,
+        sizes=dense.sizes,
+    )
+    for k in (1, 2, 3, 4):
+        assert majority_at(sparse, k) == pytest.approx(majority_at(dense, k))
+        assert weighted_at(sparse, k) == pytest.approx(weighted_at(dense, k))
+
+
+def test_sampled_votes_are_close_to_the_exact_ones() -> None:
+    rng = random.Random(11)
+    # contested pools (right and wrong answers both present), which are the ones sampled
+    pools = [[("a", 0.4, True), ("b", 0.6, False), *_pool(rng, 14)] for _ in range(3)]
+    arrays = Pools.from_lists(pools)
+    k = 6
+    for vectorized, rule in RULES[:2]:
+        exact = vectorized(arrays, k)  # C(16, 6) * 6 * 3 problems is well under max_work
+        np.testing.assert_allclose(exact, [_exact(p, k, rule) for p in pools], atol=1e-9)
+        for max_work, draws in ((1.0, 64), (3 * k * 2000, 2000)):
+            sampled = vectorized(arrays, k, max_work=max_work, rng_seed=4)
+            sigma = np.sqrt(np.maximum(exact * (1 - exact), 0.01) / draws)
+            assert (abs(sampled - exact) <= 4 * sigma).all(), (rule.__name__, draws)
+            # the same shared subsets, voted one by one with the scalar rule
+            subsets = _subsets(16, k, 3, max_work, 4)
+            assert len(subsets) == draws
+            by_hand = [np.mean([rule([p[i] for i in s]) for s in subsets]) for p in pools]
+            np.testing.assert_allclose(sampled, by_hand, rtol=0, atol=1e-12)
+    assert majority_at(arrays, k, max_work=1.0, rng_seed=4) == pytest.approx(
+        majority_at(arrays, k, max_work=1.0, rng_seed=4)
+    )
+
+
+def test_estimators_reject_k_below_one() -> None:
+    arrays = Pools.from_lists([[("a", 0.5, True)]])
+    for estimator in (pass_at, best_of_at, majority_at, weighted_at):
+        with pytest.raises(ValueError, match="k >= 1"):
+            estimator(arrays, 0)
+
+
+def test_bootstrap_mean_ci_ignores_nan_and_covers_the_truth() -> None:
+    assert bootstrap_mean_ci(np.array([0.0, np.nan, 1.0, 1.0, np.nan]))[0] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="no values"):
+        bootstrap_mean_ci(np.array([np.nan]))
+    rng = np.random.default_rng(0)
+    # few distinct values (drawn as multinomial counts) and continuous ones (resampled)
+    for distinct, truth in ((True, 0.3), (False, 2 / 7)):
+        covered = 0
+        for t in range(150):
+            values = rng.binomial(8, 0.3, 400) / 8 if distinct else rng.beta(2, 5, 400)
+            _, lo, hi = bootstrap_mean_ci(values, resamples=1000, seed=t)
+            covered += lo <= truth <= hi
+        assert 0.88 <= covered / 150 <= 0.99

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,20 +21,24 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
-from rich.table import Table
 
 # typer 0.29 vendors click; its UsageError is what a bad option or argument raises.
 from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption
 from typer._click.exceptions import UsageError as ClickUsageError
 
-from ponder.bench.runner import Row, label, run_strategy
+from ponder.bench.harness import Harness, Outcome, Plan, plan
+from ponder.bench.harness import Progress as HarnessProgress
+from ponder.bench.report import summary_table, write_report
+from ponder.bench.store import Store
+from ponder.bench.sweep import ModelSpec, StrategySpec, Sweep, TaskSpec, load_sweep
 from ponder.budget import Budget
 from ponder.engine import Engine
 from ponder.errors import PonderError, UsageError
 from ponder.lm import Price
-from ponder.lm.registry import DEFAULT_MODEL, Registry
-from ponder.search import Prompting, Strategy, make_strategy
+from ponder.lm.registry import DEFAULT_MODEL, Registry, sha256_file
+from ponder.search import Prompting, make_strategy
 from ponder.tasks.registry import TASKS, get_task
 from ponder.types import Problem, Result, Usage
 
@@ -232,108 +239,269 @@ def solve(
 
 @app.command()
 def bench(
-    benchmark: Annotated[str, typer.Argument(help="Task name (see `ponder tasks`)")],
+    benchmark: Annotated[
+        str | None, typer.Argument(help="Task name (see `ponder tasks`); or use --data / --sweep")
+    ] = None,
     strategy: Annotated[
         list[str] | None, typer.Option("--strategy", "-s", help="Repeatable")
     ] = None,
-    n: Annotated[int | None, typer.Option("-n", "--n", min=1)] = None,
+    n: Annotated[int | None, typer.Option("-n", "--n", min=1, help="Pool size / samples")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", min=0.0)] = None,
     verifier: VerifierOpt = None,
     answer_with: AnswerWithOpt = None,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="A custom problem set: .jsonl, .csv or .parquet")
+    ] = None,
+    question_field: Annotated[str, typer.Option("--question-field")] = "question",
+    answer_field: Annotated[str, typer.Option("--answer-field")] = "answer",
+    answer_type: Annotated[
+        str, typer.Option("--answer-type", help="number, math, choice or code")
+    ] = "math",
+    id_field: Annotated[str | None, typer.Option("--id-field")] = None,
+    sweep: Annotated[
+        Path | None,
+        typer.Option("--sweep", help="A YAML/TOML file: models × tasks × strategies × seeds"),
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="Results store [default: ponder-bench.sqlite]")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="[default: 20]")] = None,
     offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated, e.g. 0,1,2")] = "0",
     max_tokens: MaxTokOpt = 512,
     slots: SlotsOpt = 8,
     price: PriceOpt = None,
     parameters: ParamsOpt = None,
+    budget_tokens: Annotated[int | None, typer.Option("--budget-tokens", min=0)] = None,
+    budget_seconds: Annotated[float | None, typer.Option("--budget-seconds", min=0.001)] = None,
+    budget_dollars: Annotated[float | None, typer.Option("--budget-dollars", min=0.0)] = None,
 ) -> None:
-    """Run strategies over a benchmark's test problems and print accuracy against compute."""
-    task = get_task(benchmark)
-    price_ = Price.parse(price) if price is not None else None
-    names = strategy or ["greedy", "vote"]
-    # -n and --temperature apply to every strategy that samples
-    spec = verifier_spec(verifier)
-    strategies = [
-        make_strategy(
-            s, shared=True, n=n, temperature=temperature, verifier=spec, answer_with=answer_with
+    """Run strategies over a problem set into a resumable store, then print a summary.
+
+    Re-running the same command computes only what is missing. Ctrl-C finishes the units in
+    flight, stores them and exits; `ponder report STORE` draws the curves."""
+    if sweep is not None:
+        if benchmark is not None or data is not None or strategy:
+            raise UsageError("--sweep lists tasks and strategies itself; give no task/--strategy")
+        plan_ = load_sweep(sweep)
+        base = sweep.parent
+    else:
+        plan_ = sweep_from_flags(
+            benchmark,
+            data,
+            strategy or ["greedy", "vote"],
+            n=n,
+            temperature=temperature,
+            verifier=verifier_spec(verifier),
+            answer_with=answer_with,
+            question_field=question_field,
+            answer_field=answer_field,
+            answer_type=answer_type,
+            id_field=id_field,
+            limit=limit,
+            offset=offset,
+            model=model,
+            base_url=base_url,
+            price=price,
+            parameters=parameters,
+            seeds=seeds,
+            max_tokens=max_tokens,
+            slots=slots,
+            budget=Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars),
         )
-        for s in names
-    ]
-    problems = task.load(limit=limit, offset=offset)
+        base = Path.cwd()
+    # a sweep file's paths are relative to the file
+    store_path = store or (base / plan_.store if plan_.store else Path("ponder-bench.sqlite"))
+    interrupted = asyncio.run(run_sweep(plan_, store_path, base, api_key))
+    out.print(f"[dim]store: {store_path} · report: ponder report {store_path}[/dim]")
+    if interrupted:
+        err.print("interrupted: the finished units are stored; run the same command to resume")
+        raise typer.Exit(130)
 
-    async def go() -> list[Row]:
-        engine = open_engine(
-            model, base_url, api_key, slots, Prompting(max_tokens=max_tokens), price_, parameters
+
+def sweep_from_flags(
+    benchmark: str | None,
+    data: Path | None,
+    strategies: list[str],
+    *,
+    verifier: Any,
+    question_field: str,
+    answer_field: str,
+    answer_type: str,
+    id_field: str | None,
+    limit: int | None,
+    offset: int,
+    model: str | None,
+    base_url: str | None,
+    price: str | None,
+    parameters: int | None,
+    seeds: str,
+    max_tokens: int,
+    slots: int,
+    budget: Budget,
+    **options: Any,
+) -> Sweep:
+    if (benchmark is None) == (data is None):
+        raise UsageError("give a task name or --data FILE (one of them)")
+    if data is not None:
+        task = TaskSpec(
+            data=str(data.resolve()),
+            question_field=question_field,
+            answer_field=answer_field,
+            answer_type=answer_type,
+            id_field=id_field,
+            limit=limit,
+            offset=offset,
         )
-        rows = []
-        async with engine:
-            for strat in strategies:
-                with Progress(
-                    TextColumn("{task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TextColumn("{task.fields[acc]}"),
-                    TimeElapsedColumn(),
-                    console=err,
-                ) as bar:
-                    row, _ = await run_strategy(
-                        engine,
-                        problems,
-                        strat,
-                        seed=seed,
-                        on_result=progress_of(bar, strat, problems),
-                    )
-                rows.append(row)
-            model_name = engine.policy.info.name
-        out.print(results_table(rows, benchmark, model_name, offset))
-        return rows
-
-    asyncio.run(go())
+    else:
+        assert benchmark is not None
+        get_task(benchmark)  # an unknown task lists the known ones
+        task = TaskSpec(name=benchmark, limit=limit or 20, offset=offset)
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds: expected comma-separated integers, got '{seeds}'") from None
+    given = {k: v for k, v in options.items() if v is not None}
+    if verifier is not None:
+        given["verifier"] = verifier
+    if price is not None:
+        Price.parse(price)  # fails before the model loads
+    return Sweep(
+        models=[ModelSpec(name=model, base_url=base_url, price=price, parameters=parameters)],
+        tasks=[task],
+        strategies=[StrategySpec(name=s, **given) for s in strategies],
+        budgets=[budget if budget != Budget() else None],
+        seeds=seed_list or [0],
+        max_tokens=max_tokens,
+        slots=slots,
+    )
 
 
-def progress_of(
-    bar: Progress, strategy: Strategy, problems: list[Problem]
-) -> Callable[[Problem, Result, bool], None]:
-    """Advance the bar and show the running count of correct answers."""
-    task = bar.add_task(f"{label(strategy):>8}", total=len(problems), acc="")
-    right = 0
+async def run_sweep(sweep: Sweep, store_path: Path, base: Path, api_key: str | None) -> bool:
+    """Every model × task × plan × seed into the store; True if interrupted by Ctrl-C."""
+    # Fail on bad strategies, tasks and data before any model loads.
+    strategies = [make_strategy(s.name, shared=True, **s.options()) for s in sweep.strategies]
+    plans = [p for b in sweep.budgets for p in plan(strategies, b)]
+    tasks = [(t.label(), t.load(base=base, limit=sweep.limit)) for t in sweep.tasks]
+    db = Store(store_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
 
-    def done(problem: Problem, result: Result, correct: bool) -> None:
-        nonlocal right
-        right += correct
-        bar.update(task, advance=1, acc=f"correct {right}")
+    def on_interrupt() -> None:
+        if stop.is_set() and main_task is not None:
+            main_task.cancel()  # a second Ctrl-C: stop now (in-flight units are lost)
+            return
+        stop.set()
+        err.print("\nCtrl-C: finishing the units in flight (Ctrl-C again to abort)…")
 
-    return done
+    with suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    rids: list[int] = []
+    try:
+        for m in sweep.models:
+            price_ = Price.parse(m.price) if m.price is not None else None
+            engine = open_engine(
+                m.name,
+                m.base_url,
+                api_key,
+                sweep.slots,
+                Prompting(max_tokens=sweep.max_tokens),
+                price_,
+                m.parameters,
+            )
+            async with engine:
+                harness = Harness(engine, db, model_sha256=model_sha256(m.name, m.base_url))
+                for label_, problems in tasks:
+                    for p in plans:
+                        for seed in sweep.seeds:
+                            if stop.is_set():
+                                return True
+                            outcome = await run_with_progress(
+                                harness, label_, problems, p, seed, stop
+                            )
+                            rids.append(outcome.run.rid)
+                            if outcome.progress.failed:
+                                err.print(
+                                    f"[yellow]{outcome.progress.failed} units failed on the "
+                                    "backend (not stored; a re-run retries them)[/yellow]"
+                                )
+    except asyncio.CancelledError:
+        return True
+    finally:
+        with suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+        if rids:
+            out.print(summary_table(db, sorted(set(rids))))
+        db.close()
+    return stop.is_set()
 
 
-def _opt(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2f}"
+async def run_with_progress(
+    harness: Harness, task: str, problems: list[Problem], p: Plan, seed: int, stop: asyncio.Event
+) -> Outcome:
+    """One run with a progress bar: units, running accuracy, tokens/s and ETA."""
+    what = f"{task} {'+'.join(p.methods)}{'@' + str(p.n) if p.kind == 'pool' else ''}"
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+    ) as bar:
+        job = bar.add_task(what, total=None, info="")
+        started = time.monotonic()
+
+        def show(pr: HarnessProgress) -> None:
+            rate = pr.tokens / max(1e-9, time.monotonic() - started)
+            info = f"{pr.correct}/{pr.done} right · {rate:,.0f} tok/s"
+            if pr.skipped:
+                info += f" · {pr.skipped} stored before"
+            bar.update(job, total=pr.total, completed=pr.done + pr.failed, info=info)
+
+        return await harness.execute(task, problems, p, seed=seed, stop=stop, on_progress=show)
 
 
-def results_table(rows: list[Row], benchmark: str, model: str, offset: int) -> Table:
-    n = rows[0].problems if rows else 0
-    t = Table(title=f"{benchmark} test problems {offset + 1}–{offset + n} · {model}")
-    cols = ["strategy", "accuracy", "any sample right", "completion tokens", "seconds"]
-    scored = any(r.verifier_auroc is not None for r in rows)
-    if scored:
-        cols += ["verifier AUROC", "verifier FPR"]
-    for col in cols:
-        t.add_column(col, justify="left" if col == "strategy" else "right")
-    for r in rows:
-        note = f" ({r.errors} errors)" if r.errors else ""
-        t.add_row(
-            r.strategy + note,
-            f"{r.correct}/{r.problems} = {r.accuracy:.0%}",
-            f"{r.any_correct}/{r.problems}",
-            f"{r.completion_tokens:,}",
-            f"{r.seconds:.0f}",
-            *([_opt(r.verifier_auroc), _opt(r.verifier_fpr)] if scored else []),
-        )
-    return t
+def model_sha256(model: str | None, base_url: str | None) -> str:
+    """What identifies the model's weights in the store: the registered sha256, a local
+    file's sha256, or (for a server) its URL, since its weights cannot be checked."""
+    if base_url:
+        return f"server:{base_url}"
+    reg = Registry()
+    name = model or DEFAULT_MODEL
+    if name.endswith(".gguf") or "/" in name:
+        return sha256_file(Path(name).expanduser())
+    return reg.spec(name).sha256
+
+
+@app.command()
+def report(
+    store: Annotated[Path, typer.Argument(help="A store written by `ponder bench`")],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Folder for report.md, CSVs, PNGs [default: STORE's name + -report]"
+        ),
+    ] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw PNG plots")] = True,
+) -> None:
+    """Scaling curves with confidence intervals from a store: markdown, CSV tables, PNG plots."""
+    if not store.is_file():
+        raise UsageError(f"{store}: no such store")
+    db = Store(store, create=False)
+    try:
+        target = out_dir or store.with_name(store.stem + "-report")
+        path = write_report(db, target, plots=plots)
+        out.print(summary_table(db, [r.rid for r in db.runs()]))
+    finally:
+        db.close()
+    out.print(f"report: {path}")
 
 
 @app.command("tasks")

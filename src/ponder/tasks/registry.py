@@ -37,10 +37,13 @@ Loader = Callable[[dict[str, Any], int, "Field"], Problem]
 
 
 class Field:
-    """Typed access to a record's fields; errors name the file, line and field."""
+    """Typed access to a record's fields; errors name the file, line and field (`where`
+    replaces `path:lineno` for records without a line, e.g. a Parquet row)."""
 
-    def __init__(self, path: Path, lineno: int, record: dict[str, Any]) -> None:
-        self.where = f"{path}:{lineno}"
+    def __init__(
+        self, path: Path, lineno: int, record: dict[str, Any], *, where: str | None = None
+    ) -> None:
+        self.where = where or f"{path}:{lineno}"
         self.record = record
 
     def value(self, name: str) -> Any:

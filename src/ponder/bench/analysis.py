@@ -1,0 +1,311 @@
+"""From a store to numbers: accuracy against compute, with intervals, per method and k.
+
+Runs that differ only in their seed are one *group*: a pooled group's pool for a problem is every
+sample of every seed; a direct group's accuracy for a problem is its mean over seeds. Costs are
+per problem: tokens (prompt not served from cache + generated, policy and verifier), FLOPs,
+dollars, and wall seconds (each unit's share of its run segment's wall time, by tokens, so
+concurrency is not counted twice).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ponder.bench.estimators import (
+    Pools,
+    best_of_at,
+    bootstrap_mean_ci,
+    majority_at,
+    pass_at,
+    weighted_at,
+)
+from ponder.bench.store import Run, Store
+
+COSTS = ("tokens", "flops", "dollars", "seconds")
+# the rule that evaluates each pooled method from the pool
+POOL_RULES = {
+    "pass@k": pass_at,
+    "vote": majority_at,
+    "weighted_vote": weighted_at,
+    "best_of_n": best_of_at,
+}
+_UNSCORED = -9e99  # a NULL score in SQL, NaN in numpy
+
+
+@dataclass
+class Group:
+    """Runs that differ only by seed, and their units as per-problem arrays (P × n)."""
+
+    task: str
+    model: str
+    kind: str
+    label: str
+    config: dict[str, Any]
+    runs: list[Run]
+    pids: np.ndarray  # (P,)
+    classes: np.ndarray  # (P, n) int, -1 no answer, -2 padding
+    scores: np.ndarray  # (P, n) float, NaN unscored/padding
+    correct: np.ndarray  # (P, n) bool
+    sizes: np.ndarray  # (P,)
+    cost: dict[str, np.ndarray] = field(default_factory=dict)  # per problem, mean per unit
+
+    @property
+    def scored(self) -> bool:
+        return bool(np.isfinite(self.scores).any())
+
+    def methods(self) -> list[str]:
+        if self.kind == "direct":
+            return [self.label]
+        return ["pass@k", "vote", *(["weighted_vote", "best_of_n"] if self.scored else [])]
+
+    def ks(self) -> list[int]:
+        n = int(self.sizes.max()) if len(self.sizes) else 0
+        ks = [k for k in (2**i for i in range(20)) if k <= n]
+        return ks + ([n] if n and n not in ks else [])
+
+
+@dataclass
+class Point:
+    task: str
+    model: str
+    method: str
+    group: str
+    k: int
+    problems: int
+    accuracy: float
+    low: float
+    high: float
+    tokens: float
+    flops: float
+    dollars: float
+    seconds: float
+    per_problem: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    pids: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=int))
+
+
+def group_label(run: Run) -> str:
+    unit = run.config.get("unit", {})
+    if run.kind == "pool":
+        bits = [f"T={unit.get('temperature')}"]
+        if v := unit.get("verifier"):
+            bits.append(f"verifier={v.get('name')}")
+        if unit.get("answer_with", "reasoning") != "reasoning":
+            bits.append(f"answer_with={unit['answer_with']}")
+        return "pool(" + ", ".join(bits) + ")"
+    extra = {
+        k: v
+        for k, v in unit.items()
+        if k not in ("name", "answer_with") and v not in (None, "reasoning")
+    }
+    budget = run.config.get("budget")
+    if budget:
+        extra["budget"] = {k: v for k, v in budget.items() if v is not None}
+    if unit.get("answer_with", "reasoning") != "reasoning":
+        extra["answer_with"] = unit["answer_with"]
+    inner = ", ".join(f"{k}={v}" for k, v in extra.items())
+    return f"{unit.get('name')}" + (f"({inner})" if inner else "")
+
+
+def load_groups(store: Store) -> list[Group]:
+    runs = {r.rid: r for r in store.runs()}
+    seg = {
+        sid: (max(0.0, (ended or started) - started), tokens)
+        for sid, started, ended, tokens in store.db.execute(
+            "SELECT sid, started, ended, tokens FROM segments"
+        )
+    }
+    rows = store.db.execute(
+        "SELECT rid, pid, class, correct, COALESCE(score, ?),"
+        " policy_prompt - policy_cached + policy_completion"
+        " + verifier_prompt - verifier_cached + verifier_completion,"
+        " flops, dollars, sid FROM units ORDER BY rid, pid, unit",
+        (_UNSCORED,),
+    ).fetchall()
+    if not rows:
+        return []
+    a = np.array(rows, dtype=np.float64)
+    rid, pid, cls, ok, score, tokens, flops, dollars, sid = a.T
+    score[score == _UNSCORED] = np.nan
+    sids = sid.astype(np.int64)
+    seg_ids = np.array(sorted(seg), dtype=np.int64)
+    seg_rate = np.array([seg[s][0] / seg[s][1] if seg[s][1] else 0.0 for s in seg_ids])
+    seconds = tokens * seg_rate[np.searchsorted(seg_ids, sids)]
+
+    by_identity: dict[str, list[int]] = {}
+    for r in runs.values():
+        identity = {k: v for k, v in r.config.items() if k != "seed"}
+        by_identity.setdefault(json.dumps(identity, sort_keys=True), []).append(r.rid)
+
+    groups = []
+    rid_i = rid.astype(np.int64)
+    for rids in by_identity.values():
+        mask = np.isin(rid_i, rids)
+        if not mask.any():
+            continue
+        first = runs[rids[0]]
+        # pool: one row per problem holding every seed's samples; direct: the same (its
+        # per-problem accuracy is then the mean over seeds)
+        p = pid[mask].astype(np.int64)
+        order = np.argsort(p, kind="stable")
+        p = p[order]
+        uniq, start, counts = np.unique(p, return_index=True, return_counts=True)
+        pos = np.arange(len(p)) - np.repeat(start, counts)
+        shape = (len(uniq), int(counts.max()))
+        row = np.repeat(np.arange(len(uniq)), counts)
+        at = np.flatnonzero(mask)[order]  # this group's units, problem by problem
+        cells = (row, pos, shape)
+
+        cost = {}
+        for name, values in (
+            ("tokens", tokens),
+            ("flops", flops),
+            ("dollars", dollars),
+            ("seconds", seconds),
+        ):
+            cost[name] = np.bincount(row, weights=values[at]) / counts
+        groups.append(
+            Group(
+                task=first.task,
+                model=first.model,
+                kind=first.kind,
+                label=group_label(first),
+                config=first.config,
+                runs=[runs[r] for r in rids],
+                pids=uniq,
+                classes=_grid(cls[at], cells, -2, np.int32),
+                scores=_grid(score[at], cells, np.nan, np.float64),
+                correct=_grid(ok[at], cells, 0, bool),
+                sizes=counts,
+                cost=cost,
+            )
+        )
+    return groups
+
+
+def _grid(
+    values: np.ndarray, cells: tuple[np.ndarray, np.ndarray, tuple[int, int]], fill: Any, dtype: Any
+) -> np.ndarray:
+    """Per-unit values laid out as (problem, position in its pool), padded with `fill`."""
+    row, pos, shape = cells
+    g = np.full(shape, fill, dtype=dtype)
+    g[row, pos] = values
+    return g
+
+
+def points(group: Group, *, resamples: int = 2000) -> list[Point]:
+    """Accuracy with a 95% bootstrap interval over problems, and mean cost per problem: for a
+    pool, at every k for every rule; for a direct run, once."""
+    out = []
+    if group.kind == "direct":
+        per_problem = np.nanmean(np.where(group.classes >= -1, group.correct, np.nan), axis=1)
+        out.append(_point(group, group.label, 1, per_problem, 1.0, resamples))
+        return out
+    pools = Pools(keys=group.classes, scores=group.scores, correct=group.correct, sizes=group.sizes)
+    for method in group.methods():
+        for k in group.ks():
+            per_problem = POOL_RULES[method](pools, k)
+            out.append(_point(group, method, k, per_problem, float(k), resamples))
+    return out
+
+
+def _point(
+    group: Group, method: str, k: int, per_problem: np.ndarray, units: float, resamples: int
+) -> Point:
+    ok = np.isfinite(per_problem)
+    mean, low, high = bootstrap_mean_ci(per_problem[ok], resamples=resamples)
+    return Point(
+        task=group.task,
+        model=group.model,
+        method=method,
+        group=group.label,
+        k=k,
+        problems=int(ok.sum()),
+        accuracy=mean,
+        low=low,
+        high=high,
+        per_problem=per_problem[ok],
+        pids=group.pids[ok],
+        **{c: float(group.cost[c][ok].mean() * units) for c in COSTS},
+    )
+
+
+def auroc(scores: np.ndarray, correct: np.ndarray) -> float | None:
+    """Mann-Whitney AUROC with ties counted one half; None without both classes."""
+    pos, neg = int(correct.sum()), int((~correct).sum())
+    if not pos or not neg:
+        return None
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    upper = np.cumsum(counts)
+    mid_rank = upper - (counts - 1) / 2.0  # mean 1-based rank of each distinct value
+    u = mid_rank[inverse][correct].sum() - pos * (pos + 1) / 2
+    return float(u / (pos * neg))
+
+
+@dataclass
+class VerifierQuality:
+    task: str
+    model: str
+    group: str
+    samples: int
+    auroc: float | None
+    false_positive_rate: float | None
+    missed: int  # problems with a right scored sample where the top-scored one was wrong
+    coverage: int
+
+
+def verifier_quality(group: Group) -> VerifierQuality:
+    """As `ponder.verify.selection_quality`, vectorized: AUROC of scores against correctness,
+    and the false-positive rate at best-of-n's selection point over the whole pool."""
+    s, c = group.scores, group.correct
+    scored = np.isfinite(s)
+    filled = np.where(scored, s, -np.inf)
+    best = np.argmax(filled, axis=1)  # the earliest top score, as best_of_n picks
+    has = scored.any(axis=1)
+    top = filled[np.arange(len(s)), best]
+    best_right = c[np.arange(len(s)), best] & has
+    covered = (c & scored).any(axis=1)
+    wrong = scored & ~c
+    above = wrong & (filled >= top[:, None])
+    n_wrong = int(wrong[has].sum())
+    return VerifierQuality(
+        task=group.task,
+        model=group.model,
+        group=group.label,
+        samples=int(scored.sum()),
+        auroc=auroc(s[scored], c[scored]),
+        false_positive_rate=float(above[has].sum() / n_wrong) if n_wrong else None,
+        missed=int((covered & ~best_right).sum()),
+        coverage=int(covered.sum()),
+    )
+
+
+def difficulty(groups: Sequence[Group], store: Store) -> dict[tuple[str, str], dict[int, str]]:
+    """(task, model) -> pid -> difficulty bucket: the problem's level when the data gives one
+    (MATH levels), else quintile-style buckets of the model's own pass rate over its largest
+    pool (Snell et al.): 'solved 80-100%' is easiest."""
+    levels = {
+        pid: level
+        for pid, level in store.db.execute("SELECT pid, level FROM problems WHERE level NOT NULL")
+    }
+    out: dict[tuple[str, str], dict[int, str]] = {}
+    for g in sorted(groups, key=lambda g: -int(g.sizes.max()) if g.kind == "pool" else 0):
+        key = (g.task, g.model)
+        if key in out:
+            continue
+        if all(int(p) in levels for p in g.pids):
+            out[key] = {int(p): f"level {levels[int(p)]}" for p in g.pids}
+        elif g.kind == "pool":
+            valid = g.classes >= -1
+            rate = (g.correct & valid).sum(axis=1) / valid.sum(axis=1)
+            edges = [0.2, 0.4, 0.6, 0.8]
+            names = ["0-20%", "20-40%", "40-60%", "60-80%", "80-100%"]
+            out[key] = {
+                int(p): f"solved {names[int(np.searchsorted(edges, r, side='right'))]}"
+                for p, r in zip(g.pids, rate, strict=True)
+            }
+    return out

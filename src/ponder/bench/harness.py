@@ -1,0 +1,261 @@
+"""Run strategies over problem sets into a store, resumably.
+
+Pooled strategies (sample, vote, weighted_vote, best_of_n) are run once as a *pool*: n
+independent samples per problem, each its own unit (scored by the verifier when one is asked
+for), so every smaller k is estimated from the same samples and a pool can grow later. Other
+strategies are *direct*: one unit is one whole run of the strategy on a problem.
+
+Units are independent and seeded by (seed, problem, unit), so which units were computed before
+a crash does not change what the rest compute: a resumed run ends with the rows of an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.metadata
+import platform
+import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from typing import Any
+
+from pydantic import BaseModel
+
+from ponder.answers import canonical, equivalent
+from ponder.bench.store import NO_ANSWER, Run, Store
+from ponder.budget import Budget
+from ponder.engine import Engine
+from ponder.search import Strategy, make_strategy
+from ponder.search.sample import Sample, ScoredSample
+from ponder.tasks.registry import grade
+from ponder.types import Problem
+
+
+class Plan(BaseModel):
+    """One run to execute: the strategy each unit runs, how many units per problem, and the
+    methods the report evaluates from it (e.g. a scored pool serves vote, weighted_vote and
+    best_of_n)."""
+
+    kind: str  # pool | direct
+    unit: dict[str, Any]  # the unit strategy's name and config
+    n: int  # units per problem
+    methods: list[str]
+    budget: Budget | None = None
+
+    def strategy(self) -> Strategy:
+        options = {k: v for k, v in self.unit.items() if k != "name"}
+        return make_strategy(self.unit["name"], **options)
+
+
+def plan(strategies: Sequence[Strategy], budget: Budget | None = None) -> list[Plan]:
+    """Group strategies into runs: pooled strategies with the same sampling settings share one
+    pool of the largest n (scored if any of them needs a verifier); the rest run directly."""
+    plans: list[Plan] = []
+    pools: dict[str, Plan] = {}
+    pooled = [s for s in strategies if isinstance(s, Sample)]
+    # scored pools first, so an unscored strategy with the same sampling settings joins one
+    for s in sorted(pooled, key=lambda s: not isinstance(s, ScoredSample)):
+        sampling = {"temperature": s.temperature, "answer_with": s.answer_with}
+        verifier = s.verifier.model_dump(mode="json") if isinstance(s, ScoredSample) else None
+        name = "best_of_n" if verifier is not None else "sample"
+        unit = {"name": name, "n": 1, **sampling, **({"verifier": verifier} if verifier else {})}
+        same = [
+            p
+            for p in pools.values()
+            if {k: p.unit[k] for k in sampling} == sampling
+            and (verifier is None or p.unit.get("verifier") == verifier)
+        ]
+        target = same[0] if same else None
+        if target is None:
+            target = Plan(kind="pool", unit=unit, n=s.n, methods=[])
+            pools[f"{len(pools)}"] = target
+        target.n = max(target.n, s.n)
+        if s.name not in target.methods:
+            target.methods.append(s.name)
+    plans.extend(pools.values())
+    for d in strategies:
+        if not isinstance(d, Sample):
+            unit = {"name": d.name, **d.model_dump(mode="json")}
+            plans.append(Plan(kind="direct", unit=unit, n=1, methods=[d.name], budget=budget))
+    return plans
+
+
+def unit_seed(seed: int, problem_id: str, unit: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{problem_id}:{unit}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def versions() -> dict[str, str]:
+    from ponder import __version__
+
+    found = {"ponder": __version__, "python": platform.python_version()}
+    for dist in ("xllamacpp", "math-verify", "numpy"):
+        with suppress(importlib.metadata.PackageNotFoundError):
+            found[dist] = importlib.metadata.version(dist)
+    return found
+
+
+class Progress(BaseModel):
+    """What a progress display needs after each unit."""
+
+    done: int = 0  # units finished in this invocation
+    total: int = 0  # units this invocation computes
+    skipped: int = 0  # units found already stored
+    failed: int = 0  # units whose backend failed (not stored: a re-run retries them)
+    tokens: int = 0  # tokens processed (prompt not cached + completion)
+    correct: int = 0
+
+
+class Outcome(BaseModel):
+    run: Run
+    plan: Plan
+    progress: Progress
+    interrupted: bool
+    seconds: float
+
+
+class Harness:
+    """Executes plans against one engine, writing each finished unit to the store."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        *,
+        model_sha256: str = "",
+        window: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.model_sha256 = model_sha256
+        slots = engine.policy.capabilities.slots
+        # Units in flight: enough to keep every backend slot busy while others are graded.
+        self.window = window or max(4, 2 * slots)
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._classes: dict[int, dict[str, tuple[int, bool, str]]] = {}
+
+    def open_run(self, task: str, plan: Plan, seed: int) -> Run:
+        model = self.engine.policy.info.name
+        identity = {
+            "task": task,
+            "model": model,
+            "model_sha256": self.model_sha256,
+            "kind": plan.kind,
+            "unit": plan.unit,
+            "budget": plan.budget.model_dump(mode="json") if plan.budget else None,
+            "prompting": self.engine.prompting.model_dump(mode="json"),
+            "seed": seed,
+        }
+        return self.store.run(
+            identity,
+            task=task,
+            model=model,
+            model_sha256=self.model_sha256,
+            kind=plan.kind,
+            strategy=plan.unit["name"],
+            scored="verifier" in plan.unit,
+            seed=seed,
+            versions=versions(),
+        )
+
+    async def execute(
+        self,
+        task: str,
+        problems: Sequence[Problem],
+        plan: Plan,
+        *,
+        seed: int = 0,
+        stop: asyncio.Event | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> Outcome:
+        """Compute every unit of `plan` over `problems` not already stored. When `stop` is set,
+        no new unit starts; the ones in flight finish and are stored."""
+        started = time.monotonic()
+        run = self.open_run(task, plan, seed)
+        pids = self.store.add_problems(task, problems)
+        done = self.store.done_units(run.rid)
+        todo = [
+            (p, pid, u)
+            for p, pid in zip(problems, pids, strict=True)
+            for u in range(plan.n)
+            if (pid, u) not in done
+        ]
+        progress = Progress(total=len(todo), skipped=len(pids) * plan.n - len(todo))
+        if on_progress:
+            on_progress(progress)
+        if not todo:
+            return Outcome(run=run, plan=plan, progress=progress, interrupted=False, seconds=0.0)
+        strategy = plan.strategy()
+        sid = self.store.open_segment(run.rid)
+        queue = iter(todo)
+        stop = stop or asyncio.Event()
+
+        async def worker() -> None:
+            for problem, pid, u in queue:
+                if stop.is_set():
+                    return
+                t0 = time.monotonic()
+                result = await self.engine.solve(
+                    problem,
+                    strategy,
+                    seed=unit_seed(seed, problem.id, u),
+                    budget=plan.budget,
+                )
+                latency = time.monotonic() - t0
+                total = result.total
+                progress.tokens += total.prompt_tokens - total.cached_tokens
+                progress.tokens += total.completion_tokens
+                if result.error is not None:
+                    # a backend failure is not a result: not stored, so a re-run retries it
+                    progress.failed += 1
+                else:
+                    graded = [
+                        await self.classify(pid, problem, c.answer) for c in result.candidates
+                    ]
+                    chosen = await self.classify(pid, problem, result.answer)
+                    self.store.add_unit(run.rid, pid, u, sid, result, graded, chosen, latency)
+                    progress.correct += chosen[1]
+                progress.done += 1
+                if on_progress:
+                    on_progress(progress)
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(self.window)))
+        finally:
+            self.store.close_segment(sid)
+        interrupted = stop.is_set() and progress.done + progress.failed < len(todo)
+        return Outcome(
+            run=run,
+            plan=plan,
+            progress=progress,
+            interrupted=interrupted or progress.done < len(todo),
+            seconds=time.monotonic() - started,
+        )
+
+    async def classify(self, pid: int, problem: Problem, answer: str | None) -> tuple[int, bool]:
+        """(answer class, correct): equivalent answers share a class; each class is graded
+        once per problem, whatever run or unit meets it first."""
+        kind = problem.kind or "math"
+        key = canonical(answer, kind)
+        if answer is None or key is None:
+            return NO_ANSWER, False
+        lock = self._locks.setdefault(pid, asyncio.Lock())
+        async with lock:
+            known = self._classes.get(pid)
+            if known is None:
+                known = self._classes[pid] = self.store.classes(pid)
+            if key in known:
+                cls, ok, _ = known[key]
+                return cls, ok
+            if kind == "math":
+                for cls, ok, rep in {v[0]: v for v in known.values()}.values():
+                    if equivalent(rep, answer, kind):
+                        self.store.alias_class(pid, key, cls, ok, answer)
+                        known[key] = (cls, ok, answer)
+                        return cls, ok
+            ok = await grade(problem, answer, self.engine.sandbox)
+            cls = self.store.add_class(pid, key, ok, answer)
+            known[key] = (cls, ok, answer)
+            return cls, ok

@@ -1,0 +1,444 @@
+"""The results store: one SQLite file (WAL) per sweep, one row per unit of work as it completes.
+
+A *run* is everything that identifies what was computed (task, model and its sha256, strategy
+config, seed, prompting); its key is a hash of that identity, so re-running the same command
+finds its run again and computes only the units that are missing. A *unit* is one call of the
+engine: one sample of a pool (pooled strategies) or one whole strategy run on a problem. A unit
+and its candidates are written in one transaction, keyed by (run, problem, unit), so a crash
+loses at most the units in flight and a resumed run never duplicates one.
+
+Answers are grouped into per-problem *answer classes* (equivalent answers share a class; each
+class is graded once against the gold), so the report votes over small integers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ponder.errors import PonderError
+from ponder.types import Candidate, Problem, Result
+
+# Bump when the tables change meaning; a store of another version is refused, never mixed.
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (
+  rid INTEGER PRIMARY KEY,
+  run_key TEXT NOT NULL UNIQUE,
+  task TEXT NOT NULL,
+  model TEXT NOT NULL,
+  model_sha256 TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('pool', 'direct')),
+  strategy TEXT NOT NULL,
+  scored INTEGER NOT NULL,
+  seed INTEGER NOT NULL,
+  config TEXT NOT NULL,
+  versions TEXT NOT NULL,
+  created REAL NOT NULL
+);
+CREATE TABLE problems (
+  pid INTEGER PRIMARY KEY,
+  task TEXT NOT NULL,
+  problem_id TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  question TEXT NOT NULL,
+  gold TEXT,
+  kind TEXT,
+  level TEXT,
+  UNIQUE (task, problem_id)
+);
+CREATE TABLE classes (
+  pid INTEGER NOT NULL,
+  key TEXT NOT NULL,
+  class INTEGER NOT NULL,
+  correct INTEGER NOT NULL,
+  answer TEXT NOT NULL,
+  PRIMARY KEY (pid, key)
+) WITHOUT ROWID;
+CREATE TABLE segments (
+  sid INTEGER PRIMARY KEY,
+  rid INTEGER NOT NULL,
+  started REAL NOT NULL,
+  ended REAL,
+  units INTEGER NOT NULL DEFAULT 0,
+  tokens INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE units (
+  rid INTEGER NOT NULL,
+  pid INTEGER NOT NULL,
+  unit INTEGER NOT NULL,
+  sid INTEGER NOT NULL,
+  answer TEXT,
+  class INTEGER NOT NULL,
+  correct INTEGER NOT NULL,
+  score REAL,
+  policy_prompt INTEGER NOT NULL,
+  policy_cached INTEGER NOT NULL,
+  policy_completion INTEGER NOT NULL,
+  verifier_prompt INTEGER NOT NULL,
+  verifier_cached INTEGER NOT NULL,
+  verifier_completion INTEGER NOT NULL,
+  calls INTEGER NOT NULL,
+  flops REAL NOT NULL,
+  dollars REAL NOT NULL,
+  call_seconds REAL NOT NULL,
+  latency REAL NOT NULL,
+  stopped TEXT,
+  error TEXT,
+  info TEXT NOT NULL,
+  PRIMARY KEY (rid, pid, unit)
+) WITHOUT ROWID;
+CREATE TABLE candidates (
+  rid INTEGER NOT NULL,
+  pid INTEGER NOT NULL,
+  unit INTEGER NOT NULL,
+  idx INTEGER NOT NULL,
+  text TEXT NOT NULL,
+  answer TEXT,
+  class INTEGER NOT NULL,
+  correct INTEGER NOT NULL,
+  score REAL,
+  completion_tokens INTEGER NOT NULL,
+  finish_reason TEXT NOT NULL,
+  note TEXT,
+  PRIMARY KEY (rid, pid, unit, idx)
+) WITHOUT ROWID;
+"""
+
+NO_ANSWER = -1  # the class of a unit or candidate without an answer
+
+
+class StoreError(PonderError):
+    """A store that cannot be used: not a ponder store, or written by another schema."""
+
+
+class Run(BaseModel):
+    """A run's identity and metadata as stored."""
+
+    rid: int
+    run_key: str
+    task: str
+    model: str
+    model_sha256: str
+    kind: str
+    strategy: str
+    scored: bool
+    seed: int
+    config: dict[str, Any]
+    versions: dict[str, Any]
+
+
+def run_key(identity: dict[str, Any]) -> str:
+    """A stable hash of a run's identity (sorted JSON)."""
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+class Store:
+    """One SQLite file. Not shared across threads: the harness writes from its event loop."""
+
+    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.exists() and not create:
+            raise StoreError(f"{self.path}: no such store")
+        if self.path.exists() and self.path.is_dir():
+            raise StoreError(f"{self.path}: is a directory, not a store file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a killed process loses nothing committed (only an OS crash could)
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self._check_or_create()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: not a ponder store ({e})") from None
+
+    def _check_or_create(self) -> None:
+        tables = {
+            r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if not tables:
+            from ponder import __version__
+
+            # one script, one transaction: a half-made store cannot be left behind
+            self.db.executescript(
+                "BEGIN;"
+                + _SCHEMA
+                + f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
+                + f"INSERT INTO meta VALUES ('created_by', '{__version__}');"
+                + "COMMIT;"
+            )
+            return
+        if "meta" not in tables:
+            raise StoreError(f"{self.path}: not a ponder store (no meta table)")
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        found = meta.get("schema_version")
+        if found != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"{self.path}: store schema version {found} (written by ponder "
+                f"{meta.get('created_by', '?')}), but this ponder reads version {SCHEMA_VERSION}. "
+                "Results of different versions are never mixed: use a new store (--store) or "
+                "the ponder version that wrote it."
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- runs and problems -------------------------------------------------------------------
+    def run(
+        self,
+        identity: dict[str, Any],
+        *,
+        task: str,
+        model: str,
+        model_sha256: str,
+        kind: str,
+        strategy: str,
+        scored: bool,
+        seed: int,
+        versions: dict[str, Any],
+    ) -> Run:
+        """The run with this identity, created on first use."""
+        key = run_key(identity)
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO runs (run_key, task, model, model_sha256, kind, strategy,"
+                " scored, seed, config, versions, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    key,
+                    task,
+                    model,
+                    model_sha256,
+                    kind,
+                    strategy,
+                    int(scored),
+                    seed,
+                    json.dumps(identity, sort_keys=True, default=str),
+                    json.dumps(versions, sort_keys=True),
+                    time.time(),
+                ),
+            )
+        return self.runs(run_key=key)[0]
+
+    def runs(self, *, run_key: str | None = None) -> list[Run]:
+        sql = (
+            "SELECT rid, run_key, task, model, model_sha256, kind, strategy, scored, seed, config,"
+            " versions FROM runs"
+        )
+        rows = (
+            self.db.execute(sql + " WHERE run_key = ?", (run_key,))
+            if run_key
+            else self.db.execute(sql + " ORDER BY rid")
+        )
+        return [
+            Run(
+                rid=r[0],
+                run_key=r[1],
+                task=r[2],
+                model=r[3],
+                model_sha256=r[4],
+                kind=r[5],
+                strategy=r[6],
+                scored=bool(r[7]),
+                seed=r[8],
+                config=json.loads(r[9]),
+                versions=json.loads(r[10]),
+            )
+            for r in rows
+        ]
+
+    def add_problems(self, task: str, problems: Sequence[Problem]) -> list[int]:
+        """Problem row ids (pid), inserting problems not seen before. A problem id that is
+        already stored with another question is an error: results would be mixed."""
+        pids: list[int] = []
+        with self.transaction():
+            for position, p in enumerate(problems):
+                level = p.meta.get("level")
+                self.db.execute(
+                    "INSERT OR IGNORE INTO problems (task, problem_id, position, question, gold,"
+                    " kind, level) VALUES (?,?,?,?,?,?,?)",
+                    (
+                        task,
+                        p.id,
+                        position,
+                        p.question,
+                        p.gold,
+                        p.kind,
+                        None if level is None else str(level),
+                    ),
+                )
+                pid, question = self.db.execute(
+                    "SELECT pid, question FROM problems WHERE task = ? AND problem_id = ?",
+                    (task, p.id),
+                ).fetchone()
+                if question != p.question:
+                    raise StoreError(
+                        f"{self.path}: task '{task}' problem '{p.id}' is stored with a different "
+                        "question; the data changed since this store was written (use a new "
+                        "store or another task name)"
+                    )
+                pids.append(pid)
+        return pids
+
+    def done_units(self, rid: int) -> set[tuple[int, int]]:
+        return {
+            (pid, unit)
+            for pid, unit in self.db.execute("SELECT pid, unit FROM units WHERE rid = ?", (rid,))
+        }
+
+    # -- answer classes ----------------------------------------------------------------------
+    def classes(self, pid: int) -> dict[str, tuple[int, bool, str]]:
+        """key -> (class, correct, first answer spelled so) for one problem."""
+        return {
+            key: (cls, bool(ok), answer)
+            for key, cls, ok, answer in self.db.execute(
+                "SELECT key, class, correct, answer FROM classes WHERE pid = ?", (pid,)
+            )
+        }
+
+    def add_class(self, pid: int, key: str, correct: bool, answer: str) -> int:
+        with self.transaction():
+            row = self.db.execute(
+                "SELECT class FROM classes WHERE pid = ? AND key = ?", (pid, key)
+            ).fetchone()
+            if row:
+                return int(row[0])
+            (count,) = self.db.execute(
+                "SELECT COUNT(*) FROM classes WHERE pid = ?", (pid,)
+            ).fetchone()
+            self.db.execute(
+                "INSERT INTO classes VALUES (?,?,?,?,?)", (pid, key, count, int(correct), answer)
+            )
+            return int(count)
+
+    def alias_class(self, pid: int, key: str, cls: int, correct: bool, answer: str) -> None:
+        """Another spelling of an existing class (found equivalent)."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO classes VALUES (?,?,?,?,?)",
+                (pid, key, cls, int(correct), answer),
+            )
+
+    # -- segments and units ------------------------------------------------------------------
+    def open_segment(self, rid: int) -> int:
+        with self.transaction():
+            cur = self.db.execute(
+                "INSERT INTO segments (rid, started) VALUES (?, ?)", (rid, time.time())
+            )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def close_segment(self, sid: int) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE segments SET ended = ? WHERE sid = ?", (time.time(), sid))
+
+    def add_unit(
+        self,
+        rid: int,
+        pid: int,
+        unit: int,
+        sid: int,
+        result: Result,
+        graded: Sequence[tuple[int, bool]],
+        answer_class: tuple[int, bool],
+        latency: float,
+    ) -> bool:
+        """Write one finished unit and its candidates (`graded`: (class, correct) per
+        candidate) in one transaction. False if that unit was already stored."""
+        policy = result.usage.get("policy")
+        others = [u for role, u in result.usage.items() if role != "policy"]
+        total = result.total
+        p_prompt = policy.prompt_tokens if policy else 0
+        p_cached = policy.cached_tokens if policy else 0
+        p_completion = policy.completion_tokens if policy else 0
+        v_prompt = sum(u.prompt_tokens for u in others)
+        v_cached = sum(u.cached_tokens for u in others)
+        v_completion = sum(u.completion_tokens for u in others)
+        score = result.info.get("score")
+        if score is None and len(result.candidates) == 1:
+            score = result.candidates[0].score
+        info = {k: v for k, v in result.info.items() if k != "score"}
+        with self.transaction():
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO units VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    rid,
+                    pid,
+                    unit,
+                    sid,
+                    result.answer,
+                    answer_class[0],
+                    int(answer_class[1]),
+                    score,
+                    p_prompt,
+                    p_cached,
+                    p_completion,
+                    v_prompt,
+                    v_cached,
+                    v_completion,
+                    total.calls,
+                    total.flops,
+                    total.dollars,
+                    total.seconds,
+                    latency,
+                    result.stopped,
+                    result.error,
+                    json.dumps(info, default=str),
+                ),
+            )
+            if cur.rowcount == 0:
+                return False
+            self.db.executemany(
+                "INSERT INTO candidates VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    _candidate_row(rid, pid, unit, i, c, cls, ok)
+                    for i, (c, (cls, ok)) in enumerate(zip(result.candidates, graded, strict=True))
+                ],
+            )
+            tokens = total.prompt_tokens - total.cached_tokens + total.completion_tokens
+            self.db.execute(
+                "UPDATE segments SET units = units + 1, tokens = tokens + ?, ended = ?"
+                " WHERE sid = ?",
+                (tokens, time.time(), sid),
+            )
+        return True
+
+
+def _candidate_row(
+    rid: int, pid: int, unit: int, idx: int, c: Candidate, cls: int, ok: bool
+) -> tuple[Any, ...]:
+    return (
+        rid,
+        pid,
+        unit,
+        idx,
+        c.text,
+        c.answer,
+        cls,
+        int(ok),
+        c.score,
+        c.completion_tokens,
+        c.finish_reason,
+        c.note,
+    )

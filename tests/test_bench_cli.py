@@ -1,0 +1,159 @@
+"""`ponder bench` into a store and `ponder report` from it, as a user runs them: the command
+line in a fresh process against a scripted OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from fake_server import FakeOpenAIServer
+from helpers import run_ponder
+
+
+async def ponder(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ponder",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def work(server: FakeOpenAIServer) -> int:
+    """Generation requests (not the backend's 2-token capability probe)."""
+    return sum(body.get("max_tokens") == 512 for _, body in server.requests)
+
+
+def units(store: Path) -> int:
+    db = sqlite3.connect(store)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM units").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_bench_stores_resumes_and_reports(tmp_path: Path) -> None:
+    store = tmp_path / "runs.sqlite"
+    async with FakeOpenAIServer() as server:
+        args = ["bench", "gsm8k", "--base-url", server.url, "--model", "fake-model"]
+        args += ["-s", "greedy", "-s", "vote", "-n", "4", "--limit", "3", "--store", str(store)]
+        code, out, err = await ponder(*args)
+        assert code == 0, err
+        assert units(store) == 3 + 3 * 4
+        first = work(server)
+        assert first == 15  # each unit one request
+        assert "vote" in out and "greedy" in out and "accuracy" in out
+        # the same command again: everything is stored, nothing is asked of the server
+        code, out, err = await ponder(*args)
+        assert code == 0, err
+        assert work(server) == first
+        assert units(store) == 15
+        # a bigger pool: only the new samples
+        code, _, err = await ponder(*[a if a != "4" else "6" for a in args])
+        assert code == 0, err
+        assert units(store) == 3 + 3 * 6
+        assert work(server) == first + 6
+
+    report = tmp_path / "rep"
+    code, out, err = await ponder("report", str(store), "--out", str(report))
+    assert code == 0, err
+    text = (report / "report.md").read_text()
+    assert "| vote | 6 | 3 |" in text and "| greedy | 1 | 3 |" in text
+    with (report / "points.csv").open() as f:
+        pts = list(csv.DictReader(f))
+    vote = {int(r["k"]): r for r in pts if r["method"] == "vote"}
+    assert sorted(vote) == [1, 2, 4, 6]
+    # a pool's cost grows with k: 4 prompt-not-cached... (7 - 2) + 4 completion per sample
+    assert float(vote[1]["tokens"]) == pytest.approx(9) and float(vote[6]["tokens"]) == 54
+    assert {p.name for p in report.glob("*.png")} >= {
+        "scaling_gsm8k_fake-model_tokens.png",
+        "equal_compute_gsm8k_fake-model.png",
+        "difficulty_gsm8k_fake-model.png",
+    }
+    assert all(p.stat().st_size > 10_000 for p in report.glob("*.png"))
+
+
+async def test_custom_data_and_a_sweep_file(tmp_path: Path) -> None:
+    data = tmp_path / "mine.csv"
+    data.write_text("problem,solution\nWhat is 1+1?,2\nWhat is 2+3?,5.0\n")
+    sweep = tmp_path / "sweep.toml"
+    async with FakeOpenAIServer() as server:
+        sweep.write_text(
+            'store = "out/s.sqlite"\n'
+            f'models = [{{name = "fake-model", base_url = "{server.url}"}}]\n'
+            'tasks = [{data = "mine.csv", question_field = "problem", '
+            'answer_field = "solution", answer_type = "number"}]\n'
+            'strategies = ["greedy", {name = "vote", n = 2}]\n'
+            "seeds = [0, 1]\n"
+        )
+        code, _, err = await ponder("bench", "--sweep", str(sweep))
+        assert code == 0, err
+    store = tmp_path / "out" / "s.sqlite"  # relative to the sweep file
+    db = sqlite3.connect(store)
+    assert db.execute("SELECT DISTINCT task FROM runs").fetchall() == [("data:mine.csv",)]
+    assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 4  # 2 plans × 2 seeds
+    assert db.execute("SELECT COUNT(*) FROM units").fetchone()[0] == 2 * (2 + 2 * 2)
+    golds = sorted(g for (g,) in db.execute("SELECT gold FROM problems"))
+    assert golds == ["2", "5"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('{"question": "a", "answer": 1}\n{"question": "b"\n', "bad.jsonl:2: not valid JSON"),
+        (
+            '{"question": "a", "answer": 1}\n\n{"question": "b"}\n',
+            "bad.jsonl:3: missing field 'answer'",
+        ),
+    ],
+)
+def test_bad_custom_data_names_file_line_and_field(
+    tmp_path: Path, lines: str, message: str
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(lines)
+    r = run_ponder("bench", "--data", str(bad), "--store", str(tmp_path / "s.sqlite"))
+    assert r.returncode == 1 and message in r.stderr, r.stderr
+    assert not (tmp_path / "s.sqlite").exists()  # failed before any model or store opened
+
+
+def test_bad_sweep_files(tmp_path: Path) -> None:
+    y = tmp_path / "s.yaml"
+    y.write_text("tasks: [gsm8k]\nstrategies: [vote]\nfrobnicate: 1\n")
+    r = run_ponder("bench", "--sweep", str(y))
+    assert r.returncode == 2 and "frobnicate: Extra inputs are not permitted" in r.stderr
+    y.write_text("tasks: [nope]\nstrategies: [vote]\n")
+    r = run_ponder("bench", "--sweep", str(y))
+    assert "unknown task 'nope' (choose from: gsm8k" in r.stderr
+    y.write_text("tasks: [gsm8k\nstrategies: [vote]\n")
+    r = run_ponder("bench", "--sweep", str(y))
+    assert r.returncode == 2 and "s.yaml:2: not valid YAML" in r.stderr, r.stderr
+    y.write_text("tasks: [gsm8k]\nstrategies: [{name: vote, n: 0}]\n")
+    r = run_ponder("bench", "--sweep", str(y), "--store", str(tmp_path / "x.sqlite"))
+    assert r.returncode == 2 and "bad options for strategy 'vote': n:" in r.stderr
+
+
+def test_report_refuses_a_store_of_another_version(tmp_path: Path) -> None:
+    from ponder.bench.store import Store
+
+    path = tmp_path / "old.sqlite"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    r = run_ponder("report", str(path))
+    assert r.returncode == 1 and "store schema version 999" in r.stderr
+    r = run_ponder("report", str(tmp_path / "missing.sqlite"))
+    assert r.returncode == 2 and "no such store" in r.stderr
