@@ -15,8 +15,9 @@ Behaviour = Callable[[int, str, dict[str, Any]], str]  # (request number, path, 
 
 
 class FakeOpenAIServer:
-    """Actions: "ok", "500", "503", "400", "hang", "truncate", "reset". With `native_n` False,
-    the server ignores `n` (one choice) and reports usage for that choice only."""
+    """Actions: "ok", "slow" (0.2 s, then ok), "500", "503", "400", "hang", "truncate",
+    "reset". With `native_n` False, the server ignores `n` (one choice) and reports usage for
+    that choice only."""
 
     def __init__(
         self, behaviour: Behaviour | None = None, *, native_n: bool = True, logprobs: bool = True
@@ -87,6 +88,9 @@ class FakeOpenAIServer:
             action = self.behaviour(index, path, body)
             if action == "hang":
                 await asyncio.sleep(3600)
+            elif action == "slow":
+                await asyncio.sleep(0.2)
+                await self._send(writer, 200, self.completion(path, body))
             elif action == "reset":
                 writer.transport.abort()
                 return

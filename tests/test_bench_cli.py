@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -82,6 +83,35 @@ async def test_bench_stores_resumes_and_reports(tmp_path: Path) -> None:
         "difficulty_gsm8k_fake-model.png",
     }
     assert all(p.stat().st_size > 10_000 for p in report.glob("*.png"))
+
+
+async def test_ctrl_c_stores_the_units_in_flight_and_a_rerun_finishes(tmp_path: Path) -> None:
+    store = tmp_path / "s.sqlite"
+    started = asyncio.Event()
+
+    def slow(i: int, path: str, body: dict[str, object]) -> str:
+        if work(server) >= 6:  # some units done, others in flight
+            started.set()
+        return "slow"
+
+    async with FakeOpenAIServer(slow) as server:
+        args = [sys.executable, "-m", "ponder", "bench", "gsm8k", "--base-url", server.url]
+        args += ["-s", "vote", "-n", "8", "--limit", "5", "--store", str(store), "--slots", "2"]
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        await asyncio.wait_for(started.wait(), timeout=60)
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 130, err.decode()
+        assert "finishing the units in flight" in err.decode()
+        sent = work(server)
+        stored = units(store)
+        assert 6 <= stored < 40
+        assert stored == sent  # every request that was sent finished and was stored
+        code, _, e = await ponder(*args[3:])
+        assert code == 0, e
+        assert units(store) == 40 and work(server) == 40
 
 
 async def test_custom_data_and_a_sweep_file(tmp_path: Path) -> None:

@@ -174,3 +174,27 @@ def test_report_sql_reads_only_what_it_needs(tmp_path: Path) -> None:
     assert sqlite3.connect(tmp_path / "empty.sqlite").execute(
         "SELECT COUNT(*) FROM units"
     ).fetchone() == (0,)
+
+
+async def test_price_at_report_time_prices_every_stored_token(tmp_path: Path) -> None:
+    from ponder.lm import Price
+
+    store = await filled_store(tmp_path)
+    path = write_report(
+        store, tmp_path / "rep", price=Price(prompt=1.0, completion=3.0, cached=0.5)
+    )
+    assert "scaling_gsm8k_scripted_dollars.png" in {p.name for p in (tmp_path / "rep").iterdir()}
+    assert "priced at report time" in path.read_text()
+    p, c, k = store.db.execute(
+        "SELECT AVG(policy_prompt + verifier_prompt - policy_cached - verifier_cached),"
+        " AVG(policy_cached + verifier_cached), AVG(policy_completion + verifier_completion)"
+        " FROM units JOIN runs USING (rid) WHERE kind = 'direct'"
+    ).fetchone()
+    (greedy,) = [
+        g
+        for g in load_groups(store, Price(prompt=1.0, completion=3.0, cached=0.5))
+        if g.kind == "direct"
+    ]
+    (point,) = points(greedy, resamples=50)
+    assert point.dollars == pytest.approx((p * 1.0 + c * 0.5 + k * 3.0) / 1e6)
+    assert point.dollars > 0

@@ -490,14 +490,22 @@ def report(
         ),
     ] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw PNG plots")] = True,
+    price: Annotated[
+        str | None,
+        typer.Option(
+            "--price",
+            help="Price the stored tokens: PROMPT,COMPLETION[,CACHED] $ per million tokens",
+        ),
+    ] = None,
 ) -> None:
     """Scaling curves with confidence intervals from a store: markdown, CSV tables, PNG plots."""
     if not store.is_file():
         raise UsageError(f"{store}: no such store")
+    price_ = Price.parse(price) if price is not None else None
     db = Store(store, create=False)
     try:
         target = out_dir or store.with_name(store.stem + "-report")
-        path = write_report(db, target, plots=plots)
+        path = write_report(db, target, plots=plots, price=price_)
         out.print(summary_table(db, [r.rid for r in db.runs()]))
     finally:
         db.close()

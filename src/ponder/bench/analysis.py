@@ -25,6 +25,7 @@ from ponder.bench.estimators import (
     weighted_at,
 )
 from ponder.bench.store import Run, Store
+from ponder.lm import Price
 
 COSTS = ("tokens", "flops", "dollars", "seconds")
 # the rule that evaluates each pooled method from the pool
@@ -111,7 +112,9 @@ def group_label(run: Run) -> str:
     return f"{unit.get('name')}" + (f"({inner})" if inner else "")
 
 
-def load_groups(store: Store) -> list[Group]:
+def load_groups(store: Store, price: Price | None = None) -> list[Group]:
+    """Every group in the store. With `price`, dollars are recomputed from the stored tokens at
+    that price (what the run would have cost on a priced API) instead of the stored dollars."""
     runs = {r.rid: r for r in store.runs()}
     seg = {
         sid: (max(0.0, (ended or started) - started), tokens)
@@ -121,16 +124,22 @@ def load_groups(store: Store) -> list[Group]:
     }
     rows = store.db.execute(
         "SELECT rid, pid, class, correct, COALESCE(score, ?),"
-        " policy_prompt - policy_cached + policy_completion"
-        " + verifier_prompt - verifier_cached + verifier_completion,"
+        " policy_prompt + verifier_prompt, policy_cached + verifier_cached,"
+        " policy_completion + verifier_completion,"
         " flops, dollars, sid FROM units ORDER BY rid, pid, unit",
         (_UNSCORED,),
     ).fetchall()
     if not rows:
         return []
     a = np.array(rows, dtype=np.float64)
-    rid, pid, cls, ok, score, tokens, flops, dollars, sid = a.T
+    rid, pid, cls, ok, score, prompt, cached, completion, flops, dollars, sid = a.T
     score[score == _UNSCORED] = np.nan
+    tokens = prompt - cached + completion
+    if price is not None:
+        cached_price = price.prompt if price.cached is None else price.cached
+        dollars = (
+            (prompt - cached) * price.prompt + cached * cached_price + completion * price.completion
+        ) / 1e6
     sids = sid.astype(np.int64)
     seg_ids = np.array(sorted(seg), dtype=np.int64)
     seg_rate = np.array([seg[s][0] / seg[s][1] if seg[s][1] else 0.0 for s in seg_ids])

@@ -32,6 +32,7 @@ from ponder.bench.analysis import (
 )
 from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.bench.store import Store
+from ponder.lm import Price
 
 AXES = {
     "tokens": "tokens per problem (prompt not cached + generated; policy + verifier)",
@@ -105,10 +106,13 @@ def summary_table(store: Store, rids: Sequence[int]) -> Table:
     return t
 
 
-def write_report(store: Store, out: Path, *, plots: bool = True) -> Path:
-    """Write report.md, CSV tables and PNGs into `out`; return the report's path."""
+def write_report(
+    store: Store, out: Path, *, plots: bool = True, price: Price | None = None
+) -> Path:
+    """Write report.md, CSV tables and PNGs into `out`; return the report's path. With
+    `price`, dollars are what the stored tokens would cost at that price."""
     out.mkdir(parents=True, exist_ok=True)
-    groups = load_groups(store)
+    groups = load_groups(store, price)
     all_points = [p for g in groups for p in points(g)]
     quality = [verifier_quality(g) for g in groups if g.kind == "pool" and g.scored]
     buckets = difficulty(groups, store)
@@ -123,9 +127,17 @@ def write_report(store: Store, out: Path, *, plots: bool = True) -> Path:
     if plots:
         images = plot_all(all_points, by_difficulty, out)
     path = out / "report.md"
-    path.write_text(
-        markdown(store, groups, all_points, quality, by_difficulty, images), encoding="utf-8"
-    )
+    text = markdown(store, groups, all_points, quality, by_difficulty, images)
+    if price is not None:
+        cached = price.prompt if price.cached is None else price.cached
+        text = text.replace(
+            "\n## Runs",
+            f"\nDollars are priced at report time: ${price.prompt}/${price.completion}/${cached} "
+            "per million prompt/completion/cached tokens (`--price`), not what the runs were "
+            "charged.\n\n## Runs",
+            1,
+        )
+    path.write_text(text, encoding="utf-8")
     return path
 
 
