@@ -93,6 +93,9 @@ ParamsOpt = Annotated[
     int | None,
     typer.Option("--parameters", min=1, help="Model size for FLOPs (needed with --base-url)"),
 ]
+BudgetTokensOpt = Annotated[int | None, typer.Option("--budget-tokens", min=0)]
+BudgetSecondsOpt = Annotated[float | None, typer.Option("--budget-seconds", min=0.001)]
+BudgetDollarsOpt = Annotated[float | None, typer.Option("--budget-dollars", min=0.0)]
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -202,9 +205,9 @@ def solve(
     slots: SlotsOpt = 8,
     price: PriceOpt = None,
     parameters: ParamsOpt = None,
-    budget_tokens: Annotated[int | None, typer.Option("--budget-tokens", min=0)] = None,
-    budget_seconds: Annotated[float | None, typer.Option("--budget-seconds", min=0.001)] = None,
-    budget_dollars: Annotated[float | None, typer.Option("--budget-dollars", min=0.0)] = None,
+    budget_tokens: BudgetTokensOpt = None,
+    budget_seconds: BudgetSecondsOpt = None,
+    budget_dollars: BudgetDollarsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole Result as JSON")] = False,
 ) -> None:
     """Answer one question and print the answer with its compute bill."""
@@ -275,9 +278,9 @@ def bench(
     slots: SlotsOpt = 8,
     price: PriceOpt = None,
     parameters: ParamsOpt = None,
-    budget_tokens: Annotated[int | None, typer.Option("--budget-tokens", min=0)] = None,
-    budget_seconds: Annotated[float | None, typer.Option("--budget-seconds", min=0.001)] = None,
-    budget_dollars: Annotated[float | None, typer.Option("--budget-dollars", min=0.0)] = None,
+    budget_tokens: BudgetTokensOpt = None,
+    budget_seconds: BudgetSecondsOpt = None,
+    budget_dollars: BudgetDollarsOpt = None,
 ) -> None:
     """Run strategies over a problem set into a resumable store, then print a summary.
 

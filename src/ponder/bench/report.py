@@ -266,7 +266,7 @@ def plot_all(
         for cost in COSTS:
             if not any(getattr(p, cost) > 0 for line in lines.values() for p in line):
                 continue  # e.g. dollars without --price: nothing to plot
-            fig, ax = plt.subplots(figsize=(7.5, 4.8))
+            fig, ax = plt.subplots(figsize=(9.5, 4.8))
             for name, line in sorted(lines.items()):
                 x = np.array([getattr(p, cost) for p in line])
                 y = np.array([100 * p.accuracy for p in line])
@@ -284,7 +284,7 @@ def plot_all(
             ax.set_ylabel("accuracy (%) · 95% bootstrap CI over problems")
             ax.set_title(f"{task} · {model}: accuracy against {cost}")
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8, loc="best")
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
             fig.tight_layout()
             name = f"scaling_{_slug(task, model, cost)}.png"
             fig.savefig(out / name, dpi=120)
@@ -292,82 +292,81 @@ def plot_all(
             files.append(name)
         budgets = budgets_of(lines)
         if budgets:
-            files.append(_plot_equal_compute(plt, task, model, lines, budgets, out))
+            files.append(_plot_equal_compute(task, model, lines, budgets, out))
         rows = [r for r in by_difficulty if r["task"] == task and r["model"] == model]
         if rows:
-            files.append(_plot_difficulty(plt, task, model, rows, out))
+            files.append(_plot_difficulty(task, model, rows, out))
     return images
 
 
 def _plot_equal_compute(
-    plt: object,
-    task: str,
-    model: str,
-    lines: dict[str, list[Point]],
-    budgets: list[float],
-    out: Path,
+    task: str, model: str, lines: dict[str, list[Point]], budgets: list[float], out: Path
 ) -> str:
-    import matplotlib.pyplot as mpl
-
-    names = sorted(lines)
-    fig, ax = mpl.subplots(figsize=(8, 4.8))
-    width = 0.8 / max(1, len(names))
-    for i, name in enumerate(names):
-        ys, lo, hi = [], [], []
-        for b in budgets:
-            p = equal_compute({name: lines[name]}, b)[name]
-            ys.append(100 * p.accuracy if p else np.nan)
-            lo.append(100 * (p.accuracy - p.low) if p else 0)
-            hi.append(100 * (p.high - p.accuracy) if p else 0)
-        xs = np.arange(len(budgets)) + i * width
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=name)
-    ax.set_xticks(np.arange(len(budgets)) + width * (len(names) - 1) / 2)
-    ax.set_xticklabels([f"≤{int(b):,}" for b in budgets], rotation=30, fontsize=8)
-    ax.set_xlabel("token budget per problem (each method's best point within it)")
-    ax.set_ylabel("accuracy (%) · 95% CI")
-    ax.set_title(f"{task} · {model}: accuracy at equal compute")
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    name = f"equal_compute_{_slug(task, model)}.png"
-    fig.savefig(out / name, dpi=120)
-    mpl.close(fig)
-    return name
+    series = {}
+    for name in sorted(lines):
+        best = [equal_compute({name: lines[name]}, b)[name] for b in budgets]
+        series[name] = [(p.accuracy, p.low, p.high) if p else None for p in best]
+    return _grouped_bars(
+        series,
+        [f"≤{int(b):,}" for b in budgets],
+        xlabel="token budget per problem (each method's best point within it)",
+        title=f"{task} · {model}: accuracy at equal compute",
+        path=out / f"equal_compute_{_slug(task, model)}.png",
+    )
 
 
-def _plot_difficulty(
-    plt: object, task: str, model: str, rows: list[dict[str, object]], out: Path
-) -> str:
-    import matplotlib.pyplot as mpl
-
+def _plot_difficulty(task: str, model: str, rows: list[dict[str, object]], out: Path) -> str:
     buckets = sorted({str(r["bucket"]) for r in rows})
-    methods = sorted({str(r["method"]) for r in rows})
-    fig, ax = mpl.subplots(figsize=(8, 4.8))
-    width = 0.8 / max(1, len(methods))
-    for i, m in enumerate(methods):
-        ys, lo, hi = [], [], []
-        for b in buckets:
-            r = next((r for r in rows if r["method"] == m and r["bucket"] == b), None)
-            acc = float(r["accuracy"]) if r else np.nan  # type: ignore[arg-type]
-            ys.append(100 * acc)
-            lo.append(100 * (acc - float(r["ci_low"])) if r else 0)  # type: ignore[arg-type]
-            hi.append(100 * (float(r["ci_high"]) - acc) if r else 0)  # type: ignore[arg-type]
-        k = next((r["k"] for r in rows if r["method"] == m), "")
-        xs = np.arange(len(buckets)) + i * width
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=f"{m} @ {k}")
-    counts = {b: next(int(r["problems"]) for r in rows if r["bucket"] == b) for b in buckets}  # type: ignore[call-overload]
-    ax.set_xticks(np.arange(len(buckets)) + width * (len(methods) - 1) / 2)
-    ax.set_xticklabels([f"{b}\n({counts[b]} problems)" for b in buckets], fontsize=8)
-    ax.set_xlabel("difficulty bucket")
+    series = {}
+    for m in sorted({str(r["method"]) for r in rows}):
+        mine = {str(r["bucket"]): r for r in rows if r["method"] == m}
+        k = next(iter(mine.values()))["k"]
+        series[f"{m} @ {k}"] = [
+            (float(str(r["accuracy"])), float(str(r["ci_low"])), float(str(r["ci_high"])))
+            if (r := mine.get(b))
+            else None
+            for b in buckets
+        ]
+    counts = {str(r["bucket"]): r["problems"] for r in rows}
+    return _grouped_bars(
+        series,
+        [f"{b}\n({counts[b]} problems)" for b in buckets],
+        xlabel="difficulty bucket",
+        title=f"{task} · {model}: accuracy by difficulty (largest k)",
+        path=out / f"difficulty_{_slug(task, model)}.png",
+    )
+
+
+def _grouped_bars(
+    series: dict[str, list[tuple[float, float, float] | None]],
+    xlabels: list[str],
+    *,
+    xlabel: str,
+    title: str,
+    path: Path,
+) -> str:
+    """Bars of accuracy (mean, low, high per x) for each series side by side, with CI whiskers."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        ys = [100 * v[0] if v else np.nan for v in values]
+        lo = [100 * (v[0] - v[1]) if v else 0.0 for v in values]
+        hi = [100 * (v[2] - v[0]) if v else 0.0 for v in values]
+        ax.bar(np.arange(len(xlabels)) + i * width, ys, width, yerr=[lo, hi], capsize=2, label=name)
+    ax.set_xticks(np.arange(len(xlabels)) + width * (len(series) - 1) / 2)
+    ax.set_xticklabels(xlabels, fontsize=8)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%) · 95% CI")
-    ax.set_title(f"{task} · {model}: accuracy by difficulty (largest k)")
-    ax.legend(fontsize=7)
+    ax.set_title(title)
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    name = f"difficulty_{_slug(task, model)}.png"
-    fig.savefig(out / name, dpi=120)
-    mpl.close(fig)
-    return name
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path.name
 
 
 def markdown(
