@@ -100,7 +100,7 @@ def versions() -> dict[str, str]:
 class Progress(BaseModel):
     """What a progress display needs after each unit."""
 
-    done: int = 0  # units finished in this invocation
+    done: int = 0  # units finished and stored in this invocation
     total: int = 0  # units this invocation computes
     skipped: int = 0  # units found already stored
     failed: int = 0  # units whose backend failed (not stored: a re-run retries them)
@@ -217,7 +217,7 @@ class Harness:
                     chosen = await self.classify(pid, problem, result.answer)
                     self.store.add_unit(run.rid, pid, u, sid, result, graded, chosen, latency)
                     progress.correct += chosen[1]
-                progress.done += 1
+                    progress.done += 1
                 if on_progress:
                     on_progress(progress)
 
@@ -225,12 +225,12 @@ class Harness:
             await asyncio.gather(*(worker() for _ in range(self.window)))
         finally:
             self.store.close_segment(sid)
-        interrupted = stop.is_set() and progress.done + progress.failed < len(todo)
         return Outcome(
             run=run,
             plan=plan,
             progress=progress,
-            interrupted=interrupted or progress.done < len(todo),
+            # not every unit was attempted (stopped); failed units were attempted, not stored
+            interrupted=progress.done + progress.failed < len(todo),
             seconds=time.monotonic() - started,
         )
 
