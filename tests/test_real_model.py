@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -103,26 +104,29 @@ def test_cli_solve_json_on_the_embedded_model() -> None:
     assert data["model"] == DEFAULT_MODEL
 
 
-@pytest.mark.slow
-def test_cli_bench_prints_the_table() -> None:
-    proc = run_ponder(
-        "bench",
-        "gsm8k",
-        "--limit",
-        "4",
-        "-s",
-        "greedy",
-        "-s",
-        "vote",
-        "-n",
-        "4",
-        "--max-tokens",
-        "256",
-        timeout=900,
-    )
+def test_cli_bench_stores_every_token_and_report_draws_it(tmp_path: Path) -> None:
+    store = tmp_path / "real.sqlite"
+    args = ["bench", "gsm8k", "--limit", "1", "-s", "greedy", "-s", "weighted_vote", "-n", "2"]
+    args += ["--verifier", "self_judge", "--max-tokens", "160", "--store", str(store)]
+    proc = run_ponder(*args, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    for text in ("gsm8k test problems 1–4", "greedy", "vote@4", "completion tokens"):
-        assert text in proc.stdout
+    assert "weighted_vote" in proc.stdout and "greedy" in proc.stdout
+    db = sqlite3.connect(store)
+    (units, judged, policy, cands) = db.execute(
+        "SELECT COUNT(*), SUM(verifier_prompt > 0), SUM(policy_completion),"
+        " (SELECT SUM(completion_tokens) FROM candidates) FROM units"
+    ).fetchone()
+    assert units == 3 and judged == 2  # the two pool samples were judged, greedy was not
+    assert policy == cands > 0  # every generated token is in the store, once
+    (sha,) = db.execute("SELECT DISTINCT model_sha256 FROM runs").fetchone()
+    assert sha == MODELS[DEFAULT_MODEL].sha256
+    db.close()
+    again = run_ponder(*args, timeout=600)  # resumes: nothing left to compute
+    assert again.returncode == 0, again.stderr
+    assert sqlite3.connect(store).execute("SELECT COUNT(*) FROM units").fetchone()[0] == 3
+    report = run_ponder("report", str(store), "--out", str(tmp_path / "rep"), timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "rep" / "scaling_gsm8k_qwen2-5-coder-0-5b_tokens.png").stat().st_size > 0
 
 
 async def test_choices_cut_by_a_stop_string_are_counted_exactly(llama: LlamaCppLM) -> None:
