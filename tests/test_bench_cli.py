@@ -187,3 +187,14 @@ def test_report_refuses_a_store_of_another_version(tmp_path: Path) -> None:
     assert r.returncode == 1 and "store schema version 999" in r.stderr
     r = run_ponder("report", str(tmp_path / "missing.sqlite"))
     assert r.returncode == 2 and "no such store" in r.stderr
+
+
+def test_splits_are_selectable_and_an_unknown_split_lists_them(tmp_path: Path) -> None:
+    from ponder.bench.sweep import TaskSpec
+
+    r = run_ponder("bench", "gsm8k", "--split", "dev", "--store", str(tmp_path / "s.sqlite"))
+    assert r.returncode == 2 and "no split 'dev' (choose from: test, train)" in r.stderr
+    train = TaskSpec(name="gsm8k", split="train", limit=3)
+    test = TaskSpec(name="gsm8k", limit=3)
+    assert train.label() == "gsm8k:train" and test.label() == "gsm8k"
+    assert {p.question for p in train.load()}.isdisjoint(p.question for p in test.load())

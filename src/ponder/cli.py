@@ -270,6 +270,9 @@ def bench(
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="[default: 20]")] = None,
     offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+    split: Annotated[
+        str | None, typer.Option("--split", help="A task's split, e.g. train [default: test]")
+    ] = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -306,6 +309,7 @@ def bench(
             id_field=id_field,
             limit=limit,
             offset=offset,
+            split=split,
             model=model,
             base_url=base_url,
             price=price,
@@ -337,6 +341,7 @@ def sweep_from_flags(
     id_field: str | None,
     limit: int | None,
     offset: int,
+    split: str | None,
     model: str | None,
     base_url: str | None,
     price: str | None,
@@ -361,8 +366,8 @@ def sweep_from_flags(
         )
     else:
         assert benchmark is not None
-        get_task(benchmark)  # an unknown task lists the known ones
-        task = TaskSpec(name=benchmark, limit=limit or 20, offset=offset)
+        get_task(benchmark).path(split)  # an unknown task or split lists the known ones
+        task = TaskSpec(name=benchmark, split=split, limit=limit or 20, offset=offset)
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
     except ValueError:

@@ -33,6 +33,7 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str | None = None
+    split: str | None = None  # a registered task's split (default: test)
     data: str | None = None
     question_field: str = "question"
     answer_field: str = "answer"
@@ -45,7 +46,7 @@ class TaskSpec(BaseModel):
         if self.data is not None:
             return f"data:{Path(self.data).name}"
         assert self.name is not None
-        return self.name
+        return self.name if self.split in (None, "test") else f"{self.name}:{self.split}"
 
     def load(self, *, base: Path | None = None, limit: int | None = None) -> list[Problem]:
         limit = self.limit if self.limit is not None else limit
@@ -65,7 +66,7 @@ class TaskSpec(BaseModel):
                 offset=self.offset,
             )
         assert self.name is not None
-        return get_task(self.name).load(limit=limit, offset=self.offset)
+        return get_task(self.name).load(limit=limit, offset=self.offset, split=self.split)
 
 
 class ModelSpec(BaseModel):
@@ -145,5 +146,5 @@ def load_sweep(path: Path) -> Sweep:
         if (t.name is None) == (t.data is None):
             raise UsageError(f"{path}: each task needs exactly one of 'name' or 'data'")
         if t.name is not None:
-            get_task(t.name)  # an unknown task lists the known ones
+            get_task(t.name).path(t.split)  # an unknown task or split lists the known ones
     return sweep

@@ -72,14 +72,26 @@ class Task(BaseModel):
     kind: str
     description: str
     loader: Any  # Loader
+    # other splits than the default (test) one: split name -> file
+    splits: dict[str, str] = {}
 
-    def path(self) -> Path:
-        return data_dir() / self.file
+    def path(self, split: str | None = None) -> Path:
+        if split is None or split == "test":
+            return data_dir() / self.file
+        if split not in self.splits:
+            known = ", ".join(["test", *self.splits])
+            raise UsageError(f"task '{self.name}' has no split '{split}' (choose from: {known})")
+        return data_dir() / self.splits[split]
 
     def load(
-        self, path: Path | None = None, *, limit: int | None = None, offset: int = 0
+        self,
+        path: Path | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        split: str | None = None,
     ) -> list[Problem]:
-        path = path or self.path()
+        path = path or self.path(split)
         out: list[Problem] = []
         for index, (lineno, record) in enumerate(_records(path)):
             if index < offset:
@@ -302,14 +314,30 @@ def _puzzle(pid: str, numbers: list[int], target: int) -> Problem:
     )
 
 
-def _task(name: str, file: str, kind: str, description: str, loader: Loader) -> Task:
-    return Task(name=name, file=file, kind=kind, description=description, loader=loader)
+def _task(
+    name: str,
+    file: str,
+    kind: str,
+    description: str,
+    loader: Loader,
+    splits: dict[str, str] | None = None,
+) -> Task:
+    return Task(
+        name=name, file=file, kind=kind, description=description, loader=loader, splits=splits or {}
+    )
 
 
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        _task("gsm8k", "gsm8k/test.jsonl", "number", "GSM8K test, 1319 word problems", gsm8k),
+        _task(
+            "gsm8k",
+            "gsm8k/test.jsonl",
+            "number",
+            "GSM8K test, 1319 word problems (split train: 7473)",
+            gsm8k,
+            {"train": "gsm8k/train.jsonl"},
+        ),
         _task("math500", "math500/test.jsonl", "math", "MATH-500 (Lightman et al.)", math500),
         _task(
             "math",
