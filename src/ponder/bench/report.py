@@ -389,16 +389,27 @@ def markdown(
         "",
         "## Runs",
         "",
-        "| task | model | run | seeds | problems | units | versions |",
-        "|---|---|---|---|---|---|---|",
+        "Each invocation of `ponder bench` on a run is a segment; its throughput (tokens per "
+        "wall second) is what the seconds axis is measured by, so segments that shared the "
+        "machine with other work show up here as slower ones.",
+        "",
+        "| task | model | run | seeds | problems | units | segments: tok/s | versions |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for g in groups:
         v = g.runs[0].versions
+        rates = [
+            f"{tokens / wall:,.0f}"
+            for wall, tokens in store.db.execute(
+                "SELECT ended - started, tokens FROM segments WHERE rid IN "
+                f"({','.join(str(r.rid) for r in g.runs)}) AND tokens > 0 ORDER BY sid"
+            )
+            if wall
+        ]
         lines.append(
             f"| {g.task} | {g.model} (sha256 {g.runs[0].model_sha256[:12]}) | {g.label} | "
             f"{','.join(str(r.seed) for r in g.runs)} | {len(g.pids)} | {int(g.sizes.sum())} | "
-            + " ".join(f"{k} {v[k]}" for k in sorted(v))
-            + " |"
+            f"{', '.join(rates)} | " + " ".join(f"{k} {v[k]}" for k in sorted(v)) + " |"
         )
     for (task, model), by_name in curves(pts).items():
         lines += ["", f"## {task} · {model}", ""]
