@@ -257,3 +257,16 @@ def test_bootstrap_mean_ci_ignores_nan_and_covers_the_truth() -> None:
             _, lo, hi = bootstrap_mean_ci(values, resamples=1000, seed=t)
             covered += lo <= truth <= hi
         assert 0.88 <= covered / 150 <= 0.99
+
+
+def test_bootstrap_of_many_distinct_values_matches_plain_resampling() -> None:
+    # tens of thousands of distinct values take the gridded multinomial path
+    rng = np.random.default_rng(3)
+    x = rng.beta(2, 5, 20_000)
+    mean, lo, hi = bootstrap_mean_ci(x, resamples=2000, seed=1)
+    r = np.random.default_rng(2)
+    plain = np.array([x[r.integers(0, len(x), len(x))].mean() for _ in range(2000)])
+    want_lo, want_hi = np.quantile(plain, [0.025, 0.975])
+    width = want_hi - want_lo
+    assert mean == pytest.approx(x.mean())
+    assert abs(lo - want_lo) < 0.1 * width and abs(hi - want_hi) < 0.1 * width
