@@ -9,6 +9,7 @@ concurrency is not counted twice).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -114,36 +115,45 @@ def group_label(run: Run) -> str:
 
 def load_groups(store: Store, price: Price | None = None) -> list[Group]:
     """Every group in the store. With `price`, dollars are recomputed from the stored tokens at
-    that price (what the run would have cost on a priced API) instead of the stored dollars."""
+    that price (what the run would have cost on a priced API) instead of the stored dollars.
+
+    Costs are summed per (run, problem) in SQL; only class, correctness and score come back
+    per sample, so a million samples load in about a second."""
     runs = {r.rid: r for r in store.runs()}
-    seg = {
-        sid: (max(0.0, (ended or started) - started), tokens)
-        for sid, started, ended, tokens in store.db.execute(
-            "SELECT sid, started, ended, tokens FROM segments"
-        )
-    }
-    rows = store.db.execute(
-        "SELECT rid, pid, class, correct, COALESCE(score, ?),"
-        " policy_prompt + verifier_prompt, policy_cached + verifier_cached,"
-        " policy_completion + verifier_completion,"
-        " flops, dollars, sid FROM units ORDER BY rid, pid, unit",
-        (_UNSCORED,),
-    ).fetchall()
-    if not rows:
+    db = store.db
+    per = _floats(
+        db.execute(
+            "SELECT rid, pid, COUNT(*), SUM(policy_prompt + verifier_prompt),"
+            " SUM(policy_cached + verifier_cached), SUM(policy_completion + verifier_completion),"
+            " SUM(flops), SUM(dollars) FROM units GROUP BY rid, pid ORDER BY rid, pid"
+        ).fetchall(),
+        8,
+    )
+    if not len(per):
         return []
-    a = np.array(rows, dtype=np.float64)
-    rid, pid, cls, ok, score, prompt, cached, completion, flops, dollars, sid = a.T
-    score[score == _UNSCORED] = np.nan
+    rid, pid, count, prompt, cached, completion, flops, dollars = per.T
     tokens = prompt - cached + completion
     if price is not None:
         cached_price = price.prompt if price.cached is None else price.cached
         dollars = (
             (prompt - cached) * price.prompt + cached * cached_price + completion * price.completion
         ) / 1e6
-    sids = sid.astype(np.int64)
-    seg_ids = np.array(sorted(seg), dtype=np.int64)
-    seg_rate = np.array([seg[s][0] / seg[s][1] if seg[s][1] else 0.0 for s in seg_ids])
-    seconds = tokens * seg_rate[np.searchsorted(seg_ids, sids)]
+    seconds = _seconds(store, rid, pid)
+    # per sample, in the same (run, problem, unit) order: class and correctness in one integer
+    flat = _floats(
+        db.execute(
+            "SELECT class * 2 + correct, COALESCE(score, ?) FROM units ORDER BY rid, pid, unit",
+            (_UNSCORED,),
+        ).fetchall(),
+        2,
+    )
+    cls = np.floor_divide(flat[:, 0], 2)
+    ok = flat[:, 0] - 2 * cls
+    score = flat[:, 1]
+    score[score == _UNSCORED] = np.nan
+    counts_i = count.astype(np.int64)
+    sample_rid = np.repeat(rid.astype(np.int64), counts_i)
+    sample_pid = np.repeat(pid.astype(np.int64), counts_i)
 
     by_identity: dict[str, list[int]] = {}
     for r in runs.values():
@@ -151,32 +161,32 @@ def load_groups(store: Store, price: Price | None = None) -> list[Group]:
         by_identity.setdefault(json.dumps(identity, sort_keys=True), []).append(r.rid)
 
     groups = []
-    rid_i = rid.astype(np.int64)
     for rids in by_identity.values():
-        mask = np.isin(rid_i, rids)
+        mask = np.isin(sample_rid, rids)
         if not mask.any():
             continue
         first = runs[rids[0]]
         # pool: one row per problem holding every seed's samples; direct: the same (its
         # per-problem accuracy is then the mean over seeds)
-        p = pid[mask].astype(np.int64)
-        order = np.argsort(p, kind="stable")
-        p = p[order]
+        order = np.argsort(sample_pid[mask], kind="stable")
+        p = sample_pid[mask][order]
         uniq, start, counts = np.unique(p, return_index=True, return_counts=True)
         pos = np.arange(len(p)) - np.repeat(start, counts)
-        shape = (len(uniq), int(counts.max()))
         row = np.repeat(np.arange(len(uniq)), counts)
         at = np.flatnonzero(mask)[order]  # this group's units, problem by problem
-        cells = (row, pos, shape)
-
-        cost = {}
-        for name, values in (
-            ("tokens", tokens),
-            ("flops", flops),
-            ("dollars", dollars),
-            ("seconds", seconds),
-        ):
-            cost[name] = np.bincount(row, weights=values[at]) / counts
+        cells = (row, pos, (len(uniq), int(counts.max())))
+        # costs: the (run, problem) sums of this group, per problem, per unit
+        mine = np.isin(rid, rids)
+        where = np.searchsorted(uniq, pid[mine].astype(np.int64))
+        cost = {
+            name: np.bincount(where, weights=values[mine], minlength=len(uniq)) / counts
+            for name, values in (
+                ("tokens", tokens),
+                ("flops", flops),
+                ("dollars", dollars),
+                ("seconds", seconds),
+            )
+        }
         groups.append(
             Group(
                 task=first.task,
@@ -194,6 +204,37 @@ def load_groups(store: Store, price: Price | None = None) -> list[Group]:
             )
         )
     return groups
+
+
+def _floats(rows: list[tuple[Any, ...]], width: int) -> np.ndarray:
+    """SQL rows as a float array (rows × width), without a Python object per cell."""
+    flat = np.fromiter(
+        itertools.chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width
+    )
+    return flat.reshape(len(rows), width)
+
+
+def _seconds(store: Store, rid: np.ndarray, pid: np.ndarray) -> np.ndarray:
+    """Wall seconds per (run, problem): each unit's tokens at its segment's measured rate
+    (segment wall time / segment tokens), so concurrent units are not counted twice."""
+    rate = {
+        sid: max(0.0, (ended or started) - started) / tokens if tokens else 0.0
+        for sid, started, ended, tokens in store.db.execute(
+            "SELECT sid, started, ended, tokens FROM segments"
+        )
+    }
+    rows = store.db.execute(
+        "SELECT rid, pid, sid, SUM(policy_prompt - policy_cached + policy_completion"
+        " + verifier_prompt - verifier_cached + verifier_completion)"
+        " FROM units GROUP BY rid, pid, sid ORDER BY rid, pid"
+    ).fetchall()
+    a = _floats(rows, 4)
+    share = a[:, 3] * np.array([rate.get(int(s), 0.0) for s in a[:, 2]])
+    # (rid, pid) of each row, matched to the per-(run, problem) rows, which are sorted
+    span = int(pid.max()) + 1
+    keys = rid.astype(np.int64) * span + pid.astype(np.int64)
+    where = np.searchsorted(keys, a[:, 0].astype(np.int64) * span + a[:, 1].astype(np.int64))
+    return np.bincount(where, weights=share, minlength=len(keys))
 
 
 def _grid(
