@@ -1,0 +1,115 @@
+"""Growing the shared tree: a node's children are written by continuing the node's own text
+(the chat template rendered once per problem, then the path so far), so siblings share one
+prefix and the backend's prefix cache serves it; each new node is scored once by a process
+verifier, whose cache answers every prefix it has seen.
+
+A step ends at the boundary (a blank line by default). A node is terminal, and says why in
+its note, when its step holds a final answer (a \\boxed{} value), when the model stops with
+nothing more to say, when the boundary never came within the step's token limit, or at the
+depth limit: the search then treats it as a finished (or dead) path instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from ponder.answers import last_boxed
+from ponder.errors import UsageError
+from ponder.search.base import Context, answer_of
+from ponder.search.tree import STEP_SEPARATOR, Node, Tree
+from ponder.types import GenRequest, Problem
+from ponder.verify import VerifierSpec
+
+
+@dataclass
+class Stepper:
+    boundary: str = STEP_SEPARATOR
+    max_step_tokens: int = 256
+    max_depth: int = 12
+    _heads: dict[str, str] = field(default_factory=dict, repr=False)
+
+    async def head(self, ctx: Context, problem: Problem) -> str:
+        """The rendered conversation up to where the assistant's reply begins."""
+        if problem.question not in self._heads:
+            render = getattr(ctx.policy, "render", None)
+            if render is None or not ctx.policy.capabilities.raw_prefix:
+                raise UsageError(
+                    f"step search continues raw text; the backend {ctx.policy.info.name} "
+                    "cannot (no chat-template rendering or no raw completions)"
+                )
+            messages = ctx.prompting.messages(problem, ctx.answer_with)
+            self._heads[problem.question] = await render(messages)
+        return self._heads[problem.question]
+
+    async def request(
+        self, ctx: Context, problem: Problem, tree: Tree, node: Node, n: int, temperature: float
+    ) -> GenRequest:
+        return GenRequest(
+            prompt=await self.head(ctx, problem) + tree.text(node),
+            n=n,
+            temperature=temperature,
+            max_tokens=self.max_step_tokens,
+            stop=[self.boundary, *ctx.prompting.stop],
+            seed=ctx.next_seed(),
+        )
+
+    async def expand(
+        self, ctx: Context, problem: Problem, tree: Tree, node: Node, n: int, temperature: float
+    ) -> list[Node]:
+        """Up to n children of `node` from one request (fewer if the budget affords fewer;
+        none if it affords none)."""
+        req = await self.request(ctx, problem, tree, node, n, temperature)
+        affordable = ctx.affordable(req)
+        if affordable == 0:
+            return []
+        gen = await ctx.generate(req.model_copy(update={"n": affordable}))
+        children = []
+        for choice in gen.choices:
+            step = choice.text.strip()
+            terminal, note = False, None
+            if not step:
+                terminal, note = True, "the model stopped"
+            elif last_boxed(step) is not None:
+                terminal = True
+            elif choice.finish_reason == "length":
+                terminal = True
+                note = f"no step boundary within {self.max_step_tokens} tokens"
+            elif node.depth + 1 >= self.max_depth:
+                terminal, note = True, f"depth limit {self.max_depth}"
+            child = tree.add(
+                node,
+                step,
+                tokens=choice.completion_tokens,
+                finish_reason=choice.finish_reason,
+                terminal=terminal,
+                note=note,
+            )
+            if terminal:
+                child.answer = answer_of(tree.text(child), problem.kind)
+            children.append(child)
+        return children
+
+    async def score(
+        self, ctx: Context, problem: Problem, tree: Tree, nodes: list[Node], spec: VerifierSpec
+    ) -> None:
+        """Score each node (its path's last step, given the steps before it) in place; a node
+        without a score says why in its note. Nodes are scored concurrently."""
+        if ctx.verifiers is None:
+            raise RuntimeError("this Context has no verifiers")
+        verifier = ctx.verifiers.get(spec)
+        if not hasattr(verifier, "score_steps"):
+            raise UsageError(f"verifier '{spec.name}' cannot score steps")
+
+        async def one(node: Node) -> None:
+            steps = tree.steps(node)
+            if not steps or not steps[-1]:
+                node.note = node.note or "empty step: not scored"
+                return
+            verdicts = await verifier.score_steps(problem, steps, ctx)
+            node.score = verdicts[-1].score
+            if node.score is None:
+                reason = verdicts[-1].reason or "no verdict"
+                node.note = reason if node.note is None else f"{node.note}; {reason}"
+
+        await asyncio.gather(*(one(n) for n in nodes))
