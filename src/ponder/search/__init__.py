@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from ponder.errors import UsageError
 from ponder.search.base import Context, Prompting, Strategy
+from ponder.search.beam import Beam
 from ponder.search.best_of_n import BestOfN
 from ponder.search.greedy import Greedy
 from ponder.search.sample import Sample
@@ -15,7 +16,7 @@ from ponder.search.vote import Vote, plurality, tally
 from ponder.search.weighted_vote import WeightedVote
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (Greedy, Sample, Vote, BestOfN, WeightedVote)
+    s.name: s for s in (Greedy, Sample, Vote, BestOfN, WeightedVote, Beam)
 }
 
 

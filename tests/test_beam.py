@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import math
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import no_sleep
+from ponder.budget import Budget
+from ponder.engine import Engine
+from ponder.lm.protocol import Capabilities
+from ponder.lm.scripted import ScriptedLM
+from ponder.scheduler import Scheduler
+from ponder.search import make_strategy
+from ponder.types import GenRequest, Problem
+
+PROBLEM = Problem(question="What is 3 + 4 + 5 + 6?", kind="number")
+RIGHT = ["3 + 4 = 7.", "7 + 5 = 12.", "12 + 6 = 18.", "So the answer is \\boxed{18}."]
+WRONG = ["3 + 4 = 8.", "8 + 5 = 14.", "14 + 6 = 21.", "So the answer is \\boxed{21}."]
+
+
+def written(req: GenRequest) -> list[str]:
+    assert req.prompt is not None
+    body = req.prompt.split("<assistant>", 1)[1]
+    return [s for s in body.split("\n\n") if s.strip()]
+
+
+def policy(p_right: float):  # type: ignore[no-untyped-def]
+    """Step k is right with probability p_right at T > 0 (always right at T = 0), unless the
+    path already went wrong; a wrong path stays wrong."""
+
+    def reply(req: GenRequest, index: int, rng: random.Random) -> str:
+        if req.role == "verifier":
+            return "Yes"
+        done = written(req)
+        k = len(done)
+        if k >= len(RIGHT):
+            return ""
+        on_track = all(s in RIGHT for s in done)
+        right = on_track and (req.temperature == 0 or rng.random() < p_right)
+        return (RIGHT if right else WRONG)[k] + "\n\n"
+
+    return reply
+
+
+def perfect_judge(req: GenRequest, index: int, rng: random.Random) -> dict[str, float]:
+    # the step being judged is the last one before the cue
+    assert req.prompt is not None
+    body = req.prompt.split("<assistant>", 1)[1]
+    last = [s for s in body.split("\n\n") if s.strip()][-1]
+    p = 0.95 if any(last.startswith(r) for r in RIGHT) else 0.05
+    return {"Yes": math.log(p), "No": math.log(1 - p)}
+
+
+def engine(p_right: float = 0.3) -> tuple[Engine, ScriptedLM]:
+    caps = Capabilities(slots=8, n_with_stop=True, raw_prefix=True)
+    lm = ScriptedLM(policy(p_right), capabilities=caps, logprobs=perfect_judge)
+    return Engine(lm, scheduler=Scheduler(sleep=no_sleep)), lm
+
+
+async def test_width_one_one_expansion_at_t0_is_greedy_step_by_step() -> None:
+    eng, _ = engine()
+    beam = await eng.solve(PROBLEM, "beam", n=1, m=1, temperature=0.0, seed=0)
+    greedy_text = "\n\n".join(RIGHT)
+    assert beam.candidates[0].text == greedy_text and beam.answer == "18"
+
+
+async def test_a_perfect_verifier_finds_the_planted_path() -> None:
+    eng, _ = engine(p_right=0.3)
+    result = await eng.solve(PROBLEM, "beam", n=2, m=4, seed=3)
+    assert result.answer == "18"
+    tree = result.info["tree"]
+    chosen = [n for n in tree if n["selected"] and n["terminal"]]
+    assert len(chosen) == 1 and chosen[0]["answer"] == "18"
+    # the wrong branches were generated and scored low, then dropped
+    assert any(n["step"] in WRONG and n["score"] < 0.1 for n in tree)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**16), st.integers(1, 3), st.integers(1, 3), st.integers(200, 3000))
+async def test_never_exceeds_its_token_budget_and_is_repeatable(
+    seed: int, n: int, m: int, tokens: int
+) -> None:
+    eng, _ = engine(p_right=0.5)
+    budget = Budget(tokens=tokens)
+    first = await eng.solve(PROBLEM, "beam", n=n, m=m, seed=seed, budget=budget)
+    assert first.total.total_tokens <= tokens
+    again = await engine(p_right=0.5)[0].solve(PROBLEM, "beam", n=n, m=m, seed=seed, budget=budget)
+    assert again.info["tree"] == first.info["tree"] and again.answer == first.answer
+
+
+async def test_beam_is_a_registered_direct_strategy_with_plain_config() -> None:
+    from ponder.bench.harness import plan
+
+    beam = make_strategy("beam", n=8, m=2, verifier="self_judge")
+    assert beam.model_dump(mode="json")["verifier"]["steps"] is True
+    (p,) = plan([beam])
+    assert p.kind == "direct" and p.unit["name"] == "beam"
