@@ -12,14 +12,18 @@ depth limit: the search then treats it as a finished (or dead) path instead of f
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from pydantic import Field, field_validator
 
 from ponder.answers import last_boxed
 from ponder.errors import UsageError
-from ponder.search.base import Context, answer_of
+from ponder.search.base import Context, Strategy, answer_of
 from ponder.search.tree import STEP_SEPARATOR, Node, Tree
-from ponder.types import GenRequest, Problem
+from ponder.types import Candidate, GenRequest, Problem
 from ponder.verify import VerifierSpec
+from ponder.verify.aggregate import AGGREGATES, aggregate
 
 
 @dataclass
@@ -113,3 +117,50 @@ class Stepper:
                 node.note = reason if node.note is None else f"{node.note}; {reason}"
 
         await asyncio.gather(*(one(n) for n in nodes))
+
+
+class StepSearch(Strategy):
+    """What every step-level search is configured with: how long steps and paths may be, the
+    sampling temperature, the process verifier, and how a path's step scores rank it."""
+
+    max_steps: int = Field(default=12, ge=1)
+    max_step_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0)
+    verifier: VerifierSpec = Field(default_factory=lambda: VerifierSpec(steps=True))
+    # the last step's score (a PRM's usual reading), or min / prod / mean over the path
+    path_score: str = "last"
+
+    @field_validator("verifier", mode="before")
+    @classmethod
+    def _spec(cls, v: object) -> object:
+        return VerifierSpec(name=v, steps=True) if isinstance(v, str) else v
+
+    @field_validator("path_score")
+    @classmethod
+    def _known(cls, how: str) -> str:
+        if how not in AGGREGATES:
+            raise ValueError(f"unknown path score '{how}' (choose from: {', '.join(AGGREGATES)})")
+        return how
+
+    def stepper(self) -> Stepper:
+        return Stepper(max_step_tokens=self.max_step_tokens, max_depth=self.max_steps)
+
+    def score_of(self, tree: Tree, node: Node) -> float:
+        s = aggregate([n.score for n in tree.path(node)], self.path_score)
+        return -1.0 if s is None else s  # unscored paths rank below every scored one
+
+    def candidates(
+        self, tree: Tree, nodes: list[Node], score: Callable[[Node], float | None]
+    ) -> list[Candidate]:
+        """Finished paths as candidates (text, answer, tokens along the path, score)."""
+        return [
+            Candidate(
+                text=tree.text(n),
+                answer=n.answer,
+                completion_tokens=sum(p.tokens for p in tree.path(n)),
+                finish_reason=n.finish_reason,
+                score=score(n),
+                note=n.note,
+            )
+            for n in nodes
+        ]

@@ -97,3 +97,36 @@ async def test_beam_is_a_registered_direct_strategy_with_plain_config() -> None:
     assert beam.model_dump(mode="json")["verifier"]["steps"] is True
     (p,) = plan([beam])
     assert p.kind == "direct" and p.unit["name"] == "beam"
+
+
+async def test_particles_find_the_planted_path_with_a_perfect_verifier() -> None:
+    eng, _ = engine(p_right=0.3)
+    result = await eng.solve(PROBLEM, "particles", n=8, seed=5, weight_temperature=0.1)
+    assert result.answer == "18"
+    assert result.info["resamples"] >= 1  # the weights concentrated, so it resampled
+    assert max(result.info["weights"], key=result.info["weights"].get) == "18"
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**16))
+async def test_particles_with_threshold_zero_never_resample(seed: int) -> None:
+    eng, _ = engine(p_right=0.5)
+    result = await eng.solve(PROBLEM, "particles", n=4, seed=seed, ess_threshold=0.0)
+    assert result.info["resamples"] == 0
+    # without resampling each particle is its own lineage: below the root no node is ever
+    # extended for two particles
+    tree = result.info["tree"]
+    assert len([n for n in tree if n["parent"] == 0]) == 4
+    assert all(len(n["children"]) <= 1 for n in tree if n["parent"] is not None)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**16), st.integers(1, 6), st.integers(200, 3000))
+async def test_particles_never_exceed_the_budget_and_are_repeatable(
+    seed: int, n: int, tokens: int
+) -> None:
+    budget = Budget(tokens=tokens)
+    first = await engine(0.5)[0].solve(PROBLEM, "particles", n=n, seed=seed, budget=budget)
+    assert first.total.total_tokens <= tokens
+    again = await engine(0.5)[0].solve(PROBLEM, "particles", n=n, seed=seed, budget=budget)
+    assert again.info["tree"] == first.info["tree"] and again.answer == first.answer
