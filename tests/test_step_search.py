@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import json
 import math
 import random
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import no_sleep
+from helpers import no_sleep, run_ponder
 from ponder.budget import Budget
 from ponder.engine import Engine
 from ponder.lm.protocol import Capabilities
@@ -130,3 +132,29 @@ async def test_particles_never_exceed_the_budget_and_are_repeatable(
     assert first.total.total_tokens <= tokens
     again = await engine(0.5)[0].solve(PROBLEM, "particles", n=n, seed=seed, budget=budget)
     assert again.info["tree"] == first.info["tree"] and again.answer == first.answer
+
+
+async def test_trace_file_and_preference_pairs(tmp_path: Path) -> None:
+    from ponder.cli import write_trace
+
+    eng, _ = engine(p_right=0.3)
+    result = await eng.solve(PROBLEM, "beam", n=2, m=4, seed=3)
+    trace = tmp_path / "t.jsonl"
+    write_trace(trace, result, gold="18")
+    write_trace(trace, result, gold=None)  # appends a second search
+    assert len(trace.read_text().splitlines()) == 2
+    r = run_ponder("trace", "pairs", str(trace), "--kind", "number")
+    assert r.returncode == 0, r.stderr
+    pairs = [json.loads(x) for x in r.stdout.splitlines()]
+    with_gold = [p for p in pairs if p["trace_line"] == 1]
+    assert with_gold and all(p["chosen_correct"] is not False for p in with_gold)
+    outcome = [p for p in with_gold if p["basis"] == "outcome"]
+    assert outcome and all(p["chosen"] in RIGHT and p["rejected"] in WRONG for p in outcome)
+    assert all(p["basis"] == "score" for p in pairs if p["trace_line"] == 2)
+    for p in pairs:  # what preference-training code reads
+        assert {"prompt", "prefix", "chosen", "rejected"} <= p.keys()
+        assert p["prompt"] == PROBLEM.question
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q"}\n')
+    r = run_ponder("trace", "pairs", str(bad))
+    assert r.returncode == 1 and "bad.jsonl:1: not a search trace" in r.stderr

@@ -35,7 +35,7 @@ from ponder.bench.store import Store
 from ponder.bench.sweep import ModelSpec, StrategySpec, Sweep, TaskSpec, load_sweep
 from ponder.budget import Budget
 from ponder.engine import Engine
-from ponder.errors import PonderError, UsageError
+from ponder.errors import DataError, PonderError, UsageError
 from ponder.lm import Price
 from ponder.lm.registry import DEFAULT_MODEL, Registry, sha256_file
 from ponder.search import Prompting, make_strategy
@@ -209,6 +209,13 @@ def solve(
     budget_seconds: BudgetSecondsOpt = None,
     budget_dollars: BudgetDollarsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole Result as JSON")] = False,
+    trace: Annotated[
+        Path | None,
+        typer.Option("--trace", help="Append the search tree (step strategies) to this JSONL file"),
+    ] = None,
+    gold: Annotated[
+        str | None, typer.Option("--gold", help="The reference answer, kept in the trace")
+    ] = None,
 ) -> None:
     """Answer one question and print the answer with its compute bill."""
     if not question.strip():
@@ -232,12 +239,33 @@ def solve(
                 return await engine.solve(question, strat, seed=seed, budget=budget)
 
     result = asyncio.run(go())
+    if trace is not None:
+        write_trace(trace, result, gold)
     if as_json:
         print(result.to_json())
     else:
         print_result(result)
     if result.error:
         raise typer.Exit(1)
+
+
+def write_trace(path: Path, result: Result, gold: str | None) -> None:
+    """One line per search: the question, answer, strategy, gold (if given) and every node."""
+    if "tree" not in result.info:
+        raise UsageError(f"--trace: strategy '{result.strategy}' keeps no search tree")
+    line = {
+        "question": result.question,
+        "answer": result.answer,
+        "gold": gold,
+        "strategy": result.strategy,
+        "config": result.config,
+        "seed": result.seed,
+        "nodes": result.info["tree"],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    err.print(f"trace: {path}")
 
 
 @app.command()
@@ -518,6 +546,53 @@ def report(
     finally:
         db.close()
     out.print(f"report: {path}")
+
+
+trace_app = typer.Typer(no_args_is_help=True, help="Search traces: preference pairs.")
+app.add_typer(trace_app, name="trace")
+
+
+@trace_app.command("pairs")
+def trace_pairs(
+    trace: Annotated[Path, typer.Argument(help="A JSONL trace written by `ponder solve --trace`")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the pairs here [default: stdout]")
+    ] = None,
+    kind: Annotated[str, typer.Option("--kind", help="Answer kind for gold checks")] = "math",
+    min_margin: Annotated[
+        float, typer.Option("--min-margin", min=0.0, help="Score gap below which no pair")
+    ] = 0.0,
+) -> None:
+    """Step-level preference pairs (same prefix; chosen step on a better path, rejected
+    sibling) as JSONL for Step-DPO / MCTS-DPO style training."""
+    from ponder.answers import equivalent
+    from ponder.search.tree import Tree, preference_pairs
+    from ponder.tasks.data import read_jsonl
+
+    lines = []
+    for lineno, record in read_jsonl(trace):
+        try:
+            tree = Tree.from_records(record["question"], record["nodes"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{trace}:{lineno}: not a search trace ({e})") from None
+        gold_answer = record.get("gold")
+        correct = (
+            {
+                n.id: equivalent(n.answer, gold_answer, kind)
+                for n in tree.terminals()
+                if n.answer is not None
+            }
+            if gold_answer is not None
+            else {}
+        )
+        for pair in preference_pairs(tree, correct, min_margin=min_margin):
+            lines.append(json.dumps({"trace_line": lineno, **pair}, ensure_ascii=False))
+    text = "\n".join(lines) + ("\n" if lines else "")
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        out_file.write_text(text, encoding="utf-8")
+        err.print(f"{len(lines)} pairs: {out_file}")
 
 
 @app.command("tasks")

@@ -90,8 +90,19 @@ class Tree:
         return sum(n.tokens for n in self.nodes)
 
     def records(self) -> list[dict[str, Any]]:
-        """One plain dict per node (the trace's lines)."""
+        """One plain dict per node (a trace keeps them)."""
         return [asdict(n) for n in self.nodes]
+
+    @classmethod
+    def from_records(
+        cls, question: str, records: list[dict[str, Any]], separator: str = STEP_SEPARATOR
+    ) -> Tree:
+        """The tree a trace recorded (node ids are list positions)."""
+        tree = cls(question, separator)
+        tree.nodes = [Node(**r) for r in records]
+        if any(n.id != i for i, n in enumerate(tree.nodes)) or tree.nodes[0].parent is not None:
+            raise ValueError("trace nodes must be in id order, starting at the root")
+        return tree
 
 
 def outcome_below(tree: Tree, node: Node, correct: dict[int, bool]) -> bool | None:
