@@ -5,12 +5,14 @@ import math
 import random
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import no_sleep, run_ponder
 from ponder.budget import Budget
 from ponder.engine import Engine
+from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
 from ponder.scheduler import Scheduler
@@ -158,3 +160,42 @@ async def test_trace_file_and_preference_pairs(tmp_path: Path) -> None:
     bad.write_text('{"question": "q"}\n')
     r = run_ponder("trace", "pairs", str(bad))
     assert r.returncode == 1 and "bad.jsonl:1: not a search trace" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("step_bon", {"n": 4}), ("dvts", {"n": 8, "m": 4}), ("beam", {"n": 2, "m": 4})],
+)
+async def test_each_step_search_finds_the_planted_path(name: str, options: dict) -> None:  # type: ignore[type-arg]
+    # the policy writes the right next step with probability 0.6; the verifier knows which
+    eng, _ = engine(p_right=0.6)
+    result = await eng.solve(PROBLEM, name, seed=11, **options)
+    assert result.answer == "18", result.candidates
+    tree = result.info["tree"]
+    winner = [n for n in tree if n["terminal"] and n["selected"] and n["answer"] == "18"]
+    assert winner
+
+
+async def test_dvts_searches_n_over_m_independent_subtrees() -> None:
+    eng, lm = engine(p_right=0.5)
+    result = await eng.solve(PROBLEM, "dvts", n=8, m=2, seed=2)
+    first_level = [n for n in result.info["tree"] if n["parent"] == 0]
+    assert len(first_level) == 8  # 4 subtrees × 2 samples at the first step
+    policy_calls = [c for c in lm.calls if c.role == "policy"]
+    assert all(c.n == 2 for c in policy_calls)
+    with pytest.raises(UsageError, match="multiple of m"):
+        make_strategy("dvts", n=6, m=4)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    st.sampled_from(["step_bon", "dvts", "particles", "beam"]),
+    st.integers(0, 999),
+    st.integers(100, 2000),
+)
+async def test_no_step_search_exceeds_its_budget(name: str, seed: int, tokens: int) -> None:
+    budget = Budget(tokens=tokens)
+    result = await engine(0.5)[0].solve(PROBLEM, name, seed=seed, budget=budget)
+    assert result.total.total_tokens <= tokens
+    again = await engine(0.5)[0].solve(PROBLEM, name, seed=seed, budget=budget)
+    assert again.info["tree"] == result.info["tree"]

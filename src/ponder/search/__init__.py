@@ -10,14 +10,16 @@ from ponder.errors import UsageError
 from ponder.search.base import Context, Prompting, Strategy
 from ponder.search.beam import Beam
 from ponder.search.best_of_n import BestOfN
+from ponder.search.dvts import DVTS
 from ponder.search.greedy import Greedy
 from ponder.search.particles import Particles
 from ponder.search.sample import Sample
+from ponder.search.step_bon import StepBoN
 from ponder.search.vote import Vote, plurality, tally
 from ponder.search.weighted_vote import WeightedVote
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (Greedy, Sample, Vote, BestOfN, WeightedVote, Beam, Particles)
+    s.name: s for s in (Greedy, Sample, Vote, BestOfN, WeightedVote, Beam, DVTS, StepBoN, Particles)
 }
 
 

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from ponder.search.base import Context
 from ponder.search.steps import StepSearch
-from ponder.search.tree import Node, Tree
+from ponder.search.tree import Tree
 from ponder.types import Problem, Result
 
 
@@ -51,16 +51,3 @@ class Beam(StepSearch):
             for b in beams:
                 b.selected = True
         return self.finish(problem, ctx, tree, finished, stopped)
-
-    def finish(
-        self, problem: Problem, ctx: Context, tree: Tree, finished: list[Node], stopped: str | None
-    ) -> Result:
-        """The best-scoring finished path is the answer; every finished path is a candidate."""
-        ranked = sorted(finished, key=lambda n: -self.score_of(tree, n))
-        if ranked:
-            ranked[0].selected = True
-        candidates = self.candidates(
-            tree, ranked, lambda n: self.score_of(tree, n) if n.score is not None else None
-        )
-        answer = ranked[0].answer if ranked else None
-        return ctx.result(problem, self, answer, candidates, stopped=stopped, tree=tree.records())

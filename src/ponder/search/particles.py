@@ -74,9 +74,9 @@ class Particles(StepSearch):
                 resamples += 1
             for p in live:
                 p.selected = True
-        return self.finish(problem, ctx, tree, finished, stopped, resamples)
+        return self.weighted_vote(problem, ctx, tree, finished, stopped, resamples)
 
-    def finish(
+    def weighted_vote(
         self,
         problem: Problem,
         ctx: Context,

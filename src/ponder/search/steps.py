@@ -21,7 +21,7 @@ from ponder.answers import last_boxed
 from ponder.errors import UsageError
 from ponder.search.base import Context, Strategy, answer_of
 from ponder.search.tree import STEP_SEPARATOR, Node, Tree
-from ponder.types import Candidate, GenRequest, Problem
+from ponder.types import Candidate, GenRequest, Problem, Result
 from ponder.verify import VerifierSpec
 from ponder.verify.aggregate import AGGREGATES, aggregate
 
@@ -148,6 +148,20 @@ class StepSearch(Strategy):
     def score_of(self, tree: Tree, node: Node) -> float:
         s = aggregate([n.score for n in tree.path(node)], self.path_score)
         return -1.0 if s is None else s  # unscored paths rank below every scored one
+
+    def finish(
+        self, problem: Problem, ctx: Context, tree: Tree, finals: list[Node], stopped: str | None
+    ) -> Result:
+        """The best-scoring finished path answers (and is marked selected); every finished
+        path is a candidate; the tree goes into the result as its trace."""
+        ranked = sorted(finals, key=lambda n: -self.score_of(tree, n))
+        if ranked:
+            ranked[0].selected = True
+        candidates = self.candidates(
+            tree, ranked, lambda n: self.score_of(tree, n) if n.score is not None else None
+        )
+        answer = ranked[0].answer if ranked else None
+        return ctx.result(problem, self, answer, candidates, stopped=stopped, tree=tree.records())
 
     def candidates(
         self, tree: Tree, nodes: list[Node], score: Callable[[Node], float | None]
