@@ -164,7 +164,12 @@ async def test_trace_file_and_preference_pairs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "options"),
-    [("step_bon", {"n": 4}), ("dvts", {"n": 8, "m": 4}), ("beam", {"n": 2, "m": 4})],
+    [
+        ("step_bon", {"n": 4}),
+        ("dvts", {"n": 8, "m": 4}),
+        ("beam", {"n": 2, "m": 4}),
+        ("mcts", {"iterations": 12, "k": 3}),
+    ],
 )
 async def test_each_step_search_finds_the_planted_path(name: str, options: dict) -> None:  # type: ignore[type-arg]
     # the policy writes the right next step with probability 0.6; the verifier knows which
@@ -189,7 +194,7 @@ async def test_dvts_searches_n_over_m_independent_subtrees() -> None:
 
 @settings(max_examples=15, deadline=None)
 @given(
-    st.sampled_from(["step_bon", "dvts", "particles", "beam"]),
+    st.sampled_from(["step_bon", "dvts", "particles", "beam", "mcts"]),
     st.integers(0, 999),
     st.integers(100, 2000),
 )
@@ -199,3 +204,17 @@ async def test_no_step_search_exceeds_its_budget(name: str, seed: int, tokens: i
     assert result.total.total_tokens <= tokens
     again = await engine(0.5)[0].solve(PROBLEM, name, seed=seed, budget=budget)
     assert again.info["tree"] == result.info["tree"]
+
+
+async def test_mcts_visits_add_up_and_the_answer_follows_the_visits() -> None:
+    eng, _ = engine(p_right=0.6)
+    result = await eng.solve(PROBLEM, "mcts", iterations=10, k=2, seed=4)
+    tree = result.info["tree"]
+    assert tree[0]["visits"] == 10  # every iteration backs up through the root
+    for node in tree:
+        kids = [tree[i] for i in node["children"]]
+        if kids and not node["terminal"]:
+            # a node's visits: its own first evaluation (if it was evaluated) plus its children's
+            assert node["visits"] - sum(k["visits"] for k in kids) in (0, 1)
+    walk = [n for n in tree if n["selected"]]
+    assert walk and all(n["visits"] > 0 for n in walk)
