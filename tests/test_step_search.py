@@ -169,6 +169,7 @@ async def test_trace_file_and_preference_pairs(tmp_path: Path) -> None:
         ("dvts", {"n": 8, "m": 4}),
         ("beam", {"n": 2, "m": 4}),
         ("mcts", {"iterations": 12, "k": 3}),
+        ("lookahead", {"n": 2, "m": 2, "k": 2}),
     ],
 )
 async def test_each_step_search_finds_the_planted_path(name: str, options: dict) -> None:  # type: ignore[type-arg]
@@ -194,7 +195,7 @@ async def test_dvts_searches_n_over_m_independent_subtrees() -> None:
 
 @settings(max_examples=15, deadline=None)
 @given(
-    st.sampled_from(["step_bon", "dvts", "particles", "beam", "mcts"]),
+    st.sampled_from(["step_bon", "dvts", "particles", "beam", "mcts", "lookahead"]),
     st.integers(0, 999),
     st.integers(100, 2000),
 )
@@ -218,3 +219,13 @@ async def test_mcts_visits_add_up_and_the_answer_follows_the_visits() -> None:
             assert node["visits"] - sum(k["visits"] for k in kids) in (0, 1)
     walk = [n for n in tree if n["selected"]]
     assert walk and all(n["visits"] > 0 for n in walk)
+
+
+async def test_lookahead_rollouts_are_traced_and_never_kept_as_beams() -> None:
+    eng, lm = engine(p_right=0.6)
+    result = await eng.solve(PROBLEM, "lookahead", n=2, m=2, k=2, seed=1)
+    rollouts = [n for n in result.info["tree"] if n["note"] == "lookahead rollout"]
+    assert rollouts and not any(n["selected"] for n in rollouts)
+    assert any(c.temperature == 0.0 and c.role == "policy" for c in lm.calls)  # greedy rollouts
+    # the rollouts' tokens are billed like any others
+    assert result.usage["policy"].completion_tokens == sum(n["tokens"] for n in result.info["tree"])

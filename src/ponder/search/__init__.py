@@ -12,6 +12,7 @@ from ponder.search.beam import Beam
 from ponder.search.best_of_n import BestOfN
 from ponder.search.dvts import DVTS
 from ponder.search.greedy import Greedy
+from ponder.search.lookahead import Lookahead
 from ponder.search.mcts import MCTS
 from ponder.search.particles import Particles
 from ponder.search.sample import Sample
@@ -21,7 +22,19 @@ from ponder.search.weighted_vote import WeightedVote
 
 STRATEGIES: dict[str, type[Strategy]] = {
     s.name: s
-    for s in (Greedy, Sample, Vote, BestOfN, WeightedVote, Beam, DVTS, StepBoN, Particles, MCTS)
+    for s in (
+        Greedy,
+        Sample,
+        Vote,
+        BestOfN,
+        WeightedVote,
+        Beam,
+        DVTS,
+        Lookahead,
+        StepBoN,
+        Particles,
+        MCTS,
+    )
 }
 
 

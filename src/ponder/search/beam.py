@@ -21,8 +21,8 @@ from typing import ClassVar
 from pydantic import Field
 
 from ponder.search.base import Context
-from ponder.search.steps import StepSearch
-from ponder.search.tree import Tree
+from ponder.search.steps import Stepper, StepSearch
+from ponder.search.tree import Node, Tree
 from ponder.types import Problem, Result
 
 
@@ -47,7 +47,14 @@ class Beam(StepSearch):
             live = [c for c in children if not c.terminal]
             if len(finished) >= self.n or not live:
                 break
-            beams = sorted(live, key=lambda c: -self.score_of(tree, c))[: self.n]
+            rank = await self.rank(ctx, problem, tree, stepper, live)
+            beams = sorted(live, key=lambda c: -rank[c.id])[: self.n]
             for b in beams:
                 b.selected = True
         return self.finish(problem, ctx, tree, finished, stopped)
+
+    async def rank(
+        self, ctx: Context, problem: Problem, tree: Tree, stepper: Stepper, live: list[Node]
+    ) -> dict[int, float]:
+        """What the kept beams are chosen by: each live node's path score."""
+        return {c.id: self.score_of(tree, c) for c in live}
