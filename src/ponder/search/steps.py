@@ -23,7 +23,7 @@ from ponder.search.base import Context, Strategy, answer_of
 from ponder.search.tree import STEP_SEPARATOR, Node, Tree
 from ponder.types import Candidate, GenRequest, Problem, Result
 from ponder.verify import VerifierSpec
-from ponder.verify.aggregate import AGGREGATES, aggregate
+from ponder.verify.aggregate import aggregate, check_aggregate
 
 
 @dataclass
@@ -138,9 +138,7 @@ class StepSearch(Strategy):
     @field_validator("path_score")
     @classmethod
     def _known(cls, how: str) -> str:
-        if how not in AGGREGATES:
-            raise ValueError(f"unknown path score '{how}' (choose from: {', '.join(AGGREGATES)})")
-        return how
+        return check_aggregate(how, "path score")
 
     def stepper(self) -> Stepper:
         return Stepper(max_step_tokens=self.max_step_tokens, max_depth=self.max_steps)

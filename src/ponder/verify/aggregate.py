@@ -9,10 +9,16 @@ from collections.abc import Sequence
 AGGREGATES = ("min", "last", "prod", "mean")
 
 
+def check_aggregate(how: str, what: str = "aggregate") -> str:
+    """`how` if it names an aggregate, else a ValueError listing them."""
+    if how not in AGGREGATES:
+        raise ValueError(f"unknown {what} '{how}' (choose from: {', '.join(AGGREGATES)})")
+    return how
+
+
 def aggregate(scores: Sequence[float | None], how: str = "min") -> float | None:
     """One score from step scores; unscored steps are left out; None if none is scored."""
-    if how not in AGGREGATES:
-        raise ValueError(f"unknown aggregate '{how}' (choose from: {', '.join(AGGREGATES)})")
+    check_aggregate(how)
     xs = [s for s in scores if s is not None]
     if not xs:
         return None

@@ -54,11 +54,9 @@ class VerifierSpec(BaseModel):
     @field_validator("aggregate")
     @classmethod
     def _aggregate(cls, how: str) -> str:
-        from ponder.verify.aggregate import AGGREGATES
+        from ponder.verify.aggregate import check_aggregate
 
-        if how not in AGGREGATES:
-            raise ValueError(f"unknown aggregate '{how}' (choose from: {', '.join(AGGREGATES)})")
-        return how
+        return check_aggregate(how)
 
     @model_validator(mode="after")
     def _steps_supported(self) -> VerifierSpec:
