@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -349,7 +350,9 @@ def bench(
         )
         base = Path.cwd()
     # a sweep file's paths are relative to the file
-    store_path = store or (base / plan_.store if plan_.store else Path("ponder-bench.sqlite"))
+    store_path = store or (
+        Path(os.path.normpath(base / plan_.store)) if plan_.store else Path("ponder-bench.sqlite")
+    )
     interrupted = asyncio.run(run_sweep(plan_, store_path, base, api_key))
     out.print(f"[dim]store: {store_path} · report: ponder report {store_path}[/dim]")
     if interrupted:

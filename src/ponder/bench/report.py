@@ -205,11 +205,11 @@ def equal_compute(line_points: dict[str, list[Point]], budget: float) -> dict[st
 
 
 def budgets_of(line_points: dict[str, list[Point]]) -> list[float]:
-    """Token budgets to compare at: powers of two spanning the curves."""
+    """Token budgets to compare at: powers of two from the cheapest point up past the dearest."""
     xs = [p.tokens for line in line_points.values() for p in line if p.tokens > 0]
     if not xs:
         return []
-    lo, hi = math.floor(math.log2(min(xs))), math.ceil(math.log2(max(xs)))
+    lo, hi = math.ceil(math.log2(min(xs))), math.ceil(math.log2(max(xs)))
     return [float(2**e) for e in range(lo, hi + 1)]
 
 
