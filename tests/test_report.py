@@ -110,7 +110,7 @@ async def test_verifier_quality_matches_the_scalar_definition(tmp_path: Path) ->
 
 async def test_report_writes_markdown_csvs_and_plots(tmp_path: Path) -> None:
     store = await filled_store(tmp_path)
-    path = write_report(store, tmp_path / "rep")
+    path, _ = write_report(store, tmp_path / "rep")
     text = path.read_text()
     for needle in (
         "## gsm8k · scripted",
@@ -144,7 +144,7 @@ async def test_difficulty_uses_levels_when_the_data_has_them(tmp_path: Path) -> 
     store = Store(tmp_path / "s.sqlite")
     (greedy,) = plan([make_strategy("greedy")])
     await Harness(engine, store).execute("levels", problems, greedy)
-    path = write_report(store, tmp_path / "rep", plots=False)
+    path, _ = write_report(store, tmp_path / "rep", plots=False)
     rows = sorted(
         (r.split(",")[4], r.split(",")[6])
         for r in (tmp_path / "rep" / "difficulty.csv").read_text().splitlines()[1:]
@@ -169,7 +169,7 @@ async def test_equal_compute_takes_each_methods_best_point_within_budget(tmp_pat
 def test_report_sql_reads_only_what_it_needs(tmp_path: Path) -> None:
     # a store with no units gives an empty report, not an error
     store = Store(tmp_path / "empty.sqlite")
-    path = write_report(store, tmp_path / "rep")
+    path, _ = write_report(store, tmp_path / "rep")
     assert "# ponder report" in path.read_text()
     assert sqlite3.connect(tmp_path / "empty.sqlite").execute(
         "SELECT COUNT(*) FROM units"
@@ -180,7 +180,7 @@ async def test_price_at_report_time_prices_every_stored_token(tmp_path: Path) ->
     from ponder.lm import Price
 
     store = await filled_store(tmp_path)
-    path = write_report(
+    path, _ = write_report(
         store, tmp_path / "rep", price=Price(prompt=1.0, completion=3.0, cached=0.5)
     )
     assert "scaling_gsm8k_scripted_dollars.png" in {p.name for p in (tmp_path / "rep").iterdir()}

@@ -544,8 +544,8 @@ def report(
     db = Store(store, create=False)
     try:
         target = out_dir or store.with_name(store.stem + "-report")
-        path = write_report(db, target, plots=plots, price=price_)
-        out.print(summary_table(db, [r.rid for r in db.runs()]))
+        path, summary = write_report(db, target, plots=plots, price=price_)
+        out.print(summary)
     finally:
         db.close()
     out.print(f"report: {path}")

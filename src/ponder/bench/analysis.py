@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +30,14 @@ from ponder.lm import Price
 
 COSTS = ("tokens", "flops", "dollars", "seconds")
 # the rule that evaluates each pooled method from the pool
-POOL_RULES = {
+# Votes over k-subsets are exact while problems × C(n, k) × k stays within this many element
+# operations, else averaged over shared random subsets (at least 64 per problem); with
+# thousands of problems the Monte Carlo error of the mean is far below the bootstrap interval.
+VOTE_WORK = 2e7
+POOL_RULES: dict[str, Callable[[Pools, int], np.ndarray]] = {
     "pass@k": pass_at,
-    "vote": majority_at,
-    "weighted_vote": weighted_at,
+    "vote": lambda pools, k: majority_at(pools, k, max_work=VOTE_WORK),
+    "weighted_vote": lambda pools, k: weighted_at(pools, k, max_work=VOTE_WORK),
     "best_of_n": best_of_at,
 }
 _UNSCORED = -9e99  # a NULL score in SQL, NaN in numpy
@@ -121,24 +125,33 @@ def load_groups(store: Store, price: Price | None = None) -> list[Group]:
     per sample, so a million samples load in about a second."""
     runs = {r.rid: r for r in store.runs()}
     db = store.db
+    # each unit's wall seconds: its tokens at its segment's measured rate (segment wall time /
+    # segment tokens), so concurrent units are not counted twice; summed per (run, problem)
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS rates (sid INTEGER PRIMARY KEY, rate REAL)")
+    db.execute("DELETE FROM rates")
+    db.execute(
+        "INSERT INTO rates SELECT sid, CASE WHEN tokens > 0 THEN"
+        " MAX(0.0, COALESCE(ended, started) - started) / tokens ELSE 0.0 END FROM segments"
+    )
     per = _floats(
         db.execute(
             "SELECT rid, pid, COUNT(*), SUM(policy_prompt + verifier_prompt),"
             " SUM(policy_cached + verifier_cached), SUM(policy_completion + verifier_completion),"
-            " SUM(flops), SUM(dollars) FROM units GROUP BY rid, pid ORDER BY rid, pid"
+            " SUM(flops), SUM(dollars), SUM((policy_prompt - policy_cached + policy_completion"
+            " + verifier_prompt - verifier_cached + verifier_completion) * COALESCE(r.rate, 0.0))"
+            " FROM units LEFT JOIN rates r USING (sid) GROUP BY rid, pid ORDER BY rid, pid"
         ).fetchall(),
-        8,
+        9,
     )
     if not len(per):
         return []
-    rid, pid, count, prompt, cached, completion, flops, dollars = per.T
+    rid, pid, count, prompt, cached, completion, flops, dollars, seconds = per.T
     tokens = prompt - cached + completion
     if price is not None:
         cached_price = price.prompt if price.cached is None else price.cached
         dollars = (
             (prompt - cached) * price.prompt + cached * cached_price + completion * price.completion
         ) / 1e6
-    seconds = _seconds(store, rid, pid)
     # per sample, in the same (run, problem, unit) order: class and correctness in one integer
     flat = _floats(
         db.execute(
@@ -212,29 +225,6 @@ def _floats(rows: list[tuple[Any, ...]], width: int) -> np.ndarray:
         itertools.chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width
     )
     return flat.reshape(len(rows), width)
-
-
-def _seconds(store: Store, rid: np.ndarray, pid: np.ndarray) -> np.ndarray:
-    """Wall seconds per (run, problem): each unit's tokens at its segment's measured rate
-    (segment wall time / segment tokens), so concurrent units are not counted twice."""
-    rate = {
-        sid: max(0.0, (ended or started) - started) / tokens if tokens else 0.0
-        for sid, started, ended, tokens in store.db.execute(
-            "SELECT sid, started, ended, tokens FROM segments"
-        )
-    }
-    rows = store.db.execute(
-        "SELECT rid, pid, sid, SUM(policy_prompt - policy_cached + policy_completion"
-        " + verifier_prompt - verifier_cached + verifier_completion)"
-        " FROM units GROUP BY rid, pid, sid ORDER BY rid, pid"
-    ).fetchall()
-    a = _floats(rows, 4)
-    share = a[:, 3] * np.array([rate.get(int(s), 0.0) for s in a[:, 2]])
-    # (rid, pid) of each row, matched to the per-(run, problem) rows, which are sorted
-    span = int(pid.max()) + 1
-    keys = rid.astype(np.int64) * span + pid.astype(np.int64)
-    where = np.searchsorted(keys, a[:, 0].astype(np.int64) * span + a[:, 1].astype(np.int64))
-    return np.bincount(where, weights=share, minlength=len(keys))
 
 
 def _grid(

@@ -75,6 +75,11 @@ def summary_table(store: Store, rids: Sequence[int]) -> Table:
     """One screen: each method at k=1 and at its largest k, for the given runs."""
     wanted = set(rids)
     groups = [g for g in load_groups(store) if wanted & {r.rid for r in g.runs}]
+    return summary_of(groups, {id(g): points(g, resamples=1000) for g in groups})
+
+
+def summary_of(groups: Sequence[Group], by_group: dict[int, list[Point]]) -> Table:
+    """The summary table from points already computed (keyed by id() of their group)."""
     models = sorted({g.model for g in groups})
     tasks = sorted({g.task for g in groups})
     t = Table(title=f"{', '.join(tasks)} · {', '.join(models)}", box=box.SIMPLE)
@@ -84,7 +89,7 @@ def summary_table(store: Store, rids: Sequence[int]) -> Table:
         t.add_column(col, justify="left" if col in ("task", "method") else "right", no_wrap=True)
     pools = sorted({g.label for g in groups if g.kind == "pool"})
     for g in groups:
-        pts = points(g, resamples=1000)
+        pts = by_group[id(g)]
         largest = max(p.k for p in pts)
         for p in pts:
             if p.k not in (1, largest):
@@ -108,12 +113,14 @@ def summary_table(store: Store, rids: Sequence[int]) -> Table:
 
 def write_report(
     store: Store, out: Path, *, plots: bool = True, price: Price | None = None
-) -> Path:
-    """Write report.md, CSV tables and PNGs into `out`; return the report's path. With
-    `price`, dollars are what the stored tokens would cost at that price."""
+) -> tuple[Path, Table]:
+    """Write report.md, CSV tables and PNGs into `out`; return the report's path and its
+    one-screen summary. With `price`, dollars are what the stored tokens would cost at that
+    price."""
     out.mkdir(parents=True, exist_ok=True)
     groups = load_groups(store, price)
-    all_points = [p for g in groups for p in points(g)]
+    by_group = {id(g): points(g) for g in groups}
+    all_points = [p for g in groups for p in by_group[id(g)]]
     quality = [verifier_quality(g) for g in groups if g.kind == "pool" and g.scored]
     buckets = difficulty(groups, store)
     by_difficulty = difficulty_rows(groups, all_points, buckets)
@@ -138,7 +145,7 @@ def write_report(
             1,
         )
     path.write_text(text, encoding="utf-8")
-    return path
+    return path, summary_of(groups, by_group)
 
 
 def _point_row(p: Point) -> dict[str, object]:
