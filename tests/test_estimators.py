@@ -11,19 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from estimator_reference import Rule, at_k, best_of, majority, pass_at_k, weighted
 from ponder.bench.estimators import (
     Pools,
-    Rule,
     _subsets,
-    at_k,
-    best_of,
     best_of_at,
     bootstrap_mean_ci,
-    majority,
     majority_at,
     pass_at,
-    pass_at_k,
-    weighted,
     weighted_at,
 )
 
