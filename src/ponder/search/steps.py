@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pydantic import Field, field_validator
 
@@ -31,20 +31,18 @@ class Stepper:
     boundary: str = STEP_SEPARATOR
     max_step_tokens: int = 256
     max_depth: int = 12
-    _heads: dict[str, str] = field(default_factory=dict, repr=False)
 
     async def head(self, ctx: Context, problem: Problem) -> str:
-        """The rendered conversation up to where the assistant's reply begins."""
-        if problem.question not in self._heads:
-            render = getattr(ctx.policy, "render", None)
-            if render is None or not ctx.policy.capabilities.raw_prefix:
-                raise UsageError(
-                    f"step search continues raw text; the backend {ctx.policy.info.name} "
-                    "cannot (no chat-template rendering or no raw completions)"
-                )
-            messages = ctx.prompting.messages(problem, ctx.answer_with)
-            self._heads[problem.question] = await render(messages)
-        return self._heads[problem.question]
+        """The rendered conversation up to where the assistant's reply begins (the backend
+        renders each conversation once and keeps it)."""
+        render = getattr(ctx.policy, "render", None)
+        if render is None or not ctx.policy.capabilities.raw_prefix:
+            raise UsageError(
+                f"step search continues raw text; the backend {ctx.policy.info.name} "
+                "cannot (no chat-template rendering or no raw completions)"
+            )
+        rendered: str = await render(ctx.prompting.messages(problem, ctx.answer_with))
+        return rendered
 
     async def request(
         self, ctx: Context, problem: Problem, tree: Tree, node: Node, n: int, temperature: float
