@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from ponder.bench.store import Store
+from ponder.budget import Budget, Ledger
 from ponder.engine import Engine
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ReplyFn, ScriptedLM
 from ponder.scheduler import Scheduler
+from ponder.search import Context
+from ponder.verify import Verifiers
 
 
 async def no_sleep(_: float) -> None:
@@ -38,3 +44,23 @@ def run_ponder(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[s
         timeout=timeout,
         check=False,
     )
+
+
+def scripted_context(lm: ScriptedLM, budget: Budget | None = None, *, seed: int = 0) -> Context:
+    """What a strategy gets, over a scripted model, for testing its parts directly."""
+    return Context(
+        policy=lm,
+        scheduler=Scheduler(sleep=no_sleep),
+        ledger=Ledger(budget),
+        seed=seed,
+        verifiers=Verifiers(),
+    )
+
+
+def store_of_version(path: Path, version: str) -> None:
+    """A results store that says it was written by schema `version`."""
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
+    db.commit()
+    db.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fake_server import FakeOpenAIServer
-from helpers import run_ponder
+from helpers import run_ponder, store_of_version
 
 
 async def ponder(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
@@ -175,14 +175,8 @@ def test_bad_sweep_files(tmp_path: Path) -> None:
 
 
 def test_report_refuses_a_store_of_another_version(tmp_path: Path) -> None:
-    from ponder.bench.store import Store
-
     path = tmp_path / "old.sqlite"
-    Store(path).close()
-    db = sqlite3.connect(path)
-    db.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
-    db.commit()
-    db.close()
+    store_of_version(path, "999")
     r = run_ponder("report", str(path))
     assert r.returncode == 1 and "store schema version 999" in r.stderr
     r = run_ponder("report", str(tmp_path / "missing.sqlite"))

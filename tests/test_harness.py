@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench_worker import engine_for
+from helpers import store_of_version
 from ponder.bench.analysis import load_groups, points
 from ponder.bench.harness import Harness, plan, unit_seed
 from ponder.bench.store import SCHEMA_VERSION, Store, StoreError
@@ -231,11 +232,7 @@ async def test_equivalent_answers_share_a_class_graded_once(tmp_path: Path) -> N
 
 def test_a_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
-    Store(path).close()
-    db = sqlite3.connect(path)
-    db.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
-    db.commit()
-    db.close()
+    store_of_version(path, "0")
     with pytest.raises(StoreError) as e:
         Store(path)
     assert "schema version 0" in str(e.value) and f"reads version {SCHEMA_VERSION}" in str(e.value)

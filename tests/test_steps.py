@@ -5,17 +5,16 @@ import random
 
 import pytest
 
-from helpers import no_sleep
-from ponder.budget import Budget, Ledger
+from helpers import scripted_context
+from ponder.budget import Budget
 from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
-from ponder.scheduler import Scheduler
 from ponder.search.base import Context
 from ponder.search.steps import Stepper
 from ponder.search.tree import Tree
 from ponder.types import GenRequest, Problem
-from ponder.verify import Verifiers, VerifierSpec
+from ponder.verify import VerifierSpec
 
 PROBLEM = Problem(question="What is 3 + 4 + 5?", kind="number")
 SOLUTION = ["3 + 4 = 7.", "7 + 5 = 12.", "So the answer is \\boxed{12}."]
@@ -37,13 +36,7 @@ def judge(req: GenRequest, index: int, rng: random.Random) -> dict[str, float]:
 
 
 def context(lm: ScriptedLM, budget: Budget | None = None) -> Context:
-    return Context(
-        policy=lm,
-        scheduler=Scheduler(sleep=no_sleep),
-        ledger=Ledger(budget),
-        seed=1,
-        verifiers=Verifiers(),
-    )
+    return scripted_context(lm, budget, seed=1)
 
 
 def scripted(**kw: object) -> ScriptedLM:

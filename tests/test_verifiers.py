@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fake_server import FakeOpenAIServer
-from helpers import no_sleep, scripted_engine
-from ponder.budget import Budget, Ledger
+from helpers import no_sleep, scripted_context, scripted_engine
+from ponder.budget import Budget
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
 from ponder.scheduler import Scheduler
@@ -169,13 +169,7 @@ def judged_step(req: GenRequest) -> str:
 
 
 def context(lm: ScriptedLM, budget: Budget | None = None) -> Context:
-    return Context(
-        policy=lm,
-        scheduler=Scheduler(sleep=no_sleep),
-        ledger=Ledger(budget),
-        seed=0,
-        verifiers=Verifiers(),
-    )
+    return scripted_context(lm, budget, seed=0)
 
 
 @pytest.mark.parametrize("raw", [True, False], ids=["transcript", "chat"])
