@@ -406,8 +406,6 @@ def sweep_from_flags(
     given = {k: v for k, v in options.items() if v is not None}
     if verifier is not None:
         given["verifier"] = verifier
-    if price is not None:
-        Price.parse(price)  # fails before the model loads
     return Sweep(
         models=[ModelSpec(name=model, base_url=base_url, price=price, parameters=parameters)],
         tasks=[task],
@@ -421,8 +419,9 @@ def sweep_from_flags(
 
 async def run_sweep(sweep: Sweep, store_path: Path, base: Path, api_key: str | None) -> bool:
     """Every model × task × plan × seed into the store; True if interrupted by Ctrl-C."""
-    # Fail on bad strategies, tasks and data before any model loads.
+    # Fail on bad strategies, prices, tasks and data before any model loads.
     strategies = [make_strategy(s.name, shared=True, **s.options()) for s in sweep.strategies]
+    prices = [Price.parse(m.price) if m.price is not None else None for m in sweep.models]
     plans = [p for b in sweep.budgets for p in plan(strategies, b)]
     tasks = [(t.label(), t.load(base=base, limit=sweep.limit)) for t in sweep.tasks]
     db = Store(store_path)
@@ -441,8 +440,7 @@ async def run_sweep(sweep: Sweep, store_path: Path, base: Path, api_key: str | N
         loop.add_signal_handler(signal.SIGINT, on_interrupt)
     rids: list[int] = []
     try:
-        for m in sweep.models:
-            price_ = Price.parse(m.price) if m.price is not None else None
+        for m, price_ in zip(sweep.models, prices, strict=True):
             engine = open_engine(
                 m.name,
                 m.base_url,
