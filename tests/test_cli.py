@@ -11,7 +11,7 @@ from helpers import run_ponder
         (
             ["solve", "q", "--strategy", "nope"],
             "error: unknown strategy 'nope' (choose from: greedy, sample, vote, best_of_n, "
-            "weighted_vote, beam, dvts, lookahead, step_bon, particles, mcts)",
+            "weighted_vote, beam, dvts, lookahead, step_bon, particles, particle_gibbs, mcts)",
         ),
         (["solve", "q", "--model", "nope"], "error: unknown model 'nope' (choose from: "),
         (["solve", "q", "--frobnicate"], "error: No such option: --frobnicate (options: "),

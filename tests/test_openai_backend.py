@@ -43,7 +43,7 @@ async def test_server_without_n_gets_n_distinct_single_requests() -> None:
         await lm.aclose()
     assert not lm.capabilities.n
     assert len(gen.choices) == 4 and len({c.text for c in gen.choices}) == 4
-    sent = [b for p, b in srv.requests if p.endswith("/chat/completions")][1:]  # after probe
+    sent = [b for p, b in srv.requests if p.endswith("/chat/completions")][2:]  # after probes
     assert sorted(b["seed"] for b in sent) == [20, 21, 22, 23] and all("n" not in b for b in sent)
     assert ledger.spent.calls == 4 and ledger.spent.completion_tokens == 16
 
@@ -51,8 +51,8 @@ async def test_server_without_n_gets_n_distinct_single_requests() -> None:
 @pytest.mark.parametrize("fault", ["500", "503", "truncate", "reset", "hang"])
 async def test_transient_faults_are_retried(fault: str) -> None:
     def behaviour(i: int, path: str, body: dict[str, object]) -> str:
-        # the probe (first chat + completions) succeeds; the next two real calls fail
-        return fault if i in (3, 4) else "ok"
+        # the probe (models, chat, completions, continued chat) succeeds; the next two fail
+        return fault if i in (4, 5) else "ok"
 
     async with FakeOpenAIServer(behaviour) as srv:
         lm = OpenAILM(srv.url, timeout_s=0.3)
@@ -64,12 +64,13 @@ async def test_transient_faults_are_retried(fault: str) -> None:
 
 
 async def test_client_errors_are_not_retried_and_surface_per_request() -> None:
-    async with FakeOpenAIServer(lambda i, p, b: "400" if i >= 3 else "ok") as srv:
+    async with FakeOpenAIServer(lambda i, p, b: "400" if i >= 4 else "ok") as srv:
         lm = OpenAILM(srv.url)
         engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
         r = await engine.solve("q", "greedy", seed=1)
         await lm.aclose()
-        assert len(srv.requests) == 4  # models, probe chat, probe completions, one try
+        # models, probe chat, probe completions, probe continued chat, one try
+        assert len(srv.requests) == 5
     assert r.answer is None and r.error is not None and "400" in r.error
 
 
@@ -104,7 +105,7 @@ async def test_stop_strings_with_n_fan_out_so_usage_is_exact() -> None:
         req = chat(n=3, seed=40).model_copy(update={"stop": ["```output"]})
         gen = await Scheduler(sleep=no_sleep).generate(lm, req, ledger)
         await lm.aclose()
-    sent = [b for p, b in srv.requests if p.endswith("/chat/completions")][1:]
+    sent = [b for p, b in srv.requests if p.endswith("/chat/completions")][2:]  # after probes
     assert len(sent) == 3 and all("n" not in b and b["stop"] == ["```output"] for b in sent)
     assert len(gen.choices) == 3 and ledger.spent.calls == 3
     assert ledger.spent.completion_tokens == 3 * 4  # each single's usage
@@ -126,3 +127,30 @@ async def test_prices_and_size_given_for_a_server_are_charged() -> None:
 def test_bad_price_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="bad price '1'"):
         Price.parse("1")
+
+
+@pytest.mark.parametrize("accepts", [True, False])
+async def test_probe_learns_whether_the_server_continues_a_final_message(accepts: bool) -> None:
+    def behaviour(i: int, path: str, body: dict) -> str:  # type: ignore[type-arg]
+        return "400" if body.get("continue_final_message") and not accepts else "ok"
+
+    async with FakeOpenAIServer(behaviour) as srv:
+        lm = OpenAILM(srv.url)
+        caps = await lm.prepare()
+        partial = GenRequest(
+            messages=[Message(role="user", content="q"), Message(role="assistant", content="1.")],
+            continue_final=True,
+        )
+        if accepts:
+            await Scheduler(sleep=no_sleep).generate(lm, partial, Ledger())
+        await lm.aclose()
+    assert caps.continue_final is accepts
+    if accepts:
+        body = srv.requests[-1][1]
+        assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+        assert body["messages"][-1] == {"role": "assistant", "content": "1."}
+
+
+def test_continue_final_needs_a_final_assistant_message() -> None:
+    with pytest.raises(ValueError, match="ending with an assistant message"):
+        GenRequest(messages=[Message(role="user", content="q")], continue_final=True)

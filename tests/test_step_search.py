@@ -169,7 +169,8 @@ async def test_trace_file_and_preference_pairs(tmp_path: Path) -> None:
         ("dvts", {"n": 8, "m": 4}),
         ("beam", {"n": 2, "m": 4}),
         ("mcts", {"iterations": 12, "k": 3}),
-        ("lookahead", {"n": 2, "m": 2, "k": 2}),
+        ("lookahead", {"n": 2, "m": 3, "k": 2}),
+        ("particle_gibbs", {"n": 4, "iterations": 2, "weight_temperature": 0.1}),
     ],
 )
 async def test_each_step_search_finds_the_planted_path(name: str, options: dict) -> None:  # type: ignore[type-arg]
@@ -195,7 +196,9 @@ async def test_dvts_searches_n_over_m_independent_subtrees() -> None:
 
 @settings(max_examples=15, deadline=None)
 @given(
-    st.sampled_from(["step_bon", "dvts", "particles", "beam", "mcts", "lookahead"]),
+    st.sampled_from(
+        ["step_bon", "dvts", "particles", "particle_gibbs", "beam", "mcts", "lookahead"]
+    ),
     st.integers(0, 999),
     st.integers(100, 2000),
 )
@@ -229,3 +232,95 @@ async def test_lookahead_rollouts_are_traced_and_never_kept_as_beams() -> None:
     assert any(c.temperature == 0.0 and c.role == "policy" for c in lm.calls)  # greedy rollouts
     # the rollouts' tokens are billed like any others
     assert result.usage["policy"].completion_tokens == sum(n["tokens"] for n in result.info["tree"])
+
+
+async def test_mcts_valued_by_rollouts_answers_from_a_rollout_and_bills_it() -> None:
+    eng, lm = engine(p_right=0.6)
+    result = await eng.solve(PROBLEM, "mcts", iterations=6, k=2, value="rollout", seed=2)
+    tree = result.info["tree"]
+    rollouts = [n for n in tree if n["rollout"]]
+    assert rollouts and all(n["terminal"] and n["visits"] == 1 for n in rollouts)
+    # rollouts are valued but never selected into: no step node hangs below one
+    assert all(not n["children"] for n in rollouts)
+    # a rollout request writes to the end: no step boundary among its stops
+    finishing = [c for c in lm.calls if c.role == "policy" and "\n\n" not in (c.stop or [])]
+    assert len(finishing) >= len(rollouts)
+    assert result.usage["policy"].completion_tokens == sum(n["tokens"] for n in tree)
+    assert result.answer is not None
+
+
+async def test_mcts_completes_a_walk_that_stops_before_an_answer() -> None:
+    # one iteration expands only the first step: the walk ends there, so it is completed
+    eng, _ = engine(p_right=0.6)
+    result = await eng.solve(PROBLEM, "mcts", iterations=1, k=2, seed=0)
+    tree = result.info["tree"]
+    (done,) = [n for n in tree if n["note"] == "final completion"]
+    assert done["selected"] and done["terminal"] and tree[done["parent"]]["selected"]
+
+
+async def test_particle_gibbs_with_one_pass_is_the_particle_filter() -> None:
+    pf = await engine(0.5)[0].solve(PROBLEM, "particles", n=4, seed=9)
+    pg = await engine(0.5)[0].solve(PROBLEM, "particle_gibbs", n=4, iterations=1, seed=9)
+    assert pg.info["tree"] == pf.info["tree"] and pg.answer == pf.answer
+    assert pg.info["weights"] == pf.info["weights"]
+
+
+async def test_the_reference_particle_retraces_the_drawn_path_unbilled() -> None:
+    from helpers import scripted_context
+    from ponder.search.tree import Tree
+
+    _, lm = engine(0.5)
+    ctx = scripted_context(lm, seed=3)
+    pg = make_strategy("particle_gibbs", n=4, ancestor_sampling=False)
+    tree, stepper = Tree(PROBLEM.question), pg.stepper()  # type: ignore[attr-defined]
+    first = await pg.filter(PROBLEM, ctx, tree, stepper)  # type: ignore[attr-defined]
+    reference = tree.path(first.finished[0].node)
+    nodes_before = len(tree.nodes)
+    second = await pg.filter(PROBLEM, ctx, tree, stepper, reference)  # type: ignore[attr-defined]
+    (ref,) = [p for p in second.finished if p.reference]
+    assert ref.node is reference[-1]  # the same nodes, not new ones
+    # the free particles sampled; the reference wrote nothing (no node re-made for it)
+    new = tree.nodes[nodes_before:]
+    assert new and all(n.note != "reference step re-attached (ancestor sampling)" for n in new)
+
+
+async def test_ancestor_sampling_moves_the_reference_onto_a_heavier_particle() -> None:
+    from helpers import scripted_context
+    from ponder.search.particles import Particle
+    from ponder.search.tree import Tree
+
+    _, lm = engine(0.5)
+    ctx = scripted_context(lm)
+    pg = make_strategy("particle_gibbs", n=2, weight_temperature=0.05)
+    tree, stepper = Tree(PROBLEM.question), pg.stepper()  # type: ignore[attr-defined]
+    ref_1 = tree.add(tree.root, RIGHT[0])
+    ref_2 = tree.add(ref_1, RIGHT[1])
+    other = tree.add(tree.root, WRONG[0])
+    live = [Particle(ref_1, log_w=-50.0, reference=True), Particle(other, log_w=0.0)]
+    got = await pg.follow(PROBLEM, ctx, tree, stepper, live, [ref_1, ref_2], 1)  # type: ignore[attr-defined]
+    # the reference's step now follows the heavier particle's prefix, scored there, unbilled
+    assert got.parent == other.id and got.step == RIGHT[1] and got is not ref_2
+    assert got.score is not None and got.tokens == 0 and "ancestor sampling" in (got.note or "")
+    assert live[0].log_w == 0.0
+
+
+async def test_chat_only_backends_continue_the_final_assistant_message() -> None:
+    def reply(req: GenRequest, index: int, rng: random.Random) -> str:
+        assert req.messages is not None
+        if req.role == "verifier":
+            return "Yes"
+        last = req.messages[-1]
+        done = [s for s in last.content.split("\n\n") if s.strip()] if req.continue_final else []
+        if not req.continue_final:
+            assert last.role == "user"  # the first step starts the assistant's turn
+        return RIGHT[len(done)] + "\n\n" if len(done) < len(RIGHT) else ""
+
+    caps = Capabilities(slots=4, n_with_stop=True, raw_prefix=False, continue_final=True)
+    lm = ScriptedLM(reply, capabilities=caps)
+    result = await Engine(lm, scheduler=Scheduler(sleep=no_sleep)).solve(
+        PROBLEM, "beam", n=1, m=1, temperature=0.0, seed=0
+    )
+    assert result.answer == "18" and result.candidates[0].text == "\n\n".join(RIGHT)
+    continued = [c for c in lm.calls if c.role == "policy" and c.continue_final]
+    assert len(continued) == len(RIGHT) - 1
+    assert all(c.messages and c.messages[-1].role == "assistant" for c in continued)

@@ -99,7 +99,8 @@ async def test_each_node_is_scored_once_and_a_backend_without_raw_text_is_refuse
     assert a.score == b.score == 0.8
     # the judge continues the same rendered head the policy wrote from
     last = [c for c in lm.calls if c.role == "verifier"][-1]
-    assert last.prompt is not None and last.prompt.startswith(await stepper.head(ctx, PROBLEM))
+    head = await lm.render(ctx.prompting.messages(PROBLEM))
+    assert last.prompt is not None and last.prompt.startswith(head)
     chat_only = ScriptedLM(["x"], capabilities=Capabilities(raw_prefix=False))
-    with pytest.raises(UsageError, match="continues raw text"):
+    with pytest.raises(UsageError, match="nor continue a final assistant message"):
         await Stepper().expand(context(chat_only), PROBLEM, Tree("q"), Tree("q").root, 1, 0.0)

@@ -46,6 +46,9 @@ class Budget(BaseModel):
         return None
 
 
+_NO_CAPS = Budget()
+
+
 def estimate(req: GenRequest, model: ModelInfo, *, native_n: bool = True) -> Usage:
     """The most a request can cost: an upper bound, never an average. Without native n the
     request goes out as n single calls, each with the whole prompt."""
@@ -100,6 +103,8 @@ class Ledger:
         left = self.seconds_left()
         if left is not None and left <= 0:
             return "seconds"
+        if self.budget == _NO_CAPS:
+            return None  # nothing to add up (most solves: a sweep of thousands of calls)
         return self.budget.first_exceeded(self.spent + self._reserved + cost)
 
     def allows(self, cost: Usage) -> bool:

@@ -43,11 +43,16 @@ class GenRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
     top_logprobs: int = Field(default=0, ge=0, le=20)
     role: str = "policy"
+    # Continue the last (assistant) message instead of starting a new turn: how step search
+    # extends a partial solution on chat-only servers (vLLM's continue_final_message).
+    continue_final: bool = False
 
     @model_validator(mode="after")
     def _one_input(self) -> GenRequest:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("a GenRequest needs exactly one of `messages` or `prompt`")
+        if self.continue_final and (not self.messages or self.messages[-1].role != "assistant"):
+            raise ValueError("continue_final needs messages ending with an assistant message")
         return self
 
     def input_text(self) -> str:
@@ -99,15 +104,23 @@ class Usage(BaseModel):
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    # Sums of valid usages need no validation (the ledger adds them on every call).
     def __add__(self, other: Usage) -> Usage:
-        return Usage(**{k: getattr(self, k) + getattr(other, k) for k in Usage.model_fields})
+        return Usage.model_construct(
+            **{k: getattr(self, k) + getattr(other, k) for k in _USAGE_FIELDS}
+        )
 
     def __sub__(self, other: Usage) -> Usage:
-        return Usage(**{k: getattr(self, k) - getattr(other, k) for k in Usage.model_fields})
+        return Usage.model_construct(
+            **{k: getattr(self, k) - getattr(other, k) for k in _USAGE_FIELDS}
+        )
 
     @staticmethod
     def total_of(usages: Iterable[Usage]) -> Usage:
         return sum(usages, Usage())
+
+
+_USAGE_FIELDS = tuple(Usage.model_fields)
 
 
 class Charge(BaseModel):

@@ -124,6 +124,24 @@ class OpenAILM:
                 if isinstance(e, TransientError):
                     raise
                 raw_prefix = False
+            continue_final = True
+            try:
+                ask = GenRequest(
+                    messages=[
+                        Message(role="user", content="Say OK."),
+                        Message(role="assistant", content="O"),
+                    ],
+                    max_tokens=1,
+                    continue_final=True,
+                )
+                await self._post(
+                    "/chat/completions",
+                    self._with_model(request_body(ask, chat=True, n=1, logprobs=False)),
+                )
+            except BackendError as e:
+                if isinstance(e, TransientError):
+                    raise
+                continue_final = False
             self.server_has_n = len(choices) == 2
             # Native n is used only where each choice's tokens can be counted (its logprobs):
             # servers such as llama.cpp report `usage` for one choice of n.
@@ -132,6 +150,7 @@ class OpenAILM:
                     "n": self.server_has_n and has_logprobs,
                     "logprobs": has_logprobs,
                     "raw_prefix": raw_prefix,
+                    "continue_final": continue_final,
                 }
             )
             self._probed = True

@@ -15,6 +15,8 @@ class Capabilities(BaseModel):
     n: bool = True
     logprobs: bool = True
     raw_prefix: bool = True
+    # Continues a final assistant message (chat-only servers' way to extend a partial text).
+    continue_final: bool = False
     context_length: int = 4096
     slots: int = 8
     # Whether each choice of an n > 1 request with stop strings can still be counted exactly.

@@ -23,6 +23,10 @@ def request_body(req: GenRequest, *, chat: bool, n: int, logprobs: bool) -> dict
     if chat:
         assert req.messages is not None
         body["messages"] = [m.model_dump() for m in req.messages]
+        if req.continue_final:
+            # vLLM's names; llama.cpp's server continues a final assistant message by itself
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         if logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = max(1, req.top_logprobs)

@@ -14,6 +14,7 @@ from ponder.search.dvts import DVTS
 from ponder.search.greedy import Greedy
 from ponder.search.lookahead import Lookahead
 from ponder.search.mcts import MCTS
+from ponder.search.particle_gibbs import ParticleGibbs
 from ponder.search.particles import Particles
 from ponder.search.sample import Sample
 from ponder.search.step_bon import StepBoN
@@ -33,6 +34,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         Lookahead,
         StepBoN,
         Particles,
+        ParticleGibbs,
         MCTS,
     )
 }

@@ -3,9 +3,9 @@ keep the N best partial solutions, expand each M times by one step, score every 
 the N best again; finished solutions are set aside until N have finished or the steps run out.
 The answer is the finished solution whose path scores best.
 
-    beams ← [root]
+    beams ← [root] × N                                  (N copies: N·M first steps)
     for t in 1..max_steps:
-        children ← ⋃ expand(b, M) for b in beams         (one request per beam, all at once)
+        children ← ⋃ expand(b, M) for b in beams         (one request per node, all at once)
         score(children)                                 (each new step once)
         finished += terminal children
         if |finished| ≥ N or no live children: stop
@@ -35,8 +35,12 @@ class Beam(StepSearch):
         tree, stepper = Tree(problem.question), self.stepper()
         beams, finished, stopped = [tree.root], [], None
         for _ in range(self.max_steps):
+            # the root stands for all N beams, so the first step is as wide as the others
             grown = await asyncio.gather(
-                *(stepper.expand(ctx, problem, tree, b, self.m, self.temperature) for b in beams)
+                *(
+                    stepper.expand(ctx, problem, tree, b, self.m * copies, self.temperature)
+                    for b, copies in ((b, self.n if b is tree.root else 1) for b in beams)
+                )
             )
             children = [c for kids in grown for c in kids]
             if not children:

@@ -21,7 +21,7 @@ from ponder.answers import last_boxed
 from ponder.errors import UsageError
 from ponder.search.base import Context, Strategy, answer_of
 from ponder.search.tree import STEP_SEPARATOR, Node, Tree
-from ponder.types import Candidate, GenRequest, Problem, Result
+from ponder.types import Candidate, GenRequest, Message, Problem, Result
 from ponder.verify import VerifierSpec
 from ponder.verify.aggregate import aggregate, check_aggregate
 
@@ -32,28 +32,34 @@ class Stepper:
     max_step_tokens: int = 256
     max_depth: int = 12
 
-    async def head(self, ctx: Context, problem: Problem) -> str:
-        """The rendered conversation up to where the assistant's reply begins (the backend
-        renders each conversation once and keeps it)."""
-        render = getattr(ctx.policy, "render", None)
-        if render is None or not ctx.policy.capabilities.raw_prefix:
-            raise UsageError(
-                f"step search continues raw text; the backend {ctx.policy.info.name} "
-                "cannot (no chat-template rendering or no raw completions)"
-            )
-        rendered: str = await render(ctx.prompting.messages(problem, ctx.answer_with))
-        return rendered
-
     async def request(
         self, ctx: Context, problem: Problem, tree: Tree, node: Node, n: int, temperature: float
     ) -> GenRequest:
-        return GenRequest(
-            prompt=await self.head(ctx, problem) + tree.text(node),
-            n=n,
-            temperature=temperature,
-            max_tokens=self.max_step_tokens,
-            stop=[self.boundary, *ctx.prompting.stop],
-            seed=ctx.next_seed(),
+        """Continue the node's text: after the rendered chat template as a raw prompt (the
+        backend renders each conversation once and keeps it), or, on chat-only servers, as
+        the final assistant message to continue."""
+        messages = ctx.prompting.messages(problem, ctx.answer_with)
+        text = tree.text(node)
+        render = getattr(ctx.policy, "render", None)
+        caps = ctx.policy.capabilities
+        sampling = {
+            "n": n,
+            "temperature": temperature,
+            "max_tokens": self.max_step_tokens,
+            "stop": [self.boundary, *ctx.prompting.stop],
+            "seed": ctx.next_seed(),
+        }
+        if render is not None and caps.raw_prefix:
+            return GenRequest(prompt=await render(messages) + text, **sampling)
+        if caps.continue_final:
+            if not text:
+                return GenRequest(messages=messages, **sampling)
+            partial = Message(role="assistant", content=text)
+            return GenRequest(messages=[*messages, partial], continue_final=True, **sampling)
+        raise UsageError(
+            f"step search continues a partial solution; the backend {ctx.policy.info.name} "
+            "can neither render its chat template for raw text nor continue a final "
+            "assistant message"
         )
 
     async def expand(
@@ -91,6 +97,35 @@ class Stepper:
                 child.answer = answer_of(tree.text(child), problem.kind)
             children.append(child)
         return children
+
+    async def rollout(
+        self, ctx: Context, problem: Problem, tree: Tree, node: Node, temperature: float
+    ) -> Node | None:
+        """The rest of the solution from `node`, written in one request (no step boundary), as
+        a terminal child marked `rollout`; None when the budget affords none."""
+        req = (await self.request(ctx, problem, tree, node, 1, temperature)).model_copy(
+            update={"stop": list(ctx.prompting.stop), "max_tokens": ctx.prompting.max_tokens}
+        )
+        if ctx.affordable(req) == 0:
+            return None
+        (choice,) = (await ctx.generate(req)).choices
+        rest = choice.text.strip()
+        note = "rollout"
+        if not rest:
+            note = "rollout: the model stopped"
+        elif choice.finish_reason == "length":
+            note = f"rollout: cut at {ctx.prompting.max_tokens} tokens"
+        child = tree.add(
+            node,
+            rest,
+            tokens=choice.completion_tokens,
+            finish_reason=choice.finish_reason,
+            terminal=True,
+            rollout=True,
+            note=note,
+        )
+        child.answer = answer_of(tree.text(child), problem.kind)
+        return child
 
     async def score(
         self, ctx: Context, problem: Problem, tree: Tree, nodes: list[Node], spec: VerifierSpec

@@ -11,7 +11,7 @@ MCTS-DPO) come from siblings: the same prefix, one step on a better path, one on
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 STEP_SEPARATOR = "\n\n"  # steps end at a blank line unless a strategy says otherwise
@@ -30,6 +30,7 @@ class Node:
     score: float | None = None  # the process verifier's score of the path to here
     note: str | None = None  # why unscored, or why terminal (e.g. "no step boundary")
     selected: bool = False  # kept by the search (beam survivor, resampled particle, ...)
+    rollout: bool = False  # the rest of a solution written in one go to value a node (MCTS)
     visits: int = 0  # MCTS statistics
     value_sum: float = 0.0
     children: list[int] = field(default_factory=list)
@@ -91,7 +92,8 @@ class Tree:
 
     def records(self) -> list[dict[str, Any]]:
         """One plain dict per node (a trace keeps them)."""
-        return [asdict(n) for n in self.nodes]
+        # a shallow copy per node (asdict's deep recursion dominated large searches' cost)
+        return [{**vars(n), "children": list(n.children)} for n in self.nodes]
 
     @classmethod
     def from_records(

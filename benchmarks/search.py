@@ -1,0 +1,172 @@
+"""Step-level search benchmarks (issue 6).
+
+ratio     Wall time per generated token of beam and particles against a best-of-n pool, the
+          same GSM8K problems, one run, on the embedded model: the sweep
+          benchmarks/sweeps/search-100.yaml limited to its first P problems, stored in its store
+          (so the accuracy sweep that follows reuses every unit). Generated tokens count every
+          completion token, policy and verifier.
+overhead  The engine's own cost: a zero-latency scripted backend and a scripted process
+          verifier, P problems × beam width W × S steps, all problems in flight at once.
+
+    .venv/bin/python benchmarks/search.py ratio [--problems 20]
+    .venv/bin/python benchmarks/search.py overhead [--problems 1000] [--width 16] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import resource
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ponder.engine import Engine
+from ponder.lm.protocol import Capabilities
+from ponder.lm.scripted import ScriptedLM
+from ponder.scheduler import Scheduler
+from ponder.types import GenRequest, Problem
+
+HERE = Path(__file__).resolve().parent
+SWEEP = HERE / "sweeps" / "search-100.yaml"
+
+
+def ratio(problems: int) -> None:
+    from ponder.bench.sweep import load_sweep
+    from ponder.cli import run_sweep
+
+    sweep = load_sweep(SWEEP)
+    sweep.limit = problems
+    assert sweep.store is not None
+    store = (SWEEP.parent / sweep.store).resolve()
+    store.parent.mkdir(parents=True, exist_ok=True)
+    before = last_segment(store)
+    interrupted = asyncio.run(run_sweep(sweep, store, SWEEP.parent, None))
+    if interrupted:
+        sys.exit("interrupted: run again to finish (stored units are kept)")
+    rows = per_run(store, after=before)
+    pool = next((r for r in rows if r["kind"] == "pool"), None)
+    if pool is None or pool["wall"] == 0:
+        sys.exit("no fresh pool segment in this run (the store already had these problems?)")
+    base = pool["wall"] / pool["generated"]
+    print(f"\nGSM8K test 1-{problems}, one run; generated = completion tokens, all roles\n")
+    print("| run | wall s | units | generated | prefilled | cached | s per 1k generated | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        per = r["wall"] / r["generated"]
+        print(
+            f"| {r['strategy']} | {r['wall']:.0f} | {r['units']} | {r['generated']:,} | "
+            f"{r['prefilled']:,} | {r['cached']:,} | {1000 * per:.1f} | **{per / base:.2f}** |"
+        )
+
+
+def last_segment(store: Path) -> int:
+    if not store.exists():
+        return 0
+    with sqlite3.connect(store) as db:
+        return int(db.execute("SELECT COALESCE(MAX(sid), 0) FROM segments").fetchone()[0])
+
+
+def per_run(store: Path, *, after: int) -> list[dict[str, Any]]:
+    """Wall time and tokens of each run's segments opened after segment id `after`."""
+    with sqlite3.connect(store) as db:
+        q = """
+        SELECT r.rid, r.kind, r.strategy, r.config,
+               (SELECT SUM(s.ended - s.started) FROM segments s
+                 WHERE s.rid = r.rid AND s.sid > :after),
+               COUNT(u.unit),
+               SUM(u.policy_completion + u.verifier_completion),
+               SUM(u.policy_prompt + u.verifier_prompt - u.policy_cached - u.verifier_cached),
+               SUM(u.policy_cached + u.verifier_cached)
+        FROM runs r JOIN units u ON u.rid = r.rid AND u.sid > :after
+        GROUP BY r.rid ORDER BY r.rid"""
+        out = []
+        for rid, kind, strategy, config, wall, units, gen, pre, cached in db.execute(
+            q, {"after": after}
+        ):
+            label = strategy
+            if kind == "pool":
+                label = f"pool ({json.loads(config).get('name', strategy)} units)"
+            out.append(
+                {
+                    "rid": rid,
+                    "kind": kind,
+                    "strategy": label,
+                    "wall": wall or 0.0,
+                    "units": units,
+                    "generated": gen,
+                    "prefilled": pre,
+                    "cached": cached,
+                }
+            )
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# overhead: zero-latency scripted backend
+
+STEPS = [f"Step {i}: carry on." for i in range(100)]
+
+
+def overhead(problems: int, width: int, steps: int) -> None:
+    def reply(req: GenRequest, index: int, rng: random.Random) -> str:
+        assert req.prompt is not None
+        done = req.prompt.count("\n\n")
+        if done >= steps:  # the question's own blank lines do not occur in these prompts
+            return "So the answer is \\boxed{7}."
+        return f"Step {done}: option {rng.randrange(1000)}.\n\n"
+
+    def judge(req: GenRequest, index: int, rng: random.Random) -> dict[str, float]:
+        p = rng.uniform(0.05, 0.95)
+        return {"Yes": math.log(p), "No": math.log(1 - p)}
+
+    caps = Capabilities(slots=64, n_with_stop=True, raw_prefix=True)
+    lm = ScriptedLM(reply, capabilities=caps, logprobs=judge)
+    qs = [Problem(question=f"Question {i}?", kind="number", id=str(i)) for i in range(problems)]
+
+    async def go() -> tuple[float, list[Any]]:
+        eng = Engine(lm, scheduler=Scheduler())
+        t0 = time.perf_counter()
+        results = await asyncio.gather(
+            *(
+                eng.solve(q, "beam", n=width, m=1, max_steps=steps + 1, seed=i)
+                for i, q in enumerate(qs)
+            )
+        )
+        return time.perf_counter() - t0, results
+
+    wall, results = asyncio.run(go())
+    nodes = sum(len(r.info["tree"]) - 1 for r in results)
+    calls = sum(r.total.calls for r in results)
+    answered = sum(r.answer == "7" for r in results)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"{problems} problems × beam width {width} × {steps} steps: {wall:.2f} s "
+        f"({nodes:,} nodes, {calls:,} calls policy+verifier, {1e6 * wall / calls:.1f} µs per call; "
+        f"{answered}/{problems} answered; peak RSS {rss:.0f} MiB; target < 10 s)"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    r = sub.add_parser("ratio")
+    r.add_argument("--problems", type=int, default=20)
+    o = sub.add_parser("overhead")
+    o.add_argument("--problems", type=int, default=1000)
+    o.add_argument("--width", type=int, default=16)
+    o.add_argument("--steps", type=int, default=10)
+    args = ap.parse_args()
+    if args.what == "ratio":
+        ratio(args.problems)
+    else:
+        overhead(args.problems, args.width, args.steps)
+
+
+if __name__ == "__main__":
+    main()
