@@ -324,3 +324,20 @@ async def test_chat_only_backends_continue_the_final_assistant_message() -> None
     continued = [c for c in lm.calls if c.role == "policy" and c.continue_final]
     assert len(continued) == len(RIGHT) - 1
     assert all(c.messages and c.messages[-1].role == "assistant" for c in continued)
+
+
+@pytest.mark.parametrize("name", ["beam", "particles", "mcts"])
+async def test_a_failing_verifier_leaves_nodes_unscored_and_says_why(name: str) -> None:
+    from ponder.errors import BackendError
+
+    def fail(call: int, req: GenRequest) -> Exception | None:
+        return BackendError("judge backend refused") if req.role == "verifier" else None
+
+    caps = Capabilities(slots=8, n_with_stop=True, raw_prefix=True)
+    lm = ScriptedLM(policy(1.0), capabilities=caps, fail=fail, logprobs=perfect_judge)
+    result = await Engine(lm, scheduler=Scheduler(sleep=no_sleep)).solve(PROBLEM, name, seed=1)
+    assert result.error is None and result.answer == "18"  # the search still ends
+    # every judged step (an MCTS final completion is not judged) is unscored, with the reason
+    steps = [n for n in result.info["tree"][1:] if n["step"] and not n["rollout"]]
+    assert steps and all(n["score"] is None for n in steps)
+    assert all("judge backend refused" in (n["note"] or "") for n in steps)

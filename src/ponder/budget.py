@@ -70,9 +70,13 @@ class Ledger:
     """Counts every call by role and enforces a Budget through reservations."""
 
     def __init__(
-        self, budget: Budget | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        budget: Budget | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_charge: Callable[[str, Usage], None] | None = None,
     ) -> None:
         self.budget = budget or Budget()
+        self.on_charge = on_charge  # told of every charge as it lands (progress streams)
         self.charges: list[Charge] = []
         self._clock = clock
         self._start = clock()
@@ -131,3 +135,5 @@ class Ledger:
     def charge(self, role: str, model: str, usage: Usage) -> None:
         self.charges.append(Charge(role=role, model=model, usage=usage))
         self._spent[role] = self._spent.get(role, Usage()) + usage
+        if self.on_charge is not None:
+            self.on_charge(role, usage)

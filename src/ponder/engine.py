@@ -13,7 +13,7 @@ from ponder.lm import LanguageModel, Price, open_model
 from ponder.sandbox import Sandbox
 from ponder.scheduler import Scheduler
 from ponder.search import Context, Prompting, Strategy, make_strategy
-from ponder.types import Problem, Result
+from ponder.types import Problem, Result, Usage
 from ponder.verify import Verifiers
 
 
@@ -65,10 +65,14 @@ class Engine:
         *,
         seed: int | None = None,
         budget: Budget | dict[str, Any] | None = None,
+        observer: Callable[[dict[str, Any]], None] | None = None,
+        prompting: Prompting | None = None,
         **options: Any,
     ) -> Result:
         """Answer one problem. Backend failures and budget stops come back in the Result
-        (`error`, `stopped`) with everything spent so far; bad input raises UsageError."""
+        (`error`, `stopped`) with everything spent so far; bad input raises UsageError.
+        `observer` is told of every call charged and of the strategy's progress; `prompting`
+        replaces the engine's for this problem (e.g. a server request's own max_tokens)."""
         if isinstance(problem, str):
             problem = Problem(question=problem)
         if not problem.question.strip():
@@ -82,12 +86,13 @@ class Engine:
         ctx = Context(
             policy=self.policy,
             scheduler=self.scheduler,
-            ledger=Ledger(budget),
+            ledger=Ledger(budget, on_charge=None if observer is None else charged(observer)),
             seed=secrets.randbelow(2**31) if seed is None else seed,
-            prompting=self.prompting,
+            prompting=prompting or self.prompting,
             sandbox=self.sandbox,
             verifiers=self.verifiers,
             answer_with=strategy.answer_with,
+            observer=observer,
         )
         try:
             return await strategy.run(problem, ctx)
@@ -112,3 +117,19 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def charged(observer: Callable[[dict[str, Any]], None]) -> Callable[[str, Usage], None]:
+    """A ledger listener that tells `observer` of each call as it is charged."""
+
+    def on_charge(role: str, usage: Usage) -> None:
+        observer(
+            {
+                "event": "call",
+                "role": role,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+            }
+        )
+
+    return on_charge

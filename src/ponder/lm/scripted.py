@@ -61,6 +61,7 @@ class ScriptedLM:
         self.calls: list[GenRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.cancelled = 0  # calls whose caller gave up while they ran (a client went away)
 
     @staticmethod
     def _rng(req: GenRequest, index: int) -> random.Random:
@@ -96,7 +97,11 @@ class ScriptedLM:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             if self._latency_s:
-                await asyncio.sleep(self._latency_s)  # simulated network/compute latency
+                try:
+                    await asyncio.sleep(self._latency_s)  # simulated network/compute latency
+                except asyncio.CancelledError:
+                    self.cancelled += 1
+                    raise
             if self._fail is not None and (err := self._fail(call, req)) is not None:
                 raise err
             choices = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -77,11 +78,18 @@ class Context:
     sandbox: Sandbox = field(default_factory=Sandbox)
     verifiers: Verifiers | None = None
     answer_with: AnswerWith = "reasoning"
+    # Told of progress as it happens (samples finished, tallies, search depth): the server
+    # streams it. Never required: strategies report and move on.
+    observer: Callable[[dict[str, Any]], None] | None = None
     rng: random.Random = field(init=False)
     started: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+
+    def report(self, event: str, **data: Any) -> None:
+        if self.observer is not None:
+            self.observer({"event": event, **data})
 
     def next_seed(self) -> int:
         """A sampling seed for the next request, drawn from the run's seeded RNG."""

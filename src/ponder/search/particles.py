@@ -110,6 +110,7 @@ class Particles(StepSearch):
                 out.resamples += 1
             for p in live:
                 p.node.selected = True
+            ctx.report("particles", step=t + 1, live=len(live), finished=len(out.finished))
         return out
 
     def resample(self, live: list[Particle], weights: list[float], ctx: Context) -> list[Particle]:

@@ -29,7 +29,9 @@ class Sample(Strategy):
         if n == 0:
             return [], "budget"
         gen = await ctx.generate(req.model_copy(update={"n": n}))
-        return await ctx.candidates(problem, gen), ("budget" if n < self.n else None)
+        candidates = await ctx.candidates(problem, gen)
+        ctx.report("samples", answers=[c.answer for c in candidates])
+        return candidates, ("budget" if n < self.n else None)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         candidates, stopped = await self.draw(problem, ctx)
@@ -72,6 +74,8 @@ class ScoredSample(Sample):
                 return [Candidate(text="", completion_tokens=0, note=f"sample failed: {e}")]
             candidates = await ctx.candidates(problem, gen)
             await ctx.score(problem, candidates, spec)
+            for c in candidates:
+                ctx.report("sample", answer=c.answer, score=c.score)
             return candidates
 
         parts = await asyncio.gather(*(one(i) for i in range(n)))

@@ -96,6 +96,7 @@ class Stepper:
             if terminal:
                 child.answer = answer_of(tree.text(child), problem.kind)
             children.append(child)
+        ctx.report("step", depth=node.depth + 1, new=len(children), nodes=len(tree.nodes) - 1)
         return children
 
     async def rollout(

@@ -48,4 +48,5 @@ class Vote(Sample):
         candidates, stopped = await self.draw(problem, ctx)
         answer, totals, tie = tally(candidates, [1.0] * len(candidates), problem.kind)
         votes = {a: int(t) for a, t in totals.items()}
+        ctx.report("tally", votes=votes, answer=answer)
         return ctx.result(problem, self, answer, candidates, stopped=stopped, votes=votes, tie=tie)

@@ -21,6 +21,7 @@ class WeightedVote(ScoredSample):
         if not any(weights):
             weights = [1.0] * len(candidates)
         answer, totals, tie = tally(candidates, weights, problem.kind)
+        ctx.report("tally", weights=totals, answer=answer)
         return ctx.result(
             problem, self, answer, candidates, stopped=stopped, weights=totals, tie=tie
         )

@@ -1,0 +1,87 @@
+"""Bearer API keys and what each key may spend.
+
+A keys file has one key per line, optionally followed by its limits, `#` starting a comment:
+
+    sk-team-a                                   # the server's default limits
+    sk-team-b  max_n=8 max_tokens=1024 max_budget_tokens=20000
+
+Keys are compared in constant time, every configured key every time (no early exit).
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ponder.errors import UsageError
+
+
+class Limits(BaseModel):
+    """What one request may ask for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_n: int = Field(default=64, ge=1, description="samples / particles / beam width")
+    max_tokens: int = Field(default=4096, ge=1, description="tokens per generated sample")
+    # Caps every request's whole bill (all samples and verifier calls); None: uncapped.
+    max_budget_tokens: int | None = Field(default=None, ge=1)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str  # how logs and errors refer to the key (never the secret)
+    secret: str = field(repr=False)
+    limits: Limits
+
+
+class Keys:
+    def __init__(self, keys: list[ApiKey]) -> None:
+        self.keys = keys
+
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+    def check(self, authorization: str | None) -> ApiKey | None:
+        """The key a `Bearer …` header carries, or None."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return None
+        given = authorization.removeprefix("Bearer ").strip().encode()
+        found = None
+        for key in self.keys:
+            if hmac.compare_digest(given, key.secret.encode()):
+                found = key
+        return found
+
+    @classmethod
+    def from_env(cls, value: str, defaults: Limits) -> Keys:
+        """Comma-separated keys (PONDER_API_KEYS), each with the default limits."""
+        secrets = [k.strip() for k in value.split(",") if k.strip()]
+        return cls([ApiKey(f"env key {i + 1}", s, defaults) for i, s in enumerate(secrets)])
+
+    @classmethod
+    def from_file(cls, path: Path, defaults: Limits) -> Keys:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such API key file")
+        keys: list[ApiKey] = []
+        for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            secret, *settings = line.split()
+            limits: dict[str, str] = {}
+            for item in settings:
+                name, sep, value = item.partition("=")
+                if not sep:
+                    raise UsageError(f"{path}:{lineno}: expected name=value, got '{item}'")
+                limits[name] = value
+            try:
+                merged = defaults.model_dump() | limits
+                keys.append(ApiKey(f"{path.name}:{lineno}", secret, Limits(**merged)))
+            except ValidationError as e:
+                what = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+                raise UsageError(f"{path}:{lineno}: {what}") from None
+        if not keys:
+            raise UsageError(f"{path}: no keys in the file")
+        return cls(keys)

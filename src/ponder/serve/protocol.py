@@ -1,0 +1,184 @@
+"""The OpenAI wire format ponder serves: requests (with the `ponder` extension), responses,
+stream chunks and errors."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ponder.budget import Budget
+from ponder.types import Result, Usage
+
+
+class ApiError(Exception):
+    """An error the client gets in OpenAI's format, with its HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind, self.code = (
+            status,
+            message,
+            param,
+            kind,
+            code,
+        )
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.kind, self.param, self.code)
+
+
+def error_body(
+    message: str, kind: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content)
+
+
+class PonderOptions(BaseModel):
+    """`extra_body={"ponder": {...}}`: the strategy and its compute, as plain data."""
+
+    model_config = ConfigDict(extra="forbid")
+    strategy: str | None = None
+    n: int | None = Field(default=None, ge=1)
+    budget: Budget | None = None
+    # the strategy's own options (e.g. {"m": 2, "verifier": "self_judge"})
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Sampling(BaseModel):
+    """The request fields every route shares; fields OpenAI has that ponder does not use are
+    accepted and ignored, so stock clients work unchanged."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    n: int = Field(default=1, ge=1, le=128)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    ponder: PonderOptions | None = None
+
+    def stops(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def completion_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class ChatRequest(Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionRequest(Sampling):
+    prompt: str | list[str]
+
+    def text(self) -> str:
+        if isinstance(self.prompt, str):
+            return self.prompt
+        if len(self.prompt) != 1:
+            raise ApiError(400, "prompt: give one prompt per request", param="prompt")
+        return self.prompt[0]
+
+
+def new_id(kind: Literal["chat", "text"]) -> str:
+    return ("chatcmpl-" if kind == "chat" else "cmpl-") + secrets.token_hex(12)
+
+
+def usage_body(total: Usage, ponder: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "prompt_tokens": total.prompt_tokens,
+        "completion_tokens": total.completion_tokens,
+        "total_tokens": total.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": total.cached_tokens},
+    }
+    if ponder is not None:
+        body["ponder"] = ponder
+    return body
+
+
+def ponder_usage(result: Result, chosen_score: float | None) -> dict[str, Any]:
+    """The `usage.ponder` breakdown: by role, FLOPs, seconds, the strategy, and how strongly
+    the answer was chosen (its share of the vote or weight, its score)."""
+    total = result.total
+    return {
+        "strategy": result.strategy,
+        "config": result.config,
+        "by_role": {role: u.model_dump() for role, u in result.usage.items()},
+        "calls": total.calls,
+        "flops": total.flops,
+        "dollars": total.dollars,
+        "seconds": round(result.seconds, 4),
+        "answer": result.answer,
+        "vote_share": vote_share(result),
+        "score": chosen_score,
+        "candidates": len(result.candidates),
+        "stopped": result.stopped,
+        "error": result.error,
+    }
+
+
+def vote_share(result: Result) -> float | None:
+    """The chosen answer's share of the votes (or of the vote weight)."""
+    if result.answer is None:
+        return None
+    totals = result.info.get("votes") or result.info.get("weights")
+    if isinstance(totals, dict) and totals:
+        whole = sum(float(v) for v in totals.values())
+        return float(totals.get(result.answer, 0.0)) / whole if whole else None
+    answered = [c for c in result.candidates if c.answer is not None]
+    if not answered:
+        return None
+    return sum(c.answer == result.answer for c in answered) / len(answered)
+
+
+def chosen_text(result: Result) -> tuple[str, float | None]:
+    """The text that carries the answer (the first candidate with it) and its score."""
+    for c in result.candidates:
+        if result.answer is not None and c.answer == result.answer:
+            return c.text, c.score
+    if result.candidates and result.answer is None:
+        return result.candidates[0].text, result.candidates[0].score
+    return "", None
+
+
+def sse(data: dict[str, Any] | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {payload}\n\n".encode()
+
+
+def now() -> int:
+    return int(time.time())

@@ -1,0 +1,297 @@
+"""`ponder serve` against the stock openai client, over a scripted backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from helpers import no_sleep
+from ponder.engine import Engine
+from ponder.errors import UsageError
+from ponder.lm.protocol import Capabilities
+from ponder.lm.scripted import ScriptedLM
+from ponder.scheduler import Scheduler
+from ponder.serve import Keys, Limits, create_app
+from ponder.types import GenRequest
+from serving import running
+
+MODEL = "scripted"
+KEY = "sk-test-key"
+
+
+def reply(req: GenRequest, index: int, rng: random.Random) -> str:
+    """Three in four samples say 42; a judge says Yes; a raw prompt is echoed back."""
+    if req.role == "verifier":
+        return "Yes"
+    if req.prompt is not None and "<assistant>" not in req.prompt:
+        return f"echo: {req.prompt}"
+    answer = 42 if rng.random() < 0.75 else 41
+    return f"Add them up step by step.\n\nSo the answer is \\boxed{{{answer}}}."
+
+
+def scripted(latency: float = 0.0) -> tuple[Engine, ScriptedLM]:
+    caps = Capabilities(slots=8, n_with_stop=True, raw_prefix=True)
+    lm = ScriptedLM(reply, capabilities=caps, latency_s=latency)
+    return Engine(lm, scheduler=Scheduler(sleep=no_sleep)), lm
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, ScriptedLM]]:
+    engine, lm = scripted()
+    keys = Keys.from_env(KEY, Limits(max_n=16, max_tokens=1024))
+    with running(create_app(engine, keys=keys, limits=Limits(max_n=16))) as url:
+        yield url, lm
+
+
+@pytest.fixture
+def client(server: tuple[str, ScriptedLM]) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server[0], api_key=KEY, max_retries=0)
+
+
+def wait_for(
+    condition: Callable[[], bool], seconds: float, state: Callable[[], str] = lambda: ""
+) -> None:
+    """Poll `condition` (the server runs in another thread) until it holds or time is up."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s {state()}"
+        time.sleep(0.005)
+
+
+def ask(question: str = "What is 20 + 22?") -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}]
+
+
+def test_a_strategy_by_model_name_answers_with_its_whole_bill(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(model=f"vote-8/{MODEL}", messages=ask(), seed=3)
+    (choice,) = r.choices
+    assert "\\boxed{" in (choice.message.content or "") and choice.finish_reason == "stop"
+    usage = r.usage
+    assert usage is not None
+    ponder = usage.model_extra["ponder"]  # type: ignore[index]
+    assert ponder["strategy"] == "vote" and ponder["config"]["n"] == 8
+    assert ponder["candidates"] == 8 and ponder["answer"] in ("41", "42")
+    assert ponder["answer"] in choice.message.content  # type: ignore[operator]
+    # the bill is every sample's: 8 choices, every token counted
+    policy = ponder["by_role"]["policy"]
+    assert usage.completion_tokens == policy["completion_tokens"] > 8
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert 0.5 <= ponder["vote_share"] <= 1.0
+
+
+def test_the_ponder_field_picks_the_strategy_and_verifier_calls_are_billed(
+    client: openai.OpenAI,
+) -> None:
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=ask(),
+        seed=5,
+        extra_body={
+            "ponder": {"strategy": "best_of_n", "n": 4, "options": {"verifier": "self_judge"}}
+        },
+    )
+    ponder = r.usage.model_extra["ponder"]  # type: ignore[union-attr]
+    roles = ponder["by_role"]
+    assert ponder["strategy"] == "best_of_n" and set(roles) == {"policy", "verifier"}
+    assert roles["verifier"]["calls"] == 4  # one judge call per sample, billed
+    total = sum(u["completion_tokens"] for u in roles.values())
+    assert r.usage.completion_tokens == total  # type: ignore[union-attr]
+
+
+def test_a_plain_model_name_passes_through(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(model=MODEL, messages=ask(), n=3, seed=1, max_tokens=64)
+    assert len(r.choices) == 3 and all(c.message.content for c in r.choices)
+    assert r.usage.model_extra["ponder"]["strategy"] is None  # type: ignore[union-attr]
+    assert r.usage.model_extra["ponder"]["calls"] >= 1  # type: ignore[union-attr]
+    c = client.completions.create(model=MODEL, prompt="Once upon", max_tokens=16)
+    assert c.choices[0].text == "echo: Once upon"
+
+
+def test_streaming_sends_progress_then_the_answer_then_usage(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=f"vote-4/{MODEL}", messages=ask(), stream=True, seed=2
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    progress = [c.model_extra["ponder"] for c in chunks if c.model_extra.get("ponder")]
+    events = [p["event"] for p in progress]
+    assert "call" in events and "samples" in events and "tally" in events
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "\\boxed{" in text
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes.count("stop") == 1
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
+
+
+async def test_the_async_client_streams_and_answers(server: tuple[str, ScriptedLM]) -> None:
+    client = openai.AsyncOpenAI(base_url=server[0], api_key=KEY, max_retries=0)
+    r = await client.chat.completions.create(model=f"beam-2/{MODEL}", messages=ask(), seed=4)
+    assert r.usage.model_extra["ponder"]["strategy"] == "beam"  # type: ignore[union-attr]
+    stream = await client.completions.create(
+        model=f"vote-2/{MODEL}", prompt="What is 20 + 22?", stream=True, seed=9
+    )
+    texts = [c.choices[0].text async for c in stream if c.choices]
+    assert "\\boxed{" in "".join(texts)
+    await client.close()
+
+
+def test_models_lists_the_model_and_each_strategy_over_it(client: openai.OpenAI) -> None:
+    ids = [m.id for m in client.models.list()]
+    assert ids[0] == MODEL and f"vote/{MODEL}" in ids and f"particles/{MODEL}" in ids
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "status", "param"),
+    [
+        ("nope", {}, 404, "model"),
+        (f"nostrategy-4/{MODEL}", {}, 404, "model"),
+        (f"vote-4/{MODEL}", {"n": 2}, 400, "n"),
+        (f"vote-64/{MODEL}", {}, 413, "ponder.n"),
+        (f"vote/{MODEL}", {"max_tokens": 5000}, 413, "max_tokens"),
+        (f"vote-4/{MODEL}", {"extra_body": {"ponder": {"n": 8}}}, 400, "ponder.n"),
+        (f"vote/{MODEL}", {"extra_body": {"ponder": {"options": {"m": 2}}}}, 400, "ponder.options"),
+        (f"vote/{MODEL}", {"temperature": 5}, 400, "temperature"),
+        (f"greedy-4/{MODEL}", {}, 400, "ponder.n"),
+    ],
+)
+def test_bad_requests_get_openai_errors_naming_the_field(
+    client: openai.OpenAI,
+    model: str,
+    extra: dict,
+    status: int,
+    param: str,  # type: ignore[type-arg]
+) -> None:
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model=model, messages=ask(), **extra)
+    assert e.value.status_code == status
+    body = e.value.body
+    assert isinstance(body, dict) and body["param"] == param and body["message"]
+    assert "Traceback" not in e.value.response.text
+
+
+def test_a_conversation_needs_the_plain_model_for_a_strategy(client: openai.OpenAI) -> None:
+    history = [*ask(), {"role": "assistant", "content": "41"}, {"role": "user", "content": "Sure?"}]
+    with pytest.raises(openai.BadRequestError, match="one user message"):
+        client.chat.completions.create(model=f"vote-2/{MODEL}", messages=history)  # type: ignore[arg-type]
+    r = client.chat.completions.create(model=MODEL, messages=history)  # type: ignore[arg-type]
+    assert r.choices[0].message.content
+
+
+def test_malformed_json_and_missing_fields_are_400(server: tuple[str, ScriptedLM]) -> None:
+    url = server[0]
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    r = httpx.post(f"{url}/chat/completions", content=b"{not json", headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.post(f"{url}/chat/completions", json={"model": MODEL}, headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+
+
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong", "Basic c2stdGVzdC1rZXk=", f"Bearer {KEY}x", "bearer sk"]
+)
+def test_without_a_valid_key_401_in_openai_format(
+    server: tuple[str, ScriptedLM], header: str | None
+) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    for path in ("/models", "/chat/completions"):
+        r = httpx.request(
+            "GET" if path == "/models" else "POST",
+            server[0] + path,
+            json={"model": MODEL, "messages": ask()},
+            headers=headers,
+        )
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(server[0].removesuffix("/v1") + "/health").status_code == 200
+
+
+def test_keys_file_limits_and_errors(tmp_path: Path) -> None:
+    f = tmp_path / "keys"
+    f.write_text("# team keys\nsk-a\nsk-b max_n=2 max_budget_tokens=500  # small\n")
+    keys = Keys.from_file(f, Limits())
+    a, b = keys.check("Bearer sk-a"), keys.check("Bearer sk-b")
+    assert a is not None and a.limits == Limits()
+    assert b is not None and b.limits.max_n == 2 and b.limits.max_budget_tokens == 500
+    assert keys.check("Bearer sk-c") is None and "sk-b" not in repr(b)
+    f.write_text("sk-a\nsk-b max_n=zero\n")
+    with pytest.raises(UsageError, match=r"keys:2: max_n"):
+        Keys.from_file(f, Limits())
+    f.write_text("sk-a max_n\n")
+    with pytest.raises(UsageError, match=r"keys:1: expected name=value"):
+        Keys.from_file(f, Limits())
+
+
+def test_a_keys_budget_cap_bounds_every_request() -> None:
+    engine, _ = scripted()
+    keys = Keys.from_env("sk-small", Limits(max_budget_tokens=300))
+    with running(create_app(engine, keys=keys)) as url:
+        client = openai.OpenAI(base_url=url, api_key="sk-small", max_retries=0)
+        r = client.chat.completions.create(model=f"vote-16/{MODEL}", messages=ask(), seed=1)
+        assert r.usage.total_tokens <= 300  # type: ignore[union-attr]
+        assert r.usage.model_extra["ponder"]["stopped"] == "budget"  # type: ignore[union-attr]
+        with pytest.raises(openai.APIStatusError) as e:
+            client.chat.completions.create(
+                model=f"vote/{MODEL}",
+                messages=ask(),
+                extra_body={"ponder": {"budget": {"tokens": 10_000}}},
+            )
+        assert e.value.status_code == 413
+
+
+def test_a_full_queue_is_429_and_a_dead_backend_503() -> None:
+    engine, lm = scripted(latency=0.5)
+    with running(create_app(engine, max_in_flight=1)) as url:
+
+        async def two() -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as c:
+                body = {"model": MODEL, "messages": ask()}
+                first = asyncio.create_task(c.post(f"{url}/chat/completions", json=body))
+                # the first request holds the only place
+                await asyncio.to_thread(wait_for, lambda: lm.in_flight > 0, 5.0)
+                second = await c.post(f"{url}/chat/completions", json=body)
+                return [(await first).status_code, second.status_code]
+
+        first, second = asyncio.run(two())
+        assert (first, second) == (200, 429)
+
+    def down(call: int, req: GenRequest) -> Exception:
+        from ponder.errors import BackendError
+
+        return BackendError("connection refused")
+
+    caps = Capabilities(slots=2, raw_prefix=True)
+    dead = Engine(ScriptedLM(reply, capabilities=caps, fail=down), scheduler=Scheduler())
+    with running(create_app(dead)) as url:
+        for model in (MODEL, f"vote-2/{MODEL}"):
+            r = httpx.post(f"{url}/chat/completions", json={"model": model, "messages": ask()})
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "backend_unavailable"
+
+
+def test_a_disconnected_stream_cancels_its_work_within_a_second() -> None:
+    engine, lm = scripted(latency=30.0)  # every call would take 30 s
+    with running(create_app(engine)) as url:
+        with httpx.stream(
+            "POST",
+            f"{url}/chat/completions",
+            json={"model": f"vote-4/{MODEL}", "messages": ask(), "stream": True},
+            timeout=30,
+        ) as r:
+            lines = r.iter_lines()
+            first = next(lines)  # the first chunk came while the work runs
+            assert first.startswith("data: ") and json.loads(first[6:])["choices"]
+            wait_for(lambda: lm.in_flight == 4, 5.0)  # the work reached the backend
+        # the client is gone: the backend sees its calls cancelled and its slots free up
+        wait_for(lambda: lm.in_flight == 0, 1.0)
+        assert lm.cancelled == 1  # one request of n = 4
+        health = httpx.get(url.removesuffix("/v1") + "/health").json()
+        assert health["in_flight"] == 0
