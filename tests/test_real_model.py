@@ -209,3 +209,41 @@ async def test_process_self_judge_prefills_only_each_new_step(llama: LlamaCppLM)
     assert ctx.ledger.by_role()["verifier"].calls == 3  # the first step was not asked again
     # two new steps of ~15 tokens each, plus a 3-token cue and a label per step
     assert prefilled < 60, prefilled
+
+
+def test_serve_on_the_embedded_model_with_the_stock_openai_client(llama: LlamaCppLM) -> None:
+    import asyncio
+
+    import openai
+
+    from ponder.serve import create_app
+    from serving import running
+
+    engine = Engine(llama, prompting=Prompting(max_tokens=160))
+    q = [{"role": "user", "content": "What is 12 times 3? Answer with a number."}]
+    with running(create_app(engine)) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+        model = client.models.list().data[0].id
+        assert model == DEFAULT_MODEL
+        before = llama.metrics()["tokens_predicted_total"]
+        r = client.chat.completions.create(model=f"vote-2/{model}", messages=q, seed=3)  # type: ignore[arg-type]
+        generated = llama.metrics()["tokens_predicted_total"] - before
+        ponder = r.usage.model_extra["ponder"]  # type: ignore[union-attr]
+        assert ponder["strategy"] == "vote" and ponder["candidates"] == 2
+        assert r.usage.completion_tokens == generated  # type: ignore[union-attr]
+        assert ponder["answer"] is not None and ponder["answer"] in r.choices[0].message.content  # type: ignore[operator]
+
+        async def streamed() -> list[str]:
+            aclient = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
+            stream = await aclient.chat.completions.create(
+                model=model,
+                messages=q,
+                stream=True,
+                temperature=0.0,
+                max_tokens=32,  # type: ignore[arg-type]
+            )
+            texts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+            await aclient.close()
+            return texts
+
+        assert "36" in "".join(asyncio.run(streamed()))

@@ -76,22 +76,25 @@ class Ledger:
         on_charge: Callable[[str, Usage], None] | None = None,
     ) -> None:
         self.budget = budget or Budget()
+        # Without caps nothing needs reserving or adding up before a call (most solves).
+        self.capped = self.budget != _NO_CAPS
         self.on_charge = on_charge  # told of every charge as it lands (progress streams)
         self.charges: list[Charge] = []
         self._clock = clock
         self._start = clock()
-        self._spent: dict[str, Usage] = {}
+        # per role, each Usage field's running sum (plain numbers: charged on every call)
+        self._spent: dict[str, dict[str, float]] = {}
         self._reserved = Usage()
         # Attempts that failed and were retried: their cost is unknown, but their number is not.
         self.failed_attempts = 0
 
     # -- reading -------------------------------------------------------------------------
     def by_role(self) -> dict[str, Usage]:
-        return {role: u.model_copy() for role, u in self._spent.items()}
+        return {role: Usage(**sums) for role, sums in self._spent.items()}
 
     @property
     def spent(self) -> Usage:
-        return Usage.total_of(self._spent.values())
+        return Usage.total_of(self.by_role().values())
 
     def elapsed(self) -> float:
         return self._clock() - self._start
@@ -107,8 +110,8 @@ class Ledger:
         left = self.seconds_left()
         if left is not None and left <= 0:
             return "seconds"
-        if self.budget == _NO_CAPS:
-            return None  # nothing to add up (most solves: a sweep of thousands of calls)
+        if not self.capped:
+            return None
         return self.budget.first_exceeded(self.spent + self._reserved + cost)
 
     def allows(self, cost: Usage) -> bool:
@@ -116,6 +119,8 @@ class Ledger:
 
     def affordable_n(self, req: GenRequest, model: ModelInfo, *, native_n: bool = True) -> int:
         """The largest n ≤ req.n whose worst case fits the budget (0 if none does)."""
+        if not self.capped and self.budget.seconds is None:
+            return req.n
         for n in range(req.n, 0, -1):
             if self.allows(estimate(req.model_copy(update={"n": n}), model, native_n=native_n)):
                 return n
@@ -125,15 +130,19 @@ class Ledger:
         cap = self.refusal(cost)
         if cap is not None:
             raise BudgetExceeded(f"budget cap '{cap}' would be exceeded by this call")
-        self._reserved = self._reserved + cost
+        if self.capped:
+            self._reserved = self._reserved + cost
         return cost
 
     def release(self, reservation: Usage) -> None:
-        self._reserved = self._reserved - reservation
+        if self.capped:
+            self._reserved = self._reserved - reservation
 
     # -- spending ------------------------------------------------------------------------
     def charge(self, role: str, model: str, usage: Usage) -> None:
-        self.charges.append(Charge(role=role, model=model, usage=usage))
-        self._spent[role] = self._spent.get(role, Usage()) + usage
+        self.charges.append(Charge.model_construct(role=role, model=model, usage=usage))
+        sums = self._spent.setdefault(role, dict.fromkeys(Usage.model_fields, 0))
+        for name, value in vars(usage).items():
+            sums[name] += value
         if self.on_charge is not None:
             self.on_charge(role, usage)

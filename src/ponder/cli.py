@@ -297,7 +297,10 @@ def bench(
     store: Annotated[
         Path | None, typer.Option("--store", help="Results store [default: ponder-bench.sqlite]")
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="[default: 20]")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Problems per task [default: 20; a sweep file's own]"),
+    ] = None,
     offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
     split: Annotated[
         str | None, typer.Option("--split", help="A task's split, e.g. train [default: test]")
@@ -322,6 +325,10 @@ def bench(
         if benchmark is not None or data is not None or strategy:
             raise UsageError("--sweep lists tasks and strategies itself; give no task/--strategy")
         plan_ = load_sweep(sweep)
+        if limit is not None:  # a smaller (or larger) slice of the file's tasks
+            plan_.limit = limit
+            for task in plan_.tasks:
+                task.limit = None if task.limit is None else min(task.limit, limit)
         base = sweep.parent
     else:
         plan_ = sweep_from_flags(

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from ponder.budget import Ledger, estimate
 from ponder.errors import BackendError, BudgetExceeded, TransientError
-from ponder.lm.protocol import LanguageModel
+from ponder.lm.protocol import Capabilities, LanguageModel
 from ponder.types import Generation, GenRequest, Usage
 
 T = TypeVar("T")
@@ -83,6 +83,8 @@ class Scheduler:
         self._sleep = sleep
         self._jitter = random.Random(seed)
         self._slots: dict[int, WeightedSemaphore] = {}
+        # Backends already prepared (held, so their ids stay theirs), with what they can do.
+        self._ready: dict[int, tuple[LanguageModel, Capabilities]] = {}
 
     def slots_for(self, lm: LanguageModel) -> WeightedSemaphore:
         key = id(lm)
@@ -97,7 +99,10 @@ class Scheduler:
 
         A backend without native n gets n single requests with distinct seeds, each retried
         and charged on its own, so a failure of one never loses what the others computed."""
-        caps = await self._retrying(lm, ledger, lm.prepare)
+        ready = self._ready.get(id(lm))
+        if ready is None:  # prepared once; its failures are retried like any call's
+            ready = self._ready[id(lm)] = (lm, await self._retrying(lm, ledger, lm.prepare))
+        caps = ready[1]
         native = caps.native_n(req)
         reservation = ledger.reserve(estimate(req, lm.info, native_n=native))
         try:
@@ -147,6 +152,8 @@ class Scheduler:
                 await self._sleep(delay * (0.5 + self._jitter.random()))
             timeout = _min_opt(self.request_timeout_s, ledger.seconds_left())
             try:
+                if timeout is None:
+                    return await call()
                 async with asyncio.timeout(timeout):
                     return await call()
             except TimeoutError as e:
@@ -161,7 +168,7 @@ class Scheduler:
     @staticmethod
     def _usage(lm: LanguageModel, gen: Generation, seconds: float) -> Usage:
         p, c, k = gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens
-        return Usage(
+        return Usage.model_construct(  # counts the backend already validated
             calls=1,
             prompt_tokens=p,
             cached_tokens=c,

@@ -144,10 +144,14 @@ class Stepper:
             if not steps or not steps[-1]:
                 node.note = node.note or "empty step: not scored"
                 return
-            verdicts = await verifier.score_steps(problem, steps, ctx)
-            node.score = verdicts[-1].score
+            last = getattr(verifier, "score_last_step", None)
+            if last is not None:  # the ancestors were judged when they were made
+                verdict = await last(problem, steps, ctx)
+            else:
+                verdict = (await verifier.score_steps(problem, steps, ctx))[-1]
+            node.score = verdict.score
             if node.score is None:
-                reason = verdicts[-1].reason or "no verdict"
+                reason = verdict.reason or "no verdict"
                 node.note = reason if node.note is None else f"{node.note}; {reason}"
 
         await asyncio.gather(*(one(n) for n in nodes))

@@ -78,7 +78,11 @@ class Sampling(BaseModel):
     accepted and ignored, so stock clients work unchanged."""
 
     model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1)
+    model: str = Field(
+        min_length=1,
+        description="STRATEGY[-N]/MODEL runs a strategy (see /v1/models); MODEL passes through",
+        examples=["vote-8/qwen2.5-coder-0.5b", "beam-4/qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b"],
+    )
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
@@ -100,11 +104,13 @@ class Sampling(BaseModel):
 
 
 class ChatRequest(Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(
+        min_length=1, examples=[[{"role": "user", "content": "What is 20 + 22?"}]]
+    )
 
 
 class CompletionRequest(Sampling):
-    prompt: str | list[str]
+    prompt: str | list[str] = Field(examples=["What is 20 + 22?"])
 
     def text(self) -> str:
         if isinstance(self.prompt, str):

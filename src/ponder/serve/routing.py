@@ -14,6 +14,9 @@ from ponder.serve.protocol import ApiError, Sampling
 
 # the fields a strategy's width goes by (vote's samples, beam's width, MCTS's iterations)
 WIDTH_FIELDS = ("n", "iterations")
+# Verifiers a request may name: the ones that use only the served model and the sandbox.
+# (llm_judge and prm_http would load another model or call a URL the client chose.)
+REQUEST_VERIFIERS = ("self_judge", "code_tests", "crosscheck")
 
 
 @dataclass
@@ -104,6 +107,15 @@ def build(
         strategy = make_strategy(name, **given)
     except UsageError as e:
         raise ApiError(400, str(e), param="ponder.options") from None
+    spec = getattr(strategy, "verifier", None)
+    verifier = getattr(spec, "name", None)
+    if verifier is not None and verifier not in REQUEST_VERIFIERS:
+        raise ApiError(
+            400,
+            f"verifier '{verifier}' is not available through the server "
+            f"(choose from: {', '.join(REQUEST_VERIFIERS)})",
+            param="ponder.options.verifier",
+        )
     for width in WIDTH_FIELDS:
         value = getattr(strategy, width, None)
         if isinstance(value, int) and value > limits.max_n:

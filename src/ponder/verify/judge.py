@@ -131,24 +131,43 @@ class SelfJudge:
         benchmarks/RESULTS.md); other backends get the partial solution as the assistant's
         turn and a question. Longest prefix first: the slot holding the whole path (it just
         wrote it) then answers each shorter prefix from its cache too."""
+        head = await self.rendered_head(problem, ctx)
+        verdicts = {
+            k: await self.judge_prefix(problem, steps[:k], ctx, head)
+            for k in range(len(steps), 0, -1)
+        }
+        return [verdicts[k] for k in range(1, len(steps) + 1)]
+
+    async def score_last_step(
+        self, problem: Problem, steps: Sequence[str], ctx: Context
+    ) -> Verdict:
+        """The last step's verdict alone (a step search has judged the earlier ones already,
+        and must not pay for them again once the cache has let them go)."""
+        return await self.judge_prefix(problem, steps, ctx, await self.rendered_head(problem, ctx))
+
+    async def rendered_head(self, problem: Problem, ctx: Context) -> str | None:
         model = self.model(ctx)
         render = getattr(model, "render", None)
-        head = None
         if render is not None and model.capabilities.raw_prefix:
-            head = await render(self.head(problem, ctx))
-        verdicts: dict[int, Verdict] = {}
-        for k in range(len(steps), 0, -1):
-            verdict = self._steps.get(problem.question, steps[:k])
-            if verdict is None:
-                partial = self.step_separator.join(s.strip() for s in steps[:k])
-                if head is not None:
-                    verdict = await ask(ctx, model, prompt=head + partial + self.step_cue)
-                else:
-                    msgs = self.conversation(problem, partial, ctx, self.step_question)
-                    verdict = await ask(ctx, model, msgs)
-                self._steps.put(problem.question, steps[:k], verdict)
-            verdicts[k] = verdict
-        return [verdicts[k] for k in range(1, len(steps) + 1)]
+            rendered: str = await render(self.head(problem, ctx))
+            return rendered
+        return None
+
+    async def judge_prefix(
+        self, problem: Problem, steps: Sequence[str], ctx: Context, head: str | None
+    ) -> Verdict:
+        """Whether the last of `steps` is right, given those before it (asked once)."""
+        verdict = self._steps.get(problem.question, steps)
+        if verdict is None:
+            model = self.model(ctx)
+            partial = self.step_separator.join(s.strip() for s in steps)
+            if head is not None:
+                verdict = await ask(ctx, model, prompt=head + partial + self.step_cue)
+            else:
+                msgs = self.conversation(problem, partial, ctx, self.step_question)
+                verdict = await ask(ctx, model, msgs)
+            self._steps.put(problem.question, steps, verdict)
+        return verdict
 
     def head(self, problem: Problem, ctx: Context) -> list[Message]:
         """The conversation a partial solution continues: the policy's own, so the backend
