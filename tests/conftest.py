@@ -4,8 +4,13 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from ponder.lm.registry import DEFAULT_MODEL, Registry
+
+# No test asserts on time (these machines are shared): hypothesis' per-example deadline is off.
+settings.register_profile("ponder", deadline=None)
+settings.load_profile("ponder")
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "PONDER_DATA_DIR" not in os.environ and (DATA / "gsm8k").is_dir():

@@ -247,3 +247,31 @@ def test_serve_on_the_embedded_model_with_the_stock_openai_client(llama: LlamaCp
             return texts
 
         assert "36" in "".join(asyncio.run(streamed()))
+
+
+def test_a_disconnected_stream_stops_the_embedded_generation(model_path: Path) -> None:
+    import httpx
+
+    from ponder.serve import create_app
+    from serving import running
+
+    # its own model: requests go through llama.cpp's HTTP endpoint, so they can be stopped
+    lm = LlamaCppLM(model_path, MODELS[DEFAULT_MODEL].info(), slots=1, cancellable=True)
+    engine = Engine(lm, prompting=Prompting(max_tokens=400))
+    question = "Tell a very long story about a dragon, with many chapters."
+    body = {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": question}]}
+    try:
+        with running(create_app(engine)) as url:
+            before = lm.metrics()["tokens_predicted_total"]
+            with httpx.stream(
+                "POST", f"{url}/chat/completions", json={**body, "stream": True}, timeout=600
+            ) as r:
+                lines = r.iter_lines()
+                assert next(lines).startswith("data: ")  # the work has started
+            # the one slot is free again long before 400 tokens could have been written
+            quick = {**body, "max_tokens": 4, "temperature": 0.0}
+            r2 = httpx.post(f"{url}/chat/completions", json=quick, timeout=600)
+            assert r2.status_code == 200
+            assert lm.metrics()["tokens_predicted_total"] - before < 200
+    finally:
+        lm.close()

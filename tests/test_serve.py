@@ -301,3 +301,62 @@ def test_a_disconnected_stream_cancels_its_work_within_a_second() -> None:
         assert lm.cancelled == 1  # one request of n = 4
         health = httpx.get(url.removesuffix("/v1") + "/health").json()
         assert health["in_flight"] == 0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_serve_command_adds_strategies_to_an_upstream(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    keys = tmp_path / "keys"
+    keys.write_text("sk-cli max_n=4\n")
+    engine, lm = scripted()
+    with running(create_app(engine)) as upstream:  # any OpenAI-compatible server will do
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "ponder", "serve", "--upstream", upstream),
+                *("--port", str(port), "--api-key-file", str(keys)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_for(lambda: _up(url) or proc.poll() is not None, 60.0)
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-cli", max_retries=0)
+            r = client.chat.completions.create(model=f"vote-2/{MODEL}", messages=ask(), seed=1)
+            assert r.usage.model_extra["ponder"]["candidates"] == 2  # type: ignore[union-attr]
+            assert any(c.role == "policy" for c in lm.calls)  # the upstream did the sampling
+            with pytest.raises(openai.APIStatusError) as too_many:
+                client.chat.completions.create(model=f"vote-8/{MODEL}", messages=ask())
+            assert too_many.value.status_code == 413  # this key's max_n
+            with pytest.raises(openai.AuthenticationError):
+                openai.OpenAI(base_url=f"{url}/v1", api_key="sk-other", max_retries=0).models.list()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_serving_beyond_loopback_needs_keys() -> None:
+    from helpers import run_ponder
+
+    r = run_ponder("serve", "--host", "0.0.0.0")
+    assert r.returncode == 2 and "--api-key-file" in r.stderr and "0.0.0.0" in r.stderr

@@ -129,6 +129,8 @@ def open_engine(
     prompting: Prompting,
     price: Price | None,
     parameters: int | None,
+    *,
+    cancellable: bool = False,
 ) -> Engine:
     with pull_progress() as progress, err.status("loading model…"):
         return Engine.open(
@@ -140,6 +142,7 @@ def open_engine(
             price=price,
             parameters=parameters,
             progress=progress,
+            cancellable=cancellable,
         )
 
 
@@ -578,8 +581,16 @@ def serve(
             "or set PONDER_SERVE_API_KEYS"
         )
     price_ = Price.parse(price) if price is not None else None
+    # a disconnected client's generation stops on the backend too
     engine = open_engine(
-        model, upstream, api_key, slots, Prompting(max_tokens=max_tokens), price_, parameters
+        model,
+        upstream,
+        api_key,
+        slots,
+        Prompting(max_tokens=max_tokens),
+        price_,
+        parameters,
+        cancellable=True,
     )
     app_ = create_app(
         engine,

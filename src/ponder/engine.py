@@ -46,6 +46,7 @@ class Engine:
         price: Price | None = None,
         parameters: int | None = None,
         progress: Callable[[str, int, int], None] | None = None,
+        cancellable: bool = False,
     ) -> Engine:
         lm = open_model(
             model,
@@ -55,6 +56,7 @@ class Engine:
             price=price,
             parameters=parameters,
             progress=progress,
+            cancellable=cancellable,
         )
         return cls(lm, prompting=prompting)
 

@@ -34,11 +34,14 @@ def open_model(
     price: Price | None = None,
     parameters: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    cancellable: bool = False,
 ) -> LanguageModel:
     """The policy model: an OpenAI-compatible server when `base_url` is given, else the
     embedded llama.cpp with a registered model name or a local .gguf path. `price` and
     `parameters` override what the ledger charges (a server's model size and prices are not
-    known unless given: without them its FLOPs and dollars are 0)."""
+    known unless given: without them its FLOPs and dollars are 0). `cancellable`: a cancelled
+    call stops its generation on the backend too (what a server wants; an HTTP backend's
+    connection closes either way)."""
     if base_url:
         from ponder.lm.openai import OpenAILM
 
@@ -54,7 +57,7 @@ def open_model(
 
     path, info = Registry().resolve(model or DEFAULT_MODEL, progress)
     info = priced(info, price, parameters)
-    return LlamaCppLM(path, info, slots=slots, ctx_per_slot=ctx_per_slot)
+    return LlamaCppLM(path, info, slots=slots, ctx_per_slot=ctx_per_slot, cancellable=cancellable)
 
 
 class Price(BaseModel):

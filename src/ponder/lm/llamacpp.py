@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from ponder.errors import ModelError
+from ponder.errors import ModelError, TransientError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.wire import parse_generation, request_body
 from ponder.types import Generation, GenRequest, Message, ModelInfo
@@ -33,7 +33,11 @@ class LlamaCppLM:
         ctx_per_slot: int = 2048,
         threads: int | None = None,
         warmup: bool = True,
+        cancellable: bool = False,
     ) -> None:
+        """`cancellable`: requests go through llama.cpp's own loopback HTTP endpoint, so a
+        cancelled call closes its connection and llama.cpp stops that generation and frees the
+        slot (a server's disconnected client); in-process calls cannot be stopped midway."""
         try:
             import xllamacpp as xlc
         except ImportError as e:  # pragma: no cover - depends on the machine
@@ -54,6 +58,8 @@ class LlamaCppLM:
         params.warmup = False  # ours below warms the real request path once
         self.path = path
         self.info = info
+        self.cancellable = cancellable
+        self._http: httpx.AsyncClient | None = None
         self.capabilities = Capabilities(
             n=True,
             logprobs=True,
@@ -128,7 +134,10 @@ class LlamaCppLM:
         chat = req.messages is not None
         body = request_body(req, chat=chat, n=req.n, logprobs=True)
         loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(self._pool, lambda: self._call(body, chat=chat))
+        if self.cancellable:
+            data = await self._post(body, chat=chat)
+        else:
+            data = await loop.run_in_executor(self._pool, lambda: self._call(body, chat=chat))
         if all(stop in self._stop_tokens for stop in req.stop):
             stop_tokens = self.stop_tokens(req.stop)  # cached: no I/O, no thread hop
         else:
@@ -142,7 +151,21 @@ class LlamaCppLM:
             max_tokens=req.max_tokens,
         )
 
+    async def _post(self, body: dict[str, Any], *, chat: bool) -> dict[str, Any]:
+        if self._http is None:
+            self._http = httpx.AsyncClient(base_url=self.http_url, timeout=None)
+        path = "/v1/chat/completions" if chat else "/v1/completions"
+        try:
+            resp = await self._http.post(path, json=body)
+            data: dict[str, Any] = resp.json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise TransientError(f"llamacpp:{self.path.name} over HTTP: {e}") from e
+        return data
+
     async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         self.close()
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from ponder.answers import last_boxed
 from ponder.errors import UsageError
 from ponder.search.base import Context, Strategy, answer_of
 from ponder.search.tree import STEP_SEPARATOR, Node, Tree
-from ponder.types import Candidate, GenRequest, Message, Problem, Result
+from ponder.types import Candidate, Completion, GenRequest, Message, Problem, Result
 from ponder.verify import VerifierSpec
 from ponder.verify.aggregate import aggregate, check_aggregate
 
@@ -85,17 +85,7 @@ class Stepper:
                 note = f"no step boundary within {self.max_step_tokens} tokens"
             elif node.depth + 1 >= self.max_depth:
                 terminal, note = True, f"depth limit {self.max_depth}"
-            child = tree.add(
-                node,
-                step,
-                tokens=choice.completion_tokens,
-                finish_reason=choice.finish_reason,
-                terminal=terminal,
-                note=note,
-            )
-            if terminal:
-                child.answer = answer_of(tree.text(child), problem.kind)
-            children.append(child)
+            children.append(written(tree, node, problem, choice, step, terminal, note))
         ctx.report("step", depth=node.depth + 1, new=len(children), nodes=len(tree.nodes) - 1)
         return children
 
@@ -116,17 +106,7 @@ class Stepper:
             note = "rollout: the model stopped"
         elif choice.finish_reason == "length":
             note = f"rollout: cut at {ctx.prompting.max_tokens} tokens"
-        child = tree.add(
-            node,
-            rest,
-            tokens=choice.completion_tokens,
-            finish_reason=choice.finish_reason,
-            terminal=True,
-            rollout=True,
-            note=note,
-        )
-        child.answer = answer_of(tree.text(child), problem.kind)
-        return child
+        return written(tree, node, problem, choice, rest, True, note, rollout=True)
 
     async def score(
         self, ctx: Context, problem: Problem, tree: Tree, nodes: list[Node], spec: VerifierSpec
@@ -155,6 +135,32 @@ class Stepper:
                 node.note = reason if node.note is None else f"{node.note}; {reason}"
 
         await asyncio.gather(*(one(n) for n in nodes))
+
+
+def written(
+    tree: Tree,
+    parent: Node,
+    problem: Problem,
+    choice: Completion,
+    text: str,
+    terminal: bool,
+    note: str | None,
+    *,
+    rollout: bool = False,
+) -> Node:
+    """The node a choice wrote under `parent` (a terminal one with its answer)."""
+    child = tree.add(
+        parent,
+        text,
+        tokens=choice.completion_tokens,
+        finish_reason=choice.finish_reason,
+        terminal=terminal,
+        rollout=rollout,
+        note=note,
+    )
+    if terminal:
+        child.answer = answer_of(tree.text(child), problem.kind)
+    return child
 
 
 class StepSearch(Strategy):
