@@ -8,7 +8,7 @@ ratio     Wall time per generated token of beam and particles against a best-of-
 overhead  The engine's own cost: a zero-latency scripted backend and a scripted process
           verifier, P problems × beam width W × S steps, all problems in flight at once.
 
-    .venv/bin/python benchmarks/search.py ratio [--problems 20]
+    .venv/bin/python benchmarks/search.py ratio [--problems 20] [--offset 0]
     .venv/bin/python benchmarks/search.py overhead [--problems 1000] [--width 16] [--steps 10]
 """
 
@@ -43,12 +43,14 @@ HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "sweeps" / "search-100.yaml"
 
 
-def ratio(problems: int) -> None:
+def ratio(problems: int, offset: int) -> None:
     from ponder.bench.sweep import load_sweep
     from ponder.cli import run_sweep
 
     sweep = load_sweep(SWEEP)
     sweep.limit = problems
+    for task in sweep.tasks:
+        task.offset = offset
     assert sweep.store is not None
     store = (SWEEP.parent / sweep.store).resolve()
     store.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,8 @@ def ratio(problems: int) -> None:
     if pool is None or pool["wall"] == 0:
         sys.exit("no fresh pool segment in this run (the store already had these problems?)")
     base = pool["wall"] / pool["generated"]
-    print(f"\nGSM8K test 1-{problems}, one run; generated = completion tokens, all roles\n")
+    first = offset + 1
+    print(f"\nGSM8K test {first}-{offset + problems}, one run; generated = completion tokens\n")
     print("| run | wall s | units | generated | prefilled | cached | s per 1k generated | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -149,7 +152,11 @@ class InstantLM:
             )
             return Generation(choices=[choice], prompt_tokens=len(prompt) // 4)
         done = prompt.count("\n\n")
-        text = "The answer is \\boxed{7}." if done >= self.steps else f"Step {done}: option {self.rng.randrange(10**6)}."
+        text = (
+            "The answer is \\boxed{7}."
+            if done >= self.steps
+            else f"Step {done}: option {self.rng.randrange(10**6)}."
+        )
         choices = [
             Completion(text=text if done >= self.steps else f"{text} {i}", completion_tokens=6)
             for i in range(req.n)
@@ -193,13 +200,14 @@ def main() -> None:
     sub = ap.add_subparsers(dest="what", required=True)
     r = sub.add_parser("ratio")
     r.add_argument("--problems", type=int, default=20)
+    r.add_argument("--offset", type=int, default=0, help="skip this many problems first")
     o = sub.add_parser("overhead")
     o.add_argument("--problems", type=int, default=1000)
     o.add_argument("--width", type=int, default=16)
     o.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()
     if args.what == "ratio":
-        ratio(args.problems)
+        ratio(args.problems, args.offset)
     else:
         overhead(args.problems, args.width, args.steps)
 

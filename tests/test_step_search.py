@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
@@ -17,7 +18,7 @@ from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
 from ponder.scheduler import Scheduler
 from ponder.search import make_strategy
-from ponder.types import GenRequest, Problem
+from ponder.types import Generation, GenRequest, Problem
 
 PROBLEM = Problem(question="What is 3 + 4 + 5 + 6?", kind="number")
 RIGHT = ["3 + 4 = 7.", "7 + 5 = 12.", "12 + 6 = 18.", "So the answer is \\boxed{18}."]
@@ -71,7 +72,7 @@ async def test_width_one_one_expansion_at_t0_is_greedy_step_by_step() -> None:
 
 
 async def test_a_perfect_verifier_finds_the_planted_path() -> None:
-    eng, _ = engine(p_right=0.3)
+    eng, _ = engine(p_right=0.6)
     result = await eng.solve(PROBLEM, "beam", n=2, m=4, seed=3)
     assert result.answer == "18"
     tree = result.info["tree"]
@@ -139,7 +140,7 @@ async def test_particles_never_exceed_the_budget_and_are_repeatable(
 async def test_trace_file_and_preference_pairs(tmp_path: Path) -> None:
     from ponder.cli import write_trace
 
-    eng, _ = engine(p_right=0.3)
+    eng, _ = engine(p_right=0.6)
     result = await eng.solve(PROBLEM, "beam", n=2, m=4, seed=3)
     trace = tmp_path / "t.jsonl"
     write_trace(trace, result, gold="18")
@@ -188,8 +189,12 @@ async def test_dvts_searches_n_over_m_independent_subtrees() -> None:
     result = await eng.solve(PROBLEM, "dvts", n=8, m=2, seed=2)
     first_level = [n for n in result.info["tree"] if n["parent"] == 0]
     assert len(first_level) == 8  # 4 subtrees × 2 samples at the first step
-    policy_calls = [c for c in lm.calls if c.role == "policy"]
-    assert all(c.n == 2 for c in policy_calls)
+    # each child is its own request, judged as soon as it is written (the judge then finds it
+    # in the writer's cache); without splitting, one request writes a node's m children
+    assert all(c.n == 1 for c in lm.calls if c.role == "policy")
+    eng, lm = engine(p_right=0.5)
+    await eng.solve(PROBLEM, "dvts", n=8, m=2, seed=2, split_children=False)
+    assert all(c.n == 2 for c in lm.calls if c.role == "policy")
     with pytest.raises(UsageError, match="multiple of m"):
         make_strategy("dvts", n=6, m=4)
 
@@ -341,3 +346,30 @@ async def test_a_failing_verifier_leaves_nodes_unscored_and_says_why(name: str) 
     steps = [n for n in result.info["tree"][1:] if n["step"] and not n["rollout"]]
     assert steps and all(n["score"] is None for n in steps)
     assert all("judge backend refused" in (n["note"] or "") for n in steps)
+
+
+async def test_each_child_is_judged_as_soon_as_it_is_written() -> None:
+    """No barrier between writing and judging: the third first step is held back until some
+    judge call has arrived, which only happens if finished siblings are judged at once."""
+    judged = asyncio.Event()
+
+    class HeldBack(ScriptedLM):
+        async def generate(self, req: GenRequest) -> Generation:
+            if req.role == "verifier":
+                judged.set()
+            elif len([c for c in self.calls if c.role == "policy"]) == 2:
+                self.calls.append(req)  # the third policy call: wait for a judge call
+                await judged.wait()
+                self.calls.pop()
+            return await super().generate(req)
+
+    caps = Capabilities(slots=8, n_with_stop=True, raw_prefix=True)
+    lm = HeldBack(policy(0.5), capabilities=caps, logprobs=perfect_judge)
+    eng = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
+    result = await asyncio.wait_for(eng.solve(PROBLEM, "beam", n=1, m=3, seed=6), 10)
+    assert result.answer is not None
+    assert all(c.n == 1 for c in lm.calls if c.role == "policy")
+    # and each judge call continues a text some writer was given, plus the new step
+    writers = [c.prompt or "" for c in lm.calls if c.role == "policy"]
+    for call in (c for c in lm.calls if c.role == "verifier"):
+        assert any((call.prompt or "").startswith(w) for w in writers)

@@ -5,8 +5,8 @@ The answer is the finished solution whose path scores best.
 
     beams ← [root] × N                                  (N copies: N·M first steps)
     for t in 1..max_steps:
-        children ← ⋃ expand(b, M) for b in beams         (one request per node, all at once)
-        score(children)                                 (each new step once)
+        children ← ⋃ expand(b, M) for b in beams         (all nodes at once)
+        score(children)                                 (each new step once, as it is written)
         finished += terminal children
         if |finished| ≥ N or no live children: stop
         beams ← top-N live children by path score
@@ -38,7 +38,7 @@ class Beam(StepSearch):
             # the root stands for all N beams, so the first step is as wide as the others
             grown = await asyncio.gather(
                 *(
-                    stepper.expand(ctx, problem, tree, b, self.m * copies, self.temperature)
+                    stepper.grow(ctx, problem, tree, b, self.m * copies, self.temperature)
                     for b, copies in ((b, self.n if b is tree.root else 1) for b in beams)
                 )
             )
@@ -46,7 +46,6 @@ class Beam(StepSearch):
             if not children:
                 stopped = "budget"
                 break
-            await stepper.score(ctx, problem, tree, children, self.verifier)
             finished += [c for c in children if c.terminal]
             live = [c for c in children if not c.terminal]
             if len(finished) >= self.n or not live:

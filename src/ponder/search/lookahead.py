@@ -36,12 +36,11 @@ class Lookahead(Beam):
         """Up to k greedy steps from `start`, each scored; where the rollout ended."""
         node = start
         for _ in range(self.k):
-            kids = await stepper.expand(ctx, problem, tree, node, 1, 0.0)
+            kids = await stepper.grow(ctx, problem, tree, node, 1, 0.0)
             if not kids:
                 break
             (node,) = kids
-            node.note = "lookahead rollout" if node.note is None else node.note
-            await stepper.score(ctx, problem, tree, [node], self.verifier)
+            node.note = "lookahead rollout" + (f"; {node.note}" if node.note else "")
             if node.terminal:
                 break
         return node

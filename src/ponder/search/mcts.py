@@ -53,11 +53,10 @@ class MCTS(StepSearch):
                 kids = steps_below(tree, node)
                 node = max(kids, key=lambda c: self.puct(node, c, len(kids)))
             if not node.terminal:
-                kids = await stepper.expand(ctx, problem, tree, node, self.k, self.temperature)
+                kids = await stepper.grow(ctx, problem, tree, node, self.k, self.temperature)
                 if not kids:
                     stopped = "budget"
                     break
-                await stepper.score(ctx, problem, tree, kids, self.verifier)
                 node = max(kids, key=lambda c: -1.0 if c.score is None else c.score)
             value = node.score
             if self.value == "rollout" and not node.terminal:

@@ -7,8 +7,7 @@ weights reset. Finished particles keep their weight; the answer is the weighted 
 
     particles ← N × root;  log w ← 0
     while some particle is live and t < max_steps:
-        each live particle p: p ← expand(p, 1)       (particles on one node: one request)
-        score the new steps;  log w_p += score_p / τ
+        each live particle p: p ← expand(p, 1);  score the new step;  log w_p += score_p / τ
         if ESS(w) < threshold · N: resample the live particles systematically; log w ← 0
     answer ← weighted vote of the finished particles' answers
 
@@ -77,18 +76,17 @@ class Particles(StepSearch):
         for t in range(self.max_steps):
             if not live:
                 break
-            # particles that share a node are extended by one request with n = their count
+            # particles that share a node are extended together (each new step scored)
             free = Counter(p.node.id for p in live if not p.reference)
             grown = await asyncio.gather(
                 *(
-                    stepper.expand(ctx, problem, tree, tree.nodes[i], k, self.temperature)
+                    stepper.grow(ctx, problem, tree, tree.nodes[i], k, self.temperature)
                     for i, k in free.items()
                 )
             )
             pools = {i: list(kids) for i, kids in zip(free, grown, strict=True)}
             if sum(map(len, pools.values())) < sum(free.values()):
                 out.stopped = "budget"  # some particles could not be extended: stop here
-            await stepper.score(ctx, problem, tree, [c for k in grown for c in k], self.verifier)
             moved: list[Particle] = []
             for p in live:
                 if p.reference:

@@ -35,10 +35,9 @@ class StepBoN(StepSearch):
         """Greedy descent from `start`, n samples per step; (where it ended, stop reason)."""
         node = start
         for _ in range(self.max_steps):
-            kids = await stepper.expand(ctx, problem, tree, node, n, self.temperature)
+            kids = await stepper.grow(ctx, problem, tree, node, n, self.temperature)
             if not kids:
                 return node, "budget"
-            await stepper.score(ctx, problem, tree, kids, self.verifier)
             node = max(kids, key=lambda c: self.score_of(tree, c))  # first of equals on ties
             node.selected = True
             if node.terminal:

@@ -31,9 +31,18 @@ class Stepper:
     boundary: str = STEP_SEPARATOR
     max_step_tokens: int = 256
     max_depth: int = 12
+    verifier: VerifierSpec | None = None  # what `grow` scores new children with
+    split: bool = True  # see `grow`
 
     async def request(
-        self, ctx: Context, problem: Problem, tree: Tree, node: Node, n: int, temperature: float
+        self,
+        ctx: Context,
+        problem: Problem,
+        tree: Tree,
+        node: Node,
+        n: int,
+        temperature: float,
+        seed: int | None = None,
     ) -> GenRequest:
         """Continue the node's text: after the rendered chat template as a raw prompt (the
         backend renders each conversation once and keeps it), or, on chat-only servers, as
@@ -47,7 +56,7 @@ class Stepper:
             "temperature": temperature,
             "max_tokens": self.max_step_tokens,
             "stop": [self.boundary, *ctx.prompting.stop],
-            "seed": ctx.next_seed(),
+            "seed": ctx.next_seed() if seed is None else seed,
         }
         if render is not None and caps.raw_prefix:
             return GenRequest(prompt=await render(messages) + text, **sampling)
@@ -62,12 +71,45 @@ class Stepper:
             "assistant message"
         )
 
-    async def expand(
+    async def grow(
         self, ctx: Context, problem: Problem, tree: Tree, node: Node, n: int, temperature: float
     ) -> list[Node]:
+        """Up to n children of `node`, each scored by the stepper's verifier.
+
+        With a judge that continues the writer's own text (the self-judge), each child is
+        written by its own request and judged the moment it is done, while the backend slot
+        that wrote it still holds it in its prefix cache (llama.cpp keeps none per choice of
+        an n > 1 request), and no child waits for its slowest sibling. Otherwise one request
+        writes all n and they are judged together."""
+        if self.verifier is None:
+            raise RuntimeError("this Stepper has no verifier to grow with")
+        spec = self.verifier
+        if not (self.split and n > 1 and ctx.reuses_candidate_prefix(spec)):
+            kids = await self.expand(ctx, problem, tree, node, n, temperature)
+            await self.score(ctx, problem, tree, kids, spec)
+            return kids
+        seeds = [ctx.next_seed() for _ in range(n)]  # drawn in order, so runs repeat
+
+        async def one(seed: int) -> list[Node]:
+            kids = await self.expand(ctx, problem, tree, node, 1, temperature, seed)
+            await self.score(ctx, problem, tree, kids, spec)
+            return kids
+
+        return [kid for kids in await asyncio.gather(*map(one, seeds)) for kid in kids]
+
+    async def expand(
+        self,
+        ctx: Context,
+        problem: Problem,
+        tree: Tree,
+        node: Node,
+        n: int,
+        temperature: float,
+        seed: int | None = None,
+    ) -> list[Node]:
         """Up to n children of `node` from one request (fewer if the budget affords fewer;
-        none if it affords none)."""
-        req = await self.request(ctx, problem, tree, node, n, temperature)
+        none if it affords none), unscored."""
+        req = await self.request(ctx, problem, tree, node, n, temperature, seed)
         affordable = ctx.affordable(req)
         if affordable == 0:
             return []
@@ -184,8 +226,17 @@ class StepSearch(Strategy):
     def _known(cls, how: str) -> str:
         return check_aggregate(how, "path score")
 
+    # How children reach the backend (see Stepper.grow), not what the search does: left out of
+    # the config's identity, so stored runs stay comparable.
+    split_children: bool = Field(default=True, exclude=True)
+
     def stepper(self) -> Stepper:
-        return Stepper(max_step_tokens=self.max_step_tokens, max_depth=self.max_steps)
+        return Stepper(
+            max_step_tokens=self.max_step_tokens,
+            max_depth=self.max_steps,
+            verifier=self.verifier,
+            split=self.split_children,
+        )
 
     def score_of(self, tree: Tree, node: Node) -> float:
         s = aggregate([n.score for n in tree.path(node)], self.path_score)
