@@ -16,7 +16,9 @@ reference step scores after it, which lets the reference path mix with the other
 
 The likelihood of the reference's step under another prefix is the verifier's score there,
 not the policy's probability of writing it: llama.cpp cannot score given text, so the
-policy's transition term is taken as equal across ancestors (stated in the trace's notes).
+policy's transition term is taken as equal across ancestors. Re-attached steps are nodes of
+the trace (noted as such, billed no tokens: they were written once already); judging them
+costs one verifier call per distinct particle prefix per step.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ponder.search.base import Context
+from ponder.search.base import Context, answer_of
 from ponder.search.particles import Particle, Particles
 from ponder.search.resample import softmax_weights
 from ponder.search.steps import Stepper
@@ -77,11 +79,11 @@ class ParticleGibbs(Particles):
         particle's, re-attached there and scored in that place."""
         ref = next(p for p in live if p.reference)
         step = reference[t]
-        options: dict[int, Node] = {ref.node.id: attach(tree, ref.node, step)}
+        options: dict[int, Node] = {ref.node.id: attach(tree, ref.node, step, problem)}
         if self.ancestor_sampling:
             for p in live:
                 if p.node.id not in options:
-                    options[p.node.id] = attach(tree, p.node, step)
+                    options[p.node.id] = attach(tree, p.node, step, problem)
         fresh = [n for n in options.values() if n.score is None and n.note == REATTACHED]
         await stepper.score(ctx, problem, tree, fresh, self.verifier)
         if not self.ancestor_sampling:
@@ -95,7 +97,7 @@ class ParticleGibbs(Particles):
         return options[drawn.node.id]
 
 
-def attach(tree: Tree, parent: Node, like: Node) -> Node:
+def attach(tree: Tree, parent: Node, like: Node, problem: Problem) -> Node:
     """`like`'s step as a child of `parent`: the existing child with that text (the reference
     path itself, when `parent` is on it), else a new node, unscored, noted as re-attached."""
     for c in tree.children(parent):
@@ -109,5 +111,6 @@ def attach(tree: Tree, parent: Node, like: Node) -> Node:
         terminal=like.terminal,
         note=REATTACHED,
     )
-    node.answer = like.answer if like.terminal else None
+    if node.terminal:  # the answer as read from this path (it may end differently)
+        node.answer = answer_of(tree.text(node), problem.kind)
     return node

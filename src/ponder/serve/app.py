@@ -253,13 +253,13 @@ async def respond(state: State, kind: Kind, body: Sampling, work: Work) -> Any:
             kind="rate_limit_error",
             code="queue_full",
         )
-    state.in_flight += 1
     if body.stream:
         return stream(state, kind, body.model, work)
     return await whole(state, kind, body.model, work)
 
 
 async def whole(state: State, kind: Kind, model: str, work: Work) -> dict[str, Any]:
+    state.in_flight += 1
     try:
         outcome = await work(lambda event: None)
     finally:
@@ -293,9 +293,8 @@ async def whole(state: State, kind: Kind, model: str, work: Work) -> dict[str, A
 
 
 def stream(state: State, kind: Kind, model: str, work: Work) -> StreamingResponse:
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-    task = asyncio.create_task(work(queue.put_nowait))
-    task.add_done_callback(lambda _: queue.put_nowait(None))
+    """The work starts when the response does (a client gone before that starts nothing),
+    and the first chunk goes out at once."""
     created, rid = now(), new_id(kind)
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
@@ -324,6 +323,10 @@ def stream(state: State, kind: Kind, model: str, work: Work) -> StreamingRespons
         }
 
     async def events() -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        task = asyncio.create_task(work(queue.put_nowait))
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        state.in_flight += 1
         try:
             yield sse(chunk(content="", role=True))  # at once: the work has started
             while (event := await queue.get()) is not None:
