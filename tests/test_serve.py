@@ -161,6 +161,7 @@ def test_models_lists_the_model_and_each_strategy_over_it(client: openai.OpenAI)
         (f"vote/{MODEL}", {"extra_body": {"ponder": {"options": {"m": 2}}}}, 400, "ponder.options"),
         (f"vote/{MODEL}", {"temperature": 5}, 400, "temperature"),
         (f"greedy-4/{MODEL}", {}, 400, "ponder.n"),
+        (MODEL, {"extra_body": {"ponder": {"strategy": "nope"}}}, 400, "ponder.strategy"),
         (
             f"best_of_n-2/{MODEL}",
             {"extra_body": {"ponder": {"options": {"verifier": "prm_http"}}}},

@@ -69,6 +69,12 @@ def resolve(req: Sampling, served: str, limits: Limits) -> Route:
                 param="ponder.strategy",
             )
         strategy = opts.strategy
+        if strategy not in STRATEGIES:
+            raise ApiError(
+                400,
+                f"ponder.strategy: no strategy '{strategy}' (choose from: {', '.join(STRATEGIES)})",
+                param="ponder.strategy",
+            )
     if opts is not None and opts.n is not None:
         if n is not None and opts.n != n:
             raise ApiError(
@@ -95,7 +101,7 @@ def resolve(req: Sampling, served: str, limits: Limits) -> Route:
 def build(
     name: str, n: int | None, req: Sampling, limits: Limits, options: dict[str, Any]
 ) -> Strategy:
-    fields = STRATEGIES[name].model_fields if name in STRATEGIES else {}
+    fields = STRATEGIES[name].model_fields
     given = dict(options)
     if n is not None:
         if "n" not in fields:
