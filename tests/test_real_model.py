@@ -73,9 +73,9 @@ async def test_openai_backend_against_embedded_llamacpp_http(llama: LlamaCppLM) 
     assert lm.capabilities.n and lm.capabilities.logprobs and lm.capabilities.raw_prefix
     assert r.error is None and len(r.candidates) == 3
     # llama.cpp's HTTP usage counts one choice; ours counts all three, like its own metrics,
-    # less the probe's tokens (2 choices × ≤2 tokens + 1)
+    # less the probes' tokens (2 choices × ≤2, 1 for /completions, 1 continuing a message)
     assert r.total.completion_tokens == sum(c.completion_tokens for c in r.candidates)
-    assert 0 <= generated - r.total.completion_tokens <= 5
+    assert 0 <= generated - r.total.completion_tokens <= 6
 
 
 def test_cli_solve_json_on_the_embedded_model() -> None:
