@@ -176,7 +176,10 @@ class Stepper:
                 reason = verdict.reason or "no verdict"
                 node.note = reason if node.note is None else f"{node.note}; {reason}"
 
-        await asyncio.gather(*(one(n) for n in nodes))
+        if len(nodes) == 1:  # the common case (a child judged as written): no task to make
+            await one(nodes[0])
+        else:
+            await asyncio.gather(*(one(n) for n in nodes))
 
 
 def written(
