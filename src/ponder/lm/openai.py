@@ -114,34 +114,20 @@ class OpenAILM:
             has_logprobs = bool(choices) and all(
                 isinstance((c.get("logprobs") or {}).get("content"), list) for c in choices
             )
-            raw_prefix = True
-            try:
-                await self._post(
-                    "/completions",
-                    self._with_model({"prompt": "OK", "max_tokens": 1, "temperature": 0.0}),
-                )
-            except BackendError as e:
-                if isinstance(e, TransientError):
-                    raise
-                raw_prefix = False
-            continue_final = True
-            try:
-                ask = GenRequest(
-                    messages=[
-                        Message(role="user", content="Say OK."),
-                        Message(role="assistant", content="O"),
-                    ],
-                    max_tokens=1,
-                    continue_final=True,
-                )
-                await self._post(
-                    "/chat/completions",
-                    self._with_model(request_body(ask, chat=True, n=1, logprobs=False)),
-                )
-            except BackendError as e:
-                if isinstance(e, TransientError):
-                    raise
-                continue_final = False
+            raw_prefix = await self._accepts(
+                "/completions", {"prompt": "OK", "max_tokens": 1, "temperature": 0.0}
+            )
+            ask = GenRequest(
+                messages=[
+                    Message(role="user", content="Say OK."),
+                    Message(role="assistant", content="O"),
+                ],
+                max_tokens=1,
+                continue_final=True,
+            )
+            continue_final = await self._accepts(
+                "/chat/completions", request_body(ask, chat=True, n=1, logprobs=False)
+            )
             self.server_has_n = len(choices) == 2
             # Native n is used only where each choice's tokens can be counted (its logprobs):
             # servers such as llama.cpp report `usage` for one choice of n.
@@ -155,6 +141,17 @@ class OpenAILM:
             )
             self._probed = True
             return self.capabilities
+
+    async def _accepts(self, path: str, body: dict[str, Any]) -> bool:
+        """Whether the server takes this request (a refusal says no; a transient failure is
+        raised, to be retried)."""
+        try:
+            await self._post(path, self._with_model(body))
+        except BackendError as e:
+            if isinstance(e, TransientError):
+                raise
+            return False
+        return True
 
     # -- generation ----------------------------------------------------------------------
     async def prepare(self) -> Capabilities:
