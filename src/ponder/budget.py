@@ -119,7 +119,7 @@ class Ledger:
 
     def affordable_n(self, req: GenRequest, model: ModelInfo, *, native_n: bool = True) -> int:
         """The largest n ≤ req.n whose worst case fits the budget (0 if none does)."""
-        if not self.capped and self.budget.seconds is None:
+        if not self.capped:  # (no caps at all: no seconds cap either)
             return req.n
         for n in range(req.n, 0, -1):
             if self.allows(estimate(req.model_copy(update={"n": n}), model, native_n=native_n)):
