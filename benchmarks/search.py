@@ -47,8 +47,7 @@ def ratio(problems: int, offset: int) -> None:
     from ponder.bench.sweep import load_sweep
     from ponder.cli import run_sweep
 
-    sweep = load_sweep(SWEEP)
-    sweep.limit = problems
+    sweep = load_sweep(SWEEP).with_limit(problems)
     for task in sweep.tasks:
         task.offset = offset
     assert sweep.store is not None

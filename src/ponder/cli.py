@@ -328,10 +328,8 @@ def bench(
         if benchmark is not None or data is not None or strategy:
             raise UsageError("--sweep lists tasks and strategies itself; give no task/--strategy")
         plan_ = load_sweep(sweep)
-        if limit is not None:  # a smaller (or larger) slice of the file's tasks
-            plan_.limit = limit
-            for task in plan_.tasks:
-                task.limit = None if task.limit is None else min(task.limit, limit)
+        if limit is not None:
+            plan_ = plan_.with_limit(limit)
         base = sweep.parent
     else:
         plan_ = sweep_from_flags(

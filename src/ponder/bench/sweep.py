@@ -101,6 +101,14 @@ class Sweep(BaseModel):
     max_tokens: int = Field(default=512, ge=1)
     slots: int = Field(default=8, ge=1)
 
+    def with_limit(self, limit: int) -> Sweep:
+        """This sweep on `limit` problems per task (a task's own smaller limit stays)."""
+        tasks = [
+            t.model_copy(update={"limit": None if t.limit is None else min(t.limit, limit)})
+            for t in self.tasks
+        ]
+        return self.model_copy(update={"limit": limit, "tasks": tasks})
+
     @field_validator("models", "tasks", "strategies", mode="before")
     @classmethod
     def _names(cls, v: Any) -> Any:
