@@ -32,6 +32,7 @@ from ponder.serve.protocol import (
     ChatRequest,
     CompletionRequest,
     Sampling,
+    bill,
     chosen_text,
     error_body,
     new_id,
@@ -188,24 +189,15 @@ async def passthrough(state: State, req: GenRequest, route: Route, observer: Obs
     """One request straight to the backend, through the scheduler (which bills it)."""
     engine = state.engine
     ledger = Ledger(route.budget, on_charge=charged(observer))
-    started = time.monotonic()
     try:
         gen = await engine.scheduler.generate(engine.policy, req, ledger)
     except BudgetExceeded as e:
         raise ApiError(413, f"ponder.budget: {e}", param="ponder.budget") from None
     except BackendError as e:
         raise backend_down(e) from None
-    total = ledger.spent
-    ponder = {
-        "strategy": None,
-        "by_role": {r: u.model_dump() for r, u in ledger.by_role().items()},
-        "calls": total.calls,
-        "flops": total.flops,
-        "dollars": total.dollars,
-        "seconds": round(time.monotonic() - started, 4),
-    }
+    ponder = {"strategy": None, **bill(ledger.by_role(), ledger.elapsed())}
     choices = [(c.text, c.finish_reason) for c in gen.choices]
-    return Outcome(choices, usage_body(total, ponder))
+    return Outcome(choices, usage_body(ledger.spent, ponder))
 
 
 async def solve(

@@ -136,18 +136,25 @@ def usage_body(total: Usage, ponder: dict[str, Any] | None = None) -> dict[str, 
     return body
 
 
-def ponder_usage(result: Result, chosen_score: float | None) -> dict[str, Any]:
-    """The `usage.ponder` breakdown: by role, FLOPs, seconds, the strategy, and how strongly
-    the answer was chosen (its share of the vote or weight, its score)."""
-    total = result.total
+def bill(by_role: dict[str, Usage], seconds: float) -> dict[str, Any]:
+    """What a request spent, by role and in all: calls, FLOPs, dollars, wall seconds."""
+    total = Usage.total_of(by_role.values())
     return {
-        "strategy": result.strategy,
-        "config": result.config,
-        "by_role": {role: u.model_dump() for role, u in result.usage.items()},
+        "by_role": {role: u.model_dump() for role, u in by_role.items()},
         "calls": total.calls,
         "flops": total.flops,
         "dollars": total.dollars,
-        "seconds": round(result.seconds, 4),
+        "seconds": round(seconds, 4),
+    }
+
+
+def ponder_usage(result: Result, chosen_score: float | None) -> dict[str, Any]:
+    """The `usage.ponder` breakdown: by role, FLOPs, seconds, the strategy, and how strongly
+    the answer was chosen (its share of the vote or weight, its score)."""
+    return {
+        "strategy": result.strategy,
+        "config": result.config,
+        **bill(result.usage, result.seconds),
         "answer": result.answer,
         "vote_share": vote_share(result),
         "score": chosen_score,
