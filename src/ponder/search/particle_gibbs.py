@@ -27,10 +27,10 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ponder.search.base import Context, answer_of
+from ponder.search.base import Context
 from ponder.search.particles import Particle, Particles
 from ponder.search.resample import softmax_weights
-from ponder.search.steps import Stepper
+from ponder.search.steps import Stepper, add_step
 from ponder.search.tree import Node, Tree
 from ponder.types import Problem, Result
 
@@ -103,14 +103,13 @@ def attach(tree: Tree, parent: Node, like: Node, problem: Problem) -> Node:
     for c in tree.children(parent):
         if c.step == like.step and not c.rollout:
             return c
-    node = tree.add(
+    return add_step(
+        tree,
         parent,
+        problem,
         like.step,
         tokens=0,  # written once already, by the pass that found it: not billed again
         finish_reason=like.finish_reason,
         terminal=like.terminal,
         note=REATTACHED,
     )
-    if node.terminal:  # the answer as read from this path (it may end differently)
-        node.answer = answer_of(tree.text(node), problem.kind)
-    return node

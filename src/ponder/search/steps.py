@@ -21,7 +21,7 @@ from ponder.answers import last_boxed
 from ponder.errors import UsageError
 from ponder.search.base import Context, Strategy, answer_of
 from ponder.search.tree import STEP_SEPARATOR, Node, Tree
-from ponder.types import Candidate, Completion, GenRequest, Message, Problem, Result
+from ponder.types import Candidate, GenRequest, Message, Problem, Result
 from ponder.verify import VerifierSpec
 from ponder.verify.aggregate import aggregate, check_aggregate
 
@@ -127,7 +127,18 @@ class Stepper:
                 note = f"no step boundary within {self.max_step_tokens} tokens"
             elif node.depth + 1 >= self.max_depth:
                 terminal, note = True, f"depth limit {self.max_depth}"
-            children.append(written(tree, node, problem, choice, step, terminal, note))
+            children.append(
+                add_step(
+                    tree,
+                    node,
+                    problem,
+                    step,
+                    tokens=choice.completion_tokens,
+                    finish_reason=choice.finish_reason,
+                    terminal=terminal,
+                    note=note,
+                )
+            )
         ctx.report("step", depth=node.depth + 1, new=len(children), nodes=len(tree.nodes) - 1)
         return children
 
@@ -148,7 +159,17 @@ class Stepper:
             note = "rollout: the model stopped"
         elif choice.finish_reason == "length":
             note = f"rollout: cut at {ctx.prompting.max_tokens} tokens"
-        return written(tree, node, problem, choice, rest, True, note, rollout=True)
+        return add_step(
+            tree,
+            node,
+            problem,
+            rest,
+            tokens=choice.completion_tokens,
+            finish_reason=choice.finish_reason,
+            terminal=True,
+            note=note,
+            rollout=True,
+        )
 
     async def score(
         self, ctx: Context, problem: Problem, tree: Tree, nodes: list[Node], spec: VerifierSpec
@@ -182,23 +203,24 @@ class Stepper:
             await asyncio.gather(*(one(n) for n in nodes))
 
 
-def written(
+def add_step(
     tree: Tree,
     parent: Node,
     problem: Problem,
-    choice: Completion,
     text: str,
+    *,
+    tokens: int,
+    finish_reason: str,
     terminal: bool,
     note: str | None,
-    *,
     rollout: bool = False,
 ) -> Node:
-    """The node a choice wrote under `parent` (a terminal one with its answer)."""
+    """A step under `parent` (a terminal one with the answer its path gives)."""
     child = tree.add(
         parent,
         text,
-        tokens=choice.completion_tokens,
-        finish_reason=choice.finish_reason,
+        tokens=tokens,
+        finish_reason=finish_reason,
         terminal=terminal,
         rollout=rollout,
         note=note,
