@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from dataclasses import replace
 
 import httpx
 
@@ -51,7 +52,7 @@ async def one_mode(lm: LlamaCppLM, raw: bool, paths: int, steps: int) -> dict[st
     scored: list[tuple[list[str], list[Verdict]]] = []
 
     async def path(problem: Problem, seed: int) -> None:
-        req = ctx.request(problem, n=1, temperature=0.7).model_copy(update={"seed": seed})
+        req = replace(ctx.request(problem, n=1, temperature=0.7), seed=seed)
         gen = await ctx.generate(req)
         lines = [x.strip() for x in gen.choices[0].text.split("\n") if x.strip()]
         if len(lines) >= steps and len(scored) < paths:

@@ -8,7 +8,8 @@ ratio     Wall time per generated token of beam and particles against a best-of-
 overhead  The engine's own cost: a zero-latency scripted backend and a scripted process
           verifier, P problems × beam width W × S steps, all problems in flight at once.
 
-    .venv/bin/python benchmarks/search.py ratio [--problems 20] [--offset 0]
+    .venv/bin/python benchmarks/search.py ratio [--problems 20] [--offset 0] [--store S]
+    PONDER_PIN_SLOTS=0 ... ratio ...    (llama.cpp places requests itself: to compare)
     .venv/bin/python benchmarks/search.py overhead [--problems 1000] [--width 16] [--steps 10]
 """
 
@@ -21,6 +22,7 @@ import math
 import random
 import resource
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "sweeps" / "search-100.yaml"
 
 
-def ratio(problems: int, offset: int) -> None:
+def ratio(problems: int, offset: int, store_path: Path | None) -> None:
     from ponder.bench.sweep import load_sweep
     from ponder.cli import run_sweep
 
@@ -51,7 +53,7 @@ def ratio(problems: int, offset: int) -> None:
     for task in sweep.tasks:
         task.offset = offset
     assert sweep.store is not None
-    store = (SWEEP.parent / sweep.store).resolve()
+    store = store_path.resolve() if store_path else (SWEEP.parent / sweep.store).resolve()
     store.parent.mkdir(parents=True, exist_ok=True)
     before = last_segment(store)
     interrupted = asyncio.run(run_sweep(sweep, store, SWEEP.parent, None))
@@ -131,12 +133,17 @@ class InstantLM:
         self.capabilities = Capabilities(slots=64, n_with_stop=True, raw_prefix=True)
         self.rng = random.Random(0)
         self.calls = 0
+        self.rendered: dict[tuple[tuple[str, str], ...], str] = {}
 
     async def prepare(self) -> Capabilities:
         return self.capabilities
 
     async def render(self, messages: list[Message]) -> str:
-        return "".join(f"<{m.role}>{m.content}\n" for m in messages) + "<assistant>"
+        # kept per conversation, as the embedded backend keeps its renders
+        key = tuple((m.role, m.content) for m in messages)
+        if key not in self.rendered:
+            self.rendered[key] = "".join(f"<{m.role}>{m.content}\n" for m in messages)
+        return self.rendered[key] + "<assistant>"
 
     async def generate(self, req: GenRequest) -> Generation:
         self.calls += 1
@@ -166,7 +173,19 @@ class InstantLM:
         return None
 
 
-def overhead(problems: int, width: int, steps: int) -> None:
+def overhead(problems: int, width: int, steps: int, gc_as: str) -> None:
+    """The engine's own cost, with Python's default GC settings and then as ponder's commands
+    run it (ponder.runtime.tune_gc), in fresh processes one after the other."""
+    if gc_as == "both":
+        for how in ("default", "ponder"):
+            cmd = [sys.executable, __file__, "overhead", "--problems", str(problems)]
+            cmd += ["--width", str(width), "--steps", str(steps), "--gc", how]
+            subprocess.run(cmd, check=True)
+        return
+    if gc_as == "ponder":
+        from ponder.runtime import tune_gc
+
+        tune_gc()
     lm = InstantLM(steps)
     qs = [Problem(question=f"Question {i}?", kind="number", id=str(i)) for i in range(problems)]
 
@@ -190,7 +209,7 @@ def overhead(problems: int, width: int, steps: int) -> None:
         f"{problems} problems × beam width {width} × {steps} steps: {wall:.2f} s wall, "
         f"{cpu:.2f} s CPU ({nodes:,} nodes, {calls:,} calls policy + verifier, "
         f"{1e6 * wall / calls:.1f} µs per call; {answered}/{problems} answered; "
-        f"peak RSS {rss:.0f} MiB; target < 10 s)"
+        f"peak RSS {rss:.0f} MiB; GC {gc_as}; target < 10 s)"
     )
 
 
@@ -200,15 +219,24 @@ def main() -> None:
     r = sub.add_parser("ratio")
     r.add_argument("--problems", type=int, default=20)
     r.add_argument("--offset", type=int, default=0, help="skip this many problems first")
+    r.add_argument(
+        "--store", type=Path, help="another store than the sweep's (to measure problems again)"
+    )
     o = sub.add_parser("overhead")
     o.add_argument("--problems", type=int, default=1000)
     o.add_argument("--width", type=int, default=16)
     o.add_argument("--steps", type=int, default=10)
+    o.add_argument(
+        "--gc",
+        choices=["both", "default", "ponder"],
+        default="both",
+        help="Python's default GC settings, ponder's commands' (runtime.tune_gc), or both",
+    )
     args = ap.parse_args()
     if args.what == "ratio":
-        ratio(args.problems, args.offset)
+        ratio(args.problems, args.offset, args.store)
     else:
-        overhead(args.problems, args.width, args.steps)
+        overhead(args.problems, args.width, args.steps, args.gc)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -91,7 +92,7 @@ def test_dollar_and_flop_caps_are_enforced() -> None:
     req = GenRequest(prompt="x", max_tokens=10, n=4)
     ledger = Ledger(Budget(dollars=25.0))  # each completion token costs $1
     assert ledger.affordable_n(req, info) == 2
-    two = estimate(req.model_copy(update={"n": 2}), info)
+    two = estimate(replace(req, n=2), info)
     ledger = Ledger(Budget(flops=two.flops))
     assert ledger.affordable_n(req, info) == 2
 

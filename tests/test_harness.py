@@ -268,3 +268,31 @@ def test_run_metadata_records_versions_and_config(tmp_path: Path) -> None:
     assert run.versions["ponder"] and run.versions["python"] and run.model_sha256 == "abc"
     assert run.config["unit"]["name"] == "sample" and run.config["seed"] == 4
     assert json.loads(json.dumps(run.config)) == run.config
+
+
+async def test_direct_units_are_started_twice_as_wide_as_pool_samples(tmp_path: Path) -> None:
+    """A pool sample is one sequence, a direct unit a whole strategy (which also waits
+    between its calls): with 8 slots, 16 samples are in flight at once but 32 searches."""
+    problems = gsm8k.load(limit=40)
+    engine = engine_for({p.question: p.gold for p in problems}, 0.01)
+    live, most = 0, 0
+    solve = engine.solve
+
+    async def counted(*args: object, **kw: object) -> object:
+        nonlocal live, most
+        live += 1
+        most = max(most, live)
+        try:
+            return await solve(*args, **kw)  # type: ignore[arg-type]
+        finally:
+            live -= 1
+
+    engine.solve = counted  # type: ignore[method-assign]
+    harness = Harness(engine, Store(tmp_path / "s.sqlite"))
+    (pool,) = plan([make_strategy("vote", n=1)])
+    await harness.execute("gsm8k", problems, pool)
+    assert most == 16
+    most = 0
+    (direct,) = plan([make_strategy("greedy")])
+    await harness.execute("gsm8k", problems, direct)
+    assert most == 32

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from dataclasses import replace
 
 import pytest
 
@@ -102,7 +103,7 @@ async def test_stop_strings_with_n_fan_out_so_usage_is_exact() -> None:
     async with FakeOpenAIServer() as srv:
         lm = OpenAILM(srv.url)
         ledger = Ledger()
-        req = chat(n=3, seed=40).model_copy(update={"stop": ["```output"]})
+        req = replace(chat(n=3, seed=40), stop=["```output"])
         gen = await Scheduler(sleep=no_sleep).generate(lm, req, ledger)
         await lm.aclose()
     sent = [b for p, b in srv.requests if p.endswith("/chat/completions")][2:]  # after probes

@@ -275,3 +275,34 @@ def test_a_disconnected_stream_stops_the_embedded_generation(model_path: Path) -
             assert lm.metrics()["tokens_predicted_total"] - before < 200
     finally:
         lm.close()
+
+
+async def test_the_routers_cache_model_predicts_what_llamacpp_reuses(llama: LlamaCppLM) -> None:
+    """CacheModel (what the slot router places requests by) against llama.cpp itself: prompts
+    pinned to one slot, and the share of each prompt found cached, predicted and measured.
+    The sequence covers each rule: a sibling overwriting a path unsaved, an unrelated prompt
+    that makes llama.cpp save the slot's text to host memory, and its restoring later."""
+    from ponder.slots import CacheModel
+
+    nonce = f"run {id(llama)}"  # nothing cached by earlier tests shares these prompts
+    head = (
+        f"<|im_start|>system\nSolve it ({nonce}).<|im_end|>\n<|im_start|>user\n"
+        + " ".join(f"q{i}" for i in range(60))
+        + "<|im_end|>\n<|im_start|>assistant\n"
+    )
+    a = head + " ".join(f"a{i}" for i in range(36)) + "\n\n"
+    b = head + " ".join(f"b{i}" for i in range(36)) + "\n\n"
+    other = f"<|im_start|>system\n{nonce} other<|im_end|>\n" + " ".join(f"z{i}" for i in range(150))
+    model = CacheModel(llama.capabilities.slots)
+    slot = llama.capabilities.slots - 1
+    seen = []
+    for prompt in (a, b, a, other, a):
+        predicted = model.place(prompt, slot) / len(prompt)
+        gen = await llama.generate(GenRequest(prompt=prompt, max_tokens=1, slot=slot))
+        measured = gen.cached_tokens / gen.prompt_tokens
+        model.texts[slot] = prompt + gen.choices[0].text
+        seen.append((round(predicted, 2), round(measured, 2)))
+    # b keeps only the head of a, so a's tail is lost unsaved (a comes back at ~70% cached);
+    # the unrelated prompt saves a, which then comes back whole
+    assert [m > 0.95 for _, m in seen] == [False, False, False, False, True], seen
+    assert all(abs(p - m) < 0.15 for p, m in seen), seen

@@ -136,3 +136,19 @@ async def test_transient_every_helper_with_engine() -> None:
     engine, _lm = scripted_engine(["\\boxed{9}"], fail=transient_every(2))
     r = await engine.solve("q", "vote", n=3, seed=0)
     assert r.answer == "9" and r.error is None
+
+
+async def test_a_waiter_cancelled_just_before_a_release_gives_nothing_back_twice() -> None:
+    """Cancelled while waiting, then the units are released before it sees the cancellation
+    (release drops its cancelled future from the queue): it must not fail, and the units
+    go to nobody else by mistake."""
+    sem = WeightedSemaphore(1)
+    await sem.acquire(1)
+    waiter = asyncio.create_task(sem.acquire(1))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    sem.release(1)  # the cancelled waiter is at the head of the queue
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert sem.free == 1
+    await asyncio.wait_for(sem.acquire(1), 1)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -7,7 +9,7 @@ import pytest
 from ponder.errors import BackendError, TransientError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.wire import parse_generation
-from ponder.types import GenRequest
+from ponder.types import GenRequest, Message
 
 
 def choice(i: int, tokens: list[str], finish: str = "stop") -> dict[str, Any]:
@@ -88,3 +90,24 @@ def test_requests_with_stop_strings_fan_out_unless_the_backend_counts_them() -> 
     assert Capabilities(n=True, n_with_stop=True).native_n(stopped)
     assert not Capabilities(n=False, n_with_stop=True).native_n(plain)
     assert Capabilities(n=False).native_n(GenRequest(prompt="p", n=1, stop=["x"]))
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({}, "exactly one of `messages` or `prompt`"),
+        ({"prompt": "p", "messages": [Message(role="user", content="q")]}, "exactly one"),
+        ({"prompt": "p", "n": 0}, "n=0"),
+        ({"prompt": "p", "max_tokens": 0}, "max_tokens=0"),
+        ({"prompt": "p", "temperature": -0.1}, "temperature"),
+        ({"prompt": "p", "top_p": 0.0}, "top_p"),
+        ({"prompt": "p", "top_logprobs": 21}, "top_logprobs"),
+        ({"prompt": "p", "slot": -1}, "slot"),
+    ],
+)
+def test_a_bad_request_is_refused_naming_what_is_wrong(fields: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        GenRequest(**fields)
+    good = GenRequest(prompt="p", n=2)
+    with pytest.raises(ValueError):  # a change is checked again
+        replace(good, n=0)

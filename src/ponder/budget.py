@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from pydantic import BaseModel, Field
 
 from ponder.errors import BudgetExceeded
-from ponder.types import Charge, GenRequest, ModelInfo, Usage
+from ponder.types import USAGE_FIELDS, Charge, GenRequest, LedgerLine, ModelInfo, Usage
 
 # Chat templates add a few special tokens per message; this bounds them generously.
 _TEMPLATE_TOKENS_PER_MESSAGE = 16
@@ -79,7 +80,9 @@ class Ledger:
         # Without caps nothing needs reserving or adding up before a call (most solves).
         self.capped = self.budget != _NO_CAPS
         self.on_charge = on_charge  # told of every charge as it lands (progress streams)
-        self.charges: list[Charge] = []
+        # Compact lines (see LedgerLine): a thousand searches in flight keep hundreds of
+        # thousands of them alive, which the cyclic GC would otherwise walk again and again.
+        self.lines: list[LedgerLine] = []
         self._clock = clock
         self._start = clock()
         # per role, each Usage field's running sum (plain numbers: charged on every call)
@@ -89,6 +92,11 @@ class Ledger:
         self.failed_attempts = 0
 
     # -- reading -------------------------------------------------------------------------
+    @property
+    def charges(self) -> list[Charge]:
+        """Every call charged so far, in order."""
+        return [Charge.of(line) for line in self.lines]
+
     def by_role(self) -> dict[str, Usage]:
         return {role: Usage(**sums) for role, sums in self._spent.items()}
 
@@ -122,7 +130,7 @@ class Ledger:
         if not self.capped:  # (no caps at all: no seconds cap either)
             return req.n
         for n in range(req.n, 0, -1):
-            if self.allows(estimate(req.model_copy(update={"n": n}), model, native_n=native_n)):
+            if self.allows(estimate(replace(req, n=n), model, native_n=native_n)):
                 return n
         return 0
 
@@ -140,9 +148,16 @@ class Ledger:
 
     # -- spending ------------------------------------------------------------------------
     def charge(self, role: str, model: str, usage: Usage) -> None:
-        self.charges.append(Charge.model_construct(role=role, model=model, usage=usage))
-        sums = self._spent.setdefault(role, dict.fromkeys(Usage.model_fields, 0))
-        for name, value in vars(usage).items():
+        self.record(role, model, tuple(getattr(usage, name) for name in USAGE_FIELDS), usage)
+
+    def record(
+        self, role: str, model: str, values: tuple[float, ...], usage: Usage | None = None
+    ) -> None:
+        """`charge` from a call's counts in `Usage` field order (the scheduler's path: no
+        Usage object per call unless someone is told of it)."""
+        self.lines.append((role, model, values))
+        sums = self._spent.setdefault(role, dict.fromkeys(USAGE_FIELDS, 0))
+        for name, value in zip(USAGE_FIELDS, values, strict=True):
             sums[name] += value
         if self.on_charge is not None:
-            self.on_charge(role, usage)
+            self.on_charge(role, usage or Usage(**dict(zip(USAGE_FIELDS, values, strict=True))))

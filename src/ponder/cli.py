@@ -39,6 +39,7 @@ from ponder.engine import Engine
 from ponder.errors import DataError, PonderError, UsageError
 from ponder.lm import Price
 from ponder.lm.registry import DEFAULT_MODEL, Registry, sha256_file
+from ponder.runtime import tune_gc
 from ponder.search import Prompting, make_strategy
 from ponder.tasks.registry import TASKS, get_task
 from ponder.types import Problem, Result, Usage
@@ -732,6 +733,7 @@ def fail(message: str, code: int) -> None:
 
 def main() -> None:
     """Entry point: every error is one line on stderr; usage errors exit 2, others 1."""
+    tune_gc()  # a long-running process with many searches in flight (ponder/runtime.py)
     try:
         rv = typer.main.get_command(app).main(standalone_mode=False)
     except NoArgsIsHelpError as e:

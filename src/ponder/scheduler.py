@@ -6,6 +6,11 @@ ledger. Strategies await it; they never call a backend.
 Concurrency is counted in sequences: a request with n choices holds n units. The backend gets
 `queue_factor` × its slots in units, so when one sequence finishes the backend's own queue
 already holds the next one and no slot idles while the scheduler reacts.
+
+A backend that pins requests to slots (llama.cpp) gets a `SlotRouter` instead of its own
+queue: each request is placed on the slot whose prefix cache holds the most of its prompt
+(slots.py). A `Lease` holds one such slot across consecutive calls, so a step and then its
+judgement run on the slot that holds the step.
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TypeVar
 
 from ponder.budget import Ledger, estimate
 from ponder.errors import BackendError, BudgetExceeded, TransientError
 from ponder.lm.protocol import Capabilities, LanguageModel
-from ponder.types import Generation, GenRequest, Usage
+from ponder.slots import SlotRouter, prompt_key
+from ponder.types import USAGE_FIELDS, Generation, GenRequest, Usage
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 class WeightedSemaphore:
@@ -46,7 +54,7 @@ class WeightedSemaphore:
             if fut.done() and not fut.cancelled():
                 self.free += weight  # granted and cancelled at once: give the units back
                 self._wake()
-            else:
+            elif (weight, fut) in self._waiters:  # (_wake may have dropped it already)
                 self._waiters.remove((weight, fut))
             raise
 
@@ -63,6 +71,31 @@ class WeightedSemaphore:
                 fut.set_result(None)
 
 
+class Lease:
+    """One slot of a backend held across consecutive single-sequence calls (a step, then
+    its judgement), so each call finds the one before it in that slot's prefix cache. The
+    slot is taken by the first call and given back when the lease closes. Calls to other
+    backends, calls with n > 1 and backends that do not pin slots go the usual way."""
+
+    def __init__(self, scheduler: Scheduler, lm: LanguageModel) -> None:
+        self.scheduler = scheduler
+        self.lm = lm
+        self.slot: int | None = None
+        self.text: str | None = None  # what the slot holds after the last call
+
+    def covers(self, lm: LanguageModel, req: GenRequest) -> bool:
+        return lm is self.lm and req.n == 1 and id(lm) in self.scheduler._routers
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.slot is not None:
+            self.scheduler._routers[id(self.lm)].release([self.slot], self.text)
+            self.scheduler.slots_for(self.lm).release(1)
+            self.slot = None
+
+
 class Scheduler:
     def __init__(
         self,
@@ -74,15 +107,22 @@ class Scheduler:
         queue_factor: float = 2.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         seed: int = 0,
+        slot_router: Callable[[int], SlotRouter | None] = SlotRouter,
     ) -> None:
+        """`slot_router(slots)` places requests on the slots of a backend that pins them;
+        returning None leaves placement to the backend (to compare, or for a backend whose
+        caches the router's model does not describe)."""
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.request_timeout_s = request_timeout_s
         self.queue_factor = queue_factor
         self._sleep = sleep
+        self._slot_router = slot_router
         self._jitter = random.Random(seed)
         self._slots: dict[int, WeightedSemaphore] = {}
+        # Backends that pin requests to slots, with the router that places them.
+        self._routers: dict[int, SlotRouter] = {}
         # Backends already prepared (held, so their ids stay theirs), with what they can do.
         self._ready: dict[int, tuple[LanguageModel, Capabilities]] = {}
 
@@ -93,7 +133,13 @@ class Scheduler:
             self._slots[key] = WeightedSemaphore(max(1, units))
         return self._slots[key]
 
-    async def generate(self, lm: LanguageModel, req: GenRequest, ledger: Ledger) -> Generation:
+    def lease(self, lm: LanguageModel) -> Lease:
+        """`with scheduler.lease(lm) as lease:` — calls given `lease=lease` share one slot."""
+        return Lease(self, lm)
+
+    async def generate(
+        self, lm: LanguageModel, req: GenRequest, ledger: Ledger, lease: Lease | None = None
+    ) -> Generation:
         """Run one request: reserve its worst case, wait for slots, retry transient failures,
         charge what it really cost. Raises BudgetExceeded (nothing spent) or BackendError.
 
@@ -101,15 +147,26 @@ class Scheduler:
         and charged on its own, so a failure of one never loses what the others computed."""
         ready = self._ready.get(id(lm))
         if ready is None:  # prepared once; its failures are retried like any call's
-            ready = self._ready[id(lm)] = (lm, await self._retrying(lm, ledger, lm.prepare))
+            ready = self._ready[id(lm)] = (
+                lm,
+                await self._retrying(lm, ledger, lambda _: lm.prepare(), None),
+            )
+            router = self._slot_router(ready[1].slots) if ready[1].pin_slots else None
+            if router is not None:
+                self._routers[id(lm)] = router
         caps = ready[1]
         native = caps.native_n(req)
-        reservation = ledger.reserve(estimate(req, lm.info, native_n=native))
+        # an uncapped ledger reserves nothing, so the worst case need not be worked out
+        reservation = ledger.reserve(
+            estimate(req, lm.info, native_n=native) if ledger.capped else _FREE
+        )
         try:
+            if lease is not None and lease.covers(lm, req):
+                return await self._run_leased(lease, req, ledger)
             if native:
                 return await self._run(lm, req, ledger)
             singles = [
-                req.model_copy(update={"n": 1, "seed": None if req.seed is None else req.seed + i})
+                replace(req, n=1, seed=None if req.seed is None else req.seed + i)
                 for i in range(req.n)
             ]
             # Wait for every single, even after one fails: their cost must land in the ledger
@@ -134,17 +191,56 @@ class Scheduler:
         slots = self.slots_for(lm)
         await slots.acquire(req.n)
         try:
-            started = time.monotonic()
-            gen = await self._retrying(lm, ledger, lambda: lm.generate(req))
-            usage = self._usage(lm, gen, time.monotonic() - started)
-            ledger.charge(req.role, lm.info.name, usage)
-            return gen
+            router = self._routers.get(id(lm))
+            if router is None:
+                return await self._call(lm, req, ledger)
+            key = prompt_key(req)
+            placed = await router.acquire(key, req.n)
+            text = None
+            try:
+                if req.n == 1:
+                    req = replace(req, slot=placed[0])
+                gen = await self._call(lm, req, ledger)
+                text = key + gen.choices[0].text if req.n == 1 and gen.choices else None
+                return gen
+            finally:
+                router.release(placed, text)
         finally:
             slots.release(req.n)
 
+    async def _run_leased(self, lease: Lease, req: GenRequest, ledger: Ledger) -> Generation:
+        lm, router = lease.lm, self._routers[id(lease.lm)]
+        key = prompt_key(req)
+        if lease.slot is None:  # the lease's first call takes its slot, kept until it closes
+            units = self.slots_for(lm)
+            await units.acquire(1)
+            try:
+                (lease.slot,) = await router.acquire(key)
+            except BaseException:
+                units.release(1)
+                raise
+        else:
+            router.holding(lease.slot, key)
+        lease.text = key  # what the slot holds if the call fails midway (at least a guess)
+        gen = await self._call(lm, replace(req, slot=lease.slot), ledger)
+        lease.text = key + gen.choices[0].text if gen.choices else key
+        return gen
+
+    async def _call(self, lm: LanguageModel, req: GenRequest, ledger: Ledger) -> Generation:
+        started = time.monotonic()
+        gen = await self._retrying(lm, ledger, lm.generate, req)
+        ledger.record(req.role, lm.info.name, self._counts(lm, gen, time.monotonic() - started))
+        return gen
+
     async def _retrying(
-        self, lm: LanguageModel, ledger: Ledger, call: Callable[[], Awaitable[T]]
+        self,
+        lm: LanguageModel,
+        ledger: Ledger,
+        call: Callable[[A], Awaitable[T]],
+        arg: A,
     ) -> T:
+        """`call(arg)`, retried (the call and its one argument, not a closure: one per call
+        would be made otherwise)."""
         last: TransientError | None = None
         for attempt in range(self.max_attempts):
             if attempt:
@@ -153,9 +249,9 @@ class Scheduler:
             timeout = _min_opt(self.request_timeout_s, ledger.seconds_left())
             try:
                 if timeout is None:
-                    return await call()
+                    return await call(arg)
                 async with asyncio.timeout(timeout):
-                    return await call()
+                    return await call(arg)
             except TimeoutError as e:
                 if ledger.seconds_left() == 0:
                     raise BudgetExceeded("budget cap 'seconds' reached during the call") from e
@@ -166,17 +262,24 @@ class Scheduler:
         raise BackendError(f"gave up after {self.max_attempts} attempts: {last}")
 
     @staticmethod
-    def _usage(lm: LanguageModel, gen: Generation, seconds: float) -> Usage:
+    def _counts(lm: LanguageModel, gen: Generation, seconds: float) -> tuple[float, ...]:
+        """One call's Usage, as its field values in order (the ledger keeps lines so)."""
         p, c, k = gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens
-        return Usage.model_construct(  # counts the backend already validated
-            calls=1,
-            prompt_tokens=p,
-            cached_tokens=c,
-            completion_tokens=k,
-            seconds=seconds,
-            flops=lm.info.flops(p, c, k),
-            dollars=lm.info.dollars(p, c, k),
-        )
+        info = lm.info
+        return (1, p, c, k, seconds, info.flops(p, c, k), info.dollars(p, c, k))
+
+
+_FREE = Usage()
+# `_counts` gives a call's usage in this order
+assert USAGE_FIELDS == (
+    "calls",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "seconds",
+    "flops",
+    "dollars",
+)
 
 
 def _min_opt(a: float | None, b: float | None) -> float | None:

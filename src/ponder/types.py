@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, computed_field
 
 Role = Literal["system", "user", "assistant"]
 
@@ -30,30 +32,48 @@ class Problem(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
-class GenRequest(BaseModel):
-    """One generation request: chat `messages`, or a raw `prompt` to continue verbatim."""
+@dataclass(slots=True)
+class GenRequest:
+    """One generation request: chat `messages`, or a raw `prompt` to continue verbatim.
+
+    Plain (slotted) data checked on construction: strategies build one or two per search
+    node, and pydantic's validation was a large share of the engine's own cost. Change one
+    with `dataclasses.replace`, which checks again."""
 
     messages: list[Message] | None = None
     prompt: str | None = None
-    n: int = Field(default=1, ge=1)
-    max_tokens: int = Field(default=512, ge=1)
-    temperature: float = Field(default=0.0, ge=0.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    n: int = 1
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
     seed: int | None = None
-    stop: list[str] = Field(default_factory=list)
-    top_logprobs: int = Field(default=0, ge=0, le=20)
+    stop: list[str] = field(default_factory=list)
+    top_logprobs: int = 0
     role: str = "policy"
     # Continue the last (assistant) message instead of starting a new turn: how step search
     # extends a partial solution on chat-only servers (vLLM's continue_final_message).
     continue_final: bool = False
+    # The backend slot to run on: set by the scheduler's router for backends that pin
+    # requests to slots (Capabilities.pin_slots), never by strategies.
+    slot: int | None = None
 
-    @model_validator(mode="after")
-    def _one_input(self) -> GenRequest:
+    def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("a GenRequest needs exactly one of `messages` or `prompt`")
         if self.continue_final and (not self.messages or self.messages[-1].role != "assistant"):
             raise ValueError("continue_final needs messages ending with an assistant message")
-        return self
+        if self.n < 1 or self.max_tokens < 1:
+            raise ValueError(f"GenRequest n={self.n} and max_tokens={self.max_tokens}: both ≥ 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(
+                f"GenRequest temperature must be ≥ 0 and top_p in (0, 1] "
+                f"(temperature={self.temperature}, top_p={self.top_p})"
+            )
+        if not 0 <= self.top_logprobs <= 20 or (self.slot is not None and self.slot < 0):
+            raise ValueError(
+                f"GenRequest top_logprobs must be in [0, 20] and slot ≥ 0 "
+                f"(top_logprobs={self.top_logprobs}, slot={self.slot})"
+            )
 
     def input_text(self) -> str:
         if self.prompt is not None:
@@ -62,13 +82,19 @@ class GenRequest(BaseModel):
         return "\n".join(m.content for m in self.messages)
 
 
-class TokenLogprob(BaseModel):
+# What a backend returns is plain (slotted) data: backends build it from parsed responses on
+# every call, and pydantic's validation was a large share of the engine's own cost.
+
+
+@dataclass(slots=True)
+class TokenLogprob:
     token: str
     logprob: float
-    top: dict[str, float] = Field(default_factory=dict)
+    top: dict[str, float] = field(default_factory=dict)
 
 
-class Completion(BaseModel):
+@dataclass(slots=True)
+class Completion:
     """One choice. `completion_tokens` is counted per choice, never taken from a shared total."""
 
     text: str
@@ -77,7 +103,8 @@ class Completion(BaseModel):
     logprobs: list[TokenLogprob] | None = None
 
 
-class Generation(BaseModel):
+@dataclass(slots=True)
+class Generation:
     """What a backend returns for one GenRequest: all n choices and the prompt's token counts."""
 
     choices: list[Completion]
@@ -104,23 +131,19 @@ class Usage(BaseModel):
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    # Sums of valid usages need no validation (the ledger adds them on every call).
+    # (pydantic's validated constructor is faster than model_construct for a model this small)
     def __add__(self, other: Usage) -> Usage:
-        return Usage.model_construct(
-            **{k: getattr(self, k) + getattr(other, k) for k in _USAGE_FIELDS}
-        )
+        return Usage(**{k: getattr(self, k) + getattr(other, k) for k in USAGE_FIELDS})
 
     def __sub__(self, other: Usage) -> Usage:
-        return Usage.model_construct(
-            **{k: getattr(self, k) - getattr(other, k) for k in _USAGE_FIELDS}
-        )
+        return Usage(**{k: getattr(self, k) - getattr(other, k) for k in USAGE_FIELDS})
 
     @staticmethod
     def total_of(usages: Iterable[Usage]) -> Usage:
         return sum(usages, Usage())
 
 
-_USAGE_FIELDS = tuple(Usage.model_fields)
+USAGE_FIELDS = tuple(Usage.model_fields)  # the order of a LedgerLine's values
 
 
 class Charge(BaseModel):
@@ -129,6 +152,18 @@ class Charge(BaseModel):
     role: str
     model: str
     usage: Usage
+
+    @classmethod
+    def of(cls, line: LedgerLine) -> Charge:
+        role, model, values = line
+        return cls(
+            role=role, model=model, usage=Usage(**dict(zip(USAGE_FIELDS, values, strict=True)))
+        )
+
+
+# A ledger line as the ledger keeps it: role, model, the Usage's field values in order (a
+# tuple of strings and numbers, which Python's cyclic GC does not track).
+LedgerLine = tuple[str, str, tuple[float, ...]]
 
 
 class Candidate(BaseModel):
@@ -154,13 +189,20 @@ class Result(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     candidates: list[Candidate] = Field(default_factory=list)
     usage: dict[str, Usage] = Field(default_factory=dict)
-    ledger: list[Charge] = Field(default_factory=list)
     seed: int | None = None
     model: str = ""
     seconds: float = 0.0
     stopped: str | None = None
     error: str | None = None
     info: dict[str, Any] = Field(default_factory=dict)
+    # Every call charged, as the ledger's compact lines (`ledger` builds them when read).
+    lines: list[LedgerLine] = Field(default_factory=list, exclude=True, repr=False)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @cached_property
+    def ledger(self) -> list[Charge]:
+        """Every call charged, in order (each the role, model and usage of one call)."""
+        return [Charge.of(line) for line in self.lines]
 
     @property
     def total(self) -> Usage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from pydantic import BaseModel, Field, ValidationError
@@ -57,7 +58,16 @@ def open_model(
 
     path, info = Registry().resolve(model or DEFAULT_MODEL, progress)
     info = priced(info, price, parameters)
-    return LlamaCppLM(path, info, slots=slots, ctx_per_slot=ctx_per_slot, cancellable=cancellable)
+    # PONDER_PIN_SLOTS=0 leaves placing requests on slots to llama.cpp (to compare)
+    pin = os.environ.get("PONDER_PIN_SLOTS", "1").strip().lower() not in ("0", "false", "no")
+    return LlamaCppLM(
+        path,
+        info,
+        slots=slots,
+        ctx_per_slot=ctx_per_slot,
+        cancellable=cancellable,
+        pin_slots=pin,
+    )
 
 
 class Price(BaseModel):

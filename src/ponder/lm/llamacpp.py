@@ -34,10 +34,13 @@ class LlamaCppLM:
         threads: int | None = None,
         warmup: bool = True,
         cancellable: bool = False,
+        pin_slots: bool = True,
     ) -> None:
         """`cancellable`: requests go through llama.cpp's own loopback HTTP endpoint, so a
         cancelled call closes its connection and llama.cpp stops that generation and frees the
-        slot (a server's disconnected client); in-process calls cannot be stopped midway."""
+        slot (a server's disconnected client); in-process calls cannot be stopped midway.
+        `pin_slots`: the scheduler places each request on a slot by what the slot caches
+        (ponder.slots); False leaves the choice to llama.cpp."""
         try:
             import xllamacpp as xlc
         except ImportError as e:  # pragma: no cover - depends on the machine
@@ -67,6 +70,7 @@ class LlamaCppLM:
             context_length=ctx_per_slot,
             slots=slots,
             n_with_stop=True,
+            pin_slots=pin_slots,
         )
         try:
             self._server = xlc.Server(params)
@@ -133,6 +137,8 @@ class LlamaCppLM:
     async def generate(self, req: GenRequest) -> Generation:
         chat = req.messages is not None
         body = request_body(req, chat=chat, n=req.n, logprobs=True)
+        if req.slot is not None:
+            body["id_slot"] = req.slot  # placed by the scheduler where its prefix is cached
         loop = asyncio.get_running_loop()
         if self.cancellable:
             data = await self._post(body, chat=chat)

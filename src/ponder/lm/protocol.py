@@ -23,6 +23,9 @@ class Capabilities(BaseModel):
     # (llama.cpp leaves a stop string's tokens out of a choice's logprobs; a backend that cannot
     # add them back gets such requests fanned out as single ones, whose `usage` is exact.)
     n_with_stop: bool = False
+    # Runs a request on the slot it names (GenRequest.slot) and keeps a prefix cache per slot
+    # (llama.cpp's id_slot): the scheduler then places requests by what each slot holds.
+    pin_slots: bool = False
 
     def native_n(self, req: GenRequest) -> bool:
         """Whether `req` goes to the backend as one request with n choices."""

@@ -2,18 +2,26 @@
 
 Replies are a pure function of (request, choice index, seed), so a seeded run is bit-for-bit
 repeatable whatever order calls complete in. Latency and failures are configurable.
+
+With `prefix_cache`, it also plays llama.cpp's slots: each slot remembers the text it last
+held and a request's prompt tokens found there are reported as cached. A request pinned to a
+slot (`GenRequest.slot`, with `Capabilities.pin_slots`) runs there; others are placed as
+llama.cpp places them: the free slot sharing the longest prefix if that is over a tenth of
+the prompt, else the least recently used free slot, else the first to be freed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import random
 import re
 from collections.abc import Callable, Sequence
 
 from ponder.errors import BackendError, TransientError
 from ponder.lm.protocol import Capabilities
+from ponder.slots import CacheModel, common_prefix, prompt_key
 from ponder.types import Completion, Generation, GenRequest, Message, ModelInfo, TokenLogprob
 
 ReplyFn = Callable[[GenRequest, int, random.Random], str]
@@ -51,10 +59,15 @@ class ScriptedLM:
         capabilities: Capabilities | None = None,
         parameters: int = 1_000_000,
         logprobs: LogprobFn | None = None,
+        prefix_cache: bool = False,
+        decode_s: float = 0.0,
+        prefill_s: float = 0.0,
     ) -> None:
         self._replies = replies
         self._logprobs = logprobs
         self._latency_s = latency_s
+        # simulated compute: seconds per token written, per prompt token not found cached
+        self._decode_s, self._prefill_s = decode_s, prefill_s
         self._fail = fail
         self.capabilities = capabilities or Capabilities(slots=8, n_with_stop=True)
         self.info = ModelInfo(name=name, parameters=parameters)
@@ -62,6 +75,15 @@ class ScriptedLM:
         self.in_flight = 0
         self.max_in_flight = 0
         self.cancelled = 0  # calls whose caller gave up while they ran (a client went away)
+        slots = self.capabilities.slots
+        self.cache = CacheModel(slots) if prefix_cache else None  # llama.cpp's caches, played
+        self.slot_of: list[int] = []  # the slot each call ran on (prefix_cache only)
+        self.waited_for_pinned = 0  # pinned calls that found their slot busy
+        self.prefilled = 0  # prompt tokens not found in a slot's cache, over every call
+        self._slot_busy = [False] * slots
+        self._slot_used = [0] * slots
+        self._tick = itertools.count(1)
+        self._slot_freed = asyncio.Condition()
 
     @staticmethod
     def _rng(req: GenRequest, index: int) -> random.Random:
@@ -91,17 +113,53 @@ class ScriptedLM:
         return self.capabilities
 
     async def generate(self, req: GenRequest) -> Generation:
+        if self.cache is None:
+            return await self._generate(req)
+        key = prompt_key(req)
+        async with self._slot_freed:
+            if req.slot is not None and self.capabilities.pin_slots:
+                if self._slot_busy[req.slot]:
+                    self.waited_for_pinned += 1
+                await self._slot_freed.wait_for(lambda: not self._slot_busy[req.slot or 0])
+                slot, reused = req.slot, self.cache.place(key, req.slot)
+            else:
+                await self._slot_freed.wait_for(lambda: not all(self._slot_busy))
+                slot, reused = self._llamacpp_choice(key)
+            self._slot_busy[slot], self._slot_used[slot] = True, next(self._tick)
+        self.slot_of.append(slot)
+        try:
+            prompt = count_tokens(key)
+            gen = await self._generate(req, prompt - min(prompt, count_tokens(key[:reused])))
+            gen.prompt_tokens = prompt
+            gen.cached_tokens = min(prompt, count_tokens(key[:reused]))
+            self.prefilled += gen.prompt_tokens - gen.cached_tokens
+            if req.n == 1:
+                self.cache.texts[slot] = key + gen.choices[0].text
+            return gen
+        finally:
+            async with self._slot_freed:
+                self._slot_busy[slot] = False
+                self._slot_freed.notify_all()
+
+    def _llamacpp_choice(self, key: str) -> tuple[int, int]:
+        """llama.cpp's own choice of slot: the free one sharing the most of the prompt if
+        that is over a tenth of it, else the least recently used free one (saved first)."""
+        assert self.cache is not None
+        free = [i for i, busy in enumerate(self._slot_busy) if not busy]
+        shared = {i: common_prefix(key, self.cache.texts[i]) for i in free}
+        best = max(free, key=lambda i: shared[i])
+        if key and shared[best] * 10 > len(key):
+            return best, self.cache.place(key, best)
+        lru = min(free, key=lambda i: self._slot_used[i])
+        return lru, self.cache.place(key, lru, save=True)
+
+    async def _generate(self, req: GenRequest, prefilled: int = 0) -> Generation:
         call = len(self.calls)
         self.calls.append(req)
         self.in_flight += req.n
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            if self._latency_s:
-                try:
-                    await asyncio.sleep(self._latency_s)  # simulated network/compute latency
-                except asyncio.CancelledError:
-                    self.cancelled += 1
-                    raise
+            await self._wait(self._latency_s)
             if self._fail is not None and (err := self._fail(call, req)) is not None:
                 raise err
             choices = []
@@ -119,9 +177,21 @@ class ScriptedLM:
                         logprobs=self._first_token(req, i, text),
                     )
                 )
+            written = sum(c.completion_tokens for c in choices)
+            await self._wait(self._decode_s * written + self._prefill_s * prefilled)
             return Generation(choices=choices, prompt_tokens=count_tokens(req.input_text()))
         finally:
             self.in_flight -= req.n
+
+    async def _wait(self, seconds: float) -> None:
+        """Simulated network and compute time; a caller that gives up is counted."""
+        if seconds <= 0:
+            return
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
 
     async def aclose(self) -> None:
         return None

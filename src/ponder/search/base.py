@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -15,7 +18,7 @@ from ponder.answers import extract, extract_answer, normalize_number
 from ponder.budget import Ledger
 from ponder.lm.protocol import LanguageModel
 from ponder.sandbox import ExecResult, Sandbox
-from ponder.scheduler import Scheduler
+from ponder.scheduler import Lease, Scheduler
 from ponder.types import Candidate, Generation, GenRequest, Message, Problem, Result
 
 if TYPE_CHECKING:
@@ -44,6 +47,13 @@ DEFAULT_STOP = ["```output"]
 AnswerWith = Literal["reasoning", "program", "both"]
 
 
+@functools.lru_cache(maxsize=4096)
+def _conversation(system: str, question: str) -> tuple[Message, Message]:
+    """A question's two messages, made once per (system prompt, question): a search asks for
+    them on every request (a memo of a pure function: the messages are never changed)."""
+    return Message(role="system", content=system), Message(role="user", content=question)
+
+
 class Prompting(BaseModel):
     """How a problem becomes a request: shared by every strategy."""
 
@@ -60,10 +70,7 @@ class Prompting(BaseModel):
             "program": self.program_system,
             "both": self.both_system,
         }[answer_with]
-        return [
-            Message(role="system", content=system),
-            Message(role="user", content=problem.question),
-        ]
+        return list(_conversation(system, problem.question))
 
 
 @dataclass
@@ -81,6 +88,8 @@ class Context:
     # Told of progress as it happens (samples finished, tallies, search depth): the server
     # streams it. Never required: strategies report and move on.
     observer: Callable[[dict[str, Any]], None] | None = None
+    # Calls made through this Context share one backend slot (see `pinned`).
+    lease: Lease | None = None
     rng: random.Random = field(init=False)
     started: float = field(default_factory=time.monotonic)
 
@@ -111,7 +120,20 @@ class Context:
         return self.ledger.affordable_n(req, self.policy.info, native_n=native)
 
     async def generate(self, req: GenRequest) -> Generation:
-        return await self.scheduler.generate(self.policy, req, self.ledger)
+        return await self.scheduler.generate(self.policy, req, self.ledger, self.lease)
+
+    @contextmanager
+    def pinned(self) -> Iterator[Context]:
+        """A Context whose single-sequence policy calls (verifier calls to the policy
+        included) run one after another on one backend slot, held until the block ends: a
+        step or sample, then its judgement, which finds it in that slot's prefix cache."""
+        if not self.policy.capabilities.pin_slots:  # no slots to hold: nothing changes
+            yield self
+            return
+        with self.scheduler.lease(self.policy) as lease:
+            held = copy.copy(self)  # shares the RNG, ledger and everything else
+            held.lease = lease
+            yield held
 
     async def candidates(self, problem: Problem, gen: Generation) -> list[Candidate]:
         """The choices as candidates with their answers; programs are run in the sandbox
@@ -181,7 +203,7 @@ class Context:
             config=strategy.model_dump(mode="json"),
             candidates=candidates,
             usage=self.ledger.by_role(),
-            ledger=list(self.ledger.charges),
+            lines=list(self.ledger.lines),
             seed=self.seed,
             model=self.policy.info.name,
             seconds=time.monotonic() - self.started,

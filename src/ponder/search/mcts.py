@@ -74,9 +74,11 @@ class MCTS(StepSearch):
         self, ctx: Context, problem: Problem, tree: Tree, stepper: Stepper, node: Node
     ) -> Node | None:
         """A rollout from `node` to the end of the solution, scored (and counted once)."""
-        end = await stepper.rollout(ctx, problem, tree, node, self.temperature)
+        with ctx.pinned() as held:  # the rollout and its judgement on one slot
+            end = await stepper.rollout(held, problem, tree, node, self.temperature)
+            if end is not None:
+                await stepper.score(held, problem, tree, [end], self.verifier)
         if end is not None:
-            await stepper.score(ctx, problem, tree, [end], self.verifier)
             end.visits, end.value_sum = 1, 0.0 if end.score is None else end.score
         return end
 

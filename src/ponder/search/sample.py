@@ -6,6 +6,7 @@ Its candidates are the pool that pass@k and maj@k are estimated from.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import ClassVar
 
 from pydantic import Field, field_validator
@@ -28,7 +29,7 @@ class Sample(Strategy):
         n = ctx.affordable(req)
         if n == 0:
             return [], "budget"
-        gen = await ctx.generate(req.model_copy(update={"n": n}))
+        gen = await ctx.generate(replace(req, n=n))
         candidates = await ctx.candidates(problem, gen)
         ctx.report("samples", answers=[c.answer for c in candidates])
         return candidates, ("budget" if n < self.n else None)
@@ -66,14 +67,15 @@ class ScoredSample(Sample):
         base_seed = req.seed or 0
 
         async def one(i: int) -> list[Candidate]:
-            single = req.model_copy(update={"n": 1, "seed": base_seed + i})
-            try:
-                gen = await ctx.generate(single)
-            except (BackendError, BudgetExceeded) as e:
-                # one lost sample must not lose the others: it stays, empty, with the reason
-                return [Candidate(text="", completion_tokens=0, note=f"sample failed: {e}")]
-            candidates = await ctx.candidates(problem, gen)
-            await ctx.score(problem, candidates, spec)
+            single = replace(req, n=1, seed=base_seed + i)
+            with ctx.pinned() as held:  # the sample and its judgement on one slot
+                try:
+                    gen = await held.generate(single)
+                except (BackendError, BudgetExceeded) as e:
+                    # one lost sample must not lose the others: it stays, empty, with the reason
+                    return [Candidate(text="", completion_tokens=0, note=f"sample failed: {e}")]
+                candidates = await held.candidates(problem, gen)
+                await held.score(problem, candidates, spec)
             for c in candidates:
                 ctx.report("sample", answer=c.answer, score=c.score)
             return candidates

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -51,20 +52,25 @@ class Stepper:
         text = tree.text(node)
         render = getattr(ctx.policy, "render", None)
         caps = ctx.policy.capabilities
-        sampling = {
-            "n": n,
-            "temperature": temperature,
-            "max_tokens": self.max_step_tokens,
-            "stop": [self.boundary, *ctx.prompting.stop],
-            "seed": ctx.next_seed() if seed is None else seed,
-        }
+        seed = ctx.next_seed() if seed is None else seed
+
+        def sampled(**source: Any) -> GenRequest:
+            return GenRequest(
+                **source,
+                n=n,
+                temperature=temperature,
+                max_tokens=self.max_step_tokens,
+                stop=[self.boundary, *ctx.prompting.stop],
+                seed=seed,
+            )
+
         if render is not None and caps.raw_prefix:
-            return GenRequest(prompt=await render(messages) + text, **sampling)
+            return sampled(prompt=await render(messages) + text)
         if caps.continue_final:
             if not text:
-                return GenRequest(messages=messages, **sampling)
+                return sampled(messages=messages)
             partial = Message(role="assistant", content=text)
-            return GenRequest(messages=[*messages, partial], continue_final=True, **sampling)
+            return sampled(messages=[*messages, partial], continue_final=True)
         raise UsageError(
             f"step search continues a partial solution; the backend {ctx.policy.info.name} "
             "can neither render its chat template for raw text nor continue a final "
@@ -77,25 +83,38 @@ class Stepper:
         """Up to n children of `node`, each scored by the stepper's verifier.
 
         With a judge that continues the writer's own text (the self-judge), each child is
-        written by its own request and judged the moment it is done, while the backend slot
-        that wrote it still holds it in its prefix cache (llama.cpp keeps none per choice of
-        an n > 1 request), and no child waits for its slowest sibling. Otherwise one request
-        writes all n and they are judged together."""
+        written by its own request and judged right after on the same backend slot, held in
+        between (`Context.pinned`), so the judge finds the child in that slot's prefix cache
+        (llama.cpp keeps none per choice of an n > 1 request), and no child waits for its
+        slowest sibling. Otherwise one request writes all n and they are judged together."""
         if self.verifier is None:
             raise RuntimeError("this Stepper has no verifier to grow with")
         spec = self.verifier
-        if not (self.split and n > 1 and ctx.reuses_candidate_prefix(spec)):
+        if not ctx.reuses_candidate_prefix(spec) or (n > 1 and not self.split):
             kids = await self.expand(ctx, problem, tree, node, n, temperature)
             await self.score(ctx, problem, tree, kids, spec)
             return kids
-        seeds = [ctx.next_seed() for _ in range(n)]  # drawn in order, so runs repeat
+        if n == 1:
+            return await self.child(ctx, problem, tree, node, temperature, ctx.next_seed())
+        # A plain loop: a generator or comprehension here would make this frame's locals
+        # closure cells, and thousands of these frames are alive at once for the cyclic GC.
+        children = []
+        for _ in range(n):  # seeds drawn in order, so runs repeat
+            children.append(self.child(ctx, problem, tree, node, temperature, ctx.next_seed()))
+        grown = await asyncio.gather(*children)
+        return [kid for kids in grown for kid in kids]
 
-        async def one(seed: int) -> list[Node]:
-            kids = await self.expand(ctx, problem, tree, node, 1, temperature, seed)
-            await self.score(ctx, problem, tree, kids, spec)
-            return kids
-
-        return [kid for kids in await asyncio.gather(*map(one, seeds)) for kid in kids]
+    async def child(
+        self, ctx: Context, problem: Problem, tree: Tree, node: Node, temperature: float, seed: int
+    ) -> list[Node]:
+        """One child of `node`, written and then judged on one backend slot, held in between
+        (a method, not a closure: thousands are in flight at once, and closures' cells are
+        objects the cyclic GC walks)."""
+        assert self.verifier is not None
+        with ctx.pinned() as held:
+            kids = await self.expand(held, problem, tree, node, 1, temperature, seed)
+            await self.score(held, problem, tree, kids, self.verifier)
+        return kids
 
     async def expand(
         self,
@@ -113,7 +132,9 @@ class Stepper:
         affordable = ctx.affordable(req)
         if affordable == 0:
             return []
-        gen = await ctx.generate(req.model_copy(update={"n": affordable}))
+        if affordable < req.n:
+            req = replace(req, n=affordable)
+        gen = await ctx.generate(req)
         children = []
         for choice in gen.choices:
             step = choice.text.strip()
@@ -147,8 +168,10 @@ class Stepper:
     ) -> Node | None:
         """The rest of the solution from `node`, written in one request (no step boundary), as
         a terminal child marked `rollout`; None when the budget affords none."""
-        req = (await self.request(ctx, problem, tree, node, 1, temperature)).model_copy(
-            update={"stop": list(ctx.prompting.stop), "max_tokens": ctx.prompting.max_tokens}
+        req = replace(
+            await self.request(ctx, problem, tree, node, 1, temperature),
+            stop=list(ctx.prompting.stop),
+            max_tokens=ctx.prompting.max_tokens,
         )
         if ctx.affordable(req) == 0:
             return None
@@ -181,26 +204,31 @@ class Stepper:
         verifier = ctx.verifiers.get(spec)
         if not hasattr(verifier, "score_steps"):
             raise UsageError(f"verifier '{spec.name}' cannot score steps")
-
-        async def one(node: Node) -> None:
-            steps = tree.steps(node)
-            if not steps or not steps[-1]:
-                node.note = node.note or "empty step: not scored"
-                return
-            last = getattr(verifier, "score_last_step", None)
-            if last is not None:  # the ancestors were judged when they were made
-                verdict = await last(problem, steps, ctx)
-            else:
-                verdict = (await verifier.score_steps(problem, steps, ctx))[-1]
-            node.score = verdict.score
-            if node.score is None:
-                reason = verdict.reason or "no verdict"
-                node.note = reason if node.note is None else f"{node.note}; {reason}"
-
         if len(nodes) == 1:  # the common case (a child judged as written): no task to make
-            await one(nodes[0])
+            await self.judge(ctx, problem, tree, nodes[0], verifier)
+            return
+        judged = []
+        for node in nodes:  # (a loop, for the reason in `grow`)
+            judged.append(self.judge(ctx, problem, tree, node, verifier))
+        await asyncio.gather(*judged)
+
+    async def judge(
+        self, ctx: Context, problem: Problem, tree: Tree, node: Node, verifier: Any
+    ) -> None:
+        """One node's score, in place (or the reason it has none, in its note)."""
+        steps = tree.steps(node)
+        if not steps or not steps[-1]:
+            node.note = node.note or "empty step: not scored"
+            return
+        last = getattr(verifier, "score_last_step", None)
+        if last is not None:  # the ancestors were judged when they were made
+            verdict = await last(problem, steps, ctx)
         else:
-            await asyncio.gather(*(one(n) for n in nodes))
+            verdict = (await verifier.score_steps(problem, steps, ctx))[-1]
+        node.score = verdict.score
+        if node.score is None:
+            reason = verdict.reason or "no verdict"
+            node.note = reason if node.note is None else f"{node.note}; {reason}"
 
 
 def add_step(

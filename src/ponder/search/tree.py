@@ -11,13 +11,13 @@ MCTS-DPO) come from siblings: the same prefix, one step on a better path, one on
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 STEP_SEPARATOR = "\n\n"  # steps end at a blank line unless a strategy says otherwise
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     id: int
     parent: int | None
@@ -33,11 +33,15 @@ class Node:
     rollout: bool = False  # the rest of a solution written in one go to value a node (MCTS)
     visits: int = 0  # MCTS statistics
     value_sum: float = 0.0
-    children: list[int] = field(default_factory=list)
+    # child ids: a tuple of ints, which the cyclic GC does not track (a list would be)
+    children: tuple[int, ...] = ()
 
     @property
     def value(self) -> float:
         return self.value_sum / self.visits if self.visits else 0.0
+
+
+_NODE_FIELDS = tuple(f.name for f in fields(Node))
 
 
 class Tree:
@@ -47,6 +51,8 @@ class Tree:
         self.question = question
         self.separator = separator
         self.nodes: list[Node] = [Node(id=0, parent=None, step="", depth=0)]
+        # each node's steps joined, by id (made once: every request and judgement reads it)
+        self._bodies: list[str] = [""]
 
     @property
     def root(self) -> Node:
@@ -57,8 +63,17 @@ class Tree:
             id=len(self.nodes), parent=parent.id, step=step, depth=parent.depth + 1, **fields
         )
         self.nodes.append(node)
-        parent.children.append(node.id)
+        parent.children += (node.id,)
+        self._bodies.append(self._body_of(node))
         return node
+
+    def _body_of(self, node: Node) -> str:
+        if node.parent is None:
+            return ""
+        parent = self.nodes[node.parent]
+        if parent.parent is None:
+            return node.step
+        return f"{self._bodies[parent.id]}{self.separator}{node.step}"
 
     def path(self, node: Node) -> list[Node]:
         """Root (excluded) to `node` (included)."""
@@ -75,7 +90,7 @@ class Tree:
     def text(self, node: Node) -> str:
         """The partial solution at `node`, as the policy wrote it: steps joined by the
         separator, ending with one when more steps are to follow."""
-        body = self.separator.join(self.steps(node))
+        body = self._bodies[node.id]
         return body if node.terminal or not body else body + self.separator
 
     def children(self, node: Node) -> list[Node]:
@@ -93,7 +108,10 @@ class Tree:
     def records(self) -> list[dict[str, Any]]:
         """One plain dict per node (a trace keeps them)."""
         # a shallow copy per node (asdict's deep recursion dominated large searches' cost)
-        return [{**vars(n), "children": list(n.children)} for n in self.nodes]
+        return [
+            {**{f: getattr(n, f) for f in _NODE_FIELDS}, "children": list(n.children)}
+            for n in self.nodes
+        ]
 
     @classmethod
     def from_records(
@@ -101,9 +119,14 @@ class Tree:
     ) -> Tree:
         """The tree a trace recorded (node ids are list positions)."""
         tree = cls(question, separator)
-        tree.nodes = [Node(**r) for r in records]
+        tree.nodes = [Node(**{**r, "children": tuple(r.get("children", ()))}) for r in records]
         if any(n.id != i for i, n in enumerate(tree.nodes)) or tree.nodes[0].parent is not None:
             raise ValueError("trace nodes must be in id order, starting at the root")
+        if any(n.parent is not None and n.parent >= n.id for n in tree.nodes):
+            raise ValueError("a trace node must come after its parent")
+        tree._bodies = []
+        for n in tree.nodes:
+            tree._bodies.append(tree._body_of(n))
         return tree
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ponder.errors import UsageError
@@ -39,7 +40,7 @@ class Verifiers:
         self._built: dict[str, Any] = {}
 
     def get(self, spec: VerifierSpec) -> Any:
-        key = spec.key()
+        key = spec.key
         if key not in self._built:
             self._built[key] = self._build(spec)
         return self._built[key]
@@ -86,9 +87,7 @@ class Verifiers:
             verdicts = await self._by_steps(verifier, problem, candidates, spec, ctx)
         if spec.rank_calibrated:
             ranks = rank_calibrated([v.score for v in verdicts])
-            verdicts = [
-                v.model_copy(update={"score": r}) for v, r in zip(verdicts, ranks, strict=True)
-            ]
+            verdicts = [replace(v, score=r) for v, r in zip(verdicts, ranks, strict=True)]
         return verdicts
 
     async def _by_steps(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,7 +22,8 @@ VERIFIERS = ("self_judge", "llm_judge", "code_tests", "crosscheck", "prm_http")
 STEP_VERIFIERS = ("self_judge", "llm_judge", "prm_http")
 
 
-class Verdict(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Verdict:
     """A score in [0, 1] (higher: more likely correct), or None with the reason why not."""
 
     score: float | None = None
@@ -72,8 +75,10 @@ class VerifierSpec(BaseModel):
             return cls(name=value)
         return cls(**value)
 
+    @cached_property
     def key(self) -> str:
-        """What identifies the built verifier (its caches serve every aggregate)."""
+        """What identifies the built verifier (its caches serve every aggregate); the spec is
+        frozen, so it is worked out once (it is asked on every scored step)."""
         return self.model_dump_json(include={"name", "options"})
 
 
@@ -107,20 +112,26 @@ class StepCache:
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[tuple[str, tuple[str, ...]], Verdict] = OrderedDict()
+        # verdicts kept as (score, reason) tuples: the cyclic GC does not track those, and a
+        # full cache holds a hundred thousand
+        self._items: OrderedDict[tuple[str, tuple[str, ...]], tuple[float, str | None]] = (
+            OrderedDict()
+        )
 
     def get(self, question: str, steps: Sequence[str]) -> Verdict | None:
         key = (question, tuple(steps))
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        return None
+        kept = self._items.get(key)
+        if kept is None:
+            return None
+        self._items.move_to_end(key)
+        return Verdict(*kept)
 
     def put(self, question: str, steps: Sequence[str], verdict: Verdict) -> None:
         if verdict.score is None:
             return
-        self._items[(question, tuple(steps))] = verdict
-        self._items.move_to_end((question, tuple(steps)))
+        key = (question, tuple(steps))
+        self._items[key] = (verdict.score, verdict.reason)
+        self._items.move_to_end(key)
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
 

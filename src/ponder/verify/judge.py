@@ -70,7 +70,7 @@ async def ask(
         role=ROLE,
     )
     try:
-        gen = await ctx.scheduler.generate(model, req, ctx.ledger)
+        gen = await ctx.scheduler.generate(model, req, ctx.ledger, ctx.lease)
     except BudgetExceeded as e:
         return Verdict(reason=f"not scored: {e}")
     except BackendError as e:
