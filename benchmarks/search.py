@@ -133,30 +133,35 @@ class InstantLM:
         self.capabilities = Capabilities(slots=64, n_with_stop=True, raw_prefix=True)
         self.rng = random.Random(0)
         self.calls = 0
-        self.rendered: dict[tuple[tuple[str, str], ...], str] = {}
+        # by the ids of the conversation's messages (kept alive with it, so ids stay theirs):
+        # a search asks with the same message objects every time
+        self.rendered: dict[tuple[int, ...], tuple[list[Message], str]] = {}
+        # the judge's answers, drawn once and dealt in turn (P(Yes) uniform in 0.05..0.95)
+        self.verdicts = [self._verdict(self.rng.uniform(0.05, 0.95)) for _ in range(4099)]
+
+    @staticmethod
+    def _verdict(p: float) -> Generation:
+        top = {"Yes": math.log(p), "No": math.log(1 - p)}
+        yes = TokenLogprob(token="Yes", logprob=top["Yes"], top=top)
+        return Generation(choices=[Completion(text="Yes", completion_tokens=1, logprobs=[yes])])
 
     async def prepare(self) -> Capabilities:
         return self.capabilities
 
     async def render(self, messages: list[Message]) -> str:
-        # kept per conversation, as the embedded backend keeps its renders
-        key = tuple((m.role, m.content) for m in messages)
-        if key not in self.rendered:
-            self.rendered[key] = "".join(f"<{m.role}>{m.content}\n" for m in messages)
-        return self.rendered[key] + "<assistant>"
+        key = tuple(map(id, messages))
+        kept = self.rendered.get(key)
+        if kept is None:
+            text = "".join(f"<{m.role}>{m.content}\n" for m in messages) + "<assistant>"
+            kept = self.rendered[key] = (list(messages), text)
+        return kept[1]
 
     async def generate(self, req: GenRequest) -> Generation:
         self.calls += 1
         prompt = req.prompt or ""
         if req.role == "verifier":
-            p = self.rng.uniform(0.05, 0.95)
-            top = {"Yes": math.log(p), "No": math.log(1 - p)}
-            choice = Completion(
-                text="Yes",
-                completion_tokens=1,
-                logprobs=[TokenLogprob(token="Yes", logprob=top["Yes"], top=top)],
-            )
-            return Generation(choices=[choice], prompt_tokens=len(prompt) // 4)
+            kept = self.verdicts[self.calls % len(self.verdicts)]
+            return Generation(choices=kept.choices, prompt_tokens=len(prompt) // 4)
         done = prompt.count("\n\n")
         text = (
             "The answer is \\boxed{7}."

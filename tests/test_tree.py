@@ -19,7 +19,7 @@ def planted() -> tuple[Tree, dict[int, bool]]:
 def test_paths_text_and_counts() -> None:
     t, _ = planted()
     a1 = t.nodes[3]
-    assert t.steps(a1) == ["2+2 is 4.", "\\boxed{4}"]
+    assert t.steps(a1) == ("2+2 is 4.", "\\boxed{4}")
     assert t.text(a1) == "2+2 is 4.\n\n\\boxed{4}"  # terminal: no trailing separator
     assert t.text(t.nodes[1]) == "2+2 is 4.\n\n"  # more steps follow
     assert t.text(t.root) == ""

@@ -85,8 +85,10 @@ class Ledger:
         self.lines: list[LedgerLine] = []
         self._clock = clock
         self._start = clock()
-        # per role, each Usage field's running sum (plain numbers: charged on every call)
+        # per role, each Usage field's sum over lines[:_summed] (added up when read, not on
+        # every call: an uncapped solve never reads them until it ends)
         self._spent: dict[str, dict[str, float]] = {}
+        self._summed = 0
         self._reserved = Usage()
         # Attempts that failed and were retried: their cost is unknown, but their number is not.
         self.failed_attempts = 0
@@ -98,7 +100,20 @@ class Ledger:
         return [Charge.of(line) for line in self.lines]
 
     def by_role(self) -> dict[str, Usage]:
-        return {role: Usage(**sums) for role, sums in self._spent.items()}
+        return {role: Usage(**sums) for role, sums in self._sums().items()}
+
+    def _sums(self) -> dict[str, dict[str, float]]:
+        lines = self.lines
+        if self._summed < len(lines):
+            rows: dict[str, list[tuple[float, ...]]] = {}
+            for role, _, values in lines[self._summed :]:
+                rows.setdefault(role, []).append(values)
+            for role, calls in rows.items():
+                sums = self._spent.setdefault(role, dict.fromkeys(USAGE_FIELDS, 0))
+                for name, column in zip(USAGE_FIELDS, zip(*calls, strict=True), strict=True):
+                    sums[name] += sum(column)
+            self._summed = len(lines)
+        return self._spent
 
     @property
     def spent(self) -> Usage:
@@ -135,11 +150,12 @@ class Ledger:
         return 0
 
     def reserve(self, cost: Usage) -> Usage:
+        if not self.capped:  # (no caps at all: no seconds cap either)
+            return cost
         cap = self.refusal(cost)
         if cap is not None:
             raise BudgetExceeded(f"budget cap '{cap}' would be exceeded by this call")
-        if self.capped:
-            self._reserved = self._reserved + cost
+        self._reserved = self._reserved + cost
         return cost
 
     def release(self, reservation: Usage) -> None:
@@ -156,8 +172,5 @@ class Ledger:
         """`charge` from a call's counts in `Usage` field order (the scheduler's path: no
         Usage object per call unless someone is told of it)."""
         self.lines.append((role, model, values))
-        sums = self._spent.setdefault(role, dict.fromkeys(USAGE_FIELDS, 0))
-        for name, value in zip(USAGE_FIELDS, values, strict=True):
-            sums[name] += value
         if self.on_charge is not None:
             self.on_charge(role, usage or Usage(**dict(zip(USAGE_FIELDS, values, strict=True))))

@@ -164,6 +164,8 @@ class Scheduler:
             if lease is not None and lease.covers(lm, req):
                 return await self._run_leased(lease, req, ledger)
             if native:
+                if id(lm) not in self._routers:  # (the common case without a frame more)
+                    return await self._call(lm, req, ledger, self.slots_for(lm))
                 return await self._run(lm, req, ledger)
             singles = [
                 replace(req, n=1, seed=None if req.seed is None else req.seed + i)
@@ -188,12 +190,13 @@ class Scheduler:
             ledger.release(reservation)
 
     async def _run(self, lm: LanguageModel, req: GenRequest, ledger: Ledger) -> Generation:
+        """One call on the backend's slots, placed by its router if it has one."""
+        router = self._routers.get(id(lm))
+        if router is None:
+            return await self._call(lm, req, ledger, self.slots_for(lm))
         slots = self.slots_for(lm)
         await slots.acquire(req.n)
         try:
-            router = self._routers.get(id(lm))
-            if router is None:
-                return await self._call(lm, req, ledger)
             key = prompt_key(req)
             placed = await router.acquire(key, req.n)
             text = None
@@ -226,11 +229,41 @@ class Scheduler:
         lease.text = key + gen.choices[0].text if gen.choices else key
         return gen
 
-    async def _call(self, lm: LanguageModel, req: GenRequest, ledger: Ledger) -> Generation:
-        started = time.monotonic()
-        gen = await self._retrying(lm, ledger, lm.generate, req)
-        ledger.record(req.role, lm.info.name, self._counts(lm, gen, time.monotonic() - started))
-        return gen
+    async def _call(
+        self,
+        lm: LanguageModel,
+        req: GenRequest,
+        ledger: Ledger,
+        units: WeightedSemaphore | None = None,
+    ) -> Generation:
+        """The call itself, retried and charged; with `units`, once req.n of them are free
+        (held until it returns)."""
+        if units is not None:
+            await units.acquire(req.n)
+        try:
+            started = time.monotonic()
+            if self.request_timeout_s is None and ledger.budget.seconds is None:
+                # no time limit on the call: its first attempt needs no timeout scope (the
+                # common case, and the hottest path in the engine)
+                try:
+                    gen = await lm.generate(req)
+                except TransientError as failed:
+                    ledger.failed_attempts += 1
+                    gen = await self._retrying(lm, ledger, lm.generate, req, failed)
+            else:
+                gen = await self._retrying(lm, ledger, lm.generate, req)
+            # the call's Usage, as its field values in order (the ledger keeps lines so)
+            p, c, k, info = gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens, lm.info
+            seconds = time.monotonic() - started
+            ledger.record(
+                req.role,
+                info.name,
+                (1, p, c, k, seconds, info.flops(p, c, k), info.dollars(p, c, k)),
+            )
+            return gen
+        finally:
+            if units is not None:
+                units.release(req.n)
 
     async def _retrying(
         self,
@@ -238,15 +271,18 @@ class Scheduler:
         ledger: Ledger,
         call: Callable[[A], Awaitable[T]],
         arg: A,
+        failed: TransientError | None = None,
     ) -> T:
         """`call(arg)`, retried (the call and its one argument, not a closure: one per call
-        would be made otherwise)."""
-        last: TransientError | None = None
-        for attempt in range(self.max_attempts):
+        would be made otherwise); `failed`: how a first attempt, made already, failed."""
+        last = failed
+        for attempt in range(0 if failed is None else 1, self.max_attempts):
             if attempt:
                 delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
                 await self._sleep(delay * (0.5 + self._jitter.random()))
-            timeout = _min_opt(self.request_timeout_s, ledger.seconds_left())
+            timeout, left = self.request_timeout_s, ledger.seconds_left()
+            if left is not None and (timeout is None or left < timeout):
+                timeout = left
             try:
                 if timeout is None:
                     return await call(arg)
@@ -261,16 +297,9 @@ class Scheduler:
             ledger.failed_attempts += 1
         raise BackendError(f"gave up after {self.max_attempts} attempts: {last}")
 
-    @staticmethod
-    def _counts(lm: LanguageModel, gen: Generation, seconds: float) -> tuple[float, ...]:
-        """One call's Usage, as its field values in order (the ledger keeps lines so)."""
-        p, c, k = gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens
-        info = lm.info
-        return (1, p, c, k, seconds, info.flops(p, c, k), info.dollars(p, c, k))
-
 
 _FREE = Usage()
-# `_counts` gives a call's usage in this order
+# `_call` records a call's usage in this order
 assert USAGE_FIELDS == (
     "calls",
     "prompt_tokens",
@@ -280,8 +309,3 @@ assert USAGE_FIELDS == (
     "flops",
     "dollars",
 )
-
-
-def _min_opt(a: float | None, b: float | None) -> float | None:
-    vals = [v for v in (a, b) if v is not None]
-    return min(vals) if vals else None

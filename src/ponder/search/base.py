@@ -8,7 +8,7 @@ import functools
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -65,11 +65,14 @@ class Prompting(BaseModel):
     both_system: str = BOTH_SYSTEM_PROMPT
 
     def messages(self, problem: Problem, answer_with: AnswerWith = "reasoning") -> list[Message]:
-        system = {
-            "reasoning": problem.system or self.system,
-            "program": self.program_system,
-            "both": self.both_system,
-        }[answer_with]
+        if answer_with == "reasoning":
+            system = problem.system or self.system
+        elif answer_with == "program":
+            system = self.program_system
+        elif answer_with == "both":
+            system = self.both_system
+        else:
+            raise ValueError(f"unknown answer_with {answer_with!r}")
         return list(_conversation(system, problem.question))
 
 
@@ -122,14 +125,16 @@ class Context:
     async def generate(self, req: GenRequest) -> Generation:
         return await self.scheduler.generate(self.policy, req, self.ledger, self.lease)
 
-    @contextmanager
-    def pinned(self) -> Iterator[Context]:
+    def pinned(self) -> AbstractContextManager[Context]:
         """A Context whose single-sequence policy calls (verifier calls to the policy
         included) run one after another on one backend slot, held until the block ends: a
         step or sample, then its judgement, which finds it in that slot's prefix cache."""
         if not self.policy.capabilities.pin_slots:  # no slots to hold: nothing changes
-            yield self
-            return
+            return nullcontext(self)
+        return self._leased()
+
+    @contextmanager
+    def _leased(self) -> Iterator[Context]:
         with self.scheduler.lease(self.policy) as lease:
             held = copy.copy(self)  # shares the RNG, ledger and everything else
             held.lease = lease

@@ -53,28 +53,28 @@ class Stepper:
         render = getattr(ctx.policy, "render", None)
         caps = ctx.policy.capabilities
         seed = ctx.next_seed() if seed is None else seed
-
-        def sampled(**source: Any) -> GenRequest:
-            return GenRequest(
-                **source,
-                n=n,
-                temperature=temperature,
-                max_tokens=self.max_step_tokens,
-                stop=[self.boundary, *ctx.prompting.stop],
-                seed=seed,
-            )
-
+        prompt, continue_final = None, False
         if render is not None and caps.raw_prefix:
-            return sampled(prompt=await render(messages) + text)
-        if caps.continue_final:
-            if not text:
-                return sampled(messages=messages)
-            partial = Message(role="assistant", content=text)
-            return sampled(messages=[*messages, partial], continue_final=True)
-        raise UsageError(
-            f"step search continues a partial solution; the backend {ctx.policy.info.name} "
-            "can neither render its chat template for raw text nor continue a final "
-            "assistant message"
+            prompt = await render(messages) + text
+        elif caps.continue_final:
+            if text:
+                messages = [*messages, Message(role="assistant", content=text)]
+                continue_final = True
+        else:
+            raise UsageError(
+                f"step search continues a partial solution; the backend {ctx.policy.info.name} "
+                "can neither render its chat template for raw text nor continue a final "
+                "assistant message"
+            )
+        return GenRequest(
+            prompt=prompt,
+            messages=None if prompt is not None else messages,
+            continue_final=continue_final,
+            n=n,
+            temperature=temperature,
+            max_tokens=self.max_step_tokens,
+            stop=[self.boundary, *ctx.prompting.stop],
+            seed=seed,
         )
 
     async def grow(
@@ -160,7 +160,8 @@ class Stepper:
                     note=note,
                 )
             )
-        ctx.report("step", depth=node.depth + 1, new=len(children), nodes=len(tree.nodes) - 1)
+        if ctx.observer is not None:
+            ctx.report("step", depth=node.depth + 1, new=len(children), nodes=len(tree.nodes) - 1)
         return children
 
     async def rollout(
@@ -292,7 +293,10 @@ class StepSearch(Strategy):
         )
 
     def score_of(self, tree: Tree, node: Node) -> float:
-        s = aggregate([n.score for n in tree.path(node)], self.path_score)
+        if self.path_score == "last":  # (the default, read on every ranking: no path list)
+            s = tree.last_score(node)
+        else:
+            s = aggregate([n.score for n in tree.path(node)], self.path_score)
         return -1.0 if s is None else s  # unscored paths rank below every scored one
 
     def finish(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any
 
 STEP_SEPARATOR = "\n\n"  # steps end at a blank line unless a strategy says otherwise
@@ -42,6 +43,7 @@ class Node:
 
 
 _NODE_FIELDS = tuple(f.name for f in fields(Node))
+_node_values = attrgetter(*_NODE_FIELDS)
 
 
 class Tree:
@@ -51,7 +53,9 @@ class Tree:
         self.question = question
         self.separator = separator
         self.nodes: list[Node] = [Node(id=0, parent=None, step="", depth=0)]
-        # each node's steps joined, by id (made once: every request and judgement reads it)
+        # each node's steps, and those joined, by id (made once: every request and judgement
+        # reads them; tuples of strings, which the cyclic GC stops tracking)
+        self._steps: list[tuple[str, ...]] = [()]
         self._bodies: list[str] = [""]
 
     @property
@@ -64,6 +68,7 @@ class Tree:
         )
         self.nodes.append(node)
         parent.children += (node.id,)
+        self._steps.append((*self._steps[parent.id], step))
         self._bodies.append(self._body_of(node))
         return node
 
@@ -84,8 +89,18 @@ class Tree:
             current = self.nodes[current.parent]
         return out[::-1]
 
-    def steps(self, node: Node) -> list[str]:
-        return [n.step for n in self.path(node)]
+    def steps(self, node: Node) -> tuple[str, ...]:
+        """The steps on the path to `node`, root excluded."""
+        return self._steps[node.id]
+
+    def last_score(self, node: Node) -> float | None:
+        """The score of the deepest scored node on the path to `node` (None if none is)."""
+        current = node
+        while current.parent is not None:
+            if current.score is not None:
+                return current.score
+            current = self.nodes[current.parent]
+        return None
 
     def text(self, node: Node) -> str:
         """The partial solution at `node`, as the policy wrote it: steps joined by the
@@ -108,10 +123,12 @@ class Tree:
     def records(self) -> list[dict[str, Any]]:
         """One plain dict per node (a trace keeps them)."""
         # a shallow copy per node (asdict's deep recursion dominated large searches' cost)
-        return [
-            {**{f: getattr(n, f) for f in _NODE_FIELDS}, "children": list(n.children)}
-            for n in self.nodes
-        ]
+        out = []
+        for n in self.nodes:
+            record = dict(zip(_NODE_FIELDS, _node_values(n), strict=True))
+            record["children"] = list(n.children)
+            out.append(record)
+        return out
 
     @classmethod
     def from_records(
@@ -124,8 +141,10 @@ class Tree:
             raise ValueError("trace nodes must be in id order, starting at the root")
         if any(n.parent is not None and n.parent >= n.id for n in tree.nodes):
             raise ValueError("a trace node must come after its parent")
-        tree._bodies = []
+        tree._steps, tree._bodies = [], []
         for n in tree.nodes:
+            parent = () if n.parent is None else tree._steps[n.parent]
+            tree._steps.append(() if n.parent is None else (*parent, n.step))
             tree._bodies.append(tree._body_of(n))
         return tree
 

@@ -9,6 +9,7 @@ another model (or backend) with a standalone grading prompt.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -29,17 +30,28 @@ _YES = {"yes", "y", "true", "correct"}
 _NO = {"no", "n", "false", "incorrect"}
 
 
+@functools.lru_cache(maxsize=4096)
+def _side(token: str) -> bool | None:
+    """Whether a token says Yes (True), No (False) or neither (None); kept per token, since a
+    judge's top tokens are mostly the same few."""
+    word = token.strip().lower()
+    return True if word in _YES else False if word in _NO else None
+
+
 def p_yes(choice: Completion) -> Verdict:
     """P(Yes) / (P(Yes) + P(No)) over the judge's first token; from its text if the backend
     gave no logprobs."""
     first = choice.logprobs[0] if choice.logprobs else None
     if first is not None:
         yes = no = 0.0
-        for token, lp in {first.token: first.logprob, **first.top}.items():
-            word = token.strip().lower()
-            if word in _YES:
+        top = first.top
+        if first.token not in top:
+            top = {first.token: first.logprob, **top}
+        for token, lp in top.items():
+            side = _side(token)
+            if side is True:
                 yes += math.exp(lp)
-            elif word in _NO:
+            elif side is False:
                 no += math.exp(lp)
         if yes + no > 0:
             return Verdict(score=yes / (yes + no))
@@ -160,7 +172,7 @@ class SelfJudge:
         verdict = self._steps.get(problem.question, steps)
         if verdict is None:
             model = self.model(ctx)
-            partial = self.step_separator.join(s.strip() for s in steps)
+            partial = self.step_separator.join([s.strip() for s in steps])
             if head is not None:
                 verdict = await ask(ctx, model, prompt=head + partial + self.step_cue)
             else:
