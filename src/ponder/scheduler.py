@@ -164,8 +164,6 @@ class Scheduler:
             if lease is not None and lease.covers(lm, req):
                 return await self._run_leased(lease, req, ledger)
             if native:
-                if id(lm) not in self._routers:  # (the common case without a frame more)
-                    return await self._call(lm, req, ledger, self.slots_for(lm))
                 return await self._run(lm, req, ledger)
             singles = [
                 replace(req, n=1, seed=None if req.seed is None else req.seed + i)
@@ -189,11 +187,18 @@ class Scheduler:
         finally:
             ledger.release(reservation)
 
-    async def _run(self, lm: LanguageModel, req: GenRequest, ledger: Ledger) -> Generation:
-        """One call on the backend's slots, placed by its router if it has one."""
+    def _run(self, lm: LanguageModel, req: GenRequest, ledger: Ledger) -> Awaitable[Generation]:
+        """One call on the backend's slots, placed by its router if it has one (a plain
+        function handing back the call to await: no coroutine frame of its own on the
+        engine's hottest path)."""
         router = self._routers.get(id(lm))
         if router is None:
-            return await self._call(lm, req, ledger, self.slots_for(lm))
+            return self._call(lm, req, ledger, self.slots_for(lm))
+        return self._routed(router, lm, req, ledger)
+
+    async def _routed(
+        self, router: SlotRouter, lm: LanguageModel, req: GenRequest, ledger: Ledger
+    ) -> Generation:
         slots = self.slots_for(lm)
         await slots.acquire(req.n)
         try:

@@ -129,9 +129,9 @@ class ScriptedLM:
         self.slot_of.append(slot)
         try:
             prompt = count_tokens(key)
-            gen = await self._generate(req, prompt - min(prompt, count_tokens(key[:reused])))
-            gen.prompt_tokens = prompt
-            gen.cached_tokens = min(prompt, count_tokens(key[:reused]))
+            cached = min(prompt, count_tokens(key[:reused]))
+            gen = await self._generate(req, prompt - cached)
+            gen.prompt_tokens, gen.cached_tokens = prompt, cached
             self.prefilled += gen.prompt_tokens - gen.cached_tokens
             if req.n == 1:
                 self.cache.texts[slot] = key + gen.choices[0].text
