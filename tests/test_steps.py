@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import pytest
 
@@ -42,6 +43,28 @@ def context(lm: ScriptedLM, budget: Budget | None = None) -> Context:
 def scripted(**kw: object) -> ScriptedLM:
     caps = Capabilities(slots=4, n_with_stop=True, raw_prefix=True)
     return ScriptedLM(continue_solution, capabilities=caps, logprobs=judge, **kw)  # type: ignore[arg-type]
+
+
+async def test_a_stepper_renders_a_search_once_and_again_for_another_problem() -> None:
+    lm = scripted()
+    rendered: list[str] = []
+    render = lm.render
+
+    async def counting(messages: list[Any]) -> str:
+        rendered.append(messages[-1].content)
+        return await render(messages)
+
+    lm.render = counting  # type: ignore[method-assign]
+    ctx, stepper = context(lm), Stepper()
+    tree = Tree(PROBLEM.question)
+    kid = (await stepper.expand(ctx, PROBLEM, tree, tree.root, 1, 0.7))[0]
+    await stepper.expand(ctx, PROBLEM, tree, kid, 1, 0.7)
+    assert rendered == [PROBLEM.question]
+    other = Problem(question="What is 1 + 1?", kind="number")
+    await stepper.expand(ctx, other, Tree(other.question), Tree(other.question).root, 1, 0.7)
+    assert rendered == [PROBLEM.question, other.question]
+    head = await render(ctx.prompting.messages(other))
+    assert lm.calls[-1].prompt == head  # the new problem's own conversation, not the first's
 
 
 async def test_children_continue_the_nodes_text_and_share_its_prefix() -> None:

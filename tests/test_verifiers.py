@@ -196,6 +196,32 @@ async def test_process_scores_are_incremental_and_never_repeat_a_step(raw: bool)
         assert all((c.prompt or "").endswith(STEP_CUE) for c in lm.calls)
 
 
+async def test_the_self_judge_renders_each_conversation_once_and_keeps_problems_apart() -> None:
+    def lps(req: GenRequest, i: int, rng: random.Random) -> dict[str, float]:
+        return {"Yes": math.log(0.7), "No": math.log(0.3)}
+
+    lm = ScriptedLM(["Yes"], logprobs=lps, capabilities=Capabilities(raw_prefix=True))
+    rendered: list[str] = []
+    render = lm.render
+
+    async def counting(messages: list[Any]) -> str:
+        rendered.append(messages[-1].content)
+        return await render(messages)
+
+    lm.render = counting  # type: ignore[method-assign]
+    ctx, judge = context(lm), SelfJudge()
+    other = Problem(question="What is 2 + 2?", kind="number")
+    for steps in (["a"], ["a", "b"], ["a", "b", "c"]):
+        await judge.score_last_step(PROBLEM, steps, ctx)
+        await judge.score_last_step(other, steps, ctx)
+    assert rendered == [PROBLEM.question, other.question]  # once per conversation
+    heads = {q.question: await render(ctx.prompting.messages(q)) for q in (PROBLEM, other)}
+    for call in lm.calls:  # each judgement continues its own problem's conversation
+        assert call.prompt is not None
+        assert sum(call.prompt.startswith(head) for head in heads.values()) == 1
+    assert [c.prompt.startswith(heads[other.question]) for c in lm.calls] == [False, True] * 3
+
+
 async def test_step_scores_aggregate_into_an_outcome_score() -> None:
     def lps(req: GenRequest, i: int, rng: random.Random) -> dict[str, float]:
         p = 0.8 if "good" in judged_step(req) else 0.4

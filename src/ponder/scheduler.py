@@ -20,14 +20,14 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from ponder.budget import Ledger, estimate
 from ponder.errors import BackendError, BudgetExceeded, TransientError
 from ponder.lm.protocol import Capabilities, LanguageModel
 from ponder.slots import SlotRouter, prompt_key
-from ponder.types import USAGE_FIELDS, Generation, GenRequest, Usage
+from ponder.types import USAGE_FIELDS, Generation, GenRequest
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -41,11 +41,19 @@ class WeightedSemaphore:
         self.free = units
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
+    def take(self, weight: int) -> bool:
+        """Take the units now if they are free and nobody waits (no await needed)."""
+        if weight > self.units:  # (no min(): this runs on every call)
+            weight = self.units
+        if self._waiters or self.free < weight:
+            return False
+        self.free -= weight
+        return True
+
     async def acquire(self, weight: int) -> None:
-        weight = min(weight, self.units)
-        if not self._waiters and self.free >= weight:
-            self.free -= weight
+        if self.take(weight):
             return
+        weight = min(weight, self.units)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((weight, fut))
         try:
@@ -59,8 +67,9 @@ class WeightedSemaphore:
             raise
 
     def release(self, weight: int) -> None:
-        self.free += min(weight, self.units)
-        self._wake()
+        self.free += weight if weight < self.units else self.units
+        if self._waiters:
+            self._wake()
 
     def _wake(self) -> None:
         # FIFO: a large request at the head is not starved by small ones behind it.
@@ -69,6 +78,16 @@ class WeightedSemaphore:
             if not fut.done():
                 self.free -= weight
                 fut.set_result(None)
+
+
+@dataclass(slots=True)
+class _Backend:
+    """A prepared backend: what it can do, its units, and its router if it pins slots."""
+
+    lm: LanguageModel
+    caps: Capabilities
+    units: WeightedSemaphore
+    router: SlotRouter | None
 
 
 class Lease:
@@ -124,7 +143,7 @@ class Scheduler:
         # Backends that pin requests to slots, with the router that places them.
         self._routers: dict[int, SlotRouter] = {}
         # Backends already prepared (held, so their ids stay theirs), with what they can do.
-        self._ready: dict[int, tuple[LanguageModel, Capabilities]] = {}
+        self._ready: dict[int, _Backend] = {}
 
     def slots_for(self, lm: LanguageModel) -> WeightedSemaphore:
         key = id(lm)
@@ -146,55 +165,65 @@ class Scheduler:
         A backend without native n gets n single requests with distinct seeds, each retried
         and charged on its own, so a failure of one never loses what the others computed."""
         ready = self._ready.get(id(lm))
-        if ready is None:  # prepared once; its failures are retried like any call's
-            ready = self._ready[id(lm)] = (
-                lm,
-                await self._retrying(lm, ledger, lambda _: lm.prepare(), None),
-            )
-            router = self._slot_router(ready[1].slots) if ready[1].pin_slots else None
-            if router is not None:
-                self._routers[id(lm)] = router
-        caps = ready[1]
-        native = caps.native_n(req)
-        # an uncapped ledger reserves nothing, so the worst case need not be worked out
-        reservation = ledger.reserve(
-            estimate(req, lm.info, native_n=native) if ledger.capped else _FREE
-        )
+        if ready is None:
+            ready = await self._prepare(lm, ledger)
+        if not ledger.capped:  # an uncapped ledger reserves nothing (the engine's hot path)
+            return await self._dispatch(ready, req, ledger, lease)
+        native = ready.caps.native_n(req)
+        reservation = ledger.reserve(estimate(req, lm.info, native_n=native))
         try:
-            if lease is not None and lease.covers(lm, req):
-                return await self._run_leased(lease, req, ledger)
-            if native:
-                return await self._run(lm, req, ledger)
-            singles = [
-                replace(req, n=1, seed=None if req.seed is None else req.seed + i)
-                for i in range(req.n)
-            ]
-            # Wait for every single, even after one fails: their cost must land in the ledger
-            # before the reservation that covers them is released.
-            outcomes = await asyncio.gather(
-                *(self._run(lm, r, ledger) for r in singles), return_exceptions=True
-            )
-            parts: list[Generation] = []
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                parts.append(outcome)
-            return Generation(
-                choices=[p.choices[0] for p in parts],
-                prompt_tokens=sum(p.prompt_tokens for p in parts),
-                cached_tokens=sum(p.cached_tokens for p in parts),
-            )
+            return await self._dispatch(ready, req, ledger, lease)
         finally:
             ledger.release(reservation)
 
-    def _run(self, lm: LanguageModel, req: GenRequest, ledger: Ledger) -> Awaitable[Generation]:
-        """One call on the backend's slots, placed by its router if it has one (a plain
-        function handing back the call to await: no coroutine frame of its own on the
-        engine's hottest path)."""
-        router = self._routers.get(id(lm))
-        if router is None:
-            return self._call(lm, req, ledger, self.slots_for(lm))
-        return self._routed(router, lm, req, ledger)
+    async def _prepare(self, lm: LanguageModel, ledger: Ledger) -> _Backend:
+        """A backend's capabilities, asked once (failures are retried like any call's)."""
+        caps = await self._retrying(lm, ledger, lambda _: lm.prepare(), None)
+        if id(lm) in self._ready:  # prepared meanwhile by a concurrent first call
+            return self._ready[id(lm)]
+        router = self._slot_router(caps.slots) if caps.pin_slots else None
+        if router is not None:
+            self._routers[id(lm)] = router
+        ready = self._ready[id(lm)] = _Backend(lm, caps, self.slots_for(lm), router)
+        return ready
+
+    def _dispatch(
+        self, ready: _Backend, req: GenRequest, ledger: Ledger, lease: Lease | None
+    ) -> Awaitable[Generation]:
+        """The call (or calls) a request becomes: on a lease's slot, placed by the router,
+        on the backend's units, or as n singles (a plain function handing back what to
+        await: no coroutine frame of its own on the engine's hottest path)."""
+        if lease is not None and lease.covers(ready.lm, req):
+            return self._run_leased(lease, req, ledger)
+        if ready.caps.native_n(req):
+            return self._run(ready, req, ledger)
+        return self._singles(ready, req, ledger)
+
+    async def _singles(self, ready: _Backend, req: GenRequest, ledger: Ledger) -> Generation:
+        singles = [
+            replace(req, n=1, seed=None if req.seed is None else req.seed + i) for i in range(req.n)
+        ]
+        # Wait for every single, even after one fails: their cost must land in the ledger
+        # before the reservation that covers them is released.
+        outcomes = await asyncio.gather(
+            *(self._run(ready, r, ledger) for r in singles), return_exceptions=True
+        )
+        parts: list[Generation] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            parts.append(outcome)
+        return Generation(
+            choices=[p.choices[0] for p in parts],
+            prompt_tokens=sum(p.prompt_tokens for p in parts),
+            cached_tokens=sum(p.cached_tokens for p in parts),
+        )
+
+    def _run(self, ready: _Backend, req: GenRequest, ledger: Ledger) -> Awaitable[Generation]:
+        """One call on the backend's units, placed by its router if it has one."""
+        if ready.router is None:
+            return self._call(ready.lm, req, ledger, ready.units)
+        return self._routed(ready.router, ready.lm, req, ledger)
 
     async def _routed(
         self, router: SlotRouter, lm: LanguageModel, req: GenRequest, ledger: Ledger
@@ -243,7 +272,7 @@ class Scheduler:
     ) -> Generation:
         """The call itself, retried and charged; with `units`, once req.n of them are free
         (held until it returns)."""
-        if units is not None:
+        if units is not None and not units.take(req.n):
             await units.acquire(req.n)
         try:
             started = time.monotonic()
@@ -303,7 +332,6 @@ class Scheduler:
         raise BackendError(f"gave up after {self.max_attempts} attempts: {last}")
 
 
-_FREE = Usage()
 # `_call` records a call's usage in this order
 assert USAGE_FIELDS == (
     "calls",

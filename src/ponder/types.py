@@ -113,7 +113,10 @@ class Generation:
 
     @property
     def completion_tokens(self) -> int:
-        return sum(c.completion_tokens for c in self.choices)
+        total = 0
+        for c in self.choices:  # (a loop: read on every call the scheduler charges)
+            total += c.completion_tokens
+        return total
 
 
 class Usage(BaseModel):

@@ -7,7 +7,7 @@ import copy
 import functools
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -65,6 +65,13 @@ class Prompting(BaseModel):
     both_system: str = BOTH_SYSTEM_PROMPT
 
     def messages(self, problem: Problem, answer_with: AnswerWith = "reasoning") -> list[Message]:
+        return list(self.conversation(problem, answer_with))
+
+    def conversation(
+        self, problem: Problem, answer_with: AnswerWith = "reasoning"
+    ) -> tuple[Message, ...]:
+        """The problem's messages as one shared tuple (the same object for the same system
+        prompt and question while the memo holds it: never change its messages)."""
         if answer_with == "reasoning":
             system = problem.system or self.system
         elif answer_with == "program":
@@ -73,7 +80,7 @@ class Prompting(BaseModel):
             system = self.both_system
         else:
             raise ValueError(f"unknown answer_with {answer_with!r}")
-        return list(_conversation(system, problem.question))
+        return _conversation(system, problem.question)
 
 
 @dataclass
@@ -119,11 +126,14 @@ class Context:
 
     def affordable(self, req: GenRequest) -> int:
         """How many of the request's n choices the budget allows (0: none)."""
+        if not self.ledger.capped:
+            return req.n
         native = self.policy.capabilities.native_n(req)
         return self.ledger.affordable_n(req, self.policy.info, native_n=native)
 
-    async def generate(self, req: GenRequest) -> Generation:
-        return await self.scheduler.generate(self.policy, req, self.ledger, self.lease)
+    def generate(self, req: GenRequest) -> Awaitable[Generation]:
+        """The request's call through the scheduler, to await (no frame of its own)."""
+        return self.scheduler.generate(self.policy, req, self.ledger, self.lease)
 
     def pinned(self) -> AbstractContextManager[Context]:
         """A Context whose single-sequence policy calls (verifier calls to the policy

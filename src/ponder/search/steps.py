@@ -13,18 +13,46 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from ponder.answers import last_boxed
 from ponder.errors import UsageError
-from ponder.search.base import Context, Strategy, answer_of
+from ponder.lm.protocol import LanguageModel
+from ponder.search.base import Context, Prompting, Strategy, answer_of
 from ponder.search.tree import STEP_SEPARATOR, Node, Tree
 from ponder.types import Candidate, GenRequest, Message, Problem, Result
-from ponder.verify import VerifierSpec
+from ponder.verify import Verifiers, VerifierSpec
 from ponder.verify.aggregate import aggregate, check_aggregate
+
+
+@dataclass(slots=True)
+class _Setup:
+    """What every request of one search shares, worked out on its first: the problem's
+    conversation rendered by the backend (raw prompts continue it), or else the messages a
+    final assistant message continues (chat-only servers); the stop strings; the verifier."""
+
+    problem: Problem
+    policy: LanguageModel
+    prompting: Prompting
+    answer_with: str
+    verifiers: Verifiers | None
+    head: str | None
+    messages: list[Message]
+    stop: list[str]
+    verifier: Any  # the process verifier's instance (None: the Stepper has none)
+    reuses_prefix: bool  # it continues the writer's own text (a self-judge)
+
+    def serves(self, ctx: Context, problem: Problem) -> bool:
+        return (
+            problem is self.problem
+            and ctx.policy is self.policy
+            and ctx.prompting is self.prompting
+            and ctx.answer_with == self.answer_with
+            and ctx.verifiers is self.verifiers
+        )
 
 
 @dataclass
@@ -34,6 +62,42 @@ class Stepper:
     max_depth: int = 12
     verifier: VerifierSpec | None = None  # what `grow` scores new children with
     split: bool = True  # see `grow`
+    _setup: _Setup | None = field(default=None, init=False, repr=False, compare=False)
+
+    async def setup(self, ctx: Context, problem: Problem) -> _Setup:
+        """What this search's requests share (worked out once: every node asks for it)."""
+        kept = self._setup
+        if kept is not None and kept.serves(ctx, problem):
+            return kept
+        messages = ctx.prompting.messages(problem, ctx.answer_with)
+        render = getattr(ctx.policy, "render", None)
+        caps = ctx.policy.capabilities
+        head = None
+        if render is not None and caps.raw_prefix:
+            head = await render(messages)
+        elif not caps.continue_final:
+            raise UsageError(
+                f"step search continues a partial solution; the backend {ctx.policy.info.name} "
+                "can neither render its chat template for raw text nor continue a final "
+                "assistant message"
+            )
+        verifier, reuses = None, False
+        if self.verifier is not None and ctx.verifiers is not None:
+            verifier = ctx.verifiers.get(self.verifier)
+            reuses = bool(getattr(verifier, "reuses_candidate_prefix", False))
+        self._setup = _Setup(
+            problem,
+            ctx.policy,
+            ctx.prompting,
+            ctx.answer_with,
+            ctx.verifiers,
+            head,
+            messages,
+            [self.boundary, *ctx.prompting.stop],
+            verifier,
+            reuses,
+        )
+        return self._setup
 
     async def request(
         self,
@@ -48,32 +112,25 @@ class Stepper:
         """Continue the node's text: after the rendered chat template as a raw prompt (the
         backend renders each conversation once and keeps it), or, on chat-only servers, as
         the final assistant message to continue."""
-        messages = ctx.prompting.messages(problem, ctx.answer_with)
+        setup = await self.setup(ctx, problem)
         text = tree.text(node)
-        render = getattr(ctx.policy, "render", None)
-        caps = ctx.policy.capabilities
         seed = ctx.next_seed() if seed is None else seed
-        prompt, continue_final = None, False
-        if render is not None and caps.raw_prefix:
-            prompt = await render(messages) + text
-        elif caps.continue_final:
-            if text:
-                messages = [*messages, Message(role="assistant", content=text)]
-                continue_final = True
+        prompt, messages, continue_final = None, None, False
+        if setup.head is not None:
+            prompt = setup.head + text
+        elif text:
+            messages = [*setup.messages, Message(role="assistant", content=text)]
+            continue_final = True
         else:
-            raise UsageError(
-                f"step search continues a partial solution; the backend {ctx.policy.info.name} "
-                "can neither render its chat template for raw text nor continue a final "
-                "assistant message"
-            )
+            messages = setup.messages
         return GenRequest(
             prompt=prompt,
-            messages=None if prompt is not None else messages,
+            messages=messages,
             continue_final=continue_final,
             n=n,
             temperature=temperature,
             max_tokens=self.max_step_tokens,
-            stop=[self.boundary, *ctx.prompting.stop],
+            stop=setup.stop,
             seed=seed,
         )
 
@@ -89,10 +146,10 @@ class Stepper:
         slowest sibling. Otherwise one request writes all n and they are judged together."""
         if self.verifier is None:
             raise RuntimeError("this Stepper has no verifier to grow with")
-        spec = self.verifier
-        if not ctx.reuses_candidate_prefix(spec) or (n > 1 and not self.split):
+        setup = await self.setup(ctx, problem)
+        if not setup.reuses_prefix or (n > 1 and not self.split):
             kids = await self.expand(ctx, problem, tree, node, n, temperature)
-            await self.score(ctx, problem, tree, kids, spec)
+            await self.score(ctx, problem, tree, kids, self.verifier)
             return kids
         if n == 1:
             return await self.child(ctx, problem, tree, node, temperature, ctx.next_seed())
@@ -202,7 +259,8 @@ class Stepper:
         without a score says why in its note. Nodes are scored concurrently."""
         if ctx.verifiers is None:
             raise RuntimeError("this Context has no verifiers")
-        verifier = ctx.verifiers.get(spec)
+        setup = await self.setup(ctx, problem)
+        verifier = setup.verifier if spec is self.verifier else ctx.verifiers.get(spec)
         if not hasattr(verifier, "score_steps"):
             raise UsageError(f"verifier '{spec.name}' cannot score steps")
         if len(nodes) == 1:  # the common case (a child judged as written): no task to make

@@ -69,16 +69,14 @@ class Tree:
         self.nodes.append(node)
         parent.children += (node.id,)
         self._steps.append((*self._steps[parent.id], step))
-        self._bodies.append(self._body_of(node))
+        self._bodies.append(self._body_of(parent, step))
         return node
 
-    def _body_of(self, node: Node) -> str:
-        if node.parent is None:
-            return ""
-        parent = self.nodes[node.parent]
+    def _body_of(self, parent: Node, step: str) -> str:
+        """The text of the path that `step` ends, under `parent`."""
         if parent.parent is None:
-            return node.step
-        return f"{self._bodies[parent.id]}{self.separator}{node.step}"
+            return step
+        return f"{self._bodies[parent.id]}{self.separator}{step}"
 
     def path(self, node: Node) -> list[Node]:
         """Root (excluded) to `node` (included)."""
@@ -143,9 +141,12 @@ class Tree:
             raise ValueError("a trace node must come after its parent")
         tree._steps, tree._bodies = [], []
         for n in tree.nodes:
-            parent = () if n.parent is None else tree._steps[n.parent]
-            tree._steps.append(() if n.parent is None else (*parent, n.step))
-            tree._bodies.append(tree._body_of(n))
+            if n.parent is None:
+                tree._steps.append(())
+                tree._bodies.append("")
+            else:
+                tree._steps.append((*tree._steps[n.parent], n.step))
+                tree._bodies.append(tree._body_of(tree.nodes[n.parent], n.step))
         return tree
 
 

@@ -28,6 +28,7 @@ STEP_CUE = "\nCorrect (Yes/No)?"
 JUDGE_SYSTEM = "You are a careful grader. Check the solution and reply with Yes or No only."
 _YES = {"yes", "y", "true", "correct"}
 _NO = {"no", "n", "false", "incorrect"}
+HEADS_KEPT = 4096  # rendered conversations a judge keeps (one per problem in flight)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -36,6 +37,16 @@ def _side(token: str) -> bool | None:
     judge's top tokens are mostly the same few."""
     word = token.strip().lower()
     return True if word in _YES else False if word in _NO else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _grading_head(system: str, question: str) -> tuple[Message, Message]:
+    """The standalone grading conversation a judge's partial solutions continue (one shared
+    tuple per system prompt and question: a memo of a pure function)."""
+    return (
+        Message(role="system", content=system),
+        Message(role="user", content=f"Problem:\n{question}\n\nSolution:"),
+    )
 
 
 def p_yes(choice: Completion) -> Verdict:
@@ -110,6 +121,8 @@ class SelfJudge:
         self.step_cue = step_cue
         self.step_separator = step_separator
         self._steps = StepCache()
+        # rendered heads by (model, conversation): see `rendered_head`
+        self._heads: dict[tuple[int, int], tuple[LanguageModel, tuple[Message, ...], str]] = {}
 
     def model(self, ctx: Context) -> LanguageModel:
         return ctx.policy
@@ -143,36 +156,22 @@ class SelfJudge:
         benchmarks/RESULTS.md); other backends get the partial solution as the assistant's
         turn and a question. Longest prefix first: the slot holding the whole path (it just
         wrote it) then answers each shorter prefix from its cache too."""
-        head = await self.rendered_head(problem, ctx)
         verdicts = {
-            k: await self.judge_prefix(problem, steps[:k], ctx, head)
-            for k in range(len(steps), 0, -1)
+            k: await self.score_last_step(problem, steps[:k], ctx) for k in range(len(steps), 0, -1)
         }
         return [verdicts[k] for k in range(1, len(steps) + 1)]
 
     async def score_last_step(
         self, problem: Problem, steps: Sequence[str], ctx: Context
     ) -> Verdict:
-        """The last step's verdict alone (a step search has judged the earlier ones already,
-        and must not pay for them again once the cache has let them go)."""
-        return await self.judge_prefix(problem, steps, ctx, await self.rendered_head(problem, ctx))
-
-    async def rendered_head(self, problem: Problem, ctx: Context) -> str | None:
-        model = self.model(ctx)
-        render = getattr(model, "render", None)
-        if render is not None and model.capabilities.raw_prefix:
-            rendered: str = await render(self.head(problem, ctx))
-            return rendered
-        return None
-
-    async def judge_prefix(
-        self, problem: Problem, steps: Sequence[str], ctx: Context, head: str | None
-    ) -> Verdict:
-        """Whether the last of `steps` is right, given those before it (asked once)."""
+        """Whether the last of `steps` is right, given those before it: asked once, so a
+        step search pays for each new step alone (its ancestors were judged as they were
+        written, and must not be paid for again once the cache has let them go)."""
         verdict = self._steps.get(problem.question, steps)
         if verdict is None:
             model = self.model(ctx)
             partial = self.step_separator.join([s.strip() for s in steps])
+            head = await self.rendered_head(problem, ctx)
             if head is not None:
                 verdict = await ask(ctx, model, prompt=head + partial + self.step_cue)
             else:
@@ -181,10 +180,29 @@ class SelfJudge:
             self._steps.put(problem.question, steps, verdict)
         return verdict
 
-    def head(self, problem: Problem, ctx: Context) -> list[Message]:
+    async def rendered_head(self, problem: Problem, ctx: Context) -> str | None:
+        """The judge's conversation (`head`) as its model renders it, for raw prompts that
+        continue it; None when the model renders no chat template. Rendered once per model
+        and conversation (every judged step asks for it)."""
+        model = self.model(ctx)
+        render = getattr(model, "render", None)
+        if render is None or not model.capabilities.raw_prefix:
+            return None
+        head = self.head(problem, ctx)
+        # by identity: `head` gives the same tuple for the same conversation, and the memo
+        # holds both objects, so their ids stay theirs
+        key = (id(model), id(head))
+        kept = self._heads.get(key)
+        if kept is None:
+            kept = self._heads[key] = (model, head, await render(list(head)))
+            if len(self._heads) > HEADS_KEPT:
+                del self._heads[next(iter(self._heads))]  # the oldest
+        return kept[2]
+
+    def head(self, problem: Problem, ctx: Context) -> tuple[Message, ...]:
         """The conversation a partial solution continues: the policy's own, so the backend
         slot that generated the solution already holds it."""
-        return ctx.prompting.messages(problem, ctx.answer_with)
+        return ctx.prompting.conversation(problem, ctx.answer_with)
 
 
 class LLMJudge(SelfJudge):
@@ -201,11 +219,8 @@ class LLMJudge(SelfJudge):
     def model(self, ctx: Context) -> LanguageModel:
         return self.judge
 
-    def head(self, problem: Problem, ctx: Context) -> list[Message]:
-        return [
-            Message(role="system", content=self.system),
-            Message(role="user", content=f"Problem:\n{problem.question}\n\nSolution:"),
-        ]
+    def head(self, problem: Problem, ctx: Context) -> tuple[Message, ...]:
+        return _grading_head(self.system, problem.question)
 
     def conversation(self, problem: Problem, answer: str, ctx: Context, q: str) -> list[Message]:
         what = "solution so far" if q == self.step_question else "solution"
