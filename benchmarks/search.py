@@ -6,7 +6,9 @@ ratio     Wall time per generated token of beam and particles against a best-of-
           (so the accuracy sweep that follows reuses every unit). Generated tokens count every
           completion token, policy and verifier.
 overhead  The engine's own cost: a zero-latency scripted backend and a scripted process
-          verifier, P problems × beam width W × S steps, all problems in flight at once.
+          verifier, P problems × beam width W × S steps, all problems in flight at once; with
+          Python's default GC, with ponder's, and the floor (the same work without the engine)
+          in three fresh processes, each beside a reference loop's time (the VMs here vary).
 
     .venv/bin/python benchmarks/search.py ratio [--problems 20] [--offset 0] [--store S]
     PONDER_PIN_SLOTS=0 ... ratio ...    (llama.cpp places requests itself: to compare)
@@ -180,15 +182,18 @@ def overhead(problems: int, width: int, steps: int, gc_as: str) -> None:
     """The engine's own cost, with Python's default GC settings and then as ponder's commands
     run it (ponder.runtime.tune_gc), in fresh processes one after the other."""
     if gc_as == "both":
-        for how in ("default", "ponder"):
+        for how in ("default", "ponder", "floor"):
             cmd = [sys.executable, __file__, "overhead", "--problems", str(problems)]
             cmd += ["--width", str(width), "--steps", str(steps), "--gc", how]
             subprocess.run(cmd, check=True)
         return
-    if gc_as == "ponder":
+    if gc_as in ("ponder", "floor"):
         from ponder.runtime import tune_gc
 
         tune_gc()
+    if gc_as == "floor":
+        floor(problems, width, steps)
+        return
     lm = InstantLM(steps)
     qs = [Problem(question=f"Question {i}?", kind="number", id=str(i)) for i in range(problems)]
 
@@ -219,6 +224,67 @@ def overhead(problems: int, width: int, steps: int, gc_as: str) -> None:
     )
 
 
+def floor(problems: int, width: int, steps: int) -> None:
+    """The same work with the engine taken out, as a floor to read the engine's cost against:
+    the same backend, one task per child, a GenRequest per call, each child a tree node judged
+    once (a dict for the judge's cache, a list for the ledger), the best `width` kept. No
+    scheduler, budget, slots, retries, trace or Result: what any asyncio engine built on these
+    types pays at least, on this machine, today."""
+    lm = InstantLM(steps)
+    lines: list[tuple[str, int, int, float]] = []
+    verdicts: dict[tuple[str, tuple[str, ...]], float] = {}
+
+    async def call(req: GenRequest) -> Generation:
+        started = time.monotonic()
+        gen = await lm.generate(req)
+        lines.append((req.role, gen.prompt_tokens, gen.completion_tokens, started))
+        return gen
+
+    async def child(tree: Any, node: Any, head: str) -> Any:
+        body = tree.text(node)
+        req = GenRequest(prompt=head + body, max_tokens=256, temperature=0.7, stop=["\n\n"])
+        choice = (await call(req)).choices[0]
+        step = choice.text.strip()
+        kid = tree.add(node, step, tokens=choice.completion_tokens, terminal="boxed" in step)
+        key = (tree.question, tree.steps(kid))
+        if key not in verdicts:
+            judge = GenRequest(prompt=head + tree.text(kid) + "?", top_logprobs=20, role="verifier")
+            top = (await call(judge)).choices[0].logprobs[0].top  # type: ignore[index]
+            yes, no = math.exp(top["Yes"]), math.exp(top["No"])
+            verdicts[key] = yes / (yes + no)
+        kid.score = verdicts[key]
+        return kid
+
+    async def beam(question: str) -> Any:
+        from ponder.search.tree import Tree
+
+        head = await lm.render([Message(role="user", content=question)])
+        tree = Tree(question)
+        beams, finished = [tree.root] * width, 0
+        for _ in range(steps + 1):
+            kids = await asyncio.gather(*(child(tree, b, head) for b in beams))
+            finished += sum(k.terminal for k in kids)
+            live = [k for k in kids if not k.terminal]
+            if finished >= width or not live:
+                break
+            beams = sorted(live, key=lambda k: -k.score)[:width]
+        return tree
+
+    async def go() -> tuple[float, list[Any]]:
+        started = time.perf_counter()
+        trees = await asyncio.gather(*(beam(f"Question {i}?") for i in range(problems)))
+        return time.perf_counter() - started, trees
+
+    machine = reference_loop()
+    wall, trees = asyncio.run(go())
+    nodes = sum(len(t.nodes) - 1 for t in trees)
+    print(
+        f"floor, the same work without the engine: {wall:.2f} s wall ({nodes:,} nodes, "
+        f"{len(lines):,} calls, {1e6 * wall / len(lines):.1f} µs per call; GC ponder)\n"
+        f"  this machine's speed: a 10M-step pure-Python loop took {machine:.2f} s"
+    )
+
+
 def reference_loop(steps: int = 10_000_000) -> float:
     """Seconds for a plain interpreted loop: how fast this machine runs Python right now
     (the shared VMs here have differed by 2x between sessions)."""
@@ -244,9 +310,11 @@ def main() -> None:
     o.add_argument("--steps", type=int, default=10)
     o.add_argument(
         "--gc",
-        choices=["both", "default", "ponder"],
+        choices=["both", "default", "ponder", "floor"],
         default="both",
-        help="Python's default GC settings, ponder's commands' (runtime.tune_gc), or both",
+        help="the engine with Python's default GC settings or ponder's commands' "
+        "(runtime.tune_gc), the floor (the same work without the engine, tuned GC), or all "
+        "three in turn",
     )
     args = ap.parse_args()
     if args.what == "ratio":

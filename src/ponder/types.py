@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import BaseModel, Field, SkipValidation, computed_field
 
 Role = Literal["system", "user", "assistant"]
 
@@ -198,8 +198,10 @@ class Result(BaseModel):
     stopped: str | None = None
     error: str | None = None
     info: dict[str, Any] = Field(default_factory=dict)
-    # Every call charged, as the ledger's compact lines (`ledger` builds them when read).
-    lines: list[LedgerLine] = Field(default_factory=list, exclude=True, repr=False)
+    # Every call charged, as the ledger's compact lines (`ledger` builds them when read); the
+    # ledger made them, so they are not validated again (a search's thousands cost more to
+    # check than the rest of its Result)
+    lines: SkipValidation[list[LedgerLine]] = Field(default_factory=list, exclude=True, repr=False)
 
     @computed_field  # type: ignore[prop-decorator]
     @cached_property

@@ -82,21 +82,29 @@ def _fraction_key(text: str) -> str | None:
     return f"{f.numerator}/{f.denominator}"
 
 
+# (compiled once: a search extracts the answer of every finished path)
+_ESCAPED_SIGN = re.compile(r"\\(\$|%)")
+_UNIT_SUFFIX = {
+    units: re.compile(r"\s*(?:%|percent|dollars?|cents?" + unit + r")$")
+    for units, unit in ((True, r"|[a-zA-Z]{1,12}\.?"), (False, r"|\s[a-zA-Z]{2,12}\.?"))
+}
+_GROUPED = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_PLAIN_NUMBER = re.compile(
+    r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?:[eE]([-+]?\d+)"
+    r"|(?:\\times|×|\*|x|\\cdot)\s*10\s*\^\s*\{?\s*([-+]?\d+)\s*\}?)?"
+)
+
+
 def _decimal(text: str, units: bool = True) -> Decimal | None:
     t = text.strip().replace("−", "-").replace("\\!", "").replace("\\,", "").replace("{,}", "")
     t = _UNIT_WORDS.sub("", t)
-    t = re.sub(r"\\(?:\$|%)", lambda m: m.group(0)[1], t)
+    t = _ESCAPED_SIGN.sub(r"\1", t)
     t = t.replace("$", "").replace("€", "").replace("£", "").strip()
-    unit = r"|[a-zA-Z]{1,12}\.?" if units else r"|\s[a-zA-Z]{2,12}\.?"
-    t = re.sub(r"\s*(?:%|percent|dollars?|cents?" + unit + r")$", "", t).strip()
+    t = _UNIT_SUFFIX[units].sub("", t).strip()
     t = t.rstrip(".").strip()
-    if re.fullmatch(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?", t):
+    if _GROUPED.fullmatch(t):
         t = t.replace(",", "")
-    m = re.fullmatch(
-        r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?:[eE]([-+]?\d+)"
-        r"|(?:\\times|×|\*|x|\\cdot)\s*10\s*\^\s*\{?\s*([-+]?\d+)\s*\}?)?",
-        t,
-    )
+    m = _PLAIN_NUMBER.fullmatch(t)
     if not m:
         return None
     try:
