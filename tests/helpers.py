@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from ponder.bench.store import Store
@@ -15,6 +15,7 @@ from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ReplyFn, ScriptedLM
 from ponder.scheduler import Scheduler
 from ponder.search import Context
+from ponder.types import Message
 from ponder.verify import Verifiers
 
 
@@ -55,6 +56,20 @@ def scripted_context(lm: ScriptedLM, budget: Budget | None = None, *, seed: int 
         seed=seed,
         verifiers=Verifiers(),
     )
+
+
+def count_renders(lm: ScriptedLM) -> tuple[list[str], Callable[[list[Message]], Awaitable[str]]]:
+    """Record each conversation `lm` renders from now on (by its last message) and hand back
+    the list with the unrecorded render, for working out expected prompts."""
+    rendered: list[str] = []
+    render = lm.render
+
+    async def counting(messages: list[Message]) -> str:
+        rendered.append(messages[-1].content)
+        return await render(messages)
+
+    lm.render = counting  # type: ignore[method-assign]
+    return rendered, render
 
 
 def store_of_version(path: Path, version: str) -> None:

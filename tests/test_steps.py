@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
 
 import pytest
 
-from helpers import scripted_context
+from helpers import count_renders, scripted_context
 from ponder.budget import Budget
 from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
@@ -47,14 +46,7 @@ def scripted(**kw: object) -> ScriptedLM:
 
 async def test_a_stepper_renders_a_search_once_and_again_for_another_problem() -> None:
     lm = scripted()
-    rendered: list[str] = []
-    render = lm.render
-
-    async def counting(messages: list[Any]) -> str:
-        rendered.append(messages[-1].content)
-        return await render(messages)
-
-    lm.render = counting  # type: ignore[method-assign]
+    rendered, render = count_renders(lm)
     ctx, stepper = context(lm), Stepper()
     tree = Tree(PROBLEM.question)
     kid = (await stepper.expand(ctx, PROBLEM, tree, tree.root, 1, 0.7))[0]

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fake_server import FakeOpenAIServer
-from helpers import no_sleep, scripted_context, scripted_engine
+from helpers import count_renders, no_sleep, scripted_context, scripted_engine
 from ponder.budget import Budget
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
@@ -201,14 +201,7 @@ async def test_the_self_judge_renders_each_conversation_once_and_keeps_problems_
         return {"Yes": math.log(0.7), "No": math.log(0.3)}
 
     lm = ScriptedLM(["Yes"], logprobs=lps, capabilities=Capabilities(raw_prefix=True))
-    rendered: list[str] = []
-    render = lm.render
-
-    async def counting(messages: list[Any]) -> str:
-        rendered.append(messages[-1].content)
-        return await render(messages)
-
-    lm.render = counting  # type: ignore[method-assign]
+    rendered, render = count_renders(lm)
     ctx, judge = context(lm), SelfJudge()
     other = Problem(question="What is 2 + 2?", kind="number")
     for steps in (["a"], ["a", "b"], ["a", "b", "c"]):

@@ -126,8 +126,6 @@ class Context:
 
     def affordable(self, req: GenRequest) -> int:
         """How many of the request's n choices the budget allows (0: none)."""
-        if not self.ledger.capped:
-            return req.n
         native = self.policy.capabilities.native_n(req)
         return self.ledger.affordable_n(req, self.policy.info, native_n=native)
 
