@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -306,3 +307,42 @@ async def test_the_routers_cache_model_predicts_what_llamacpp_reuses(llama: Llam
     # the unrelated prompt saves a, which then comes back whole
     assert [m > 0.95 for _, m in seen] == [False, False, False, False, True], seen
     assert all(abs(p - m) < 0.15 for p, m in seen), seen
+
+
+@pytest.mark.parametrize("strategy", ["beam", "particles"])
+def test_cli_step_search_writes_a_trace_and_preference_pairs(strategy: str, tmp_path: Path) -> None:
+    """`ponder solve --strategy beam|particles --trace` on a GSM8K problem, then `ponder trace
+    pairs`: the tree accounts for every token the policy generated and every judge call."""
+    problem = gsm8k.load(limit=1)[0]
+    trace = tmp_path / "trace.jsonl"
+    args = ["solve", problem.question, "-s", strategy, "-n", "2", "--seed", "1", "--slots", "2"]
+    args += ["--budget-tokens", "4000", "--trace", str(trace), "--gold", str(problem.gold)]
+    proc = run_ponder(*args, "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    usage = json.loads(proc.stdout)["usage"]
+    assert usage["total"]["prompt_tokens"] + usage["total"]["completion_tokens"] <= 4000
+    (line,) = trace.read_text().splitlines()
+    searched = json.loads(line)
+    assert searched["strategy"] == strategy and searched["gold"] == str(problem.gold)
+    nodes = searched["nodes"][1:]  # below the root
+    assert len(nodes) >= 2 and any(n["selected"] for n in nodes)
+    assert sum(n["tokens"] for n in nodes) == usage["policy"]["completion_tokens"]
+    by_id = {n["id"]: n for n in searched["nodes"]}
+
+    def path(n: dict[str, Any]) -> tuple[str, ...]:
+        return () if n["parent"] is None else (*path(by_id[n["parent"]]), n["step"].strip())
+
+    # one judge call per distinct path scored (a step written twice is judged once)
+    assert len({path(n) for n in nodes if n["score"] is not None}) == usage["verifier"]["calls"]
+    assert all(n["score"] is not None or n["note"] for n in nodes)  # unscored says why
+
+    pairs = run_ponder("trace", "pairs", str(trace), "--kind", "number")
+    assert pairs.returncode == 0, pairs.stderr
+    rows = [json.loads(x) for x in pairs.stdout.splitlines()]
+    assert rows and all(r["prompt"] == problem.question for r in rows)
+    for r in rows:  # siblings: one parent, the chosen one scored at least as high
+        chosen, rejected = (by_id[i] for i in r["nodes"])
+        assert chosen["parent"] == rejected["parent"]
+        assert (chosen["step"], rejected["step"]) == (r["chosen"], r["rejected"])
+        if r["basis"] == "score":
+            assert r["chosen_score"] > r["rejected_score"]
