@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import random
@@ -209,6 +210,7 @@ def overhead(problems: int, width: int, steps: int, gc_as: str) -> None:
         return time.perf_counter() - t0, time.process_time() - c0, results
 
     machine = reference_loop()
+    clock = GCClock()
     wall, cpu, results = asyncio.run(go())
     nodes = sum(len(r.info["tree"]) - 1 for r in results)
     calls = sum(r.total.calls for r in results)
@@ -218,7 +220,7 @@ def overhead(problems: int, width: int, steps: int, gc_as: str) -> None:
         f"{problems} problems × beam width {width} × {steps} steps: {wall:.2f} s wall, "
         f"{cpu:.2f} s CPU ({nodes:,} nodes, {calls:,} calls policy + verifier, "
         f"{1e6 * wall / calls:.1f} µs per call; {answered}/{problems} answered; "
-        f"peak RSS {rss:.0f} MiB; GC {gc_as}; target < 10 s)\n"
+        f"peak RSS {rss:.0f} MiB; GC {gc_as} ({clock}); target < 10 s)\n"
         f"  this machine's speed: a 10M-step pure-Python loop took {machine:.2f} s "
         "(a reference to compare runs on other machines, or at other times, by)"
     )
@@ -276,13 +278,36 @@ def floor(problems: int, width: int, steps: int) -> None:
         return time.perf_counter() - started, trees
 
     machine = reference_loop()
+    clock = GCClock()
     wall, trees = asyncio.run(go())
     nodes = sum(len(t.nodes) - 1 for t in trees)
     print(
         f"floor, the same work without the engine: {wall:.2f} s wall ({nodes:,} nodes, "
-        f"{len(lines):,} calls, {1e6 * wall / len(lines):.1f} µs per call; GC ponder)\n"
+        f"{len(lines):,} calls, {1e6 * wall / len(lines):.1f} µs per call; GC ponder ({clock}))\n"
         f"  this machine's speed: a 10M-step pure-Python loop took {machine:.2f} s"
     )
+
+
+class GCClock:
+    """Seconds the cyclic GC spent, and its passes by generation, while installed (read
+    beside the wall time: unlike it, barely moved by a busy neighbour on a shared VM)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.passes = [0, 0, 0]
+        self._started = 0.0
+        gc.callbacks.append(self._tick)
+
+    def _tick(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.passes[info["generation"]] += 1
+
+    def __str__(self) -> str:
+        young, middle, old = self.passes
+        return f"{self.seconds:.2f} s in {young}/{middle}/{old} passes, young/middle/old"
 
 
 def reference_loop(steps: int = 10_000_000) -> float:
