@@ -373,3 +373,13 @@ async def test_each_child_is_judged_as_soon_as_it_is_written() -> None:
     writers = [c.prompt or "" for c in lm.calls if c.role == "policy"]
     for call in (c for c in lm.calls if c.role == "verifier"):
         assert any((call.prompt or "").startswith(w) for w in writers)
+
+
+@pytest.mark.parametrize("name", ["beam", "particles", "mcts", "dvts"])
+async def test_an_outcome_only_verifier_is_refused_before_anything_is_spent(name: str) -> None:
+    eng, lm = engine()
+    with pytest.raises(
+        UsageError, match="verifier 'crosscheck' scores whole candidates, not steps"
+    ):
+        await eng.solve(PROBLEM, name, verifier="crosscheck", seed=0)
+    assert lm.calls == []

@@ -84,6 +84,9 @@ class Stepper:
         verifier, reuses = None, False
         if self.verifier is not None and ctx.verifiers is not None:
             verifier = ctx.verifiers.get(self.verifier)
+            # refused before the first step is written: nothing is spent on a search that
+            # could score none of its steps
+            steps_verifier(verifier, self.verifier)
             reuses = bool(getattr(verifier, "reuses_candidate_prefix", False))
         self._setup = _Setup(
             problem,
@@ -167,10 +170,11 @@ class Stepper:
         """One child of `node`, written and then judged on one backend slot, held in between
         (a method, not a closure: thousands are in flight at once, and closures' cells are
         objects the cyclic GC walks)."""
-        assert self.verifier is not None
         with ctx.pinned() as held:
             kids = await self.expand(held, problem, tree, node, 1, temperature, seed)
-            await self.score(held, problem, tree, kids, self.verifier)
+            if kids:  # (`score` for one node, its checks made once in `setup`)
+                setup = await self.setup(held, problem)
+                await self.judge(held, problem, tree, kids[0], setup.verifier)
         return kids
 
     async def expand(
@@ -260,9 +264,10 @@ class Stepper:
         if ctx.verifiers is None:
             raise RuntimeError("this Context has no verifiers")
         setup = await self.setup(ctx, problem)
-        verifier = setup.verifier if spec is self.verifier else ctx.verifiers.get(spec)
-        if not hasattr(verifier, "score_steps"):
-            raise UsageError(f"verifier '{spec.name}' cannot score steps")
+        if spec is self.verifier:
+            verifier = setup.verifier
+        else:
+            verifier = steps_verifier(ctx.verifiers.get(spec), spec)
         if len(nodes) == 1:  # the common case (a child judged as written): no task to make
             await self.judge(ctx, problem, tree, nodes[0], verifier)
             return
@@ -288,6 +293,16 @@ class Stepper:
         if node.score is None:
             reason = verdict.reason or "no verdict"
             node.note = reason if node.note is None else f"{node.note}; {reason}"
+
+
+def steps_verifier(verifier: Any, spec: VerifierSpec) -> Any:
+    """`verifier`, if it can score steps (a process verifier); else a usage error."""
+    if not hasattr(verifier, "score_steps"):
+        raise UsageError(
+            f"verifier '{spec.name}' cannot score steps: a step search needs a "
+            "process verifier (self_judge, llm_judge, prm_http)"
+        )
+    return verifier
 
 
 def add_step(
