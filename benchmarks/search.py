@@ -5,12 +5,16 @@ ratio     Wall time per generated token of beam and particles against a best-of-
           benchmarks/sweeps/search-100.yaml limited to its first P problems, stored in its store
           (so the accuracy sweep that follows reuses every unit). Generated tokens count every
           completion token, policy and verifier.
+          With --calls F, llama.cpp's own timings of every call go to F (JSON lines) and each
+          run's split is printed: tokens llama.cpp evaluated (prompt and decoded) per generated
+          token, and the interval between decoded tokens (one batch step, all slots).
 overhead  The engine's own cost: a zero-latency scripted backend and a scripted process
           verifier, P problems × beam width W × S steps, all problems in flight at once; with
           Python's default GC, with ponder's, and the floor (the same work without the engine)
           in three fresh processes, each beside a reference loop's time (the VMs here vary).
 
     .venv/bin/python benchmarks/search.py ratio [--problems 20] [--offset 0] [--store S]
+                                                [--calls F]
     PONDER_PIN_SLOTS=0 ... ratio ...    (llama.cpp places requests itself: to compare)
     .venv/bin/python benchmarks/search.py overhead [--problems 1000] [--width 16] [--steps 10]
 """
@@ -27,6 +31,7 @@ import resource
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "sweeps" / "search-100.yaml"
 
 
-def ratio(problems: int, offset: int, store_path: Path | None) -> None:
+def ratio(problems: int, offset: int, store_path: Path | None, calls: Path | None) -> None:
     from ponder.bench.sweep import load_sweep
     from ponder.cli import run_sweep
 
@@ -59,6 +64,7 @@ def ratio(problems: int, offset: int, store_path: Path | None) -> None:
     store = store_path.resolve() if store_path else (SWEEP.parent / sweep.store).resolve()
     store.parent.mkdir(parents=True, exist_ok=True)
     before = last_segment(store)
+    log = record_calls(calls) if calls else None
     interrupted = asyncio.run(run_sweep(sweep, store, SWEEP.parent, None))
     if interrupted:
         sys.exit("interrupted: run again to finish (stored units are kept)")
@@ -76,6 +82,76 @@ def ratio(problems: int, offset: int, store_path: Path | None) -> None:
         print(
             f"| {r['strategy']} | {r['wall']:.0f} | {r['units']} | {r['generated']:,} | "
             f"{r['prefilled']:,} | {r['cached']:,} | {1000 * per:.1f} | **{per / base:.2f}** |"
+        )
+    if log is not None:
+        print_call_split(store, before, log)
+
+
+def record_calls(path: Path) -> list[dict[str, Any]]:
+    """Every call the embedded model serves from now on, with llama.cpp's own timings (kept
+    in the returned list and written to `path`, a line each)."""
+    from ponder.lm.llamacpp import LlamaCppLM
+
+    kept: list[dict[str, Any]] = []
+    out = path.open("w")
+    lock = threading.Lock()
+    serve = LlamaCppLM._call
+
+    def timed(self: LlamaCppLM, body: dict[str, Any], *, chat: bool) -> dict[str, Any]:
+        started = time.time()
+        data = serve(self, body, chat=chat)
+        t = data.get("timings") or {}
+        row = {
+            "started": started,
+            "ended": time.time(),
+            "slot": body.get("id_slot"),
+            "n": body.get("n", 1),
+            "max_tokens": body.get("max_tokens"),
+            "prompt_n": t.get("prompt_n", 0),
+            "cache_n": t.get("cache_n", 0),
+            "predicted_n": t.get("predicted_n", 0),
+            "prompt_ms": t.get("prompt_ms", 0.0),
+            "predicted_ms": t.get("predicted_ms", 0.0),
+        }
+        with lock:  # calls return on llama.cpp's worker threads
+            kept.append(row)
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+        return data
+
+    LlamaCppLM._call = timed  # type: ignore[method-assign]
+    return kept
+
+
+def print_call_split(store: Path, after: int, log: list[dict[str, Any]]) -> None:
+    """Each run's calls as llama.cpp timed them. On a CPU the batch step is compute-bound, so
+    its length grows with every token in it, prompt or decoded: the wall time per generated
+    token follows the evaluated tokens per generated token."""
+    with sqlite3.connect(store) as db:
+        spans = db.execute(
+            "SELECT r.strategy, s.started, s.ended FROM segments s JOIN runs r ON r.rid = s.rid"
+            " WHERE s.sid > ? ORDER BY s.sid",
+            (after,),
+        ).fetchall()
+    print("\nllama.cpp's own account of each run's calls (--calls)\n")
+    print(
+        "| run | calls | decoded | prompt evaluated | evaluated per decoded | "
+        "ms between decoded tokens | ms per evaluated token (wall) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for strategy, started, ended in spans:
+        mine = [c for c in log if started <= c["started"] < (ended or math.inf)]
+        decoded = sum(c["predicted_n"] for c in mine)
+        prompt = sum(c["prompt_n"] for c in mine)
+        steps = [c for c in mine if c["predicted_n"] > 1]
+        interval = sum(c["predicted_ms"] for c in steps) / max(
+            1, sum(c["predicted_n"] for c in steps)
+        )
+        wall = ((ended or started) - started) * 1000
+        print(
+            f"| {strategy} | {len(mine)} | {decoded:,} | {prompt:,} | "
+            f"{(decoded + prompt) / max(1, decoded):.2f} | {interval:.0f} | "
+            f"{wall / max(1, decoded + prompt):.1f} |"
         )
 
 
@@ -329,6 +405,9 @@ def main() -> None:
     r.add_argument(
         "--store", type=Path, help="another store than the sweep's (to measure problems again)"
     )
+    r.add_argument(
+        "--calls", type=Path, help="write llama.cpp's timings of every call here (JSON lines)"
+    )
     o = sub.add_parser("overhead")
     o.add_argument("--problems", type=int, default=1000)
     o.add_argument("--width", type=int, default=16)
@@ -343,7 +422,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.what == "ratio":
-        ratio(args.problems, args.offset, args.store)
+        ratio(args.problems, args.offset, args.store, args.calls)
     else:
         overhead(args.problems, args.width, args.steps, args.gc)
 
