@@ -14,7 +14,7 @@ overhead  The engine's own cost: a zero-latency scripted backend and a scripted 
           in three fresh processes, each beside a reference loop's time (the VMs here vary).
 
     .venv/bin/python benchmarks/search.py ratio [--problems 20] [--offset 0] [--store S]
-                                                [--calls F]
+                                                [--calls F] [--only beam ...]
     PONDER_PIN_SLOTS=0 ... ratio ...    (llama.cpp places requests itself: to compare)
     .venv/bin/python benchmarks/search.py overhead [--problems 1000] [--width 16] [--steps 10]
 """
@@ -53,11 +53,19 @@ HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "sweeps" / "search-100.yaml"
 
 
-def ratio(problems: int, offset: int, store_path: Path | None, calls: Path | None) -> None:
+def ratio(
+    problems: int, offset: int, store_path: Path | None, calls: Path | None, only: list[str]
+) -> None:
     from ponder.bench.sweep import load_sweep
     from ponder.cli import run_sweep
 
     sweep = load_sweep(SWEEP).with_limit(problems)
+    if only:  # the pool (the sweep's first strategy) always runs: every ratio is against it
+        pool, *searches = sweep.strategies
+        unknown = set(only) - {s.name for s in searches}
+        if unknown:
+            sys.exit(f"--only: {', '.join(sorted(unknown))} not among the sweep's searches")
+        sweep.strategies = [pool, *(s for s in searches if s.name in only)]
     for task in sweep.tasks:
         task.offset = offset
     assert sweep.store is not None
@@ -408,6 +416,9 @@ def main() -> None:
     r.add_argument(
         "--calls", type=Path, help="write llama.cpp's timings of every call here (JSON lines)"
     )
+    r.add_argument(
+        "--only", nargs="+", default=[], metavar="SEARCH", help="these searches (and the pool)"
+    )
     o = sub.add_parser("overhead")
     o.add_argument("--problems", type=int, default=1000)
     o.add_argument("--width", type=int, default=16)
@@ -422,7 +433,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.what == "ratio":
-        ratio(args.problems, args.offset, args.store, args.calls)
+        ratio(args.problems, args.offset, args.store, args.calls, args.only)
     else:
         overhead(args.problems, args.width, args.steps, args.gc)
 

@@ -332,8 +332,10 @@ def test_cli_step_search_writes_a_trace_and_preference_pairs(strategy: str, tmp_
     def path(n: dict[str, Any]) -> tuple[str, ...]:
         return () if n["parent"] is None else (*path(by_id[n["parent"]]), n["step"].strip())
 
-    # one judge call per distinct path scored (a step written twice is judged once)
-    assert len({path(n) for n in nodes if n["score"] is not None}) == usage["verifier"]["calls"]
+    # one judge call per distinct path judged (a step written twice is judged once; a judge
+    # that answers neither Yes nor No was asked, and leaves its path unscored)
+    judged = [n for n in nodes if n["score"] is not None or "the judge answered" in n["note"]]
+    assert len({path(n) for n in judged}) == usage["verifier"]["calls"]
     assert all(n["score"] is not None or n["note"] for n in nodes)  # unscored says why
 
     pairs = run_ponder("trace", "pairs", str(trace), "--kind", "number")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given
@@ -17,6 +18,7 @@ from ponder.engine import Engine
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
 from ponder.scheduler import Scheduler
+from ponder.search.base import Context
 from ponder.slots import CacheModel, SlotRouter, common_prefix, prompt_key
 from ponder.types import GenRequest, Message, Problem
 
@@ -136,6 +138,24 @@ async def test_with_slots_to_spare_siblings_run_side_by_side() -> None:
     assert sorted(s for [s] in got) == [0, 1, 2, 3]  # nobody waits on an idle machine
 
 
+async def test_a_spare_slot_is_one_free_while_nobody_waits_and_the_machine_has_room() -> None:
+    router = SlotRouter(3)  # tolerates one idle slot
+    parent = HEAD + "step one. " * 30
+    assert await router.acquire("unrelated " * 80) == [0]
+    assert await router.acquire(parent) == [1]
+    router.release([0], "unrelated " * 80 + "done")
+    router.release([1], parent + "a step")
+    assert router.take_spare(parent + "a step, and more") == 1  # the slot holding its prefix
+    assert router.take_spare(parent) is not None  # three were free: a second is spare
+    assert router.take_spare(parent) is None  # the last free slot is not spare
+    router.release([1], parent)
+    blocked = asyncio.create_task(router.acquire("x " * 10, 3))  # waits for all three
+    await asyncio.sleep(0)
+    assert not blocked.done() and router.free == 2
+    assert router.take_spare(parent) is None  # somebody waits: nothing is spare
+    blocked.cancel()
+
+
 async def test_a_waiter_for_any_slot_that_is_cancelled_leaves_no_trace() -> None:
     router = SlotRouter(1)
     assert await router.acquire("a") == [0]
@@ -250,6 +270,65 @@ async def test_routing_cuts_step_search_prefill_against_llamacpps_own_placement(
 
     routed, own = await prefilled(True), await prefilled(False)
     assert routed < 0.75 * own, (routed, own)
+
+
+def _root_slots(lm: ScriptedLM, questions: list[str]) -> dict[str, set[int]]:
+    """The slots each problem's first steps (children of its root) were written on: its
+    policy calls with the shortest prompt (the rendered problem alone)."""
+    calls: dict[str, list[tuple[str, int]]] = {q: [] for q in questions}
+    for req, slot in zip(lm.calls, lm.slot_of, strict=True):
+        if req.role == "policy":
+            (q,) = (q for q in questions if q in (req.prompt or ""))
+            calls[q].append((req.prompt or "", slot))
+    used = {}
+    for q, made in calls.items():
+        head = min(len(p) for p, _ in made)
+        used[q] = {slot for p, slot in made if len(p) == head}
+    return used
+
+
+async def test_on_a_saturated_backend_a_nodes_children_take_turns_on_one_slot() -> None:
+    """20 beam searches at once on 8 slots: each root's 4 children are written one after
+    another on one slot (the problem's head evaluated once), but for the few that found
+    slots to spare as they started; and the whole run prefills less than children spread
+    over slots as they come (each evaluating the path again)."""
+    problems = [
+        Problem(question=f"Problem {i}: " + "apples cost two each " * 40, kind="number")
+        for i in range(20)
+    ]
+
+    async def run(turns: bool) -> tuple[ScriptedLM, dict[str, set[int]]]:
+        lm = _llamacpp_like()
+        engine = Engine(lm, scheduler=Scheduler())
+        searches = [engine.solve(p, "beam", n=2, m=2, seed=i) for i, p in enumerate(problems)]
+        if turns:
+            await asyncio.gather(*searches)
+        else:
+            with patch.object(Context, "spare", _every_child_its_own_slot):
+                await asyncio.gather(*searches)
+        return lm, _root_slots(lm, [p.question for p in problems])
+
+    lm, used = await run(turns=True)
+    assert all(len(s) >= 1 for s in used.values())
+    assert sum(len(s) == 1 for s in used.values()) >= 16, used  # most took one slot
+    assert lm.waited_for_pinned == 0
+    spread, spread_used = await run(turns=False)
+    assert sum(len(s) == 1 for s in spread_used.values()) <= 4, spread_used
+    assert lm.prefilled < 0.85 * spread.prefilled, (lm.prefilled, spread.prefilled)
+
+
+async def _every_child_its_own_slot(self: Context, req: GenRequest) -> object:
+    """`Context.spare` as if every slot were spare: a lease per child, waiting for a slot."""
+    return self.pinned()
+
+
+async def test_with_slots_to_spare_a_nodes_children_are_written_side_by_side() -> None:
+    lm = _llamacpp_like()
+    engine = Engine(lm, scheduler=Scheduler())
+    problem = Problem(question="What do four apples cost?", kind="number")
+    await engine.solve(problem, "beam", n=2, m=2, seed=1)
+    (used,) = _root_slots(lm, [problem.question]).values()
+    assert len(used) == 4  # one search on 8 idle slots: its first 4 steps at once
 
 
 async def test_a_lease_on_a_backend_that_does_not_pin_slots_changes_nothing() -> None:

@@ -156,6 +156,24 @@ class Scheduler:
         """`with scheduler.lease(lm) as lease:` — calls given `lease=lease` share one slot."""
         return Lease(self, lm)
 
+    async def spare_lease(self, lm: LanguageModel, req: GenRequest, ledger: Ledger) -> Lease | None:
+        """A lease already holding a slot that is spare now (free while no request waits for
+        one), placed for `req`'s prompt; None when the backend does not pin slots or none is
+        spare. For work that can run on a slot it already holds instead (a node's siblings):
+        it takes more slots only while they would idle."""
+        ready = self._ready.get(id(lm))
+        if ready is None:
+            ready = await self._prepare(lm, ledger)
+        if ready.router is None or not ready.units.take(1):
+            return None
+        slot = ready.router.take_spare(prompt_key(req))
+        if slot is None:
+            ready.units.release(1)
+            return None
+        lease = Lease(self, lm)
+        lease.slot = slot
+        return lease
+
     async def generate(
         self, lm: LanguageModel, req: GenRequest, ledger: Ledger, lease: Lease | None = None
     ) -> Generation:

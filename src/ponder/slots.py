@@ -29,6 +29,11 @@ fresh step, needed again only if that sibling is kept). A request with n > 1 cho
 to the backend to spread over its slots (one prefill shared by its choices): it takes n free
 slots, and what they hold afterwards is unknown.
 
+Work that could as well wait for a slot it already holds (the next sibling of a node whose
+first child has a slot: step search writes siblings in turn there) asks `take_spare`: a slot
+now only if nobody waits and more than `tolerate_idle` are free, so it spreads over an idle
+machine and never takes a slot that another request would use.
+
 The model is a prediction: a wrong guess costs a cache miss, never a wrong answer.
 """
 
@@ -208,6 +213,17 @@ class SlotRouter:
                 self._waiters.remove(waiter)
                 self._dispatch()
             raise
+
+    def take_spare(self, key: str) -> int | None:
+        """A slot for `key` now if one is spare (free while nobody waits and the machine
+        is not saturated), else None: for work that can as well wait for a slot it holds."""
+        if self._waiters or self.free <= self.tolerate_idle:
+            return None
+        waiter = _Waiter(key, 1, next(self._clock), asyncio.get_running_loop().create_future())
+        slot = self._best_free(waiter)
+        assert slot is not None
+        self._grant(waiter, [slot])
+        return slot
 
     def release(self, slots: list[int], text: str | None) -> None:
         """The slots are free again; `text` is what a single slot now holds (its prompt and

@@ -141,11 +141,19 @@ class Context:
             return nullcontext(self)
         return self._leased()
 
+    async def spare(self, req: GenRequest) -> AbstractContextManager[Context] | None:
+        """Like `pinned`, but holding a slot that is spare now (placed for `req`'s prompt),
+        or None if no slot is spare or the backend holds none."""
+        if not self.policy.capabilities.pin_slots:
+            return None
+        lease = await self.scheduler.spare_lease(self.policy, req, self.ledger)
+        return None if lease is None else self._leased(lease)
+
     @contextmanager
-    def _leased(self) -> Iterator[Context]:
-        with self.scheduler.lease(self.policy) as lease:
+    def _leased(self, lease: Lease | None = None) -> Iterator[Context]:
+        with lease or self.scheduler.lease(self.policy) as held_lease:
             held = copy.copy(self)  # shares the RNG, ledger and everything else
-            held.lease = lease
+            held.lease = held_lease
             yield held
 
     async def candidates(self, problem: Problem, gen: Generation) -> list[Candidate]:

@@ -12,7 +12,9 @@ depth limit: the search then treats it as a finished (or dead) path instead of f
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -146,7 +148,13 @@ class Stepper:
         written by its own request and judged right after on the same backend slot, held in
         between (`Context.pinned`), so the judge finds the child in that slot's prefix cache
         (llama.cpp keeps none per choice of an n > 1 request), and no child waits for its
-        slowest sibling. Otherwise one request writes all n and they are judged together."""
+        slowest sibling. Otherwise one request writes all n and they are judged together.
+
+        On a backend whose slots are held (llama.cpp), the siblings take turns on one slot,
+        each finding the parent's path in its cache, and spread to more slots only if those
+        are spare when the node grows: a slot holds one sequence, so a sibling on a second
+        slot evaluates the whole path again, which on a saturated CPU costs as much as
+        writing it. Elsewhere (a server sharing one prefix cache) all n go at once."""
         if self.verifier is None:
             raise RuntimeError("this Stepper has no verifier to grow with")
         setup = await self.setup(ctx, problem)
@@ -156,13 +164,50 @@ class Stepper:
             return kids
         if n == 1:
             return await self.child(ctx, problem, tree, node, temperature, ctx.next_seed())
-        # A plain loop: a generator or comprehension here would make this frame's locals
+        # Plain loops: a generator or comprehension here would make this frame's locals
         # closure cells, and thousands of these frames are alive at once for the cyclic GC.
-        children = []
-        for _ in range(n):  # seeds drawn in order, so runs repeat
-            children.append(self.child(ctx, problem, tree, node, temperature, ctx.next_seed()))
-        grown = await asyncio.gather(*children)
-        return [kid for kids in grown for kid in kids]
+        seeds = []
+        for _ in range(n):  # drawn in order, so runs repeat
+            seeds.append(ctx.next_seed())
+        if not ctx.policy.capabilities.pin_slots:
+            children = []
+            for seed in seeds:
+                children.append(self.child(ctx, problem, tree, node, temperature, seed))
+            grown = await asyncio.gather(*children)
+            return [kid for kids in grown for kid in kids]
+        probe = await self.request(ctx, problem, tree, node, 1, temperature, seeds[0])
+        turns: list[AbstractContextManager[Context]] = []
+        while len(turns) < n - 1:
+            spare = await ctx.spare(probe)
+            if spare is None:
+                break
+            turns.append(spare)
+        turns.append(ctx.pinned())  # one more, waiting for a slot as usual
+        todo = deque(range(n))
+        out: list[list[Node]] = [[] for _ in range(n)]
+        writers = []
+        for turn in turns:
+            writers.append(self.siblings(turn, problem, tree, node, temperature, seeds, todo, out))
+        await asyncio.gather(*writers)
+        return [kid for kids in out for kid in kids]
+
+    async def siblings(
+        self,
+        turn: AbstractContextManager[Context],
+        problem: Problem,
+        tree: Tree,
+        node: Node,
+        temperature: float,
+        seeds: list[int],
+        todo: deque[int],
+        out: list[list[Node]],
+    ) -> None:
+        """Children of `node` one after another on one held slot, while any are left to
+        write (`todo`: indices into `seeds`; each child goes to its index in `out`)."""
+        with turn as held:
+            while todo:
+                i = todo.popleft()
+                out[i] = await self.written(held, problem, tree, node, temperature, seeds[i])
 
     async def child(
         self, ctx: Context, problem: Problem, tree: Tree, node: Node, temperature: float, seed: int
@@ -171,10 +216,16 @@ class Stepper:
         (a method, not a closure: thousands are in flight at once, and closures' cells are
         objects the cyclic GC walks)."""
         with ctx.pinned() as held:
-            kids = await self.expand(held, problem, tree, node, 1, temperature, seed)
-            if kids:  # (`score` for one node, its checks made once in `setup`)
-                setup = await self.setup(held, problem)
-                await self.judge(held, problem, tree, kids[0], setup.verifier)
+            return await self.written(held, problem, tree, node, temperature, seed)
+
+    async def written(
+        self, held: Context, problem: Problem, tree: Tree, node: Node, temperature: float, seed: int
+    ) -> list[Node]:
+        """One child of `node`, written and then judged through `held` (a slot held)."""
+        kids = await self.expand(held, problem, tree, node, 1, temperature, seed)
+        if kids:  # (`score` for one node, its checks made once in `setup`)
+            setup = await self.setup(held, problem)
+            await self.judge(held, problem, tree, kids[0], setup.verifier)
         return kids
 
     async def expand(
