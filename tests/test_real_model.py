@@ -18,10 +18,13 @@ from ponder.lm.openai import OpenAILM
 from ponder.lm.registry import DEFAULT_MODEL, MODELS
 from ponder.scheduler import Scheduler
 from ponder.search import Prompting
+from ponder.search.tree import STEP_SEPARATOR
 from ponder.tasks import gsm8k
-from ponder.types import GenRequest
+from ponder.types import GenRequest, Message
 
 pytestmark = pytest.mark.model
+
+STOPS = [STEP_SEPARATOR, "```output"]
 
 
 @pytest.fixture(scope="module")
@@ -138,14 +141,45 @@ async def test_choices_cut_by_a_stop_string_are_counted_exactly(llama: LlamaCppL
         max_tokens=20,
         temperature=0.3,
         seed=5,
-        stop=[" six", "seven"],
+        stop=[" six"],
     )
     ledger = Ledger()
     before = llama.metrics()["tokens_predicted_total"]
     gen = await Scheduler().generate(llama, req, ledger)
     generated = llama.metrics()["tokens_predicted_total"] - before
+    assert ledger.spent.calls == 1  # one request of 3 choices: each adds back " six"
     assert any(c.finish_reason == "stop" and c.completion_tokens < 20 for c in gen.choices)
     assert ledger.spent.completion_tokens == generated
+
+
+async def test_steps_cut_by_one_of_two_stop_strings_are_counted_exactly(llama: LlamaCppLM) -> None:
+    # A step search's stops: the blank line (1 token) and a program's output fence (2); the
+    # blank line often merges into the token before it (".\n\n"). Counting a single choice as
+    # its logprobs plus the longer stop overcounted each step by a token.
+    head = await llama.render(
+        [Message(role="user", content=gsm8k.load(limit=1)[0].question + " Think step by step.")]
+    )
+    ledger = Ledger()
+    scheduler = Scheduler()
+    before = llama.metrics()["tokens_predicted_total"]
+    gens = [
+        await scheduler.generate(
+            llama,
+            GenRequest(prompt=head, max_tokens=96, temperature=0.7, seed=seed, stop=STOPS),
+            ledger,
+        )
+        for seed in range(4)
+    ]
+    generated = llama.metrics()["tokens_predicted_total"] - before
+    assert sum(g.choices[0].finish_reason == "stop" for g in gens) >= 2  # cut at a blank line
+    assert ledger.spent.completion_tokens == generated
+    # n > 1 with both stops is fanned out (llama.cpp does not say which stop cut a choice)
+    before = llama.metrics()["tokens_predicted_total"]
+    many = Ledger()
+    req = GenRequest(prompt=head, n=2, max_tokens=48, temperature=0.7, seed=9, stop=STOPS)
+    await scheduler.generate(llama, req, many)
+    assert many.spent.calls == 2
+    assert many.spent.completion_tokens == llama.metrics()["tokens_predicted_total"] - before
 
 
 def test_public_api_solve_on_the_default_model() -> None:

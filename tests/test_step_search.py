@@ -17,7 +17,7 @@ from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
 from ponder.scheduler import Scheduler
-from ponder.search import make_strategy
+from ponder.search import Prompting, make_strategy
 from ponder.types import Generation, GenRequest, Problem
 
 PROBLEM = Problem(question="What is 3 + 4 + 5 + 6?", kind="number")
@@ -191,9 +191,12 @@ async def test_dvts_searches_n_over_m_independent_subtrees() -> None:
     assert len(first_level) == 8  # 4 subtrees × 2 samples at the first step
     # each child is its own request, judged as soon as it is written (the judge then finds it
     # in the writer's cache); without splitting, one request writes a node's m children
+    # (when one stop string ends a step: with two, llama.cpp could not count each choice)
     assert all(c.n == 1 for c in lm.calls if c.role == "policy")
     eng, lm = engine(p_right=0.5)
-    await eng.solve(PROBLEM, "dvts", n=8, m=2, seed=2, split_children=False)
+    await eng.solve(
+        PROBLEM, "dvts", n=8, m=2, seed=2, split_children=False, prompting=Prompting(stop=[])
+    )
     assert all(c.n == 2 for c in lm.calls if c.role == "policy")
     with pytest.raises(UsageError, match="multiple of m"):
         make_strategy("dvts", n=6, m=4)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -10,7 +11,7 @@ from ponder.budget import Budget
 from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
-from ponder.search.base import Context
+from ponder.search.base import Context, Prompting
 from ponder.search.steps import Stepper
 from ponder.search.tree import Tree
 from ponder.types import GenRequest, Problem
@@ -61,7 +62,9 @@ async def test_a_stepper_renders_a_search_once_and_again_for_another_problem() -
 
 async def test_children_continue_the_nodes_text_and_share_its_prefix() -> None:
     lm = scripted()
-    ctx, tree, stepper = context(lm), Tree(PROBLEM.question), Stepper()
+    # the blank line alone ends a step (no program fence): siblings go as one n=3 request
+    ctx = replace(context(lm), prompting=Prompting(stop=[]))
+    tree, stepper = Tree(PROBLEM.question), Stepper()
     node = tree.root
     for depth in range(3):
         kids = await stepper.expand(ctx, PROBLEM, tree, node, 3, 0.7)
@@ -70,10 +73,21 @@ async def test_children_continue_the_nodes_text_and_share_its_prefix() -> None:
     req = lm.calls[-1]
     head = await lm.render(ctx.prompting.messages(PROBLEM))
     assert req.prompt == head + "3 + 4 = 7.\n\n7 + 5 = 12.\n\n" and req.n == 3
-    assert "\n\n" in req.stop
+    assert req.stop == ["\n\n"]
     assert node.terminal and node.answer == "12" and node.note is None
     assert [n.terminal for n in tree.path(node)] == [False, False, True]
     assert len(lm.calls) == 3  # one request per expansion, siblings together
+
+
+async def test_siblings_asked_together_go_as_singles_when_two_stop_strings_could_cut_them() -> None:
+    # llama.cpp does not say which stop string cut a choice, so it cannot count each of n
+    lm = scripted()
+    ctx, tree = context(lm), Tree(PROBLEM.question)
+    kids = await Stepper().expand(ctx, PROBLEM, tree, tree.root, 3, 0.7)
+    assert [k.step for k in kids] == [SOLUTION[0]] * 3
+    assert [c.n for c in lm.calls] == [1, 1, 1] and lm.calls[0].stop == ["\n\n", "```output"]
+    assert len({c.seed for c in lm.calls}) == 3
+    assert ctx.ledger.spent.calls == 3
 
 
 async def test_a_step_without_a_boundary_a_stop_and_the_depth_limit_end_the_path() -> None:
@@ -94,7 +108,7 @@ async def test_expansion_takes_what_the_budget_affords() -> None:
     budget = Budget(completion_tokens=2 * Stepper().max_step_tokens)
     tree = Tree(PROBLEM.question)
     kids = await Stepper().expand(context(lm, budget), PROBLEM, tree, tree.root, 5, 0.7)
-    assert len(kids) == 2 and lm.calls[0].n == 2
+    assert len(kids) == 2 and [c.n for c in lm.calls] == [1, 1]  # (two stops: as singles)
     none = await Stepper().expand(
         context(lm, Budget(completion_tokens=10)), PROBLEM, tree, tree.root, 5, 0.7
     )

@@ -88,6 +88,8 @@ def test_requests_with_stop_strings_fan_out_unless_the_backend_counts_them() -> 
     assert Capabilities(n=True).native_n(plain)
     assert not Capabilities(n=True).native_n(stopped)
     assert Capabilities(n=True, n_with_stop=True).native_n(stopped)
+    # with two stop strings, which one cut a choice is not said: its trimmed tokens unknown
+    assert not Capabilities(n=True, n_with_stop=True).native_n(replace(stopped, stop=["x", "yz"]))
     assert not Capabilities(n=False, n_with_stop=True).native_n(plain)
     assert Capabilities(n=False).native_n(GenRequest(prompt="p", n=1, stop=["x"]))
 

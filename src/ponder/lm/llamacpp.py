@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from ponder.errors import ModelError, TransientError
+from ponder.errors import BackendError, ModelError, TransientError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.wire import parse_generation, request_body
 from ponder.types import Generation, GenRequest, Message, ModelInfo
@@ -98,19 +98,18 @@ class LlamaCppLM:
                 out[name.removeprefix("llamacpp:")] = float(value)
         return out
 
-    def stop_tokens(self, stops: list[str]) -> int:
-        """How many tokens llama.cpp trims from a choice's logprobs when a stop string cuts
-        it: the stop string's own token count (the longest, if several could have matched)."""
-        for stop in stops:
-            if stop not in self._stop_tokens:
-                resp = httpx.post(
-                    f"{self.http_url}/tokenize",
-                    json={"content": stop, "add_special": False},
-                    timeout=30.0,
-                )
-                resp.raise_for_status()
-                self._stop_tokens[stop] = len(resp.json()["tokens"])
-        return max((self._stop_tokens[s] for s in stops), default=0)
+    def stop_tokens(self, stop: str) -> int:
+        """How many tokens llama.cpp trims from a choice's logprobs when `stop` cuts it: the
+        stop string's own token count."""
+        if stop not in self._stop_tokens:
+            resp = httpx.post(
+                f"{self.http_url}/tokenize",
+                json={"content": stop, "add_special": False},
+                timeout=30.0,
+            )
+            resp.raise_for_status()
+            self._stop_tokens[stop] = len(resp.json()["tokens"])
+        return self._stop_tokens[stop]
 
     async def render(self, messages: list[Message]) -> str:
         """The model's chat template applied to `messages`, ending where the assistant's reply
@@ -135,6 +134,8 @@ class LlamaCppLM:
         return self.capabilities
 
     async def generate(self, req: GenRequest) -> Generation:
+        if not self.capabilities.native_n(req):
+            raise BackendError(f"llamacpp:{self.path.name}: n={req.n} here must be fanned out")
         chat = req.messages is not None
         body = request_body(req, chat=chat, n=req.n, logprobs=True)
         if req.slot is not None:
@@ -144,15 +145,20 @@ class LlamaCppLM:
             data = await self._post(body, chat=chat)
         else:
             data = await loop.run_in_executor(self._pool, lambda: self._call(body, chat=chat))
-        if all(stop in self._stop_tokens for stop in req.stop):
-            stop_tokens = self.stop_tokens(req.stop)  # cached: no I/O, no thread hop
-        else:
-            stop_tokens = await loop.run_in_executor(self._pool, self.stop_tokens, req.stop)
+        stop_tokens = 0
+        if req.n > 1 and req.stop:
+            stop = req.stop[0]
+            if stop in self._stop_tokens:
+                stop_tokens = self.stop_tokens(stop)  # cached: no I/O, no thread hop
+            else:
+                stop_tokens = await loop.run_in_executor(self._pool, self.stop_tokens, stop)
         return parse_generation(
             data,
             where=f"llamacpp:{self.path.name}",
             want_logprobs=req.top_logprobs > 0,
-            count_from_logprobs=True,
+            # A single choice's `usage` is llama.cpp's own count; with n > 1 it counts one
+            # choice, so each counts its own logprobs (plus the stop string's, when cut).
+            count_from_logprobs=req.n > 1,
             stop_tokens=stop_tokens,
             max_tokens=req.max_tokens,
         )

@@ -19,9 +19,11 @@ class Capabilities(BaseModel):
     continue_final: bool = False
     context_length: int = 4096
     slots: int = 8
-    # Whether each choice of an n > 1 request with stop strings can still be counted exactly.
-    # (llama.cpp leaves a stop string's tokens out of a choice's logprobs; a backend that cannot
-    # add them back gets such requests fanned out as single ones, whose `usage` is exact.)
+    # Whether each choice of an n > 1 request with one stop string can still be counted
+    # exactly. (llama.cpp leaves the stop string's tokens out of a choice's logprobs, and we
+    # add them back; with several stop strings it does not say which one cut a choice, so
+    # such requests, like any on a backend that cannot add them back, are fanned out as
+    # single ones, whose `usage` is exact.)
     n_with_stop: bool = False
     # Runs a request on the slot it names (GenRequest.slot) and keeps a prefix cache per slot
     # (llama.cpp's id_slot): the scheduler then places requests by what each slot holds.
@@ -29,7 +31,9 @@ class Capabilities(BaseModel):
 
     def native_n(self, req: GenRequest) -> bool:
         """Whether `req` goes to the backend as one request with n choices."""
-        return req.n == 1 or (self.n and (self.n_with_stop or not req.stop))
+        return req.n == 1 or (
+            self.n and (not req.stop or (self.n_with_stop and len(req.stop) == 1))
+        )
 
 
 @runtime_checkable
