@@ -137,7 +137,10 @@ class LlamaCppLM:
         if not self.capabilities.native_n(req):
             raise BackendError(f"llamacpp:{self.path.name}: n={req.n} here must be fanned out")
         chat = req.messages is not None
-        body = request_body(req, chat=chat, n=req.n, logprobs=True)
+        # logprobs only where read: asked for, or counting each of n choices (one choice is
+        # counted by llama.cpp's own `usage`)
+        logprobs = req.top_logprobs > 0 or req.n > 1
+        body = request_body(req, chat=chat, n=req.n, logprobs=logprobs)
         if req.slot is not None:
             body["id_slot"] = req.slot  # placed by the scheduler where its prefix is cached
         loop = asyncio.get_running_loop()
