@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SkipValidation, computed_field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, computed_field
 
 Role = Literal["system", "user", "assistant"]
 
@@ -93,6 +94,31 @@ class TokenLogprob:
     top: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class TokenStats:
+    """Per-token arrays of one trace (float32, one entry per token with log-probabilities)."""
+
+    confidence: np.ndarray
+    entropy: np.ndarray
+    certainty: np.ndarray
+    logprob: np.ndarray
+    k: int  # the most alternatives any token came with
+
+    def __len__(self) -> int:
+        return int(self.confidence.shape[0])
+
+    def to_bytes(self) -> bytes:
+        """A compact form for the store: float16 arrays, k in the first byte."""
+        stacked = np.stack([self.confidence, self.entropy, self.certainty, self.logprob])
+        return bytes([self.k]) + stacked.astype(np.float16).tobytes()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> TokenStats:
+        k = blob[0]
+        arr = np.frombuffer(blob[1:], dtype=np.float16).astype(np.float32).reshape(4, -1)
+        return cls(arr[0], arr[1], arr[2], arr[3], k)
+
+
 @dataclass(slots=True)
 class Completion:
     """One choice. `completion_tokens` is counted per choice, never taken from a shared total."""
@@ -169,8 +195,20 @@ class Charge(BaseModel):
 LedgerLine = tuple[str, str, tuple[float, ...]]
 
 
+class Signals(BaseModel):
+    """A trace's confidence scores (higher = more confident), or why it has none."""
+
+    scores: dict[str, float] = Field(default_factory=dict)
+    note: str | None = None
+
+    def get(self, name: str) -> float | None:
+        return self.scores.get(name)
+
+
 class Candidate(BaseModel):
     """One finished attempt. `note` says why it has no answer or no score, when it has none."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     text: str
     answer: str | None = None
@@ -181,6 +219,11 @@ class Candidate(BaseModel):
     # Program-aided answering: the program's printed answer and the reasoning's own answer.
     program_answer: str | None = None
     reasoning_answer: str | None = None
+    # Confidence from the candidate's own token log-probabilities (ponder.signals), and the
+    # per-token statistics they were read from (kept for the store and for rules that read
+    # other windows; left out of JSON: hundreds of numbers per candidate).
+    signals: Signals | None = None
+    stats: SkipValidation[TokenStats | None] = Field(default=None, exclude=True, repr=False)
 
 
 class Result(BaseModel):

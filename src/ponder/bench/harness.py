@@ -154,7 +154,9 @@ class Harness:
             "kind": plan.kind,
             "unit": plan.unit,
             "budget": plan.budget.model_dump(mode="json") if plan.budget else None,
-            "prompting": self.engine.prompting.model_dump(mode="json"),
+            # defaults left out: a setting added later with a default that keeps today's
+            # behaviour does not orphan the runs already stored
+            "prompting": self.engine.prompting.model_dump(mode="json", exclude_defaults=True),
             "seed": seed,
         }
         return self.store.run(

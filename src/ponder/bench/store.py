@@ -27,8 +27,16 @@ from pydantic import BaseModel
 from ponder.errors import PonderError
 from ponder.types import Candidate, Problem, Result
 
-# Bump when the tables change meaning; a store of another version is refused, never mixed.
-SCHEMA_VERSION = 1
+# Bump when the tables change meaning; a store of another version is refused, never mixed,
+# unless a migration below brings it up to date without changing what it holds.
+SCHEMA_VERSION = 2
+# version → the statements that bring a store of that version to the next
+_MIGRATIONS: dict[int, str] = {
+    # 1 → 2: candidates carry confidence signals (JSON) and per-token statistics (BLOB);
+    # rows written before have neither (NULL), which every reader takes as "no signal".
+    1: "ALTER TABLE candidates ADD COLUMN signals TEXT;"
+    "ALTER TABLE candidates ADD COLUMN stats BLOB;",
+}
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -111,6 +119,8 @@ CREATE TABLE candidates (
   completion_tokens INTEGER NOT NULL,
   finish_reason TEXT NOT NULL,
   note TEXT,
+  signals TEXT,
+  stats BLOB,
   PRIMARY KEY (rid, pid, unit, idx)
 ) WITHOUT ROWID;
 """
@@ -184,6 +194,15 @@ class Store:
             raise StoreError(f"{self.path}: not a ponder store (no meta table)")
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         found = meta.get("schema_version")
+        while found is not None and found.isdigit() and int(found) in _MIGRATIONS:
+            older = int(found)
+            self.db.executescript(
+                "BEGIN;"
+                + _MIGRATIONS[older]
+                + f"UPDATE meta SET value = '{older + 1}' WHERE key = 'schema_version';"
+                + "COMMIT;"
+            )
+            found = str(older + 1)
         if found != str(SCHEMA_VERSION):
             raise StoreError(
                 f"{self.path}: store schema version {found} (written by ponder "
@@ -410,7 +429,7 @@ class Store:
             if cur.rowcount == 0:
                 return False
             self.db.executemany(
-                "INSERT INTO candidates VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO candidates VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     _candidate_row(rid, pid, unit, i, c, cls, ok)
                     for i, (c, (cls, ok)) in enumerate(zip(result.candidates, graded, strict=True))
@@ -441,4 +460,6 @@ def _candidate_row(
         c.completion_tokens,
         c.finish_reason,
         c.note,
+        None if c.signals is None else c.signals.model_dump_json(),
+        None if c.stats is None else c.stats.to_bytes(),
     )

@@ -19,6 +19,7 @@ from ponder.budget import Ledger
 from ponder.lm.protocol import LanguageModel
 from ponder.sandbox import ExecResult, Sandbox
 from ponder.scheduler import Lease, Scheduler
+from ponder.signals import SignalSettings, signals_of
 from ponder.types import Candidate, Generation, GenRequest, Message, Problem, Result
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ class Prompting(BaseModel):
     system: str = DEFAULT_SYSTEM_PROMPT
     max_tokens: int = Field(default=512, ge=1)
     stop: list[str] = Field(default_factory=lambda: list(DEFAULT_STOP))
+    # Top-k log-probabilities asked for with every sample, where the backend gives them: the
+    # candidates' confidence signals are read from them (ponder.signals). 0: none.
+    logprobs: int = Field(default=20, ge=0, le=20)
 
     program_system: str = PROGRAM_SYSTEM_PROMPT
     both_system: str = BOTH_SYSTEM_PROMPT
@@ -122,6 +126,7 @@ class Context:
             max_tokens=self.prompting.max_tokens,
             stop=self.prompting.stop,
             seed=self.next_seed(),
+            top_logprobs=self.prompting.logprobs if self.policy.capabilities.logprobs else 0,
         )
 
     def affordable(self, req: GenRequest) -> int:
@@ -159,7 +164,7 @@ class Context:
     async def candidates(self, problem: Problem, gen: Generation) -> list[Candidate]:
         """The choices as candidates with their answers; programs are run in the sandbox
         (all at once) when the strategy answers with programs."""
-        cands = candidates_of(gen, problem.kind)
+        cands = candidates_of(gen, problem.kind, self.prompting.logprobs)
         if self.answer_with == "reasoning":
             return cands
         runs = await asyncio.gather(*(self._run_program(c) for c in cands))
@@ -237,10 +242,16 @@ def answer_of(text: str, kind: str | None) -> str | None:
     return extract_answer(text) if kind is None else extract(text, kind)
 
 
-def candidates_of(gen: Generation, kind: str | None = None) -> list[Candidate]:
+def candidates_of(gen: Generation, kind: str | None = None, top_k: int = 0) -> list[Candidate]:
+    """The choices as candidates with their answers and, when `top_k` and the choice carries
+    log-probabilities, their confidence signals."""
     out = []
+    settings = SignalSettings(k=top_k) if top_k else None
     for c in gen.choices:
         answer = answer_of(c.text, kind)
+        signals, stats = None, None
+        if settings is not None:
+            signals, stats = signals_of(c.logprobs, c.completion_tokens, settings)
         out.append(
             Candidate(
                 text=c.text,
@@ -248,6 +259,8 @@ def candidates_of(gen: Generation, kind: str | None = None) -> list[Candidate]:
                 completion_tokens=c.completion_tokens,
                 finish_reason=c.finish_reason,
                 note=None if answer is not None else "no answer found in the text",
+                signals=signals,
+                stats=stats,
             )
         )
     return out
