@@ -22,14 +22,16 @@ from dataclasses import replace
 
 import httpx
 
-from ponder.budget import Ledger
 from ponder.lm.llamacpp import LlamaCppLM
 from ponder.lm.registry import DEFAULT_MODEL, Registry
-from ponder.scheduler import Scheduler
-from ponder.search import Context, Prompting
+from ponder.runtime.budget import Ledger
+from ponder.runtime.context import Context
+from ponder.runtime.prompting import Prompting
+from ponder.runtime.scheduler import Scheduler
+from ponder.runtime.verifiers import Verdict, Verifiers
 from ponder.tasks import gsm8k
 from ponder.types import Problem
-from ponder.verify import SelfJudge, Verdict, Verifiers
+from ponder.verify.judge import SelfJudge
 
 STEP_PROMPT = (
     "Solve the problem step by step. Write each step on its own line, one short sentence "

@@ -28,8 +28,8 @@ from ponder.types import Problem
 
 
 def build(path: Path, problems: int, pool: int, seed: int = 0) -> None:
-    from ponder.engine import Engine
     from ponder.lm.scripted import ScriptedLM
+    from ponder.runtime.engine import Engine
 
     rng = np.random.default_rng(seed)
     store = Store(path)

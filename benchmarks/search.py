@@ -36,9 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ponder.engine import Engine
 from ponder.lm.protocol import Capabilities
-from ponder.scheduler import Scheduler
+from ponder.runtime.engine import Engine
+from ponder.runtime.scheduler import Scheduler
 from ponder.types import (
     Completion,
     Generation,
@@ -273,7 +273,7 @@ def overhead(problems: int, width: int, steps: int, gc_as: str) -> None:
             subprocess.run(cmd, check=True)
         return
     if gc_as in ("ponder", "floor"):
-        from ponder.runtime import tune_gc
+        from ponder.runtime.settings import tune_gc
 
         tune_gc()
     if gc_as == "floor":

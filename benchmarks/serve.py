@@ -25,10 +25,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from ponder.engine import Engine
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
-from ponder.scheduler import Scheduler
+from ponder.runtime.engine import Engine
+from ponder.runtime.scheduler import Scheduler
 from ponder.serve import create_app
 from serving import load, percentile, running
 

@@ -22,10 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ponder.bench.runner import run_strategy
-from ponder.engine import Engine
+
 from ponder.lm.llamacpp import LlamaCppLM
 from ponder.lm.registry import DEFAULT_MODEL, Registry
-from ponder.search import Prompting, make_strategy
+from ponder.runtime.engine import Engine
+from ponder.runtime.prompting import Prompting
+from ponder.runtime.strategy import make_strategy
 from ponder.tasks import gsm8k
 
 

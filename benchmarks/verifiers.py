@@ -27,13 +27,14 @@ import numpy as np
 
 from ponder.answers import extract
 from ponder.bench.estimators import bootstrap_mean_ci
-from ponder.engine import Engine
 from ponder.lm.llamacpp import LlamaCppLM
 from ponder.lm.registry import DEFAULT_MODEL, Registry
-from ponder.search import make_strategy, tally
+from ponder.runtime.engine import Engine
+from ponder.runtime.strategy import make_strategy
+from ponder.search import tally
 from ponder.tasks import gsm8k
 from ponder.types import Candidate
-from ponder.verify import best_index, selection_quality
+from ponder.verify.quality import best_index, selection_quality
 
 OUT = Path(__file__).parent / "out" / "verifiers"
 PHASES = {

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from ponder.bench.harness import Harness, plan
 from ponder.bench.store import Store
-from ponder.engine import Engine
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
-from ponder.scheduler import Scheduler
-from ponder.search import make_strategy
-from ponder.tasks import gsm8k
+from ponder.runtime.engine import Engine
+from ponder.runtime.scheduler import Scheduler
+from ponder.runtime.strategy import make_strategy
+from ponder.tasks.registry import get_task
 from ponder.types import GenRequest
 
 
@@ -50,7 +50,7 @@ def engine_for(golds: dict[str, str | None], latency_s: float) -> Engine:
 
 
 async def main(store_path: Path, limit: int, latency_s: float) -> None:
-    problems = gsm8k.load(limit=limit)
+    problems = get_task("gsm8k").load(limit=limit)
     engine = engine_for({p.question: p.gold for p in problems}, latency_s)
     strategies = [
         make_strategy(name, shared=True, n=6, verifier="self_judge")

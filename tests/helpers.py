@@ -9,14 +9,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from ponder.bench.store import Store
-from ponder.budget import Budget, Ledger
-from ponder.engine import Engine
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ReplyFn, ScriptedLM
-from ponder.scheduler import Scheduler
-from ponder.search import Context
+from ponder.runtime.budget import Budget, Ledger
+from ponder.runtime.context import Context
+from ponder.runtime.engine import Engine
+from ponder.runtime.scheduler import Scheduler
+from ponder.runtime.verifiers import Verifiers
 from ponder.types import Message
-from ponder.verify import Verifiers
 
 
 async def no_sleep(_: float) -> None:

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import scripted_engine
-from ponder.budget import Budget, Ledger, estimate
 from ponder.errors import BudgetExceeded
+from ponder.runtime.budget import Budget, Ledger, estimate
 from ponder.types import GenRequest, Message, ModelInfo, Usage
 
 

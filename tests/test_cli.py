@@ -16,7 +16,11 @@ from helpers import run_ponder
         (["solve", "q", "--model", "nope"], "error: unknown model 'nope' (choose from: "),
         (["solve", "q", "--frobnicate"], "error: No such option: --frobnicate (options: "),
         (["solve", "   "], "error: the question is empty"),
-        (["solve", "q", "-s", "greedy", "-n", "3"], "error: bad options for strategy 'greedy'"),
+        (
+            ["solve", "q", "-s", "greedy", "-n", "3"],
+            "error: strategy 'greedy' has no width for -n to set (its options: answer_with; "
+            "give them with -o KEY=VALUE)",
+        ),
         (["bench", "nope"], "error: unknown task 'nope' (choose from: gsm8k, math500,"),
         (["models", "pull", "nope"], "error: unknown model 'nope'"),
         (
@@ -25,7 +29,7 @@ from helpers import run_ponder
         ),
         (
             ["solve", "q", "-s", "best_of_n", "--verifier", "oracle"],
-            "error: bad options for strategy 'best_of_n': verifier.name: Value error, unknown "
+            "error: bad options for strategy 'best_of_n': verifier: Value error, unknown "
             "verifier 'oracle' (choose from: self_judge,",
         ),
         (

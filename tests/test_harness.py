@@ -19,8 +19,8 @@ from ponder.bench.analysis import load_groups, points
 from ponder.bench.harness import Harness, plan, unit_seed
 from ponder.bench.store import SCHEMA_VERSION, Store, StoreError
 from ponder.errors import TransientError
-from ponder.search import make_strategy
-from ponder.tasks import gsm8k
+from ponder.runtime.strategy import make_strategy
+from ponder.tasks.registry import get_task
 from ponder.types import Problem
 
 WORKER = Path(__file__).with_name("bench_worker.py")
@@ -118,7 +118,7 @@ def test_sigkill_at_20_random_points_then_resume_equals_an_uninterrupted_run(
 
 
 async def test_a_rerun_computes_only_what_is_missing(tmp_path: Path) -> None:
-    problems = gsm8k.load(limit=5)
+    problems = get_task("gsm8k").load(limit=5)
     engine = engine_for({p.question: p.gold for p in problems}, 0.0)
     store = Store(tmp_path / "s.sqlite")
     harness = Harness(engine, store)
@@ -139,7 +139,7 @@ async def test_a_rerun_computes_only_what_is_missing(tmp_path: Path) -> None:
 async def test_units_are_seeded_by_problem_and_index_so_order_does_not_matter(
     tmp_path: Path,
 ) -> None:
-    problems = gsm8k.load(limit=4)
+    problems = get_task("gsm8k").load(limit=4)
     engine = engine_for({p.question: p.gold for p in problems}, 0.0)
     (pool,) = plan([make_strategy("vote", n=3)])
     a = Store(tmp_path / "a.sqlite")
@@ -171,7 +171,7 @@ def test_pooled_strategies_share_one_pool_of_the_largest_n() -> None:
 
 
 async def test_stop_lets_units_in_flight_finish_and_stores_them(tmp_path: Path) -> None:
-    problems = gsm8k.load(limit=6)
+    problems = get_task("gsm8k").load(limit=6)
     engine = engine_for({p.question: p.gold for p in problems}, 0.02)
     store = Store(tmp_path / "s.sqlite")
     (pool,) = plan([make_strategy("vote", n=4)])
@@ -196,7 +196,7 @@ async def test_stop_lets_units_in_flight_finish_and_stores_them(tmp_path: Path) 
 
 
 async def test_a_failed_unit_is_not_stored_and_is_retried(tmp_path: Path) -> None:
-    problems = gsm8k.load(limit=3)
+    problems = get_task("gsm8k").load(limit=3)
     engine = engine_for({p.question: p.gold for p in problems}, 0.0)
     lm = engine.policy
     broken = {"on": True}
@@ -273,7 +273,7 @@ def test_run_metadata_records_versions_and_config(tmp_path: Path) -> None:
 async def test_direct_units_are_started_twice_as_wide_as_pool_samples(tmp_path: Path) -> None:
     """A pool sample is one sequence, a direct unit a whole strategy (which also waits
     between its calls): with 8 slots, 16 samples are in flight at once but 32 searches."""
-    problems = gsm8k.load(limit=40)
+    problems = get_task("gsm8k").load(limit=40)
     engine = engine_for({p.question: p.gold for p in problems}, 0.01)
     live, most = 0, 0
     solve = engine.solve

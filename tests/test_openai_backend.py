@@ -8,12 +8,12 @@ import pytest
 
 from fake_server import FakeOpenAIServer
 from helpers import no_sleep
-from ponder.budget import Ledger
-from ponder.engine import Engine
 from ponder.errors import UsageError
-from ponder.lm import Price, open_model
+from ponder.lm import BackendConfig, Price, open_backend
 from ponder.lm.openai import OpenAILM
-from ponder.scheduler import Scheduler
+from ponder.runtime.budget import Ledger
+from ponder.runtime.engine import Engine
+from ponder.runtime.scheduler import Scheduler
 from ponder.types import GenRequest, Message
 
 
@@ -114,7 +114,14 @@ async def test_stop_strings_with_n_fan_out_so_usage_is_exact() -> None:
 
 async def test_prices_and_size_given_for_a_server_are_charged() -> None:
     async with FakeOpenAIServer() as srv:
-        lm = open_model("fake-model", base_url=srv.url, price=Price.parse("2,8,1"), parameters=1000)
+        lm = open_backend(
+            BackendConfig(
+                model="fake-model",
+                base_url=srv.url,
+                price=Price.parse("2,8,1"),
+                parameters=1000,
+            )
+        )
         engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
         r = await engine.solve("q", "greedy", seed=3)
         await lm.aclose()

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 
 from helpers import run_ponder
-from ponder.budget import Ledger
-from ponder.engine import Engine
 from ponder.lm.llamacpp import LlamaCppLM
 from ponder.lm.openai import OpenAILM
 from ponder.lm.registry import DEFAULT_MODEL, MODELS
-from ponder.scheduler import Scheduler
-from ponder.search import Prompting
+from ponder.runtime.budget import Ledger
+from ponder.runtime.engine import Engine
+from ponder.runtime.prompting import Prompting
+from ponder.runtime.scheduler import Scheduler
 from ponder.search.tree import STEP_SEPARATOR
-from ponder.tasks import gsm8k
+from ponder.tasks.registry import get_task
 from ponder.types import GenRequest, Message
 
 pytestmark = pytest.mark.model
@@ -40,7 +40,7 @@ async def engine(llama: LlamaCppLM) -> AsyncIterator[Engine]:
 
 
 async def test_vote_on_real_gsm8k_counts_every_choice(llama: LlamaCppLM, engine: Engine) -> None:
-    problems = gsm8k.load(limit=2)
+    problems = get_task("gsm8k").load(limit=2)
     before = llama.metrics()["tokens_predicted_total"]
     results = [await engine.solve(p, "vote", n=4, seed=1) for p in problems]
     generated = llama.metrics()["tokens_predicted_total"] - before
@@ -157,7 +157,12 @@ async def test_steps_cut_by_one_of_two_stop_strings_are_counted_exactly(llama: L
     # blank line often merges into the token before it (".\n\n"). Counting a single choice as
     # its logprobs plus the longer stop overcounted each step by a token.
     head = await llama.render(
-        [Message(role="user", content=gsm8k.load(limit=1)[0].question + " Think step by step.")]
+        [
+            Message(
+                role="user",
+                content=get_task("gsm8k").load(limit=1)[0].question + " Think step by step.",
+            )
+        ]
     )
     ledger = Ledger()
     scheduler = Scheduler()
@@ -197,7 +202,7 @@ def test_public_api_solve_on_the_default_model() -> None:
 async def test_best_of_n_with_the_self_judge_bills_exactly_what_the_server_computed(
     llama: LlamaCppLM, engine: Engine
 ) -> None:
-    problem = gsm8k.load(limit=1)[0]
+    problem = get_task("gsm8k").load(limit=1)[0]
     before = llama.metrics()
     r = await engine.solve(problem, "best_of_n", n=4, seed=3, verifier="self_judge")
     after = llama.metrics()
@@ -223,8 +228,9 @@ async def test_pal_runs_the_models_program_in_the_sandbox(engine: Engine) -> Non
 
 
 async def test_process_self_judge_prefills_only_each_new_step(llama: LlamaCppLM) -> None:
-    from ponder.search import Context
-    from ponder.verify import SelfJudge, Verifiers
+    from ponder.runtime.context import Context
+    from ponder.runtime.verifiers import Verifiers
+    from ponder.verify.judge import SelfJudge
 
     ctx = Context(
         policy=llama, scheduler=Scheduler(), ledger=Ledger(), seed=0, verifiers=Verifiers()
@@ -234,7 +240,7 @@ async def test_process_self_judge_prefills_only_each_new_step(llama: LlamaCppLM)
         "In May she sold half as many: 48 / 2 = 24 clips.",
         "Altogether she sold 48 + 24 = 72 clips.",
     ]
-    problem = gsm8k.load(limit=1)[0]
+    problem = get_task("gsm8k").load(limit=1)[0]
     judge = SelfJudge()
     await judge.score_steps(problem, steps[:1], ctx)
     before = llama.metrics()["prompt_tokens_total"]
@@ -317,7 +323,7 @@ async def test_the_routers_cache_model_predicts_what_llamacpp_reuses(llama: Llam
     pinned to one slot, and the share of each prompt found cached, predicted and measured.
     The sequence covers each rule: a sibling overwriting a path unsaved, an unrelated prompt
     that makes llama.cpp save the slot's text to host memory, and its restoring later."""
-    from ponder.slots import CacheModel
+    from ponder.runtime.slots import CacheModel
 
     nonce = f"run {id(llama)}"  # nothing cached by earlier tests shares these prompts
     head = (
@@ -347,7 +353,7 @@ async def test_the_routers_cache_model_predicts_what_llamacpp_reuses(llama: Llam
 def test_cli_step_search_writes_a_trace_and_preference_pairs(strategy: str, tmp_path: Path) -> None:
     """`ponder solve --strategy beam|particles --trace` on a GSM8K problem, then `ponder trace
     pairs`: the tree accounts for every token the policy generated and every judge call."""
-    problem = gsm8k.load(limit=1)[0]
+    problem = get_task("gsm8k").load(limit=1)[0]
     trace = tmp_path / "trace.jsonl"
     args = ["solve", problem.question, "-s", strategy, "-n", "2", "--seed", "1", "--slots", "2"]
     args += ["--budget-tokens", "4000", "--trace", str(trace), "--gold", str(problem.gold)]

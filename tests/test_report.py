@@ -16,14 +16,15 @@ from ponder.bench.analysis import load_groups, points, verifier_quality
 from ponder.bench.harness import Harness, plan
 from ponder.bench.report import equal_compute, summary_table, write_report
 from ponder.bench.store import Store
-from ponder.search import make_strategy, tally
-from ponder.tasks import gsm8k
+from ponder.runtime.strategy import make_strategy
+from ponder.search import tally
+from ponder.tasks.registry import get_task
 from ponder.types import Candidate, GenRequest, Problem
-from ponder.verify import selection_quality
+from ponder.verify.quality import selection_quality
 
 
 async def filled_store(tmp_path: Path, n: int = 6, limit: int = 12) -> Store:
-    problems = gsm8k.load(limit=limit)
+    problems = get_task("gsm8k").load(limit=limit)
     engine = engine_for({p.question: p.gold for p in problems}, 0.0)
     store = Store(tmp_path / "s.sqlite")
     harness = Harness(engine, store)

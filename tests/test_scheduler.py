@@ -6,11 +6,11 @@ import random
 import pytest
 
 from helpers import no_sleep, scripted_engine
-from ponder.budget import Ledger
 from ponder.errors import BackendError, TransientError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM, transient_every
-from ponder.scheduler import Scheduler, WeightedSemaphore
+from ponder.runtime.budget import Ledger
+from ponder.runtime.scheduler import Scheduler, WeightedSemaphore
 from ponder.types import GenRequest, Message
 
 

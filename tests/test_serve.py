@@ -14,11 +14,11 @@ import openai
 import pytest
 
 from helpers import no_sleep
-from ponder.engine import Engine
 from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
-from ponder.scheduler import Scheduler
+from ponder.runtime.engine import Engine
+from ponder.runtime.scheduler import Scheduler
 from ponder.serve import Keys, Limits, create_app
 from ponder.types import GenRequest
 from serving import running

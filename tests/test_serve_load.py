@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from ponder.engine import Engine
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
-from ponder.scheduler import Scheduler
+from ponder.runtime.engine import Engine
+from ponder.runtime.scheduler import Scheduler
 from ponder.serve import create_app
 from serving import load, percentile, running
 from test_serve import MODEL, ask, reply

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from helpers import no_sleep
-from ponder.engine import Engine
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
-from ponder.scheduler import Scheduler
+from ponder.runtime.engine import Engine
+from ponder.runtime.scheduler import Scheduler
 from ponder.serve import Keys, Limits, create_app
 from serving import running
 from test_serve import reply

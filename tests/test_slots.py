@@ -13,13 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ponder.budget import Ledger
-from ponder.engine import Engine
-from ponder.lm.protocol import Capabilities
+from ponder.lm.protocol import Capabilities, LanguageModel
 from ponder.lm.scripted import ScriptedLM
-from ponder.scheduler import Scheduler
-from ponder.search.base import Context
-from ponder.slots import CacheModel, SlotRouter, common_prefix, prompt_key
+from ponder.runtime.budget import Ledger
+from ponder.runtime.engine import Engine
+from ponder.runtime.scheduler import Lease, Scheduler
+from ponder.runtime.slots import CacheModel, SlotRouter, common_prefix, prompt_key
 from ponder.types import GenRequest, Message, Problem
 
 HEAD = "<system>Solve it.</system><user>" + "q " * 100 + "</user><assistant>"
@@ -306,7 +305,7 @@ async def test_on_a_saturated_backend_a_nodes_children_take_turns_on_one_slot() 
         if turns:
             await asyncio.gather(*searches)
         else:
-            with patch.object(Context, "spare", _every_child_its_own_slot):
+            with patch.object(Scheduler, "sibling_leases", _every_child_its_own_slot):
                 await asyncio.gather(*searches)
         return lm, _root_slots(lm, [p.question for p in problems])
 
@@ -319,9 +318,12 @@ async def test_on_a_saturated_backend_a_nodes_children_take_turns_on_one_slot() 
     assert lm.prefilled < 0.85 * spread.prefilled, (lm.prefilled, spread.prefilled)
 
 
-async def _every_child_its_own_slot(self: Context, req: GenRequest) -> object:
-    """`Context.spare` as if every slot were spare: a lease per child, waiting for a slot."""
-    return self.pinned()
+async def _every_child_its_own_slot(
+    self: Scheduler, lm: LanguageModel, req: GenRequest, ledger: Ledger, n: int
+) -> list[Lease]:
+    """`Scheduler.sibling_leases` as if every slot were spare: a lease per child, each
+    waiting for a slot as it comes."""
+    return [self.lease(lm) for _ in range(n)]
 
 
 async def test_with_slots_to_spare_a_nodes_children_are_written_side_by_side() -> None:

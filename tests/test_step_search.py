@@ -11,13 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import no_sleep, run_ponder
-from ponder.budget import Budget
-from ponder.engine import Engine
 from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
-from ponder.scheduler import Scheduler
-from ponder.search import Prompting, make_strategy
+from ponder.runtime.budget import Budget
+from ponder.runtime.engine import Engine
+from ponder.runtime.prompting import Prompting
+from ponder.runtime.scheduler import Scheduler
+from ponder.runtime.strategy import make_strategy
 from ponder.types import Generation, GenRequest, Problem
 
 PROBLEM = Problem(question="What is 3 + 4 + 5 + 6?", kind="number")
@@ -138,7 +139,7 @@ async def test_particles_never_exceed_the_budget_and_are_repeatable(
 
 
 async def test_trace_file_and_preference_pairs(tmp_path: Path) -> None:
-    from ponder.cli import write_trace
+    from ponder.cli.solve import write_trace
 
     eng, _ = engine(p_right=0.6)
     result = await eng.solve(PROBLEM, "beam", n=2, m=4, seed=3)

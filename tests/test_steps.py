@@ -7,15 +7,16 @@ from dataclasses import replace
 import pytest
 
 from helpers import count_renders, scripted_context
-from ponder.budget import Budget
 from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
-from ponder.search.base import Context, Prompting
+from ponder.runtime.budget import Budget
+from ponder.runtime.context import Context
+from ponder.runtime.prompting import Prompting
+from ponder.runtime.verifiers import VerifierSpec
 from ponder.search.steps import Stepper
 from ponder.search.tree import Tree
 from ponder.types import GenRequest, Problem
-from ponder.verify import VerifierSpec
 
 PROBLEM = Problem(question="What is 3 + 4 + 5?", kind="number")
 SOLUTION = ["3 + 4 = 7.", "7 + 5 = 12.", "So the answer is \\boxed{12}."]

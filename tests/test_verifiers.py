@@ -13,25 +13,17 @@ from hypothesis import strategies as st
 
 from fake_server import FakeOpenAIServer
 from helpers import count_renders, no_sleep, scripted_context, scripted_engine
-from ponder.budget import Budget
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
-from ponder.scheduler import Scheduler
-from ponder.search import Context
+from ponder.runtime.aggregate import aggregate, clip, deltas, rank_calibrated
+from ponder.runtime.budget import Budget
+from ponder.runtime.context import Context
+from ponder.runtime.scheduler import Scheduler
+from ponder.runtime.verifiers import VerifierEnv, Verifiers, VerifierSpec
 from ponder.types import Candidate, GenRequest, Problem
-from ponder.verify import (
-    PRMHttp,
-    SelfJudge,
-    Verifiers,
-    VerifierSpec,
-    aggregate,
-    auroc,
-    clip,
-    deltas,
-    rank_calibrated,
-    selection_quality,
-)
-from ponder.verify.judge import STEP_CUE
+from ponder.verify.judge import STEP_CUE, SelfJudge
+from ponder.verify.prm_http import PRMHttp
+from ponder.verify.quality import auroc, selection_quality
 
 PROBLEM = Problem(question="What is 6 * 7?", kind="number", gold="42")
 
@@ -129,7 +121,7 @@ async def test_backends_without_logprobs_are_judged_from_the_text() -> None:
         return ANSWERS[((req.seed or 0) + i) % 4]
 
     lm = ScriptedLM(reply, capabilities=Capabilities(logprobs=False, slots=4))
-    from ponder.engine import Engine
+    from ponder.runtime.engine import Engine
 
     engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
     r = await engine.solve(PROBLEM, "best_of_n", n=4, seed=0)
@@ -312,7 +304,7 @@ async def test_llm_judge_uses_another_model_and_bills_it_as_verifier() -> None:
         ),
     )
     engine, policy = scripted_engine(ANSWERS)
-    engine.verifiers = Verifiers(open_model=lambda *a, **k: judge)
+    engine.verifiers = Verifiers(VerifierEnv(open_model=lambda config: judge))
     r = await engine.solve(PROBLEM, "best_of_n", n=4, seed=0, verifier="llm_judge")
     assert r.answer == "42"
     assert len(judge.calls) == 4 and all(c.role == "verifier" for c in judge.calls)
@@ -324,7 +316,7 @@ async def test_unknown_verifier_is_a_usage_error_naming_the_choices() -> None:
     from ponder.errors import UsageError
 
     engine, _ = scripted_engine(ANSWERS)
-    with pytest.raises(UsageError, match=r"verifier\.name: Value error, unknown verifier 'oracle'"):
+    with pytest.raises(UsageError, match=r"verifier: Value error, unknown verifier 'oracle'"):
         await engine.solve(PROBLEM, "best_of_n", n=2, verifier="oracle")
     with pytest.raises(UsageError, match="'crosscheck' scores whole candidates, not steps"):
         await engine.solve(PROBLEM, "best_of_n", verifier={"name": "crosscheck", "steps": True})
@@ -406,7 +398,8 @@ async def test_spec_transforms_clip_deltas_and_rank_calibration() -> None:
 
 
 def test_the_step_cache_keeps_only_scores_and_stays_bounded() -> None:
-    from ponder.verify.base import StepCache, Verdict
+    from ponder.runtime.verifiers import Verdict
+    from ponder.verify.cache import StepCache
 
     cache = StepCache(capacity=2)
     cache.put("q", ["a"], Verdict(reason="budget"))

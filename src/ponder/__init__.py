@@ -1,11 +1,11 @@
 """ponder: inference-time compute scaling for language-model reasoning."""
 
-from ponder.api import asolve, solve
-from ponder.budget import Budget, Ledger
-from ponder.engine import Engine
-from ponder.types import Candidate, Problem, Result, Usage
+__version__ = "0.2.0"  # the one place the version is written (pyproject reads it)
 
-__version__ = "0.1.0"
+from ponder.api import asolve, solve
+from ponder.runtime.budget import Budget, Ledger
+from ponder.runtime.engine import Engine
+from ponder.types import Candidate, Problem, Result, Usage
 
 __all__ = [
     "Budget",
@@ -15,6 +15,7 @@ __all__ = [
     "Problem",
     "Result",
     "Usage",
+    "__version__",
     "asolve",
     "solve",
 ]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ponder.budget import Budget
-from ponder.engine import Engine
-from ponder.search import STRATEGIES
+from ponder.runtime.budget import Budget
+from ponder.runtime.engine import Engine
+from ponder.runtime.strategy import STRATEGIES, make_strategy
 from ponder.types import Result
 
 
@@ -22,13 +22,14 @@ async def asolve(
     **options: Any,
 ) -> Result:
     """Answer `question` with `strategy` on `model` (the embedded default when both `model`
-    and `base_url` are None). `n` applies to strategies that sample (ignored by `greedy`).
-    Loads the model for this call; hold an `Engine` to answer many questions."""
-    if strategy in STRATEGIES and "n" in STRATEGIES[strategy].model_fields:
-        options["n"] = n  # the API's default n, for strategies that sample
-    engine = await asyncio.to_thread(Engine.open, model, base_url=base_url)
+    and `base_url` are None). `n` is the strategy's width (samples, beam width, MCTS
+    iterations; ignored by strategies without one, such as `greedy`). Loads the model for
+    this call; hold an `Engine` to answer many questions."""
+    width = STRATEGIES.get(strategy).obj.width
+    strat = make_strategy(strategy, n=n if width else None, **options)  # fails before loading
+    engine = await asyncio.to_thread(Engine.open, model=model, base_url=base_url)
     async with engine:
-        return await engine.solve(question, strategy, seed=seed, budget=budget, **options)
+        return await engine.solve(question, strat, seed=seed, budget=budget)
 
 
 def solve(

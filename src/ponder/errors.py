@@ -7,7 +7,7 @@ class PonderError(Exception):
     """Base class for every error ponder raises on purpose."""
 
 
-class UsageError(PonderError):
+class UsageError(PonderError, ValueError):
     """Bad input from the user: an unknown name, an empty question, a bad option."""
 
 

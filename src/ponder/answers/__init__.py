@@ -1,20 +1,26 @@
 """The answer layer: extract a final answer per kind, decide equivalence, cluster for votes."""
 
-from ponder.answers.equivalence import canonical, cluster, equivalent
 from ponder.answers.extract import (
-    KINDS,
-    Kind,
     code_blocks,
-    extract,
     extract_answer,
     gsm8k_gold,
     last_boxed,
     normalize_number,
 )
+from ponder.answers.kinds import (
+    ANSWER_KINDS,
+    AnswerKind,
+    answer_kind,
+    canonical,
+    cluster,
+    equivalent,
+    extract,
+)
 
 __all__ = [
-    "KINDS",
-    "Kind",
+    "ANSWER_KINDS",
+    "AnswerKind",
+    "answer_kind",
     "canonical",
     "cluster",
     "code_blocks",

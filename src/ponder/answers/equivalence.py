@@ -12,12 +12,11 @@ import ast
 import logging
 import re
 import threading
-from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
-from ponder.answers.extract import check_kind, format_number, normalize_number
+from ponder.answers.extract import format_number, normalize_number
 
 logging.getLogger("math_verify").setLevel(logging.CRITICAL)
 
@@ -95,32 +94,27 @@ def _code_key(code: str) -> str:
         )
 
 
-def canonical(answer: str | None, kind: str = "math") -> str | None:
-    """One key per equivalence class: equal keys mean equivalent answers. None stays None."""
-    k = check_kind(kind)
-    if answer is None or not answer.strip():
-        return None
-    if k == "number":
-        return normalize_number(answer) or answer.strip()
-    if k == "choice":
-        letters = re.sub(r"[\s,;()]|and", "", _TEXT_WRAP.sub(r"\1", answer)).upper()
-        if letters and re.fullmatch(r"[A-Z]+", letters):
-            return "".join(sorted(set(letters)))  # "A, C" and "CA" are one multiple answer
-        return answer.strip().upper()
-    if k == "code":
-        return _code_key(answer)
+def number_key(answer: str) -> str:
+    return normalize_number(answer) or answer.strip()
+
+
+def choice_key(answer: str) -> str:
+    letters = re.sub(r"[\s,;()]|and", "", _TEXT_WRAP.sub(r"\1", answer)).upper()
+    if letters and re.fullmatch(r"[A-Z]+", letters):
+        return "".join(sorted(set(letters)))  # "A, C" and "CA" are one multiple answer
+    return answer.strip().upper()
+
+
+def code_key(code: str) -> str:
+    return _code_key(code)
+
+
+def math_key(answer: str) -> str:
     return _math_key(answer)
 
 
-def equivalent(a: str | None, b: str | None, kind: str = "math") -> bool:
-    """Whether two answers are the same answer. Symmetric; None is equivalent to nothing."""
-    ka, kb = canonical(a, kind), canonical(b, kind)
-    if ka is None or kb is None:
-        return False
-    if ka == kb:
-        return True
-    if kind != "math" or a is None or b is None:
-        return False
+def math_equal(a: str, b: str) -> bool:
+    """Whether math-verify proves two LaTeX answers equal (either direction)."""
     return _math_equal(a, b)
 
 
@@ -138,31 +132,3 @@ def _math_equal(a: str, b: str) -> bool:
         )
     except Exception:
         return False
-
-
-def cluster(answers: Sequence[str | None], kind: str = "math") -> list[int | None]:
-    """A cluster number per answer (first-seen order; None for no answer). Equal keys share a
-    cluster at once; different keys are merged when `equivalent` says so."""
-    keys = [canonical(a, kind) for a in answers]
-    reps: list[tuple[str, str]] = []  # (key, answer) of each cluster's first member
-    by_key: dict[str, int] = {}
-    out: list[int | None] = []
-    for answer, key in zip(answers, keys, strict=True):
-        if key is None or answer is None:
-            out.append(None)
-            continue
-        if key not in by_key:
-            match = next(
-                (
-                    i
-                    for i, (_, rep) in enumerate(reps)
-                    if kind == "math" and _math_equal(rep, answer)
-                ),
-                None,
-            )
-            if match is None:
-                match = len(reps)
-                reps.append((key, answer))
-            by_key[key] = match
-        out.append(by_key[key])
-    return out

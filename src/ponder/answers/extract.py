@@ -11,16 +11,6 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from typing import Literal, get_args
-
-Kind = Literal["number", "math", "choice", "code"]
-KINDS: tuple[str, ...] = get_args(Kind)
-
-
-def check_kind(kind: str) -> Kind:
-    if kind not in KINDS:
-        raise ValueError(f"unknown answer kind '{kind}' (choose from: {', '.join(KINDS)})")
-    return kind  # type: ignore[return-value]
 
 
 # -- boxes -------------------------------------------------------------------------------------
@@ -213,20 +203,7 @@ def extract_code(text: str) -> str | None:
     return blocks[-1] if blocks else None
 
 
-# -- dispatch ----------------------------------------------------------------------------------
-def extract(text: str, kind: str = "math") -> str | None:
-    """The final answer of `kind` in a completion's text, or None if it gives none."""
-    k = check_kind(kind)
-    if k == "number":
-        return extract_number(text)
-    if k == "choice":
-        return extract_choice(text)
-    if k == "code":
-        return extract_code(text)
-    return extract_math(text)
-
-
-def extract_answer(text: str) -> str | None:
+def extract_answer(text: str) -> str | None:  # (the kind-free default; see answers.kinds)
     """The engine's default: the last boxed value (a number normalised), else the last
     number in the text."""
     boxed = last_boxed(text)

@@ -25,10 +25,9 @@ from pydantic import BaseModel
 
 from ponder.answers import canonical, equivalent
 from ponder.bench.store import NO_ANSWER, Run, Store
-from ponder.budget import Budget
-from ponder.engine import Engine
-from ponder.search import Strategy, make_strategy
-from ponder.search.sample import Sample, ScoredSample
+from ponder.runtime.budget import Budget
+from ponder.runtime.engine import Engine
+from ponder.runtime.strategy import POOLED, SCORED, STRATEGIES, Strategy, make_strategy
 from ponder.tasks.registry import grade
 from ponder.types import Problem
 
@@ -50,34 +49,37 @@ class Plan(BaseModel):
 
 
 def plan(strategies: Sequence[Strategy], budget: Budget | None = None) -> list[Plan]:
-    """Group strategies into runs: pooled strategies with the same sampling settings share one
-    pool of the largest n (scored if any of them needs a verifier); the rest run directly."""
+    """Group strategies into runs: pooled strategies (their units are independent samples)
+    with the same sampling settings share one pool of the largest n (scored if any of them
+    needs a verifier); the rest run directly, one unit per problem."""
     plans: list[Plan] = []
-    pools: dict[str, Plan] = {}
-    pooled = [s for s in strategies if isinstance(s, Sample)]
+    pools: list[Plan] = []
+    pooled = [s for s in strategies if POOLED in STRATEGIES.get(s.name).capabilities]
+    pooled_ids = {id(s) for s in pooled}
     # scored pools first, so an unscored strategy with the same sampling settings joins one
-    for s in sorted(pooled, key=lambda s: not isinstance(s, ScoredSample)):
-        sampling = {"temperature": s.temperature, "answer_with": s.answer_with}
-        verifier = s.verifier.model_dump(mode="json") if isinstance(s, ScoredSample) else None
+    for s in sorted(pooled, key=lambda s: SCORED not in STRATEGIES.get(s.name).capabilities):
+        config = s.config()
+        sampling = {"temperature": config["temperature"], "answer_with": config["answer_with"]}
+        verifier = config.get("verifier")
         name = "best_of_n" if verifier is not None else "sample"
         unit = {"name": name, "n": 1, **sampling, **({"verifier": verifier} if verifier else {})}
         same = [
             p
-            for p in pools.values()
+            for p in pools
             if {k: p.unit[k] for k in sampling} == sampling
             and (verifier is None or p.unit.get("verifier") == verifier)
         ]
         target = same[0] if same else None
         if target is None:
-            target = Plan(kind="pool", unit=unit, n=s.n, methods=[])
-            pools[f"{len(pools)}"] = target
-        target.n = max(target.n, s.n)
+            target = Plan(kind="pool", unit=unit, n=config["n"], methods=[])
+            pools.append(target)
+        target.n = max(target.n, config["n"])
         if s.name not in target.methods:
             target.methods.append(s.name)
-    plans.extend(pools.values())
+    plans.extend(pools)
     for d in strategies:
-        if not isinstance(d, Sample):
-            unit = {"name": d.name, **d.model_dump(mode="json")}
+        if id(d) not in pooled_ids:
+            unit = {"name": d.name, **d.config()}
             plans.append(Plan(kind="direct", unit=unit, n=1, methods=[d.name], budget=budget))
     return plans
 

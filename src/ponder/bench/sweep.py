@@ -15,15 +15,25 @@ weighted_vote, best_of_n) the pool size n is the compute axis.
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ponder.budget import Budget
+from ponder.bench.harness import Harness, Plan, Progress, plan
+from ponder.bench.store import Store
 from ponder.errors import UsageError
+from ponder.lm import BackendConfig, Price
+from ponder.lm.registry import DEFAULT_MODEL, sha256_file
+from ponder.lm.registry import Registry as Models
+from ponder.runtime.budget import Budget
+from ponder.runtime.engine import Engine
+from ponder.runtime.prompting import Prompting
+from ponder.runtime.strategy import make_strategy
 from ponder.tasks.registry import get_task
 from ponder.types import Problem
 
@@ -73,8 +83,25 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = None  # registered name or .gguf path (or the server's model name)
     base_url: str | None = None
+    backend: str | None = None
     price: str | None = None
     parameters: int | None = None
+
+    def config(
+        self, sweep: Sweep, *, api_key: str | None = None, timeout: float | None = None
+    ) -> BackendConfig:
+        """The backend this model runs on, with the sweep's slots and context size."""
+        return BackendConfig(
+            backend=self.backend,
+            model=self.name,
+            base_url=self.base_url,
+            api_key=api_key,
+            slots=sweep.slots,
+            ctx_size=sweep.ctx_size,
+            price=Price.parse(self.price) if self.price is not None else None,
+            parameters=self.parameters,
+            timeout=timeout,
+        )
 
 
 class StrategySpec(BaseModel):
@@ -99,7 +126,15 @@ class Sweep(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0])
     limit: int | None = Field(default=None, ge=1)
     max_tokens: int = Field(default=512, ge=1)
+    system: str | None = None  # the system prompt (default: ponder's)
     slots: int = Field(default=8, ge=1)
+    ctx_size: int = Field(default=2048, ge=64)
+
+    def prompting(self) -> Prompting:
+        """How the sweep's problems become requests."""
+        if self.system is None:
+            return Prompting(max_tokens=self.max_tokens)
+        return Prompting(max_tokens=self.max_tokens, system=self.system)
 
     def with_limit(self, limit: int) -> Sweep:
         """This sweep on `limit` problems per task (a task's own smaller limit stays)."""
@@ -156,3 +191,95 @@ def load_sweep(path: Path) -> Sweep:
         if t.name is not None:
             get_task(t.name).path(t.split)  # an unknown task or split lists the known ones
     return sweep
+
+
+class SweepOutcome(BaseModel):
+    """What a sweep did: the runs it wrote to, whether it was stopped, units that failed."""
+
+    runs: list[int] = Field(default_factory=list)
+    interrupted: bool = False
+    failed: int = 0
+
+
+Watch = Callable[[str, Plan], Callable[[Progress], None] | None]
+
+
+class PreparedSweep(BaseModel):
+    """A sweep checked and loaded: its strategies' plans, backends and problems."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    sweep: Sweep
+    configs: list[BackendConfig]
+    plans: list[Plan]
+    tasks: list[tuple[str, list[Problem]]]
+
+
+def prepare_sweep(
+    sweep: Sweep,
+    base: Path,
+    *,
+    api_key: str | None = None,
+    request_timeout: float | None = None,
+) -> PreparedSweep:
+    """Check everything a sweep names and load its problems: bad strategies, prices, tasks
+    and data fail here, before any store is written or model loaded."""
+    strategies = [make_strategy(s.name, shared=True, **s.options()) for s in sweep.strategies]
+    configs = [m.config(sweep, api_key=api_key, timeout=request_timeout) for m in sweep.models]
+    plans = [p for b in sweep.budgets for p in plan(strategies, b)]
+    tasks = [(t.label(), t.load(base=base, limit=sweep.limit)) for t in sweep.tasks]
+    return PreparedSweep(sweep=sweep, configs=configs, plans=plans, tasks=tasks)
+
+
+async def run_sweep(
+    prepared: PreparedSweep,
+    store: Store,
+    open_engine: Callable[[BackendConfig, Prompting], Engine],
+    *,
+    stop: asyncio.Event | None = None,
+    watch: Watch | None = None,
+) -> SweepOutcome:
+    """Every model × task × plan × seed into `store`. `open_engine` opens each model (the
+    CLI's shows a progress bar while a model is fetched); `watch(what, plan)` may return a
+    progress callback for one run. When `stop` is set, no new unit starts and the units in
+    flight are stored."""
+    stop = stop or asyncio.Event()
+    outcome = SweepOutcome()
+    prompting = prepared.sweep.prompting()
+    for config in prepared.configs:
+        engine = open_engine(config, prompting)
+        async with engine:
+            harness = Harness(engine, store, model_sha256=model_sha256(config))
+            for label, problems in prepared.tasks:
+                for p in prepared.plans:
+                    for seed in prepared.sweep.seeds:
+                        if stop.is_set():
+                            outcome.interrupted = True
+                            return outcome
+                        what = f"{label} {'+'.join(p.methods)}"
+                        if p.kind == "pool":
+                            what += f"@{p.n}"
+                        done = await harness.execute(
+                            label,
+                            problems,
+                            p,
+                            seed=seed,
+                            stop=stop,
+                            on_progress=watch(what, p) if watch else None,
+                        )
+                        outcome.runs.append(done.run.rid)
+                        outcome.failed += done.progress.failed
+    outcome.interrupted = stop.is_set()
+    return outcome
+
+
+def model_sha256(config: BackendConfig) -> str:
+    """What identifies the model's weights in the store: the registered sha256, a local
+    file's sha256, or (for a server) its URL, since its weights cannot be checked."""
+    if config.base_url:
+        return f"server:{config.base_url}"
+    if config.backend_name() != "llamacpp":
+        return f"backend:{config.backend_name()}:{config.model or ''}"
+    name = config.model or DEFAULT_MODEL
+    if name.endswith(".gguf") or "/" in name:
+        return sha256_file(Path(name).expanduser())
+    return Models().spec(name).sha256

@@ -17,10 +17,31 @@ from typing import Any
 
 import httpx
 
+from ponder.env import env_flag
 from ponder.errors import BackendError, ModelError, TransientError
-from ponder.lm.protocol import Capabilities
+from ponder.lm.config import BackendConfig
+from ponder.lm.protocol import Capabilities, LanguageModel, Progress, backend
+from ponder.lm.registry import DEFAULT_MODEL, Registry
 from ponder.lm.wire import parse_generation, request_body
 from ponder.types import Generation, GenRequest, Message, ModelInfo
+
+
+@backend(
+    "llamacpp",
+    summary="the embedded model: llama.cpp in-process on the CPU (a registered name or .gguf)",
+    capabilities={"embedded"},
+)
+def open_llamacpp(config: BackendConfig, progress: Progress | None = None) -> LanguageModel:
+    path, info = Registry().resolve(config.model or DEFAULT_MODEL, progress)
+    return LlamaCppLM(
+        path,
+        config.priced(info),
+        slots=config.slots,
+        ctx_per_slot=config.ctx_size,
+        cancellable=config.cancellable,
+        # PONDER_PIN_SLOTS=0 leaves placing requests on slots to llama.cpp (to compare)
+        pin_slots=env_flag("PONDER_PIN_SLOTS", True),
+    )
 
 
 class LlamaCppLM:

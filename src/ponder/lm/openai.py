@@ -14,10 +14,29 @@ from typing import Any
 
 import httpx
 
-from ponder.errors import BackendError, TransientError
-from ponder.lm.protocol import Capabilities
+from ponder.errors import BackendError, TransientError, UsageError
+from ponder.lm.config import BackendConfig
+from ponder.lm.protocol import Capabilities, LanguageModel, Progress, backend
 from ponder.lm.wire import parse_generation, request_body
 from ponder.types import Generation, GenRequest, Message, ModelInfo
+
+DEFAULT_TIMEOUT_S = 600.0
+
+
+@backend("openai", summary="any OpenAI-compatible server by base URL (vLLM, SGLang, llama.cpp, …)")
+def open_openai(config: BackendConfig, progress: Progress | None = None) -> LanguageModel:
+    if not config.base_url:
+        raise UsageError("backend 'openai' needs --base-url")
+    base_url = config.base_url
+    info = ModelInfo(name=config.model or base_url.rstrip("/").removesuffix("/v1"))
+    return OpenAILM(
+        base_url,
+        model=config.model,
+        api_key=config.api_key,
+        slots=config.slots,
+        info=config.priced(info),
+        timeout_s=config.timeout or DEFAULT_TIMEOUT_S,
+    )
 
 
 class OpenAILM:
@@ -29,7 +48,7 @@ class OpenAILM:
         api_key: str | None = None,
         info: ModelInfo | None = None,
         slots: int = 8,
-        timeout_s: float = 600.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         context_length: int = 4096,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -44,7 +63,12 @@ class OpenAILM:
         self.info = info or ModelInfo(name=model or base_url)
         # Until probed, assume the least: one choice per request, no logprobs, chat only.
         self.capabilities = Capabilities(
-            n=False, logprobs=False, raw_prefix=False, context_length=context_length, slots=slots
+            n=False,
+            logprobs=False,
+            raw_prefix=False,
+            render=False,
+            context_length=context_length,
+            slots=slots,
         )
         self._probed = False
         self.server_has_n = False
@@ -178,6 +202,9 @@ class OpenAILM:
         if len(gen.choices) != req.n:
             raise TransientError(f"{where}: asked for {req.n} choices, got {len(gen.choices)}")
         return gen
+
+    async def render(self, messages: list[Message]) -> str:
+        raise BackendError(f"{self.base_url}: ponder cannot render this server's chat template")
 
     async def aclose(self) -> None:
         await self._client.aclose()

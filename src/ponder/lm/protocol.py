@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from ponder.types import Generation, GenRequest, ModelInfo
+from ponder.lm.config import BackendConfig
+from ponder.plugins import Registry
+from ponder.types import Generation, GenRequest, Message, ModelInfo
 
 
 class Capabilities(BaseModel):
@@ -17,6 +20,9 @@ class Capabilities(BaseModel):
     raw_prefix: bool = True
     # Continues a final assistant message (chat-only servers' way to extend a partial text).
     continue_final: bool = False
+    # Renders its chat template for raw prompts (`LanguageModel.render`): a step search then
+    # continues the rendered text itself, and a judge continues the writer's own prefix.
+    render: bool = True
     context_length: int = 4096
     slots: int = 8
     # Whether each choice of an n > 1 request with one stop string can still be counted
@@ -51,4 +57,37 @@ class LanguageModel(Protocol):
         `capabilities.n`. Raises TransientError to be retried, BackendError otherwise."""
         ...
 
+    async def render(self, messages: list[Message]) -> str:
+        """The chat template applied to `messages`, ending where the assistant's reply begins
+        (a raw prompt that continues them). Only when `capabilities.render`; BackendError
+        otherwise."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+# Fetching a model: (stage, bytes done, bytes in all), for a progress bar.
+Progress = Callable[[str, int, int], None]
+BackendFactory = Callable[[BackendConfig, Progress | None], LanguageModel]
+
+BACKENDS: Registry[BackendFactory] = Registry(
+    "backend", "ponder.backends", ("ponder.lm.llamacpp", "ponder.lm.openai")
+)
+
+
+def backend(
+    name: str, *, summary: str, capabilities: set[str] | None = None
+) -> Callable[[BackendFactory], BackendFactory]:
+    """Register a backend factory `(config, progress) -> LanguageModel` as `name`."""
+
+    def register(factory: BackendFactory) -> BackendFactory:
+        BACKENDS.add(
+            name,
+            factory,
+            summary=summary,
+            options=BackendConfig,
+            capabilities=capabilities or set(),
+        )
+        return factory
+
+    return register

@@ -1,13 +1,8 @@
-"""Strategies, one file each, and the registry that names them."""
+"""ponder's own strategies, one file each. Importing this package registers them all (the
+strategy registry imports it the first time it is asked; see ponder.runtime.strategy)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import ValidationError
-
-from ponder.errors import UsageError
-from ponder.search.base import Context, Prompting, Strategy
 from ponder.search.beam import Beam
 from ponder.search.best_of_n import BestOfN
 from ponder.search.dvts import DVTS
@@ -21,39 +16,19 @@ from ponder.search.step_bon import StepBoN
 from ponder.search.vote import Vote, plurality, tally
 from ponder.search.weighted_vote import WeightedVote
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s
-    for s in (
-        Greedy,
-        Sample,
-        Vote,
-        BestOfN,
-        WeightedVote,
-        Beam,
-        DVTS,
-        Lookahead,
-        StepBoN,
-        Particles,
-        ParticleGibbs,
-        MCTS,
-    )
-}
-
-
-def make_strategy(name: str, *, shared: bool = False, **options: Any) -> Strategy:
-    """A strategy by name with its options (None means the default). Options it does not take
-    are an error, unless `shared` (options meant for several strategies at once)."""
-    if name not in STRATEGIES:
-        raise UsageError(f"unknown strategy '{name}' (choose from: {', '.join(STRATEGIES)})")
-    cls = STRATEGIES[name]
-    known = {
-        k: v for k, v in options.items() if v is not None and (not shared or k in cls.model_fields)
-    }
-    try:
-        return cls(**known)
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise UsageError(f"bad options for strategy '{name}': {problems}") from None
-
-
-__all__ = ["STRATEGIES", "Context", "Prompting", "Strategy", "make_strategy", "plurality", "tally"]
+__all__ = [
+    "DVTS",
+    "MCTS",
+    "Beam",
+    "BestOfN",
+    "Greedy",
+    "Lookahead",
+    "ParticleGibbs",
+    "Particles",
+    "Sample",
+    "StepBoN",
+    "Vote",
+    "WeightedVote",
+    "plurality",
+    "tally",
+]

@@ -20,14 +20,19 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ponder.search.base import Context
+from ponder.runtime.context import Context
+from ponder.runtime.strategy import strategy
 from ponder.search.steps import Stepper, StepSearch
 from ponder.search.tree import Node, Tree
 from ponder.types import Problem, Result
 
 
+@strategy
 class Beam(StepSearch):
+    """Step-level beam search: keep the N best partial solutions, expand each M times."""
+
     name: ClassVar[str] = "beam"
+    width: ClassVar[str | None] = "n"
     n: int = Field(default=4, ge=1, description="beam width: partial solutions kept per step")
     m: int = Field(default=4, ge=1, description="expansions of each kept node per step")
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ponder.search.base import Context
+from ponder.runtime.context import Context
+from ponder.runtime.strategy import strategy
 from ponder.search.sample import ScoredSample
 from ponder.types import Candidate, Problem, Result
-from ponder.verify import best_index
+from ponder.verify.quality import best_index
 
 
+@strategy
 class BestOfN(ScoredSample):
+    """The sample the verifier scores highest."""
+
     name: ClassVar[str] = "best_of_n"
 
     async def run(self, problem: Problem, ctx: Context) -> Result:

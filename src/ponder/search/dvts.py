@@ -16,13 +16,17 @@ from typing import ClassVar
 
 from pydantic import Field, model_validator
 
-from ponder.search.base import Context
+from ponder.runtime.context import Context
+from ponder.runtime.strategy import strategy
 from ponder.search.step_bon import StepBoN
 from ponder.search.tree import Tree
 from ponder.types import Problem, Result
 
 
+@strategy
 class DVTS(StepBoN):
+    """Diverse verifier tree search: N/M independent greedy subtrees of M samples a step."""
+
     name: ClassVar[str] = "dvts"
     n: int = Field(default=8, ge=1, description="total samples per step over all subtrees")
     m: int = Field(default=4, ge=1, description="samples per step in each subtree")

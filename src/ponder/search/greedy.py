@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ponder.search.base import Context, Strategy
+from ponder.runtime.context import Context
+from ponder.runtime.strategy import Strategy, strategy
 from ponder.types import Problem, Result
 
 
+@strategy
 class Greedy(Strategy):
+    """One answer at temperature 0: the baseline every other strategy must beat."""
+
     name: ClassVar[str] = "greedy"
 
     async def run(self, problem: Problem, ctx: Context) -> Result:

@@ -13,14 +13,18 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ponder.search.base import Context
+from ponder.runtime.context import Context
+from ponder.runtime.strategy import strategy
 from ponder.search.beam import Beam
 from ponder.search.steps import Stepper
 from ponder.search.tree import Node, Tree
 from ponder.types import Problem
 
 
+@strategy
 class Lookahead(Beam):
+    """Beam search whose steps are ranked by k-step greedy rollouts."""
+
     name: ClassVar[str] = "lookahead"
     k: int = Field(default=2, ge=1, description="greedy steps rolled out to rank a step")
 

@@ -26,19 +26,29 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from ponder.search.base import Context
+from ponder.runtime.context import Context
+from ponder.runtime.strategy import strategy
 from ponder.search.steps import Stepper, StepSearch
 from ponder.search.tree import Node, Tree
 from ponder.types import Problem, Result
 
 
+@strategy
 class MCTS(StepSearch):
+    """Monte Carlo tree search over steps (PUCT); the answer follows the visits."""
+
     name: ClassVar[str] = "mcts"
-    iterations: int = Field(default=16, ge=1)
+    width: ClassVar[str | None] = "iterations"
+    iterations: int = Field(default=16, ge=1, description="selection-expansion-backup passes")
     k: int = Field(default=3, ge=1, description="next steps sampled when a leaf is expanded")
-    c_puct: float = Field(default=1.0, ge=0.0)
-    value: Literal["process", "rollout"] = "process"
-    choose: Literal["visits", "value"] = "visits"
+    c_puct: float = Field(default=1.0, ge=0.0, description="exploration constant of PUCT")
+    value: Literal["process", "rollout"] = Field(
+        default="process",
+        description="a new step's value: its process score, or the score of a rollout to the end",
+    )
+    choose: Literal["visits", "value"] = Field(
+        default="visits", description="the answer's walk follows the most visits or value"
+    )
 
     def puct(self, parent: Node, child: Node, siblings: int) -> float:
         prior = 1.0 / siblings

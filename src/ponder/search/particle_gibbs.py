@@ -27,7 +27,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ponder.search.base import Context
+from ponder.runtime.context import Context
+from ponder.runtime.strategy import strategy
 from ponder.search.particles import Particle, Particles
 from ponder.search.resample import softmax_weights
 from ponder.search.steps import Stepper, add_step
@@ -37,10 +38,15 @@ from ponder.types import Problem, Result
 REATTACHED = "reference step re-attached (ancestor sampling)"
 
 
+@strategy
 class ParticleGibbs(Particles):
+    """Repeated particle filtering that keeps a reference particle, with ancestor sampling."""
+
     name: ClassVar[str] = "particle_gibbs"
     iterations: int = Field(default=2, ge=1, description="passes of the particle filter")
-    ancestor_sampling: bool = True
+    ancestor_sampling: bool = Field(
+        default=True, description="resample the reference particle's ancestry by score"
+    )
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         tree, stepper = Tree(problem.question), self.stepper()

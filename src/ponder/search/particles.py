@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from ponder.search.base import Context
+from ponder.runtime.context import Context
+from ponder.runtime.strategy import strategy
 from ponder.search.resample import should_resample, softmax_weights, systematic_resample
 from ponder.search.steps import Stepper, StepSearch
 from ponder.search.tree import Node, Tree
@@ -49,11 +50,19 @@ class Filtered:
     resamples: int = 0
 
 
+@strategy
 class Particles(StepSearch):
+    """Particle filtering over steps: weights from process scores, resampling at low ESS."""
+
     name: ClassVar[str] = "particles"
+    width: ClassVar[str | None] = "n"
     n: int = Field(default=8, ge=1, description="particles")
-    ess_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    weight_temperature: float = Field(default=1.0, gt=0.0)
+    ess_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="resample when ESS / n falls below this"
+    )
+    weight_temperature: float = Field(
+        default=1.0, gt=0.0, description="softmax temperature of scores into weights"
+    )
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         tree = Tree(problem.question)

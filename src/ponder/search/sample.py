@@ -12,15 +12,21 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from ponder.errors import BackendError, BudgetExceeded
-from ponder.search.base import Context, Strategy
+from ponder.runtime.context import Context
+from ponder.runtime.strategy import POOLED, SCORED, Strategy, strategy
+from ponder.runtime.verifiers import VerifierSpec
 from ponder.types import Candidate, Problem, Result
-from ponder.verify import VerifierSpec
 
 
+@strategy
 class Sample(Strategy):
+    """n independent samples, all kept; the answer is the first sample's."""
+
     name: ClassVar[str] = "sample"
-    n: int = Field(default=8, ge=1)
-    temperature: float = Field(default=0.7, ge=0.0)
+    width: ClassVar[str | None] = "n"
+    capabilities: ClassVar[frozenset[str]] = frozenset({POOLED})
+    n: int = Field(default=8, ge=1, description="samples")
+    temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
 
     async def draw(self, problem: Problem, ctx: Context) -> tuple[list[Candidate], str | None]:
         """Up to n samples in one request (siblings share the prompt's prefill); fewer if the
@@ -43,7 +49,12 @@ class Sample(Strategy):
 class ScoredSample(Sample):
     """n samples, each scored by a verifier (a name, or a VerifierSpec as plain data)."""
 
-    verifier: VerifierSpec = Field(default_factory=VerifierSpec)
+    capabilities: ClassVar[frozenset[str]] = frozenset({POOLED, SCORED})
+
+    verifier: VerifierSpec = Field(
+        default_factory=VerifierSpec,
+        description="the verifier that scores each sample: a name or {name, options, ...}",
+    )
 
     @field_validator("verifier", mode="before")
     @classmethod

@@ -14,14 +14,19 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ponder.search.base import Context
+from ponder.runtime.context import Context
+from ponder.runtime.strategy import strategy
 from ponder.search.steps import Stepper, StepSearch
 from ponder.search.tree import Node, Tree
 from ponder.types import Problem, Result
 
 
+@strategy
 class StepBoN(StepSearch):
+    """Best of N next steps, step by step (greedy search over steps)."""
+
     name: ClassVar[str] = "step_bon"
+    width: ClassVar[str | None] = "n"
     n: int = Field(default=4, ge=1, description="next steps sampled per step")
 
     async def run(self, problem: Problem, ctx: Context) -> Result:

@@ -16,18 +16,20 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import ClassVar
 
 from pydantic import Field, field_validator
 
 from ponder.answers import last_boxed
 from ponder.errors import UsageError
 from ponder.lm.protocol import LanguageModel
-from ponder.search.base import Context, Prompting, Strategy, answer_of
+from ponder.runtime.aggregate import aggregate, check_aggregate
+from ponder.runtime.context import Context, answer_of
+from ponder.runtime.prompting import Prompting
+from ponder.runtime.strategy import SCORED, STEP, Strategy
+from ponder.runtime.verifiers import BuiltVerifier, Verifiers, VerifierSpec
 from ponder.search.tree import STEP_SEPARATOR, Node, Tree
 from ponder.types import Candidate, GenRequest, Message, Problem, Result
-from ponder.verify import Verifiers, VerifierSpec
-from ponder.verify.aggregate import aggregate, check_aggregate
 
 
 @dataclass(slots=True)
@@ -44,8 +46,7 @@ class _Setup:
     head: str | None
     messages: list[Message]
     stop: list[str]
-    verifier: Any  # the process verifier's instance (None: the Stepper has none)
-    reuses_prefix: bool  # it continues the writer's own text (a self-judge)
+    verifier: BuiltVerifier | None  # the process verifier (None: the Stepper has none)
 
     def serves(self, ctx: Context, problem: Problem) -> bool:
         return (
@@ -72,24 +73,21 @@ class Stepper:
         if kept is not None and kept.serves(ctx, problem):
             return kept
         messages = ctx.prompting.messages(problem, ctx.answer_with)
-        render = getattr(ctx.policy, "render", None)
         caps = ctx.policy.capabilities
         head = None
-        if render is not None and caps.raw_prefix:
-            head = await render(messages)
+        if caps.render and caps.raw_prefix:
+            head = await ctx.policy.render(messages)
         elif not caps.continue_final:
             raise UsageError(
                 f"step search continues a partial solution; the backend {ctx.policy.info.name} "
                 "can neither render its chat template for raw text nor continue a final "
                 "assistant message"
             )
-        verifier, reuses = None, False
+        verifier = None
         if self.verifier is not None and ctx.verifiers is not None:
-            verifier = ctx.verifiers.get(self.verifier)
             # refused before the first step is written: nothing is spent on a search that
             # could score none of its steps
-            steps_verifier(verifier, self.verifier)
-            reuses = bool(getattr(verifier, "reuses_candidate_prefix", False))
+            verifier = ctx.verifiers.process(self.verifier)
         self._setup = _Setup(
             problem,
             ctx.policy,
@@ -100,7 +98,6 @@ class Stepper:
             messages,
             [self.boundary, *ctx.prompting.stop],
             verifier,
-            reuses,
         )
         return self._setup
 
@@ -158,7 +155,8 @@ class Stepper:
         if self.verifier is None:
             raise RuntimeError("this Stepper has no verifier to grow with")
         setup = await self.setup(ctx, problem)
-        if not setup.reuses_prefix or (n > 1 and not self.split):
+        reuses_prefix = setup.verifier is not None and setup.verifier.reuses_candidate_prefix
+        if not reuses_prefix or (n > 1 and not self.split):
             kids = await self.expand(ctx, problem, tree, node, n, temperature)
             await self.score(ctx, problem, tree, kids, self.verifier)
             return kids
@@ -175,14 +173,9 @@ class Stepper:
                 children.append(self.child(ctx, problem, tree, node, temperature, seed))
             grown = await asyncio.gather(*children)
             return [kid for kids in grown for kid in kids]
+        # where the siblings run is the scheduler's call (Context.turns)
         probe = await self.request(ctx, problem, tree, node, 1, temperature, seeds[0])
-        turns: list[AbstractContextManager[Context]] = []
-        while len(turns) < n - 1:
-            spare = await ctx.spare(probe)
-            if spare is None:
-                break
-            turns.append(spare)
-        turns.append(ctx.pinned())  # one more, waiting for a slot as usual
+        turns = await ctx.turns(probe, n)
         todo = deque(range(n))
         out: list[list[Node]] = [[] for _ in range(n)]
         writers = []
@@ -315,10 +308,9 @@ class Stepper:
         if ctx.verifiers is None:
             raise RuntimeError("this Context has no verifiers")
         setup = await self.setup(ctx, problem)
-        if spec is self.verifier:
-            verifier = setup.verifier
-        else:
-            verifier = steps_verifier(ctx.verifiers.get(spec), spec)
+        verifier = setup.verifier
+        if spec is not self.verifier or verifier is None:
+            verifier = ctx.verifiers.process(spec)
         if len(nodes) == 1:  # the common case (a child judged as written): no task to make
             await self.judge(ctx, problem, tree, nodes[0], verifier)
             return
@@ -328,32 +320,24 @@ class Stepper:
         await asyncio.gather(*judged)
 
     async def judge(
-        self, ctx: Context, problem: Problem, tree: Tree, node: Node, verifier: Any
+        self, ctx: Context, problem: Problem, tree: Tree, node: Node, verifier: BuiltVerifier | None
     ) -> None:
         """One node's score, in place (or the reason it has none, in its note)."""
         steps = tree.steps(node)
         if not steps or not steps[-1]:
             node.note = node.note or "empty step: not scored"
             return
-        last = getattr(verifier, "score_last_step", None)
-        if last is not None:  # the ancestors were judged when they were made
-            verdict = await last(problem, steps, ctx)
+        if verifier is None:
+            raise RuntimeError("this Stepper has no verifier to judge with")
+        if verifier.last_step is not None:  # the ancestors were judged when they were made
+            verdict = await verifier.last_step.score_last_step(problem, steps, ctx)
         else:
-            verdict = (await verifier.score_steps(problem, steps, ctx))[-1]
+            assert verifier.process is not None  # (Verifiers.process checked it)
+            verdict = (await verifier.process.score_steps(problem, steps, ctx))[-1]
         node.score = verdict.score
         if node.score is None:
             reason = verdict.reason or "no verdict"
             node.note = reason if node.note is None else f"{node.note}; {reason}"
-
-
-def steps_verifier(verifier: Any, spec: VerifierSpec) -> Any:
-    """`verifier`, if it can score steps (a process verifier); else a usage error."""
-    if not hasattr(verifier, "score_steps"):
-        raise UsageError(
-            f"verifier '{spec.name}' cannot score steps: a step search needs a "
-            "process verifier (self_judge, llm_judge, prm_http)"
-        )
-    return verifier
 
 
 def add_step(
@@ -387,12 +371,19 @@ class StepSearch(Strategy):
     """What every step-level search is configured with: how long steps and paths may be, the
     sampling temperature, the process verifier, and how a path's step scores rank it."""
 
-    max_steps: int = Field(default=12, ge=1)
-    max_step_tokens: int = Field(default=256, ge=1)
-    temperature: float = Field(default=0.7, ge=0.0)
-    verifier: VerifierSpec = Field(default_factory=lambda: VerifierSpec(steps=True))
-    # the last step's score (a PRM's usual reading), or min / prod / mean over the path
-    path_score: str = "last"
+    capabilities: ClassVar[frozenset[str]] = frozenset({STEP, SCORED})
+    max_steps: int = Field(default=12, ge=1, description="steps in a path at most")
+    max_step_tokens: int = Field(default=256, ge=1, description="tokens in one step at most")
+    temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
+    verifier: VerifierSpec = Field(
+        default_factory=lambda: VerifierSpec(steps=True),
+        description="the process verifier that scores each new step",
+    )
+    path_score: str = Field(
+        default="last",
+        description="how a path ranks: its last step's score (a PRM's usual reading), or the "
+        "min / prod / mean over its steps",
+    )
 
     @field_validator("verifier", mode="before")
     @classmethod

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from ponder.answers import cluster
-from ponder.search.base import Context
+from ponder.runtime.context import Context
+from ponder.runtime.strategy import strategy
 from ponder.search.sample import Sample
 from ponder.types import Candidate, Problem, Result
 
@@ -41,7 +42,10 @@ def plurality(answers: Sequence[str | None]) -> tuple[str | None, dict[str, int]
     return winner, {a: int(t) for a, t in totals.items()}, tie
 
 
+@strategy
 class Vote(Sample):
+    """Self-consistency: the majority over the samples' extracted answers."""
+
     name: ClassVar[str] = "vote"
 
     async def run(self, problem: Problem, ctx: Context) -> Result:

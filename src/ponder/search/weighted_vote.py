@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ponder.search.base import Context
+from ponder.runtime.context import Context
+from ponder.runtime.strategy import strategy
 from ponder.search.sample import ScoredSample
 from ponder.search.vote import tally
 from ponder.types import Problem, Result
 
 
+@strategy
 class WeightedVote(ScoredSample):
+    """The answer whose samples' verifier scores sum highest."""
+
     name: ClassVar[str] = "weighted_vote"
 
     async def run(self, problem: Problem, ctx: Context) -> Result:

@@ -22,9 +22,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from ponder.budget import Ledger
-from ponder.engine import Engine, charged
+from ponder import __version__
 from ponder.errors import BackendError, BudgetExceeded, UsageError
+from ponder.runtime.budget import Ledger
+from ponder.runtime.engine import Engine, charged
 from ponder.serve.auth import ApiKey, Keys, Limits
 from ponder.serve.protocol import (
     ApiError,
@@ -100,7 +101,7 @@ def create_app(
 
     app = FastAPI(
         title="ponder",
-        version="0.1.0",
+        version=__version__,
         summary="OpenAI-compatible inference-time scaling: a strategy per model name",
         lifespan=lifespan,
     )

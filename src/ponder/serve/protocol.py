@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.budget import Budget
+from ponder.runtime.budget import Budget
 from ponder.types import Result, Usage
 
 

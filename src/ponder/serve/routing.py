@@ -6,17 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ponder.budget import Budget
 from ponder.errors import UsageError
-from ponder.search import STRATEGIES, Strategy, make_strategy
+from ponder.runtime.budget import Budget
+from ponder.runtime.strategy import STRATEGIES, Strategy, make_strategy
+from ponder.runtime.verifiers import SERVED, VERIFIERS, VerifierSpec
 from ponder.serve.auth import Limits
 from ponder.serve.protocol import ApiError, Sampling
-
-# the fields a strategy's width goes by (vote's samples, beam's width, MCTS's iterations)
-WIDTH_FIELDS = ("n", "iterations")
-# Verifiers a request may name: the ones that use only the served model and the sandbox.
-# (llm_judge and prm_http would load another model or call a URL the client chose.)
-REQUEST_VERIFIERS = ("self_judge", "code_tests", "crosscheck")
 
 
 @dataclass
@@ -101,34 +96,50 @@ def resolve(req: Sampling, served: str, limits: Limits) -> Route:
 def build(
     name: str, n: int | None, req: Sampling, limits: Limits, options: dict[str, Any]
 ) -> Strategy:
-    fields = STRATEGIES[name].model_fields
+    cls = STRATEGIES.get(name).obj
+    fields = cls.model_fields
     given = dict(options)
     if n is not None:
-        if "n" not in fields:
-            raise ApiError(400, f"strategy '{name}' takes no n", param="ponder.n")
-        given["n"] = n
+        if cls.width is None:
+            raise ApiError(400, f"strategy '{name}' has no width for n to set", param="ponder.n")
+        given[cls.width] = n
+    served = VERIFIERS.names(SERVED)
+    asked = given.get("verifier")
+    named = asked.get("name") if isinstance(asked, dict) else asked
+    if isinstance(named, str) and named not in served:
+        raise not_served(named, served)
     if req.temperature is not None and "temperature" in fields:
         given.setdefault("temperature", req.temperature)
     try:
         strategy = make_strategy(name, **given)
     except UsageError as e:
         raise ApiError(400, str(e), param="ponder.options") from None
-    spec = getattr(strategy, "verifier", None)
-    verifier = getattr(spec, "name", None)
-    if verifier is not None and verifier not in REQUEST_VERIFIERS:
-        raise ApiError(
-            400,
-            f"verifier '{verifier}' is not available through the server "
-            f"(choose from: {', '.join(REQUEST_VERIFIERS)})",
-            param="ponder.options.verifier",
-        )
-    for width in WIDTH_FIELDS:
-        value = getattr(strategy, width, None)
+    for spec in verifiers_of(strategy):  # a strategy's default verifier too
+        if spec.name not in served:
+            raise not_served(spec.name, served)
+    if cls.width is not None:
+        value = strategy.model_dump()[cls.width]
         if isinstance(value, int) and value > limits.max_n:
             raise ApiError(
-                413, f"{width} {value} exceeds this key's limit {limits.max_n}", param="ponder.n"
+                413,
+                f"{cls.width} {value} exceeds this key's limit {limits.max_n}",
+                param="ponder.n",
             )
     return strategy
+
+
+def not_served(name: str, served: list[str]) -> ApiError:
+    # (another model, or a URL the client chose, would be opened on the client's behalf)
+    return ApiError(
+        400,
+        f"verifier '{name}' is not available through the server (choose from: {', '.join(served)})",
+        param="ponder.options.verifier",
+    )
+
+
+def verifiers_of(strategy: Strategy) -> list[VerifierSpec]:
+    """Every verifier spec among the strategy's options."""
+    return [v for v in vars(strategy).values() if isinstance(v, VerifierSpec)]
 
 
 def capped(budget: Budget | None, limits: Limits) -> Budget | None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ponder.answers import KINDS
+from ponder.answers import ANSWER_KINDS
 from ponder.errors import DataError, UsageError
 from ponder.tasks.data import read_jsonl
 from ponder.tasks.registry import CODE_SYSTEM_PROMPT, Field
@@ -61,8 +61,9 @@ def load_custom(
 
     The whole file is checked (every record, and ids unique across it) whatever the selection.
     """
-    if answer_type not in KINDS:
-        raise UsageError(f"unknown answer type '{answer_type}' (choose from: {', '.join(KINDS)})")
+    if answer_type not in ANSWER_KINDS:
+        kinds = ", ".join(ANSWER_KINDS)
+        raise UsageError(f"unknown answer type '{answer_type}' (choose from: {kinds})")
     if offset < 0 or (limit is not None and limit < 0):
         raise UsageError("--limit and --offset cannot be negative")
     fmt = FORMATS.get(path.suffix.lower())

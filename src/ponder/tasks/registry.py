@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ponder.answers import equivalent, extract, gsm8k_gold, last_boxed
 from ponder.errors import DataError, UsageError
+from ponder.plugins import Registry
 from ponder.sandbox import Sandbox
 from ponder.tasks.data import data_dir, read_jsonl
 from ponder.tasks.puzzles import check_expression
@@ -327,146 +328,149 @@ def _task(
     )
 
 
-TASKS: dict[str, Task] = {
-    t.name: t
-    for t in (
-        _task(
-            "gsm8k",
-            "gsm8k/test.jsonl",
-            "number",
-            "GSM8K test, 1319 word problems (split train: 7473)",
-            gsm8k,
-            {"train": "gsm8k/train.jsonl"},
-        ),
-        _task("math500", "math500/test.jsonl", "math", "MATH-500 (Lightman et al.)", math500),
-        _task(
-            "math",
-            "math/test.jsonl",
-            "math",
-            "MATH test, 5000 problems",
-            _boxed_solution("problem", "solution"),
-        ),
-        _task(
-            "aime24",
-            "aime24/test.jsonl",
-            "number",
-            "AIME 2024 I+II",
-            _question_answer("problem", "answer", "number"),
-        ),
-        _task(
-            "amc23",
-            "amc23/test.jsonl",
-            "number",
-            "AMC 12 2023",
-            _question_answer("question", "answer", "number"),
-        ),
-        _task(
-            "minerva_math",
-            "minerva_math/test.jsonl",
-            "math",
-            "Minerva OCW courses",
-            _boxed_solution("problem", "solution"),
-        ),
-        _task(
-            "olympiadbench",
-            "olympiadbench/test.jsonl",
-            "math",
-            "OlympiadBench (en, maths)",
-            olympiadbench,
-        ),
-        _task(
-            "college_math",
-            "college_math/test.jsonl",
-            "math",
-            "College math",
-            _question_answer("question", "answer", "math"),
-        ),
-        _task(
-            "gaokao2023en",
-            "gaokao2023en/test.jsonl",
-            "math",
-            "Gaokao 2023 (English)",
-            maybe_choice("question", "answer"),
-        ),
-        _task(
-            "gaokao2024_I",
-            "gaokao2024_I/test.jsonl",
-            "math",
-            "Gaokao 2024 I (Chinese)",
-            maybe_choice("question", "answer"),
-        ),
-        _task(
-            "gaokao2024_II",
-            "gaokao2024_II/test.jsonl",
-            "math",
-            "Gaokao 2024 II (Chinese)",
-            maybe_choice("question", "answer"),
-        ),
-        _task(
-            "gaokao2024_mix",
-            "gaokao2024_mix/test.jsonl",
-            "math",
-            "Gaokao 2024 mix",
-            choice_or_value,
-        ),
-        _task(
-            "gaokao_math_cloze",
-            "gaokao_math_cloze/test.jsonl",
-            "math",
-            "Gaokao cloze",
-            _question_answer("question", "answer", "math"),
-        ),
-        _task(
-            "gaokao_math_qa",
-            "gaokao_math_qa/test.jsonl",
-            "choice",
-            "Gaokao multiple choice",
-            gaokao_math_qa,
-        ),
-        _task(
-            "cn_middle_school",
-            "cn_middle_school/test.jsonl",
-            "math",
-            "Chinese middle school",
-            choice_or_value,
-        ),
-        _task(
-            "cmath",
-            "cmath/test.jsonl",
-            "number",
-            "CMATH (Chinese elementary)",
-            _question_answer("question", "answer", "number"),
-        ),
-        _task(
-            "carp_en",
-            "carp_en/test.jsonl",
-            "math",
-            "CARP (English)",
-            _question_answer("content", "answer", "math"),
-        ),
-        _task("aqua", "aqua/test.jsonl", "choice", "AQuA-RAT test", aqua),
-        _task("sat_math", "sat_math/test.jsonl", "choice", "AGIEval SAT-Math", sat_math),
-        _task("mmlu_stem", "mmlu_stem/test.jsonl", "choice", "MMLU STEM subjects", mmlu_stem),
-        _task(
-            "humaneval", "humaneval/HumanEval.jsonl", "code", "HumanEval, 164 functions", humaneval
-        ),
-        _task("mbpp", "mbpp/mbpp.jsonl", "code", "MBPP, 974 tasks (test: ids 11-510)", mbpp),
-        _task("game24", "game24/24.csv", "math", "Game of 24 (ToT), 1362 puzzles", game24),
-        _task(
-            "countdown",
-            "countdown/countdown_cd3_test.jsonl",
-            "math",
-            "Countdown, 3 numbers",
-            countdown,
-        ),
-    )
-}
+TASKS: Registry[Task] = Registry("task", "ponder.tasks", ("ponder.tasks.registry",))
+
+
+def task(t: Task) -> Task:
+    """Register a problem set under its name (another package's too, through the
+    `ponder.tasks` entry point group)."""
+    return TASKS.add(t.name, t, summary=t.description, capabilities={t.kind})
+
+
+for _t in (
+    _task(
+        "gsm8k",
+        "gsm8k/test.jsonl",
+        "number",
+        "GSM8K test, 1319 word problems (split train: 7473)",
+        gsm8k,
+        {"train": "gsm8k/train.jsonl"},
+    ),
+    _task("math500", "math500/test.jsonl", "math", "MATH-500 (Lightman et al.)", math500),
+    _task(
+        "math",
+        "math/test.jsonl",
+        "math",
+        "MATH test, 5000 problems",
+        _boxed_solution("problem", "solution"),
+    ),
+    _task(
+        "aime24",
+        "aime24/test.jsonl",
+        "number",
+        "AIME 2024 I+II",
+        _question_answer("problem", "answer", "number"),
+    ),
+    _task(
+        "amc23",
+        "amc23/test.jsonl",
+        "number",
+        "AMC 12 2023",
+        _question_answer("question", "answer", "number"),
+    ),
+    _task(
+        "minerva_math",
+        "minerva_math/test.jsonl",
+        "math",
+        "Minerva OCW courses",
+        _boxed_solution("problem", "solution"),
+    ),
+    _task(
+        "olympiadbench",
+        "olympiadbench/test.jsonl",
+        "math",
+        "OlympiadBench (en, maths)",
+        olympiadbench,
+    ),
+    _task(
+        "college_math",
+        "college_math/test.jsonl",
+        "math",
+        "College math",
+        _question_answer("question", "answer", "math"),
+    ),
+    _task(
+        "gaokao2023en",
+        "gaokao2023en/test.jsonl",
+        "math",
+        "Gaokao 2023 (English)",
+        maybe_choice("question", "answer"),
+    ),
+    _task(
+        "gaokao2024_I",
+        "gaokao2024_I/test.jsonl",
+        "math",
+        "Gaokao 2024 I (Chinese)",
+        maybe_choice("question", "answer"),
+    ),
+    _task(
+        "gaokao2024_II",
+        "gaokao2024_II/test.jsonl",
+        "math",
+        "Gaokao 2024 II (Chinese)",
+        maybe_choice("question", "answer"),
+    ),
+    _task(
+        "gaokao2024_mix",
+        "gaokao2024_mix/test.jsonl",
+        "math",
+        "Gaokao 2024 mix",
+        choice_or_value,
+    ),
+    _task(
+        "gaokao_math_cloze",
+        "gaokao_math_cloze/test.jsonl",
+        "math",
+        "Gaokao cloze",
+        _question_answer("question", "answer", "math"),
+    ),
+    _task(
+        "gaokao_math_qa",
+        "gaokao_math_qa/test.jsonl",
+        "choice",
+        "Gaokao multiple choice",
+        gaokao_math_qa,
+    ),
+    _task(
+        "cn_middle_school",
+        "cn_middle_school/test.jsonl",
+        "math",
+        "Chinese middle school",
+        choice_or_value,
+    ),
+    _task(
+        "cmath",
+        "cmath/test.jsonl",
+        "number",
+        "CMATH (Chinese elementary)",
+        _question_answer("question", "answer", "number"),
+    ),
+    _task(
+        "carp_en",
+        "carp_en/test.jsonl",
+        "math",
+        "CARP (English)",
+        _question_answer("content", "answer", "math"),
+    ),
+    _task("aqua", "aqua/test.jsonl", "choice", "AQuA-RAT test", aqua),
+    _task("sat_math", "sat_math/test.jsonl", "choice", "AGIEval SAT-Math", sat_math),
+    _task("mmlu_stem", "mmlu_stem/test.jsonl", "choice", "MMLU STEM subjects", mmlu_stem),
+    _task("humaneval", "humaneval/HumanEval.jsonl", "code", "HumanEval, 164 functions", humaneval),
+    _task("mbpp", "mbpp/mbpp.jsonl", "code", "MBPP, 974 tasks (test: ids 11-510)", mbpp),
+    _task("game24", "game24/24.csv", "math", "Game of 24 (ToT), 1362 puzzles", game24),
+    _task(
+        "countdown",
+        "countdown/countdown_cd3_test.jsonl",
+        "math",
+        "Countdown, 3 numbers",
+        countdown,
+    ),
+):
+    task(_t)
 
 
 def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise UsageError(f"unknown task '{name}' (choose from: {', '.join(TASKS)})")
-    return TASKS[name]
+    return TASKS.get(name).obj
 
 
 def reference_answer(problem: Problem) -> str | None:

@@ -6,15 +6,22 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
 
 from ponder.answers import equivalent, extract
+from ponder.runtime.verifiers import (
+    OUTCOME,
+    SANDBOX,
+    SERVED,
+    BuiltVerifier,
+    Verdict,
+    VerifierEnv,
+    VerifyContext,
+    verifier,
+)
 from ponder.sandbox import ExecResult, Sandbox
 from ponder.types import Candidate, Problem
-from ponder.verify.base import Verdict
-
-if TYPE_CHECKING:
-    from ponder.search.base import Context
 
 
 def test_program(code: str, tests: Sequence[str], setup: str = "", marker: str = "") -> str:
@@ -56,11 +63,11 @@ class CodeTests:
     name = "code_tests"
 
     async def score(
-        self, problem: Problem, candidates: Sequence[Candidate], ctx: Context
+        self, problem: Problem, candidates: Sequence[Candidate], ctx: VerifyContext
     ) -> list[Verdict]:
         return list(await asyncio.gather(*(self._one(problem, c, ctx) for c in candidates)))
 
-    async def _one(self, problem: Problem, cand: Candidate, ctx: Context) -> Verdict:
+    async def _one(self, problem: Problem, cand: Candidate, ctx: VerifyContext) -> Verdict:
         tests = problem.meta.get("tests") or []
         if not tests:
             return Verdict(reason="the problem has no tests")
@@ -80,7 +87,7 @@ class CrossCheck:
     name = "crosscheck"
 
     async def score(
-        self, problem: Problem, candidates: Sequence[Candidate], ctx: Context
+        self, problem: Problem, candidates: Sequence[Candidate], ctx: VerifyContext
     ) -> list[Verdict]:
         kind = problem.kind or "math"
         out = []
@@ -92,3 +99,19 @@ class CrossCheck:
                 same = equivalent(c.reasoning_answer, c.program_answer, kind)
                 out.append(Verdict(score=1.0 if same else 0.0))
         return out
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@verifier("code_tests", NoOptions, capabilities={OUTCOME, SANDBOX, SERVED})
+def code_tests(options: NoOptions, env: VerifierEnv) -> BuiltVerifier:
+    """The fraction of the problem's unit tests a code candidate passes, run in the sandbox."""
+    return BuiltVerifier("code_tests", outcome=CodeTests())
+
+
+@verifier("crosscheck", NoOptions, capabilities={OUTCOME, SERVED})
+def crosscheck(options: NoOptions, env: VerifierEnv) -> BuiltVerifier:
+    """1 when a candidate's reasoning answer equals its own program's output (answer_with=both)."""
+    return BuiltVerifier("crosscheck", outcome=CrossCheck())

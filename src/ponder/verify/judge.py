@@ -12,15 +12,26 @@ import asyncio
 import functools
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from ponder.errors import BackendError, BudgetExceeded
+from pydantic import BaseModel, ConfigDict, Field
+
+from ponder.errors import BackendError, BudgetExceeded, UsageError
+from ponder.lm.config import BackendConfig
 from ponder.lm.protocol import LanguageModel
+from ponder.runtime.verifiers import (
+    LOGPROBS,
+    OUTCOME,
+    PROCESS,
+    ROLE,
+    SERVED,
+    BuiltVerifier,
+    Verdict,
+    VerifierEnv,
+    VerifyContext,
+    verifier,
+)
 from ponder.types import Candidate, Completion, GenRequest, Message, Problem
-from ponder.verify.base import ROLE, StepCache, Verdict
-
-if TYPE_CHECKING:
-    from ponder.search.base import Context
+from ponder.verify.cache import StepCache
 
 OUTCOME_QUESTION = "Is the answer above correct? Answer Yes or No."
 STEP_QUESTION = "Is the last step above correct? Answer Yes or No."
@@ -76,7 +87,7 @@ def p_yes(choice: Completion) -> Verdict:
 
 
 async def ask(
-    ctx: Context,
+    ctx: VerifyContext,
     model: LanguageModel,
     messages: list[Message] | None = None,
     prompt: str | None = None,
@@ -107,7 +118,6 @@ class SelfJudge:
     """The policy judges its own candidate (outcome) or newest step (process)."""
 
     name = "self_judge"
-    reuses_candidate_prefix = True
 
     def __init__(
         self,
@@ -124,10 +134,12 @@ class SelfJudge:
         # rendered heads by (model, conversation): see `rendered_head`
         self._heads: dict[tuple[int, int], tuple[LanguageModel, tuple[Message, ...], str]] = {}
 
-    def model(self, ctx: Context) -> LanguageModel:
+    def model(self, ctx: VerifyContext) -> LanguageModel:
         return ctx.policy
 
-    def conversation(self, problem: Problem, answer: str, ctx: Context, q: str) -> list[Message]:
+    def conversation(
+        self, problem: Problem, answer: str, ctx: VerifyContext, q: str
+    ) -> list[Message]:
         # The generating conversation verbatim, so the backend's prefix cache hits.
         return [
             *ctx.prompting.messages(problem, ctx.answer_with),
@@ -136,7 +148,7 @@ class SelfJudge:
         ]
 
     async def score(
-        self, problem: Problem, candidates: Sequence[Candidate], ctx: Context
+        self, problem: Problem, candidates: Sequence[Candidate], ctx: VerifyContext
     ) -> list[Verdict]:
         async def one(c: Candidate) -> Verdict:
             if not c.text.strip():
@@ -147,7 +159,7 @@ class SelfJudge:
         return list(await asyncio.gather(*(one(c) for c in candidates)))
 
     async def score_steps(
-        self, problem: Problem, steps: Sequence[str], ctx: Context
+        self, problem: Problem, steps: Sequence[str], ctx: VerifyContext
     ) -> list[Verdict]:
         """Step k is judged given steps 1..k. With a backend that renders its chat template
         (llama.cpp), the rendered conversation is continued with the solution up to step k and
@@ -162,7 +174,7 @@ class SelfJudge:
         return [verdicts[k] for k in range(1, len(steps) + 1)]
 
     async def score_last_step(
-        self, problem: Problem, steps: Sequence[str], ctx: Context
+        self, problem: Problem, steps: Sequence[str], ctx: VerifyContext
     ) -> Verdict:
         """Whether the last of `steps` is right, given those before it: asked once, so a
         step search pays for each new step alone (its ancestors were judged as they were
@@ -180,13 +192,12 @@ class SelfJudge:
             self._steps.put(problem.question, steps, verdict)
         return verdict
 
-    async def rendered_head(self, problem: Problem, ctx: Context) -> str | None:
+    async def rendered_head(self, problem: Problem, ctx: VerifyContext) -> str | None:
         """The judge's conversation (`head`) as its model renders it, for raw prompts that
         continue it; None when the model renders no chat template. Rendered once per model
         and conversation (every judged step asks for it)."""
         model = self.model(ctx)
-        render = getattr(model, "render", None)
-        if render is None or not model.capabilities.raw_prefix:
+        if not (model.capabilities.render and model.capabilities.raw_prefix):
             return None
         head = self.head(problem, ctx)
         # by identity: `head` gives the same tuple for the same conversation, and the memo
@@ -194,12 +205,12 @@ class SelfJudge:
         key = (id(model), id(head))
         kept = self._heads.get(key)
         if kept is None:
-            kept = self._heads[key] = (model, head, await render(list(head)))
+            kept = self._heads[key] = (model, head, await model.render(list(head)))
             if len(self._heads) > HEADS_KEPT:
                 del self._heads[next(iter(self._heads))]  # the oldest
         return kept[2]
 
-    def head(self, problem: Problem, ctx: Context) -> tuple[Message, ...]:
+    def head(self, problem: Problem, ctx: VerifyContext) -> tuple[Message, ...]:
         """The conversation a partial solution continues: the policy's own, so the backend
         slot that generated the solution already holds it."""
         return ctx.prompting.conversation(problem, ctx.answer_with)
@@ -209,20 +220,21 @@ class LLMJudge(SelfJudge):
     """Another model grades the candidate from a standalone prompt."""
 
     name = "llm_judge"
-    reuses_candidate_prefix = False
 
     def __init__(self, judge: LanguageModel, system: str = JUDGE_SYSTEM) -> None:
         super().__init__()
         self.judge = judge
         self.system = system
 
-    def model(self, ctx: Context) -> LanguageModel:
+    def model(self, ctx: VerifyContext) -> LanguageModel:
         return self.judge
 
-    def head(self, problem: Problem, ctx: Context) -> tuple[Message, ...]:
+    def head(self, problem: Problem, ctx: VerifyContext) -> tuple[Message, ...]:
         return _grading_head(self.system, problem.question)
 
-    def conversation(self, problem: Problem, answer: str, ctx: Context, q: str) -> list[Message]:
+    def conversation(
+        self, problem: Problem, answer: str, ctx: VerifyContext, q: str
+    ) -> list[Message]:
         what = "solution so far" if q == self.step_question else "solution"
         return [
             Message(role="system", content=self.system),
@@ -231,3 +243,42 @@ class LLMJudge(SelfJudge):
                 content=f"Problem:\n{problem.question}\n\nProposed {what}:\n{answer}\n\n{q}",
             ),
         ]
+
+
+class SelfJudgeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(default=OUTCOME_QUESTION, description="asked after a whole candidate")
+    step_question: str = Field(default=STEP_QUESTION, description="asked after a partial one")
+    step_cue: str = Field(default=STEP_CUE, description="appended to a raw partial solution")
+    step_separator: str = Field(default="\n\n", description="what joins a path's steps")
+
+
+class LLMJudgeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(default=None, description="the judge: a registered model or .gguf")
+    base_url: str | None = Field(default=None, description="or a server's URL for the judge")
+    api_key: str | None = Field(default=None, description="the key sent to base_url")
+    system: str = Field(default=JUDGE_SYSTEM, description="the judge's system prompt")
+
+
+@verifier("self_judge", SelfJudgeOptions, capabilities={OUTCOME, PROCESS, LOGPROBS, SERVED})
+def self_judge(options: SelfJudgeOptions, env: VerifierEnv) -> BuiltVerifier:
+    """The policy's own P(Yes) to "is this (step) correct?", read from its logprobs."""
+    judge = SelfJudge(**options.model_dump())
+    return BuiltVerifier(
+        "self_judge", outcome=judge, process=judge, last_step=judge, reuses_candidate_prefix=True
+    )
+
+
+@verifier("llm_judge", LLMJudgeOptions, capabilities={OUTCOME, PROCESS, LOGPROBS})
+def llm_judge(options: LLMJudgeOptions, env: VerifierEnv) -> BuiltVerifier:
+    """Another model's P(Yes) to "is this (step) correct?", from a standalone grading prompt."""
+    if env.open_model is None:
+        raise UsageError("llm_judge needs an engine that can open models")
+    model = env.open_model(
+        BackendConfig(model=options.model, base_url=options.base_url, api_key=options.api_key)
+    )
+    judge = LLMJudge(model, system=options.system)
+    return BuiltVerifier(
+        "llm_judge", outcome=judge, process=judge, last_step=judge, close=model.aclose
+    )

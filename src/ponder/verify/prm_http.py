@@ -11,16 +11,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.errors import BudgetExceeded
+from ponder.runtime.verifiers import (
+    PROCESS,
+    ROLE,
+    BuiltVerifier,
+    Verdict,
+    VerifierEnv,
+    VerifyContext,
+    verifier,
+)
 from ponder.types import Problem, Usage
-from ponder.verify.base import ROLE, StepCache, Verdict
-
-if TYPE_CHECKING:
-    from ponder.search.base import Context
+from ponder.verify.cache import StepCache
 
 
 class PRMHttp:
@@ -51,7 +58,7 @@ class PRMHttp:
         return question + "\n" + "".join(s.strip() + self.step_tag for s in steps)
 
     async def score_steps(
-        self, problem: Problem, steps: Sequence[str], ctx: Context
+        self, problem: Problem, steps: Sequence[str], ctx: VerifyContext
     ) -> list[Verdict]:
         cached = [self._cache.get(problem.question, steps[:k]) for k in range(1, len(steps) + 1)]
         if all(v is not None for v in cached):
@@ -61,7 +68,7 @@ class PRMHttp:
             self._cache.put(problem.question, steps[:k], v)  # failures are not kept
         return verdicts
 
-    async def _call(self, question: str, steps: Sequence[str], ctx: Context) -> list[Verdict]:
+    async def _call(self, question: str, steps: Sequence[str], ctx: VerifyContext) -> list[Verdict]:
         def every_step(reason: str) -> list[Verdict]:
             return [Verdict(reason=reason)] * len(steps)
 
@@ -120,3 +127,22 @@ class PRMHttp:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class PRMHttpOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(description="the PRM server's base URL")
+    model: str = Field(default="", description="the model name sent to the server")
+    path: str = Field(default="/pooling", description="the scoring route")
+    step_tag: str = Field(default="<extra_0>", description="what follows each step")
+    positive_index: int = Field(default=-1, description="which of a [bad, good] pair is good")
+    api_key: str | None = Field(default=None, description="the key sent to the server")
+    timeout_s: float = Field(default=60.0, gt=0, description="seconds per call")
+    max_concurrency: int = Field(default=8, ge=1, description="calls in flight at once")
+
+
+@verifier("prm_http", PRMHttpOptions, capabilities={PROCESS})
+def prm_http(options: PRMHttpOptions, env: VerifierEnv) -> BuiltVerifier:
+    """A process reward model behind vLLM's pooling API (e.g. Qwen2.5-Math-PRM)."""
+    prm = PRMHttp(**options.model_dump())
+    return BuiltVerifier("prm_http", process=prm, close=prm.aclose)

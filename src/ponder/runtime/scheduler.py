@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from ponder.budget import Ledger, estimate
 from ponder.errors import BackendError, BudgetExceeded, TransientError
 from ponder.lm.protocol import Capabilities, LanguageModel
-from ponder.slots import SlotRouter, prompt_key
+from ponder.runtime.budget import Ledger, estimate
+from ponder.runtime.slots import SlotRouter, prompt_key
 from ponder.types import USAGE_FIELDS, Generation, GenRequest
 
 T = TypeVar("T")
@@ -155,6 +155,26 @@ class Scheduler:
     def lease(self, lm: LanguageModel) -> Lease:
         """`with scheduler.lease(lm) as lease:` — calls given `lease=lease` share one slot."""
         return Lease(self, lm)
+
+    async def sibling_leases(
+        self, lm: LanguageModel, req: GenRequest, ledger: Ledger, n: int
+    ) -> list[Lease]:
+        """Leases that `n` siblings like `req` (one parent's children) take turns on, one
+        after another on each: as many slots as are spare now (at most n − 1, each placed for
+        `req`'s prompt), plus one lease that waits for a slot as usual.
+
+        Why: a slot holds one sequence, so a sibling written on a second slot evaluates the
+        parent's whole path again, which on a saturated CPU costs as much as writing it; on a
+        busy backend the siblings therefore take turns on one slot, each finding the parent's
+        path in its cache, and spread only to slots that would otherwise idle."""
+        leases: list[Lease] = []
+        while len(leases) < n - 1:
+            spare = await self.spare_lease(lm, req, ledger)
+            if spare is None:
+                break
+            leases.append(spare)
+        leases.append(self.lease(lm))
+        return leases
 
     async def spare_lease(self, lm: LanguageModel, req: GenRequest, ledger: Ledger) -> Lease | None:
         """A lease already holding a slot that is spare now (free while no request waits for

@@ -1,4 +1,4 @@
-"""The engine: a policy model, one scheduler, and `solve` for any strategy."""
+"""The engine: a policy model, one scheduler, and `solve` for any registered strategy."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from ponder.budget import Budget, Ledger
 from ponder.errors import BackendError, BudgetExceeded, UsageError
-from ponder.lm import LanguageModel, Price, open_model
+from ponder.lm import BackendConfig, LanguageModel, Progress, open_backend
+from ponder.runtime.budget import Budget, Ledger
+from ponder.runtime.context import Context
+from ponder.runtime.prompting import Prompting
+from ponder.runtime.scheduler import Scheduler
+from ponder.runtime.strategy import Strategy, make_strategy
+from ponder.runtime.verifiers import VerifierEnv, Verifiers
 from ponder.sandbox import Sandbox
-from ponder.scheduler import Scheduler
-from ponder.search import Context, Prompting, Strategy, make_strategy
 from ponder.types import Problem, Result, Usage
-from ponder.verify import Verifiers
 
 
 class Engine:
@@ -27,38 +29,32 @@ class Engine:
         scheduler: Scheduler | None = None,
         prompting: Prompting | None = None,
         sandbox: Sandbox | None = None,
+        verifiers: Verifiers | None = None,
     ) -> None:
         self.policy = policy
         self.scheduler = scheduler or Scheduler()
         self.prompting = prompting or Prompting()
         self.sandbox = sandbox or Sandbox()
-        self.verifiers = Verifiers(open_model=open_model)
+        self.verifiers = verifiers or Verifiers(VerifierEnv(open_model=open_backend))
 
     @classmethod
     def open(
         cls,
-        model: str | None = None,
+        config: BackendConfig | None = None,
         *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        slots: int = 8,
         prompting: Prompting | None = None,
-        price: Price | None = None,
-        parameters: int | None = None,
-        progress: Callable[[str, int, int], None] | None = None,
-        cancellable: bool = False,
+        progress: Progress | None = None,
+        **settings: Any,
     ) -> Engine:
-        lm = open_model(
-            model,
-            base_url=base_url,
-            api_key=api_key,
-            slots=slots,
-            price=price,
-            parameters=parameters,
-            progress=progress,
-            cancellable=cancellable,
-        )
-        return cls(lm, prompting=prompting)
+        """An engine over the backend `config` names (the embedded default model when None);
+        `settings` are BackendConfig fields, e.g. `Engine.open(model="qwen2.5-coder-1.5b")`."""
+        if config is None:
+            config = BackendConfig(**settings)
+        elif settings:
+            config = config.model_copy(update=settings)
+        lm = open_backend(config, progress)
+        scheduler = Scheduler(request_timeout_s=config.timeout)
+        return cls(lm, prompting=prompting, scheduler=scheduler)
 
     async def solve(
         self,

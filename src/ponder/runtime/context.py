@@ -1,90 +1,35 @@
-"""What every strategy gets (`Context`) and the shape every strategy has (`Strategy`)."""
+"""What every strategy gets: `Context`, its one door to the policy model, the scheduler, the
+ledger, the sandbox and the verifiers. It never reaches a backend except through the
+scheduler."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import functools
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, ClassVar, Protocol
 
 from ponder.answers import extract, extract_answer, normalize_number
-from ponder.budget import Ledger
 from ponder.lm.protocol import LanguageModel
+from ponder.runtime.budget import Ledger
+from ponder.runtime.prompting import AnswerWith, Prompting
+from ponder.runtime.scheduler import Lease, Scheduler
+from ponder.runtime.verifiers import Verifiers, VerifierSpec
 from ponder.sandbox import ExecResult, Sandbox
-from ponder.scheduler import Lease, Scheduler
 from ponder.signals import SignalSettings, signals_of
-from ponder.types import Candidate, Generation, GenRequest, Message, Problem, Result
-
-if TYPE_CHECKING:
-    from ponder.verify import Verifiers, VerifierSpec
-
-# Measured on the first 30 GSM8K test problems, 0.5B greedy: this prompt 7/30; without its
-# second sentence 4/30 (the model writes Python and invents its output); with two worked
-# examples 0/30.
-DEFAULT_SYSTEM_PROMPT = (
-    "Please reason step by step, and put your final answer within \\boxed{}. "
-    "Do not write code; solve with arithmetic in words."
-)
-# Program-aided answering (PAL): the sandbox runs the program; what it prints is the answer.
-PROGRAM_SYSTEM_PROMPT = (
-    "Solve the problem by writing a Python program that computes the answer and prints only "
-    "the final answer. Put the whole program in one ```python code block."
-)
-# CoT × PoT: two answers per candidate that a cross-check verifier compares.
-BOTH_SYSTEM_PROMPT = (
-    "Please reason step by step, and put your final answer within \\boxed{}. Then check it: "
-    "write a Python program in one ```python code block that computes the answer and prints it."
-)
-# Coder models like to run code in their heads and then invent its printed output.
-DEFAULT_STOP = ["```output"]
-
-AnswerWith = Literal["reasoning", "program", "both"]
+from ponder.types import Candidate, Generation, GenRequest, Problem, Result
 
 
-@functools.lru_cache(maxsize=4096)
-def _conversation(system: str, question: str) -> tuple[Message, Message]:
-    """A question's two messages, made once per (system prompt, question): a search asks for
-    them on every request (a memo of a pure function: the messages are never changed)."""
-    return Message(role="system", content=system), Message(role="user", content=question)
+class Configured(Protocol):
+    """What a Result records of the strategy that made it."""
 
+    name: ClassVar[str]
 
-class Prompting(BaseModel):
-    """How a problem becomes a request: shared by every strategy."""
-
-    system: str = DEFAULT_SYSTEM_PROMPT
-    max_tokens: int = Field(default=512, ge=1)
-    stop: list[str] = Field(default_factory=lambda: list(DEFAULT_STOP))
-    # Top-k log-probabilities asked for with every sample, where the backend gives them: the
-    # candidates' confidence signals are read from them (ponder.signals). 0: none.
-    logprobs: int = Field(default=20, ge=0, le=20)
-
-    program_system: str = PROGRAM_SYSTEM_PROMPT
-    both_system: str = BOTH_SYSTEM_PROMPT
-
-    def messages(self, problem: Problem, answer_with: AnswerWith = "reasoning") -> list[Message]:
-        return list(self.conversation(problem, answer_with))
-
-    def conversation(
-        self, problem: Problem, answer_with: AnswerWith = "reasoning"
-    ) -> tuple[Message, ...]:
-        """The problem's messages as one shared tuple (the same object for the same system
-        prompt and question while the memo holds it: never change its messages)."""
-        if answer_with == "reasoning":
-            system = problem.system or self.system
-        elif answer_with == "program":
-            system = self.program_system
-        elif answer_with == "both":
-            system = self.both_system
-        else:
-            raise ValueError(f"unknown answer_with {answer_with!r}")
-        return _conversation(system, problem.question)
+    def config(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -146,13 +91,14 @@ class Context:
             return nullcontext(self)
         return self._leased()
 
-    async def spare(self, req: GenRequest) -> AbstractContextManager[Context] | None:
-        """Like `pinned`, but holding a slot that is spare now (placed for `req`'s prompt),
-        or None if no slot is spare or the backend holds none."""
+    async def turns(self, req: GenRequest, n: int) -> list[AbstractContextManager[Context]]:
+        """Held contexts that `n` sibling requests like `req` (one parent's children) take
+        turns on, each one after another; the scheduler decides how many (see
+        `Scheduler.sibling_leases`). A backend that holds no slots gets one turn per sibling."""
         if not self.policy.capabilities.pin_slots:
-            return None
-        lease = await self.scheduler.spare_lease(self.policy, req, self.ledger)
-        return None if lease is None else self._leased(lease)
+            return [nullcontext(self) for _ in range(n)]
+        leases = await self.scheduler.sibling_leases(self.policy, req, self.ledger, n)
+        return [self._leased(lease) for lease in leases]
 
     @contextmanager
     def _leased(self, lease: Lease | None = None) -> Iterator[Context]:
@@ -197,9 +143,7 @@ class Context:
     def reuses_candidate_prefix(self, spec: VerifierSpec) -> bool:
         """Whether the verifier continues each candidate's own conversation (a self-judge),
         so scoring right after generation finds it in the backend's prefix cache."""
-        if self.verifiers is None:
-            return False
-        return bool(getattr(self.verifiers.get(spec), "reuses_candidate_prefix", False))
+        return self.verifiers is not None and self.verifiers.get(spec).reuses_candidate_prefix
 
     async def score(
         self, problem: Problem, candidates: list[Candidate], spec: VerifierSpec
@@ -216,7 +160,7 @@ class Context:
     def result(
         self,
         problem: Problem,
-        strategy: Strategy,
+        strategy: Configured,
         answer: str | None,
         candidates: list[Candidate],
         **info: Any,
@@ -226,7 +170,7 @@ class Context:
             question=problem.question,
             answer=answer,
             strategy=strategy.name,
-            config=strategy.model_dump(mode="json"),
+            config=strategy.config(),
             candidates=candidates,
             usage=self.ledger.by_role(),
             lines=list(self.ledger.lines),
@@ -276,16 +220,3 @@ def program_answer(run: ExecResult, kind: str | None) -> str | None:
         return answer_of(last, "number")
     # a printed value is the answer itself: "400.0" → "400", "x = 3" stays "x = 3"
     return normalize_number(last) or (answer_of(last, kind) if kind else None) or last
-
-
-class Strategy(BaseModel):
-    """A strategy is its config (plain data) plus `run`, which reads like the paper."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: ClassVar[str]
-    # PAL: "program" answers with the printed output of the model's program; "both" keeps
-    # the reasoning's answer and the program's for a CoT × PoT cross-check.
-    answer_with: AnswerWith = "reasoning"
-
-    async def run(self, problem: Problem, ctx: Context) -> Result:
-        raise NotImplementedError

@@ -1,0 +1,90 @@
+"""The `ponder` command line: one module per command, thin over the library."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from types import ModuleType
+from typing import Annotated, TextIO
+
+import typer
+
+# typer 0.29 vendors click; its UsageError is what a bad option or argument raises.
+from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption
+from typer._click.exceptions import UsageError as ClickUsageError
+
+from ponder import __version__
+from ponder.cli import bench, models, parts, report, serve, solve, trace
+from ponder.cli.common import app
+from ponder.errors import PonderError, UsageError
+from ponder.plugins import PluginWarning
+from ponder.runtime.settings import tune_gc
+
+COMMANDS: tuple[ModuleType, ...] = (solve, bench, report, serve, trace, parts, models)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        print(f"ponder {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=show_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = None,
+) -> None:
+    """Inference-time compute scaling for language-model reasoning."""
+
+
+def fail(message: str, code: int) -> None:
+    print(
+        f"error: {' '.join(message.split())}" if code == 2 else f"error: {message}", file=sys.stderr
+    )
+    sys.exit(code)
+
+
+def one_line_warnings(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Plugin warnings as one line each ('warning: package X: ...'); others as usual."""
+    if issubclass(category, PluginWarning):
+        print(f"warning: {message}", file=sys.stderr)
+        return
+    print(warnings.formatwarning(message, category, filename, lineno, line), file=sys.stderr)
+
+
+def main() -> None:
+    """Entry point: every error is one line on stderr; usage errors exit 2, others 1."""
+    tune_gc()  # a long-running process with many searches in flight (ponder/runtime/settings.py)
+    warnings.showwarning = one_line_warnings
+    try:
+        rv = typer.main.get_command(app).main(standalone_mode=False)
+    except NoArgsIsHelpError as e:
+        print(e.format_message(), file=sys.stderr)
+        sys.exit(2)
+    except ClickUsageError as e:
+        message = e.format_message()
+        if isinstance(e, NoSuchOption) and e.ctx is not None:
+            names = sorted(o for p in e.ctx.command.params for o in p.opts if o.startswith("-"))
+            message = f"No such option: {e.option_name} (options: {', '.join(names)})"
+        fail(message, 2)
+    except typer.Abort:
+        sys.exit(130)
+    except UsageError as e:
+        fail(str(e), 2)
+    except PonderError as e:
+        fail(str(e), 1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+__all__ = ["COMMANDS", "app", "main"]

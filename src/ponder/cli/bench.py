@@ -1,0 +1,323 @@
+"""`ponder bench`: strategies over a problem set into a resumable store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from ponder.bench.harness import Plan
+from ponder.bench.harness import Progress as HarnessProgress
+from ponder.bench.report import summary_table
+from ponder.bench.store import Store
+from ponder.bench.sweep import (
+    ModelSpec,
+    StrategySpec,
+    Sweep,
+    TaskSpec,
+    load_sweep,
+    prepare_sweep,
+    run_sweep,
+)
+from ponder.cli.common import (
+    AnswerWithOpt,
+    ApiKeyOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    BudgetDollarsOpt,
+    BudgetSecondsOpt,
+    BudgetTokensOpt,
+    CtxSizeOpt,
+    MaxTokOpt,
+    ModelOpt,
+    OptionOpt,
+    ParamsOpt,
+    PriceOpt,
+    SlotsOpt,
+    SystemOpt,
+    TemperatureOpt,
+    TimeoutOpt,
+    VerifierOpt,
+    WidthOpt,
+    app,
+    check_shared,
+    err,
+    open_engine,
+    out,
+    strategy_options,
+)
+from ponder.errors import UsageError
+from ponder.lm import BACKENDS, Price
+from ponder.runtime.budget import Budget
+from ponder.runtime.strategy import make_strategy
+from ponder.tasks.registry import get_task
+
+
+@app.command()
+def bench(
+    benchmark: Annotated[
+        str | None, typer.Argument(help="Task name (see `ponder tasks`); or use --data / --sweep")
+    ] = None,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option("--strategy", "-s", help="A registered strategy; repeatable"),
+    ] = None,
+    n: WidthOpt = None,
+    option: OptionOpt = None,
+    temperature: TemperatureOpt = None,
+    verifier: VerifierOpt = None,
+    answer_with: AnswerWithOpt = None,
+    system: SystemOpt = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="A custom problem set: .jsonl, .csv or .parquet")
+    ] = None,
+    question_field: Annotated[
+        str, typer.Option("--question-field", help="--data: the question's field")
+    ] = "question",
+    answer_field: Annotated[
+        str, typer.Option("--answer-field", help="--data: the reference answer's field")
+    ] = "answer",
+    answer_type: Annotated[
+        str, typer.Option("--answer-type", help="--data: a registered answer kind")
+    ] = "math",
+    id_field: Annotated[
+        str | None, typer.Option("--id-field", help="--data: a problem id field")
+    ] = None,
+    sweep: Annotated[
+        Path | None,
+        typer.Option("--sweep", help="A YAML/TOML file: models × tasks × strategies × seeds"),
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="Results store [default: ponder-bench.sqlite]")
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Problems per task [default: 20; a sweep file's own]"),
+    ] = None,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Problems skipped first")] = 0,
+    split: Annotated[
+        str | None, typer.Option("--split", help="A task's split, e.g. train [default: test]")
+    ] = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    backend: BackendOpt = None,
+    api_key: ApiKeyOpt = None,
+    timeout: TimeoutOpt = None,
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated, e.g. 0,1,2")] = "0",
+    max_tokens: MaxTokOpt = 512,
+    slots: SlotsOpt = 8,
+    ctx_size: CtxSizeOpt = 2048,
+    price: PriceOpt = None,
+    parameters: ParamsOpt = None,
+    budget_tokens: BudgetTokensOpt = None,
+    budget_seconds: BudgetSecondsOpt = None,
+    budget_dollars: BudgetDollarsOpt = None,
+) -> None:
+    """Run strategies over a problem set into a resumable store, then print a summary.
+
+    Re-running the same command computes only what is missing. Ctrl-C finishes the units in
+    flight, stores them and exits; `ponder report STORE` draws the curves."""
+    if sweep is not None:
+        if benchmark is not None or data is not None or strategy:
+            raise UsageError("--sweep lists tasks and strategies itself; give no task/--strategy")
+        plan_ = load_sweep(sweep)
+        if limit is not None:
+            plan_ = plan_.with_limit(limit)
+        base = sweep.parent
+    else:
+        names = strategy or ["greedy", "vote"]
+        options = strategy_options(
+            option, temperature=temperature, verifier=verifier, answer_with=answer_with
+        )
+        check_shared(names, options)
+        if n is not None:
+            options["n"] = n
+        if backend is not None:
+            BACKENDS.get(backend)  # an unknown name lists the known ones
+        plan_ = sweep_from_flags(
+            benchmark,
+            data,
+            names,
+            options,
+            question_field=question_field,
+            answer_field=answer_field,
+            answer_type=answer_type,
+            id_field=id_field,
+            limit=limit,
+            offset=offset,
+            split=split,
+            model=ModelSpec(
+                name=model, base_url=base_url, backend=backend, price=price, parameters=parameters
+            ),
+            seeds=seeds,
+            max_tokens=max_tokens,
+            system=system,
+            slots=slots,
+            ctx_size=ctx_size,
+            budget=Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars),
+        )
+        base = Path.cwd()
+    for m in plan_.models:  # a bad price fails before any model loads
+        if m.price is not None:
+            Price.parse(m.price)
+    # a sweep file's paths are relative to the file
+    store_path = store or (
+        Path(os.path.normpath(base / plan_.store)) if plan_.store else Path("ponder-bench.sqlite")
+    )
+    interrupted, failed = asyncio.run(
+        sweep_with_progress(plan_, store_path, base, api_key, timeout)
+    )
+    out.print(f"[dim]store: {store_path} · report: ponder report {store_path}[/dim]")
+    if interrupted:
+        err.print("interrupted: the finished units are stored; run the same command to resume")
+        raise typer.Exit(130)
+    if failed:
+        raise typer.Exit(1)
+
+
+def sweep_from_flags(
+    benchmark: str | None,
+    data: Path | None,
+    strategies: list[str],
+    options: dict[str, Any],
+    *,
+    question_field: str,
+    answer_field: str,
+    answer_type: str,
+    id_field: str | None,
+    limit: int | None,
+    offset: int,
+    split: str | None,
+    model: ModelSpec,
+    seeds: str,
+    max_tokens: int,
+    system: str | None,
+    slots: int,
+    ctx_size: int,
+    budget: Budget,
+) -> Sweep:
+    if (benchmark is None) == (data is None):
+        raise UsageError("give a task name or --data FILE (one of them)")
+    if data is not None:
+        task = TaskSpec(
+            data=str(data.resolve()),
+            question_field=question_field,
+            answer_field=answer_field,
+            answer_type=answer_type,
+            id_field=id_field,
+            limit=limit,
+            offset=offset,
+        )
+    else:
+        assert benchmark is not None
+        get_task(benchmark).path(split)  # an unknown task or split lists the known ones
+        task = TaskSpec(name=benchmark, split=split, limit=limit or 20, offset=offset)
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds: expected comma-separated integers, got '{seeds}'") from None
+    for name in strategies:  # bad options exit 2 before any model loads
+        make_strategy(name, shared=True, **options)
+    return Sweep(
+        models=[model],
+        tasks=[task],
+        strategies=[StrategySpec(name=s, **options) for s in strategies],
+        budgets=[budget if budget != Budget() else None],
+        seeds=seed_list or [0],
+        max_tokens=max_tokens,
+        system=system,
+        slots=slots,
+        ctx_size=ctx_size,
+    )
+
+
+async def sweep_with_progress(
+    sweep: Sweep, store_path: Path, base: Path, api_key: str | None, request_timeout: float | None
+) -> tuple[bool, int]:
+    """The sweep with a progress bar per run and Ctrl-C handling; (interrupted, failed units)."""
+    prepared = prepare_sweep(sweep, base, api_key=api_key, request_timeout=request_timeout)
+    db = Store(store_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+
+    def on_interrupt() -> None:
+        if stop.is_set() and main_task is not None:
+            main_task.cancel()  # a second Ctrl-C: stop now (in-flight units are lost)
+            return
+        stop.set()
+        err.print("\nCtrl-C: finishing the units in flight (Ctrl-C again to abort)…")
+
+    with suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    bars = ProgressBars()
+    outcome = None
+    try:
+        outcome = await run_sweep(prepared, db, open_engine, stop=stop, watch=bars.watch)
+    except asyncio.CancelledError:
+        return True, 0
+    finally:
+        bars.close()
+        with suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+        if outcome is not None and outcome.runs:
+            out.print(summary_table(db, sorted(set(outcome.runs))))
+        db.close()
+    if outcome.failed:
+        err.print(
+            f"[yellow]{outcome.failed} units failed on the backend (not stored; a re-run "
+            "retries them)[/yellow]"
+        )
+    return outcome.interrupted, outcome.failed
+
+
+class ProgressBars:
+    """One progress bar per run: units, running accuracy, tokens/s and ETA."""
+
+    def __init__(self) -> None:
+        self.bar: Progress | None = None
+
+    def watch(self, what: str, plan: Plan) -> Callable[[HarnessProgress], None]:
+        self.close()
+        bar = self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err,
+        )
+        bar.start()
+        job = bar.add_task(what, total=None, info="")
+        started = time.monotonic()
+
+        def show(pr: HarnessProgress) -> None:
+            rate = pr.tokens / max(1e-9, time.monotonic() - started)
+            info = f"{pr.correct}/{pr.done} right · {rate:,.0f} tok/s"
+            if pr.skipped:
+                info += f" · {pr.skipped} stored before"
+            bar.update(job, total=pr.total, completed=pr.done + pr.failed, info=info)
+
+        return show
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

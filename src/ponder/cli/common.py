@@ -1,0 +1,239 @@
+"""What the commands share: the app, consoles, options, and turning flags into library objects
+(a backend config, a strategy from `-s NAME -n N -o KEY=VALUE`, a verifier spec)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from ponder.errors import UsageError
+from ponder.lm import DEFAULT_MODEL, BackendConfig, Price
+from ponder.plugins import parse_options
+from ponder.runtime.engine import Engine
+from ponder.runtime.prompting import Prompting
+from ponder.runtime.strategy import STRATEGIES, Strategy, make_strategy, option_names
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Inference-time compute scaling for language-model reasoning.",
+)
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+# -- options shared by commands ------------------------------------------------------------
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help=f"Registered name or .gguf path, or the server's model [default: {DEFAULT_MODEL}]",
+    ),
+]
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option("--base-url", help="An OpenAI-compatible server instead of the embedded model"),
+]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="A registered backend (see `ponder backends`) [default: llamacpp, or "
+        "openai with --base-url]",
+    ),
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="PONDER_API_KEY", help="Bearer key sent to --base-url"),
+]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--timeout", min=0.001, help="Seconds per request to a server, probe included"),
+]
+StrategyOpt = Annotated[
+    str, typer.Option("--strategy", "-s", help="A registered strategy (see `ponder strategies`)")
+]
+WidthOpt = Annotated[
+    int | None,
+    typer.Option(
+        "-n", "--n", min=1, help="The strategy's width: samples, beam width, MCTS iterations"
+    ),
+]
+OptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option",
+        "-o",
+        help="A strategy option KEY=VALUE (repeatable; see `ponder strategies "
+        "NAME`); VALUE is read as JSON when it can be",
+    ),
+]
+TemperatureOpt = Annotated[
+    float | None, typer.Option("--temperature", min=0.0, help="Sampling temperature")
+]
+VerifierOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--verifier",
+        help="A registered verifier (see `ponder verifiers`) or JSON such as "
+        '\'{"name": "prm_http", "options": {"url": "..."}}\'',
+    ),
+]
+AnswerWithOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--answer-with",
+        help="reasoning (default), program (PAL: the sandbox runs the model's program), or both",
+    ),
+]
+SystemOpt = Annotated[
+    str | None, typer.Option("--system", help="The system prompt [default: ponder's CoT prompt]")
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Fixes every sampling decision")]
+MaxTokOpt = Annotated[int, typer.Option("--max-tokens", min=1, help="Per sample")]
+SlotsOpt = Annotated[int, typer.Option("--slots", min=1, help="Parallel sequences on the backend")]
+CtxSizeOpt = Annotated[
+    int, typer.Option("--ctx-size", min=64, help="Context tokens per slot (embedded model)")
+]
+PriceOpt = Annotated[
+    str | None,
+    typer.Option("--price", help="$ per million tokens: PROMPT,COMPLETION[,CACHED] [default: 0]"),
+]
+ParamsOpt = Annotated[
+    int | None,
+    typer.Option("--parameters", min=1, help="Model size for FLOPs (needed with --base-url)"),
+]
+BudgetTokensOpt = Annotated[
+    int | None, typer.Option("--budget-tokens", min=0, help="Cap on tokens per problem")
+]
+BudgetSecondsOpt = Annotated[
+    float | None, typer.Option("--budget-seconds", min=0.001, help="Cap on seconds per problem")
+]
+BudgetDollarsOpt = Annotated[
+    float | None, typer.Option("--budget-dollars", min=0.0, help="Cap on dollars per problem")
+]
+
+
+# -- flags into objects ----------------------------------------------------------------------
+def backend_config(
+    *,
+    model: str | None,
+    base_url: str | None,
+    backend: str | None,
+    api_key: str | None,
+    slots: int,
+    ctx_size: int,
+    price: str | None,
+    parameters: int | None,
+    timeout: float | None,
+    cancellable: bool = False,
+) -> BackendConfig:
+    """The backend the flags name (checked now, before any model loads)."""
+    if backend is not None:
+        from ponder.lm import BACKENDS
+
+        BACKENDS.get(backend)  # an unknown name lists the known ones
+    return BackendConfig(
+        backend=backend,
+        model=model,
+        base_url=base_url,
+        api_key=api_key,
+        slots=slots,
+        ctx_size=ctx_size,
+        price=Price.parse(price) if price is not None else None,
+        parameters=parameters,
+        timeout=timeout,
+        cancellable=cancellable,
+    )
+
+
+def prompting(max_tokens: int, system: str | None) -> Prompting:
+    if system is not None and not system.strip():
+        raise UsageError("--system: the system prompt is empty")
+    if system is None:
+        return Prompting(max_tokens=max_tokens)
+    return Prompting(max_tokens=max_tokens, system=system)
+
+
+def strategy_options(
+    pairs: list[str] | None,
+    *,
+    temperature: float | None = None,
+    verifier: str | None = None,
+    answer_with: str | None = None,
+) -> dict[str, Any]:
+    """`-o` pairs and the named strategy flags as one options dict (flags win)."""
+    options = parse_options(pairs or [])
+    named = {
+        "temperature": temperature,
+        "verifier": verifier_spec(verifier),
+        "answer_with": answer_with,
+    }
+    options.update({k: v for k, v in named.items() if v is not None})
+    return options
+
+
+def build_strategy(name: str, n: int | None, options: dict[str, Any]) -> Strategy:
+    """`-s NAME -n N -o ...` as a strategy; bad options exit 2 naming the valid keys."""
+    return make_strategy(name, n=n, **options)
+
+
+def check_shared(names: list[str], options: dict[str, Any]) -> None:
+    """Options given once for several strategies: each must be taken by at least one."""
+    valid = {k for s in names for k in option_names(STRATEGIES.get(s).obj)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise UsageError(
+            f"-o {', '.join(unknown)}: no strategy among {', '.join(names)} takes "
+            f"{'it' if len(unknown) == 1 else 'them'} (valid keys: {', '.join(sorted(valid))})"
+        )
+
+
+def verifier_spec(text: str | None) -> str | dict[str, Any] | None:
+    """--verifier: a name, or a JSON object with name/options/steps/aggregate."""
+    if text is None:
+        return None
+    if not text.lstrip().startswith("{"):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--verifier: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(value, dict):
+        raise UsageError("--verifier: expected a JSON object")
+    return value
+
+
+# -- opening a model -------------------------------------------------------------------------
+@contextmanager
+def pull_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar for fetching/verifying a model (shown only when there is work to do)."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"model: {stage}", total=total or None)
+            bar.update(tasks[stage], completed=done, total=total or None)
+
+        yield update
+
+
+def open_engine(config: BackendConfig, prompting: Prompting) -> Engine:
+    with pull_progress() as progress, err.status("loading model…"):
+        return Engine.open(config, prompting=prompting, progress=progress)

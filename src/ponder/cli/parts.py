@@ -1,0 +1,86 @@
+"""`ponder strategies | verifiers | backends | tasks | kinds`: every registered part, built-in
+or from an installed plugin, with its options."""
+
+from __future__ import annotations
+
+from typing import Annotated, Generic, TypeVar
+
+import typer
+
+from ponder.answers import ANSWER_KINDS
+from ponder.cli.common import app, out
+from ponder.lm import BACKENDS
+from ponder.plugins import BUILTIN, Registry
+from ponder.runtime.strategy import STRATEGIES
+from ponder.runtime.verifiers import VERIFIERS
+from ponder.tasks.registry import TASKS
+
+T = TypeVar("T")
+
+NameArg = Annotated[
+    str | None, typer.Argument(help="One part's name, to see its options", show_default=False)
+]
+
+
+class Listing(Generic[T]):
+    def __init__(self, registry: Registry[T]) -> None:
+        self.registry = registry
+
+    def show(self, name: str | None) -> None:
+        if name is not None:
+            part = self.registry.get(name)  # an unknown name lists the known ones
+            self.one(part.name, part.summary, part.capabilities, part.origin)
+            rows = part.option_help()
+            if not rows:
+                out.print("  options: none")
+            for key, kind, description in rows:
+                out.print(f"  -o {key}=…  ({kind}) {description}", soft_wrap=True)
+            return
+        for part in self.registry.parts().values():
+            self.one(part.name, part.summary, part.capabilities, part.origin)
+
+    def one(self, name: str, summary: str, capabilities: frozenset[str], origin: str) -> None:
+        tags = ", ".join(sorted(capabilities))
+        where = "" if origin == BUILTIN else f" [from {origin}]"
+        out.print(
+            f"[bold]{name}[/bold]{where}: {summary}" + (f" ({tags})" if tags else ""),
+            soft_wrap=True,
+        )
+
+
+@app.command("strategies")
+def strategies(name: NameArg = None) -> None:
+    """Registered strategies; with a name, its options (`-o KEY=VALUE`)."""
+    Listing(STRATEGIES).show(name)
+
+
+@app.command("verifiers")
+def verifiers(name: NameArg = None) -> None:
+    """Registered verifiers; with a name, its options (a JSON spec's "options")."""
+    Listing(VERIFIERS).show(name)
+
+
+@app.command("backends")
+def backends(name: NameArg = None) -> None:
+    """Registered backends (`--backend`)."""
+    Listing(BACKENDS).show(name)
+
+
+@app.command("tasks")
+def tasks(name: NameArg = None) -> None:
+    """The problem sets `ponder bench` knows, with their answer kinds."""
+    if name is not None:
+        task = TASKS.get(name).obj
+        out.print(f"[bold]{task.name}[/bold] ({task.kind}): {task.description}", soft_wrap=True)
+        out.print(f"  splits: {', '.join(['test', *task.splits])}")
+        return
+    for task_name, part in TASKS.parts().items():
+        where = "" if part.origin == BUILTIN else f" [from {part.origin}]"
+        kind = part.obj.kind
+        out.print(f"[bold]{task_name}[/bold]{where} ({kind}): {part.summary}", soft_wrap=True)
+
+
+@app.command("kinds")
+def kinds() -> None:
+    """Registered answer kinds (`--answer-type`)."""
+    Listing(ANSWER_KINDS).show(None)

@@ -1,0 +1,168 @@
+"""`ponder solve`: one question, its answer, trace and compute bill."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ponder.cli.common import (
+    AnswerWithOpt,
+    ApiKeyOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    BudgetDollarsOpt,
+    BudgetSecondsOpt,
+    BudgetTokensOpt,
+    CtxSizeOpt,
+    MaxTokOpt,
+    ModelOpt,
+    OptionOpt,
+    ParamsOpt,
+    PriceOpt,
+    SeedOpt,
+    SlotsOpt,
+    StrategyOpt,
+    SystemOpt,
+    TemperatureOpt,
+    TimeoutOpt,
+    VerifierOpt,
+    WidthOpt,
+    app,
+    backend_config,
+    build_strategy,
+    err,
+    open_engine,
+    out,
+    prompting,
+    strategy_options,
+)
+from ponder.errors import UsageError
+from ponder.runtime.budget import Budget
+from ponder.types import Result, Usage
+
+
+@app.command()
+def solve(
+    question: Annotated[str, typer.Argument(help="The question to answer")],
+    strategy: StrategyOpt = "vote",
+    n: WidthOpt = None,
+    option: OptionOpt = None,
+    temperature: TemperatureOpt = None,
+    verifier: VerifierOpt = None,
+    answer_with: AnswerWithOpt = None,
+    system: SystemOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    backend: BackendOpt = None,
+    api_key: ApiKeyOpt = None,
+    timeout: TimeoutOpt = None,
+    seed: SeedOpt = None,
+    max_tokens: MaxTokOpt = 512,
+    slots: SlotsOpt = 8,
+    ctx_size: CtxSizeOpt = 2048,
+    price: PriceOpt = None,
+    parameters: ParamsOpt = None,
+    budget_tokens: BudgetTokensOpt = None,
+    budget_seconds: BudgetSecondsOpt = None,
+    budget_dollars: BudgetDollarsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole Result as JSON")] = False,
+    trace: Annotated[
+        Path | None,
+        typer.Option("--trace", help="Append the search tree (step strategies) to this JSONL file"),
+    ] = None,
+    gold: Annotated[
+        str | None, typer.Option("--gold", help="The reference answer, kept in the trace")
+    ] = None,
+) -> None:
+    """Answer one question and print the answer with its compute bill."""
+    if not question.strip():
+        raise UsageError("the question is empty")
+    # everything is checked before the model loads
+    options = strategy_options(
+        option, temperature=temperature, verifier=verifier, answer_with=answer_with
+    )
+    strat = build_strategy(strategy, n, options)
+    budget = Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars)
+    config = backend_config(
+        model=model,
+        base_url=base_url,
+        backend=backend,
+        api_key=api_key,
+        slots=slots,
+        ctx_size=ctx_size,
+        price=price,
+        parameters=parameters,
+        timeout=timeout,
+    )
+    asking = prompting(max_tokens, system)
+
+    async def go() -> Result:
+        engine = open_engine(config, asking)
+        async with engine:
+            with err.status(f"{strat.name}: thinking…"):
+                return await engine.solve(question, strat, seed=seed, budget=budget)
+
+    result = asyncio.run(go())
+    if trace is not None:
+        write_trace(trace, result, gold)
+    if as_json:
+        print(result.to_json())
+    else:
+        print_result(result)
+    if result.error:
+        raise typer.Exit(1)
+
+
+def write_trace(path: Path, result: Result, gold: str | None) -> None:
+    """One line per search: the question, answer, strategy, gold (if given) and every node."""
+    if "tree" not in result.info:
+        raise UsageError(f"--trace: strategy '{result.strategy}' keeps no search tree")
+    line = {
+        "question": result.question,
+        "answer": result.answer,
+        "gold": gold,
+        "strategy": result.strategy,
+        "config": result.config,
+        "seed": result.seed,
+        "nodes": result.info["tree"],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    err.print(f"trace: {path}")
+
+
+def bill(u: Usage, seconds: float) -> str:
+    return (
+        f"{u.calls} call{'s' * (u.calls != 1)} · {u.completion_tokens:,} completion + "
+        f"{u.prompt_tokens:,} prompt tokens ({u.cached_tokens:,} cached) · "
+        f"{u.flops / 1e12:.2f} TFLOPs · ${u.dollars:.4f} · {seconds:.1f} s"
+    )
+
+
+def print_result(r: Result) -> None:
+    out.print(f"[bold]answer:[/bold] {r.answer if r.answer is not None else '(none)'}")
+    if votes := r.info.get("votes"):
+        ranked = sorted(votes.items(), key=lambda kv: -kv[1])
+        line = ", ".join(f"{a} ×{c}" for a, c in ranked)
+        tie = " (tie, first seen wins)" if r.info.get("tie") else ""
+        out.print(
+            f"votes: {line}{tie}; {sum(c.answer is None for c in r.candidates)} without answer"
+        )
+    if (weights := r.info.get("weights")) is not None:
+        ranked = sorted(weights.items(), key=lambda kv: -kv[1])
+        out.print("weights: " + ", ".join(f"{a} {w:.2f}" for a, w in ranked))
+    if r.info.get("score") is not None:
+        out.print(f"verifier score of the answer: {r.info['score']:.3f}")
+    if r.stopped:
+        out.print(f"[yellow]stopped early: {r.stopped}[/yellow]")
+    if r.error:
+        out.print(f"[red]error: {r.error}[/red]")
+    out.print(f"[dim]{r.strategy} on {r.model} · seed {r.seed}[/dim]")
+    for role, u in sorted(r.usage.items()):
+        out.print(f"[dim]{role}: {bill(u, u.seconds)}[/dim]")
+    out.print(f"[dim]total: {bill(r.total, r.seconds)}[/dim]")

@@ -1,0 +1,76 @@
+"""One object that says which backend to open and how: the model or server, keys, slots,
+context size, prices and timeout (what every command, the server and the harness pass on)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ponder.errors import UsageError
+from ponder.types import ModelInfo
+
+
+class Price(BaseModel):
+    """Dollars per million tokens."""
+
+    prompt: float = Field(ge=0)
+    completion: float = Field(ge=0)
+    cached: float | None = Field(default=None, ge=0)
+
+    @classmethod
+    def parse(cls, text: str) -> Price:
+        """'PROMPT,COMPLETION[,CACHED]' in dollars per million tokens, e.g. '0.15,0.60'."""
+        try:
+            parts = [float(x) for x in text.split(",")]
+            if len(parts) not in (2, 3):
+                raise ValueError
+            return cls(
+                prompt=parts[0], completion=parts[1], cached=parts[2] if len(parts) == 3 else None
+            )
+        except (ValueError, ValidationError):
+            raise UsageError(
+                f"bad price '{text}' (want PROMPT,COMPLETION[,CACHED] in $ per million tokens)"
+            ) from None
+
+
+class BackendConfig(BaseModel):
+    """Which backend serves the policy, and how. `backend` None: `openai` when `base_url` is
+    given, else the embedded `llamacpp`."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: str | None = Field(default=None, description="a registered backend name")
+    model: str | None = Field(
+        default=None, description="registered model name, .gguf path, or the server's model"
+    )
+    base_url: str | None = Field(default=None, description="an OpenAI-compatible server")
+    api_key: str | None = Field(default=None, description="the bearer key sent to base_url")
+    slots: int = Field(default=8, ge=1, description="sequences in flight on the backend")
+    ctx_size: int = Field(default=2048, ge=64, description="context tokens per slot")
+    price: Price | None = Field(default=None, description="$ per million tokens")
+    parameters: int | None = Field(default=None, ge=1, description="model size, for FLOPs")
+    timeout: float | None = Field(
+        default=None, gt=0, description="seconds per request to a server (probe included)"
+    )
+    # a cancelled call stops its generation on the backend too (what a server wants)
+    cancellable: bool = Field(default=False, exclude=True)
+
+    @model_validator(mode="after")
+    def _has_url_for_server(self) -> BackendConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs a base_url")
+        return self
+
+    def backend_name(self) -> str:
+        return self.backend or ("openai" if self.base_url else "llamacpp")
+
+    def priced(self, info: ModelInfo) -> ModelInfo:
+        """`info` with this config's prices and size, where given (a server's size and prices
+        are not known unless given: without them its FLOPs and dollars are 0)."""
+        update: dict[str, float | int] = {}
+        if self.price is not None:
+            p = self.price
+            update["usd_per_mtok_prompt"] = p.prompt
+            update["usd_per_mtok_completion"] = p.completion
+            update["usd_per_mtok_cached"] = p.prompt if p.cached is None else p.cached
+        if self.parameters is not None:
+            update["parameters"] = self.parameters
+        return info.model_copy(update=update)

@@ -1,0 +1,213 @@
+"""One registry per kind of part, open to other packages.
+
+Every part — strategy, verifier, backend, task, answer kind — is registered once with its name,
+a one-line summary, its typed options (a pydantic model whose fields carry descriptions) and
+its capabilities. ponder's own parts register with a decorator in their modules, which the
+registry imports (by name) the first time it is asked; another installed package adds parts
+through an entry point in the registry's group:
+
+    [project.entry-points."ponder.strategies"]
+    my_strategies = "my_package.strategies"     # a module whose decorators register parts
+
+The CLI, the server, the harness and every error message that lists names ask the registry,
+so a part is listed and usable everywhere the moment it is installed. A plugin that fails to
+import, or registers a name that is taken, is a warning naming its package; ponder goes on.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import importlib.metadata
+import typing
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
+
+from ponder.errors import UsageError
+
+T = TypeVar("T")
+
+BUILTIN = "ponder"
+# The package whose entry point is being loaded (what registrations are credited to).
+_origin: contextvars.ContextVar[str] = contextvars.ContextVar("ponder_plugin_origin", default="")
+
+
+class PluginWarning(UserWarning):
+    """A plugin that could not be loaded or registered; ponder works on without it."""
+
+
+@dataclass(frozen=True)
+class Part(Generic[T]):
+    """A registered part: what it is called, what it is, and what it can do."""
+
+    name: str
+    obj: T
+    summary: str
+    options: type[BaseModel] | None = None
+    capabilities: frozenset[str] = frozenset()
+    origin: str = BUILTIN  # the distribution that registered it
+    module: str = ""  # where it was registered (orders ponder's own parts)
+
+    def option_help(self) -> list[tuple[str, str, str]]:
+        """(name, type and default, description) of each option, for help texts."""
+        if self.options is None:
+            return []
+        out = []
+        for key, f in self.options.model_fields.items():
+            if f.exclude:
+                continue
+            if f.is_required():
+                default = "required"
+            else:
+                value = f.get_default(call_default_factory=True)
+                shown = str(value) if isinstance(value, BaseModel) else repr(value)
+                default = f"default {shown}"
+            out.append((key, f"{type_name(f.annotation)}, {default}", f.description or ""))
+        return out
+
+
+@dataclass
+class Registry(Generic[T]):
+    """The parts of one kind. `builtins` are ponder's modules that register parts of this kind
+    (their parts are listed in this order, whoever imports them first); `group` is the
+    entry-point group other packages register through (their parts come after)."""
+
+    kind: str
+    group: str
+    builtins: tuple[str, ...]
+    _parts: dict[str, Part[T]] = field(default_factory=dict)
+    _builtins_loaded: bool = False
+    _plugins_loaded: bool = False
+    _ordered: dict[str, Part[T]] | None = None
+
+    # -- registering -------------------------------------------------------------------------
+    def add(
+        self,
+        name: str,
+        obj: T,
+        *,
+        summary: str,
+        options: type[BaseModel] | None = None,
+        capabilities: frozenset[str] | set[str] = frozenset(),
+    ) -> T:
+        """Register `obj` as `name` (credited to the package being loaded, or ponder)."""
+        origin = _origin.get() or BUILTIN
+        if origin != BUILTIN:
+            self._load_builtins()  # a plugin never takes a built-in's name by loading first
+        kept = self._parts.get(name)
+        if kept is not None:
+            if kept.obj is not obj:
+                warnings.warn(
+                    f"package {origin}: {self.kind} '{name}' is taken (by {kept.origin}); "
+                    f"{origin}'s is ignored",
+                    PluginWarning,
+                    stacklevel=2,
+                )
+            return obj
+        module = str(getattr(obj, "__module__", "") or "")
+        part = Part(name, obj, summary, options, frozenset(capabilities), origin, module)
+        self._parts[name] = part
+        self._ordered = None
+        return obj
+
+    # -- asking --------------------------------------------------------------------------------
+    def get(self, name: str) -> Part[T]:
+        """The part called `name`; a UsageError listing every name otherwise."""
+        part = self.parts().get(name)
+        if part is None:
+            raise UsageError(f"unknown {self.kind} '{name}' (choose from: {', '.join(self)})")
+        return part
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.parts()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.parts())
+
+    def names(self, capability: str | None = None) -> list[str]:
+        """Every name, or those whose part has `capability`."""
+        return [
+            n for n, p in self.parts().items() if capability is None or capability in p.capabilities
+        ]
+
+    def parts(self) -> dict[str, Part[T]]:
+        """Every part: ponder's in the order of `builtins`, then the plugins' as loaded."""
+        if self._ordered is None:
+            self._load_builtins()
+            if not self._plugins_loaded:
+                self._plugins_loaded = True
+                self._load_plugins()
+            rank = {m: i for i, m in enumerate(self.builtins)}
+            seq = {name: i for i, name in enumerate(self._parts)}
+            ordered = sorted(
+                self._parts.values(),
+                key=lambda p: (
+                    rank.get(p.module, len(rank)) if p.origin == BUILTIN else len(rank) + 1,
+                    seq[p.name],
+                ),
+            )
+            self._ordered = {p.name: p for p in ordered}
+        return self._ordered
+
+    # -- loading -------------------------------------------------------------------------------
+    def _load_builtins(self) -> None:
+        if self._builtins_loaded:
+            return
+        self._builtins_loaded = True  # first: the modules' decorators call `add`
+        for module in self.builtins:
+            importlib.import_module(module)
+
+    def _load_plugins(self) -> None:
+        for ep in importlib.metadata.entry_points(group=self.group):
+            package = ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
+            token = _origin.set(package)
+            try:
+                loaded = ep.load()
+                if callable(loaded) and not isinstance(loaded, type):
+                    loaded(self)  # a function `register(registry)`
+            except Exception as e:  # a broken plugin must not break ponder
+                warnings.warn(
+                    f"package {package}: its {self.group} entry point '{ep.name}' "
+                    f"({ep.value}) failed to load: {type(e).__name__}: {e}",
+                    PluginWarning,
+                    stacklevel=2,
+                )
+            finally:
+                _origin.reset(token)
+
+
+def type_name(annotation: object) -> str:
+    """A type as a user reads it: `int`, `str | None`, `one of a|b`."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + "|".join(str(a) for a in typing.get_args(annotation))
+    name = getattr(annotation, "__name__", None)
+    if isinstance(name, str) and not typing.get_args(annotation):
+        return name
+    return str(annotation).replace("typing.", "")
+
+
+def first_line(doc: str | None) -> str:
+    """A docstring's first sentence or line: a part's one-line summary."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    return text.split(". ")[0].rstrip(".") if text else ""
+
+
+def parse_options(pairs: list[str], where: str = "-o") -> dict[str, object]:
+    """`-o key=value` pairs as a dict: a value that reads as JSON (a number, true/false, a list
+    or object) is that value, anything else is the string as written."""
+    import json
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{where} {pair!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out

@@ -1,0 +1,115 @@
+"""The shape every strategy has, and the registry that names them.
+
+A strategy is its config (plain data, a pydantic model whose fields are its options, each
+with a description) plus `run(problem, ctx)`, which reads like the paper. `@strategy`
+registers a class under its `name`; other packages register theirs through the
+`ponder.strategies` entry point group.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ponder.errors import UsageError
+from ponder.plugins import Registry, first_line
+from ponder.runtime.context import Context
+from ponder.runtime.prompting import AnswerWith
+from ponder.runtime.verifiers import options_error
+from ponder.types import Problem, Result
+
+# What a strategy's registry entry may say it is (its capabilities):
+POOLED = "pooled"  # its units are independent samples: a bench draws one pool for every k
+STEP = "step"  # it searches over steps (continues partial solutions)
+SCORED = "scored"  # it needs a verifier
+
+
+class Strategy(BaseModel):
+    """A strategy is its config (plain data) plus `run`, which reads like the paper."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: ClassVar[str]
+    # The option `-n` sets: the strategy's natural width (samples, beam width, iterations);
+    # None if it has none.
+    width: ClassVar[str | None] = None
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    # PAL: "program" answers with the printed output of the model's program; "both" keeps
+    # the reasoning's answer and the program's for a CoT × PoT cross-check.
+    answer_with: AnswerWith = Field(
+        default="reasoning",
+        description="reasoning (chain of thought), program (PAL: the sandbox runs the model's "
+        "program) or both",
+    )
+
+    def config(self) -> dict[str, Any]:
+        """The options as plain data (what a Result and the store record)."""
+        return self.model_dump(mode="json")
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        raise NotImplementedError
+
+
+S = TypeVar("S", bound=type[Strategy])
+
+STRATEGIES: Registry[type[Strategy]] = Registry(
+    "strategy",
+    "ponder.strategies",
+    tuple(
+        f"ponder.search.{module}"
+        for module in (
+            "greedy",
+            "sample",
+            "vote",
+            "best_of_n",
+            "weighted_vote",
+            "beam",
+            "dvts",
+            "lookahead",
+            "step_bon",
+            "particles",
+            "particle_gibbs",
+            "mcts",
+        )
+    ),
+)
+
+
+def strategy(cls: S) -> S:
+    """Register a Strategy class under its `name` (summary: its docstring's first sentence)."""
+    STRATEGIES.add(
+        cls.name,
+        cls,
+        summary=first_line(cls.__doc__),
+        options=cls,
+        capabilities=cls.capabilities,
+    )
+    return cls
+
+
+def make_strategy(
+    name: str, *, n: int | None = None, shared: bool = False, **options: Any
+) -> Strategy:
+    """A strategy by name with its options (None means the default). `n` sets the strategy's
+    width (see `Strategy.width`). Options it does not take are an error naming the valid
+    ones, unless `shared` (options and `n` meant for several strategies at once: each takes
+    those it has)."""
+    cls = STRATEGIES.get(name).obj
+    if n is not None and not (shared and cls.width is None):
+        if cls.width is None:
+            raise UsageError(
+                f"strategy '{name}' has no width for -n to set (its options: "
+                f"{', '.join(option_names(cls))}; give them with -o KEY=VALUE)"
+            )
+        options.setdefault(cls.width, n)
+    known = {
+        k: v for k, v in options.items() if v is not None and (not shared or k in cls.model_fields)
+    }
+    try:
+        return cls(**known)
+    except ValidationError as e:
+        raise UsageError(options_error(f"strategy '{name}'", cls, e)) from None
+
+
+def option_names(cls: type[BaseModel]) -> list[str]:
+    return [k for k, f in cls.model_fields.items() if not f.exclude]
