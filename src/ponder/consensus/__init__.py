@@ -1,0 +1,60 @@
+"""Consensus over samples: when to stop sampling (stopping rules), which answer a pool gives
+(selection rules), and what a rule costs on a stored pool (replay). Pure functions and plain
+data: no I/O, no model calls, so every rule runs the same live and offline."""
+
+from ponder.consensus.observations import Observation, Trace, observations, traces
+from ponder.consensus.replay import (
+    ExpectedOutcome,
+    OnlineFilter,
+    OnlineOutcome,
+    ReplayOutcome,
+    deepconf_online,
+    expected,
+    replay,
+)
+from ponder.consensus.selection import (
+    SELECTION_RULES,
+    ConfidenceWeighted,
+    DeepConfFilter,
+    Majority,
+    Selection,
+    SelectionRule,
+    SelfCertaintyBorda,
+)
+from ponder.consensus.stopping import (
+    ESC,
+    STOPPING_RULES,
+    Agreement,
+    BetaStop,
+    Decision,
+    StoppingRule,
+    WeightedConsensus,
+)
+
+__all__ = [
+    "ESC",
+    "SELECTION_RULES",
+    "STOPPING_RULES",
+    "Agreement",
+    "BetaStop",
+    "ConfidenceWeighted",
+    "Decision",
+    "DeepConfFilter",
+    "ExpectedOutcome",
+    "Majority",
+    "Observation",
+    "OnlineFilter",
+    "OnlineOutcome",
+    "ReplayOutcome",
+    "Selection",
+    "SelectionRule",
+    "SelfCertaintyBorda",
+    "StoppingRule",
+    "Trace",
+    "WeightedConsensus",
+    "deepconf_online",
+    "expected",
+    "observations",
+    "replay",
+    "traces",
+]

@@ -1,0 +1,201 @@
+"""Stopping rules for adaptive self-consistency: after each finished sample, stop sampling or
+go on, so easy questions cost a few samples and hard ones the whole budget.
+
+Each rule is plain data (a frozen config) with a pure `decide`: the same samples always give the
+same decision, which is what lets `ponder.consensus.replay` price a rule exactly on a stored
+pool. Samples without an answer never count as agreement but do count against the budget, and
+every rule stops once the budget of samples has finished.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy.special import betainc
+
+from ponder.consensus.observations import (
+    EPSILON,
+    Observation,
+    answered,
+    confidences,
+    leader,
+    totals,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether to stop now, why (in words), and the answer class leading at this point."""
+
+    stop: bool
+    reason: str
+    leader: int | None
+
+
+class StoppingRule(BaseModel):
+    """A rule deciding, after each finished sample, whether to stop sampling."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: ClassVar[str]
+    min_samples: int = Field(
+        default=2, ge=1, description="finished samples before the rule may stop early"
+    )
+
+    def decide(self, observations: Sequence[Observation], budget: int) -> Decision:
+        """Stop or go on, given the samples finished so far (in the order they finished)."""
+        votes, note = self.votes(observations)
+        lead = leader(votes)[0]
+        n = len(observations)
+        if n >= budget:
+            stop, reason = True, f"budget of {budget} reached"
+        elif n < self.min_samples:
+            stop, reason = False, f"{n} of the {self.min_samples} samples needed first"
+        else:
+            stop, reason = self.check(observations, votes)
+        return Decision(stop, f"{reason}; {note}" if note else reason, lead)
+
+    def votes(self, observations: Sequence[Observation]) -> tuple[dict[int, float], str | None]:
+        """The vote per answer class this rule reads (plain counts unless it weighs them), and
+        a note when it had to fall back."""
+        return totals(observations, [1.0] * len(observations)), None
+
+    @abstractmethod
+    def check(
+        self, observations: Sequence[Observation], votes: dict[int, float]
+    ) -> tuple[bool, str]:
+        """The rule's own test, once `min_samples` have finished and budget is left."""
+
+    def next_wave(self, observations: Sequence[Observation], budget: int, slots: int) -> int:
+        """How many samples to launch now, with `observations` finished and none in flight.
+
+        The first wave fills the backend's `slots` (at least `min_samples`, since no rule can
+        stop before those): a slot left idle saves no wall time. Later waves launch what the
+        slots hold, and never more than the budget leaves."""
+        left = budget - len(observations)
+        if not observations:
+            return max(0, min(left, max(self.min_samples, slots)))
+        return max(0, min(slots, left))
+
+
+class ESC(StoppingRule):
+    """Early-Stopping Self-Consistency (Li et al., 2024, "Escape Sky-high Cost"): stop when the
+    last `window` answers all agree. The paper tests each window of samples drawn together;
+    testing the last `window` after every sample stops no later."""
+
+    name: ClassVar[str] = "esc"
+    window: int = Field(default=4, ge=1, description="consecutive agreeing answers to stop")
+    min_samples: int = Field(
+        default=4, ge=1, description="finished samples before the rule may stop (default: window)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _min_samples_is_window(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "min_samples" not in data:
+            return {**data, "min_samples": data.get("window", 4)}
+        return data
+
+    def check(
+        self, observations: Sequence[Observation], votes: dict[int, float]
+    ) -> tuple[bool, str]:
+        last = observations[-self.window :]
+        if len(last) < self.window:
+            return False, f"{len(last)} samples, fewer than the window of {self.window}"
+        first = last[0].answer
+        if first is not None and all(o.answer == first for o in last):
+            return True, f"{self.window} of the last {self.window} answers agree"
+        return False, f"the last {self.window} answers do not all agree"
+
+
+class BetaStop(StoppingRule):
+    """Adaptive-Consistency's Beta stopping (Aggarwal et al., 2023), as its_hub 1.2 implements
+    it: with v1 votes for the leader and v2 for the runner-up, the probability that the leader
+    stays the leader is 1 − I₀.₅(v1 + 1, v2 + 1) (a uniform prior on the two's split); stop when
+    it reaches `threshold`."""
+
+    name: ClassVar[str] = "beta"
+    threshold: float = Field(
+        default=0.95, gt=0.0, le=1.0, description="P(leader stays the leader) to stop"
+    )
+
+    def check(
+        self, observations: Sequence[Observation], votes: dict[int, float]
+    ) -> tuple[bool, str]:
+        if not votes:
+            return False, "no answer yet"
+        ranked = [*sorted(votes.values(), reverse=True), 0.0]
+        p = leader_stays(ranked[0], ranked[1])
+        if p >= self.threshold:
+            return True, f"P(leader stays) {p:.3f} ≥ {self.threshold}"
+        return False, f"P(leader stays) {p:.3f} < {self.threshold}"
+
+
+def leader_stays(v1: float, v2: float) -> float:
+    """P(the leader with v1 votes stays ahead of the runner-up with v2): 1 − I₀.₅(v1+1, v2+1)."""
+    return 1.0 - float(betainc(v1 + 1.0, v2 + 1.0, 0.5))
+
+
+class Agreement(StoppingRule):
+    """its_hub's adaptive self-consistency: stop when the leader holds `share` of the answers."""
+
+    name: ClassVar[str] = "agreement"
+    share: float = Field(
+        default=0.75, gt=0.0, le=1.0, description="the leader's share of answers to stop"
+    )
+    min_samples: int = Field(
+        default=2, ge=1, description="answered samples before the rule may stop early"
+    )
+
+    def check(
+        self, observations: Sequence[Observation], votes: dict[int, float]
+    ) -> tuple[bool, str]:
+        n = len(answered(observations))
+        if n < self.min_samples:
+            return False, f"{n} of the {self.min_samples} answers needed first"
+        top = int(max(votes.values()))
+        share = top / n
+        if share >= self.share:
+            return True, f"{top} of {n} answers agree ({share:.2f} ≥ {self.share})"
+        return False, f"{top} of {n} answers agree ({share:.2f} < {self.share})"
+
+
+class WeightedConsensus(StoppingRule):
+    """DeepConf online's stop (and CISC-like): stop when the leader holds `threshold` of the
+    confidence-weighted vote. Weights are the observations' confidences (one without a
+    confidence weighs the mean of the others), clamped to stay positive: DeepConf confidences
+    (−mean top-k log-probability) and self-certainty already are, negative signals ("logprob",
+    "neg_entropy", "length") are not meant for this rule. With no confidence at all it counts
+    plainly and says so."""
+
+    name: ClassVar[str] = "weighted"
+    threshold: float = Field(
+        default=0.95, gt=0.0, le=1.0, description="the leader's weighted share to stop"
+    )
+
+    def votes(self, observations: Sequence[Observation]) -> tuple[dict[int, float], str | None]:
+        voters = answered(observations)
+        weights, note = confidences(voters)
+        if weights is None:
+            return totals(voters, [1.0] * len(voters)), (
+                "no confidence signal: plain counts" if voters else None
+            )
+        return totals(voters, [max(w, EPSILON) for w in weights]), note
+
+    def check(
+        self, observations: Sequence[Observation], votes: dict[int, float]
+    ) -> tuple[bool, str]:
+        if not votes:
+            return False, "no answer yet"
+        share = max(votes.values()) / sum(votes.values())
+        if share >= self.threshold:
+            return True, f"weighted share {share:.3f} ≥ {self.threshold}"
+        return False, f"weighted share {share:.3f} < {self.threshold}"
+
+
+STOPPING_RULES: dict[str, type[StoppingRule]] = {
+    cls.name: cls for cls in (ESC, BetaStop, Agreement, WeightedConsensus)
+}

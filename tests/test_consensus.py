@@ -1,0 +1,494 @@
+"""Consensus rules: stopping, selection and replay, on hand-computed pools and invariants."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from ponder.consensus import (
+    ESC,
+    STOPPING_RULES,
+    Agreement,
+    BetaStop,
+    ConfidenceWeighted,
+    Decision,
+    DeepConfFilter,
+    Majority,
+    Observation,
+    OnlineFilter,
+    SelectionRule,
+    SelfCertaintyBorda,
+    StoppingRule,
+    Trace,
+    WeightedConsensus,
+    deepconf_online,
+    expected,
+    observations,
+    replay,
+    traces,
+)
+from ponder.consensus.selection import NO_CONFIDENCE
+from ponder.consensus.stopping import leader_stays
+from ponder.errors import UsageError
+from ponder.types import Candidate, Signals, TokenStats
+
+
+def obs(*answers: int | None, tokens: int = 10) -> list[Observation]:
+    return [Observation(a, tokens) for a in answers]
+
+
+def conf(*pairs: tuple[int | None, float | None]) -> list[Observation]:
+    return [Observation(a, 10, c) for a, c in pairs]
+
+
+def decisions(rule: StoppingRule, pool: Sequence[Observation], budget: int = 99) -> list[bool]:
+    """The rule's stop/go after each sample of the pool."""
+    return [rule.decide(pool[: i + 1], budget).stop for i in range(len(pool))]
+
+
+# --- observations ----------------------------------------------------------------------------
+
+
+def test_observations_cluster_answers_and_read_the_chosen_signal() -> None:
+    cands = [
+        Candidate(text="", answer="1", completion_tokens=5, signals=Signals(scores={"tail": 2.0})),
+        Candidate(text="", answer="2", completion_tokens=6, signals=Signals(note="no logprobs")),
+        Candidate(
+            text="", answer="1.0", completion_tokens=7, signals=Signals(scores={"tail": 3.0})
+        ),
+        Candidate(text="", answer=None, completion_tokens=8),
+    ]
+    assert observations(cands, "number", "tail") == [
+        Observation(0, 5, 2.0),
+        Observation(1, 6, None),
+        Observation(0, 7, 3.0),
+        Observation(None, 8, None),
+    ]
+    assert [o.confidence for o in observations(cands, "number", None)] == [None] * 4
+    with pytest.raises(UsageError, match="unknown confidence signal"):
+        observations(cands, "number", "tails")
+    stats = TokenStats(*(np.ones(3, np.float32) for _ in range(4)), k=20)
+    cands[0] = cands[0].model_copy(update={"stats": stats})
+    ts = traces(cands, "number")
+    assert [t.answer for t in ts] == [0, 1, 0, None]
+    assert ts[0].confidence.tolist() == [1.0, 1.0, 1.0] and ts[1].confidence.shape == (0,)
+
+
+# --- stopping rules --------------------------------------------------------------------------
+
+
+def test_esc_stops_when_the_last_window_agrees() -> None:
+    rule = ESC()  # window 4, min_samples 4
+    assert rule.min_samples == 4 and ESC(window=3).min_samples == 3
+    assert ESC(window=3, min_samples=5).min_samples == 5
+    assert decisions(rule, obs(0, 1, 1, 1, 1)) == [False, False, False, False, True]
+    d = rule.decide(obs(0, 1, 1, 1, 1), 99)
+    assert d == Decision(True, "4 of the last 4 answers agree", 1)
+    assert rule.decide(obs(1, 1, 1), 99).reason == "3 of the 4 samples needed first"
+    # a missing answer breaks a run, and four missing answers do not agree
+    assert decisions(rule, obs(1, 1, None, 1, 1, 1, 1)) == [False] * 6 + [True]
+    assert decisions(rule, obs(None, None, None, None)) == [False] * 4
+    # min_samples below the window: nothing stops before a whole window
+    assert ESC(window=3, min_samples=1).decide(obs(2, 2), 99).reason == (
+        "2 samples, fewer than the window of 3"
+    )
+
+
+def test_esc_leader_is_the_majority_of_all_finished_samples() -> None:
+    pool = obs(0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 1)  # the first agreeing window is the last
+    assert decisions(ESC(), pool) == [False] * 10 + [True]
+    assert ESC().decide(pool, 99).leader == 0  # 6 votes for 0, 5 for 1
+
+
+def test_beta_stop_hand_computed() -> None:
+    # 1 − I₀.₅(a, b) with I₀.₅(a, b) = P(Binomial(a + b − 1, ½) ≥ a):
+    # (3, 0): I₀.₅(4, 1) = 1/16 → 0.9375 < 0.95: go on
+    # (4, 0): I₀.₅(5, 1) = 1/32 → 0.96875 ≥ 0.95: stop
+    # (4, 1): I₀.₅(5, 2) = (6 + 1)/64 → 0.890625: go on
+    # (2, 2): ½
+    assert leader_stays(3, 0) == pytest.approx(0.9375)
+    assert leader_stays(4, 0) == pytest.approx(0.96875)
+    assert leader_stays(4, 1) == pytest.approx(57 / 64)
+    assert leader_stays(2, 2) == pytest.approx(0.5)
+    rule = BetaStop()
+    assert rule.decide(obs(0, 0, 0), 99) == Decision(False, "P(leader stays) 0.938 < 0.95", 0)
+    assert rule.decide(obs(0, 0, 0, 0), 99) == Decision(True, "P(leader stays) 0.969 ≥ 0.95", 0)
+    assert not rule.decide(obs(0, 1, 0, 0, 0), 99).stop
+    # missing answers count for no one
+    assert decisions(rule, obs(0, None, 0, 0, None, 0)) == [False] * 5 + [True]
+    # a tie goes to the answer seen first
+    assert rule.decide(obs(1, 0, 0, 1), 99) == Decision(False, "P(leader stays) 0.500 < 0.95", 1)
+    assert rule.decide(obs(None, None), 99) == Decision(False, "no answer yet", None)
+
+
+@given(st.integers(0, 30), st.integers(0, 30))
+def test_leader_stays_is_a_binomial_tail(v1: int, v2: int) -> None:
+    # I₀.₅(v1 + 1, v2 + 1) = P(Binomial(v1 + v2 + 1, ½) ≥ v1 + 1)
+    n = v1 + v2 + 1
+    tail = sum(math.comb(n, k) for k in range(v1 + 1, n + 1)) / 2**n
+    assert leader_stays(v1, v2) == pytest.approx(1 - tail, abs=1e-12)
+
+
+def test_agreement_stops_at_the_leaders_share_of_answers() -> None:
+    rule = Agreement()  # 0.75 of at least 2 answers
+    assert decisions(rule, obs(0, 1, 0, 0)) == [False, False, False, True]
+    assert rule.decide(obs(0, 1, 0), 99).reason == "2 of 3 answers agree (0.67 < 0.75)"
+    assert rule.decide(obs(0, 1, 0, 0), 99).reason == "3 of 4 answers agree (0.75 ≥ 0.75)"
+    # the share is of answers; missing ones count only against the budget
+    assert rule.decide(obs(None, 0), 99).reason == "1 of the 2 answers needed first"
+    assert rule.decide(obs(None, 0, None, 0), 99) == Decision(
+        True, "2 of 2 answers agree (1.00 ≥ 0.75)", 0
+    )
+
+
+def test_weighted_consensus_weighs_by_confidence() -> None:
+    rule = WeightedConsensus()
+    # 19 / (19 + 1) = 0.95: stop although the count is one against one
+    assert rule.decide(conf((0, 19.0), (1, 1.0)), 99) == Decision(
+        True, "weighted share 0.950 ≥ 0.95", 0
+    )
+    assert rule.decide(conf((0, 1.0), (1, 19.0)), 99).leader == 1
+    # a sample without a confidence weighs the mean of the others: 3 + 1 against 2
+    d = rule.decide(conf((0, 3.0), (1, None), (0, 1.0)), 99)
+    assert d == Decision(
+        False,
+        "weighted share 0.667 < 0.95; 1 of 3 without confidence weigh the mean 2.000",
+        0,
+    )
+    # no confidence at all: plain counts, and the reason says so
+    d = rule.decide(conf((0, None), (0, None), (1, None)), 99)
+    assert d.reason == "weighted share 0.667 < 0.95; no confidence signal: plain counts"
+    assert rule.decide(conf((0, None), (0, None)), 99).stop
+    # weights are clamped positive: a zero confidence still votes a little
+    assert rule.decide(conf((0, 0.0), (0, 0.0)), 99).stop
+    assert rule.decide(conf((None, 5.0), (None, 5.0)), 99) == Decision(False, "no answer yet", None)
+
+
+@pytest.mark.parametrize("name", sorted(STOPPING_RULES))
+def test_every_rule_stops_at_its_budget(name: str) -> None:
+    rule = STOPPING_RULES[name]()
+    pool = obs(0, 1, 2)  # no agreement at all
+    assert rule.decide(pool, 4).stop is False
+    d = rule.decide(pool, 3)
+    assert d.stop and d.reason.startswith("budget of 3 reached") and d.leader == 0
+    assert rule.decide(obs(None, None), 2) == Decision(
+        True,
+        "budget of 2 reached",
+        None,
+    )
+
+
+def test_rule_configs_are_validated_plain_data() -> None:
+    with pytest.raises(ValidationError):
+        BetaStop(threshold=1.5)
+    with pytest.raises(ValidationError):
+        ESC(window=0)
+    with pytest.raises(ValidationError):
+        Agreement(shares=0.5)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        WeightedConsensus().threshold = 0.5  # type: ignore[misc]
+    assert BetaStop.model_validate({"threshold": 0.9}) == BetaStop(threshold=0.9)
+
+
+def test_next_wave_fills_the_slots_and_never_passes_the_budget() -> None:
+    assert ESC().next_wave([], 16, 2) == 4  # min_samples first: nothing stops before
+    assert ESC().next_wave(obs(0, 1, 0, 1), 16, 2) == 2  # then what the slots hold
+    assert BetaStop().next_wave([], 16, 8) == 8  # a full first wave costs no wall time
+    assert BetaStop().next_wave([], 5, 8) == 5  # ... but never more than the budget
+    assert BetaStop().next_wave(obs(0, 1, 0, 1), 5, 8) == 1
+    assert Agreement().next_wave(obs(0, 1), 2, 8) == 0
+
+
+# --- selection rules -------------------------------------------------------------------------
+
+
+def test_majority_and_its_ties() -> None:
+    s = Majority().select(obs(0, 1, 1, None))
+    assert (s.answer, s.weights, s.note, s.tie) == (1, {0: 1.0, 1: 2.0}, None, False)
+    assert Majority().select(obs(0, 1)).answer == 0 and Majority().select(obs(0, 1)).tie
+    assert Majority().select(obs(1, 0)).answer == 1
+    empty = Majority().select(obs(None))
+    assert (empty.answer, empty.weights, empty.tie) == (None, {}, False)
+
+
+def test_cisc_softmax_weights() -> None:
+    pool = conf((0, 1.0), (1, 0.0), (1, 0.0))
+    # T = 1: weights e/(e + 2) against 1/(e + 2) twice: class 0 has 0.576 > 0.424
+    s = ConfidenceWeighted().select(pool)
+    e = math.e
+    assert s.answer == 0
+    assert s.weights == pytest.approx({0: e / (e + 2), 1: 2 / (e + 2)})
+    # T = 10 flattens them: e^0.1 / (e^0.1 + 2) = 0.356, so the two votes win
+    s = ConfidenceWeighted(temperature=10).select(pool)
+    assert s.answer == 1 and s.weights[0] == pytest.approx(math.exp(0.1) / (math.exp(0.1) + 2))
+
+
+def test_deepconf_filter_keeps_the_ceiling_of_the_share() -> None:
+    rule = DeepConfFilter
+    assert rule(keep=0.9).kept(10) == 9  # not 10: 0.9 · 10 rounds to 9 first
+    assert rule(keep=0.85).kept(10) == 9  # ⌈8.5⌉
+    assert rule(keep=0.9).kept(16) == 15  # ⌈14.4⌉
+    assert rule(keep=0.1).kept(16) == 2  # ⌈1.6⌉
+    assert rule(keep=0.01).kept(10) == 1  # at least one
+    assert rule(keep=1.0).kept(7) == 7
+    # keep 0.4 of 5 = 2: the two most confident (both 0) outvote three less confident 1s
+    pool = conf((0, 5.0), (1, 1.0), (1, 1.5), (1, 2.0), (0, 4.0), (None, 9.0))
+    s = rule(keep=0.4).select(pool)
+    assert (s.answer, s.weights) == (0, {0: 9.0})
+    assert rule(keep=1.0).select(pool).weights == {0: 9.0, 1: 4.5}
+    # equal confidence at the boundary: the earlier sample is kept (⌈0.3 · 3⌉ = 1)
+    assert rule(keep=0.3).select(conf((0, 1.0), (1, 2.0), (2, 2.0))).answer == 1
+
+
+def test_self_certainty_borda_weights_for_three() -> None:
+    # ranks by confidence: sample 1 (0.9) r=1, sample 2 (0.5) r=2, sample 0 (0.2) r=3;
+    # p = ½: weights √3, √2, 1 → class 0 has 1 + √2 = 2.414 > √3 = 1.732
+    pool = conf((0, 0.2), (1, 0.9), (0, 0.5))
+    s = SelfCertaintyBorda().select(pool)
+    assert s.answer == 0 and s.weights == pytest.approx({0: 1 + math.sqrt(2), 1: math.sqrt(3)})
+    # p = 2: weights 9, 4, 1 → class 1 has 9 > 5
+    s = SelfCertaintyBorda(p=2).select(pool)
+    assert s.answer == 1 and s.weights == pytest.approx({0: 5.0, 1: 9.0})
+    assert SelfCertaintyBorda(p=0).select(pool).weights == {0: 2.0, 1: 1.0}
+
+
+@pytest.mark.parametrize(
+    "rule", [ConfidenceWeighted(), DeepConfFilter(), SelfCertaintyBorda()], ids=lambda r: r.name
+)
+def test_confidence_rules_fall_back_to_majority_and_say_so(rule: SelectionRule) -> None:
+    s = rule.select(conf((0, None), (1, None), (1, None), (None, 3.0)))
+    assert (s.answer, s.weights, s.note, s.tie) == (1, {0: 1.0, 1: 2.0}, NO_CONFIDENCE, False)
+    partial = rule.select(conf((0, 4.0), (1, None), (1, 2.0)))
+    assert partial.note == "1 of 3 without confidence weigh the mean 3.000"
+    assert rule.select(obs(None)).note is None
+
+
+# --- online filter and DeepConf online -------------------------------------------------------
+
+
+def stops_at(check: OnlineFilter, confidence: Sequence[float]) -> int | None:
+    return next((i for i, c in enumerate(confidence) if check.update(c)), None)
+
+
+def test_online_filter_stops_at_the_first_low_group() -> None:
+    # window 3, threshold 2: groups (from token 2 on) 3, 7/3, 5/3 < 2 → stop at token 4
+    assert stops_at(OnlineFilter(2.0, 3), [3, 3, 3, 1, 1, 1]) == 4
+    # fewer tokens than a window are never judged: the first group (0+0+5)/3 is at token 2
+    assert stops_at(OnlineFilter(2.0, 3), [0, 0, 5, 5, 5]) == 2
+    assert stops_at(OnlineFilter(2.0, 3), [0, 0]) is None
+    # a group equal to the threshold is not below it
+    assert stops_at(OnlineFilter(2.0, 3), [2, 2, 2, 2]) is None
+    assert stops_at(OnlineFilter(2.0, 1), [3, 2, 1.5]) == 2
+    with pytest.raises(UsageError):
+        OnlineFilter(2.0, 0)
+
+
+@given(st.lists(st.integers(0, 9), max_size=40), st.integers(1, 6), st.integers(0, 9))
+def test_online_filter_matches_the_sliding_windows(xs: list[int], window: int, thr: int) -> None:
+    check = OnlineFilter(thr / 2, window)
+    truth = next(
+        (
+            i
+            for i in range(window - 1, len(xs))
+            if sum(xs[i - window + 1 : i + 1]) / window < thr / 2
+        ),
+        None,
+    )
+    assert stops_at(check, [float(x) for x in xs]) == truth
+
+
+def trace(answer: int | None, *confidence: float) -> Trace:
+    return Trace(answer, len(confidence), np.asarray(confidence, np.float32))
+
+
+DEEPCONF_POOL = [
+    trace(0, 4, 4, 4, 4),  # warm-up: lowest group 4
+    trace(1, 3.5, 3.5, 3.5, 3.5),  # warm-up: 3.5
+    trace(2, 2, 2, 2, 2),  # warm-up: 2, below the threshold: does not vote
+    trace(0, 4, 4, 1, 1, 4),  # groups 4, 2.5, 1 < 2.3: cut at token 3 (4 tokens charged)
+    trace(1, 1),  # shorter than a window: never cut, but its mean 1 < 2.3: does not vote
+    trace(0, 3, 3, 3),  # votes 3
+    trace(0, 5, 5),  # votes 5
+    trace(1, 5, 5),
+]
+
+
+def test_deepconf_online_hand_made_pool() -> None:
+    # threshold: 10th percentile of (2, 3.5, 4) = 2 + 0.2 · 1.5 = 2.3
+    # votes after the warm-up {0: 4, 1: 3.5} (0.533); after trace 5 {0: 7, 1: 3.5} (0.667);
+    # after trace 6 {0: 12, 1: 3.5}: 12 / 15.5 = 0.774 ≥ 0.75
+    out = deepconf_online(DEEPCONF_POOL, 8, warmup=3, window=2, consensus=0.75)
+    assert out.threshold == pytest.approx(2.3)
+    assert (out.samples, out.tokens, out.answer, out.stopped_early) == (7, 12 + 4 + 1 + 3 + 2, 0, 1)
+    assert out.reason == "weighted share 0.774 ≥ 0.75"
+    out = deepconf_online(DEEPCONF_POOL, 6, warmup=3, window=2, consensus=0.75)
+    assert (out.samples, out.tokens, out.answer, out.reason) == (6, 20, 0, "budget of 6 reached")
+    # percentile 90 ("DeepConf-low"): threshold 3.5 + 0.8 · 0.5 = 3.9; only trace 0 votes,
+    # alone: a share of 1 at once
+    out = deepconf_online(DEEPCONF_POOL, 8, warmup=3, percentile=90, window=2)
+    assert out.threshold == pytest.approx(3.9)
+    assert (out.samples, out.tokens, out.answer) == (3, 12, 0)
+
+
+def test_deepconf_online_refuses_what_it_cannot_replay() -> None:
+    with pytest.raises(UsageError, match="cannot replay a budget"):
+        deepconf_online(DEEPCONF_POOL, 9)
+    with pytest.raises(UsageError, match="warmup"):
+        deepconf_online(DEEPCONF_POOL, 2, warmup=3)
+    with pytest.raises(UsageError, match="no token confidences"):
+        deepconf_online([trace(0, 1), Trace(0, 5, np.zeros(0, np.float32))], 2, warmup=1)
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+POOL = [Observation(a, t) for a, t in [(0, 10), (1, 20), (0, 30), (0, 40), (0, 50), (1, 60)]]
+
+
+def test_replay_hand_made_pool() -> None:
+    # slots 2: waves of 2; Agreement stops at 3 of 4 (0.75) as the second wave ends
+    out = replay(Agreement(), POOL, 6, 2)
+    assert (out.samples, out.tokens, out.answer) == (4, 100, 0)
+    assert out.decision.reason == "3 of 4 answers agree (0.75 ≥ 0.75)"
+    # slots 3: the second wave is samples 3, 4, 5; it stops after sample 3, cancelling 4 and 5
+    full = replay(Agreement(), POOL, 6, 3)
+    none = replay(Agreement(), POOL, 6, 3, charge_cancelled="none")
+    assert (full.samples, full.tokens) == (6, 100 + 50 + 60)
+    assert (none.samples, none.tokens) == (6, 100)
+    # slots 1: Beta needs four agreeing votes: 0, 0, 0, 0 at sample 4 of 0 1 0 0 0 (0.891 < 0.95
+    # at (4, 1)), so it runs to the budget
+    out = replay(BetaStop(), POOL, 6, 1)
+    assert (out.samples, out.tokens, out.decision.reason) == (6, 210, "budget of 6 reached")
+    out = replay(BetaStop(threshold=0.85), POOL, 6, 1)  # (4, 1): 0.891 ≥ 0.85
+    assert (out.samples, out.tokens) == (5, 150)
+    with pytest.raises(UsageError, match="cannot replay a budget of 7"):
+        replay(BetaStop(), POOL, 7, 1)
+
+
+def test_expected_averages_over_seeded_orders() -> None:
+    one = expected(Agreement(), POOL, 6, 2, orders=1, seed=0)
+    assert (one.samples, one.tokens, one.answers) == (4.0, 100.0, (0,))
+    many = expected(Agreement(), POOL, 6, 2, orders=20, seed=7)
+    assert many == expected(Agreement(), POOL, 6, 2, orders=20, seed=7)
+    assert len(many.answers) == 20 and many.answers[0] == 0
+    assert 2 <= many.samples <= 6 and many.tokens <= sum(o.tokens for o in POOL)
+    assert many.accuracy({0}) + many.accuracy({1}) == pytest.approx(1.0)
+    assert expected(ESC(), obs(*[3] * 8), 8, 2, orders=5, seed=1).accuracy({3}) == 1.0
+
+
+# --- invariants ------------------------------------------------------------------------------
+
+observation = st.builds(
+    Observation,
+    answer=st.one_of(st.none(), st.integers(0, 2)),
+    tokens=st.integers(0, 100),
+    confidence=st.one_of(st.none(), st.floats(0.1, 10.0)),
+)
+pools = st.lists(observation, min_size=1, max_size=12)
+rules = st.one_of(
+    st.builds(ESC, window=st.integers(1, 5)),
+    st.builds(BetaStop, threshold=st.floats(0.5, 0.99), min_samples=st.integers(1, 4)),
+    st.builds(Agreement, share=st.floats(0.3, 1.0), min_samples=st.integers(1, 4)),
+    st.builds(WeightedConsensus, threshold=st.floats(0.3, 1.0), min_samples=st.integers(1, 4)),
+)
+
+
+class NeverStop(StoppingRule):
+    name: ClassVar[str] = "never"
+
+    def check(
+        self, observations: Sequence[Observation], votes: dict[int, float]
+    ) -> tuple[bool, str]:
+        return False, "never"
+
+
+@settings(max_examples=60)
+@given(rules, pools, st.data())
+def test_replay_stays_within_budget_and_pool(
+    rule: StoppingRule, pool: list[Observation], data: st.DataObject
+) -> None:
+    budget = data.draw(st.integers(1, len(pool)))
+    slots = data.draw(st.integers(1, 8))
+    full = replay(rule, pool, budget, slots)
+    none = replay(rule, pool, budget, slots, charge_cancelled="none")
+    assert min(budget, rule.min_samples) <= full.samples <= budget
+    assert none.tokens <= full.tokens == sum(o.tokens for o in pool[: full.samples])
+    assert full.tokens <= sum(o.tokens for o in pool)
+    assert full.decision.stop and full.answer == full.decision.leader
+    # every wave, from any point, stays within what the budget leaves
+    for done in range(budget + 1):
+        wave = rule.next_wave(pool[:done], budget, slots)
+        assert 0 <= wave <= budget - done and wave <= max(slots, rule.min_samples)
+        assert wave > 0 or done == budget
+
+
+@settings(max_examples=60)
+@given(rules, pools, st.integers(1, 20))
+def test_decide_is_a_pure_function(
+    rule: StoppingRule, pool: list[Observation], budget: int
+) -> None:
+    before = list(pool)
+    first = rule.decide(pool, budget)
+    assert rule.decide(pool, budget) == first == rule.decide(tuple(pool), budget)
+    assert pool == before
+
+
+@settings(max_examples=60)
+@given(pools, st.integers(1, 8))
+def test_a_rule_that_never_stops_replays_plain_majority(
+    pool: list[Observation], slots: int
+) -> None:
+    majority = Majority().select(pool).answer
+    for rule in (NeverStop(), ESC(window=len(pool) + 1)):
+        out = replay(rule, pool, len(pool), slots)
+        assert out.samples == len(pool) and out.tokens == sum(o.tokens for o in pool)
+        assert out.answer == majority
+
+
+@settings(max_examples=60)
+@given(pools)
+def test_selection_rules_reduce_to_majority_without_preference(pool: list[Observation]) -> None:
+    flat = [Observation(o.answer, o.tokens, 1.0) for o in pool]
+    majority = Majority().select(pool)
+    for rule in (
+        ConfidenceWeighted(),
+        DeepConfFilter(keep=1.0),
+        SelfCertaintyBorda(p=0),
+    ):
+        s = rule.select(flat)
+        assert (s.answer, s.tie) == (majority.answer, majority.tie)
+        assert s.weights.keys() == majority.weights.keys()
+    for rule in (Majority(), ConfidenceWeighted(), DeepConfFilter(), SelfCertaintyBorda()):
+        s = rule.select(pool)
+        if s.answer is not None:
+            assert s.weights[s.answer] == max(s.weights.values())
+
+
+@settings(max_examples=40)
+@given(
+    st.lists(
+        st.builds(
+            lambda a, c: Trace(a, len(c) + 3, np.asarray(c, np.float32)),
+            st.one_of(st.none(), st.integers(0, 2)),
+            st.lists(st.integers(1, 9).map(float), min_size=1, max_size=12),
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+    st.data(),
+)
+def test_deepconf_online_stays_within_budget_and_pool(
+    pool: list[Trace], data: st.DataObject
+) -> None:
+    budget = data.draw(st.integers(1, len(pool)))
+    warmup = data.draw(st.integers(1, budget))
+    out = deepconf_online(pool, budget, warmup=warmup, window=data.draw(st.integers(1, 5)))
+    assert warmup <= out.samples <= budget
+    assert out.tokens <= sum(t.tokens for t in pool[: out.samples])
+    assert out.stopped_early <= out.samples - warmup
