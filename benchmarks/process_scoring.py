@@ -29,7 +29,7 @@ from ponder.runtime.context import Context
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.scheduler import Scheduler
 from ponder.runtime.verifiers import Verdict, Verifiers
-from ponder.tasks import gsm8k
+from ponder.tasks.registry import get_task
 from ponder.types import Problem
 from ponder.verify.judge import SelfJudge
 
@@ -62,7 +62,7 @@ async def one_mode(lm: LlamaCppLM, raw: bool, paths: int, steps: int) -> dict[st
             scored.append((lines[:steps], []))
             scored[slot] = (lines[:steps], await judge.score_steps(problem, lines[:steps], ctx))
 
-    problems = gsm8k.load(limit=60)
+    problems = get_task("gsm8k").load(limit=60)
     before = lm.metrics()["prompt_tokens_total"]
     started = time.monotonic()
     for i in range(0, len(problems), paths):

@@ -60,13 +60,13 @@ def run_proxy(questions: int, max_tokens: int) -> None:
     from ponder.lm.llamacpp import LlamaCppLM
     from ponder.lm.openai import OpenAILM
     from ponder.lm.registry import DEFAULT_MODEL, Registry
-    from ponder.tasks import gsm8k
+    from ponder.tasks.registry import get_task
 
     path, info = Registry().resolve(DEFAULT_MODEL)
     upstream = LlamaCppLM(path, info, slots=1)
     direct_url = f"{upstream.http_url}/v1"
     engine = Engine(OpenAILM(direct_url, slots=1), scheduler=Scheduler())
-    problems = gsm8k.load(limit=questions)
+    problems = get_task("gsm8k").load(limit=questions)
     direct: list[float] = []
     proxied: list[float] = []
     with running(create_app(engine)) as ponder_url, httpx.Client(timeout=600) as client:

@@ -21,14 +21,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ponder.bench.runner import run_strategy
-
+from ponder.answers import equivalent
 from ponder.lm.llamacpp import LlamaCppLM
 from ponder.lm.registry import DEFAULT_MODEL, Registry
 from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
-from ponder.runtime.strategy import make_strategy
-from ponder.tasks import gsm8k
+from ponder.runtime.strategy import Strategy, make_strategy
+from ponder.tasks.registry import get_task
+from ponder.types import Problem, Result
 
 
 class RecordingLM(LlamaCppLM):
@@ -42,6 +42,13 @@ class RecordingLM(LlamaCppLM):
     def _call(self, body: dict[str, Any], *, chat: bool) -> dict[str, Any]:
         self.bodies.append((body, chat))
         return super()._call(body, chat=chat)
+
+
+async def solve_all(engine: Engine, problems: list[Problem], strategy: Strategy) -> list[Result]:
+    """Every problem in flight at once (problem i seeded i): the scheduler keeps slots full."""
+    return list(
+        await asyncio.gather(*(engine.solve(p, strategy, seed=i) for i, p in enumerate(problems)))
+    )
 
 
 def peak_rss_mib() -> float:
@@ -58,7 +65,7 @@ def main() -> None:
     args = ap.parse_args()
 
     path, info = Registry().resolve(args.model)
-    problems = gsm8k.load(limit=args.problems)
+    problems = get_task("gsm8k").load(limit=args.problems)
     rss_before = peak_rss_mib()
 
     # 1. through ponder
@@ -67,7 +74,11 @@ def main() -> None:
     strategy = make_strategy("vote", n=args.n)
     before = lm.metrics()["tokens_predicted_total"]
     t0 = time.monotonic()
-    row, _ = asyncio.run(run_strategy(engine, problems, strategy, seed=0))
+    results = asyncio.run(solve_all(engine, problems, strategy))
+    completion_tokens = sum(r.total.completion_tokens for r in results)
+    correct = sum(
+        equivalent(r.answer, p.gold, "number") for r, p in zip(results, problems, strict=True)
+    )
     ponder_s = time.monotonic() - t0
     ponder_tokens = lm.metrics()["tokens_predicted_total"] - before
     rss_ponder = peak_rss_mib()
@@ -92,8 +103,8 @@ def main() -> None:
     )
     print(
         f"ponder: {ponder_tokens:.0f} decode tokens in {ponder_s:.1f} s = {ponder_tps:.1f} tok/s "
-        f"(ledger: {row.completion_tokens} completion tokens; "
-        f"accuracy {row.correct}/{row.problems})"
+        f"(ledger: {completion_tokens} completion tokens; "
+        f"accuracy {correct}/{len(problems)})"
     )
     print(f"raw   : {raw_tokens:.0f} decode tokens in {raw_s:.1f} s = {raw_tps:.1f} tok/s")
     print(f"ratio ponder/raw: {ponder_tps / raw_tps:.3f} (target >= 0.9)")
@@ -101,7 +112,7 @@ def main() -> None:
         f"peak RSS: {peak_rss_mib():.0f} MiB (after ponder phase {rss_ponder:.0f} MiB; "
         f"interpreter + imports {rss_before:.0f} MiB; target <= 1536 MiB)"
     )
-    if row.completion_tokens != ponder_tokens:
+    if completion_tokens != ponder_tokens:
         print("MISMATCH: the ledger's tokens differ from the server's counter", file=sys.stderr)
         sys.exit(1)
 

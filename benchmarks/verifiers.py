@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from ponder.answers import extract
+from ponder.answers import equivalent, extract
 from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.lm.llamacpp import LlamaCppLM
 from ponder.lm.registry import DEFAULT_MODEL, Registry
 from ponder.runtime.engine import Engine
 from ponder.runtime.strategy import make_strategy
 from ponder.search import tally
-from ponder.tasks import gsm8k
+from ponder.tasks.registry import get_task
 from ponder.types import Candidate
 from ponder.verify.quality import best_index, selection_quality
 
@@ -44,13 +44,17 @@ PHASES = {
 }
 
 
+def is_correct(answer: str | None, gold: str | None) -> bool:
+    return gold is not None and equivalent(answer, gold, "number")
+
+
 async def run(phase: str, problems: int, in_flight: int, max_tokens: int, slots: int) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{phase}.jsonl"
     done = set()
     if path.exists():
         done = {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
-    todo = [p for p in gsm8k.load(limit=problems) if p.id not in done]
+    todo = [p for p in get_task("gsm8k").load(limit=problems) if p.id not in done]
     print(f"{phase}: {len(done)} done, {len(todo)} to go", flush=True)
     if not todo:
         return
@@ -127,7 +131,7 @@ def table() -> None:
         if not (OUT / f"{phase}.jsonl").exists():
             continue
         rows = load(phase, ids)
-        acc = [float(gsm8k.is_correct(r["result"]["answer"], r["gold"])) for r in rows]
+        acc = [float(is_correct(r["result"]["answer"], r["gold"])) for r in rows]
         tok, calls = tokens(rows)
         lines.append(f"| {label} | {fmt(acc)} | {tok} | {calls} |")
     if (OUT / "pool.jsonl").exists():
@@ -148,11 +152,11 @@ def table() -> None:
             best = best_index([c.score for c in cands])
             first = next((c.answer for c in cands if c.answer is not None), None)
             a_bon = cands[best].answer if best is not None else first
-            maj.append(float(gsm8k.is_correct(a_maj, r["gold"])))
-            wv.append(float(gsm8k.is_correct(a_wv, r["gold"])))
-            bon.append(float(gsm8k.is_correct(a_bon, r["gold"])))
-            cover.append(float(any(gsm8k.is_correct(c.answer, r["gold"]) for c in cands)))
-            pools.append([(c.score, gsm8k.is_correct(c.answer, r["gold"])) for c in cands])
+            maj.append(float(is_correct(a_maj, r["gold"])))
+            wv.append(float(is_correct(a_wv, r["gold"])))
+            bon.append(float(is_correct(a_bon, r["gold"])))
+            cover.append(float(any(is_correct(c.answer, r["gold"]) for c in cands)))
+            pools.append([(c.score, is_correct(c.answer, r["gold"])) for c in cands])
         tok, calls = tokens(rows)
         n = len(rows[0]["result"]["candidates"])
         for label, acc in (

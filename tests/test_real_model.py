@@ -323,7 +323,7 @@ async def test_the_routers_cache_model_predicts_what_llamacpp_reuses(llama: Llam
     pinned to one slot, and the share of each prompt found cached, predicted and measured.
     The sequence covers each rule: a sibling overwriting a path unsaved, an unrelated prompt
     that makes llama.cpp save the slot's text to host memory, and its restoring later."""
-    from ponder.runtime.slots import CacheModel
+    from ponder.lm.cache import CacheModel
 
     nonce = f"run {id(llama)}"  # nothing cached by earlier tests shares these prompts
     head = (

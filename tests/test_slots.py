@@ -13,12 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ponder.lm.cache import CacheModel, common_prefix, prompt_key
 from ponder.lm.protocol import Capabilities, LanguageModel
 from ponder.lm.scripted import ScriptedLM
 from ponder.runtime.budget import Ledger
 from ponder.runtime.engine import Engine
 from ponder.runtime.scheduler import Lease, Scheduler
-from ponder.runtime.slots import CacheModel, SlotRouter, common_prefix, prompt_key
+from ponder.runtime.slots import SlotRouter
 from ponder.types import GenRequest, Message, Problem
 
 HEAD = "<system>Solve it.</system><user>" + "q " * 100 + "</user><assistant>"

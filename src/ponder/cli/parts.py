@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Generic, TypeVar
 
 import typer
+from rich.markup import escape
 
 from ponder.answers import ANSWER_KINDS
 from ponder.cli.common import app, out
@@ -41,7 +42,7 @@ class Listing(Generic[T]):
 
     def one(self, name: str, summary: str, capabilities: frozenset[str], origin: str) -> None:
         tags = ", ".join(sorted(capabilities))
-        where = "" if origin == BUILTIN else f" [from {origin}]"
+        where = "" if origin == BUILTIN else escape(f" [from {origin}]")
         out.print(
             f"[bold]{name}[/bold]{where}: {summary}" + (f" ({tags})" if tags else ""),
             soft_wrap=True,
@@ -75,7 +76,7 @@ def tasks(name: NameArg = None) -> None:
         out.print(f"  splits: {', '.join(['test', *task.splits])}")
         return
     for task_name, part in TASKS.parts().items():
-        where = "" if part.origin == BUILTIN else f" [from {part.origin}]"
+        where = "" if part.origin == BUILTIN else escape(f" [from {part.origin}]")
         kind = part.obj.kind
         out.print(f"[bold]{task_name}[/bold]{where} ({kind}): {part.summary}", soft_wrap=True)
 

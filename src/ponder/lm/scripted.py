@@ -20,8 +20,8 @@ import re
 from collections.abc import Callable, Sequence
 
 from ponder.errors import BackendError, TransientError
+from ponder.lm.cache import CacheModel, common_prefix, prompt_key
 from ponder.lm.protocol import Capabilities
-from ponder.runtime.slots import CacheModel, common_prefix, prompt_key
 from ponder.types import Completion, Generation, GenRequest, Message, ModelInfo, TokenLogprob
 
 ReplyFn = Callable[[GenRequest, int, random.Random], str]

@@ -24,9 +24,10 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from ponder.errors import BackendError, BudgetExceeded, TransientError
+from ponder.lm.cache import prompt_key
 from ponder.lm.protocol import Capabilities, LanguageModel
 from ponder.runtime.budget import Ledger, estimate
-from ponder.runtime.slots import SlotRouter, prompt_key
+from ponder.runtime.slots import SlotRouter
 from ponder.types import USAGE_FIELDS, Generation, GenRequest
 
 T = TypeVar("T")
