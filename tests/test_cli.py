@@ -11,7 +11,8 @@ from helpers import run_ponder
         (
             ["solve", "q", "--strategy", "nope"],
             "error: unknown strategy 'nope' (choose from: greedy, sample, vote, best_of_n, "
-            "weighted_vote, beam, dvts, lookahead, step_bon, particles, particle_gibbs, mcts)",
+            "weighted_vote, confidence_vote, deepconf_filter, certainty_borda, adaptive, deepconf, "
+            "beam, dvts, lookahead, step_bon, particles, particle_gibbs, mcts)",
         ),
         (["solve", "q", "--model", "nope"], "error: unknown model 'nope' (choose from: "),
         (["solve", "q", "--frobnicate"], "error: No such option: --frobnicate (options: "),

@@ -321,13 +321,23 @@ DEEPCONF_POOL = [
 
 
 def test_deepconf_online_hand_made_pool() -> None:
-    # threshold: 10th percentile of (2, 3.5, 4) = 2 + 0.2 · 1.5 = 2.3
-    # votes after the warm-up {0: 4, 1: 3.5} (0.533); after trace 5 {0: 7, 1: 3.5} (0.667);
-    # after trace 6 {0: 12, 1: 3.5}: 12 / 15.5 = 0.774 ≥ 0.75
+    # threshold: 10th percentile of (2, 3.5, 4) = 2 + 0.2 · 1.5 = 2.3; votes after the
+    # warm-up {0: 4, 1: 3.5} (0.533). The wave is traces 3-6; they end after 4 (cut at its
+    # fourth token), 1, 3 and 2 tokens, so in the order 4, 6, 5, 3: trace 4 (mean 1 < 2.3)
+    # does not vote; trace 6 makes {0: 9, 1: 3.5} (0.72); trace 5 {0: 12, 1: 3.5}: 12 / 15.5
+    # = 0.774 ≥ 0.75, so trace 3 is stopped having written 3 tokens like trace 5.
     out = deepconf_online(DEEPCONF_POOL, 8, warmup=3, window=2, consensus=0.75)
     assert out.threshold == pytest.approx(2.3)
-    assert (out.samples, out.tokens, out.answer, out.stopped_early) == (7, 12 + 4 + 1 + 3 + 2, 0, 1)
+    assert (out.samples, out.tokens, out.answer, out.stopped_early) == (7, 12 + 1 + 2 + 3 + 3, 0, 0)
     assert out.reason == "weighted share 0.774 ≥ 0.75"
+    full = deepconf_online(
+        DEEPCONF_POOL, 8, warmup=3, window=2, consensus=0.75, charge_cancelled="full"
+    )
+    assert full.tokens == 12 + 1 + 2 + 3 + 4  # trace 3 charged to its cut
+    # one trace at a time (the paper's Algorithm 2): trace 3 is cut (4 tokens), 4 does not
+    # vote, 5 makes 0.667, 6 makes 0.774: seven traces, 12 + 4 + 1 + 3 + 2 tokens
+    one = deepconf_online(DEEPCONF_POOL, 8, warmup=3, window=2, consensus=0.75, wave=1)
+    assert (one.samples, one.tokens, one.stopped_early) == (7, 22, 1)
     out = deepconf_online(DEEPCONF_POOL, 6, warmup=3, window=2, consensus=0.75)
     assert (out.samples, out.tokens, out.answer, out.reason) == (6, 20, 0, "budget of 6 reached")
     # percentile 90 ("DeepConf-low"): threshold 3.5 + 0.8 · 0.5 = 3.9; only trace 0 votes,
@@ -356,11 +366,18 @@ def test_replay_hand_made_pool() -> None:
     out = replay(Agreement(), POOL, 6, 2)
     assert (out.samples, out.tokens, out.answer) == (4, 100, 0)
     assert out.decision.reason == "3 of 4 answers agree (0.75 ≥ 0.75)"
-    # slots 3: the second wave is samples 3, 4, 5; it stops after sample 3, cancelling 4 and 5
-    full = replay(Agreement(), POOL, 6, 3)
+    # waves of 3: the second wave is samples 3, 4, 5 (40, 50, 60 tokens); it stops as sample
+    # 3 ends, when 4 and 5 have written 40 tokens each
+    elapsed = replay(Agreement(), POOL, 6, 3)
+    full = replay(Agreement(), POOL, 6, 3, charge_cancelled="full")
     none = replay(Agreement(), POOL, 6, 3, charge_cancelled="none")
+    assert (elapsed.samples, elapsed.tokens) == (6, 100 + 40 + 40)
     assert (full.samples, full.tokens) == (6, 100 + 50 + 60)
     assert (none.samples, none.tokens) == (6, 100)
+    # a wave ends in order of length: the short samples settle it first
+    mixed = [Observation(a, t) for a, t in [(1, 90), (0, 10), (0, 20), (0, 30)]]
+    out = replay(Agreement(), mixed, 4, 4)  # ends 10 (0), 20 (0): 2 of 2 agree
+    assert (out.samples, out.tokens, out.answer) == (4, 10 + 20 + 20 + 20, 0)
     # slots 1: Beta needs four agreeing votes: 0, 0, 0, 0 at sample 4 of 0 1 0 0 0 (0.891 < 0.95
     # at (4, 1)), so it runs to the budget
     out = replay(BetaStop(), POOL, 6, 1)
@@ -415,10 +432,13 @@ def test_replay_stays_within_budget_and_pool(
 ) -> None:
     budget = data.draw(st.integers(1, len(pool)))
     slots = data.draw(st.integers(1, 8))
-    full = replay(rule, pool, budget, slots)
+    full = replay(rule, pool, budget, slots, charge_cancelled="full")
+    elapsed = replay(rule, pool, budget, slots)
     none = replay(rule, pool, budget, slots, charge_cancelled="none")
     assert min(budget, rule.min_samples) <= full.samples <= budget
-    assert none.tokens <= full.tokens == sum(o.tokens for o in pool[: full.samples])
+    assert (
+        none.tokens <= elapsed.tokens <= full.tokens == sum(o.tokens for o in pool[: full.samples])
+    )
     assert full.tokens <= sum(o.tokens for o in pool)
     assert full.decision.stop and full.answer == full.decision.leader
     # every wave, from any point, stays within what the budget leaves
@@ -444,11 +464,12 @@ def test_decide_is_a_pure_function(
 def test_a_rule_that_never_stops_replays_plain_majority(
     pool: list[Observation], slots: int
 ) -> None:
-    majority = Majority().select(pool).answer
+    votes = Majority().select(pool).weights
     for rule in (NeverStop(), ESC(window=len(pool) + 1)):
         out = replay(rule, pool, len(pool), slots)
         assert out.samples == len(pool) and out.tokens == sum(o.tokens for o in pool)
-        assert out.answer == majority
+        # a majority class (ties go to the class that finished first)
+        assert out.answer is None if not votes else votes[out.answer] == max(votes.values())
 
 
 @settings(max_examples=60)
@@ -488,7 +509,8 @@ def test_deepconf_online_stays_within_budget_and_pool(
 ) -> None:
     budget = data.draw(st.integers(1, len(pool)))
     warmup = data.draw(st.integers(1, budget))
-    out = deepconf_online(pool, budget, warmup=warmup, window=data.draw(st.integers(1, 5)))
+    window, wave = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 4))
+    out = deepconf_online(pool, budget, warmup=warmup, window=window, wave=wave)
     assert warmup <= out.samples <= budget
     assert out.tokens <= sum(t.tokens for t in pool[: out.samples])
     assert out.stopped_early <= out.samples - warmup

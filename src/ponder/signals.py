@@ -19,6 +19,7 @@ back (and says so) instead of failing.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -70,6 +71,13 @@ class SignalSettings(BaseModel):
     bottom: float = Field(
         default=0.1, gt=0.0, le=1.0, description="share of lowest groups for the bottom score"
     )
+
+
+def token_confidence(token: TokenLogprob, k: int = 20) -> float:
+    """One token's DeepConf confidence, −(1/k) Σ log p over its top-k alternatives (the
+    chosen token alone when the backend gave none): what an online check reads per token."""
+    top = heapq.nlargest(k, token.top.values()) if token.top else [token.logprob]
+    return -sum(max(lp, -100.0) for lp in top) / len(top)
 
 
 def token_stats(logprobs: Sequence[TokenLogprob], k: int = 20) -> TokenStats:

@@ -94,7 +94,7 @@ class TokenLogprob:
     top: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # (arrays: compared by identity)
 class TokenStats:
     """Per-token arrays of one trace (float32, one entry per token with log-probabilities)."""
 

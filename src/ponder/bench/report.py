@@ -13,7 +13,7 @@ import csv
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,16 @@ from ponder.bench.analysis import (
     load_groups,
     points,
     verifier_quality,
+)
+from ponder.bench.confidence import (
+    ORDERS,
+    Replayed,
+    SignalQuality,
+    load_signals,
+    paired,
+    replay_points,
+    selection_points,
+    signal_quality,
 )
 from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.bench.store import Store
@@ -121,6 +131,14 @@ def write_report(
     groups = load_groups(store, price)
     by_group = {id(g): points(g) for g in groups}
     all_points = [p for g in groups for p in by_group[id(g)]]
+    confidence: list[Confidence] = []
+    for g in groups:
+        if g.kind == "pool" and not g.scored:
+            found = confidence_of(store, g, by_group[id(g)])
+            if found is not None:
+                confidence.append(found)
+    for c in confidence:
+        all_points += c.selection + [r.point for r in c.replayed]
     quality = [verifier_quality(g) for g in groups if g.kind == "pool" and g.scored]
     buckets = difficulty(groups, store)
     by_difficulty = difficulty_rows(groups, all_points, buckets)
@@ -129,12 +147,20 @@ def write_report(
     _csv(out / "verifier.csv", (asdict(q) for q in quality))
     _csv(out / "difficulty.csv", by_difficulty)
     _csv(out / "runs.csv", _run_rows(groups))
+    _csv(
+        out / "signals.csv",
+        (
+            {"task": c.group.task, "model": c.group.model, "pool": c.group.label, **asdict(q)}
+            for c in confidence
+            for q in c.quality
+        ),
+    )
 
     images: dict[tuple[str, str], list[str]] = {}
     if plots:
         images = plot_all(all_points, by_difficulty, out)
     path = out / "report.md"
-    text = markdown(store, groups, all_points, quality, by_difficulty, images)
+    text = markdown(store, groups, all_points, quality, by_difficulty, images, confidence)
     if price is not None:
         cached = price.prompt if price.cached is None else price.cached
         text = text.replace(
@@ -401,6 +427,7 @@ def markdown(
     quality: Sequence[VerifierQuality],
     by_difficulty: Sequence[dict[str, object]],
     images: dict[tuple[str, str], list[str]],
+    confidence: Sequence[Confidence] = (),
 ) -> str:
     lines = [
         f"# ponder report: {store.path.name}",
@@ -474,6 +501,9 @@ def markdown(
                 lines.append(
                     f"| {q.group} | {q.samples} | {auc} | {fpr} | {q.missed} / {q.coverage} |"
                 )
+        for c in confidence:
+            if (c.group.task, c.group.model) == (task, model):
+                lines += confidence_markdown(c)
         d_rows = [r for r in by_difficulty if r["task"] == task and r["model"] == model]
         if d_rows:
             lines += ["", "### By difficulty (each method at its largest k)", ""]
@@ -488,5 +518,78 @@ def markdown(
                 )
         for img in images.get((task, model), []):
             lines += ["", f"![{img}]({img})"]
-    lines += ["", "Tables: points.csv, verifier.csv, difficulty.csv, runs.csv.", ""]
+    lines += ["", "Tables: points.csv, verifier.csv, signals.csv, difficulty.csv, runs.csv.", ""]
     return "\n".join(lines)
+
+
+@dataclass
+class Confidence:
+    """What one unscored pool says about confidence: each signal's AUROC, the selection rules
+    at every k, and the stopping rules replayed, beside the plain vote's points."""
+
+    group: Group
+    quality: list[SignalQuality]
+    selection: list[Point]
+    replayed: list[Replayed]
+    vote: dict[int, Point]
+
+
+def confidence_of(store: Store, group: Group, pts: Sequence[Point]) -> Confidence | None:
+    """The confidence sections of an unscored pool whose samples carry signals (None if not)."""
+    pool = load_signals(store, group, stats=True)
+    if not pool.has_signals:
+        return None
+    vote = {p.k: p for p in pts if p.method == "vote"}
+    return Confidence(
+        group, signal_quality(pool), selection_points(pool), replay_points(pool), vote
+    )
+
+
+def confidence_markdown(c: Confidence) -> list[str]:
+    lines = ["", f"### Confidence signals · {c.group.label}", ""]
+    lines += [
+        "AUROC of each trace score against the sample's correctness (0.5: blind), over every "
+        "sample that has it (ponder.signals; higher = more confident).",
+        "",
+        "| signal | samples | AUROC |",
+        "|---|---|---|",
+    ]
+    for q in c.quality:
+        lines.append(
+            f"| {q.signal} | {q.samples} | {'—' if q.auroc is None else f'{q.auroc:.3f}'} |"
+        )
+    lines += ["", "### Selection by confidence against the plain vote (paired, same subsets)", ""]
+    lines += [
+        "| method | k | accuracy [95% CI] | vote | Δ [95% paired CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for p in c.selection:
+        v = c.vote.get(p.k)
+        if v is None:
+            continue
+        d, lo, hi = paired(p, v)
+        lines.append(
+            f"| {p.method} | {p.k} | {_fmt_acc(p)} | {100 * v.accuracy:.1f}% | "
+            f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |"
+        )
+    n = max(c.vote) if c.vote else 0
+    base = c.vote.get(n)
+    if c.replayed and base is not None:
+        lines += ["", f"### Adaptive stopping, replayed on the pool (budget {n} samples)", ""]
+        lines += [
+            "Each rule run as the live strategy runs it (waves of 4; a wave's samples end in "
+            "order of length; the others stop when one settles it, charged what they wrote "
+            f"by then), over the stored order and {ORDERS - 1} permutations per problem.",
+            "",
+            f"| rule | samples/problem | tokens/problem | tokens vs vote@{n} | accuracy [95% CI] "
+            f"| Δ vs vote@{n} [95% paired CI] |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in c.replayed:
+            d, lo, hi = paired(r.point, base)
+            lines.append(
+                f"| {r.label} | {r.samples.mean():.2f} | {r.point.tokens:,.0f} | "
+                f"{r.point.tokens / base.tokens:.0%} | {_fmt_acc(r.point)} | "
+                f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |"
+            )
+    return lines

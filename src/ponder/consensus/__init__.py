@@ -3,9 +3,9 @@
 data: no I/O, no model calls, so every rule runs the same live and offline."""
 
 from ponder.consensus.observations import Observation, Trace, observations, traces
+from ponder.consensus.online import DeepConfVote, OnlineFilter, cut_point, lowest_group
 from ponder.consensus.replay import (
     ExpectedOutcome,
-    OnlineFilter,
     OnlineOutcome,
     ReplayOutcome,
     deepconf_online,
@@ -40,6 +40,7 @@ __all__ = [
     "ConfidenceWeighted",
     "Decision",
     "DeepConfFilter",
+    "DeepConfVote",
     "ExpectedOutcome",
     "Majority",
     "Observation",
@@ -52,8 +53,10 @@ __all__ = [
     "StoppingRule",
     "Trace",
     "WeightedConsensus",
+    "cut_point",
     "deepconf_online",
     "expected",
+    "lowest_group",
     "observations",
     "replay",
     "traces",

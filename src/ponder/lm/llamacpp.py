@@ -20,9 +20,9 @@ import httpx
 from ponder.env import env_flag
 from ponder.errors import BackendError, ModelError, TransientError
 from ponder.lm.config import BackendConfig
-from ponder.lm.protocol import Capabilities, LanguageModel, Progress, backend
+from ponder.lm.protocol import Capabilities, LanguageModel, Progress, Watch, backend
 from ponder.lm.registry import DEFAULT_MODEL, Registry
-from ponder.lm.wire import parse_generation, request_body
+from ponder.lm.wire import parse_generation, request_body, stream_choice
 from ponder.types import Generation, GenRequest, Message, ModelInfo
 
 
@@ -92,6 +92,7 @@ class LlamaCppLM:
             slots=slots,
             n_with_stop=True,
             pin_slots=pin_slots,
+            stream=True,
         )
         try:
             self._server = xlc.Server(params)
@@ -187,9 +188,38 @@ class LlamaCppLM:
             max_tokens=req.max_tokens,
         )
 
-    async def _post(self, body: dict[str, Any], *, chat: bool) -> dict[str, Any]:
+    async def stream(self, req: GenRequest, watch: Watch) -> Generation:
+        """One choice streamed from llama.cpp's own HTTP endpoint (in-process calls cannot be
+        stopped midway): `watch` sees each token with its log-probabilities, and a stop closes
+        the connection, which stops the generation and frees the slot."""
+        if req.n != 1:
+            raise BackendError(f"llamacpp:{self.path.name}: a stream has one choice (n={req.n})")
+        chat = req.messages is not None
+        body = request_body(req, chat=chat, n=1, logprobs=True)
+        body["timings_per_token"] = True  # prompt, cached and written tokens as they go
+        if req.slot is not None:
+            body["id_slot"] = req.slot
+        choice, stopped = await stream_choice(
+            self._client(),
+            "/v1/chat/completions" if chat else "/v1/completions",
+            body,
+            where=f"llamacpp:{self.path.name}",
+            watch=watch,
+        )
+        return Generation(
+            choices=[choice.completion(stopped=stopped, want_logprobs=req.top_logprobs > 0)],
+            prompt_tokens=choice.prompt_tokens or 0,
+            cached_tokens=choice.cached_tokens,
+        )
+
+    def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             self._http = httpx.AsyncClient(base_url=self.http_url, timeout=None)
+        return self._http
+
+    async def _post(self, body: dict[str, Any], *, chat: bool) -> dict[str, Any]:
+        self._client()
+        assert self._http is not None
         path = "/v1/chat/completions" if chat else "/v1/completions"
         try:
             resp = await self._http.post(path, json=body)

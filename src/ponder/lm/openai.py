@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
 from ponder.errors import BackendError, TransientError, UsageError
 from ponder.lm.config import BackendConfig
-from ponder.lm.protocol import Capabilities, LanguageModel, Progress, backend
-from ponder.lm.wire import parse_generation, request_body
+from ponder.lm.protocol import Capabilities, LanguageModel, Progress, Watch, backend
+from ponder.lm.wire import parse_generation, request_body, stream_choice
 from ponder.types import Generation, GenRequest, Message, ModelInfo
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -161,6 +162,8 @@ class OpenAILM:
                     "logprobs": has_logprobs,
                     "raw_prefix": raw_prefix,
                     "continue_final": continue_final,
+                    # token streams with logprobs, as the server gives logprobs at all
+                    "stream": has_logprobs,
                 }
             )
             self._probed = True
@@ -202,6 +205,35 @@ class OpenAILM:
         if len(gen.choices) != req.n:
             raise TransientError(f"{where}: asked for {req.n} choices, got {len(gen.choices)}")
         return gen
+
+    async def stream(self, req: GenRequest, watch: Watch) -> Generation:
+        """One choice streamed, `watch` told of each token; a stop closes the connection
+        (servers stop generating for a client that went away). The prompt's tokens come from
+        the server's usage or timings; a server that stopped before saying (no
+        `continuous_usage_stats`, no timings) is asked once more for the prompt alone, and
+        that call is counted too."""
+        caps = await self.probe()
+        if not caps.stream or req.n != 1:
+            raise BackendError(f"{self.base_url}: no token stream with logprobs (n={req.n})")
+        chat = req.messages is not None
+        path = "/chat/completions" if chat else "/completions"
+        body = self._with_model(request_body(req, chat=chat, n=1, logprobs=True))
+        body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+        choice, stopped = await stream_choice(
+            self._client, path, body, where=f"{self.base_url}{path}", watch=watch
+        )
+        prompt_tokens, extra = choice.prompt_tokens, 0
+        if prompt_tokens is None:
+            counted = await self.generate(replace(req, max_tokens=1, top_logprobs=0))
+            prompt_tokens = counted.prompt_tokens
+            extra = counted.completion_tokens
+        completion = choice.completion(stopped=stopped, want_logprobs=req.top_logprobs > 0)
+        completion.completion_tokens += extra
+        return Generation(
+            choices=[completion],
+            prompt_tokens=prompt_tokens * (2 if extra else 1),
+            cached_tokens=choice.cached_tokens,
+        )
 
     async def render(self, messages: list[Message]) -> str:
         raise BackendError(f"{self.base_url}: ponder cannot render this server's chat template")

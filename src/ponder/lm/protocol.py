@@ -9,7 +9,10 @@ from pydantic import BaseModel
 
 from ponder.lm.config import BackendConfig
 from ponder.plugins import Registry
-from ponder.types import Generation, GenRequest, Message, ModelInfo
+from ponder.types import Generation, GenRequest, Message, ModelInfo, TokenLogprob
+
+# Told of each token as it is generated; True: stop the generation now (this token included).
+Watch = Callable[[TokenLogprob], bool]
 
 
 class Capabilities(BaseModel):
@@ -34,6 +37,10 @@ class Capabilities(BaseModel):
     # Runs a request on the slot it names (GenRequest.slot) and keeps a prefix cache per slot
     # (llama.cpp's id_slot): the scheduler then places requests by what each slot holds.
     pin_slots: bool = False
+    # Streams a single choice token by token with its log-probabilities and stops the
+    # generation for real when told to (`LanguageModel.stream`): its slot is freed and only
+    # the tokens written so far are charged.
+    stream: bool = False
 
     def native_n(self, req: GenRequest) -> bool:
         """Whether `req` goes to the backend as one request with n choices."""
@@ -55,6 +62,13 @@ class LanguageModel(Protocol):
     async def generate(self, req: GenRequest) -> Generation:
         """All `req.n` choices, each with its own token count. Called with n > 1 only when
         `capabilities.n`. Raises TransientError to be retried, BackendError otherwise."""
+        ...
+
+    async def stream(self, req: GenRequest, watch: Watch) -> Generation:
+        """One choice (`req.n == 1`), `watch` told of every token as it comes; when it says
+        stop, the generation stops on the backend and the choice comes back with what was
+        written, `finish_reason` "stopped", and exactly that many completion tokens. Only
+        when `capabilities.stream`; BackendError otherwise."""
         ...
 
     async def render(self, messages: list[Message]) -> str:

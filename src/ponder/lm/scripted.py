@@ -21,13 +21,15 @@ from collections.abc import Callable, Sequence
 
 from ponder.errors import BackendError, TransientError
 from ponder.lm.cache import CacheModel, common_prefix, prompt_key
-from ponder.lm.protocol import Capabilities
+from ponder.lm.protocol import Capabilities, Watch
 from ponder.types import Completion, Generation, GenRequest, Message, ModelInfo, TokenLogprob
 
 ReplyFn = Callable[[GenRequest, int, random.Random], str]
 # The first token's top alternatives {token: logprob}, for judges that read P(Yes).
 LogprobFn = Callable[[GenRequest, int, random.Random], dict[str, float]]
 FailFn = Callable[[int, GenRequest], Exception | None]
+# Every token's top alternatives {token: logprob}: (request, choice index, position, token).
+TokenLogprobFn = Callable[[GenRequest, int, int, str], dict[str, float]]
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -62,9 +64,13 @@ class ScriptedLM:
         prefix_cache: bool = False,
         decode_s: float = 0.0,
         prefill_s: float = 0.0,
+        token_logprobs: TokenLogprobFn | None = None,
     ) -> None:
+        """`logprobs` gives the first token's alternatives (a judge's P(Yes));
+        `token_logprobs` every token's (confidence signals; token streams)."""
         self._replies = replies
         self._logprobs = logprobs
+        self._token_logprobs = token_logprobs
         self._latency_s = latency_s
         # simulated compute: seconds per token written, per prompt token not found cached
         self._decode_s, self._prefill_s = decode_s, prefill_s
@@ -75,6 +81,8 @@ class ScriptedLM:
         self.in_flight = 0
         self.max_in_flight = 0
         self.cancelled = 0  # calls whose caller gave up while they ran (a client went away)
+        self.streamed = 0  # tokens written by streams (a stopped one writes no more)
+        self.stopped = 0  # streams stopped by their watch
         slots = self.capabilities.slots
         self.cache = CacheModel(slots) if prefix_cache else None  # llama.cpp's caches, played
         self.slot_of: list[int] = []  # the slot each call ran on (prefix_cache only)
@@ -90,7 +98,17 @@ class ScriptedLM:
         key = f"{req.seed}|{index}|{req.input_text()}".encode()
         return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
 
+    def _all_tokens(self, req: GenRequest, index: int, text: str) -> list[TokenLogprob]:
+        assert self._token_logprobs is not None
+        out = []
+        for i, token in enumerate(_TOKEN.findall(text)):
+            top = self._token_logprobs(req, index, i, token)
+            out.append(TokenLogprob(token=token, logprob=top.get(token, -30.0), top=top))
+        return out
+
     def _first_token(self, req: GenRequest, index: int, text: str) -> list[TokenLogprob] | None:
+        if self._token_logprobs is not None and req.top_logprobs > 0:
+            return self._all_tokens(req, index, text)
         if self._logprobs is None or req.top_logprobs == 0:
             return None
         top = self._logprobs(req, index, self._rng(req, index))
@@ -103,6 +121,53 @@ class ScriptedLM:
         if not self._replies:
             raise BackendError("scripted LM has an empty script")
         return self._replies[index % len(self._replies)]
+
+    async def stream(self, req: GenRequest, watch: Watch) -> Generation:
+        """The single choice written token by token (each `decode_s` apart), `watch` told of
+        each; a stop ends the writing at that token, charged exactly."""
+        if not self.capabilities.stream or req.n != 1:
+            raise BackendError(f"scripted: no token stream here (n={req.n})")
+        call = len(self.calls)
+        self.calls.append(req)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await self._wait(self._latency_s)
+            if self._fail is not None and (err := self._fail(call, req)) is not None:
+                raise err
+            text = self._reply(req, 0)
+            for s in req.stop:
+                if s and s in text:
+                    text = text[: text.index(s)]
+            text, cut = _truncate(text, req.max_tokens)
+            written: list[TokenLogprob] = []
+            end, stopped = 0, False
+            for match in _TOKEN.finditer(text):
+                token = match.group(0)
+                top = (
+                    self._token_logprobs(req, 0, len(written), token)
+                    if self._token_logprobs is not None
+                    else {token: 0.0}
+                )
+                written.append(TokenLogprob(token=token, logprob=top.get(token, -30.0), top=top))
+                end = match.end()
+                self.streamed += 1
+                await self._wait(self._decode_s)
+                if watch(written[-1]):
+                    stopped = True
+                    self.stopped += 1
+                    break
+            shown = text[:end] if stopped else text
+            reason = "stopped" if stopped else ("length" if cut else "stop")
+            choice = Completion(
+                text=shown,
+                completion_tokens=max(1, len(written)) if not stopped else len(written),
+                finish_reason=reason,
+                logprobs=written if req.top_logprobs > 0 else None,
+            )
+            return Generation(choices=[choice], prompt_tokens=count_tokens(req.input_text()))
+        finally:
+            self.in_flight -= 1
 
     async def render(self, messages: list[Message]) -> str:
         """A ChatML-like rendering, so raw-prefix code paths can be tested."""

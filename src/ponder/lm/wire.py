@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
+
+import httpx
 
 from ponder.errors import BackendError, TransientError
 from ponder.types import Completion, Generation, GenRequest, TokenLogprob
@@ -116,3 +120,107 @@ def parse_generation(
         prompt_tokens=int(usage.get("prompt_tokens", 0)),
         cached_tokens=int(details.get("cached_tokens") or 0),
     )
+
+
+class StreamedChoice:
+    """One streamed choice put together from OpenAI-style chunks (llama.cpp's `timings` per
+    token say how many prompt tokens were evaluated and found cached)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.parts: list[str] = []
+        self.logprobs: list[TokenLogprob] = []
+        self.finish_reason: str | None = None
+        self.prompt_tokens: int | None = None
+        self.cached_tokens = 0
+        self.completion_tokens: int | None = None  # the server's own count, when it says
+
+    def feed(self, chunk: dict[str, Any]) -> list[TokenLogprob]:
+        """Take one chunk; the tokens it brought (with their log-probabilities)."""
+        raise_for_error(chunk, self.where)
+        timings = chunk.get("timings")
+        if isinstance(timings, dict):
+            cache_n = int(timings.get("cache_n") or 0)
+            self.prompt_tokens = int(timings.get("prompt_n") or 0) + cache_n
+            self.cached_tokens = cache_n
+            if "predicted_n" in timings:
+                self.completion_tokens = int(timings["predicted_n"])
+        usage = chunk.get("usage")
+        if isinstance(usage, dict) and usage:
+            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+            details = usage.get("prompt_tokens_details") or {}
+            self.cached_tokens = int(details.get("cached_tokens") or self.cached_tokens)
+        new: list[TokenLogprob] = []
+        for ch in chunk.get("choices") or []:
+            delta = ch.get("delta")
+            text = (delta.get("content") if isinstance(delta, dict) else ch.get("text")) or ""
+            if text:
+                self.parts.append(text)
+            lps = _logprobs(ch)
+            if lps:
+                new.extend(lps)
+            if ch.get("finish_reason"):
+                self.finish_reason = str(ch["finish_reason"])
+        self.logprobs.extend(new)
+        return new
+
+    def completion(self, *, stopped: bool, want_logprobs: bool, stop_tokens: int = 0) -> Completion:
+        """The choice as written: stopped by the watch (its tokens are those received), or
+        finished by the server (its own count when it gave one)."""
+        if stopped:
+            tokens = len(self.logprobs)
+            reason = "stopped"
+        else:
+            reason = self.finish_reason or "stop"
+            tokens = (
+                self.completion_tokens
+                if self.completion_tokens is not None
+                else (len(self.logprobs) + (stop_tokens if reason == "stop" else 0))
+            )
+        return Completion(
+            text="".join(self.parts),
+            completion_tokens=tokens,
+            finish_reason=reason,
+            logprobs=self.logprobs if want_logprobs else None,
+        )
+
+
+async def stream_choice(
+    client: httpx.AsyncClient,
+    path: str,
+    body: dict[str, Any],
+    *,
+    where: str,
+    watch: Callable[[TokenLogprob], bool],
+) -> tuple[StreamedChoice, bool]:
+    """POST `body` as a stream and read its chunks, telling `watch` of each token; when it
+    says stop, the response is closed (the server stops generating) and the choice so far is
+    returned with True. Transport failures are TransientError (the scheduler retries)."""
+    choice = StreamedChoice(where)
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    try:
+        async with client.stream("POST", path, json=body) as resp:
+            if resp.status_code >= 400:
+                text = (await resp.aread()).decode("utf-8", "replace")[:300]
+                if resp.status_code >= 500 or resp.status_code == 429:
+                    raise TransientError(f"{where}: HTTP {resp.status_code}: {text}")
+                raise BackendError(f"{where}: HTTP {resp.status_code}: {text}")
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    chunk = json.loads(data)
+                except json.JSONDecodeError as e:
+                    raise TransientError(f"{where}: malformed chunk in the stream ({e})") from e
+                if not isinstance(chunk, dict):
+                    raise TransientError(f"{where}: a stream chunk is not a JSON object")
+                for token in choice.feed(chunk):
+                    if watch(token):
+                        return choice, True  # leaving the block closes the stream
+    except httpx.HTTPError as e:
+        raise TransientError(f"{where}: the stream broke ({type(e).__name__}: {e})") from e
+    return choice, False

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from ponder.answers import extract, extract_answer, normalize_number
-from ponder.lm.protocol import LanguageModel
+from ponder.lm.protocol import LanguageModel, Watch
 from ponder.runtime.budget import Ledger
 from ponder.runtime.prompting import AnswerWith, Prompting
 from ponder.runtime.scheduler import Lease, Scheduler
@@ -79,9 +79,12 @@ class Context:
         native = self.policy.capabilities.native_n(req)
         return self.ledger.affordable_n(req, self.policy.info, native_n=native)
 
-    def generate(self, req: GenRequest) -> Awaitable[Generation]:
-        """The request's call through the scheduler, to await (no frame of its own)."""
-        return self.scheduler.generate(self.policy, req, self.ledger, self.lease)
+    def generate(
+        self, req: GenRequest, watch: Callable[[], Watch] | None = None
+    ) -> Awaitable[Generation]:
+        """The request's call through the scheduler, to await (no frame of its own); `watch`
+        (one choice) sees each token and may stop the generation (Scheduler.generate)."""
+        return self.scheduler.generate(self.policy, req, self.ledger, self.lease, watch)
 
     def pinned(self) -> AbstractContextManager[Context]:
         """A Context whose single-sequence policy calls (verifier calls to the policy

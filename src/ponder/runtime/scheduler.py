@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from ponder.errors import BackendError, BudgetExceeded, TransientError
 from ponder.lm.cache import prompt_key
-from ponder.lm.protocol import Capabilities, LanguageModel
+from ponder.lm.protocol import Capabilities, LanguageModel, Watch
 from ponder.runtime.budget import Ledger, estimate
 from ponder.runtime.slots import SlotRouter
 from ponder.types import USAGE_FIELDS, Generation, GenRequest
@@ -196,22 +196,35 @@ class Scheduler:
         return lease
 
     async def generate(
-        self, lm: LanguageModel, req: GenRequest, ledger: Ledger, lease: Lease | None = None
+        self,
+        lm: LanguageModel,
+        req: GenRequest,
+        ledger: Ledger,
+        lease: Lease | None = None,
+        watch: Callable[[], Watch] | None = None,
     ) -> Generation:
         """Run one request: reserve its worst case, wait for slots, retry transient failures,
         charge what it really cost. Raises BudgetExceeded (nothing spent) or BackendError.
 
         A backend without native n gets n single requests with distinct seeds, each retried
-        and charged on its own, so a failure of one never loses what the others computed."""
+        and charged on its own, so a failure of one never loses what the others computed.
+
+        `watch` (a single choice only) makes a fresh watch for each attempt, told of every
+        token as it is written; when it says stop, a backend that streams stops generating
+        and only what was written is charged. A backend that cannot stream writes the whole
+        choice (all charged), and the watch reads its tokens afterwards: the choice is then
+        marked stopped where the watch would have stopped it."""
+        if watch is not None and req.n != 1:
+            raise ValueError(f"a watched request has one choice (n={req.n})")
         ready = self._ready.get(id(lm))
         if ready is None:
             ready = await self._prepare(lm, ledger)
         if not ledger.capped:  # an uncapped ledger reserves nothing (the engine's hot path)
-            return await self._dispatch(ready, req, ledger, lease)
+            return await self._dispatch(ready, req, ledger, lease, watch)
         native = ready.caps.native_n(req)
         reservation = ledger.reserve(estimate(req, lm.info, native_n=native))
         try:
-            return await self._dispatch(ready, req, ledger, lease)
+            return await self._dispatch(ready, req, ledger, lease, watch)
         finally:
             ledger.release(reservation)
 
@@ -227,15 +240,20 @@ class Scheduler:
         return ready
 
     def _dispatch(
-        self, ready: _Backend, req: GenRequest, ledger: Ledger, lease: Lease | None
+        self,
+        ready: _Backend,
+        req: GenRequest,
+        ledger: Ledger,
+        lease: Lease | None,
+        watch: Callable[[], Watch] | None = None,
     ) -> Awaitable[Generation]:
         """The call (or calls) a request becomes: on a lease's slot, placed by the router,
         on the backend's units, or as n singles (a plain function handing back what to
         await: no coroutine frame of its own on the engine's hottest path)."""
         if lease is not None and lease.covers(ready.lm, req):
-            return self._run_leased(lease, req, ledger)
+            return self._run_leased(lease, req, ledger, watch)
         if ready.caps.native_n(req):
-            return self._run(ready, req, ledger)
+            return self._run(ready, req, ledger, watch)
         return self._singles(ready, req, ledger)
 
     async def _singles(self, ready: _Backend, req: GenRequest, ledger: Ledger) -> Generation:
@@ -258,14 +276,25 @@ class Scheduler:
             cached_tokens=sum(p.cached_tokens for p in parts),
         )
 
-    def _run(self, ready: _Backend, req: GenRequest, ledger: Ledger) -> Awaitable[Generation]:
+    def _run(
+        self,
+        ready: _Backend,
+        req: GenRequest,
+        ledger: Ledger,
+        watch: Callable[[], Watch] | None = None,
+    ) -> Awaitable[Generation]:
         """One call on the backend's units, placed by its router if it has one."""
         if ready.router is None:
-            return self._call(ready.lm, req, ledger, ready.units)
-        return self._routed(ready.router, ready.lm, req, ledger)
+            return self._call(ready.lm, req, ledger, ready.units, watch)
+        return self._routed(ready.router, ready.lm, req, ledger, watch)
 
     async def _routed(
-        self, router: SlotRouter, lm: LanguageModel, req: GenRequest, ledger: Ledger
+        self,
+        router: SlotRouter,
+        lm: LanguageModel,
+        req: GenRequest,
+        ledger: Ledger,
+        watch: Callable[[], Watch] | None = None,
     ) -> Generation:
         slots = self.slots_for(lm)
         await slots.acquire(req.n)
@@ -276,7 +305,7 @@ class Scheduler:
             try:
                 if req.n == 1:
                     req = replace(req, slot=placed[0])
-                gen = await self._call(lm, req, ledger)
+                gen = await self._call(lm, req, ledger, None, watch)
                 text = key + gen.choices[0].text if req.n == 1 and gen.choices else None
                 return gen
             finally:
@@ -284,7 +313,13 @@ class Scheduler:
         finally:
             slots.release(req.n)
 
-    async def _run_leased(self, lease: Lease, req: GenRequest, ledger: Ledger) -> Generation:
+    async def _run_leased(
+        self,
+        lease: Lease,
+        req: GenRequest,
+        ledger: Ledger,
+        watch: Callable[[], Watch] | None = None,
+    ) -> Generation:
         lm, router = lease.lm, self._routers[id(lease.lm)]
         key = prompt_key(req)
         if lease.slot is None:  # the lease's first call takes its slot, kept until it closes
@@ -298,7 +333,7 @@ class Scheduler:
         else:
             router.holding(lease.slot, key)
         lease.text = key  # what the slot holds if the call fails midway (at least a guess)
-        gen = await self._call(lm, replace(req, slot=lease.slot), ledger)
+        gen = await self._call(lm, replace(req, slot=lease.slot), ledger, None, watch)
         lease.text = key + gen.choices[0].text if gen.choices else key
         return gen
 
@@ -308,23 +343,27 @@ class Scheduler:
         req: GenRequest,
         ledger: Ledger,
         units: WeightedSemaphore | None = None,
+        watch: Callable[[], Watch] | None = None,
     ) -> Generation:
         """The call itself, retried and charged; with `units`, once req.n of them are free
         (held until it returns)."""
         if units is not None and not units.take(req.n):
             await units.acquire(req.n)
+        call: Callable[[GenRequest], Awaitable[Generation]] = lm.generate
+        if watch is not None:
+            call = self._watched(lm, watch)
         try:
             started = time.monotonic()
             if self.request_timeout_s is None and ledger.budget.seconds is None:
                 # no time limit on the call: its first attempt needs no timeout scope (the
                 # common case, and the hottest path in the engine)
                 try:
-                    gen = await lm.generate(req)
+                    gen = await call(req)
                 except TransientError as failed:
                     ledger.failed_attempts += 1
-                    gen = await self._retrying(lm, ledger, lm.generate, req, failed)
+                    gen = await self._retrying(lm, ledger, call, req, failed)
             else:
-                gen = await self._retrying(lm, ledger, lm.generate, req)
+                gen = await self._retrying(lm, ledger, call, req)
             # the call's Usage, as its field values in order (the ledger keeps lines so)
             p, c, k, info = gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens, lm.info
             seconds = time.monotonic() - started
@@ -337,6 +376,19 @@ class Scheduler:
         finally:
             if units is not None:
                 units.release(req.n)
+
+    def _watched(
+        self, lm: LanguageModel, watch: Callable[[], Watch]
+    ) -> Callable[[GenRequest], Awaitable[Generation]]:
+        """How a watched request is made: streamed, a fresh watch per attempt, where the
+        backend streams; otherwise written whole and read by the watch afterwards."""
+        if self._ready[id(lm)].caps.stream:
+            return lambda r: lm.stream(r, watch())
+
+        async def whole(r: GenRequest) -> Generation:
+            return watched_afterwards(await lm.generate(r), watch())
+
+        return whole
 
     async def _retrying(
         self,
@@ -381,3 +433,15 @@ assert USAGE_FIELDS == (
     "flops",
     "dollars",
 )
+
+
+def watched_afterwards(gen: Generation, watch: Watch) -> Generation:
+    """A whole choice read by `watch` after the fact (a backend that cannot stop midway): if
+    the watch would have stopped it, it is marked "stopped" (it was written and is charged
+    whole; a strategy treats it as stopped, e.g. it does not vote)."""
+    for choice in gen.choices:
+        for token in choice.logprobs or ():
+            if watch(token):
+                choice.finish_reason = "stopped"
+                break
+    return gen

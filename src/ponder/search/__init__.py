@@ -3,8 +3,13 @@ strategy registry imports it the first time it is asked; see ponder.runtime.stra
 
 from __future__ import annotations
 
+from ponder.search.adaptive import Adaptive
 from ponder.search.beam import Beam
 from ponder.search.best_of_n import BestOfN
+from ponder.search.certainty_borda import CertaintyBorda
+from ponder.search.confidence_vote import ConfidenceVote
+from ponder.search.deepconf import DeepConf
+from ponder.search.deepconf_filter import DeepConfFilter
 from ponder.search.dvts import DVTS
 from ponder.search.greedy import Greedy
 from ponder.search.lookahead import Lookahead
@@ -19,8 +24,13 @@ from ponder.search.weighted_vote import WeightedVote
 __all__ = [
     "DVTS",
     "MCTS",
+    "Adaptive",
     "Beam",
     "BestOfN",
+    "CertaintyBorda",
+    "ConfidenceVote",
+    "DeepConf",
+    "DeepConfFilter",
     "Greedy",
     "Lookahead",
     "ParticleGibbs",

@@ -11,10 +11,12 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
+from ponder.consensus import SelectionRule, observations
 from ponder.errors import BackendError, BudgetExceeded
 from ponder.runtime.context import Context
 from ponder.runtime.strategy import POOLED, SCORED, Strategy, strategy
 from ponder.runtime.verifiers import VerifierSpec
+from ponder.signals import SignalName
 from ponder.types import Candidate, Problem, Result
 
 
@@ -96,3 +98,41 @@ class ScoredSample(Sample):
         if all(c.note and c.note.startswith("sample failed") for c in candidates):
             raise BackendError(candidates[0].note or "every sample failed")
         return candidates, ("budget" if n < self.n else None)
+
+
+class SelectedSample(Sample):
+    """n samples, the answer chosen by a selection rule that reads each sample's confidence
+    (ponder.consensus.selection); without confidence signals it falls back to a majority
+    vote and says so."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({POOLED})
+    signal: SignalName = Field(
+        default="tail", description="the trace confidence the rule reads (ponder.signals)"
+    )
+
+    def rule(self) -> SelectionRule:
+        raise NotImplementedError
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        candidates, stopped = await self.draw(problem, ctx)
+        pool = observations(candidates, problem.kind, self.signal)
+        chosen = self.rule().select(pool)
+        answer = next(
+            (c.answer for c, o in zip(candidates, pool, strict=True) if o.answer == chosen.answer),
+            None,
+        )
+        weights = {
+            next(c.answer for c, o in zip(candidates, pool, strict=True) if o.answer == cid): w
+            for cid, w in chosen.weights.items()
+        }
+        ctx.report("tally", weights=weights, answer=answer)
+        return ctx.result(
+            problem,
+            self,
+            answer,
+            candidates,
+            stopped=stopped,
+            weights=weights,
+            tie=chosen.tie,
+            note=chosen.note,
+        )

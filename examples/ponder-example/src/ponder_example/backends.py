@@ -7,7 +7,7 @@ import re
 
 from ponder.errors import BackendError
 from ponder.lm import BackendConfig, Capabilities, Progress, backend
-from ponder.lm.protocol import LanguageModel
+from ponder.lm.protocol import LanguageModel, Watch
 from ponder.types import Completion, Generation, GenRequest, Message, ModelInfo
 
 _EXPR = re.compile(r"(-?\d+(?:\.\d+)?)\s*([-+*/×x])\s*(-?\d+(?:\.\d+)?)")
@@ -44,6 +44,9 @@ class Arithmetic:
         words = len(text.split())
         choices = [Completion(text=text, completion_tokens=words) for _ in range(req.n)]
         return Generation(choices=choices, prompt_tokens=len(question.split()))
+
+    async def stream(self, req: GenRequest, watch: Watch) -> Generation:
+        raise BackendError("arithmetic: no token streams")
 
     async def render(self, messages: list[Message]) -> str:
         raise BackendError("arithmetic: no chat template")

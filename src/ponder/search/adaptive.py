@@ -1,0 +1,212 @@
+"""Adaptive self-consistency: sample in waves and stop as soon as the answer is settled, so an
+easy question costs a few samples and a hard one the whole budget. The stopping rule is one of
+ponder.consensus's: ESC (Li et al., 2024: a window of identical answers), Beta stopping
+(Aggarwal et al., 2023: P(the leader stays the leader) ≥ a threshold), its_hub's agreement
+share, or DeepConf's confidence-weighted consensus.
+
+    finished ← []
+    while the rule says go on:
+        wave ← rule.next_wave(finished, n, w)             (at most w samples of this problem)
+        launch the wave; each sample streams, watched
+        as each sample finishes:
+            finished += it
+            if rule.decide(finished, n) says stop:
+                stop the wave's other samples (they stop at their next token, charged so far)
+    answer ← the rule's leader
+
+Many problems run at once (a bench, a server), so a wave of w < slots keeps the backend full
+while each problem stops early; the slots a settled problem frees go to those still open. The
+rule is a pure function of the finished samples, so `ponder.consensus.replay` prices the same
+rule on a stored pool exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from ponder.answers import cluster
+from ponder.consensus import (
+    ESC,
+    Agreement,
+    BetaStop,
+    Decision,
+    Observation,
+    StoppingRule,
+    WeightedConsensus,
+)
+from ponder.errors import BackendError, BudgetExceeded
+from ponder.lm.protocol import Watch
+from ponder.runtime.context import Context
+from ponder.runtime.strategy import Strategy, strategy
+from ponder.signals import SignalName
+from ponder.types import Candidate, GenRequest, Problem, Result, TokenLogprob
+
+Rule = Literal["esc", "beta", "agreement", "weighted"]
+
+
+@strategy
+class Adaptive(Strategy):
+    """Self-consistency that stops sampling once the answer is settled (ESC, Beta, weighted)."""
+
+    name: ClassVar[str] = "adaptive"
+    width: ClassVar[str | None] = "n"
+    n: int = Field(default=16, ge=1, description="the budget: samples at most")
+    temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
+    rule: Rule = Field(
+        default="beta",
+        description="when to stop: esc (a window of equal answers), beta (P(leader stays) ≥ "
+        "threshold), agreement (the leader's share ≥ threshold), weighted (its "
+        "confidence-weighted share ≥ threshold)",
+    )
+    threshold: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="beta: 0.95; agreement: 0.75; weighted: 0.95 (the rule's own default)",
+    )
+    window: int = Field(default=4, ge=1, description="esc: equal answers in a row to stop")
+    min_samples: int | None = Field(
+        default=None, ge=1, description="samples before the rule may stop [default: the rule's]"
+    )
+    wave: int = Field(
+        default=4, ge=1, description="samples of one problem launched at once (a wave)"
+    )
+    signal: SignalName = Field(
+        default="tail", description="weighted: the confidence each sample's vote weighs"
+    )
+
+    def stopping_rule(self) -> StoppingRule:
+        common = {} if self.min_samples is None else {"min_samples": self.min_samples}
+        threshold = {} if self.threshold is None else {"threshold": self.threshold}
+        if self.rule == "esc":
+            return ESC(window=self.window, **common)
+        if self.rule == "beta":
+            return BetaStop(**threshold, **common)
+        if self.rule == "agreement":
+            share = {} if self.threshold is None else {"share": self.threshold}
+            return Agreement(**share, **common)
+        return WeightedConsensus(**threshold, **common)
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        rule = self.stopping_rule()
+        sampler = WaveSampler(ctx, problem, self.temperature)
+        finished: list[Candidate] = []
+        decision: Decision | None = None
+        stopped: str | None = None
+        while decision is None or not decision.stop:
+            size = rule.next_wave(self.observe(finished, problem), self.n, self.wave)
+            if size == 0:
+                break
+            wave = sampler.launch(size)
+            if not wave:
+                stopped = "budget"
+                break
+            for done in asyncio.as_completed(wave):
+                cand = await done
+                if sampler.settled or cand.finish_reason == "stopped":
+                    # written after the answer was settled (or stopped): charged, not voting
+                    if cand.finish_reason != "stopped":
+                        sampler.late.append(cand)
+                    continue
+                finished.append(cand)
+                decision = rule.decide(self.observe(finished, problem), self.n)
+                ctx.report("sample", answer=cand.answer, reason=decision.reason)
+                if decision.stop:
+                    sampler.settle()
+            if sampler.short:
+                stopped = "budget"
+                break
+        answer = None
+        if decision is not None and decision.leader is not None:
+            answer = next(
+                c.answer
+                for c, cid in zip(finished, self.classes(finished, problem), strict=True)
+                if cid == decision.leader
+            )
+        return ctx.result(
+            problem,
+            self,
+            answer,
+            [*finished, *sampler.late, *sampler.cut],
+            stopped=stopped,
+            samples=len(finished),
+            cut=len(sampler.cut),
+            reason=decision.reason if decision else "no sample finished",
+            streamed=ctx.policy.capabilities.stream,
+        )
+
+    def classes(self, finished: list[Candidate], problem: Problem) -> list[int | None]:
+        return cluster([c.answer for c in finished], problem.kind or "math")
+
+    def observe(self, finished: list[Candidate], problem: Problem) -> list[Observation]:
+        """The finished samples as the rule reads them (class ids in first-seen order)."""
+        return [
+            Observation(
+                answer=cid,
+                tokens=c.completion_tokens,
+                confidence=c.signals.get(self.signal) if c.signals else None,
+            )
+            for c, cid in zip(finished, self.classes(finished, problem), strict=True)
+        ]
+
+
+class WaveSampler:
+    """Launches single samples of one problem, each streamed with a watch that stops it once
+    the problem is settled; keeps the samples that were stopped (charged, not voting)."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        problem: Problem,
+        temperature: float,
+        watch: Callable[[], Callable[[TokenLogprob], bool]] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.problem = problem
+        self.temperature = temperature
+        self.extra_watch = watch
+        self.settled = False
+        self.short = False  # the budget afforded fewer samples than asked
+        self.cut: list[Candidate] = []  # stopped midway
+        self.late: list[Candidate] = []  # finished after the answer was settled
+
+    def settle(self) -> None:
+        """The answer is settled: samples in flight stop at their next token."""
+        self.settled = True
+
+    def launch(self, k: int) -> list[asyncio.Task[Candidate]]:
+        tasks = []
+        for _ in range(k):
+            req = self.ctx.request(self.problem, n=1, temperature=self.temperature)
+            if self.ctx.affordable(req) < 1:
+                self.short = True
+                break
+            tasks.append(asyncio.ensure_future(self.one(req)))
+        return tasks
+
+    def watch(self) -> Watch:
+        extra = self.extra_watch() if self.extra_watch is not None else None
+
+        def check(token: TokenLogprob) -> bool:
+            if self.settled:
+                return True
+            return extra is not None and extra(token)
+
+        return check
+
+    async def one(self, req: GenRequest) -> Candidate:
+        try:
+            gen = await self.ctx.generate(req, self.watch)
+        except (BackendError, BudgetExceeded) as e:
+            # one lost sample must not lose the others: it stays, empty, with the reason
+            return Candidate(text="", note=f"sample failed: {e}", finish_reason="error")
+        (cand,) = await self.ctx.candidates(self.problem, gen)
+        if cand.finish_reason == "stopped":
+            why = "the answer was settled" if self.settled else "its confidence fell too low"
+            cand.note = f"stopped: {why}"
+            self.cut.append(cand)
+        return cand

@@ -1,0 +1,187 @@
+"""Adaptive sampling and DeepConf online, live, on the scripted backend: when they stop, what
+they charge, what a stopped trace costs, and what they say when the backend lacks a part."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import no_sleep
+from ponder.consensus import BetaStop, Observation, replay
+from ponder.errors import UsageError
+from ponder.lm.protocol import Capabilities
+from ponder.lm.scripted import ScriptedLM, count_tokens
+from ponder.runtime.engine import Engine
+from ponder.runtime.scheduler import Scheduler
+from ponder.types import GenRequest, Problem
+
+PROBLEM = Problem(question="What is 6 * 7?", kind="number")
+SURE = {"x": -8.0, "y": -9.0}  # alternatives far below the chosen token: confidence ≈ 5.7
+UNSURE = {"x": -0.9, "y": -1.2}  # close alternatives: confidence ≈ 0.9
+
+
+def engine(
+    reply: object,
+    *,
+    stream: bool = True,
+    logprobs: bool = True,
+    decode_s: float = 0.0,
+    token_logprobs: object = None,
+    slots: int = 8,
+) -> tuple[Engine, ScriptedLM]:
+    caps = Capabilities(slots=slots, n_with_stop=True, stream=stream, logprobs=logprobs)
+    lm = ScriptedLM(
+        reply,  # type: ignore[arg-type]
+        capabilities=caps,
+        decode_s=decode_s,
+        token_logprobs=token_logprobs,  # type: ignore[arg-type]
+    )
+    return Engine(lm, scheduler=Scheduler(sleep=no_sleep)), lm
+
+
+def sure(req: GenRequest, index: int, position: int, token: str) -> dict[str, float]:
+    return {token: -0.01, **SURE}
+
+
+async def test_beta_stops_after_four_agreeing_samples_and_charges_only_those() -> None:
+    eng, lm = engine(["so the answer is \\boxed{42}"])
+    r = await eng.solve(PROBLEM, "adaptive", n=16, seed=1, rule="beta")
+    # (4, 0): 1 − I½(5, 1) = 1 − 1/32 = 0.969 ≥ 0.95; the first wave is 4 samples
+    assert r.answer == "42" and r.info["samples"] == 4 and r.info["cut"] == 0
+    assert r.info["reason"] == "P(leader stays) 0.969 ≥ 0.95"
+    assert len(lm.calls) == 4
+    assert r.total.completion_tokens == sum(c.completion_tokens for c in r.candidates)
+
+
+async def test_split_answers_run_to_the_budget() -> None:
+    eng, lm = engine(lambda req, i, rng: f"\\boxed{{{rng.choice([1, 2, 3, 4])}}}")
+    r = await eng.solve(PROBLEM, "adaptive", n=10, seed=3, rule="esc", window=5)
+    assert len(lm.calls) == 10 and r.info["reason"] == "budget of 10 reached"
+
+
+async def test_samples_in_flight_stop_within_one_token_and_are_charged_exactly() -> None:
+    """ESC with a window of 1 stops at the first finished sample; the three others of its wave
+    are longer and are stopped at their next token: the tokens charged are exactly the
+    tokens written, and no sample writes more than one token after the decision."""
+
+    lengths = iter([3, 40, 60, 80])
+
+    def reply(req: GenRequest, i: int, rng: random.Random) -> str:
+        return " ".join(["step"] * next(lengths)) + " \\boxed{42}"
+
+    eng, lm = engine(reply, decode_s=0.001, token_logprobs=sure)
+    r = await eng.solve(PROBLEM, "adaptive", n=8, seed=5, rule="esc", window=1, wave=4)
+    finished = [c for c in r.candidates if c.finish_reason != "stopped"]
+    cut = [c for c in r.candidates if c.finish_reason == "stopped"]
+    assert len(finished) == 1 and len(cut) == 3
+    assert all(c.note == "stopped: the answer was settled" for c in cut)
+    assert (
+        r.total.completion_tokens == lm.streamed == sum(c.completion_tokens for c in r.candidates)
+    )
+    shortest = finished[0].completion_tokens
+    assert all(c.completion_tokens <= shortest + 1 for c in cut)  # stopped within one token
+    assert lm.stopped == 3
+
+
+async def test_a_backend_that_cannot_stream_writes_samples_whole_and_says_so() -> None:
+    eng, lm = engine(["\\boxed{42}"], stream=False)
+    r = await eng.solve(PROBLEM, "adaptive", n=16, seed=1, rule="beta", wave=8)
+    # the first wave of 8 settles it (four would), but cannot be stopped: all 8 are written
+    # whole, charged whole, and vote; no second wave is launched
+    assert len(lm.calls) == 8 and r.info["streamed"] is False
+    assert r.total.completion_tokens == sum(c.completion_tokens for c in r.candidates)
+    assert r.info["samples"] == 4 and r.info["cut"] == 0 and len(r.candidates) == 8
+
+
+async def test_weighted_consensus_without_logprobs_falls_back_to_counts_and_says_so() -> None:
+    eng, _ = engine(["\\boxed{42}"], logprobs=False)
+    r = await eng.solve(PROBLEM, "adaptive", n=8, seed=1, rule="weighted")
+    assert r.answer == "42"
+    assert "no confidence signal: plain counts" in r.info["reason"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 4000), st.integers(1, 12), st.sampled_from(["esc", "beta", "agreement"]))
+async def test_no_rule_spends_past_its_budget(tokens: int, n: int, rule: str) -> None:
+    eng, _ = engine(lambda req, i, rng: " ".join(["w"] * rng.randint(1, 60)) + " \\boxed{1}")
+    r = await eng.solve(PROBLEM, "adaptive", n=n, seed=tokens, rule=rule, budget={"tokens": tokens})
+    assert r.total.total_tokens <= tokens
+    assert len([c for c in r.candidates if c.finish_reason != "error"]) <= n
+
+
+def test_bad_options_name_the_option() -> None:
+    from ponder.runtime.strategy import make_strategy
+
+    with pytest.raises(UsageError, match=r"threshold: Input should be less than or equal to 1"):
+        make_strategy("adaptive", threshold=1.5)
+    with pytest.raises(UsageError, match=r"percentile: Input should be less than or equal to 100"):
+        make_strategy("deepconf", percentile=150)
+    with pytest.raises(UsageError, match="deepconf: warmup 8 exceeds n 4"):
+        make_strategy("deepconf", n=4, warmup=8)
+
+
+# -- DeepConf online ------------------------------------------------------------------------
+def confident_unless_nine(
+    req: GenRequest, index: int, position: int, token: str
+) -> dict[str, float]:
+    """Samples answering 9 are unsure from their start; the others sure."""
+    return (
+        {token: -0.7, **UNSURE}
+        if req.seed is not None and req.seed % 3 == 0
+        else {
+            token: -0.01,
+            **SURE,
+        }
+    )
+
+
+def answer_by_seed(req: GenRequest, i: int, rng: random.Random) -> str:
+    body = " ".join(["think"] * 40)
+    return f"{body} \\boxed{{{9 if (req.seed or 0) % 3 == 0 else 42}}}"
+
+
+async def test_deepconf_cuts_unsure_traces_and_votes_with_the_sure_ones() -> None:
+    eng, lm = engine(answer_by_seed, token_logprobs=confident_unless_nine, decode_s=0.0005)
+    r = await eng.solve(
+        PROBLEM, "deepconf", n=16, seed=11, warmup=4, window=8, consensus=0.95, wave=4
+    )
+    cut = [c for c in r.candidates if c.note == "stopped: its confidence fell too low"]
+    assert r.answer == "42"
+    assert r.info["threshold"] is not None
+    for c in cut:  # each was stopped as soon as its first group fell below the bar
+        assert c.completion_tokens == 8
+        assert "\\boxed" not in c.text
+    assert (
+        r.total.completion_tokens == lm.streamed == sum(c.completion_tokens for c in r.candidates)
+    )
+
+
+async def test_deepconf_without_logprobs_votes_plainly_and_says_so() -> None:
+    eng, _ = engine(["\\boxed{42}"], logprobs=False)
+    r = await eng.solve(PROBLEM, "deepconf", n=8, seed=1, warmup=2, consensus=0.9)
+    assert r.answer == "42" and r.info["threshold"] is None
+    assert any("no log-probabilities" in n for n in r.info["notes"])
+
+
+async def test_adaptive_live_matches_its_replay_on_the_same_samples() -> None:
+    """Samples of equal length finish in launch order, so the live strategy and the replay
+    (ponder.consensus.replay) see the same samples in the same order and decide the same."""
+
+    def reply(req: GenRequest, i: int, rng: random.Random) -> str:
+        return f"so it is \\boxed{{{rng.choice([42, 42, 42, 7])}}}"
+
+    for seed in range(8):
+        eng, lm = engine(reply)
+        r = await eng.solve(PROBLEM, "adaptive", n=12, seed=seed, rule="beta", wave=3)
+        # the samples in launch order, as the backend wrote them
+        pool = []
+        for req in lm.calls:
+            text = reply(req, 0, lm._rng(req, 0))
+            pool.append(Observation(0 if "{42}" in text else 1, count_tokens(text)))
+        out = replay(BetaStop(), pool, len(pool), 3)
+        assert out.samples == len(lm.calls)
+        assert out.tokens == r.total.completion_tokens
+        assert (out.answer == 0) == (r.answer == "42")
