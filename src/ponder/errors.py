@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 
 class PonderError(Exception):
     """Base class for every error ponder raises on purpose."""
@@ -19,8 +21,45 @@ class ModelError(PonderError):
     """A model could not be found, fetched, verified or loaded."""
 
 
+# How a server failed a request: it refused it (a 4xx answer), failed at it (a 5xx or 429
+# answer), answered something that is not a response (garbage, cut short), could not be
+# reached (connection refused, reset, dropped) or did not answer in time.
+Failure = Literal["refused", "server_error", "bad_response", "unavailable", "timeout"]
+
+
 class BackendError(PonderError):
-    """A backend refused a request, or kept failing after retries."""
+    """A backend refused a request, or kept failing after retries.
+
+    A server backend says how (`failure`), with the HTTP `status` it answered and its own
+    error object (`upstream`: OpenAI's message / type / param / code, as it sent them) when it
+    answered one, and its `retry_after` seconds if it gave them; a server passing requests
+    through (`ponder serve`) hands them on to its client."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failure: Failure | None = None,
+        status: int | None = None,
+        upstream: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.status = status
+        self.upstream = upstream
+        self.retry_after = retry_after
+
+    def retried(self, message: str) -> BackendError:
+        """The error a caller that gave up after retrying raises: `message`, and how the last
+        attempt failed."""
+        return BackendError(
+            message,
+            failure=self.failure,
+            status=self.status,
+            upstream=self.upstream,
+            retry_after=self.retry_after,
+        )
 
 
 class TransientError(BackendError):

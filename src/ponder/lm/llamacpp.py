@@ -133,6 +133,18 @@ class LlamaCppLM:
             self._stop_tokens[stop] = len(resp.json()["tokens"])
         return self._stop_tokens[stop]
 
+    async def count_tokens(self, text: str) -> int:
+        """`text`'s tokens by the model's own tokenizer (llama.cpp's /tokenize, as for stop
+        strings; `CountsTokens`)."""
+        try:
+            resp = await self._client().post(
+                "/tokenize", json={"content": text, "add_special": False}
+            )
+            resp.raise_for_status()
+            return len(resp.json()["tokens"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+            raise TransientError(f"llamacpp:{self.path.name}: /tokenize failed: {e}") from e
+
     async def render(self, messages: list[Message]) -> str:
         """The model's chat template applied to `messages`, ending where the assistant's reply
         begins: a raw prompt that later requests can extend (and hit the prefix cache)."""
@@ -225,7 +237,14 @@ class LlamaCppLM:
             resp = await self._http.post(path, json=body)
             data: dict[str, Any] = resp.json()
         except (httpx.HTTPError, ValueError) as e:
-            raise TransientError(f"llamacpp:{self.path.name} over HTTP: {e}") from e
+            raise TransientError(
+                f"llamacpp:{self.path.name} over HTTP: {e}",
+                failure="bad_response"
+                if isinstance(e, ValueError)
+                else "timeout"
+                if isinstance(e, httpx.TimeoutException)
+                else "unavailable",
+            ) from e
         return data
 
     async def aclose(self) -> None:

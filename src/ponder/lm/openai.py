@@ -18,7 +18,7 @@ import httpx
 from ponder.errors import BackendError, TransientError, UsageError
 from ponder.lm.config import BackendConfig
 from ponder.lm.protocol import Capabilities, LanguageModel, Progress, Watch, backend
-from ponder.lm.wire import parse_generation, request_body, stream_choice
+from ponder.lm.wire import http_error, parse_generation, request_body, stream_choice
 from ponder.types import Generation, GenRequest, Message, ModelInfo
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -77,26 +77,31 @@ class OpenAILM:
 
     # -- transport -----------------------------------------------------------------------
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A JSON object from the server, or a BackendError saying how it failed (its status
+        and own error object for an HTTP error; retried as a TransientError when it may pass:
+        a 5xx or 429, a timeout, a connection refused or dropped, a response that is not
+        JSON)."""
         where = f"{self.base_url}{path}"
         try:
             resp = await self._client.post(path, json=body)
         except httpx.TimeoutException as e:
-            raise TransientError(f"{where}: timed out ({type(e).__name__})") from e
+            raise TransientError(
+                f"{where}: timed out ({type(e).__name__})", failure="timeout"
+            ) from e
         except httpx.TransportError as e:
-            raise TransientError(f"{where}: unreachable ({type(e).__name__}: {e})") from e
-        if resp.status_code >= 500 or resp.status_code == 429:
-            raise TransientError(f"{where}: HTTP {resp.status_code}: {resp.text[:200]}")
+            raise TransientError(
+                f"{where}: unreachable ({type(e).__name__}: {e})", failure="unavailable"
+            ) from e
+        if resp.status_code >= 400:
+            raise http_error(where, resp.status_code, resp.text, resp.headers.get("retry-after"))
         try:
             data = resp.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise TransientError(f"{where}: malformed JSON in response ({e})") from e
+            raise TransientError(
+                f"{where}: malformed JSON in response ({e})", failure="bad_response"
+            ) from e
         if not isinstance(data, dict):
-            raise TransientError(f"{where}: response is not a JSON object")
-        if resp.status_code >= 400:
-            msg = data.get("error", data)
-            if isinstance(msg, dict):
-                msg = msg.get("message", msg)
-            raise BackendError(f"{where}: HTTP {resp.status_code}: {msg}")
+            raise TransientError(f"{where}: response is not a JSON object", failure="bad_response")
         return data
 
     def _with_model(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +208,10 @@ class OpenAILM:
             count_from_logprobs=req.n > 1,
         )
         if len(gen.choices) != req.n:
-            raise TransientError(f"{where}: asked for {req.n} choices, got {len(gen.choices)}")
+            raise TransientError(
+                f"{where}: asked for {req.n} choices, got {len(gen.choices)}",
+                failure="bad_response",
+            )
         return gen
 
     async def stream(self, req: GenRequest, watch: Watch) -> Generation:

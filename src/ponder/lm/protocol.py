@@ -80,6 +80,16 @@ class LanguageModel(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class CountsTokens(Protocol):
+    """A backend that offers its model's tokenizer (an optional extra to LanguageModel)."""
+
+    async def count_tokens(self, text: str) -> int:
+        """How many tokens `text` is to the model (no special tokens added). Raises
+        BackendError if the tokenizer cannot be reached."""
+        ...
+
+
 # Fetching a model: (stage, bytes done, bytes in all), for a progress bar.
 Progress = Callable[[str, int, int], None]
 BackendFactory = Callable[[BackendConfig, Progress | None], LanguageModel]

@@ -177,6 +177,10 @@ class ScriptedLM:
     async def prepare(self) -> Capabilities:
         return self.capabilities
 
+    async def count_tokens(self, text: str) -> int:
+        """The scripted tokenizer's count (`CountsTokens`)."""
+        return count_tokens(text)
+
     async def generate(self, req: GenRequest) -> Generation:
         if self.cache is None:
             return await self._generate(req)

@@ -41,15 +41,74 @@ def request_body(req: GenRequest, *, chat: bool, n: int, logprobs: bool) -> dict
     return body
 
 
+# An upstream's own error message is handed on at most this long (some echo the prompt).
+MAX_ERROR_MESSAGE = 1000
+
+
+def error_object(data: Any, fallback: str) -> dict[str, Any]:
+    """A server's error as OpenAI's error object (message, and type / param / code if it
+    gave them), from a body in OpenAI's shape, vLLM's older flat one, FastAPI's `detail`, or
+    `fallback` (its text)."""
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(err, dict):
+        out = {k: err[k] for k in ("type", "param", "code") if k in err}
+        message = err.get("message", err.get("detail"))
+        if not isinstance(message, str):
+            message = json.dumps(message if message is not None else err)
+        out["message"] = message
+    else:
+        out = {"message": err if isinstance(err, str) and err else fallback}
+    out["message"] = out["message"][:MAX_ERROR_MESSAGE] or fallback
+    return out
+
+
+def http_error(where: str, status: int, text: str, retry_after: str | None = None) -> BackendError:
+    """The error for a server's HTTP error answer, carrying its status and error object: a
+    5xx or 429 is a TransientError (retried), any other status a refusal."""
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        data = None
+    error = error_object(data, text.strip()[:MAX_ERROR_MESSAGE] or f"HTTP {status}")
+    seconds = None
+    if retry_after is not None:
+        try:
+            seconds = max(0.0, float(retry_after))
+        except ValueError:
+            seconds = None
+    transient = status >= 500 or status == 429
+    cls = TransientError if transient else BackendError
+    return cls(
+        f"{where}: HTTP {status}: {error['message']}",
+        failure="server_error" if transient else "refused",
+        status=status,
+        upstream=error,
+        retry_after=seconds,
+    )
+
+
 def raise_for_error(data: dict[str, Any], where: str) -> None:
+    """An error object in a body that came back 200."""
     err = data.get("error")
     if err is None:
         return
-    msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+    error = error_object(data, str(err))
+    msg = error["message"]
     code = err.get("code", 500) if isinstance(err, dict) else 500
+    status = code if isinstance(code, int) and 400 <= code < 600 else None
     if isinstance(code, int) and code >= 500:
-        raise TransientError(f"{where}: server error {code}: {msg}")
-    raise BackendError(f"{where}: request refused ({code}): {msg}")
+        raise TransientError(
+            f"{where}: server error {code}: {msg}",
+            failure="server_error",
+            status=status,
+            upstream=error,
+        )
+    raise BackendError(
+        f"{where}: request refused ({code}): {msg}",
+        failure="refused",
+        status=status,
+        upstream=error,
+    )
 
 
 def _logprobs(choice: dict[str, Any]) -> list[TokenLogprob] | None:
@@ -93,7 +152,7 @@ def parse_generation(
     raise_for_error(data, where)
     raw_choices = data.get("choices")
     if not isinstance(raw_choices, list) or not raw_choices:
-        raise TransientError(f"{where}: response has no choices")
+        raise TransientError(f"{where}: response has no choices", failure="bad_response")
     usage = data.get("usage") or {}
     choices: list[Completion] = []
     for ch in sorted(raw_choices, key=lambda c: int(c.get("index", 0))):
@@ -108,7 +167,9 @@ def parse_generation(
         if count_from_logprobs:
             cut = stop_tokens > 0 and ended_on_stop_string(choice, lps)
             if lps is None and not cut:  # (cut at its first token, a choice has no logprobs)
-                raise TransientError(f"{where}: a choice came back without logprobs")
+                raise TransientError(
+                    f"{where}: a choice came back without logprobs", failure="bad_response"
+                )
             tokens = len(lps or []) + (stop_tokens if cut else 0)
             if max_tokens is not None:
                 tokens = min(tokens, max_tokens)
@@ -202,10 +263,8 @@ async def stream_choice(
     try:
         async with client.stream("POST", path, json=body) as resp:
             if resp.status_code >= 400:
-                text = (await resp.aread()).decode("utf-8", "replace")[:300]
-                if resp.status_code >= 500 or resp.status_code == 429:
-                    raise TransientError(f"{where}: HTTP {resp.status_code}: {text}")
-                raise BackendError(f"{where}: HTTP {resp.status_code}: {text}")
+                text = (await resp.aread()).decode("utf-8", "replace")
+                raise http_error(where, resp.status_code, text, resp.headers.get("retry-after"))
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -215,12 +274,19 @@ async def stream_choice(
                 try:
                     chunk = json.loads(data)
                 except json.JSONDecodeError as e:
-                    raise TransientError(f"{where}: malformed chunk in the stream ({e})") from e
+                    raise TransientError(
+                        f"{where}: malformed chunk in the stream ({e})", failure="bad_response"
+                    ) from e
                 if not isinstance(chunk, dict):
-                    raise TransientError(f"{where}: a stream chunk is not a JSON object")
+                    raise TransientError(
+                        f"{where}: a stream chunk is not a JSON object", failure="bad_response"
+                    )
                 for token in choice.feed(chunk):
                     if watch(token):
                         return choice, True  # leaving the block closes the stream
     except httpx.HTTPError as e:
-        raise TransientError(f"{where}: the stream broke ({type(e).__name__}: {e})") from e
+        raise TransientError(
+            f"{where}: the stream broke ({type(e).__name__}: {e})",
+            failure="timeout" if isinstance(e, httpx.TimeoutException) else "unavailable",
+        ) from e
     return choice, False

@@ -42,6 +42,11 @@ class WeightedSemaphore:
         self.free = units
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
+    @property
+    def waiting(self) -> int:
+        """Units asked for by callers still waiting for them."""
+        return sum(weight for weight, _ in self._waiters)
+
     def take(self, weight: int) -> bool:
         """Take the units now if they are free and nobody waits (no await needed)."""
         if weight > self.units:  # (no min(): this runs on every call)
@@ -416,11 +421,14 @@ class Scheduler:
             except TimeoutError as e:
                 if ledger.seconds_left() == 0:
                     raise BudgetExceeded("budget cap 'seconds' reached during the call") from e
-                last = TransientError(f"{lm.info.name}: request timed out (limit {timeout} s)")
+                last = TransientError(
+                    f"{lm.info.name}: request timed out (limit {timeout} s)", failure="timeout"
+                )
             except TransientError as e:
                 last = e
             ledger.failed_attempts += 1
-        raise BackendError(f"gave up after {self.max_attempts} attempts: {last}")
+        gave_up = f"gave up after {self.max_attempts} attempts: {last}"
+        raise BackendError(gave_up) if last is None else last.retried(gave_up)
 
 
 # `_call` records a call's usage in this order
