@@ -8,16 +8,46 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 Behaviour = Callable[[int, str, dict[str, Any]], str]  # (request number, path, body) -> action
 
+# What an HTTP error answer says (OpenAI's error object), by status.
+ERRORS: dict[int, dict[str, Any]] = {
+    400: {"message": "bad field 'n'", "type": "invalid_request_error", "param": None},
+    404: {"message": "The model 'nope' does not exist", "type": "invalid_request_error"},
+    422: {
+        "message": "messages.0.content: the upstream cannot process this",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "unprocessable_entity",
+    },
+    429: {"message": "upstream rate limit: slow down", "type": "rate_limit_error"},
+    500: {"message": "overloaded"},
+    503: {"message": "overloaded"},
+}
+
+
+def marked(i: int, path: str, body: dict[str, Any]) -> str:
+    """A behaviour the request itself asks for: `fault:ACTION` anywhere in its prompt or
+    messages (every attempt at that request gets it); "ok" otherwise."""
+    text = json.dumps(body.get("messages") or body.get("prompt") or "")
+    _, found, rest = text.partition("fault:")
+    if not found:
+        return "ok"
+    return rest.split()[0].strip("\\\"',.]}")
+
 
 class FakeOpenAIServer:
-    """Actions: "ok", "slow" (0.2 s, then ok), "500", "503", "400", "hang", "truncate",
-    "reset". With `native_n` False, the server ignores `n` (one choice) and reports usage for
-    that choice only."""
+    """Actions: "ok", "slow" (0.2 s, then ok), an HTTP status ("400", "404", "422", "429",
+    "500", "503", …: that status with an OpenAI error object, ERRORS; 429 and 503 with
+    Retry-After: 7), "hang" (until the client goes away), "garbage" (200, not JSON),
+    "truncate" (200, JSON cut in half), "reset" (the connection dropped). `down()` stops
+    listening (connections refused) until `up()`. With `native_n` False, the server ignores
+    `n` (one choice) and reports usage for that choice only."""
 
     def __init__(
         self, behaviour: Behaviour | None = None, *, native_n: bool = True, logprobs: bool = True
@@ -31,14 +61,24 @@ class FakeOpenAIServer:
 
     async def __aenter__(self) -> FakeOpenAIServer:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+        await self.down()
+
+    async def down(self) -> None:
+        """Stop listening: new connections are refused (those open are left to finish)."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def up(self) -> None:
+        """Listen again, on the same port."""
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
     def completion(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         n = int(body.get("n", 1)) if self.native_n else 1
@@ -87,17 +127,18 @@ class FakeOpenAIServer:
                 return
             action = self.behaviour(index, path, body)
             if action == "hang":
-                await asyncio.sleep(3600)
+                await asyncio.wait_for(reader.read(), 3600)  # until the client goes away
             elif action == "slow":
                 await asyncio.sleep(0.2)
                 await self._send(writer, 200, self.completion(path, body))
             elif action == "reset":
                 writer.transport.abort()
                 return
-            elif action in ("500", "503"):
-                await self._send(writer, int(action), {"error": {"message": "overloaded"}})
-            elif action == "400":
-                await self._send(writer, 400, {"error": {"message": "bad field 'n'"}})
+            elif action.isdigit():
+                status = int(action)
+                error = ERRORS.get(status, {"message": f"upstream error {status}"})
+                retry = {"Retry-After": "7"} if status in (429, 503) else {}
+                await self._send(writer, status, {"error": error}, retry)
             elif action == "garbage":
                 await self._send_raw(writer, 200, b"<html>definitely not json")
             elif action == "truncate":
@@ -111,13 +152,67 @@ class FakeOpenAIServer:
             if not writer.transport.is_closing():
                 writer.close()
 
-    async def _send(self, writer: asyncio.StreamWriter, status: int, obj: Any) -> None:
-        await self._send_raw(writer, status, json.dumps(obj).encode())
+    async def _send(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        obj: Any,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        await self._send_raw(writer, status, json.dumps(obj).encode(), headers)
 
-    async def _send_raw(self, writer: asyncio.StreamWriter, status: int, payload: bytes) -> None:
+    async def _send_raw(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        payload: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         writer.write(
-            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}"
             f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
             + payload
         )
         await writer.drain()
+
+
+class Upstream:
+    """A FakeOpenAIServer on its own event loop in a background thread (for a server under
+    test that runs in another thread): `down()` / `up()` from any thread."""
+
+    def __init__(self, server: FakeOpenAIServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.server, self.loop = server, loop
+        self.url = server.url
+
+    def down(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.down(), self.loop).result(10)
+
+    def up(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.up(), self.loop).result(10)
+
+
+@contextmanager
+def upstream(behaviour: Behaviour | None = None, **kw: Any) -> Iterator[Upstream]:
+    """A FakeOpenAIServer running in a background thread while the block runs."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = FakeOpenAIServer(behaviour, **kw)
+    asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(10)
+    try:
+        yield Upstream(server, loop)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.down(), loop).result(10)
+        asyncio.run_coroutine_threadsafe(_cancel_the_rest(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+async def _cancel_the_rest() -> None:
+    """Cancel every task on this loop but this one (connections still being handled)."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

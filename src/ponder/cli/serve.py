@@ -44,8 +44,9 @@ def serve(
         Path | None,
         typer.Option(
             "--api-key-file",
-            help="Keys clients must send, one per line (optionally with limits such as "
-            "max_n=8); or set PONDER_SERVE_API_KEYS=key1,key2",
+            help="Keys clients must send, one per line, optionally with that key's own "
+            "limits (max_n= max_tokens= max_budget_tokens= max_prompt_tokens= "
+            "max_concurrent= max_rpm=); or set PONDER_SERVE_API_KEYS=key1,key2",
         ),
     ] = None,
     max_n: Annotated[int, typer.Option("--max-n", min=1, help="Default per-key limit on n")] = 64,
@@ -62,6 +63,43 @@ def serve(
     max_in_flight: Annotated[
         int, typer.Option("--max-in-flight", min=1, help="Requests at once; more get 429")
     ] = 512,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-body-bytes",
+            min=1,
+            help="Largest request body; larger ones get 413 before they are read in full "
+            "[default: 64 bytes a context token, at least 1 MiB]",
+        ),
+    ] = None,
+    max_prompt_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-prompt-tokens",
+            min=1,
+            help="Default per-key limit on a request's prompt tokens (413), counted by the "
+            "model's tokenizer, or bounded by the prompt's bytes where the backend has none "
+            "(--upstream) [default: the model's context length]",
+        ),
+    ] = None,
+    max_concurrent: Annotated[
+        int | None,
+        typer.Option(
+            "--max-concurrent",
+            min=1,
+            help="Default per-key limit on requests at once (429) [default: 64 with keys; "
+            "without keys --max-in-flight]",
+        ),
+    ] = None,
+    max_rpm: Annotated[
+        int | None,
+        typer.Option(
+            "--max-rpm",
+            min=1,
+            help="Default per-key limit on requests a minute (429 with Retry-After) "
+            "[default: none]",
+        ),
+    ] = None,
     slots: SlotsOpt = 8,
     ctx_size: CtxSizeOpt = 2048,
     price: PriceOpt = None,
@@ -73,7 +111,14 @@ def serve(
 
     from ponder.serve import Keys, Limits, create_app
 
-    limits = Limits(max_n=max_n, max_tokens=max_request_tokens, max_budget_tokens=max_budget_tokens)
+    limits = Limits(
+        max_n=max_n,
+        max_tokens=max_request_tokens,
+        max_budget_tokens=max_budget_tokens,
+        max_prompt_tokens=max_prompt_tokens,
+        max_concurrent=max_concurrent,
+        max_rpm=max_rpm,
+    )
     keys = Keys([])
     if api_key_file is not None:
         keys = Keys.from_file(api_key_file, limits)
@@ -103,6 +148,7 @@ def serve(
         limits=limits,
         max_in_flight=max_in_flight,
         max_tokens=max_tokens,
+        max_body_bytes=max_body_bytes,
         close_engine=True,
     )
     where = f"http://{host}:{port}/v1"

@@ -3,8 +3,12 @@
 Every request runs as one task: a strategy through `Engine.solve`, or a plain request
 straight through the scheduler. A streamed request sends its first chunk at once, then a
 chunk per progress event as the work reports it (`ponder` field, ignored by stock clients),
-then the answer, the usage and `[DONE]`; a client that goes away cancels the task, which
-releases its backend slots.
+then the answer, the usage and `[DONE]`. A client that goes away, streaming or not, cancels
+the task, which releases its backend slots.
+
+Before any work: the body-size limit (middleware, before the body is parsed), the key, its
+requests a minute, the request's own limits (n, max_tokens, budget, prompt tokens), then a
+place among the requests in flight (the server's and the key's). See guards.py.
 """
 
 from __future__ import annotations
@@ -21,12 +25,24 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
 
 from ponder import __version__
 from ponder.errors import BackendError, BudgetExceeded, UsageError
 from ponder.runtime.budget import Ledger
 from ponder.runtime.engine import Engine, charged
 from ponder.serve.auth import ApiKey, Keys, Limits
+from ponder.serve.guards import (
+    REQUEST_ID,
+    BodyLimit,
+    Gate,
+    RateLimiter,
+    RequestIds,
+    Ticket,
+    check_prompt,
+    spent_tally,
+    until_disconnected,
+)
 from ponder.serve.protocol import (
     ApiError,
     ChatMessage,
@@ -61,16 +77,44 @@ class Outcome:
 Work = Callable[[Observer], Coroutine[Any, Any, Outcome]]
 
 
+# Seconds a client is told to wait (Retry-After) when the backend is down.
+RETRY_DOWN_S = 5.0
+# Each key's requests in flight at once unless its limits say (a server with keys).
+DEFAULT_MAX_CONCURRENT = 64
+# A status for the log of a request whose client went away (nobody reads the response).
+CLIENT_GONE = 499
+
+
+def default_body_bytes(context_length: int) -> int:
+    """Room for a prompt that fills the model's context: 64 bytes a context token (JSON that
+    escapes every character as \\uXXXX takes 6 to 12 bytes for one), at least 1 MiB."""
+    return max(1 << 20, 64 * context_length)
+
+
 @dataclass
 class State:
     engine: Engine
     keys: Keys
     limits: Limits
-    max_in_flight: int
+    gate: Gate
     max_tokens: int
+    context_length: int
+    max_body_bytes: int
+    rate: RateLimiter = field(default_factory=RateLimiter)
     served: str = ""
-    in_flight: int = 0
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def in_flight(self) -> int:
+        return self.gate.in_flight
+
+    def prompt_limit(self, key: ApiKey) -> int:
+        return key.limits.max_prompt_tokens or self.context_length
+
+    def concurrency_limit(self, key: ApiKey) -> int:
+        if key.limits.max_concurrent is not None:
+            return key.limits.max_concurrent
+        return DEFAULT_MAX_CONCURRENT if self.keys else self.gate.max_in_flight
 
 
 def create_app(
@@ -80,13 +124,30 @@ def create_app(
     limits: Limits | None = None,
     max_in_flight: int = 512,
     max_tokens: int = 512,
+    max_body_bytes: int | None = None,
     served: str | None = None,
     close_engine: bool = False,
 ) -> FastAPI:
     """The app over `engine` (closed at shutdown if `close_engine`, else the caller's to
     close). `served` names the backend's model; by default the backend's own name, learnt at
-    start-up."""
-    state = State(engine, keys or Keys([]), limits or Limits(), max_in_flight, max_tokens)
+    start-up.
+
+    Limits: `max_body_bytes` per request body (413 before it is parsed; by default
+    `default_body_bytes` of the model's context length); `max_in_flight` requests at once in
+    all (429); `limits` for a server without keys, and each key's unless its line in the keys
+    file sets its own: n, max_tokens, budget, prompt tokens (413; by default the model's
+    context length), requests at once (by default 64 a key; a server without keys has one
+    caller, limited by `max_in_flight` alone) and a minute (429 with Retry-After)."""
+    context_length = engine.policy.capabilities.context_length
+    state = State(
+        engine,
+        keys or Keys([]),
+        limits or Limits(),
+        Gate(max_in_flight),
+        max_tokens,
+        context_length,
+        max_body_bytes or default_body_bytes(context_length),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -106,15 +167,25 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=state.max_body_bytes)
+    app.add_middleware(RequestIds)  # outermost of ours: every response gets its id
 
     app.state.ponder = state
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
+        """Up, with the requests in flight and the backend's slots in use (units: sequences
+        the scheduler lets the backend hold; busy: held now; waiting: asked for)."""
+        units = engine.scheduler.slots_for(engine.policy)
         return {
             "status": "ok",
             "model": state.served,
             "in_flight": state.in_flight,
+            "slots": {
+                "units": units.units,
+                "busy": units.units - units.free,
+                "waiting": units.waiting,
+            },
             "uptime_s": round(time.monotonic() - state.started, 1),
         }
 
@@ -130,53 +201,70 @@ def create_app(
         }
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest, key: Caller) -> Any:
+    async def chat(body: ChatRequest, key: Caller, request: Request) -> Any:
         route = resolve(body, state.served, key.limits)
         limit = completion_limit(body, key.limits, state.max_tokens)
+        prompt = "\n".join(m.text() for m in body.messages)
+        await check_prompt(engine.policy, prompt, state.prompt_limit(key), "messages")
         if route.strategy is None:
             req = GenRequest(messages=[plain(m) for m in body.messages], **sampling(body, limit))
             return await respond(
-                state, "chat", body, lambda obs: passthrough(state, req, route, obs)
+                state, key, request, "chat", body, lambda obs: passthrough(state, req, route, obs)
             )
         problem = problem_of(body.messages)
         return await respond(
-            state, "chat", body, lambda obs: solve(state, problem, route, body, limit, obs)
+            state,
+            key,
+            request,
+            "chat",
+            body,
+            lambda obs: solve(state, problem, route, body, limit, obs),
         )
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest, key: Caller) -> Any:
+    async def completions(body: CompletionRequest, key: Caller, request: Request) -> Any:
         route = resolve(body, state.served, key.limits)
         limit = completion_limit(body, key.limits, state.max_tokens)
         text = body.text()
+        await check_prompt(engine.policy, text, state.prompt_limit(key), "prompt")
         if route.strategy is None:
             if not state.engine.policy.capabilities.raw_prefix:
                 raise ApiError(400, "prompt: this backend takes no raw prompts", param="prompt")
             req = GenRequest(prompt=text, **sampling(body, limit))
             return await respond(
-                state, "text", body, lambda obs: passthrough(state, req, route, obs)
+                state, key, request, "text", body, lambda obs: passthrough(state, req, route, obs)
             )
         if not text.strip():
             raise ApiError(400, "prompt: the question is empty", param="prompt")
         problem = Problem(question=text)
         return await respond(
-            state, "text", body, lambda obs: solve(state, problem, route, body, limit, obs)
+            state,
+            key,
+            request,
+            "text",
+            body,
+            lambda obs: solve(state, problem, route, body, limit, obs),
         )
 
     return app
 
 
-def auth(request: Request) -> ApiKey:
-    """The caller's key (a 401 without a valid one), when the server has keys."""
+async def auth(request: Request) -> ApiKey:
+    """The caller's key (a 401 without a valid one), when the server has keys; each key's
+    requests a minute counted (429 past its `max_rpm`). (async: on the event loop, not in a
+    worker thread, so the counts need no lock)"""
     state: State = request.app.state.ponder
     if not state.keys:
-        return ApiKey("no auth", "", state.limits)
-    key = state.keys.check(request.headers.get("authorization"))
+        key: ApiKey | None = ApiKey("no auth", "", state.limits)
+    else:
+        key = state.keys.check(request.headers.get("authorization"))
     if key is None:
         raise ApiError(
             401,
             "Incorrect or missing API key: send 'Authorization: Bearer <key>'",
             code="invalid_api_key",
         )
+    state.rate.check(key.name, key.limits.max_rpm)
     return key
 
 
@@ -195,7 +283,8 @@ async def passthrough(state: State, req: GenRequest, route: Route, observer: Obs
     except BudgetExceeded as e:
         raise ApiError(413, f"ponder.budget: {e}", param="ponder.budget") from None
     except BackendError as e:
-        raise backend_down(e) from None
+        log.warning("%s: the backend failed: %s", REQUEST_ID.get(), e)
+        raise backend_failed(e) from None
     ponder = {"strategy": None, **bill(ledger.by_role(), ledger.elapsed())}
     choices = [(c.text, c.finish_reason) for c in gen.choices]
     return Outcome(choices, usage_body(ledger.spent, ponder))
@@ -222,6 +311,7 @@ async def solve(
     except UsageError as e:
         raise ApiError(400, str(e)) from None
     if result.error is not None and not result.candidates:
+        log.warning("%s: the backend failed: %s", REQUEST_ID.get(), result.error)
         raise backend_down(BackendError(result.error))
     text, score = chosen_text(result)
     finish = "length" if result.stopped == "budget" else "stop"
@@ -230,33 +320,106 @@ async def solve(
 
 def backend_down(e: BackendError) -> ApiError:
     return ApiError(
-        503, f"the backend failed: {e}", kind="server_error", code="backend_unavailable"
+        503,
+        f"the backend failed: {e}",
+        kind="server_error",
+        code="backend_unavailable",
+        retry_after=e.retry_after or RETRY_DOWN_S,
     )
+
+
+def backend_failed(e: BackendError) -> ApiError:
+    """A pass-through request's failure as its client gets it: an upstream's refusal (4xx)
+    with the upstream's own status and error object; its 429 as 429 (with its Retry-After);
+    502 for an upstream that failed (a 5xx other than 503 / 504), answered something that is
+    not a response, or refused this server's own credentials (401 / 403: not the client's
+    fault); 503 with Retry-After for one that is down (connection refused or dropped, or its
+    own 503) and for any other backend failure; 504 for one that did not answer in time."""
+    up = e.upstream or {}
+    message = str(up.get("message") or e)
+    param = up.get("param") if isinstance(up.get("param"), str) else None
+    code = up.get("code") if isinstance(up.get("code"), str) else None
+    if e.status == 429:
+        return ApiError(
+            429,
+            message,
+            kind=str(up.get("type") or "rate_limit_error"),
+            code=code,
+            retry_after=e.retry_after or 1,
+        )
+    if e.failure == "refused" and e.status in (401, 403, 407):
+        return ApiError(
+            502,
+            f"the upstream refused this server's credentials (HTTP {e.status}): {message}",
+            kind="server_error",
+            code="upstream_auth_failed",
+        )
+    if e.failure == "refused":
+        status = e.status if e.status is not None and 400 <= e.status < 500 else 400
+        kind = str(up.get("type") or "invalid_request_error")
+        return ApiError(status, message, param=param, kind=kind, code=code)
+    if e.failure == "timeout" or e.status == 504:
+        return ApiError(
+            504,
+            f"the backend did not answer in time: {e}",
+            kind="server_error",
+            code="upstream_timeout",
+        )
+    if e.failure == "bad_response" or (e.failure == "server_error" and e.status != 503):
+        return ApiError(
+            502,
+            f"the backend answered badly: {e}",
+            kind="server_error",
+            code="bad_upstream_response",
+        )
+    return backend_down(e)
 
 
 # -- responses -----------------------------------------------------------------------------
 
 
-async def respond(state: State, kind: Kind, body: Sampling, work: Work) -> Any:
-    """Run `work` as one task under the in-flight limit: a JSON response, or a stream."""
-    if state.in_flight >= state.max_in_flight:
-        raise ApiError(
-            429,
-            f"the server is at its limit of {state.max_in_flight} requests in flight; retry",
-            kind="rate_limit_error",
-            code="queue_full",
-        )
+async def respond(
+    state: State, key: ApiKey, request: Request, kind: Kind, body: Sampling, work: Work
+) -> Any:
+    """Run `work` as one task once it has a place in flight (429 if none): a JSON response,
+    or a stream. The place is given back when the work ends, however it ends."""
+    ticket = state.gate.admit(key.name, state.concurrency_limit(key))
     if body.stream:
-        return stream(state, kind, body.model, work)
-    return await whole(state, kind, body.model, work)
-
-
-async def whole(state: State, kind: Kind, model: str, work: Work) -> dict[str, Any]:
-    state.in_flight += 1
+        return stream(ticket, kind, body.model, work)
     try:
-        outcome = await work(lambda event: None)
+        return await whole(request, kind, body.model, work)
     finally:
-        state.in_flight -= 1
+        ticket.release()
+
+
+async def whole(request: Request, kind: Kind, model: str, work: Work) -> Any:
+    """The work's answer as one JSON response; a client that goes away before it is ready
+    (watched for beside the work) cancels the work, whose calls then free their slots."""
+    spent, observe = spent_tally()
+    task = asyncio.create_task(work(observe))
+    gone = asyncio.create_task(until_disconnected(request.receive))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait((task,))  # its calls cancelled and their slots given back
+            log.info(
+                "%s: the client went away; its work is cancelled (%d calls charged: %d prompt "
+                "+ %d completion tokens)",
+                REQUEST_ID.get(),
+                spent["calls"],
+                spent["prompt_tokens"],
+                spent["completion_tokens"],
+            )
+            if not task.cancelled():
+                task.exception()  # (finished as it was cancelled: retrieved, not raised)
+            return JSONResponse(
+                error_body("the client went away", "invalid_request_error"), CLIENT_GONE
+            )
+        outcome = task.result()
+    finally:
+        for t in (task, gone):
+            t.cancel()
     created, rid = now(), new_id(kind)
     if kind == "chat":
         choices: list[dict[str, Any]] = [
@@ -285,7 +448,22 @@ async def whole(state: State, kind: Kind, model: str, work: Work) -> dict[str, A
     }
 
 
-def stream(state: State, kind: Kind, model: str, work: Work) -> StreamingResponse:
+class Admitted(StreamingResponse):
+    """A stream that gives its place in flight back when it ends, even if it never began."""
+
+    def __init__(self, ticket: Ticket, content: AsyncIterator[bytes]) -> None:
+        super().__init__(content, media_type="text/event-stream")
+        self.headers["Cache-Control"] = "no-cache"
+        self.ticket = ticket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.ticket.release()
+
+
+def stream(ticket: Ticket, kind: Kind, model: str, work: Work) -> StreamingResponse:
     """The work starts when the response does (a client gone before that starts nothing),
     and the first chunk goes out at once."""
     created, rid = now(), new_id(kind)
@@ -317,9 +495,14 @@ def stream(state: State, kind: Kind, model: str, work: Work) -> StreamingRespons
 
     async def events() -> AsyncIterator[bytes]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        task = asyncio.create_task(work(queue.put_nowait))
+        spent, tally = spent_tally()
+
+        def observe(event: dict[str, Any]) -> None:
+            tally(event)
+            queue.put_nowait(event)
+
+        task = asyncio.create_task(work(observe))
         task.add_done_callback(lambda _: queue.put_nowait(None))
-        state.in_flight += 1
         try:
             yield sse(chunk(content="", role=True))  # at once: the work has started
             while (event := await queue.get()) is not None:
@@ -331,7 +514,7 @@ def stream(state: State, kind: Kind, model: str, work: Work) -> StreamingRespons
                 yield sse("[DONE]")
                 return
             except Exception:
-                log.exception("request failed")
+                log.exception("%s: request failed", REQUEST_ID.get())
                 yield sse(error_body("internal error while answering", "server_error"))
                 yield sse("[DONE]")
                 return
@@ -347,11 +530,14 @@ def stream(state: State, kind: Kind, model: str, work: Work) -> StreamingRespons
         finally:
             if not task.done():
                 task.cancel()  # the client went away: stop the work, free its slots
-            state.in_flight -= 1
+                log.info(
+                    "%s: the client went away mid-stream; its work is cancelled (%d calls charged)",
+                    REQUEST_ID.get(),
+                    spent["calls"],
+                )
+            ticket.release()
 
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
+    return Admitted(ticket, events())
 
 
 # -- request pieces ------------------------------------------------------------------------
@@ -362,7 +548,7 @@ def completion_limit(body: Sampling, limits: Limits, default: int) -> int:
     if asked is not None and asked > limits.max_tokens:
         raise ApiError(
             413,
-            f"max_tokens {asked} exceeds this key's limit {limits.max_tokens}",
+            f"max_tokens {asked} exceeds this key's limit {limits.max_tokens} (max_tokens)",
             param="max_tokens",
         )
     return asked or min(default, limits.max_tokens)
@@ -406,7 +592,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
-        return JSONResponse(e.body(), status_code=e.status)
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers())
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -427,5 +613,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        return JSONResponse(error_body("internal server error", "server_error"), 500)
+        # (answered outside the middlewares, so the request id is put back here)
+        rid = getattr(request.state, "request_id", "-")
+        log.exception("%s: unexpected error on %s", rid, request.url.path)
+        return JSONResponse(
+            error_body("internal server error", "server_error"),
+            500,
+            headers={"x-request-id": rid},
+        )

@@ -4,8 +4,10 @@ A keys file has one key per line, optionally followed by its limits, `#` startin
 
     sk-team-a                                   # the server's default limits
     sk-team-b  max_n=8 max_tokens=1024 max_budget_tokens=20000
+    sk-team-c  max_concurrent=4 max_rpm=60 max_prompt_tokens=2000
 
-Keys are compared in constant time, every configured key every time (no early exit).
+Keys are compared in constant time, every configured key every time (no early exit). The
+scheme is case-insensitive (`Bearer`, `bearer`), as HTTP says.
 """
 
 from __future__ import annotations
@@ -20,13 +22,20 @@ from ponder.errors import UsageError
 
 
 class Limits(BaseModel):
-    """What one request may ask for."""
+    """What one key's requests may ask for, and how many of them it may make."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     max_n: int = Field(default=64, ge=1, description="samples / particles / beam width")
     max_tokens: int = Field(default=4096, ge=1, description="tokens per generated sample")
     # Caps every request's whole bill (all samples and verifier calls); None: uncapped.
     max_budget_tokens: int | None = Field(default=None, ge=1)
+    # A request's prompt (every message's text); None: the model's context length.
+    max_prompt_tokens: int | None = Field(default=None, ge=1)
+    # The key's requests in flight at once; None: 64 on a server with keys, and on one
+    # without (one caller: every request is its) the server's max_in_flight.
+    max_concurrent: int | None = Field(default=None, ge=1)
+    # The key's requests in any 60 seconds; None: no limit.
+    max_rpm: int | None = Field(default=None, ge=1)
 
 
 @dataclass(frozen=True)
@@ -44,10 +53,11 @@ class Keys:
         return bool(self.keys)
 
     def check(self, authorization: str | None) -> ApiKey | None:
-        """The key a `Bearer …` header carries, or None."""
-        if not authorization or not authorization.startswith("Bearer "):
+        """The key a `Bearer …` header carries (any case of the scheme), or None."""
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
             return None
-        given = authorization.removeprefix("Bearer ").strip().encode()
+        given = token.strip().encode()
         found = None
         for key in self.keys:
             if hmac.compare_digest(given, key.secret.encode()):

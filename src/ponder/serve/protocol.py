@@ -4,6 +4,7 @@ stream chunks and errors."""
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from typing import Any, Literal
@@ -15,7 +16,8 @@ from ponder.types import Result, Usage
 
 
 class ApiError(Exception):
-    """An error the client gets in OpenAI's format, with its HTTP status."""
+    """An error the client gets in OpenAI's format, with its HTTP status (and `retry_after`
+    seconds, sent as `Retry-After`)."""
 
     def __init__(
         self,
@@ -24,7 +26,8 @@ class ApiError(Exception):
         *,
         param: str | None = None,
         kind: str = "invalid_request_error",
-        code: str | None = None,
+        code: str | int | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.kind, self.code = (
@@ -34,13 +37,19 @@ class ApiError(Exception):
             kind,
             code,
         )
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str] | None:
+        if self.retry_after is None:
+            return None
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.kind, self.param, self.code)
 
 
 def error_body(
-    message: str, kind: str, param: str | None = None, code: str | None = None
+    message: str, kind: str, param: str | None = None, code: str | int | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 

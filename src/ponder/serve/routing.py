@@ -81,7 +81,9 @@ def resolve(req: Sampling, served: str, limits: Limits) -> Route:
         if n is not None or (opts is not None and opts.options):
             raise ApiError(400, "ponder: n and options need a strategy", param="ponder")
         if req.n > limits.max_n:
-            raise ApiError(413, f"n {req.n} exceeds this key's limit {limits.max_n}", param="n")
+            raise ApiError(
+                413, f"n {req.n} exceeds this key's limit {limits.max_n} (max_n)", param="n"
+            )
         return Route(None, budget)
     if req.n != 1:
         raise ApiError(
@@ -122,7 +124,7 @@ def build(
         if isinstance(value, int) and value > limits.max_n:
             raise ApiError(
                 413,
-                f"{cls.width} {value} exceeds this key's limit {limits.max_n}",
+                f"{cls.width} {value} exceeds this key's limit {limits.max_n} (max_n)",
                 param="ponder.n",
             )
     return strategy
@@ -152,7 +154,8 @@ def capped(budget: Budget | None, limits: Limits) -> Budget | None:
     if budget.tokens is not None and budget.tokens > cap:
         raise ApiError(
             413,
-            f"ponder.budget.tokens {budget.tokens} exceeds this key's limit {cap}",
+            f"ponder.budget.tokens {budget.tokens} exceeds this key's limit {cap} "
+            "(max_budget_tokens)",
             param="ponder.budget.tokens",
         )
     return budget if budget.tokens is not None else budget.model_copy(update={"tokens": cap})
