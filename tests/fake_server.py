@@ -7,6 +7,7 @@ or drop the connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -72,7 +73,8 @@ class FakeOpenAIServer:
         """Stop listening: new connections are refused (those open are left to finish)."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            with contextlib.suppress(TimeoutError):  # (newer Pythons wait for connections)
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
 
     async def up(self) -> None:

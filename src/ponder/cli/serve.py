@@ -109,7 +109,10 @@ def serve(
     that strategy; the plain model name passes straight through."""
     import uvicorn
 
+    from ponder.runtime.settings import tune_gc_for_serving
     from ponder.serve import Keys, Limits, create_app
+
+    tune_gc_for_serving()  # requests leave cyclic garbage (runtime/settings.py)
 
     limits = Limits(
         max_n=max_n,
