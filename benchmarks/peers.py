@@ -59,7 +59,7 @@ import httpx
 import numpy as np
 
 from ponder.answers import equivalent, extract
-from ponder.search.base import DEFAULT_SYSTEM_PROMPT
+from ponder.runtime.prompting import DEFAULT_SYSTEM_PROMPT
 from ponder.types import Problem
 
 HERE = Path(__file__).resolve().parent
@@ -372,12 +372,13 @@ def run_driver(
 
 async def run_ponder(method: Method, problems: list[Problem], s: Settings, url: str) -> Outcome:
     """A ponder strategy through ponder's own engine against the same server (over HTTP)."""
-    from ponder.engine import Engine
-    from ponder.search import STRATEGIES, Prompting
+    from ponder.runtime.engine import Engine
+    from ponder.runtime.prompting import Prompting
+    from ponder.runtime.strategy import STRATEGIES
 
     if method.name not in STRATEGIES:
         raise SystemExit(f"ponder has no strategy {method.name!r} ({', '.join(STRATEGIES)})")
-    fields = STRATEGIES[method.name].model_fields
+    fields = STRATEGIES.get(method.name).obj.model_fields
     options: dict[str, Any] = {
         k: v for k, v in (("n", s.n), ("temperature", s.temperature)) if k in fields
     }
@@ -652,10 +653,10 @@ def main() -> None:
     elif args.what == "server":
         serve(args.model, args.port, args.threads)
     elif args.what == "run":
-        from ponder.tasks import gsm8k
+        from ponder.tasks.registry import get_task
 
         methods = [Method.parse(m) for m in args.methods.split(",") if m.strip()]
-        problems = gsm8k.load(limit=args.problems, offset=args.offset)
+        problems = get_task("gsm8k").load(limit=args.problems, offset=args.offset)
         settings = Settings(
             args.n, args.temperature, args.max_tokens, DEFAULT_SYSTEM_PROMPT, args.concurrency
         )
