@@ -119,6 +119,17 @@ class TokenStats:
         return cls(arr[0], arr[1], arr[2], arr[3], k)
 
 
+class ToolCall(BaseModel):
+    """One Python call made in the middle of a sample (tool-integrated reasoning)."""
+
+    code: str
+    output: str  # what the model was shown (cut to a limit, and said so)
+    ok: bool
+    seconds: float = 0.0
+    reason: str | None = None  # why it failed: a limit, an exit code
+    truncated: bool = False
+
+
 @dataclass(slots=True)
 class Completion:
     """One choice. `completion_tokens` is counted per choice, never taken from a shared total."""
@@ -127,6 +138,7 @@ class Completion:
     completion_tokens: int
     finish_reason: str = "stop"
     logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -224,6 +236,8 @@ class Candidate(BaseModel):
     # other windows; left out of JSON: hundreds of numbers per candidate).
     signals: Signals | None = None
     stats: SkipValidation[TokenStats | None] = Field(default=None, exclude=True, repr=False)
+    # Python calls made while it was written (tool-integrated reasoning), in order.
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class Result(BaseModel):

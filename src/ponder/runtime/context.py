@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
 from ponder.answers import extract, extract_answer, normalize_number
@@ -18,6 +18,7 @@ from ponder.lm.protocol import LanguageModel, Watch
 from ponder.runtime.budget import Ledger
 from ponder.runtime.prompting import AnswerWith, Prompting
 from ponder.runtime.scheduler import Lease, Scheduler
+from ponder.runtime.tools import ToolLoop
 from ponder.runtime.verifiers import Verifiers, VerifierSpec
 from ponder.sandbox import ExecResult, Sandbox
 from ponder.signals import SignalSettings, signals_of
@@ -83,8 +84,31 @@ class Context:
         self, req: GenRequest, watch: Callable[[], Watch] | None = None
     ) -> Awaitable[Generation]:
         """The request's call through the scheduler, to await (no frame of its own); `watch`
-        (one choice) sees each token and may stop the generation (Scheduler.generate)."""
+        (one choice) sees each token and may stop the generation (Scheduler.generate). With
+        tool-integrated reasoning (`answer_with="tir"`) a policy sample calls Python as it
+        goes (ponder.runtime.tools)."""
+        if self.answer_with == "tir" and req.role == "policy":
+            return self._with_tools(req)
         return self.scheduler.generate(self.policy, req, self.ledger, self.lease, watch)
+
+    async def _with_tools(self, req: GenRequest) -> Generation:
+        """Each choice written by its own tool loop, on one held slot (its rounds find what
+        it wrote in that slot's cache)."""
+        loop = ToolLoop(
+            self.policy, self.scheduler, self.ledger, self.sandbox, self.prompting.tools
+        )
+
+        async def one(i: int) -> Generation:
+            single = replace(req, n=1, seed=None if req.seed is None else req.seed + 1000 * i)
+            with self.pinned() as held:
+                return await loop.generate(single, held.lease)
+
+        parts = await asyncio.gather(*(one(i) for i in range(req.n)))
+        return Generation(
+            choices=[c for g in parts for c in g.choices],
+            prompt_tokens=sum(g.prompt_tokens for g in parts),
+            cached_tokens=sum(g.cached_tokens for g in parts),
+        )
 
     def pinned(self) -> AbstractContextManager[Context]:
         """A Context whose single-sequence policy calls (verifier calls to the policy
@@ -114,7 +138,7 @@ class Context:
         """The choices as candidates with their answers; programs are run in the sandbox
         (all at once) when the strategy answers with programs."""
         cands = candidates_of(gen, problem.kind, self.prompting.logprobs)
-        if self.answer_with == "reasoning":
+        if self.answer_with not in ("program", "both"):
             return cands
         runs = await asyncio.gather(*(self._run_program(c) for c in cands))
         for cand, run in zip(cands, runs, strict=True):
@@ -208,6 +232,7 @@ def candidates_of(gen: Generation, kind: str | None = None, top_k: int = 0) -> l
                 note=None if answer is not None else "no answer found in the text",
                 signals=signals,
                 stats=stats,
+                tool_calls=c.tool_calls,
             )
         )
     return out
