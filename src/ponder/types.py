@@ -51,6 +51,8 @@ class GenRequest:
     stop: list[str] = field(default_factory=list)
     top_logprobs: int = 0
     role: str = "policy"
+    # the whole completion is thinking (a thinking budget's rounds): counted as reasoning
+    reasoning: bool = False
     # Continue the last (assistant) message instead of starting a new turn: how step search
     # extends a partial solution on chat-only servers (vLLM's continue_final_message).
     continue_final: bool = False
@@ -139,6 +141,7 @@ class Completion:
     finish_reason: str = "stop"
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
+    reasoning: str | None = None  # what the model thought, when the server says it apart
 
 
 @dataclass(slots=True)
@@ -148,6 +151,7 @@ class Generation:
     choices: list[Completion]
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # of the completion tokens, those the server says were thinking
 
     @property
     def completion_tokens(self) -> int:
@@ -167,6 +171,8 @@ class Usage(BaseModel):
     seconds: float = 0.0
     flops: float = 0.0
     dollars: float = 0.0
+    # of the completion tokens, those spent thinking (OpenAI's and vLLM's reasoning_tokens)
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -238,6 +244,8 @@ class Candidate(BaseModel):
     stats: SkipValidation[TokenStats | None] = Field(default=None, exclude=True, repr=False)
     # Python calls made while it was written (tool-integrated reasoning), in order.
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    # What the model thought before answering, when a server returns it apart from `text`.
+    reasoning: str | None = None
 
 
 class Result(BaseModel):

@@ -108,6 +108,12 @@ def group_label(run: Run) -> str:
         for k, v in unit.items()
         if k not in ("name", "answer_with") and v not in (None, "reasoning")
     }
+    prompting = run.config.get("prompting") or {}
+    for key in ("think_budget", "think_min"):
+        if prompting.get(key):
+            extra[key] = prompting[key]
+    if "system" in prompting:
+        extra["system"] = "custom"
     budget = run.config.get("budget")
     if budget:
         extra["budget"] = {k: v for k, v in budget.items() if v is not None}

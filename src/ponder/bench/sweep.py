@@ -127,14 +127,19 @@ class Sweep(BaseModel):
     limit: int | None = Field(default=None, ge=1)
     max_tokens: int = Field(default=512, ge=1)
     system: str | None = None  # the system prompt (default: ponder's)
+    think_budget: int | None = Field(default=None, ge=1)  # thinking tokens at most
+    think_min: int = Field(default=0, ge=0)
     slots: int = Field(default=8, ge=1)
     ctx_size: int = Field(default=2048, ge=64)
 
     def prompting(self) -> Prompting:
         """How the sweep's problems become requests."""
-        if self.system is None:
-            return Prompting(max_tokens=self.max_tokens)
-        return Prompting(max_tokens=self.max_tokens, system=self.system)
+        settings: dict[str, object] = {"max_tokens": self.max_tokens}
+        if self.system is not None:
+            settings["system"] = self.system
+        if self.think_budget is not None:
+            settings.update(think_budget=self.think_budget, think_min=self.think_min)
+        return Prompting.model_validate(settings)
 
     def with_limit(self, limit: int) -> Sweep:
         """This sweep on `limit` problems per task (a task's own smaller limit stays)."""

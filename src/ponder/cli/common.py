@@ -97,6 +97,19 @@ AnswerWithOpt = Annotated[
 SystemOpt = Annotated[
     str | None, typer.Option("--system", help="The system prompt [default: ponder's CoT prompt]")
 ]
+ThinkBudgetOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--think-budget",
+        min=1,
+        help="Thinking tokens at most per sample (prompted <think>; "
+        "the end is forced and the answer asked for)",
+    ),
+]
+ThinkMinOpt = Annotated[
+    int,
+    typer.Option("--think-min", min=0, help='Thinking tokens at least ("Wait," extends it)'),
+]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Fixes every sampling decision")]
 MaxTokOpt = Annotated[int, typer.Option("--max-tokens", min=1, help="Per sample")]
 SlotsOpt = Annotated[int, typer.Option("--slots", min=1, help="Parallel sequences on the backend")]
@@ -155,12 +168,24 @@ def backend_config(
     )
 
 
-def prompting(max_tokens: int, system: str | None) -> Prompting:
+def prompting(
+    max_tokens: int,
+    system: str | None,
+    think_budget: int | None = None,
+    think_min: int = 0,
+) -> Prompting:
     if system is not None and not system.strip():
         raise UsageError("--system: the system prompt is empty")
-    if system is None:
-        return Prompting(max_tokens=max_tokens)
-    return Prompting(max_tokens=max_tokens, system=system)
+    if think_min and think_budget is None:
+        raise UsageError("--think-min needs --think-budget (the most it may think)")
+    if think_budget is not None and think_min > think_budget:
+        raise UsageError(f"--think-min {think_min} exceeds --think-budget {think_budget}")
+    settings: dict[str, object] = {"max_tokens": max_tokens}
+    if system is not None:
+        settings["system"] = system
+    if think_budget is not None:
+        settings.update(think_budget=think_budget, think_min=think_min)
+    return Prompting.model_validate(settings)
 
 
 def strategy_options(

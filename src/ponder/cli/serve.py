@@ -17,6 +17,8 @@ from ponder.cli.common import (
     PriceOpt,
     SlotsOpt,
     SystemOpt,
+    ThinkBudgetOpt,
+    ThinkMinOpt,
     TimeoutOpt,
     app,
     backend_config,
@@ -40,6 +42,8 @@ def serve(
     api_key: ApiKeyOpt = None,
     timeout: TimeoutOpt = None,
     system: SystemOpt = None,
+    think_budget: ThinkBudgetOpt = None,
+    think_min: ThinkMinOpt = 0,
     api_key_file: Annotated[
         Path | None,
         typer.Option(
@@ -96,7 +100,7 @@ def serve(
         timeout=timeout,
         cancellable=True,  # a disconnected client's generation stops on the backend too
     )
-    engine = open_engine(config, prompting(max_tokens, system))
+    engine = open_engine(config, prompting(max_tokens, system, think_budget, think_min))
     app_ = create_app(
         engine,
         keys=keys,

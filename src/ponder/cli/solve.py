@@ -28,6 +28,8 @@ from ponder.cli.common import (
     StrategyOpt,
     SystemOpt,
     TemperatureOpt,
+    ThinkBudgetOpt,
+    ThinkMinOpt,
     TimeoutOpt,
     VerifierOpt,
     WidthOpt,
@@ -55,6 +57,8 @@ def solve(
     verifier: VerifierOpt = None,
     answer_with: AnswerWithOpt = None,
     system: SystemOpt = None,
+    think_budget: ThinkBudgetOpt = None,
+    think_min: ThinkMinOpt = 0,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     backend: BackendOpt = None,
@@ -98,7 +102,7 @@ def solve(
         parameters=parameters,
         timeout=timeout,
     )
-    asking = prompting(max_tokens, system)
+    asking = prompting(max_tokens, system, think_budget, think_min)
 
     async def go() -> Result:
         engine = open_engine(config, asking)

@@ -18,6 +18,7 @@ from ponder.lm.protocol import LanguageModel, Watch
 from ponder.runtime.budget import Ledger
 from ponder.runtime.prompting import AnswerWith, Prompting
 from ponder.runtime.scheduler import Lease, Scheduler
+from ponder.runtime.thinking import ThinkLoop
 from ponder.runtime.tools import ToolLoop
 from ponder.runtime.verifiers import Verifiers, VerifierSpec
 from ponder.sandbox import ExecResult, Sandbox
@@ -87,9 +88,24 @@ class Context:
         (one choice) sees each token and may stop the generation (Scheduler.generate). With
         tool-integrated reasoning (`answer_with="tir"`) a policy sample calls Python as it
         goes (ponder.runtime.tools)."""
-        if self.answer_with == "tir" and req.role == "policy":
-            return self._with_tools(req)
+        if req.role == "policy" and req.messages is not None:
+            if self.answer_with == "tir":
+                return self._with_tools(req)
+            if self.prompting.think_budget is not None and self.answer_with == "reasoning":
+                return self._thinking(req)
         return self.scheduler.generate(self.policy, req, self.ledger, self.lease, watch)
+
+    async def _thinking(self, req: GenRequest) -> Generation:
+        """Each choice thinks within the budget and then answers (ponder.runtime.thinking),
+        on one held slot."""
+        loop = ThinkLoop(self.policy, self.scheduler, self.ledger, self.prompting)
+
+        async def one(i: int) -> Generation:
+            single = replace(req, n=1, seed=None if req.seed is None else req.seed + 1000 * i)
+            with self.pinned() as held:
+                return await loop.generate(single, held.lease)
+
+        return joined(await asyncio.gather(*(one(i) for i in range(req.n))))
 
     async def _with_tools(self, req: GenRequest) -> Generation:
         """Each choice written by its own tool loop, on one held slot (its rounds find what
@@ -103,12 +119,7 @@ class Context:
             with self.pinned() as held:
                 return await loop.generate(single, held.lease)
 
-        parts = await asyncio.gather(*(one(i) for i in range(req.n)))
-        return Generation(
-            choices=[c for g in parts for c in g.choices],
-            prompt_tokens=sum(g.prompt_tokens for g in parts),
-            cached_tokens=sum(g.cached_tokens for g in parts),
-        )
+        return joined(await asyncio.gather(*(one(i) for i in range(req.n))))
 
     def pinned(self) -> AbstractContextManager[Context]:
         """A Context whose single-sequence policy calls (verifier calls to the policy
@@ -209,6 +220,16 @@ class Context:
         )
 
 
+def joined(parts: list[Generation]) -> Generation:
+    """Single-choice generations as one of n choices."""
+    return Generation(
+        choices=[c for g in parts for c in g.choices],
+        prompt_tokens=sum(g.prompt_tokens for g in parts),
+        cached_tokens=sum(g.cached_tokens for g in parts),
+        reasoning_tokens=sum(g.reasoning_tokens for g in parts),
+    )
+
+
 def answer_of(text: str, kind: str | None) -> str | None:
     return extract_answer(text) if kind is None else extract(text, kind)
 
@@ -233,6 +254,7 @@ def candidates_of(gen: Generation, kind: str | None = None, top_k: int = 0) -> l
                 signals=signals,
                 stats=stats,
                 tool_calls=c.tool_calls,
+                reasoning=c.reasoning,
             )
         )
     return out

@@ -40,6 +40,11 @@ TOOLS_NOTE = (
     "You may run Python: write it in a ```python block and its output will be shown to you in "
     "an ```output block."
 )
+# Prompted thinking, for a thinking budget (ponder.runtime.thinking).
+THINK_SYSTEM_PROMPT = (
+    "First think step by step between <think> and </think>. Then give the final answer "
+    "within \\boxed{}."
+)
 # "Mind Your Step": chain of thought can hurt; no reasoning at all, the answer alone.
 NO_COT_SYSTEM_PROMPT = (
     "Give only the final answer, within \\boxed{}, with no explanation and no working."
@@ -88,6 +93,13 @@ class Prompting(BaseModel):
     tir_system: str = TIR_SYSTEM_PROMPT
     no_cot_system: str = NO_COT_SYSTEM_PROMPT
     tools: ToolSettings = Field(default_factory=ToolSettings)
+    think_system: str = THINK_SYSTEM_PROMPT
+    think_budget: int | None = Field(
+        default=None, ge=1, description="thinking tokens at most per sample (s1 budget forcing)"
+    )
+    think_min: int = Field(
+        default=0, ge=0, description='thinking tokens at least: an early end gets "Wait," (s1)'
+    )
 
     def messages(self, problem: Problem, answer_with: AnswerWith = "reasoning") -> list[Message]:
         return list(self.conversation(problem, answer_with))
@@ -98,7 +110,9 @@ class Prompting(BaseModel):
         """The problem's messages as one shared tuple (the same object for the same system
         prompt and question while the memo holds it: never change its messages)."""
         if answer_with == "reasoning":
-            system = problem.system or self.system
+            system = problem.system or (
+                self.system if self.think_budget is None else self.think_system
+            )
         elif answer_with == "program":
             system = self.program_system
         elif answer_with == "both":

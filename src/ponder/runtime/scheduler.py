@@ -274,6 +274,7 @@ class Scheduler:
             choices=[p.choices[0] for p in parts],
             prompt_tokens=sum(p.prompt_tokens for p in parts),
             cached_tokens=sum(p.cached_tokens for p in parts),
+            reasoning_tokens=sum(p.reasoning_tokens for p in parts),
         )
 
     def _run(
@@ -367,10 +368,11 @@ class Scheduler:
             # the call's Usage, as its field values in order (the ledger keeps lines so)
             p, c, k, info = gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens, lm.info
             seconds = time.monotonic() - started
+            r = k if req.reasoning else gen.reasoning_tokens
             ledger.record(
                 req.role,
                 info.name,
-                (1, p, c, k, seconds, info.flops(p, c, k), info.dollars(p, c, k)),
+                (1, p, c, k, seconds, info.flops(p, c, k), info.dollars(p, c, k), r),
             )
             return gen
         finally:
@@ -432,6 +434,7 @@ assert USAGE_FIELDS == (
     "seconds",
     "flops",
     "dollars",
+    "reasoning_tokens",
 )
 
 

@@ -68,6 +68,7 @@ STRATEGIES: Registry[type[Strategy]] = Registry(
             "certainty_borda",
             "adaptive",
             "deepconf",
+            "refine",
             "beam",
             "dvts",
             "lookahead",

@@ -93,7 +93,7 @@ async def run_call(
         sandbox.limits.model_copy(update={"timeout_s": settings.timeout_s}),
     )
     seconds = time.monotonic() - started
-    ledger.record(ROLE, "sandbox", (1, 0, 0, 0, seconds, 0.0, 0.0))
+    ledger.record(ROLE, "sandbox", (1, 0, 0, 0, seconds, 0.0, 0.0, 0))
     out = result.stdout
     if not result.ok:
         tail = "\n".join(result.stderr.strip().splitlines()[-6:])  # the traceback's end

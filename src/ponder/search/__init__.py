@@ -16,6 +16,7 @@ from ponder.search.lookahead import Lookahead
 from ponder.search.mcts import MCTS
 from ponder.search.particle_gibbs import ParticleGibbs
 from ponder.search.particles import Particles
+from ponder.search.refine import Refine
 from ponder.search.sample import Sample
 from ponder.search.step_bon import StepBoN
 from ponder.search.vote import Vote, plurality, tally
@@ -35,6 +36,7 @@ __all__ = [
     "Lookahead",
     "ParticleGibbs",
     "Particles",
+    "Refine",
     "Sample",
     "StepBoN",
     "Vote",
