@@ -4,6 +4,7 @@ import asyncio
 import socket
 from dataclasses import replace
 
+import httpx
 import pytest
 
 from fake_server import FakeOpenAIServer
@@ -66,8 +67,9 @@ async def test_transient_faults_are_retried(fault: str) -> None:
         return fault if probed[0] <= i < probed[0] + 2 else "ok"
 
     async with FakeOpenAIServer(behaviour) as srv:
-        lm = OpenAILM(srv.url, timeout_s=0.3)
+        lm = OpenAILM(srv.url)
         probed[0] = await probe_requests(lm, srv)
+        lm._client.timeout = httpx.Timeout(0.3)  # for the calls after the probe
         engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
         r = await engine.solve("q", "vote", n=2, seed=7)
         await lm.aclose()

@@ -248,9 +248,10 @@ class OpenAILM:
         if pin is None:
             pin = env_flag("PONDER_PIN_SLOTS", True)
         if pin and isinstance(total, int) and total > 0:
-            # llama.cpp: a prefix cache per slot, a request run on the slot it names
+            # llama.cpp: a prefix cache per slot, a request run on the slot it names (as many
+            # in flight as the server has slots, at most as many as asked for)
             out["pin_slots"] = True
-            out["slots"] = total
+            out["slots"] = min(total, self.capabilities.slots)
         return out
 
     async def _find_continuation(self, raw_prefix: bool) -> None:
