@@ -43,6 +43,7 @@ from ponder.cli.common import (
     strategy_options,
 )
 from ponder.errors import UsageError
+from ponder.lm.protocol import Capabilities, LanguageModel
 from ponder.runtime.budget import Budget
 from ponder.types import Result, Usage
 
@@ -81,6 +82,12 @@ def solve(
     gold: Annotated[
         str | None, typer.Option("--gold", help="The reference answer, kept in the trace")
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Say what the backend supports (a server: as probed) first"
+        ),
+    ] = False,
 ) -> None:
     """Answer one question and print the answer with its compute bill."""
     if not question.strip():
@@ -107,6 +114,8 @@ def solve(
     async def go() -> Result:
         engine = open_engine(config, asking)
         async with engine:
+            if verbose:
+                describe_backend(engine.policy, await engine.policy.prepare())
             with err.status(f"{strat.name}: thinking…"):
                 return await engine.solve(question, strat, seed=seed, budget=budget)
 
@@ -119,6 +128,22 @@ def solve(
         print_result(result)
     if result.error:
         raise typer.Exit(1)
+
+
+def describe_backend(lm: LanguageModel, caps: Capabilities) -> None:
+    """One line on stderr of what the backend supports, with how a step search continues a
+    partial solution there (and, on a server, what the probe tried)."""
+    n = "n" if caps.n else "no n"
+    lp = "logprobs" if caps.logprobs else "no logprobs"
+    raw = "raw prompts" if caps.raw_prefix else "no raw prompts"
+    pin = ", pinned to slots" if caps.pin_slots else ""
+    how = caps.continuation or ("the chat template" if caps.render else "none")
+    err.print(
+        f"backend {lm.info.name}: {n}, {lp}, {raw}, {caps.slots} slots{pin}; continuation: {how}",
+        markup=False,
+    )
+    if caps.continuation_note:
+        err.print(f"  tried {caps.continuation_note}", markup=False)
 
 
 def write_trace(path: Path, result: Result, gold: str | None) -> None:

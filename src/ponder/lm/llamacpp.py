@@ -93,6 +93,7 @@ class LlamaCppLM:
             n_with_stop=True,
             pin_slots=pin_slots,
             stream=True,
+            continuation="apply-template",
         )
         try:
             self._server = xlc.Server(params)

@@ -41,6 +41,11 @@ class Capabilities(BaseModel):
     # generation for real when told to (`LanguageModel.stream`): its slot is freed and only
     # the tokens written so far are charged.
     stream: bool = False
+    # How a partial solution is continued (ponder.lm.continuation: "apply-template",
+    # "tokenize", "local-template", "continue-final", "prefill-echo"; None: unknown or no way),
+    # and what a probe tried to find it, each method with what it saw.
+    continuation: str | None = None
+    continuation_note: str | None = None
 
     def native_n(self, req: GenRequest) -> bool:
         """Whether `req` goes to the backend as one request with n choices."""

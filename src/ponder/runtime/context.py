@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
 from ponder.answers import extract, extract_answer, normalize_number
-from ponder.lm.protocol import LanguageModel, Watch
+from ponder.lm.protocol import Capabilities, LanguageModel, Watch
 from ponder.runtime.budget import Ledger
 from ponder.runtime.prompting import AnswerWith, Prompting
 from ponder.runtime.scheduler import Lease, Scheduler
@@ -75,6 +75,10 @@ class Context:
             seed=self.next_seed(),
             top_logprobs=self.prompting.logprobs if self.policy.capabilities.logprobs else 0,
         )
+
+    async def prepared(self) -> Capabilities:
+        """What the policy can do, asked of it once (a server is probed on first need)."""
+        return await self.scheduler.prepared(self.policy, self.ledger)
 
     def affordable(self, req: GenRequest) -> int:
         """How many of the request's n choices the budget allows (0: none)."""

@@ -228,6 +228,13 @@ class Scheduler:
         finally:
             ledger.release(reservation)
 
+    async def prepared(self, lm: LanguageModel, ledger: Ledger) -> Capabilities:
+        """What `lm` can do, once it is prepared (probed once, with retries, on first need)."""
+        ready = self._ready.get(id(lm))
+        if ready is None:
+            ready = await self._prepare(lm, ledger)
+        return ready.caps
+
     async def _prepare(self, lm: LanguageModel, ledger: Ledger) -> _Backend:
         """A backend's capabilities, asked once (failures are retried like any call's)."""
         caps = await self._retrying(lm, ledger, lambda _: lm.prepare(), None)

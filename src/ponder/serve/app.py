@@ -115,6 +115,8 @@ def create_app(
             "status": "ok",
             "model": state.served,
             "in_flight": state.in_flight,
+            # how step strategies continue a partial solution on the backend (a server's probe)
+            "continuation": state.engine.policy.capabilities.continuation,
             "uptime_s": round(time.monotonic() - state.started, 1),
         }
 
