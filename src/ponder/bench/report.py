@@ -81,15 +81,28 @@ def _fmt_cost(name: str, x: float) -> str:
     return f"{x:.2f}"
 
 
-def summary_table(store: Store, rids: Sequence[int]) -> Table:
-    """One screen: each method at k=1 and at its largest k, for the given runs."""
+@dataclass
+class Summary:
+    """One screen: each method at k=1 and at its largest k. Printed by rich as its table;
+    `rows` are the same numbers as plain data (`--json`)."""
+
+    table: Table
+    rows: list[dict[str, object]]
+
+    def __rich__(self) -> Table:
+        return self.table
+
+
+def summary_table(store: Store, rids: Sequence[int]) -> Summary:
+    """The summary of the given runs (the same intervals as the report's: same resamples,
+    same seed, so the same data always prints the same table)."""
     wanted = set(rids)
     groups = [g for g in load_groups(store) if wanted & {r.rid for r in g.runs}]
-    return summary_of(groups, {id(g): points(g, resamples=1000) for g in groups})
+    return summary_of(groups, {id(g): points(g) for g in groups})
 
 
-def summary_of(groups: Sequence[Group], by_group: dict[int, list[Point]]) -> Table:
-    """The summary table from points already computed (keyed by id() of their group)."""
+def summary_of(groups: Sequence[Group], by_group: dict[int, list[Point]]) -> Summary:
+    """The summary from points already computed (keyed by id() of their group)."""
     models = sorted({g.model for g in groups})
     tasks = sorted({g.task for g in groups})
     t = Table(title=f"{', '.join(tasks)} · {', '.join(models)}", box=box.SIMPLE)
@@ -98,12 +111,28 @@ def summary_of(groups: Sequence[Group], by_group: dict[int, list[Point]]) -> Tab
     for col in cols:
         t.add_column(col, justify="left" if col in ("task", "method") else "right", no_wrap=True)
     pools = sorted({g.label for g in groups if g.kind == "pool"})
+    rows: list[dict[str, object]] = []
     for g in groups:
         pts = by_group[id(g)]
         largest = max(p.k for p in pts)
         for p in pts:
             if p.k not in (1, largest):
                 continue
+            rows.append(
+                {
+                    "task": g.task,
+                    "model": g.model,
+                    "method": p.method,
+                    "group": g.label,
+                    "k": p.k,
+                    "problems": p.problems,
+                    "accuracy": round(p.accuracy, 6),
+                    "ci_low": round(p.low, 6),
+                    "ci_high": round(p.high, 6),
+                    "tokens_per_problem": round(p.tokens, 2),
+                    "seconds_per_problem": round(p.seconds, 3),
+                }
+            )
             tag = f" [{pools.index(g.label) + 1}]" if len(pools) > 1 and g.kind == "pool" else ""
             t.add_row(
                 *([g.task] if len(tasks) > 1 else []),
@@ -118,12 +147,12 @@ def summary_of(groups: Sequence[Group], by_group: dict[int, list[Point]]) -> Tab
         t.caption = "pooled methods are estimated from " + "; ".join(
             f"[{i + 1}] {label}" if len(pools) > 1 else label for i, label in enumerate(pools)
         )
-    return t
+    return Summary(t, rows)
 
 
 def write_report(
     store: Store, out: Path, *, plots: bool = True, price: Price | None = None
-) -> tuple[Path, Table]:
+) -> tuple[Path, Summary]:
     """Write report.md, CSV tables and PNGs into `out`; return the report's path and its
     one-screen summary. With `price`, dollars are what the stored tokens would cost at that
     price."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -131,14 +132,45 @@ def bench(
     budget_tokens: BudgetTokensOpt = None,
     budget_seconds: BudgetSecondsOpt = None,
     budget_dollars: BudgetDollarsOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON instead of a table")
+    ] = False,
 ) -> None:
     """Run strategies over a problem set into a resumable store, then print a summary.
 
     Re-running the same command computes only what is missing. Ctrl-C finishes the units in
     flight, stores them and exits; `ponder report STORE` draws the curves."""
     if sweep is not None:
-        if benchmark is not None or data is not None or strategy:
-            raise UsageError("--sweep lists tasks and strategies itself; give no task/--strategy")
+        given = {
+            "a task": benchmark is not None,
+            "--data": data is not None,
+            "--strategy": bool(strategy),
+            "-n": n is not None,
+            "-o": bool(option),
+            "--temperature": temperature is not None,
+            "--verifier": verifier is not None,
+            "--answer-with": answer_with is not None,
+            "--system": system is not None,
+            "--think-budget": think_budget is not None,
+            "--model": model is not None,
+            "--base-url": base_url is not None,
+            "--backend": backend is not None,
+            "--price": price is not None,
+            "--parameters": parameters is not None,
+            "--seeds": seeds != "0",
+            "--max-tokens": max_tokens != 512,
+            "--slots": slots != 8,
+            "--ctx-size": ctx_size != 2048,
+            "--budget-*": any(
+                b is not None for b in (budget_tokens, budget_seconds, budget_dollars)
+            ),
+        }
+        conflicts = [name for name, set_ in given.items() if set_]
+        if conflicts:
+            raise UsageError(
+                f"--sweep: the sweep file sets {', '.join(conflicts)} itself; give them there "
+                "(only --store, --limit, --api-key and --timeout go beside --sweep)"
+            )
         plan_ = load_sweep(sweep)
         if limit is not None:
             plan_ = plan_.with_limit(limit)
@@ -185,10 +217,15 @@ def bench(
     store_path = store or (
         Path(os.path.normpath(base / plan_.store)) if plan_.store else Path("ponder-bench.sqlite")
     )
-    interrupted, failed = asyncio.run(
-        sweep_with_progress(plan_, store_path, base, api_key, timeout)
+    interrupted, failed, summary = asyncio.run(
+        sweep_with_progress(plan_, store_path, base, api_key, timeout, quiet=as_json)
     )
-    out.print(f"[dim]store: {store_path} · report: ponder report {store_path}[/dim]")
+    if as_json:
+        print(
+            json.dumps({"store": str(store_path), "failed": failed, "summary": summary}, indent=2)
+        )
+    else:
+        out.print(f"[dim]store: {store_path} · report: ponder report {store_path}[/dim]")
     if interrupted:
         err.print("interrupted: the finished units are stored; run the same command to resume")
         raise typer.Exit(130)
@@ -257,9 +294,16 @@ def sweep_from_flags(
 
 
 async def sweep_with_progress(
-    sweep: Sweep, store_path: Path, base: Path, api_key: str | None, request_timeout: float | None
-) -> tuple[bool, int]:
-    """The sweep with a progress bar per run and Ctrl-C handling; (interrupted, failed units)."""
+    sweep: Sweep,
+    store_path: Path,
+    base: Path,
+    api_key: str | None,
+    request_timeout: float | None,
+    *,
+    quiet: bool = False,
+) -> tuple[bool, int, list[dict[str, object]]]:
+    """The sweep with a progress bar per run and Ctrl-C handling; (interrupted, failed units,
+    the summary rows, which are also printed as a table unless `quiet`)."""
     prepared = prepare_sweep(sweep, base, api_key=api_key, request_timeout=request_timeout)
     db = Store(store_path)
     stop = asyncio.Event()
@@ -280,20 +324,24 @@ async def sweep_with_progress(
     try:
         outcome = await run_sweep(prepared, db, open_engine, stop=stop, watch=bars.watch)
     except asyncio.CancelledError:
-        return True, 0
+        return True, 0, []
     finally:
         bars.close()
         with suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
+        rows: list[dict[str, object]] = []
         if outcome is not None and outcome.runs:
-            out.print(summary_table(db, sorted(set(outcome.runs))))
+            summary = summary_table(db, sorted(set(outcome.runs)))
+            rows = summary.rows
+            if not quiet:
+                out.print(summary)
         db.close()
     if outcome.failed:
         err.print(
             f"[yellow]{outcome.failed} units failed on the backend (not stored; a re-run "
             "retries them)[/yellow]"
         )
-    return outcome.interrupted, outcome.failed
+    return outcome.interrupted, outcome.failed, rows
 
 
 class ProgressBars:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +32,9 @@ def report(
             help="Price the stored tokens: PROMPT,COMPLETION[,CACHED] $ per million tokens",
         ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (the report is written too)")
+    ] = False,
 ) -> None:
     """Scaling curves with confidence intervals from a store: markdown, CSV tables, PNG plots."""
     if not store.is_file():
@@ -40,7 +44,10 @@ def report(
     try:
         target = out_dir or store.with_name(store.stem + "-report")
         path, summary = write_report(db, target, plots=plots, price=price_)
-        out.print(summary)
     finally:
         db.close()
+    if as_json:
+        print(json.dumps({"report": str(path), "summary": summary.rows}, indent=2))
+        return
+    out.print(summary)
     out.print(f"report: {path}")

@@ -32,7 +32,7 @@ from ponder.errors import UsageError
 @app.command()
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on")] = 8000,
     model: ModelOpt = None,
     upstream: Annotated[
         str | None,

@@ -39,7 +39,8 @@ class Strategy(BaseModel):
     answer_with: AnswerWith = Field(
         default="reasoning",
         description="reasoning (chain of thought), program (PAL: the sandbox runs the model's "
-        "program) or both",
+        "program), both, tir (Python called mid-reasoning, its real output read) or no_cot "
+        "(the answer alone)",
     )
 
     def config(self) -> dict[str, Any]:
