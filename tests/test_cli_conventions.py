@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from unittest.mock import patch
 
 import pytest
@@ -73,6 +74,8 @@ def test_a_wrong_value_is_one_line_exit_2_naming_the_option(
     # in process (the same entry point as the command; a subprocess each would take minutes)
     with (
         patch.object(sys, "argv", ["ponder", *args, option, value]),
+        patch("ponder.cli.tune_gc"),  # (process-wide settings: not for the test process)
+        patch.object(warnings, "showwarning", warnings.showwarning),
         pytest.raises(SystemExit) as done,
     ):
         main()
