@@ -149,3 +149,12 @@ async def test_every_sample_of_a_vote_runs_its_own_tools() -> None:
     r = await eng.solve(PROBLEM, "vote", n=3, answer_with="tir", seed=1)
     assert r.answer == "42" and all(len(c.tool_calls) == 1 for c in r.candidates)
     assert r.usage["tool"].calls == 3
+
+
+async def test_each_call_is_reported_as_progress() -> None:
+    events: list[dict[str, object]] = []
+    eng, _ = engine(calls_python("print(6 * 7)"))
+    await eng.solve(PROBLEM, "greedy", answer_with="tir", observer=events.append)
+    calls = [e for e in events if e["event"] == "tool_call"]
+    assert len(calls) == 1 and calls[0]["ok"] is True and calls[0]["output"] == "42"
+    assert any(e["event"] == "call" and e["role"] == "tool" for e in events)

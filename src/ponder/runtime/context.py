@@ -115,7 +115,12 @@ class Context:
         """Each choice written by its own tool loop, on one held slot (its rounds find what
         it wrote in that slot's cache)."""
         loop = ToolLoop(
-            self.policy, self.scheduler, self.ledger, self.sandbox, self.prompting.tools
+            self.policy,
+            self.scheduler,
+            self.ledger,
+            self.sandbox,
+            self.prompting.tools,
+            self.report,
         )
 
         async def one(i: int) -> Generation:

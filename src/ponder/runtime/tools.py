@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from ponder.lm.protocol import LanguageModel
 from ponder.runtime.budget import Ledger
@@ -119,6 +120,8 @@ class ToolLoop:
     ledger: Ledger
     sandbox: Sandbox
     settings: ToolSettings
+    # told of each call as it ends (the server streams it as progress)
+    report: Callable[..., None] = field(default=lambda event, **data: None)
 
     async def generate(self, req: GenRequest, lease: Lease | None) -> Generation:
         """`req` (one choice) continued round by round until it answers, stops, runs out of
@@ -145,6 +148,7 @@ class ToolLoop:
                     self.sandbox, self.ledger, [c.code for c in calls if c.ok], code, self.settings
                 )
                 calls.append(call)
+                self.report("tool_call", ok=call.ok, seconds=call.seconds, output=call.output[:200])
                 text = text.rstrip()
                 if not text.endswith("```"):
                     text += "\n```"
@@ -159,6 +163,7 @@ class ToolLoop:
                 and "\\boxed" in text
             ):
                 hinted = True
+                self.report("hint")
                 text += HINT
                 continue
             break
