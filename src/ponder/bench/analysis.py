@@ -249,17 +249,17 @@ def points(group: Group, *, resamples: int = 2000) -> list[Point]:
     out = []
     if group.kind == "direct":
         per_problem = np.nanmean(np.where(group.classes >= -1, group.correct, np.nan), axis=1)
-        out.append(_point(group, group.label, 1, per_problem, 1.0, resamples))
+        out.append(point_of(group, group.label, 1, per_problem, 1.0, resamples))
         return out
     pools = Pools(keys=group.classes, scores=group.scores, correct=group.correct, sizes=group.sizes)
     for method in group.methods():
         for k in group.ks():
             per_problem = POOL_RULES[method](pools, k)
-            out.append(_point(group, method, k, per_problem, float(k), resamples))
+            out.append(point_of(group, method, k, per_problem, float(k), resamples))
     return out
 
 
-def _point(
+def point_of(
     group: Group, method: str, k: int, per_problem: np.ndarray, units: float, resamples: int
 ) -> Point:
     ok = np.isfinite(per_problem)

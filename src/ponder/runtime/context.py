@@ -26,6 +26,12 @@ from ponder.signals import SignalSettings, signals_of
 from ponder.types import Candidate, Generation, GenRequest, Problem, Result
 
 
+class ChoiceLoop(Protocol):
+    """Writes one choice in rounds (a tool loop, a thinking budget)."""
+
+    async def generate(self, req: GenRequest, lease: Lease | None) -> Generation: ...
+
+
 class Configured(Protocol):
     """What a Result records of the strategy that made it."""
 
@@ -100,28 +106,20 @@ class Context:
         return self.scheduler.generate(self.policy, req, self.ledger, self.lease, watch)
 
     async def _thinking(self, req: GenRequest) -> Generation:
-        """Each choice thinks within the budget and then answers (ponder.runtime.thinking),
-        on one held slot."""
-        loop = ThinkLoop(self.policy, self.scheduler, self.ledger, self.prompting)
-
-        async def one(i: int) -> Generation:
-            single = replace(req, n=1, seed=None if req.seed is None else req.seed + 1000 * i)
-            with self.pinned() as held:
-                return await loop.generate(single, held.lease)
-
-        return joined(await asyncio.gather(*(one(i) for i in range(req.n))))
+        """Each choice thinks within the budget and then answers (ponder.runtime.thinking)."""
+        return await self._each_choice(
+            req, ThinkLoop(self.policy, self.scheduler, self.ledger, self.prompting)
+        )
 
     async def _with_tools(self, req: GenRequest) -> Generation:
-        """Each choice written by its own tool loop, on one held slot (its rounds find what
-        it wrote in that slot's cache)."""
-        loop = ToolLoop(
-            self.policy,
-            self.scheduler,
-            self.ledger,
-            self.sandbox,
-            self.prompting.tools,
-            self.report,
-        )
+        """Each choice written by its own tool loop (ponder.runtime.tools)."""
+        tools = self.prompting.tools
+        loop = ToolLoop(self.policy, self.scheduler, self.ledger, self.sandbox, tools, self.report)
+        return await self._each_choice(req, loop)
+
+    async def _each_choice(self, req: GenRequest, loop: ChoiceLoop) -> Generation:
+        """`req`'s choices, each written round by round by `loop` on one held slot (its later
+        rounds find what it wrote in that slot's cache)."""
 
         async def one(i: int) -> Generation:
             single = replace(req, n=1, seed=None if req.seed is None else req.seed + 1000 * i)

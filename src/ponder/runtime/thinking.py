@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ponder.errors import UsageError
 from ponder.lm.protocol import LanguageModel
 from ponder.runtime.budget import Ledger
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.scheduler import Lease, Scheduler
+from ponder.runtime.tools import continuation
 from ponder.types import Completion, Generation, GenRequest, Message
 
 OPEN, CLOSE = "<think>\n", "</think>"
@@ -37,7 +37,7 @@ class ThinkLoop:
     async def generate(self, req: GenRequest, lease: Lease | None) -> Generation:
         budget = self.prompting.think_budget
         assert budget is not None
-        head, messages = await self._head(req)
+        head, messages = await continuation(self.policy, req, "a thinking budget")
         thought, used, rounds = "", 0, []
         capped = False
         prompt_tokens = cached = 0
@@ -78,20 +78,6 @@ class ThinkLoop:
             prompt_tokens=prompt_tokens + gen.prompt_tokens,
             cached_tokens=cached + gen.cached_tokens,
             reasoning_tokens=used,
-        )
-
-    async def _head(self, req: GenRequest) -> tuple[str | None, list[Message] | None]:
-        if req.prompt is not None:
-            return req.prompt, None
-        assert req.messages is not None
-        caps = self.policy.capabilities
-        if caps.render and caps.raw_prefix:
-            return await self.policy.render(req.messages), None
-        if caps.continue_final:
-            return None, list(req.messages)
-        raise UsageError(
-            f"a thinking budget continues the model's text; the backend {self.policy.info.name} "
-            "can neither render its chat template nor continue a final assistant message"
         )
 
     async def _round(

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from ponder.errors import UsageError
 from ponder.lm.protocol import LanguageModel
 from ponder.runtime.budget import Ledger
 from ponder.runtime.prompting import ToolSettings
@@ -126,7 +127,7 @@ class ToolLoop:
     async def generate(self, req: GenRequest, lease: Lease | None) -> Generation:
         """`req` (one choice) continued round by round until it answers, stops, runs out of
         tokens or of calls; the rounds' tokens and log-probabilities add up."""
-        head, messages = await self._head(req)
+        head, messages = await continuation(self.policy, req, "tool-integrated reasoning")
         text = ""
         calls: list[ToolCall] = []
         rounds: list[Completion] = []
@@ -180,17 +181,6 @@ class ToolLoop:
         done.tool_calls = calls
         return Generation(choices=[done], prompt_tokens=prompt_tokens, cached_tokens=cached)
 
-    async def _head(self, req: GenRequest) -> tuple[str | None, list[Message] | None]:
-        """How rounds continue the sample: the rendered conversation as a raw prompt, or the
-        messages a final assistant message continues (chat-only servers)."""
-        if req.prompt is not None:
-            return req.prompt, None
-        assert req.messages is not None
-        caps = self.policy.capabilities
-        if caps.render and caps.raw_prefix:
-            return await self.policy.render(req.messages), None
-        return None, list(req.messages)
-
     def _continue(
         self,
         req: GenRequest,
@@ -225,4 +215,21 @@ class ToolLoop:
         )
 
 
-__all__ = ["HINT", "ROLE", "STOPS", "ToolLoop", "ToolSettings", "open_block", "run_call"]
+async def continuation(
+    policy: LanguageModel, req: GenRequest, what: str
+) -> tuple[str | None, list[Message] | None]:
+    """How later rounds continue a sample: the rendered conversation as a raw prompt (the
+    slot's prefix cache then holds everything written), or the messages a final assistant
+    message continues (chat-only servers); a usage error naming `what` otherwise."""
+    if req.prompt is not None:
+        return req.prompt, None
+    assert req.messages is not None
+    caps = policy.capabilities
+    if caps.render and caps.raw_prefix:
+        return await policy.render(req.messages), None
+    if caps.continue_final:
+        return None, list(req.messages)
+    raise UsageError(
+        f"{what} continues the model's text; the backend {policy.info.name} can neither "
+        "render its chat template nor continue a final assistant message"
+    )
