@@ -345,7 +345,7 @@ async def test_the_report_opens_in_headless_chromium(tmp_path: Path) -> None:
         # the tree viewer: open the problem, its tree, then a node, by real clicks
         page.click(f"#p-{pids['sum']} > summary")
         page.click(f"#box-tree-{pids['sum']}-{beam}-0 > summary")
-        tree = f"#tree-{pids['sum']}-{beam}-0"
+        tree = f"#view-tree-{pids['sum']}-{beam}-0"
         shown = page.evaluate(f"document.querySelectorAll('{tree} details.node').length")
         assert shown >= 2  # the root, open, and its children
         first = f"{tree} details.root > details.node:not(.leaf)"
@@ -401,3 +401,37 @@ async def test_the_report_opens_in_headless_chromium(tmp_path: Path) -> None:
             >= 1
         )
         assert linked.errors() == []
+
+
+async def test_the_problem_browser_carries_at_most_so_many_samples_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ponder.bench.html as page
+
+    store = await build_store(tmp_path / "s.sqlite", keep_trees=False)
+    from ponder.bench.report import gather
+
+    monkeypatch.setattr(page, "MAX_SAMPLES", 2)
+    payload = page.problems_payload(store, gather(store))
+    pool = next(i for i, g in enumerate(payload["groups"]) if g["kind"] == "pool")
+    for p in payload["problems"]:
+        assert len(p["runs"][pool]) == 2 and p["by"][pool][1] == 4  # counted, not all shown
+    assert payload["left_out"] == "6 samples are left out (at most 2 per pool and problem)."
+
+
+def test_a_legend_too_wide_for_the_margin_narrows_the_axes_instead_of_being_cut() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ponder.bench.report import _fit_legend
+
+    for label in ("vote", "x" * LABEL_WIDTH + " @ 16", "a much longer label " * 3):
+        fig, ax = plt.subplots(figsize=(9.5, 4.8))
+        ax.plot([1, 2], [1, 2], label=label)
+        legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        _fit_legend(fig, legend)
+        fig.canvas.draw()
+        assert legend.get_window_extent().x1 <= fig.bbox.width
+        plt.close(fig)

@@ -236,6 +236,9 @@ def problems_payload(store: Store, data: ReportData) -> dict[str, Any]:
         }
         for pid, task, problem_id, question, gold, level in rows
     }
+    store.db.execute("CREATE TEMP TABLE IF NOT EXISTS page_pids (pid INTEGER PRIMARY KEY)")
+    store.db.execute("DELETE FROM temp.page_pids")
+    store.db.executemany("INSERT INTO temp.page_pids VALUES (?)", [(pid,) for pid in problems])
     cut = 0
     for gi, g in enumerate(groups):
         cut += _add_group(store, gi, g, problems)
@@ -250,22 +253,24 @@ def _add_group(store: Store, gi: int, g: Group, problems: dict[int, dict[str, An
     """Add one group's units to the problems; the number of samples left out."""
     seeds = {r.rid: r.seed for r in g.runs}
     marks = ",".join("?" * len(seeds))
+    # only the problems on the page (a temporary table of them), and for pools only the
+    # first samples (unit numbers count up from 0 in each run)
+    mine = f"rid IN ({marks}) AND pid IN (SELECT pid FROM temp.page_pids)"
     units: dict[tuple[int, int, int], dict[str, Any]] = {}
-    cut = 0
     per_problem: dict[int, int] = {}
+    for pid, right, total in store.db.execute(
+        f"SELECT pid, SUM(correct), COUNT(*) FROM units WHERE {mine} GROUP BY pid", list(seeds)
+    ):
+        problems[pid]["by"][gi] = (right, total)
+    first = f" AND unit < {MAX_SAMPLES}" if g.kind == "pool" else ""
     for rid, pid, unit, answer, ok, stopped, error, tokens in store.db.execute(
         "SELECT rid, pid, unit, answer, correct, stopped, error, policy_prompt - policy_cached"
         " + policy_completion + verifier_prompt - verifier_cached + verifier_completion"
-        f" FROM units WHERE rid IN ({marks}) ORDER BY pid, rid, unit",
+        f" FROM units WHERE {mine}{first} ORDER BY pid, rid, unit",
         list(seeds),
     ):
-        problem = problems.get(pid)
-        if problem is None:
-            continue
-        right, total = problem["by"].get(gi, (0, 0))
-        problem["by"][gi] = (right + ok, total + 1)
+        problem = problems[pid]
         if g.kind == "pool" and per_problem.get(pid, 0) >= MAX_SAMPLES:
-            cut += 1
             continue
         per_problem[pid] = per_problem.get(pid, 0) + 1
         entry = {
@@ -295,7 +300,7 @@ def _add_group(store: Store, gi: int, g: Group, problems: dict[int, dict[str, An
         tools,
     ) in store.db.execute(
         "SELECT rid, pid, unit, text, answer, correct, score, completion_tokens, finish_reason,"
-        f" note, signals, tool_calls FROM candidates WHERE rid IN ({marks})"
+        f" note, signals, tool_calls FROM candidates WHERE {mine}{first}"
         " ORDER BY pid, rid, unit, idx",
         list(seeds),
     ):
@@ -327,9 +332,11 @@ def _add_group(store: Store, gi: int, g: Group, problems: dict[int, dict[str, An
                 for t in json.loads(tools)
             ]
         owner["c"].append(sample)
+    stored: int = sum(p["by"].get(gi, (0, 0))[1] for p in problems.values())
+    cut = stored - len(units)
     if g.kind == "direct":
         for rid in seeds:
-            for (pid, unit), trace in store.traces(rid).items():
+            for (pid, unit), trace in store.traces(rid, pids=list(problems)).items():
                 kept = units.get((rid, pid, unit))
                 if kept is None:
                     continue

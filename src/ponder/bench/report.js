@@ -57,7 +57,7 @@
   // -- the tree viewer -------------------------------------------------------------------
   function treeView(nodes, right, key) {
     const box = h("div", "tree");
-    box.id = key;
+    box.id = "view-" + key;  // (not the link itself: the browser would scroll to it)
     const made = new Map();
     function node(n) {
       const kids = n.children || [];
@@ -206,16 +206,15 @@
     const d = document.getElementById("p-" + (m[1] || m[2]));
     if (!d) return;
     show(d);
-    let target = d;
     if (m[2]) {
       const key = `tree-${m[2]}-${m[3]}-${m[4]}`, box = document.getElementById("box-" + key);
       if (box) {
         show(box);
-        const tree = document.getElementById(key);
-        if (tree) { tree.chosen(); target = box; }
+        const tree = document.getElementById("view-" + key);
+        if (tree) tree.chosen();
       }
     }
-    target.scrollIntoView();
+    d.scrollIntoView();
   }
   window.addEventListener("hashchange", follow);
   follow();

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich import box
@@ -46,6 +47,10 @@ from ponder.bench.confidence import (
 from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.bench.store import Store
 from ponder.lm import Price
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from matplotlib.legend import Legend
 
 AXES = {
     "tokens": "tokens per problem (prompt not cached + generated; policy + verifier)",
@@ -360,6 +365,26 @@ def difficulty_rows(
 _MARGINS = {"left": 0.08, "right": 0.77, "bottom": 0.15, "top": 0.92}
 
 
+def _palette(n: int) -> list[str]:
+    """n distinct colours: matplotlib's default ten, or twenty when there are more curves
+    (the default cycle would give two curves one colour)."""
+    import matplotlib
+    from matplotlib.colors import to_hex
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [to_hex(cmap(i % cmap.N)) for i in range(n)]
+
+
+def _fit_legend(fig: Figure, legend: Legend) -> None:
+    """Lay the figure out with the fixed margins, then narrow the axes as far as the legend
+    (outside them, on the right) needs to fit inside the figure: never cut at its edge."""
+    fig.subplots_adjust(**_MARGINS)
+    width = fig.bbox.width
+    over = legend.get_window_extent().x1 - width + 4
+    if over > 0:
+        fig.subplots_adjust(right=max(0.3, _MARGINS["right"] - over / width))
+
+
 def _compact(x: float, _pos: object = None) -> str:
     """A tick label: 300, 3k, 1.5M, 2G, 0.0001."""
     for suffix, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -394,6 +419,7 @@ def plot_all(
             if not any(getattr(p, cost) > 0 for line in lines.values() for p in line):
                 continue  # e.g. dollars without --price: nothing to plot
             fig, ax = plt.subplots(figsize=(9.5, 4.8))
+            color = dict(zip(sorted(lines), _palette(len(lines)), strict=True))
             for name, line in sorted(lines.items()):
                 x = np.array([getattr(p, cost) for p in line])
                 y = np.array([100 * p.accuracy for p in line])
@@ -408,10 +434,11 @@ def plot_all(
                         capsize=4,
                         label=label[name],
                         zorder=3,
+                        color=color[name],
                     )
                     continue
-                (drawn,) = ax.plot(x, y, marker="o", ms=3.5, label=label[name])
-                ax.fill_between(x, lo, hi, alpha=0.18, color=drawn.get_color(), linewidth=0)
+                ax.plot(x, y, marker="o", ms=3.5, label=label[name], color=color[name])
+                ax.fill_between(x, lo, hi, alpha=0.18, color=color[name], linewidth=0)
             ax.set_xscale("log")
             # plain tick labels: matplotlib's default 10^n labels go through its slow TeX parser
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -421,8 +448,7 @@ def plot_all(
             ax.set_ylabel("accuracy (%) · 95% bootstrap CI over problems")
             ax.set_title(f"{task} · {model}: accuracy against {cost}")
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-            fig.subplots_adjust(**_MARGINS)
+            _fit_legend(fig, ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0)))
             name = f"scaling_{_slug(task, model, cost)}.png"
             fig.savefig(out / name, dpi=120)
             plt.close(fig)
@@ -494,20 +520,21 @@ def _grouped_bars(
 
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
     width = 0.8 / max(1, len(series))
+    colors = _palette(len(series))
     for i, (name, values) in enumerate(series.items()):
         ys = [100 * v[0] if v else np.nan for v in values]
         lo = [100 * (v[0] - v[1]) if v else 0.0 for v in values]
         hi = [100 * (v[2] - v[0]) if v else 0.0 for v in values]
-        ax.bar(np.arange(len(xlabels)) + i * width, ys, width, yerr=[lo, hi], capsize=2, label=name)
+        at = np.arange(len(xlabels)) + i * width
+        ax.bar(at, ys, width, yerr=[lo, hi], capsize=2, label=name, color=colors[i])
     ax.set_xticks(np.arange(len(xlabels)) + width * (len(series) - 1) / 2)
     ax.set_xticklabels(xlabels, fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%) · 95% CI")
     ax.set_title(title)
     ax.set_ylim(0, 105)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, axis="y", alpha=0.3)
-    fig.subplots_adjust(**_MARGINS)
+    _fit_legend(fig, ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0)))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path.name

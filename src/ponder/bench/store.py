@@ -473,19 +473,24 @@ class Store:
         return True
 
     # -- reading traces ----------------------------------------------------------------------
-    def traces(self, rid: int) -> dict[tuple[int, int], dict[str, Any]]:
-        """(pid, unit) → the kept trace of each unit of a run that has one: from `traces`,
-        else (stores written before schema 3) the TRACE_KEYS found in units.info."""
+    def traces(
+        self, rid: int, *, pids: Sequence[int] | None = None
+    ) -> dict[tuple[int, int], dict[str, Any]]:
+        """(pid, unit) → the kept trace of each unit of a run (of those problems) that has
+        one: from `traces`, else (stores written before schema 3) the TRACE_KEYS found in
+        units.info."""
+        where, args = "rid = ?", [rid]
+        if pids is not None:
+            where += f" AND pid IN ({','.join('?' * len(pids))})"
+            args += list(pids)
         out: dict[tuple[int, int], dict[str, Any]] = {}
         for pid, unit, data in self.db.execute(
-            "SELECT pid, unit, data FROM traces WHERE rid = ?", (rid,)
+            f"SELECT pid, unit, data FROM traces WHERE {where}", args
         ):
             out[(pid, unit)] = unpack_trace(data)
+        keys = " OR ".join(f"instr(info, '\"{k}\"') > 0" for k in TRACE_KEYS)
         for pid, unit, info in self.db.execute(
-            "SELECT pid, unit, info FROM units WHERE rid = ? AND ("
-            + " OR ".join(f"instr(info, '\"{k}\"') > 0" for k in TRACE_KEYS)
-            + ")",
-            (rid,),
+            f"SELECT pid, unit, info FROM units WHERE {where} AND ({keys})", args
         ):
             if (pid, unit) in out:
                 continue
