@@ -212,11 +212,14 @@ def test_legend_labels_are_short_distinct_and_keep_what_fits() -> None:
     assert all(len(v) <= LABEL_WIDTH for v in labels.values())
     assert labels["vote"] == "vote" and labels["deepconf_filter · tail"] == "deepconf_filter · tail"
     assert labels[names[2]] == "beam" and labels[names[3]] == "particles"
-    assert {labels[names[4]], labels[names[5]]} <= {"mcts(c_puct=1.0, iterations…", "mcts #1"} | {
-        "mcts(c_puct=2.0, iterations…",
-        "mcts #2",
-    }
+    # two of one strategy: cut where they still differ, with an ellipsis
+    assert labels[names[4]] == "mcts(c_puct=1.0, iterations…"
+    assert labels[names[5]] == "mcts(c_puct=2.0, iterations…"
     assert labels["deepconf_filter(keep=0.1) · tail"].startswith("deepconf_filter(keep=0.1)")
+
+    # alike even when cut, beside a curve named like their strategy: numbered
+    alike = ["beam", f"beam(n=2, {verifier}, x=1)", f"beam(n=2, {verifier}, x=2)"]
+    assert legend_labels(alike) == {alike[0]: "beam", alike[1]: "beam #1", alike[2]: "beam #2"}
 
 
 def _point(method: str, k: int, per_problem: list[float]) -> Point:

@@ -116,7 +116,7 @@ def render(
                 )
             parts.append("</div>")
         else:
-            parts.append('<p class="dim">No plots (drawn without --no-plots).</p>')
+            parts.append('<p class="dim">No plots: written with --no-plots.</p>')
         for s in sections(data, task, model):
             parts.append(_section(s))
         parts.append("</section>")
