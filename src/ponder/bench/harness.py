@@ -128,12 +128,15 @@ class Harness:
         *,
         model_sha256: str = "",
         window: int | None = None,
+        keep_trees: bool = False,
     ) -> None:
         self.engine = engine
         self.store = store
         self.model_sha256 = model_sha256
         self.slots = engine.policy.capabilities.slots
         self.window = window  # units in flight; None: by the plan (see `window_for`)
+        # keep each unit's trace (search tree, refine revisions) in the store's `traces`
+        self.keep_trees = keep_trees
         self._locks: dict[int, asyncio.Lock] = {}
         self._classes: dict[int, dict[str, tuple[int, bool, str]]] = {}
 
@@ -228,7 +231,17 @@ class Harness:
                         await self.classify(pid, problem, c.answer) for c in result.candidates
                     ]
                     chosen = await self.classify(pid, problem, result.answer)
-                    self.store.add_unit(run.rid, pid, u, sid, result, graded, chosen, latency)
+                    self.store.add_unit(
+                        run.rid,
+                        pid,
+                        u,
+                        sid,
+                        result,
+                        graded,
+                        chosen,
+                        latency,
+                        keep_trace=self.keep_trees,
+                    )
                     progress.correct += chosen[1]
                     progress.done += 1
                 if on_progress:

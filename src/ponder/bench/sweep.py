@@ -131,6 +131,8 @@ class Sweep(BaseModel):
     think_min: int = Field(default=0, ge=0)
     slots: int = Field(default=8, ge=1)
     ctx_size: int = Field(default=2048, ge=64)
+    # keep each direct unit's trace (search tree, refine revisions) in the store
+    keep_trees: bool = False
 
     def prompting(self) -> Prompting:
         """How the sweep's problems become requests."""
@@ -253,7 +255,12 @@ async def run_sweep(
     for config in prepared.configs:
         engine = open_engine(config, prompting)
         async with engine:
-            harness = Harness(engine, store, model_sha256=model_sha256(config))
+            harness = Harness(
+                engine,
+                store,
+                model_sha256=model_sha256(config),
+                keep_trees=prepared.sweep.keep_trees,
+            )
             for label, problems in prepared.tasks:
                 for p in prepared.plans:
                     for seed in prepared.sweep.seeds:

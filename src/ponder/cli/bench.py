@@ -135,6 +135,14 @@ def bench(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON instead of a table")
     ] = False,
+    keep_trees: Annotated[
+        bool,
+        typer.Option(
+            "--keep-trees",
+            help="Keep each search tree and refine revisions in the store (compressed), for "
+            "`ponder report --html`'s tree viewer",
+        ),
+    ] = False,
 ) -> None:
     """Run strategies over a problem set into a resumable store, then print a summary.
 
@@ -210,6 +218,8 @@ def bench(
             budget=Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars),
         )
         base = Path.cwd()
+    if keep_trees:
+        plan_ = plan_.model_copy(update={"keep_trees": True})
     for m in plan_.models:  # a bad price fails before any model loads
         if m.price is not None:
             Price.parse(m.price)

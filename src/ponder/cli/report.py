@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ponder.bench.html import write_html_report
 from ponder.bench.report import write_report
 from ponder.bench.store import Store
 from ponder.cli.common import app, out
@@ -21,9 +22,19 @@ def report(
     out_dir: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Folder for report.md, CSVs, PNGs [default: STORE's name + -report]"
+            "--out",
+            help="Folder for report.md, CSVs, PNGs (and report.html) [default: STORE's name "
+            "+ -report]",
         ),
     ] = None,
+    as_html: Annotated[
+        bool,
+        typer.Option(
+            "--html",
+            help="Also write report.html: one self-contained file (plots, tables, paired "
+            "comparisons, every problem's samples, search trees kept by --keep-trees)",
+        ),
+    ] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw PNG plots")] = True,
     price: Annotated[
         str | None,
@@ -36,14 +47,18 @@ def report(
         bool, typer.Option("--json", help="Print the summary as JSON (the report is written too)")
     ] = False,
 ) -> None:
-    """Scaling curves with confidence intervals from a store: markdown, CSV tables, PNG plots."""
+    """Scaling curves with confidence intervals from a store: markdown, CSV tables, PNG plots;
+    with --html, a self-contained HTML report that also browses samples and search trees."""
     if not store.is_file():
         raise UsageError(f"{store}: no such store")
     price_ = Price.parse(price) if price is not None else None
     db = Store(store, create=False)
     try:
         target = out_dir or store.with_name(store.stem + "-report")
-        path, summary = write_report(db, target, plots=plots, price=price_)
+        if as_html:
+            page, path, summary = write_html_report(db, target, plots=plots, price=price_)
+        else:
+            path, summary = write_report(db, target, plots=plots, price=price_)
     finally:
         db.close()
     if as_json:
@@ -51,3 +66,5 @@ def report(
         return
     out.print(summary)
     out.print(f"report: {path}")
+    if as_html:
+        out.print(f"html: {page}")
