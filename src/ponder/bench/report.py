@@ -162,7 +162,7 @@ def write_report(
     all_points = [p for g in groups for p in by_group[id(g)]]
     confidence: list[Confidence] = []
     for g in groups:
-        if g.kind == "pool" and not g.scored:
+        if g.kind == "pool" and not g.scored and not g.config.get("workload"):
             found = confidence_of(store, g, by_group[id(g)])
             if found is not None:
                 confidence.append(found)

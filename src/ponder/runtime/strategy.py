@@ -68,6 +68,7 @@ STRATEGIES: Registry[type[Strategy]] = Registry(
             "deepconf_filter",
             "certainty_borda",
             "adaptive",
+            "auto",
             "deepconf",
             "refine",
             "beam",
