@@ -262,9 +262,25 @@ def _table_of(
                 f"{path}: pools of {n} samples leave nothing after a probe of {probe}: "
                 f"bench a larger pool (-n 16)"
             )
-        return _pool_table(store, path, g, groups, n, probe, orders, direct, seed)
+        return pool_table(store, g, groups, probe=probe, orders=orders, direct=direct, seed=seed)
     finally:
         store.close()
+
+
+def pool_table(
+    store: Store,
+    g: Group,
+    groups: list[Group],
+    *,
+    probe: int = PROBE,
+    orders: int = ORDERS,
+    direct: bool = True,
+    seed: int = 0,
+) -> Table:
+    """The table of one pooled group of an open store (`groups`: the store's others, whose
+    direct runs of the same task and model become arms)."""
+    n = int(g.sizes.max())
+    return _pool_table(store, store.path, g, groups, n, probe, orders, direct, seed)
 
 
 def _pool_table(
@@ -425,8 +441,17 @@ def fit_router(
     try:
         from sklearn.isotonic import IsotonicRegression  # noqa: F401
         from sklearn.linear_model import LogisticRegression, Ridge  # noqa: F401
+        from threadpoolctl import threadpool_limits
     except ImportError:
         raise sklearn_missing() from None
+    # one BLAS thread: many small fits, and threads crawl on a busy 2-core machine
+    with threadpool_limits(limits=1):
+        return _fit(table, price, folds, regularization, min_problems)
+
+
+def _fit(
+    table: Table, price: float | None, folds: int, regularization: float, min_problems: int
+) -> Fit:
     P, R, _ = table.x.shape
     if min_problems > P:
         raise UsageError(
@@ -810,17 +835,17 @@ def snell_curves(router: RouterModel, train: Table, test: Table) -> list[Curve]:
     pred_test = np.array(
         [bucket_of(r) for r in router.difficulty_of(_router_features(router, test))]
     )
-    curves = [Curve("uniform (vote@k for every problem)", uniform)]
+    curves = [Curve("uniform (vote@k)", uniform)]
     for name, tr, te, lowest in (
-        ("oracle difficulty (pass-rate bucket)", oracle_train, oracle_test, 1),
-        ("predicted difficulty (from the probe)", pred_train, pred_test, m),
+        ("oracle difficulty", oracle_train, oracle_test, 1),
+        ("predicted difficulty", pred_train, pred_test, m),
     ):
         curves.append(Curve(name, _bucket_curve(train, test, tr, te, budgets, lowest)))
     auto = []
     for price in price_grid(router.price):
         a, t = routed(router, test, price)
         auto.append((float(t.mean()), float(a.mean())))
-    curves.append(Curve("auto (router, per problem)", auto))
+    curves.append(Curve("auto (router per problem)", auto))
     return curves
 
 

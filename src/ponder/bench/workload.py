@@ -46,6 +46,7 @@ class Workload(BaseModel):
     probe: int = 4  # samples every problem gets first (round robin)
     temperature: float = 0.7
     router_sha256: str | None = None  # the router whose curves rank the problems
+    problems: int = 0  # the set's size (set by run_workload)
 
 
 class WorkloadProgress(BaseModel):
@@ -136,6 +137,7 @@ async def run_workload(
     """Spend `workload.tokens_total` over `problems` (resuming what the store holds)."""
     started = time.monotonic()
     store, engine = harness.store, harness.engine
+    workload = workload.model_copy(update={"problems": len(problems)})
     run = open_workload_run(harness, task, workload, seed)
     pids = store.add_problems(task, problems)
     states = [_State(p, pid) for p, pid in zip(problems, pids, strict=True)]
