@@ -699,8 +699,11 @@ def allocation_sections(
             "other half's curves of that bucket. Auto: the router per problem over its price "
             "grid. Generated tokens per problem, probe included.",
             "",
+            "Each column is the budget uniform vote@k spends (accuracy @ generated tokens "
+            "per problem).",
+            "",
             "| allocation | "
-            + " | ".join(f"k={k}" for k in range(1, table.pool_size + 1, 3))
+            + " | ".join(f"vote@{k}'s budget" for k in range(1, table.pool_size + 1, 3))
             + " |",
             "|---" * (1 + len(range(1, table.pool_size + 1, 3))) + "|",
         ]
@@ -779,7 +782,7 @@ def _plot_lines(
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.subplots_adjust(**_MARGINS)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.15, top=0.92)
     fig.savefig(path, dpi=120)
     plt.close(fig)
