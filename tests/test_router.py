@@ -301,3 +301,71 @@ def test_router_fit_show_and_errors_on_the_command_line(
     assert r.returncode == 2 and "no such router file" in r.stderr
     r = run_ponder("solve", "What is 2+2?", "-s", "vote", "--router", str(out))
     assert r.returncode == 2 and "--router is read by -s auto" in r.stderr
+
+
+# -- serving auto/MODEL ----------------------------------------------------------------------
+def test_auto_is_served_as_a_model_name_with_the_servers_router(router_file: Path) -> None:
+    import openai
+
+    from ponder.serve import create_app
+    from serving import running
+
+    engine, _ = scripted_engine(world.reply)
+    question = [{"role": "user", "content": world.problems(1, start=700)[0].question}]
+    with running(create_app(engine, router=str(router_file))) as url:
+        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
+        r = client.chat.completions.create(model="auto/scripted", messages=question, seed=1)  # type: ignore[arg-type]
+        assert "1700" in (r.choices[0].message.content or "")
+    with running(create_app(scripted_engine(world.reply)[0])) as url:
+        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="started without --router"):
+            client.chat.completions.create(model="auto/scripted", messages=question)  # type: ignore[arg-type]
+
+
+# -- a workload from the command line, and the report -------------------------------------
+async def test_a_workload_from_the_command_line_stays_within_budget_and_is_reported(
+    tmp_path: Path,
+) -> None:
+    from fake_server import FakeOpenAIServer
+
+    store = tmp_path / "w.sqlite"
+    async with FakeOpenAIServer() as server:
+        args = ["bench", "gsm8k", "--base-url", server.url, "--model", "fake-model", "--limit", "4"]
+        args += ["--budget-tokens-total", "5000", "-n", "6", "--store", str(store), "--json"]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ponder",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()
+    summary = json.loads(out)["workload"]
+    assert summary["budget"] == 5000 and 0 < summary["spent"] <= 5000
+    assert store_tokens(store) == summary["spent"]
+    r = run_ponder("report", str(store), "--out", str(tmp_path / "rep"), timeout=120)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "### Workload budget" in text and "workload (vote per problem)" in text
+    assert list((tmp_path / "rep").glob("workload_*.png"))
+    r = run_ponder("bench", "gsm8k", "--budget-tokens-total", "10", "-s", "greedy")
+    assert r.returncode == 2 and "-s vote" in r.stderr
+
+
+def test_the_report_draws_snells_figure_from_a_pool(
+    stores: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from ponder.bench.report import write_report
+
+    store = Store(stores[0], create=False)
+    try:
+        path, _ = write_report(store, tmp_path / "rep")
+    finally:
+        store.close()
+    text = path.read_text()
+    assert "### Compute-optimal allocation (Snell et al.)" in text
+    for name in ("uniform (vote@k)", "oracle difficulty", "predicted difficulty"):
+        assert f"| {name} |" in text
+    assert list((tmp_path / "rep").glob("allocation_*.png"))

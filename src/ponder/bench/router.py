@@ -249,10 +249,12 @@ def _table_of(
         pools = [
             g for g in groups if g.kind == "pool" and not g.scored and not g.config.get("workload")
         ]
+        if not pools:  # a scored pool's samples serve as well (its scores unused)
+            pools = [g for g in groups if g.kind == "pool" and not g.config.get("workload")]
         if not pools:
             where = f" for task '{task}'" if task else ""
             raise UsageError(
-                f"{path}: no unscored pool of samples{where} to fit from (bench one: "
+                f"{path}: no pool of samples{where} to fit from (bench one: "
                 "`ponder bench TASK --split train -s vote -n 16 --store STORE`)"
             )
         g = max(pools, key=lambda g: (int(g.sizes.max()), len(g.pids)))
@@ -659,7 +661,8 @@ def _router_features(router: RouterModel, table: Table) -> np.ndarray:
 
 def fixed_options(table: Table) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every fixed strategy the table can price, per problem (accuracy, tokens): vote@k for
-    every k (no probe needed), and each non-vote arm."""
+    every k (no probe needed), each adaptive rule (its first wave is the probe) and each
+    direct strategy (without the probe)."""
     out = {
         f"vote@{k}": (
             table.vote_correct[:, :, k - 1].mean(axis=1),
@@ -668,11 +671,11 @@ def fixed_options(table: Table) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         for k in range(1, table.pool_size + 1)
     }
     for a, arm in enumerate(table.arms):
-        if arm.strategy != "vote":
-            out[arm.name] = (
-                table.correct[:, :, a].mean(axis=1),
-                table.tokens[:, :, a].mean(axis=1),
-            )
+        if arm.strategy == "vote":
+            continue
+        # an adaptive rule's first wave is the probe; a direct strategy alone runs no probe
+        spent = table.tokens[:, :, a] - (0.0 if arm.strategy == "adaptive" else table.probe_tokens)
+        out[arm.name] = (table.correct[:, :, a].mean(axis=1), spent.mean(axis=1))
     return out
 
 
