@@ -369,3 +369,33 @@ def test_the_report_draws_snells_figure_from_a_pool(
     for name in ("uniform (vote@k)", "oracle difficulty", "predicted difficulty"):
         assert f"| {name} |" in text
     assert list((tmp_path / "rep").glob("allocation_*.png"))
+
+
+async def test_bench_runs_auto_per_problem_and_refuses_its_training_problems(
+    router_file: Path, tmp_path: Path
+) -> None:
+    from ponder.bench.harness import plan
+    from ponder.bench.sweep import StrategySpec, Sweep, TaskSpec, prepare_sweep
+
+    auto = make_strategy("auto", router=str(router_file))
+    (p,) = plan([auto])
+    assert p.kind == "direct" and p.unit["router_sha256"]
+    store = Store(tmp_path / "auto.sqlite")
+    eng, _ = scripted_engine(world.reply)
+    done = await Harness(eng, store).execute("w", world.problems(6, start=900), p)
+    assert done.progress.done == 6
+    (routes,) = store.db.execute(
+        "SELECT COUNT(*) FROM units WHERE info LIKE '%\"arm\"%'"
+    ).fetchone()
+    assert routes == 6
+    store.close()
+    data = tmp_path / "seen.jsonl"
+    data.write_text(
+        "\n".join(json.dumps({"question": q.question, "answer": q.gold}) for q in world.problems(3))
+    )
+    sweep = Sweep(
+        tasks=[TaskSpec(data=str(data))],
+        strategies=[StrategySpec(name="auto", router=str(router_file))],
+    )
+    with pytest.raises(RouterError, match="3 of 3 problems are in this router's training set"):
+        prepare_sweep(sweep, tmp_path)
