@@ -247,6 +247,27 @@ def points(group: Group, *, resamples: int = 2000) -> list[Point]:
     """Accuracy with a 95% bootstrap interval over problems, and mean cost per problem: for a
     pool, at every k for every rule; for a direct run, once."""
     out = []
+    if group.config.get("workload"):
+        # one budget spent over the set: each problem's answer is the vote over its samples
+        per_problem = np.full(len(group.pids), np.nan)
+        pools = Pools(
+            keys=group.classes, scores=group.scores, correct=group.correct, sizes=group.sizes
+        )
+        for size in np.unique(group.sizes):
+            rows = group.sizes == size
+            per_problem[rows] = majority_at(pools, int(size))[rows]
+        p = point_of(
+            group,
+            "workload (vote per problem)",
+            round(float(group.sizes.mean())),
+            per_problem,
+            1.0,
+            resamples,
+        )
+        for c in COSTS:  # each problem's own samples, not k of them
+            setattr(p, c, float((group.cost[c] * group.sizes).mean()))
+        out.append(p)
+        return out
     if group.kind == "direct":
         per_problem = np.nanmean(np.where(group.classes >= -1, group.correct, np.nan), axis=1)
         out.append(point_of(group, group.label, 1, per_problem, 1.0, resamples))
@@ -340,6 +361,8 @@ def difficulty(groups: Sequence[Group], store: Store) -> dict[tuple[str, str], d
     }
     out: dict[tuple[str, str], dict[int, str]] = {}
     for g in sorted(groups, key=lambda g: -int(g.sizes.max()) if g.kind == "pool" else 0):
+        if g.config.get("workload"):
+            continue  # its samples went where they were predicted to help: a biased rate
         key = (g.task, g.model)
         if key in out:
             continue

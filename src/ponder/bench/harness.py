@@ -150,6 +150,10 @@ class Harness:
             return self.window
         return max(4, (2 if plan.kind == "pool" else 4) * self.slots)
 
+    def window_for_pool(self) -> int:
+        """Samples in flight for single-sample units (a pool's, a workload's)."""
+        return self.window if self.window is not None else max(4, 2 * self.slots)
+
     def open_run(self, task: str, plan: Plan, seed: int) -> Run:
         model = self.engine.policy.info.name
         identity = {

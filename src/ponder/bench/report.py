@@ -184,7 +184,7 @@ def gather(store: Store, price: Price | None = None) -> ReportData:
     all_points = [p for g in groups for p in by_group[id(g)]]
     confidence: list[Confidence] = []
     for g in groups:
-        if g.kind == "pool" and not g.scored:
+        if g.kind == "pool" and not g.scored and not g.config.get("workload"):
             found = confidence_of(store, g, by_group[id(g)])
             if found is not None:
                 confidence.append(found)
@@ -235,6 +235,11 @@ def write_files(
         images = plot_all(data.points, data.by_difficulty, out, data.labels)
     path = out / "report.md"
     text = markdown(store, data, images)
+    extra = allocation_sections(store, data.groups, out, plots=plots)
+    if extra:
+        text = text.replace(
+            "\nTables: points.csv", "\n" + "\n".join(extra) + "\n\nTables: points.csv", 1
+        )
     if price is not None:
         text = text.replace("\n## Runs", f"\n{priced_note(price)}\n\n## Runs", 1)
     path.write_text(text, encoding="utf-8")
@@ -934,3 +939,162 @@ def confidence_sections(c: Confidence) -> list[Section]:
             )
         )
     return out
+
+
+# -- compute-optimal allocation ------------------------------------------------------------------
+def allocation_sections(
+    store: Store, groups: Sequence[Group], out: Path, *, plots: bool = True
+) -> list[str]:
+    """Markdown (and PNGs) for workload runs (accuracy against the total spent, anytime, beside
+    uniform vote@k from a pool of the same problems) and Snell et al.'s figure for each pool
+    large enough to cross-fit a router on (oracle, predicted and uniform allocation)."""
+    from ponder.bench.router import MIN_PROBLEMS, PROBE, pool_table, snell_crossfit
+    from ponder.bench.workload import anytime
+
+    lines: list[str] = []
+    pools = [
+        g for g in groups if g.kind == "pool" and not g.scored and not g.config.get("workload")
+    ]
+    for w in (g for g in groups if g.config.get("workload")):
+        settings = w.config["workload"]
+        size = int(settings.get("problems") or len(w.pids))
+        curve = anytime(store, [r.rid for r in w.runs], size)
+        uniform = _uniform_totals(store, w, pools)
+        sha = settings.get("router_sha256")
+        how = f"router {sha[:12]}" if sha else "no router: the chance the leader is not settled"
+        lines += ["", f"### Workload budget · {w.task} · {w.model}", ""]
+        lines += [
+            f"One budget of {settings['tokens_total']:,} tokens (prompt + completion) over "
+            f"{size} problems, spent where the predicted gain per token was highest ({how}); "
+            "anytime: the accuracy of the votes so far after each sample bought.",
+            "",
+            "| spent (tokens) | accuracy |",
+            "|---|---|",
+        ]
+        marks = sorted({int(len(curve) * f) - 1 for f in (0.25, 0.5, 0.75, 1.0) if curve})
+        lines += [f"| {curve[i][0]:,.0f} | {100 * curve[i][1]:.1f}% |" for i in marks if i >= 0]
+        if uniform:
+            lines += ["", "Uniform allocation on the same problems (vote@k from the pool):", ""]
+            lines += ["| k | total tokens | accuracy |", "|---|---|---|"]
+            lines += [f"| {k} | {t:,.0f} | {100 * a:.1f}% |" for k, t, a in uniform]
+        if plots and curve:
+            name = f"workload_{_slug(w.task, w.model, str(settings['tokens_total']))}.png"
+            _plot_lines(
+                {
+                    "workload (anytime)": [(t, a) for t, a in curve],
+                    **({"uniform vote@k": [(t, a) for _, t, a in uniform]} if uniform else {}),
+                },
+                xlabel="total tokens spent over the set (prompt + completion)",
+                title=f"{w.task} · {w.model}: accuracy against the total budget",
+                path=out / name,
+            )
+            lines += ["", f"![{name}]({name})"]
+    for g in pools:
+        if int(g.sizes.max()) <= PROBE or int((g.sizes >= g.sizes.max()).sum()) < 2 * MIN_PROBLEMS:
+            continue
+        lines += ["", f"### Compute-optimal allocation (Snell et al.) · {g.task} · {g.label}", ""]
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            lines.append(
+                "Predicting difficulty needs a fitted router: pip install 'ponder[router]' "
+                "(scikit-learn) to draw this figure."
+            )
+            continue
+        table = pool_table(store, g, list(groups))
+        curves, notes = snell_crossfit(table)
+        lines += [
+            *notes,
+            "Uniform: vote@k for every problem. Oracle difficulty: each problem's bucket by its "
+            "own pass rate; predicted: the bucket the router predicts from the probe (the "
+            f"first {PROBE} samples, so k ≥ {PROBE}); a k per bucket chosen greedily on the "
+            "other half's curves of that bucket. Auto: the router per problem over its price "
+            "grid. Generated tokens per problem, probe included.",
+            "",
+            "Each column is the budget uniform vote@k spends (accuracy @ generated tokens "
+            "per problem).",
+            "",
+            "| allocation | "
+            + " | ".join(f"vote@{k}'s budget" for k in range(1, table.pool_size + 1, 3))
+            + " |",
+            "|---" * (1 + len(range(1, table.pool_size + 1, 3))) + "|",
+        ]
+        for c in curves[:3]:
+            cells = [
+                f"{100 * c.points[k - 1][1]:.1f}% @ {c.points[k - 1][0]:,.0f}"
+                for k in range(1, table.pool_size + 1, 3)
+            ]
+            lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
+        if plots:
+            name = f"allocation_{_slug(g.task, g.model, g.label)}.png"
+            _plot_lines(
+                {c.name: sorted(c.points) for c in curves},
+                xlabel="generated tokens per problem (mean over the set)",
+                title=f"{g.task} · {g.model}: accuracy against budget by allocation",
+                path=out / name,
+            )
+            lines += ["", f"![{name}]({name})"]
+    return lines
+
+
+def _uniform_totals(
+    store: Store, w: Group, pools: Sequence[Group]
+) -> list[tuple[int, float, float]]:
+    """(k, total tokens over the workload's problems, accuracy) of vote@k from the largest pool
+    of the same task and model holding every one of them (prompt + completion, as the
+    workload's budget counts)."""
+    from ponder.bench.estimators import Pools, majority_at
+
+    size = int(w.config["workload"].get("problems") or len(w.pids))
+    for g in sorted(pools, key=lambda g: -int(g.sizes.max())):
+        if g.task != w.task or g.model != w.model:
+            continue
+        rows = np.flatnonzero(np.isin(g.pids, w.pids))
+        if len(rows) < len(w.pids):
+            continue
+        marks = ",".join(str(r.rid) for r in g.runs)
+        per = dict(
+            store.db.execute(
+                "SELECT pid, AVG(policy_prompt + policy_completion + verifier_prompt"
+                f" + verifier_completion) FROM units WHERE rid IN ({marks}) GROUP BY pid"
+            ).fetchall()
+        )
+        each = float(sum(per[int(p)] for p in g.pids[rows]))
+        pools_ = Pools(
+            keys=g.classes[rows],
+            scores=g.scores[rows],
+            correct=g.correct[rows],
+            sizes=g.sizes[rows],
+        )
+        out = []
+        for k in range(1, int(g.sizes[rows].min()) + 1):
+            acc = float(np.nansum(majority_at(pools_, k))) / size
+            out.append((k, each * k, acc))
+        return out
+    return []
+
+
+def _plot_lines(
+    lines: dict[str, list[tuple[float, float]]], *, xlabel: str, title: str, path: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    for name, pts in lines.items():
+        if not pts:
+            continue
+        xs, ys = zip(*pts, strict=True)
+        ax.plot(xs, [100 * y for y in ys], marker="o" if len(pts) < 40 else None, ms=3, label=name)
+    ax.xaxis.set_major_formatter(FuncFormatter(_compact))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.15, top=0.92)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -234,6 +234,11 @@ def prepare_sweep(
     configs = [m.config(sweep, api_key=api_key, timeout=request_timeout) for m in sweep.models]
     plans = [p for b in sweep.budgets for p in plan(strategies, b)]
     tasks = [(t.label(), t.load(base=base, limit=sweep.limit)) for t in sweep.tasks]
+    for s in strategies:  # a router (auto) is never evaluated on problems it was trained on
+        check = getattr(s, "check_unseen", None)
+        if check is not None:
+            for _, problems in tasks:
+                check(problems)
     return PreparedSweep(sweep=sweep, configs=configs, plans=plans, tasks=tasks)
 
 

@@ -49,6 +49,7 @@ from ponder.cli.common import (
     OptionOpt,
     ParamsOpt,
     PriceOpt,
+    RouterOpt,
     SlotsOpt,
     SystemOpt,
     TemperatureOpt,
@@ -132,6 +133,17 @@ def bench(
     budget_tokens: BudgetTokensOpt = None,
     budget_seconds: BudgetSecondsOpt = None,
     budget_dollars: BudgetDollarsOpt = None,
+    budget_tokens_total: Annotated[
+        int | None,
+        typer.Option(
+            "--budget-tokens-total",
+            min=1,
+            help="One token budget (prompt + completion) over the whole set: every problem is "
+            "probed, then samples go where the predicted gain per token is highest (-n: most "
+            "per problem; --router: whose predictions)",
+        ),
+    ] = None,
+    router: RouterOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON instead of a table")
     ] = False,
@@ -170,8 +182,10 @@ def bench(
             "--slots": slots != 8,
             "--ctx-size": ctx_size != 2048,
             "--budget-*": any(
-                b is not None for b in (budget_tokens, budget_seconds, budget_dollars)
+                b is not None
+                for b in (budget_tokens, budget_seconds, budget_dollars, budget_tokens_total)
             ),
+            "--router": router is not None,
         }
         conflicts = [name for name, set_ in given.items() if set_]
         if conflicts:
@@ -184,10 +198,20 @@ def bench(
             plan_ = plan_.with_limit(limit)
         base = sweep.parent
     else:
-        names = strategy or ["greedy", "vote"]
+        names = strategy or (["vote"] if budget_tokens_total is not None else ["greedy", "vote"])
         options = strategy_options(
             option, temperature=temperature, verifier=verifier, answer_with=answer_with
         )
+        if budget_tokens_total is not None and names != ["vote"]:
+            raise UsageError(
+                "--budget-tokens-total spends one budget on samples voted per problem (-s vote); "
+                f"it does not run {', '.join(n for n in names if n != 'vote')}"
+            )
+        if router is not None:
+            if budget_tokens_total is None and "auto" not in names:
+                raise UsageError("--router is read by -s auto and by --budget-tokens-total")
+            if "auto" in names:
+                options["router"] = str(router)
         check_shared(names, options)
         if n is not None:
             options["n"] = n
@@ -227,6 +251,29 @@ def bench(
     store_path = store or (
         Path(os.path.normpath(base / plan_.store)) if plan_.store else Path("ponder-bench.sqlite")
     )
+    if budget_tokens_total is not None:
+        if len(plan_.seeds) != 1:
+            raise UsageError("--budget-tokens-total runs one seed (give --seeds with one)")
+        interrupted, summary_ = asyncio.run(
+            workload_with_progress(
+                plan_, store_path, base, api_key, timeout, budget_tokens_total, n, router
+            )
+        )
+        if as_json:
+            print(json.dumps({"store": str(store_path), "workload": summary_}, indent=2))
+        else:
+            out.print(
+                f"workload: {summary_['spent']:,} of {summary_['budget']:,} tokens over "
+                f"{summary_['problems']} problems · {summary_['samples']} samples · vote right on "
+                f"{summary_['correct']} ({100 * summary_['accuracy']:.1f}%)"
+            )
+            out.print(f"[dim]store: {store_path} · report: ponder report {store_path}[/dim]")
+        if interrupted:
+            err.print(
+                "interrupted: the finished samples are stored; run the same command to resume"
+            )
+            raise typer.Exit(130)
+        return
     interrupted, failed, summary = asyncio.run(
         sweep_with_progress(plan_, store_path, base, api_key, timeout, quiet=as_json)
     )
@@ -352,6 +399,90 @@ async def sweep_with_progress(
             "retries them)[/yellow]"
         )
     return outcome.interrupted, outcome.failed, rows
+
+
+async def workload_with_progress(
+    sweep: Sweep,
+    store_path: Path,
+    base: Path,
+    api_key: str | None,
+    request_timeout: float | None,
+    total: int,
+    n: int | None,
+    router_path: Path | None,
+) -> tuple[bool, dict[str, Any]]:
+    """One budget over the sweep's one task (ponder.bench.workload), with a progress bar."""
+    from ponder.allocation import file_sha256, load_router
+    from ponder.bench.harness import Harness
+    from ponder.bench.sweep import model_sha256
+    from ponder.bench.workload import Workload, run_workload
+
+    prepared = prepare_sweep(sweep, base, api_key=api_key, request_timeout=request_timeout)
+    ((label, problems),) = prepared.tasks
+    router = load_router(router_path) if router_path is not None else None
+    if router is not None:
+        router.check_unseen([(p.id or p.question[:40], p.question) for p in problems])
+    temperature = sweep.strategies[0].options().get("temperature")
+    workload = Workload(
+        tokens_total=total,
+        max_n=n or 16,
+        probe=router.probe if router else 4,
+        temperature=temperature
+        if temperature is not None
+        else (router.temperature if router else 0.7),
+        router_sha256=file_sha256(router_path) if router_path is not None else None,
+    )
+    db = Store(store_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    config = prepared.configs[0]
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    try:
+        engine = open_engine(config, sweep.prompting())
+        async with engine:
+            harness = Harness(engine, db, model_sha256=model_sha256(config))
+            bar.start()
+            job = bar.add_task(f"{label} workload", total=total, info="")
+
+            def show(pr: Any) -> None:
+                info = f"{pr.spent:,}/{pr.total:,} tokens · {pr.done} samples · {pr.correct} right"
+                bar.update(job, completed=pr.spent, info=info)
+
+            done = await run_workload(
+                harness,
+                label,
+                problems,
+                workload,
+                router=router,
+                seed=sweep.seeds[0],
+                stop=stop,
+                on_progress=show,
+            )
+            (samples,) = db.db.execute(
+                "SELECT COUNT(*) FROM units WHERE rid = ?", (done.run.rid,)
+            ).fetchone()
+    finally:
+        bar.stop()
+        with suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+        db.close()
+    pr = done.progress
+    return done.interrupted, {
+        "budget": total,
+        "spent": pr.spent,
+        "problems": pr.problems,
+        "samples": int(samples),
+        "correct": pr.correct,
+        "accuracy": pr.correct / max(1, pr.problems),
+    }
 
 
 class ProgressBars:

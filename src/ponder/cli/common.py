@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -109,6 +110,13 @@ ThinkBudgetOpt = Annotated[
 ThinkMinOpt = Annotated[
     int,
     typer.Option("--think-min", min=0, help='Thinking tokens at least ("Wait," extends it)'),
+]
+RouterOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--router",
+        help="A router file (`ponder router fit`): what -s auto runs per problem",
+    ),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Fixes every sampling decision")]
 MaxTokOpt = Annotated[int, typer.Option("--max-tokens", min=1, help="Per sample")]

@@ -15,6 +15,7 @@ from ponder.cli.common import (
     ModelOpt,
     ParamsOpt,
     PriceOpt,
+    RouterOpt,
     SlotsOpt,
     SystemOpt,
     ThinkBudgetOpt,
@@ -70,6 +71,7 @@ def serve(
     ctx_size: CtxSizeOpt = 2048,
     price: PriceOpt = None,
     parameters: ParamsOpt = None,
+    router: RouterOpt = None,
 ) -> None:
     """Serve OpenAI's API: the model STRATEGY[-N]/MODEL (e.g. vote-8/qwen2.5-coder-0.5b) runs
     that strategy; the plain model name passes straight through."""
@@ -88,6 +90,10 @@ def serve(
             f"--host {host} exposes the server beyond this machine: give --api-key-file "
             "or set PONDER_SERVE_API_KEYS"
         )
+    if router is not None:  # a bad router file fails before the model loads
+        from ponder.search.auto import router_for
+
+        router_for(str(router))
     config = backend_config(
         model=model,
         base_url=upstream,
@@ -108,6 +114,7 @@ def serve(
         max_in_flight=max_in_flight,
         max_tokens=max_tokens,
         close_engine=True,
+        router=None if router is None else str(router),
     )
     where = f"http://{host}:{port}/v1"
     err.print(f"ponder serve: {where} ({'API keys required' if keys else 'no auth'})")

@@ -23,6 +23,7 @@ from ponder.cli.common import (
     OptionOpt,
     ParamsOpt,
     PriceOpt,
+    RouterOpt,
     SeedOpt,
     SlotsOpt,
     StrategyOpt,
@@ -54,6 +55,7 @@ def solve(
     strategy: StrategyOpt = "vote",
     n: WidthOpt = None,
     option: OptionOpt = None,
+    router: RouterOpt = None,
     temperature: TemperatureOpt = None,
     verifier: VerifierOpt = None,
     answer_with: AnswerWithOpt = None,
@@ -96,6 +98,10 @@ def solve(
     options = strategy_options(
         option, temperature=temperature, verifier=verifier, answer_with=answer_with
     )
+    if router is not None:
+        if strategy != "auto":
+            raise UsageError("--router is read by -s auto")
+        options["router"] = str(router)
     strat = build_strategy(strategy, n, options)
     budget = Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars)
     config = backend_config(

@@ -68,6 +68,7 @@ STRATEGIES: Registry[type[Strategy]] = Registry(
             "deepconf_filter",
             "certainty_borda",
             "adaptive",
+            "auto",
             "deepconf",
             "refine",
             "beam",
@@ -115,6 +116,10 @@ def make_strategy(
     try:
         return cls(**known)
     except ValidationError as e:
+        for error in e.errors():  # a validator's own usage error says it best (e.g. a file's)
+            cause = (error.get("ctx") or {}).get("error")
+            if isinstance(cause, UsageError):
+                raise cause from None
         raise UsageError(options_error(f"strategy '{name}'", cls, e)) from None
 
 

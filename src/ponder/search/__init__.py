@@ -4,6 +4,7 @@ strategy registry imports it the first time it is asked; see ponder.runtime.stra
 from __future__ import annotations
 
 from ponder.search.adaptive import Adaptive
+from ponder.search.auto import Auto
 from ponder.search.beam import Beam
 from ponder.search.best_of_n import BestOfN
 from ponder.search.certainty_borda import CertaintyBorda
@@ -26,6 +27,7 @@ __all__ = [
     "DVTS",
     "MCTS",
     "Adaptive",
+    "Auto",
     "Beam",
     "BestOfN",
     "CertaintyBorda",

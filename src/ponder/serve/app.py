@@ -68,6 +68,7 @@ class State:
     limits: Limits
     max_in_flight: int
     max_tokens: int
+    router: str | None = None  # the router file `auto/MODEL` reads
     served: str = ""
     in_flight: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -82,11 +83,14 @@ def create_app(
     max_tokens: int = 512,
     served: str | None = None,
     close_engine: bool = False,
+    router: str | None = None,
 ) -> FastAPI:
     """The app over `engine` (closed at shutdown if `close_engine`, else the caller's to
     close). `served` names the backend's model; by default the backend's own name, learnt at
     start-up."""
-    state = State(engine, keys or Keys([]), limits or Limits(), max_in_flight, max_tokens)
+    state = State(
+        engine, keys or Keys([]), limits or Limits(), max_in_flight, max_tokens, router=router
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -133,7 +137,7 @@ def create_app(
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest, key: Caller) -> Any:
-        route = resolve(body, state.served, key.limits)
+        route = resolve(body, state.served, key.limits, router=state.router)
         limit = completion_limit(body, key.limits, state.max_tokens)
         if route.strategy is None:
             req = GenRequest(messages=[plain(m) for m in body.messages], **sampling(body, limit))
@@ -147,7 +151,7 @@ def create_app(
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, key: Caller) -> Any:
-        route = resolve(body, state.served, key.limits)
+        route = resolve(body, state.served, key.limits, router=state.router)
         limit = completion_limit(body, key.limits, state.max_tokens)
         text = body.text()
         if route.strategy is None:
