@@ -76,7 +76,7 @@ from ponder.plugins import parse_options
 from ponder.runtime.budget import Budget
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import make_strategy
-from ponder.tasks.registry import get_task
+from ponder.tasks.registry import TASKS, get_task
 
 if TYPE_CHECKING:
     from ponder.bench.distributed import RayUnits
@@ -161,6 +161,11 @@ def bench(
     if ray is not None:
         from ponder.lm.remote import LOCAL, split_address
 
+        if benchmark is None and ray in TASKS.names():
+            raise UsageError(
+                f"--ray: '{ray}' is a task, not a Ray address; give the task before --ray "
+                f"(ponder bench {ray} --ray)"
+            )
         if ray not in (LOCAL, "auto"):
             split_address(ray)  # not an address: one line, before anything runs
     if sweep is not None:

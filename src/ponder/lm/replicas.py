@@ -6,8 +6,9 @@ health checks and failover (`ponder serve --upstream URL --upstream URL …`, or
   sample, judge and step of a question shares them), a raw prompt's rendered conversation (a
   step search continues text this router rendered). A key stays with the replica that had it
   while that replica has room (fewer sequences in flight than twice its slots: its own queue
-  refills a freed slot at once); a new key, or one whose replica is full or down, goes to the
-  healthy replica with the fewest in flight and stays there.
+  refills a freed slot at once), and while it is full too unless another replica has a slot
+  free (a wait there is cheaper than the whole prompt again elsewhere); a new key, or one
+  whose replica is down, goes to the healthy replica with the fewest in flight and stays.
 - **Health.** A replica that cannot be prepared at start-up is down, with a warning naming it;
   every `check_every` seconds each replica is checked (a down one that answers is prepared
   and comes back). A request that fails transiently has its replica checked at once: if the
@@ -61,7 +62,15 @@ class Replica:
     reason: str = ""  # why it is down
 
     def room(self) -> bool:
+        """Fewer in flight than its slots can run with its own queue refilling them."""
         return self.in_flight < 2 * max(1, self.lm.capabilities.slots)
+
+    def idle(self) -> bool:
+        """A slot of its own is free."""
+        return self.in_flight < max(1, self.lm.capabilities.slots)
+
+    def load(self) -> float:
+        return self.in_flight / max(1, self.lm.capabilities.slots)
 
 
 @dataclass
@@ -207,16 +216,16 @@ class ReplicaLM:
             self._turn += 1
             return self.replicas[up[self._turn % len(up)]]
         held = self._keys.get(key)
-        if held is not None and held in up and self.replicas[held].room():
-            return self.replicas[held]
+        if held is not None and held in up:
+            mine = self.replicas[held]
+            # a full replica still takes its key's requests unless another has a slot free:
+            # queueing there costs a wait, going elsewhere costs the whole prompt again
+            if mine.room() or not any(self.replicas[i].idle() for i in up if i != held):
+                return mine
         spread = zlib.crc32(key.encode())  # ties broken the same way for the same key
         best = min(
             up,
-            key=lambda i: (
-                not self.replicas[i].room(),
-                self.replicas[i].in_flight / max(1, self.replicas[i].lm.capabilities.slots),
-                (i + spread) % len(self.replicas),
-            ),
+            key=lambda i: (self.replicas[i].load(), (i + spread) % len(self.replicas)),
         )
         if held is None or held not in up:
             self._keys.put(key, best)  # a full replica keeps its keys; a down one loses them
