@@ -6,14 +6,19 @@ workers   A sweep (vote, n=4) on 1, 2 and 4 Ray workers of a local Ray instance,
           itself (the workers started and warmed up first). The stored rows of every run are
           compared with those of a run without Ray: they must be identical.
           Targets: 2 workers ≥ 1.8× one worker's throughput, 4 workers ≥ 3.5×.
-replicas  The same requests (questions × vote-8 samples, all in flight at once) through one
-          scripted replica that models llama.cpp's prefix cache, and through two such
-          replicas behind the router by prefix affinity and by round-robin: prompt tokens
-          evaluated (not found cached) over every replica.
+replicas  The same requests through one scripted replica that models llama.cpp's prefix
+          caches (its slots' and the prompts it keeps in host memory) with 2 × S slots, and
+          through two such replicas of S slots behind the router, by prefix affinity and by
+          round-robin: every question
+          asked in several rounds (a vote of n from one prefill each, as a client coming back
+          to a question, or a search's steps), all questions in flight at once (with --pause,
+          each client waits a seeded while before each round, so replicas are idle at times
+          and the router spills a full replica's requests to an idle one). Measured: prompt
+          tokens evaluated (not found cached) over every replica.
           Target: affinity ≤ 1.2× one replica's; round-robin is about 2×.
 
     /tmp/scale-venv/bin/python benchmarks/scale.py workers [--problems 32] [--latency 1.0]
-    /tmp/scale-venv/bin/python benchmarks/scale.py replicas [--questions 16]
+    /tmp/scale-venv/bin/python benchmarks/scale.py replicas [--questions 9] [--rounds 4] [--pause 0]
 
 (`workers` needs the [ray] extra; `replicas` does not.)
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import sqlite3
 import sys
 import tempfile
@@ -40,7 +46,6 @@ from ponder.lm.replicas import Replica, ReplicaLM, Routing
 from ponder.lm.scripted import ScriptedLM
 from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
-from ponder.runtime.scheduler import Scheduler
 from ponder.runtime.strategy import make_strategy
 from ponder.types import Problem
 
@@ -174,7 +179,7 @@ async def scaling(
 
 
 # -- replicas ------------------------------------------------------------------------------
-SYSTEM = "You are a careful assistant. " * 20  # shared by every request, as in a server
+SYSTEM = "Solve it."
 
 
 def cached_lm(slots: int, latency: float) -> ScriptedLM:
@@ -182,7 +187,7 @@ def cached_lm(slots: int, latency: float) -> ScriptedLM:
         REPLIES,
         latency_s=latency,
         prefix_cache=True,
-        capabilities=Capabilities(slots=slots, n=False, n_with_stop=True),
+        capabilities=Capabilities(slots=slots, n_with_stop=True),
     )
 
 
@@ -191,12 +196,20 @@ async def _up() -> None:
 
 
 async def affinity(
-    *, questions: int, n: int, slots: int, latency: float, routing: Routing | None
+    *,
+    questions: int,
+    rounds: int,
+    n: int,
+    slots: int,
+    latency: float,
+    routing: Routing | None,
+    pause: float = 0.0,
 ) -> dict[str, Any]:
-    """Prompt tokens evaluated for `questions` × vote-`n`, all in flight: one replica (None)
-    or two behind the router."""
-    if routing is None:
-        lms = [cached_lm(slots, latency)]
+    """Prompt tokens evaluated for `questions` × `rounds` of vote-`n`, the questions all in
+    flight: on one replica (routing None) or two behind the router. `pause`: each client
+    waits up to that long (seeded) before each round, so replicas go idle at times."""
+    if routing is None:  # one replica with the slots of both
+        lms = [cached_lm(2 * slots, latency)]
         policy: Any = lms[0]
     else:
         lms = [cached_lm(slots, latency) for _ in range(2)]
@@ -210,8 +223,17 @@ async def affinity(
         Problem(question=f"Question {i}: " + " ".join(f"fact{i}-{j}" for j in range(60)) + "?")
         for i in range(questions)
     ]
+
+    pauses = random.Random(0)  # each client's own pace between its rounds (same every run)
+    waits = [[pauses.uniform(0, pause) for _ in range(rounds)] for _ in items]
+
+    async def ask(p: Problem, i: int) -> None:
+        for r in range(rounds):
+            await asyncio.sleep(waits[i][r])
+            await engine.solve(p, "vote", n=n, seed=1000 * r + i)
+
     started = time.monotonic()
-    await asyncio.gather(*(engine.solve(p, "vote", n=n, seed=i) for i, p in enumerate(items)))
+    await asyncio.gather(*(ask(p, i) for i, p in enumerate(items)))
     seconds = time.monotonic() - started
     await engine.aclose()
     return {
@@ -219,19 +241,28 @@ async def affinity(
         "evaluated": sum(lm.prefilled for lm in lms),
         "calls": sum(len(lm.calls) for lm in lms),
         "per_replica": [len(lm.calls) for lm in lms],
+        "spilled": getattr(policy, "spilled", 0),
         "seconds": round(seconds, 2),
     }
 
 
-async def replicas(*, questions: int, n: int, slots: int, latency: float) -> list[dict[str, Any]]:
-    one = await affinity(questions=questions, n=n, slots=slots, latency=latency, routing=None)
-    rows = [one]
-    for routing in ("affinity", "round-robin"):
+async def replicas(
+    *, questions: int, rounds: int, n: int, slots: int, latency: float, pause: float = 0.0
+) -> list[dict[str, Any]]:
+    rows = []
+    for routing in (None, "affinity", "round-robin"):
         rows.append(
             await affinity(
-                questions=questions, n=n, slots=slots, latency=latency, routing=routing
+                questions=questions,
+                rounds=rounds,
+                n=n,
+                slots=slots,
+                latency=latency,
+                routing=routing,  # type: ignore[arg-type]
+                pause=pause,
             )
         )
+    one = rows[0]
     for row in rows:
         row["vs_one_replica"] = round(row["evaluated"] / one["evaluated"], 3)
     return rows
@@ -246,8 +277,10 @@ def main() -> None:
     w.add_argument("--latency", type=float, default=1.0)
     w.add_argument("--slots", type=int, default=4)
     r = sub.add_parser("replicas")
-    r.add_argument("--questions", type=int, default=16)
-    r.add_argument("--n", type=int, default=8)
+    r.add_argument("--questions", type=int, default=9)
+    r.add_argument("--pause", type=float, default=0.0)
+    r.add_argument("--rounds", type=int, default=4)
+    r.add_argument("--n", type=int, default=4)
     r.add_argument("--slots", type=int, default=4)
     r.add_argument("--latency", type=float, default=0.05)
     args = ap.parse_args()
@@ -271,7 +304,14 @@ def main() -> None:
         print(f"identical rows in every run: {ok}", file=sys.stderr)
     else:
         for row in asyncio.run(
-            replicas(questions=args.questions, n=args.n, slots=args.slots, latency=args.latency)
+            replicas(
+                questions=args.questions,
+                rounds=args.rounds,
+                n=args.n,
+                slots=args.slots,
+                latency=args.latency,
+                pause=args.pause,
+            )
         ):
             print(json.dumps(row))
 

@@ -24,7 +24,7 @@ from ponder.types import GenRequest, Message
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-import scale  # noqa: E402
+import scale
 
 
 class Switch:
@@ -64,12 +64,24 @@ def ask(question: str, seed: int = 0) -> GenRequest:
 
 
 async def test_prefix_affinity_evaluates_about_what_one_replica_does() -> None:
-    rows = await scale.replicas(questions=8, n=6, slots=2, latency=0.01)
+    """A small `benchmarks/scale.py replicas` (the full one is in RESULTS.md)."""
+    rows = await scale.replicas(questions=17, rounds=3, n=4, slots=4, latency=0.01)
     one, affinity, round_robin = rows
     assert one["routing"] == "one replica" and affinity["routing"] == "affinity"
     assert affinity["vs_one_replica"] <= 1.2
     assert round_robin["vs_one_replica"] >= 1.5  # each replica prefills each question
     assert min(affinity["per_replica"]) > 0  # both replicas served
+
+
+async def test_a_hot_question_swamping_its_replica_spills_to_an_idle_one() -> None:
+    a, lm_a = replica("a", Switch(), latency_s=0.01)
+    b, lm_b = replica("b", Switch(), latency_s=0.01)
+    router = ReplicaLM([a, b], check_every=0)
+    engine = Engine(router, scheduler=Scheduler(sleep=no_sleep))
+    result = await engine.solve("one hot question", "vote", n=32, seed=1)
+    assert len(result.candidates) == 32
+    assert router.spilled >= 1 and lm_a.calls and lm_b.calls  # both worked on it
+    await engine.aclose()
 
 
 async def test_same_question_same_replica_new_questions_spread() -> None:

@@ -23,7 +23,7 @@ from ponder.bench.harness import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-import scale  # noqa: E402
+import scale
 
 try:
     import ray  # noqa: F401
@@ -112,8 +112,10 @@ def stored(tmp_path: Path) -> tuple[Path, list[str], list[tuple[object, ...]]]:
     """A store with a finished run (no Ray), and the command that made it."""
     data = tmp_path / "q.jsonl"
     data.write_text(
-        "".join(json.dumps({"question": f"What is {i}+{i}?", "answer": str(2 * i)}) + "\n"
-                for i in range(3))
+        "".join(
+            json.dumps({"question": f"What is {i}+{i}?", "answer": str(2 * i)}) + "\n"
+            for i in range(3)
+        )
     )
     store = tmp_path / "s.sqlite"
     args = [

@@ -350,12 +350,13 @@ async def sweep_with_progress(
     address, or "local"), each model's units run on `workers` Ray workers."""
     prepared = prepare_sweep(sweep, base, api_key=api_key, request_timeout=request_timeout)
     opener: OpenUnits = open_engine
+    opened: list[RayUnits] = []
     if ray is not None:
         from ponder.lm.remote import connect
 
         with err.status("joining Ray…"):
             connect(ray)  # a missing extra or a cluster not there: one line, store untouched
-        opener = functools.partial(open_workers, address=ray, workers=workers)
+        opener = functools.partial(open_workers, address=ray, workers=workers, opened=opened)
     db = Store(store_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -380,6 +381,9 @@ async def sweep_with_progress(
         bars.close()
         with suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
+        for units in opened:
+            done = ", ".join(f"{w.name()}: {w.done} units" for w in units.workers)
+            err.print(f"[dim]{done}[/dim]")
         rows: list[dict[str, object]] = []
         if outcome is not None and outcome.runs:
             summary = summary_table(db, sorted(set(outcome.runs)))
@@ -396,19 +400,26 @@ async def sweep_with_progress(
 
 
 def open_workers(
-    config: BackendConfig, prompting: Prompting, *, address: str, workers: int
+    config: BackendConfig,
+    prompting: Prompting,
+    *,
+    address: str,
+    workers: int,
+    opened: list[RayUnits],
 ) -> RayUnits:
-    """`workers` Ray workers, each holding the backend `config` names."""
+    """`workers` Ray workers, each holding the backend `config` names (kept in `opened`)."""
     from ponder.bench.distributed import RayUnits
 
     with err.status(f"starting {workers} Ray workers…"):
-        return RayUnits(
+        units = RayUnits(
             config,
             prompting,
             workers=workers,
             address=address,
             warn=lambda message: err.print(f"[yellow]warning: {message}[/yellow]"),
         )
+    opened.append(units)
+    return units
 
 
 class ProgressBars:

@@ -69,7 +69,7 @@ def connect(address: str | None = None, *, what: str = "--ray") -> Any:
             ) from None
     settings: dict[str, Any] = {
         "include_dashboard": False,
-        "logging_level": logging.WARNING,
+        "logging_level": logging.ERROR,  # our own errors say what went wrong
         "log_to_driver": True,
     }
     if local:

@@ -6,9 +6,10 @@ health checks and failover (`ponder serve --upstream URL --upstream URL …`, or
   sample, judge and step of a question shares them), a raw prompt's rendered conversation (a
   step search continues text this router rendered). A key stays with the replica that had it
   while that replica has room (fewer sequences in flight than twice its slots: its own queue
-  refills a freed slot at once), and while it is full too unless another replica has a slot
-  free (a wait there is cheaper than the whole prompt again elsewhere); a new key, or one
-  whose replica is down, goes to the healthy replica with the fewest in flight and stays.
+  refills a freed slot at once), and while it is full too (a wait there is cheaper than the
+  whole prompt again elsewhere) unless the key alone fills it (a hot question) and another
+  replica has nothing in flight: the key then spills there, and has both. A new key, or one whose replicas are down, goes to the healthy
+  replica with the fewest in flight per slot and stays.
 - **Health.** A replica that cannot be prepared at start-up is down, with a warning naming it;
   every `check_every` seconds each replica is checked (a down one that answers is prepared
   and comes back). A request that fails transiently has its replica checked at once: if the
@@ -66,8 +67,8 @@ class Replica:
         return self.in_flight < 2 * max(1, self.lm.capabilities.slots)
 
     def idle(self) -> bool:
-        """A slot of its own is free."""
-        return self.in_flight < max(1, self.lm.capabilities.slots)
+        """Nothing in flight."""
+        return self.in_flight == 0
 
     def load(self) -> float:
         return self.in_flight / max(1, self.lm.capabilities.slots)
@@ -75,19 +76,23 @@ class Replica:
 
 @dataclass
 class _Keys:
-    """Affinity keys → replica index, most recent last, bounded."""
+    """Affinity keys → the replicas that have the key's prefix (the first one it went to, then
+    any it spilled to), most recently used keys last, bounded."""
 
     limit: int = 65536
-    of: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    of: OrderedDict[str, list[int]] = field(default_factory=OrderedDict)
 
-    def get(self, key: str) -> int | None:
+    def get(self, key: str) -> list[int]:
         got = self.of.get(key)
-        if got is not None:
-            self.of.move_to_end(key)
+        if got is None:
+            return []
+        self.of.move_to_end(key)
         return got
 
-    def put(self, key: str, index: int) -> None:
-        self.of[key] = index
+    def add(self, key: str, index: int) -> None:
+        held = self.of.setdefault(key, [])
+        if index not in held:
+            held.append(index)
         self.of.move_to_end(key)
         while len(self.of) > self.limit:
             self.of.popitem(last=False)
@@ -116,6 +121,8 @@ class ReplicaLM:
         self._keys = _Keys()
         self._rendered: OrderedDict[str, str] = OrderedDict()  # rendered text → its key
         self._turn = 0
+        self.spilled = 0  # requests sent away from their key's full replica
+        self._hot: dict[str, int] = {}  # sequences in flight per key
         self._prepared = False
         self._lock = asyncio.Lock()
         self._health: asyncio.Task[None] | None = None
@@ -215,20 +222,28 @@ class ReplicaLM:
         if self.routing == "round-robin":
             self._turn += 1
             return self.replicas[up[self._turn % len(up)]]
-        held = self._keys.get(key)
-        if held is not None and held in up:
-            mine = self.replicas[held]
-            # a full replica still takes its key's requests unless another has a slot free:
-            # queueing there costs a wait, going elsewhere costs the whole prompt again
-            if mine.room() or not any(self.replicas[i].idle() for i in up if i != held):
-                return mine
         spread = zlib.crc32(key.encode())  # ties broken the same way for the same key
-        best = min(
-            up,
-            key=lambda i: (self.replicas[i].load(), (i + spread) % len(self.replicas)),
-        )
-        if held is None or held not in up:
-            self._keys.put(key, best)  # a full replica keeps its keys; a down one loses them
+
+        def least(among: list[int]) -> int:
+            return min(among, key=lambda i: (self.replicas[i].load(), (i + spread) % len(up)))
+
+        held = [i for i in self._keys.get(key) if i in up]
+        if held:
+            roomy = [i for i in held if self.replicas[i].room()]
+            if roomy:
+                return self.replicas[least(roomy)]
+            # full replicas still take their key's requests: queueing there costs a wait,
+            # going elsewhere the whole prompt again; unless the key alone fills them (a hot
+            # question) and another replica is doing nothing
+            room = sum(2 * max(1, self.replicas[i].lm.capabilities.slots) for i in held)
+            idle = [i for i in up if i not in held and self.replicas[i].idle()]
+            if not idle or self._hot.get(key, 0) < room:
+                return self.replicas[least(held)]
+            self.spilled += 1
+            best = least(idle)
+        else:
+            best = least(up)  # a new key (or its replicas are down)
+        self._keys.add(key, best)
         return self.replicas[best]
 
     async def _on_replica(
@@ -241,6 +256,7 @@ class ReplicaLM:
             r = self._pick(key, tried)
             r.in_flight += req.n
             r.requests += 1
+            self._hot[key] = self._hot.get(key, 0) + req.n
             try:
                 return await call(r)
             except TransientError as e:
@@ -250,6 +266,9 @@ class ReplicaLM:
                 log.info("request failed over from %s: %s", r.name, e)
             finally:
                 r.in_flight -= req.n
+                self._hot[key] -= req.n
+                if not self._hot[key]:
+                    del self._hot[key]
 
     # -- LanguageModel -------------------------------------------------------------------
     async def generate(self, req: GenRequest) -> Generation:
