@@ -129,7 +129,7 @@ async def test_a_replica_down_at_start_is_named_and_the_others_serve() -> None:
 async def test_a_replica_that_dies_fails_over_and_nothing_is_lost() -> None:
     warned: list[str] = []
     sa, sb = Switch(), Switch()
-    a, lm_a = replica("a", sa, latency_s=0.02)
+    a, _ = replica("a", sa, latency_s=0.02)
     b, lm_b = replica("b", sb, latency_s=0.02)
     router = ReplicaLM([a, b], check_every=0, warn=warned.append)
     engine = Engine(router, scheduler=Scheduler(sleep=no_sleep))
@@ -169,7 +169,7 @@ async def test_serve_with_a_replica_down_at_start_warns_naming_it_and_serves() -
     async with FakeOpenAIServer() as srv:
         dead = f"http://127.0.0.1:{free_port()}/v1"
         port = free_port()
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: ASYNC220 (started once; the fake server is this loop's)
             [
                 sys.executable,
                 "-m",

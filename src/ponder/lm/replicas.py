@@ -8,8 +8,8 @@ health checks and failover (`ponder serve --upstream URL --upstream URL …`, or
   while that replica has room (fewer sequences in flight than twice its slots: its own queue
   refills a freed slot at once), and while it is full too (a wait there is cheaper than the
   whole prompt again elsewhere) unless the key alone fills it (a hot question) and another
-  replica has nothing in flight: the key then spills there, and has both. A new key, or one whose replicas are down, goes to the healthy
-  replica with the fewest in flight per slot and stays.
+  replica has nothing in flight: the key then spills there, and has both. A new key, or one
+  whose replicas are down, goes to the healthy replica with the fewest in flight per slot.
 - **Health.** A replica that cannot be prepared at start-up is down, with a warning naming it;
   every `check_every` seconds each replica is checked (a down one that answers is prepared
   and comes back). A request that fails transiently has its replica checked at once: if the
