@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import scale
 
 try:
-    import ray  # noqa: F401
+    import ray
 
     HAS_RAY = True
 except ImportError:
@@ -181,3 +181,31 @@ def test_ray_replicas_without_the_extra_is_one_line() -> None:
     assert done.stderr.strip().splitlines() == [
         "error: --ray needs Ray, which is not installed: pip install 'ponder[ray]'"
     ]
+
+
+@needs_ray
+async def test_replicas_on_ray_actors_serve_and_fail_over(local_ray: None) -> None:
+    import asyncio
+
+    from ponder.lm import BackendConfig
+    from ponder.lm.remote import remote_replicas
+    from ponder.lm.replicas import Replica, ReplicaLM
+    from ponder.runtime.engine import Engine
+
+    config = BackendConfig(
+        backend="scripted", slots=2, options={"replies": ["\\boxed{4}"], "latency_s": 0.05}
+    )
+    remotes = remote_replicas(config, 2)
+    warned: list[str] = []
+    router = ReplicaLM(
+        [Replica(lm.name, lm, lm.ping) for lm in remotes], check_every=0, warn=warned.append
+    )
+    engine = Engine(router)
+    first = await asyncio.gather(*(engine.solve(f"q{i}", "vote", n=3) for i in range(6)))
+    assert all(r.answer == "4" for r in first)
+    assert all(r.requests > 0 for r in router.replicas)
+    ray.kill(remotes[0].actor)  # a replica's process is gone
+    again = await asyncio.gather(*(engine.solve(f"q{i}", "vote", n=3) for i in range(6)))
+    assert all(r.answer == "4" and r.error is None for r in again)
+    assert not router.replicas[0].up and any("ray replica 0 is down" in w for w in warned)
+    await engine.aclose()
