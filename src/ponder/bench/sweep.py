@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ponder.bench.harness import Harness, Plan, Progress, plan
+from ponder.bench.harness import Harness, Plan, Progress, Units, plan
 from ponder.bench.store import Store
 from ponder.errors import UsageError
 from ponder.lm import BackendConfig, Price
@@ -86,6 +87,7 @@ class ModelSpec(BaseModel):
     backend: str | None = None
     price: str | None = None
     parameters: int | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # the backend's own settings
 
     def config(
         self, sweep: Sweep, *, api_key: str | None = None, timeout: float | None = None
@@ -101,6 +103,8 @@ class ModelSpec(BaseModel):
             price=Price.parse(self.price) if self.price is not None else None,
             parameters=self.parameters,
             timeout=timeout,
+            threads=sweep.threads,
+            options=self.options,
         )
 
 
@@ -133,6 +137,7 @@ class Sweep(BaseModel):
     ctx_size: int = Field(default=2048, ge=64)
     # keep each direct unit's trace (search tree, refine revisions) in the store
     keep_trees: bool = False
+    threads: int | None = Field(default=None, ge=1)  # an embedded model's CPU threads
 
     def prompting(self) -> Prompting:
         """How the sweep's problems become requests."""
@@ -209,6 +214,8 @@ class SweepOutcome(BaseModel):
 
 
 Watch = Callable[[str, Plan], Callable[[Progress], None] | None]
+# Opens what computes a model's units: an Engine here, or workers elsewhere (RayUnits).
+OpenUnits = Callable[[BackendConfig, Prompting], AbstractAsyncContextManager[Engine | Units]]
 
 
 class PreparedSweep(BaseModel):
@@ -245,7 +252,7 @@ def prepare_sweep(
 async def run_sweep(
     prepared: PreparedSweep,
     store: Store,
-    open_engine: Callable[[BackendConfig, Prompting], Engine],
+    open_engine: OpenUnits,
     *,
     stop: asyncio.Event | None = None,
     watch: Watch | None = None,
@@ -253,13 +260,13 @@ async def run_sweep(
     """Every model × task × plan × seed into `store`. `open_engine` opens each model (the
     CLI's shows a progress bar while a model is fetched); `watch(what, plan)` may return a
     progress callback for one run. When `stop` is set, no new unit starts and the units in
-    flight are stored."""
+    flight are stored. `open_engine` may open workers elsewhere instead of an engine here
+    (`ponder.bench.distributed.RayUnits`): the harness stays the store's only writer."""
     stop = stop or asyncio.Event()
     outcome = SweepOutcome()
     prompting = prepared.sweep.prompting()
     for config in prepared.configs:
-        engine = open_engine(config, prompting)
-        async with engine:
+        async with open_engine(config, prompting) as engine:
             harness = Harness(
                 engine,
                 store,

@@ -30,10 +30,12 @@ import numpy as np
 from pydantic import BaseModel
 
 from ponder.allocation import Probe, RouterModel, features, hull
-from ponder.bench.harness import Harness, unit_seed, versions
+from ponder.bench.harness import Harness, LocalUnits, unit_seed, versions
 from ponder.bench.store import Run, Store
 from ponder.consensus.stopping import leader_stays
+from ponder.errors import UsageError
 from ponder.runtime.budget import Budget, Ledger, estimate
+from ponder.runtime.engine import Engine
 from ponder.runtime.strategy import make_strategy
 from ponder.types import GenRequest, Problem
 
@@ -91,8 +93,15 @@ class WorkloadOutcome:
     seconds: float
 
 
+def local_engine(harness: Harness) -> Engine:
+    """The engine a workload samples with: one budget is spent here, not over workers."""
+    if not isinstance(harness.units, LocalUnits):
+        raise UsageError("a token budget over a whole set runs on a local engine, not over Ray")
+    return harness.units.engine
+
+
 def open_workload_run(harness: Harness, task: str, workload: Workload, seed: int) -> Run:
-    engine = harness.engine
+    engine = local_engine(harness)
     unit = {
         "name": "sample",
         "n": 1,
@@ -136,7 +145,7 @@ async def run_workload(
 ) -> WorkloadOutcome:
     """Spend `workload.tokens_total` over `problems` (resuming what the store holds)."""
     started = time.monotonic()
-    store, engine = harness.store, harness.engine
+    store, engine = harness.store, local_engine(harness)
     workload = workload.model_copy(update={"problems": len(problems)})
     run = open_workload_run(harness, task, workload, seed)
     pids = store.add_problems(task, problems)
@@ -213,7 +222,7 @@ async def run_workload(
 
 def _worst_case(harness: Harness, problem: Problem) -> int:
     """The most one sample of `problem` can cost (prompt + completion tokens)."""
-    engine = harness.engine
+    engine = local_engine(harness)
     req = GenRequest(
         messages=engine.prompting.messages(problem, "reasoning"),
         max_tokens=engine.prompting.max_tokens,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import (
@@ -28,6 +29,7 @@ from ponder.bench.report import summary_table
 from ponder.bench.store import Store
 from ponder.bench.sweep import (
     ModelSpec,
+    OpenUnits,
     StrategySpec,
     Sweep,
     TaskSpec,
@@ -39,6 +41,7 @@ from ponder.cli.common import (
     AnswerWithOpt,
     ApiKeyOpt,
     BackendOpt,
+    BackendOptionOpt,
     BaseUrlOpt,
     BudgetDollarsOpt,
     BudgetSecondsOpt,
@@ -49,15 +52,18 @@ from ponder.cli.common import (
     OptionOpt,
     ParamsOpt,
     PriceOpt,
+    RayOpt,
     RouterOpt,
     SlotsOpt,
     SystemOpt,
     TemperatureOpt,
     ThinkBudgetOpt,
     ThinkMinOpt,
+    ThreadsOpt,
     TimeoutOpt,
     VerifierOpt,
     WidthOpt,
+    WorkersOpt,
     app,
     check_shared,
     err,
@@ -66,10 +72,15 @@ from ponder.cli.common import (
     strategy_options,
 )
 from ponder.errors import UsageError
-from ponder.lm import BACKENDS, Price
+from ponder.lm import BACKENDS, BackendConfig, Price
+from ponder.plugins import parse_options
 from ponder.runtime.budget import Budget
+from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import make_strategy
-from ponder.tasks.registry import get_task
+from ponder.tasks.registry import TASKS, get_task
+
+if TYPE_CHECKING:
+    from ponder.bench.distributed import RayUnits
 
 
 @app.command()
@@ -144,6 +155,10 @@ def bench(
         ),
     ] = None,
     router: RouterOpt = None,
+    threads: ThreadsOpt = None,
+    backend_option: BackendOptionOpt = None,
+    ray: RayOpt = None,
+    workers: WorkersOpt = 2,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON instead of a table")
     ] = False,
@@ -159,7 +174,20 @@ def bench(
     """Run strategies over a problem set into a resumable store, then print a summary.
 
     Re-running the same command computes only what is missing. Ctrl-C finishes the units in
-    flight, stores them and exits; `ponder report STORE` draws the curves."""
+    flight, stores them and exits; `ponder report STORE` draws the curves. With --ray, the
+    units run on Ray workers and this process grades and stores them."""
+    if workers != 2 and ray is None:
+        raise UsageError("--workers: the number of Ray workers goes with --ray")
+    if ray is not None:
+        from ponder.lm.remote import LOCAL, split_address
+
+        if benchmark is None and ray in TASKS.names():
+            raise UsageError(
+                f"--ray: '{ray}' is a task, not a Ray address; give the task before --ray "
+                f"(ponder bench {ray} --ray)"
+            )
+        if ray not in (LOCAL, "auto"):
+            split_address(ray)  # not an address: one line, before anything runs
     if sweep is not None:
         given = {
             "a task": benchmark is not None,
@@ -181,6 +209,8 @@ def bench(
             "--max-tokens": max_tokens != 512,
             "--slots": slots != 8,
             "--ctx-size": ctx_size != 2048,
+            "--threads": threads is not None,
+            "--backend-option": bool(backend_option),
             "--budget-*": any(
                 b is not None
                 for b in (budget_tokens, budget_seconds, budget_dollars, budget_tokens_total)
@@ -191,7 +221,8 @@ def bench(
         if conflicts:
             raise UsageError(
                 f"--sweep: the sweep file sets {', '.join(conflicts)} itself; give them there "
-                "(only --store, --limit, --api-key and --timeout go beside --sweep)"
+                "(only --store, --limit, --api-key, --timeout, --ray and --workers go beside "
+                "--sweep)"
             )
         plan_ = load_sweep(sweep)
         if limit is not None:
@@ -230,7 +261,12 @@ def bench(
             offset=offset,
             split=split,
             model=ModelSpec(
-                name=model, base_url=base_url, backend=backend, price=price, parameters=parameters
+                name=model,
+                base_url=base_url,
+                backend=backend,
+                price=price,
+                parameters=parameters,
+                options=parse_options(backend_option or [], "--backend-option"),
             ),
             seeds=seeds,
             max_tokens=max_tokens,
@@ -239,6 +275,7 @@ def bench(
             think_min=think_min,
             slots=slots,
             ctx_size=ctx_size,
+            threads=threads,
             budget=Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars),
         )
         base = Path.cwd()
@@ -252,6 +289,8 @@ def bench(
         Path(os.path.normpath(base / plan_.store)) if plan_.store else Path("ponder-bench.sqlite")
     )
     if budget_tokens_total is not None:
+        if ray is not None:
+            raise UsageError("--budget-tokens-total runs here, not over Ray (drop --ray)")
         if len(plan_.seeds) != 1:
             raise UsageError("--budget-tokens-total runs one seed (give --seeds with one)")
         interrupted, summary_ = asyncio.run(
@@ -275,7 +314,9 @@ def bench(
             raise typer.Exit(130)
         return
     interrupted, failed, summary = asyncio.run(
-        sweep_with_progress(plan_, store_path, base, api_key, timeout, quiet=as_json)
+        sweep_with_progress(
+            plan_, store_path, base, api_key, timeout, quiet=as_json, ray=ray, workers=workers
+        )
     )
     if as_json:
         print(
@@ -312,6 +353,7 @@ def sweep_from_flags(
     slots: int,
     ctx_size: int,
     budget: Budget,
+    threads: int | None = None,
 ) -> Sweep:
     if (benchmark is None) == (data is None):
         raise UsageError("give a task name or --data FILE (one of them)")
@@ -347,6 +389,7 @@ def sweep_from_flags(
         think_min=think_min,
         slots=slots,
         ctx_size=ctx_size,
+        threads=threads,
     )
 
 
@@ -358,10 +401,21 @@ async def sweep_with_progress(
     request_timeout: float | None,
     *,
     quiet: bool = False,
+    ray: str | None = None,
+    workers: int = 2,
 ) -> tuple[bool, int, list[dict[str, object]]]:
     """The sweep with a progress bar per run and Ctrl-C handling; (interrupted, failed units,
-    the summary rows, which are also printed as a table unless `quiet`)."""
+    the summary rows, which are also printed as a table unless `quiet`). With `ray` (an
+    address, or "local"), each model's units run on `workers` Ray workers."""
     prepared = prepare_sweep(sweep, base, api_key=api_key, request_timeout=request_timeout)
+    opener: OpenUnits = open_engine
+    opened: list[RayUnits] = []
+    if ray is not None:
+        from ponder.lm.remote import connect
+
+        with err.status("joining Ray…"):
+            connect(ray)  # a missing extra or a cluster not there: one line, store untouched
+        opener = functools.partial(open_workers, address=ray, workers=workers, opened=opened)
     db = Store(store_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -379,13 +433,16 @@ async def sweep_with_progress(
     bars = ProgressBars()
     outcome = None
     try:
-        outcome = await run_sweep(prepared, db, open_engine, stop=stop, watch=bars.watch)
+        outcome = await run_sweep(prepared, db, opener, stop=stop, watch=bars.watch)
     except asyncio.CancelledError:
         return True, 0, []
     finally:
         bars.close()
         with suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
+        for units in opened:
+            done = ", ".join(f"{w.name()}: {w.done} units" for w in units.workers)
+            err.print(f"[dim]{done}[/dim]")
         rows: list[dict[str, object]] = []
         if outcome is not None and outcome.runs:
             summary = summary_table(db, sorted(set(outcome.runs)))
@@ -483,6 +540,29 @@ async def workload_with_progress(
         "correct": pr.correct,
         "accuracy": pr.correct / max(1, pr.problems),
     }
+
+
+def open_workers(
+    config: BackendConfig,
+    prompting: Prompting,
+    *,
+    address: str,
+    workers: int,
+    opened: list[RayUnits],
+) -> RayUnits:
+    """`workers` Ray workers, each holding the backend `config` names (kept in `opened`)."""
+    from ponder.bench.distributed import RayUnits
+
+    with err.status(f"starting {workers} Ray workers…"):
+        units = RayUnits(
+            config,
+            prompting,
+            workers=workers,
+            address=address,
+            warn=lambda message: err.print(f"[yellow]warning: {message}[/yellow]"),
+        )
+    opened.append(units)
+    return units
 
 
 class ProgressBars:

@@ -77,6 +77,35 @@ OptionOpt = Annotated[
         "NAME`); VALUE is read as JSON when it can be",
     ),
 ]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="[ADDRESS]",
+        help="Run on Ray workers (the [ray] extra): a cluster's HOST:PORT, ray://HOST:PORT or "
+        "auto; alone, a Ray instance on this machine",
+    ),
+]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", min=1, help="With --ray: workers, each with its own backend")
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads of the embedded model [default: all cores; with --ray, the cores "
+        "shared among the workers]",
+    ),
+]
+BackendOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--backend-option",
+        help="A backend setting KEY=VALUE (repeatable; see `ponder backends NAME`); VALUE is "
+        "read as JSON when it can be",
+    ),
+]
 TemperatureOpt = Annotated[
     float | None, typer.Option("--temperature", min=0.0, help="Sampling temperature")
 ]
@@ -156,6 +185,8 @@ def backend_config(
     parameters: int | None,
     timeout: float | None,
     cancellable: bool = False,
+    threads: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> BackendConfig:
     """The backend the flags name (checked now, before any model loads)."""
     if backend is not None:
@@ -173,6 +204,8 @@ def backend_config(
         parameters=parameters,
         timeout=timeout,
         cancellable=cancellable,
+        threads=threads,
+        options=options or {},
     )
 
 

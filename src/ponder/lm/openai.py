@@ -48,6 +48,7 @@ RENDERS_KEPT = 4096  # rendered conversations kept (one per problem in flight)
 def open_openai(config: BackendConfig, progress: Progress | None = None) -> LanguageModel:
     if not config.base_url:
         raise UsageError("backend 'openai' needs --base-url")
+    config.without_options()
     base_url = config.base_url
     info = ModelInfo(name=config.model or base_url.rstrip("/").removesuffix("/v1"))
     return OpenAILM(

@@ -90,21 +90,28 @@ Progress = Callable[[str, int, int], None]
 BackendFactory = Callable[[BackendConfig, Progress | None], LanguageModel]
 
 BACKENDS: Registry[BackendFactory] = Registry(
-    "backend", "ponder.backends", ("ponder.lm.llamacpp", "ponder.lm.openai")
+    "backend",
+    "ponder.backends",
+    ("ponder.lm.llamacpp", "ponder.lm.openai", "ponder.lm.vllm", "ponder.lm.scripted"),
 )
 
 
 def backend(
-    name: str, *, summary: str, capabilities: set[str] | None = None
+    name: str,
+    *,
+    summary: str,
+    capabilities: set[str] | None = None,
+    options: type[BaseModel] = BackendConfig,
 ) -> Callable[[BackendFactory], BackendFactory]:
-    """Register a backend factory `(config, progress) -> LanguageModel` as `name`."""
+    """Register a backend factory `(config, progress) -> LanguageModel` as `name`; `options`
+    describes its own settings (`BackendConfig.options`) when it has some."""
 
     def register(factory: BackendFactory) -> BackendFactory:
         BACKENDS.add(
             name,
             factory,
             summary=summary,
-            options=BackendConfig,
+            options=options,
             capabilities=capabilities or set(),
         )
         return factory

@@ -115,7 +115,7 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {
+        out = {
             "status": "ok",
             "model": state.served,
             "in_flight": state.in_flight,
@@ -123,6 +123,10 @@ def create_app(
             "continuation": state.engine.policy.capabilities.continuation,
             "uptime_s": round(time.monotonic() - state.started, 1),
         }
+        stats = getattr(state.engine.policy, "stats", None)
+        if callable(stats):  # several replicas (ponder.lm.replicas): each one's state
+            out["replicas"] = stats()
+        return out
 
     @app.get("/v1/models")
     async def models(key: Caller) -> dict[str, Any]:
