@@ -8,6 +8,14 @@ ratio     Wall time per generated token of beam and particles against a best-of-
           With --calls F, llama.cpp's own timings of every call go to F (JSON lines) and each
           run's split is printed: tokens llama.cpp evaluated (prompt and decoded) per generated
           token, and the interval between decoded tokens (one batch step, all slots).
+server-ratio  Beam on GSM8K problems through llama.cpp's HTTP server against the embedded backend
+          (issue 28): one model loaded once (the embedded model's file, the sweep's beam
+          N=2 × M=2, its prompt and limits), the P problems all in flight, first in process
+          (LlamaCppLM), then through the same engine's OpenAI-compatible server on 127.0.0.1
+          reached only by URL (OpenAILM, as `--base-url` reaches it: probed, chat template
+          rendered by the server, requests pinned to its slots), every slot's cache erased
+          before each run. Wall per generated token (every completion token, policy and
+          verifier), server / embedded; each run's tokens checked against llama.cpp's /metrics.
 overhead  The engine's own cost: a zero-latency scripted backend and a scripted process
           verifier, P problems × beam width W × S steps, all problems in flight at once; with
           Python's default GC, with ponder's, and the floor (the same work without the engine)
@@ -16,6 +24,8 @@ overhead  The engine's own cost: a zero-latency scripted backend and a scripted 
     .venv/bin/python benchmarks/search.py ratio [--problems 20] [--offset 0] [--store S]
                                                 [--calls F] [--only beam ...]
     PONDER_PIN_SLOTS=0 ... ratio ...    (llama.cpp places requests itself: to compare)
+    .venv/bin/python benchmarks/search.py server-ratio [--problems 20] [--offset 0]
+                                                [--threads N] [--slots 8]
     .venv/bin/python benchmarks/search.py overhead [--problems 1000] [--width 16] [--steps 10]
 """
 
@@ -93,6 +103,102 @@ def ratio(
         )
     if log is not None:
         print_call_split(store, before, log)
+
+
+def server_ratio(problems: int, offset: int, threads: int | None, slots: int) -> None:
+    import httpx
+
+    from ponder.bench.sweep import load_sweep
+    from ponder.lm.llamacpp import LlamaCppLM
+    from ponder.lm.openai import OpenAILM
+    from ponder.lm.registry import DEFAULT_MODEL, Registry
+    from ponder.sandbox import Sandbox
+    from ponder.tasks.registry import get_task
+
+    sweep = load_sweep(SWEEP)
+    beam = next(s for s in sweep.strategies if s.name == "beam")
+    options = beam.options()
+    task = get_task("gsm8k")
+    todo = task.load(limit=problems, offset=offset)
+    path, info = Registry().resolve(DEFAULT_MODEL)
+    model = LlamaCppLM(path, info, slots=slots, ctx_per_slot=sweep.ctx_size, threads=threads)
+    url = model.http_url
+    print(
+        f"beam N={options.get('n')} × M={options.get('m')} on GSM8K test "
+        f"{offset + 1}–{offset + len(todo)}, {slots} slots, {threads or 'all'} threads, {url}",
+        flush=True,
+    )
+
+    def erase_slots() -> None:
+        for slot in range(slots):
+            httpx.post(f"{url}/slots/{slot}", params={"action": "erase"}, timeout=60)
+
+    async def run(label: str, lm: Any) -> dict[str, Any]:
+        engine = Engine(lm, prompting=sweep.prompting())
+        await lm.prepare()  # (a server's probe is not the run's)
+        erase_slots()
+        before = model.metrics()
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(engine.solve(p, beam.name, seed=0, **options) for p in todo)
+        )
+        wall = time.perf_counter() - started
+        after = model.metrics()
+        sandbox = Sandbox()
+        right = sum(
+            [await task.grade(p, r.answer, sandbox) for p, r in zip(todo, results, strict=True)]
+        )
+        generated = sum(r.total.completion_tokens for r in results)
+        prompt = sum(r.total.prompt_tokens - r.total.cached_tokens for r in results)
+        counted = after["tokens_predicted_total"] - before["tokens_predicted_total"]
+        evaluated = after["prompt_tokens_total"] - before["prompt_tokens_total"]
+        errors = [r.error for r in results if r.error]
+        row = {
+            "run": label,
+            "wall_s": wall,
+            "right": right,
+            "problems": len(todo),
+            "generated": generated,
+            "server_generated": counted,
+            "prefilled": prompt,
+            "server_prefilled": evaluated,
+            "calls": sum(r.total.calls for r in results),
+            "s_per_1k": 1000 * wall / max(1, generated),
+            "errors": errors,
+        }
+        print(json.dumps(row), flush=True)
+        return row
+
+    async def both() -> list[dict[str, Any]]:
+        embedded = await run("embedded (in process)", model)
+        server = OpenAILM(url, slots=slots)
+        try:
+            over_http = await run(f"llama.cpp server ({url})", server)
+            over_http["continuation"] = server.continuation
+            over_http["pinned"] = server.capabilities.pin_slots
+        finally:
+            await server.aclose()
+        return [embedded, over_http]
+
+    try:
+        rows = asyncio.run(both())
+    finally:
+        model.close()
+    base = rows[0]["s_per_1k"]
+    print()
+    print(
+        "| run | wall s | right | generated (server's count) | prefilled (server's count) "
+        "| calls | s per 1k generated | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['run']} | {r['wall_s']:.0f} | {r['right']}/{r['problems']} "
+            f"| {r['generated']:,} ({r['server_generated']:,.0f}) "
+            f"| {r['prefilled']:,} ({r['server_prefilled']:,.0f}) | {r['calls']:,} "
+            f"| {r['s_per_1k']:.1f} | {r['s_per_1k'] / base:.2f} |"
+        )
+    print(f"\nserver: continuation {rows[1]['continuation']}, pinned to slots: {rows[1]['pinned']}")
 
 
 def record_calls(path: Path) -> list[dict[str, Any]]:
@@ -419,6 +525,11 @@ def main() -> None:
     r.add_argument(
         "--only", nargs="+", default=[], metavar="SEARCH", help="these searches (and the pool)"
     )
+    sr = sub.add_parser("server-ratio")
+    sr.add_argument("--problems", type=int, default=20)
+    sr.add_argument("--offset", type=int, default=0, help="skip this many problems first")
+    sr.add_argument("--threads", type=int, default=None, help="llama.cpp threads [all cores]")
+    sr.add_argument("--slots", type=int, default=8)
     o = sub.add_parser("overhead")
     o.add_argument("--problems", type=int, default=1000)
     o.add_argument("--width", type=int, default=16)
@@ -434,6 +545,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.what == "ratio":
         ratio(args.problems, args.offset, args.store, args.calls, args.only)
+    elif args.what == "server-ratio":
+        server_ratio(args.problems, args.offset, args.threads, args.slots)
     else:
         overhead(args.problems, args.width, args.steps, args.gc)
 

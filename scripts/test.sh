@@ -4,8 +4,9 @@
 # Long real-model runs are marked `slow` and left out; run them with: scripts/test.sh -m slow
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+PONDER_EXTRAS=${PONDER_EXTRAS:-dev,router,ray} scripts/setup.sh
 .venv/bin/ruff check src tests benchmarks examples
 .venv/bin/ruff format --check src tests benchmarks examples
 .venv/bin/mypy
+export PONDER_REQUIRE_RAY=1  # installed above: its tests run, never skip
 exec .venv/bin/python -m pytest -m "not slow" "$@"

@@ -4,6 +4,7 @@ import asyncio
 import socket
 from dataclasses import replace
 
+import httpx
 import pytest
 
 from fake_server import FakeOpenAIServer
@@ -15,10 +16,17 @@ from ponder.runtime.budget import Ledger
 from ponder.runtime.engine import Engine
 from ponder.runtime.scheduler import Scheduler
 from ponder.types import GenRequest, Message
+from shaped_server import ShapedServer
 
 
 def chat(n: int = 1, seed: int = 5) -> GenRequest:
     return GenRequest(messages=[Message(role="user", content="q")], n=n, seed=seed)
+
+
+async def probe_requests(lm: OpenAILM, srv: FakeOpenAIServer) -> int:
+    """How many requests the probe made (it runs once: later requests are the test's)."""
+    await lm.prepare()
+    return len(srv.requests)
 
 
 async def test_native_n_with_logprobs_counts_every_choice() -> None:
@@ -39,24 +47,29 @@ async def test_native_n_with_logprobs_counts_every_choice() -> None:
 async def test_server_without_n_gets_n_distinct_single_requests() -> None:
     async with FakeOpenAIServer(native_n=False, logprobs=False) as srv:
         lm = OpenAILM(srv.url)
+        probed = await probe_requests(lm, srv)
         ledger = Ledger()
         gen = await Scheduler(sleep=no_sleep).generate(lm, chat(n=4, seed=20), ledger)
         await lm.aclose()
     assert not lm.capabilities.n
     assert len(gen.choices) == 4 and len({c.text for c in gen.choices}) == 4
-    sent = [b for p, b in srv.requests if p.endswith("/chat/completions")][2:]  # after probes
+    sent = [b for p, b in srv.requests[probed:] if p.endswith("/chat/completions")]
     assert sorted(b["seed"] for b in sent) == [20, 21, 22, 23] and all("n" not in b for b in sent)
     assert ledger.spent.calls == 4 and ledger.spent.completion_tokens == 16
 
 
 @pytest.mark.parametrize("fault", ["500", "503", "truncate", "reset", "hang"])
 async def test_transient_faults_are_retried(fault: str) -> None:
+    probed = [10**9]
+
     def behaviour(i: int, path: str, body: dict[str, object]) -> str:
-        # the probe (models, chat, completions, continued chat) succeeds; the next two fail
-        return fault if i in (4, 5) else "ok"
+        # the probe succeeds; the next two requests fail
+        return fault if probed[0] <= i < probed[0] + 2 else "ok"
 
     async with FakeOpenAIServer(behaviour) as srv:
-        lm = OpenAILM(srv.url, timeout_s=0.3)
+        lm = OpenAILM(srv.url)
+        probed[0] = await probe_requests(lm, srv)
+        lm._client.timeout = httpx.Timeout(0.3)  # for the calls after the probe
         engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
         r = await engine.solve("q", "vote", n=2, seed=7)
         await lm.aclose()
@@ -65,13 +78,14 @@ async def test_transient_faults_are_retried(fault: str) -> None:
 
 
 async def test_client_errors_are_not_retried_and_surface_per_request() -> None:
-    async with FakeOpenAIServer(lambda i, p, b: "400" if i >= 4 else "ok") as srv:
+    probed = [10**9]
+    async with FakeOpenAIServer(lambda i, p, b: "400" if i >= probed[0] else "ok") as srv:
         lm = OpenAILM(srv.url)
+        probed[0] = await probe_requests(lm, srv)
         engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
         r = await engine.solve("q", "greedy", seed=1)
         await lm.aclose()
-        # models, probe chat, probe completions, probe continued chat, one try
-        assert len(srv.requests) == 5
+        assert len(srv.requests) == probed[0] + 1  # the probe, then one try
     assert r.answer is None and r.error is not None and "400" in r.error
 
 
@@ -102,11 +116,12 @@ async def test_many_requests_in_flight_against_a_server() -> None:
 async def test_stop_strings_with_n_fan_out_so_usage_is_exact() -> None:
     async with FakeOpenAIServer() as srv:
         lm = OpenAILM(srv.url)
+        probed = await probe_requests(lm, srv)
         ledger = Ledger()
         req = replace(chat(n=3, seed=40), stop=["```output"])
         gen = await Scheduler(sleep=no_sleep).generate(lm, req, ledger)
         await lm.aclose()
-    sent = [b for p, b in srv.requests if p.endswith("/chat/completions")][2:]  # after probes
+    sent = [b for p, b in srv.requests[probed:] if p.endswith("/chat/completions")]
     assert len(sent) == 3 and all("n" not in b and b["stop"] == ["```output"] for b in sent)
     assert len(gen.choices) == 3 and ledger.spent.calls == 3
     assert ledger.spent.completion_tokens == 3 * 4  # each single's usage
@@ -139,10 +154,9 @@ def test_bad_price_is_a_usage_error() -> None:
 
 @pytest.mark.parametrize("accepts", [True, False])
 async def test_probe_learns_whether_the_server_continues_a_final_message(accepts: bool) -> None:
-    def behaviour(i: int, path: str, body: dict) -> str:  # type: ignore[type-arg]
-        return "400" if body.get("continue_final_message") and not accepts else "ok"
-
-    async with FakeOpenAIServer(behaviour) as srv:
+    # a chat-only server that continues a final assistant message, or one that ignores it
+    faults = set() if accepts else {"ignores-partial"}
+    async with ShapedServer("chat-only", faults=faults) as srv:
         lm = OpenAILM(srv.url)
         caps = await lm.prepare()
         partial = GenRequest(
@@ -157,6 +171,8 @@ async def test_probe_learns_whether_the_server_continues_a_final_message(accepts
         body = srv.requests[-1][1]
         assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
         assert body["messages"][-1] == {"role": "assistant", "content": "1."}
+    else:
+        assert "ignores the partial assistant message" in (caps.continuation_note or "")
 
 
 def test_continue_final_needs_a_final_assistant_message() -> None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from ponder.sandbox import ExecResult, Limits, Sandbox, run
+from ponder.sandbox import NOBODY, ExecResult, Limits, Sandbox, _uid_pool, run
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the sandbox needs Linux")
 
@@ -159,16 +160,26 @@ def test_hostile_program_is_contained(name: str, monkeypatch: pytest.MonkeyPatch
 def test_hostile_programs_leave_no_files_or_processes(tmp_path: Path) -> None:
     assert not Path("/work/ponder-escape.txt").exists()
     assert not Path("/root/escape").exists()
-    # no process of the sandbox user survives its run
+    assert leftover_processes() == []
+
+
+def leftover_processes() -> list[str]:
+    """Processes of a sandbox user (nobody or an id of the pool) still alive."""
+    users = {str(NOBODY), *map(str, _uid_pool())}
     leftovers = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "status").read_text().count("\t65534\t") >= 1:
-                    leftovers.append(entry.name)
-            except OSError:
-                pass
-    assert leftovers == []
+                uid_line = next(
+                    line
+                    for line in (entry / "status").read_text().splitlines()
+                    if line.startswith("Uid:")
+                )
+            except (OSError, StopIteration):
+                continue
+            if users & set(uid_line.split()[1:]):
+                leftovers.append(entry.name)
+    return leftovers
 
 
 def test_the_isolation_level_is_reported() -> None:
@@ -178,14 +189,16 @@ def test_the_isolation_level_is_reported() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the full isolation level needs root")
-def test_under_full_isolation_the_program_is_nobody_without_network() -> None:
+def test_under_full_isolation_the_program_is_a_user_of_its_own_without_network() -> None:
     r = go(
         "import os, socket\nprint(os.getuid(), os.getgid(), os.getgroups())\n"
         "print(sorted(n for _, n in socket.if_nameindex()))\nprint(sorted(os.listdir('/tmp')))"
     )
     assert r.ok, r.stderr
     ids, nics, tmp = r.stdout.splitlines()
-    assert ids == "65534 65534 []"
+    uid, gid, groups = ids.split(" ", 2)
+    assert uid == gid and int(uid) not in (0, os.getuid()) and groups == "[]"
+    assert int(uid) in set(_uid_pool()) | {NOBODY}
     assert nics in ("[]", "['lo']")
     # /tmp holds only its own directory and the way to the interpreter, if that lives in /tmp
     shown = {
@@ -210,3 +223,43 @@ def test_one_sandbox_serves_successive_event_loops() -> None:
     for i in range(2):
         r = asyncio.run(box.run(f"print({i})"))
         assert r.ok and r.stdout == f"{i}\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hiding directories needs private mounts")
+def test_the_program_cannot_read_data_sets_or_sources_on_the_machine() -> None:
+    """Test files and data sets hold expected values: a program must not read them. Every
+    top-level directory but the system ones shows only what the interpreter needs."""
+    here = Path(__file__).resolve()
+    data = Path(os.environ.get("PONDER_DATA_DIR", "/nonexistent")) / "mbpp" / "mbpp.jsonl"
+    r = go(
+        "import os, sys\n"
+        f"for path in ({str(here)!r}, {str(data)!r}, '/root/.bashrc'):\n"
+        "    try:\n        open(path).read(1)\n        print('READ', path)\n"
+        "    except OSError:\n        pass\n"
+        "print(sorted(os.listdir('/work')) if os.path.isdir('/work') else [])\n"
+        "import sympy\nprint(sys.prefix)"
+    )
+    assert r.ok, r.stderr
+    assert "READ" not in r.stdout
+    shown, prefix = r.stdout.splitlines()
+    # at most the way to the interpreter is left, e.g. ['main'] for /work/main/.venv
+    wanted = {
+        Path(p).relative_to("/work").parts[0] for p in Sandbox()._needs if p.startswith("/work/")
+    }
+    assert set(eval(shown)) == wanted
+    assert prefix == sys.prefix
+
+
+def test_one_programs_fork_bomb_does_not_stop_another_from_starting() -> None:
+    bomb = HOSTILE["fork bomb"][0]
+
+    async def main() -> list[ExecResult]:
+        box = Sandbox(FAST, parallel=4)
+        first = asyncio.create_task(box.run(bomb))
+        await asyncio.sleep(1)  # the bomb holds every process it may have by now
+        others = await asyncio.gather(*(box.run(f"print({i})") for i in range(3)))
+        return [await first, *others]
+
+    bomb_result, *others = asyncio.run(main())
+    assert not bomb_result.ok
+    assert [r.stdout for r in others] == ["0\n", "1\n", "2\n"], [r.reason for r in others]

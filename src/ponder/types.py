@@ -51,6 +51,8 @@ class GenRequest:
     stop: list[str] = field(default_factory=list)
     top_logprobs: int = 0
     role: str = "policy"
+    # the whole completion is thinking (a thinking budget's rounds): counted as reasoning
+    reasoning: bool = False
     # Continue the last (assistant) message instead of starting a new turn: how step search
     # extends a partial solution on chat-only servers (vLLM's continue_final_message).
     continue_final: bool = False
@@ -119,6 +121,17 @@ class TokenStats:
         return cls(arr[0], arr[1], arr[2], arr[3], k)
 
 
+class ToolCall(BaseModel):
+    """One Python call made in the middle of a sample (tool-integrated reasoning)."""
+
+    code: str
+    output: str  # what the model was shown (cut to a limit, and said so)
+    ok: bool
+    seconds: float = 0.0
+    reason: str | None = None  # why it failed: a limit, an exit code
+    truncated: bool = False
+
+
 @dataclass(slots=True)
 class Completion:
     """One choice. `completion_tokens` is counted per choice, never taken from a shared total."""
@@ -127,6 +140,8 @@ class Completion:
     completion_tokens: int
     finish_reason: str = "stop"
     logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    reasoning: str | None = None  # what the model thought, when the server says it apart
 
 
 @dataclass(slots=True)
@@ -136,6 +151,7 @@ class Generation:
     choices: list[Completion]
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # of the completion tokens, those the server says were thinking
 
     @property
     def completion_tokens(self) -> int:
@@ -155,6 +171,8 @@ class Usage(BaseModel):
     seconds: float = 0.0
     flops: float = 0.0
     dollars: float = 0.0
+    # of the completion tokens, those spent thinking (OpenAI's and vLLM's reasoning_tokens)
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -224,6 +242,10 @@ class Candidate(BaseModel):
     # other windows; left out of JSON: hundreds of numbers per candidate).
     signals: Signals | None = None
     stats: SkipValidation[TokenStats | None] = Field(default=None, exclude=True, repr=False)
+    # Python calls made while it was written (tool-integrated reasoning), in order.
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    # What the model thought before answering, when a server returns it apart from `text`.
+    reasoning: str | None = None
 
 
 class Result(BaseModel):

@@ -108,6 +108,12 @@ def group_label(run: Run) -> str:
         for k, v in unit.items()
         if k not in ("name", "answer_with") and v not in (None, "reasoning")
     }
+    prompting = run.config.get("prompting") or {}
+    for key in ("think_budget", "think_min"):
+        if prompting.get(key):
+            extra[key] = prompting[key]
+    if "system" in prompting:
+        extra["system"] = "custom"
     budget = run.config.get("budget")
     if budget:
         extra["budget"] = {k: v for k, v in budget.items() if v is not None}
@@ -241,19 +247,40 @@ def points(group: Group, *, resamples: int = 2000) -> list[Point]:
     """Accuracy with a 95% bootstrap interval over problems, and mean cost per problem: for a
     pool, at every k for every rule; for a direct run, once."""
     out = []
+    if group.config.get("workload"):
+        # one budget spent over the set: each problem's answer is the vote over its samples
+        per_problem = np.full(len(group.pids), np.nan)
+        pools = Pools(
+            keys=group.classes, scores=group.scores, correct=group.correct, sizes=group.sizes
+        )
+        for size in np.unique(group.sizes):
+            rows = group.sizes == size
+            per_problem[rows] = majority_at(pools, int(size))[rows]
+        p = point_of(
+            group,
+            "workload (vote per problem)",
+            round(float(group.sizes.mean())),
+            per_problem,
+            1.0,
+            resamples,
+        )
+        for c in COSTS:  # each problem's own samples, not k of them
+            setattr(p, c, float((group.cost[c] * group.sizes).mean()))
+        out.append(p)
+        return out
     if group.kind == "direct":
         per_problem = np.nanmean(np.where(group.classes >= -1, group.correct, np.nan), axis=1)
-        out.append(_point(group, group.label, 1, per_problem, 1.0, resamples))
+        out.append(point_of(group, group.label, 1, per_problem, 1.0, resamples))
         return out
     pools = Pools(keys=group.classes, scores=group.scores, correct=group.correct, sizes=group.sizes)
     for method in group.methods():
         for k in group.ks():
             per_problem = POOL_RULES[method](pools, k)
-            out.append(_point(group, method, k, per_problem, float(k), resamples))
+            out.append(point_of(group, method, k, per_problem, float(k), resamples))
     return out
 
 
-def _point(
+def point_of(
     group: Group, method: str, k: int, per_problem: np.ndarray, units: float, resamples: int
 ) -> Point:
     ok = np.isfinite(per_problem)
@@ -334,6 +361,8 @@ def difficulty(groups: Sequence[Group], store: Store) -> dict[tuple[str, str], d
     }
     out: dict[tuple[str, str], dict[int, str]] = {}
     for g in sorted(groups, key=lambda g: -int(g.sizes.max()) if g.kind == "pool" else 0):
+        if g.config.get("workload"):
+            continue  # its samples went where they were predicted to help: a biased rate
         key = (g.task, g.model)
         if key in out:
             continue

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ponder.bench.analysis import Group, Point, auroc
+from ponder.bench.analysis import Group, Point, auroc, point_of
 from ponder.bench.estimators import _dense_keys, _subsets, bootstrap_mean_ci
 from ponder.bench.store import Store
 from ponder.consensus import (
@@ -224,32 +224,8 @@ def selection_points(pool: PoolSignals, *, resamples: int = 2000) -> list[Point]
         weigh = weigher(rule)
         for k in g.ks():
             per = selected_at(g, pool.signals[signal], k, weigh)
-            out.append(_point(g, f"{method} · {signal}", k, per, float(k), resamples))
+            out.append(point_of(g, f"{method} · {signal}", k, per, float(k), resamples))
     return out
-
-
-def _point(
-    g: Group, method: str, k: int, per_problem: np.ndarray, units: float, resamples: int
-) -> Point:
-    ok = np.isfinite(per_problem)
-    mean, low, high = bootstrap_mean_ci(per_problem[ok], resamples=resamples)
-    return Point(
-        task=g.task,
-        model=g.model,
-        method=method,
-        group=g.label,
-        k=k,
-        problems=int(ok.sum()),
-        accuracy=mean,
-        low=low,
-        high=high,
-        tokens=float(g.cost["tokens"][ok].mean() * units),
-        flops=float(g.cost["flops"][ok].mean() * units),
-        dollars=float(g.cost["dollars"][ok].mean() * units),
-        seconds=float(g.cost["seconds"][ok].mean() * units),
-        per_problem=per_problem[ok],
-        pids=g.pids[ok],
-    )
 
 
 # -- stopping rules, replayed ---------------------------------------------------------------

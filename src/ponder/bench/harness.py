@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.metadata
+import json
 import platform
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -27,9 +28,11 @@ from ponder.answers import canonical, equivalent
 from ponder.bench.store import NO_ANSWER, Run, Store
 from ponder.runtime.budget import Budget
 from ponder.runtime.engine import Engine
+from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import POOLED, SCORED, STRATEGIES, Strategy, make_strategy
+from ponder.sandbox import Sandbox
 from ponder.tasks.registry import grade
-from ponder.types import Problem
+from ponder.types import Problem, Result
 
 
 class Plan(BaseModel):
@@ -99,6 +102,62 @@ def versions() -> dict[str, str]:
     return found
 
 
+class Units(Protocol):
+    """Where a harness's units are computed: one engine in this process (`LocalUnits`), or
+    workers elsewhere (`ponder.bench.distributed`). Whatever computes them, the harness grades
+    and stores every result itself: it is the store's only writer."""
+
+    @property
+    def model(self) -> str:
+        """The model's name, as the run's identity records it."""
+        ...
+
+    @property
+    def prompting(self) -> Prompting: ...
+
+    @property
+    def slots(self) -> int:
+        """Sequences the backends run at once, over all workers (sizes the units in flight)."""
+        ...
+
+    async def solve(self, problem: Problem, plan: Plan, seed: int) -> Result:
+        """One unit of `plan` on `problem`, seeded by `seed`."""
+        ...
+
+
+class LocalUnits:
+    """Units computed by one engine in this process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._strategies: dict[str, Strategy] = {}
+
+    @property
+    def model(self) -> str:
+        return self.engine.policy.info.name
+
+    @property
+    def prompting(self) -> Prompting:
+        return self.engine.prompting
+
+    @property
+    def slots(self) -> int:
+        return self.engine.policy.capabilities.slots
+
+    async def solve(self, problem: Problem, plan: Plan, seed: int) -> Result:
+        return await self.engine.solve(
+            problem, strategy_of(plan, self._strategies), seed=seed, budget=plan.budget
+        )
+
+
+def strategy_of(plan: Plan, made: dict[str, Strategy]) -> Strategy:
+    """The plan's unit strategy, made once per distinct unit config and kept in `made`."""
+    key = json.dumps(plan.unit, sort_keys=True, default=str)
+    if key not in made:
+        made[key] = plan.strategy()
+    return made[key]
+
+
 class Progress(BaseModel):
     """What a progress display needs after each unit."""
 
@@ -119,21 +178,28 @@ class Outcome(BaseModel):
 
 
 class Harness:
-    """Executes plans against one engine, writing each finished unit to the store."""
+    """Executes plans on an engine (or on workers: `Units`), writing each finished unit to
+    the store."""
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | Units,
         store: Store,
         *,
         model_sha256: str = "",
         window: int | None = None,
+        keep_trees: bool = False,
+        sandbox: Sandbox | None = None,
     ) -> None:
-        self.engine = engine
+        self.units: Units = LocalUnits(engine) if isinstance(engine, Engine) else engine
         self.store = store
         self.model_sha256 = model_sha256
-        self.slots = engine.policy.capabilities.slots
+        # answers are graded here, where they are stored (code tasks run in this sandbox)
+        self.sandbox = sandbox or (engine.sandbox if isinstance(engine, Engine) else Sandbox())
+        self.slots = self.units.slots
         self.window = window  # units in flight; None: by the plan (see `window_for`)
+        # keep each unit's trace (search tree, refine revisions) in the store's `traces`
+        self.keep_trees = keep_trees
         self._locks: dict[int, asyncio.Lock] = {}
         self._classes: dict[int, dict[str, tuple[int, bool, str]]] = {}
 
@@ -147,8 +213,12 @@ class Harness:
             return self.window
         return max(4, (2 if plan.kind == "pool" else 4) * self.slots)
 
+    def window_for_pool(self) -> int:
+        """Samples in flight for single-sample units (a pool's, a workload's)."""
+        return self.window if self.window is not None else max(4, 2 * self.slots)
+
     def open_run(self, task: str, plan: Plan, seed: int) -> Run:
-        model = self.engine.policy.info.name
+        model = self.units.model
         identity = {
             "task": task,
             "model": model,
@@ -158,7 +228,7 @@ class Harness:
             "budget": plan.budget.model_dump(mode="json") if plan.budget else None,
             # defaults left out: a setting added later with a default that keeps today's
             # behaviour does not orphan the runs already stored
-            "prompting": self.engine.prompting.model_dump(mode="json", exclude_defaults=True),
+            "prompting": self.units.prompting.model_dump(mode="json", exclude_defaults=True),
             "seed": seed,
         }
         return self.store.run(
@@ -200,7 +270,7 @@ class Harness:
             on_progress(progress)
         if not todo:
             return Outcome(run=run, plan=plan, progress=progress, interrupted=False, seconds=0.0)
-        strategy = plan.strategy()
+        plan.strategy()  # a bad unit config fails here, before any unit starts
         sid = self.store.open_segment(run.rid)
         queue = iter(todo)
         stop = stop or asyncio.Event()
@@ -210,12 +280,7 @@ class Harness:
                 if stop.is_set():
                     return
                 t0 = time.monotonic()
-                result = await self.engine.solve(
-                    problem,
-                    strategy,
-                    seed=unit_seed(seed, problem.id, u),
-                    budget=plan.budget,
-                )
+                result = await self.units.solve(problem, plan, unit_seed(seed, problem.id, u))
                 latency = time.monotonic() - t0
                 total = result.total
                 progress.tokens += total.prompt_tokens - total.cached_tokens
@@ -228,7 +293,17 @@ class Harness:
                         await self.classify(pid, problem, c.answer) for c in result.candidates
                     ]
                     chosen = await self.classify(pid, problem, result.answer)
-                    self.store.add_unit(run.rid, pid, u, sid, result, graded, chosen, latency)
+                    self.store.add_unit(
+                        run.rid,
+                        pid,
+                        u,
+                        sid,
+                        result,
+                        graded,
+                        chosen,
+                        latency,
+                        keep_trace=self.keep_trees,
+                    )
                     progress.correct += chosen[1]
                     progress.done += 1
                 if on_progress:
@@ -268,7 +343,7 @@ class Harness:
                         self.store.alias_class(pid, key, cls, ok, answer)
                         known[key] = (cls, ok, answer)
                         return cls, ok
-            ok = await grade(problem, answer, self.engine.sandbox)
+            ok = await grade(problem, answer, self.sandbox)
             cls = self.store.add_class(pid, key, ok, answer)
             known[key] = (cls, ok, answer)
             return cls, ok

@@ -17,6 +17,7 @@ import hashlib
 import json
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,14 +30,23 @@ from ponder.types import Candidate, Problem, Result
 
 # Bump when the tables change meaning; a store of another version is refused, never mixed,
 # unless a migration below brings it up to date without changing what it holds.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # version → the statements that bring a store of that version to the next
 _MIGRATIONS: dict[int, str] = {
     # 1 → 2: candidates carry confidence signals (JSON) and per-token statistics (BLOB);
     # rows written before have neither (NULL), which every reader takes as "no signal".
     1: "ALTER TABLE candidates ADD COLUMN signals TEXT;"
     "ALTER TABLE candidates ADD COLUMN stats BLOB;",
+    # 2 → 3: candidates carry their Python calls (JSON; NULL: none made); a unit's trace
+    # (search tree, refine revisions) moves out of units.info into `traces`, compressed, kept
+    # only when asked for (`ponder bench --keep-trees`). Units written before keep theirs in
+    # units.info, where `Store.trace` still finds it.
+    2: "ALTER TABLE candidates ADD COLUMN tool_calls TEXT;"
+    "CREATE TABLE traces (rid INTEGER NOT NULL, pid INTEGER NOT NULL, unit INTEGER NOT NULL,"
+    " data BLOB NOT NULL, PRIMARY KEY (rid, pid, unit)) WITHOUT ROWID;",
 }
+# Result.info keys that make a unit's trace: bulky, so kept apart and only when asked for
+TRACE_KEYS = ("tree", "revisions")
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -121,7 +131,15 @@ CREATE TABLE candidates (
   note TEXT,
   signals TEXT,
   stats BLOB,
+  tool_calls TEXT,
   PRIMARY KEY (rid, pid, unit, idx)
+) WITHOUT ROWID;
+CREATE TABLE traces (
+  rid INTEGER NOT NULL,
+  pid INTEGER NOT NULL,
+  unit INTEGER NOT NULL,
+  data BLOB NOT NULL,  -- zlib-compressed JSON: {"tree": [node records], "revisions": [...]}
+  PRIMARY KEY (rid, pid, unit)
 ) WITHOUT ROWID;
 """
 
@@ -382,9 +400,13 @@ class Store:
         graded: Sequence[tuple[int, bool]],
         answer_class: tuple[int, bool],
         latency: float,
+        *,
+        keep_trace: bool = False,
     ) -> bool:
         """Write one finished unit and its candidates (`graded`: (class, correct) per
-        candidate) in one transaction. False if that unit was already stored."""
+        candidate) in one transaction. False if that unit was already stored. The unit's
+        trace (TRACE_KEYS of Result.info: a search tree, refine revisions) is written to
+        `traces` with `keep_trace`, else dropped."""
         policy = result.usage.get("policy")
         others = [u for role, u in result.usage.items() if role != "policy"]
         total = result.total
@@ -397,7 +419,8 @@ class Store:
         score = result.info.get("score")
         if score is None and len(result.candidates) == 1:
             score = result.candidates[0].score
-        info = {k: v for k, v in result.info.items() if k != "score"}
+        info = {k: v for k, v in result.info.items() if k != "score" and k not in TRACE_KEYS}
+        trace = {k: result.info[k] for k in TRACE_KEYS if k in result.info}
         with self.transaction():
             cur = self.db.execute(
                 "INSERT OR IGNORE INTO units VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -429,12 +452,18 @@ class Store:
             if cur.rowcount == 0:
                 return False
             self.db.executemany(
-                "INSERT INTO candidates VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO candidates ({_CANDIDATE_COLUMNS}) VALUES"
+                f" ({','.join('?' * len(_CANDIDATE_COLUMNS.split(',')))})",
                 [
                     _candidate_row(rid, pid, unit, i, c, cls, ok)
                     for i, (c, (cls, ok)) in enumerate(zip(result.candidates, graded, strict=True))
                 ],
             )
+            if keep_trace and trace:
+                self.db.execute(
+                    "INSERT INTO traces VALUES (?,?,?,?)",
+                    (rid, pid, unit, pack_trace(trace)),
+                )
             tokens = total.prompt_tokens - total.cached_tokens + total.completion_tokens
             self.db.execute(
                 "UPDATE segments SET units = units + 1, tokens = tokens + ?, ended = ?"
@@ -442,6 +471,48 @@ class Store:
                 (tokens, time.time(), sid),
             )
         return True
+
+    # -- reading traces ----------------------------------------------------------------------
+    def traces(
+        self, rid: int, *, pids: Sequence[int] | None = None
+    ) -> dict[tuple[int, int], dict[str, Any]]:
+        """(pid, unit) → the kept trace of each unit of a run (of those problems) that has
+        one: from `traces`, else (stores written before schema 3) the TRACE_KEYS found in
+        units.info."""
+        where, args = "rid = ?", [rid]
+        if pids is not None:
+            where += f" AND pid IN ({','.join('?' * len(pids))})"
+            args += list(pids)
+        out: dict[tuple[int, int], dict[str, Any]] = {}
+        for pid, unit, data in self.db.execute(
+            f"SELECT pid, unit, data FROM traces WHERE {where}", args
+        ):
+            out[(pid, unit)] = unpack_trace(data)
+        keys = " OR ".join(f"instr(info, '\"{k}\"') > 0" for k in TRACE_KEYS)
+        for pid, unit, info in self.db.execute(
+            f"SELECT pid, unit, info FROM units WHERE {where} AND ({keys})", args
+        ):
+            if (pid, unit) in out:
+                continue
+            found = {k: v for k, v in json.loads(info).items() if k in TRACE_KEYS}
+            if found:
+                out[(pid, unit)] = found
+        return out
+
+
+def pack_trace(trace: dict[str, Any]) -> bytes:
+    return zlib.compress(json.dumps(trace, default=str, separators=(",", ":")).encode(), 6)
+
+
+def unpack_trace(data: bytes) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(zlib.decompress(data))
+    return found
+
+
+_CANDIDATE_COLUMNS = (
+    "rid,pid,unit,idx,text,answer,class,correct,score,completion_tokens,finish_reason,note,"
+    "signals,stats,tool_calls"
+)
 
 
 def _candidate_row(
@@ -462,4 +533,5 @@ def _candidate_row(
         c.note,
         None if c.signals is None else c.signals.model_dump_json(),
         None if c.stats is None else c.stats.to_bytes(),
+        json.dumps([t.model_dump(mode="json") for t in c.tool_calls]) if c.tool_calls else None,
     )

@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ponder.bench.harness import Harness, Plan, Progress, plan
+from ponder.bench.harness import Harness, Plan, Progress, Units, plan
 from ponder.bench.store import Store
 from ponder.errors import UsageError
 from ponder.lm import BackendConfig, Price
@@ -86,6 +87,7 @@ class ModelSpec(BaseModel):
     backend: str | None = None
     price: str | None = None
     parameters: int | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # the backend's own settings
 
     def config(
         self, sweep: Sweep, *, api_key: str | None = None, timeout: float | None = None
@@ -101,6 +103,8 @@ class ModelSpec(BaseModel):
             price=Price.parse(self.price) if self.price is not None else None,
             parameters=self.parameters,
             timeout=timeout,
+            threads=sweep.threads,
+            options=self.options,
         )
 
 
@@ -127,14 +131,22 @@ class Sweep(BaseModel):
     limit: int | None = Field(default=None, ge=1)
     max_tokens: int = Field(default=512, ge=1)
     system: str | None = None  # the system prompt (default: ponder's)
+    think_budget: int | None = Field(default=None, ge=1)  # thinking tokens at most
+    think_min: int = Field(default=0, ge=0)
     slots: int = Field(default=8, ge=1)
     ctx_size: int = Field(default=2048, ge=64)
+    # keep each direct unit's trace (search tree, refine revisions) in the store
+    keep_trees: bool = False
+    threads: int | None = Field(default=None, ge=1)  # an embedded model's CPU threads
 
     def prompting(self) -> Prompting:
         """How the sweep's problems become requests."""
-        if self.system is None:
-            return Prompting(max_tokens=self.max_tokens)
-        return Prompting(max_tokens=self.max_tokens, system=self.system)
+        settings: dict[str, object] = {"max_tokens": self.max_tokens}
+        if self.system is not None:
+            settings["system"] = self.system
+        if self.think_budget is not None:
+            settings.update(think_budget=self.think_budget, think_min=self.think_min)
+        return Prompting.model_validate(settings)
 
     def with_limit(self, limit: int) -> Sweep:
         """This sweep on `limit` problems per task (a task's own smaller limit stays)."""
@@ -202,6 +214,8 @@ class SweepOutcome(BaseModel):
 
 
 Watch = Callable[[str, Plan], Callable[[Progress], None] | None]
+# Opens what computes a model's units: an Engine here, or workers elsewhere (RayUnits).
+OpenUnits = Callable[[BackendConfig, Prompting], AbstractAsyncContextManager[Engine | Units]]
 
 
 class PreparedSweep(BaseModel):
@@ -227,13 +241,18 @@ def prepare_sweep(
     configs = [m.config(sweep, api_key=api_key, timeout=request_timeout) for m in sweep.models]
     plans = [p for b in sweep.budgets for p in plan(strategies, b)]
     tasks = [(t.label(), t.load(base=base, limit=sweep.limit)) for t in sweep.tasks]
+    for s in strategies:  # a router (auto) is never evaluated on problems it was trained on
+        check = getattr(s, "check_unseen", None)
+        if check is not None:
+            for _, problems in tasks:
+                check(problems)
     return PreparedSweep(sweep=sweep, configs=configs, plans=plans, tasks=tasks)
 
 
 async def run_sweep(
     prepared: PreparedSweep,
     store: Store,
-    open_engine: Callable[[BackendConfig, Prompting], Engine],
+    open_engine: OpenUnits,
     *,
     stop: asyncio.Event | None = None,
     watch: Watch | None = None,
@@ -241,14 +260,19 @@ async def run_sweep(
     """Every model × task × plan × seed into `store`. `open_engine` opens each model (the
     CLI's shows a progress bar while a model is fetched); `watch(what, plan)` may return a
     progress callback for one run. When `stop` is set, no new unit starts and the units in
-    flight are stored."""
+    flight are stored. `open_engine` may open workers elsewhere instead of an engine here
+    (`ponder.bench.distributed.RayUnits`): the harness stays the store's only writer."""
     stop = stop or asyncio.Event()
     outcome = SweepOutcome()
     prompting = prepared.sweep.prompting()
     for config in prepared.configs:
-        engine = open_engine(config, prompting)
-        async with engine:
-            harness = Harness(engine, store, model_sha256=model_sha256(config))
+        async with open_engine(config, prompting) as engine:
+            harness = Harness(
+                engine,
+                store,
+                model_sha256=model_sha256(config),
+                keep_trees=prepared.sweep.keep_trees,
+            )
             for label, problems in prepared.tasks:
                 for p in prepared.plans:
                     for seed in prepared.sweep.seeds:

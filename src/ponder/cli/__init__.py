@@ -14,13 +14,13 @@ from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption
 from typer._click.exceptions import UsageError as ClickUsageError
 
 from ponder import __version__
-from ponder.cli import bench, models, parts, report, serve, solve, trace
+from ponder.cli import bench, models, parts, report, router, serve, solve, trace
 from ponder.cli.common import app
 from ponder.errors import PonderError, UsageError
 from ponder.plugins import PluginWarning
 from ponder.runtime.settings import tune_gc
 
-COMMANDS: tuple[ModuleType, ...] = (solve, bench, report, serve, trace, parts, models)
+COMMANDS: tuple[ModuleType, ...] = (solve, bench, report, router, serve, trace, parts, models)
 
 
 def show_version(value: bool) -> None:
@@ -63,12 +63,30 @@ def one_line_warnings(
     print(warnings.formatwarning(message, category, filename, lineno, line), file=sys.stderr)
 
 
+# Options whose value may be left out (`--ray` alone: a local Ray instance), and what they
+# then mean; typer has no such options, so a value is put in before it parses.
+OPTIONAL_VALUES = {"--ray": "local"}
+
+
+def fill_optional_values(args: list[str]) -> list[str]:
+    """`args` with the implied value after an optional-value option given without one (last,
+    or followed by another option)."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg in OPTIONAL_VALUES and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append(OPTIONAL_VALUES[arg])
+    return out
+
+
 def main() -> None:
     """Entry point: every error is one line on stderr; usage errors exit 2, others 1."""
     tune_gc()  # a long-running process with many searches in flight (ponder/runtime/settings.py)
     warnings.showwarning = one_line_warnings
     try:
-        rv = typer.main.get_command(app).main(standalone_mode=False)
+        rv = typer.main.get_command(app).main(
+            args=fill_optional_values(sys.argv[1:]), standalone_mode=False
+        )
     except NoArgsIsHelpError as e:
         print(e.format_message(), file=sys.stderr)
         sys.exit(2)

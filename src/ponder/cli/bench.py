@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import os
 import signal
 import time
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import (
@@ -27,6 +29,7 @@ from ponder.bench.report import summary_table
 from ponder.bench.store import Store
 from ponder.bench.sweep import (
     ModelSpec,
+    OpenUnits,
     StrategySpec,
     Sweep,
     TaskSpec,
@@ -38,6 +41,7 @@ from ponder.cli.common import (
     AnswerWithOpt,
     ApiKeyOpt,
     BackendOpt,
+    BackendOptionOpt,
     BaseUrlOpt,
     BudgetDollarsOpt,
     BudgetSecondsOpt,
@@ -48,12 +52,18 @@ from ponder.cli.common import (
     OptionOpt,
     ParamsOpt,
     PriceOpt,
+    RayOpt,
+    RouterOpt,
     SlotsOpt,
     SystemOpt,
     TemperatureOpt,
+    ThinkBudgetOpt,
+    ThinkMinOpt,
+    ThreadsOpt,
     TimeoutOpt,
     VerifierOpt,
     WidthOpt,
+    WorkersOpt,
     app,
     check_shared,
     err,
@@ -62,10 +72,15 @@ from ponder.cli.common import (
     strategy_options,
 )
 from ponder.errors import UsageError
-from ponder.lm import BACKENDS, Price
+from ponder.lm import BACKENDS, BackendConfig, Price
+from ponder.plugins import parse_options
 from ponder.runtime.budget import Budget
+from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import make_strategy
-from ponder.tasks.registry import get_task
+from ponder.tasks.registry import TASKS, get_task
+
+if TYPE_CHECKING:
+    from ponder.bench.distributed import RayUnits
 
 
 @app.command()
@@ -83,6 +98,8 @@ def bench(
     verifier: VerifierOpt = None,
     answer_with: AnswerWithOpt = None,
     system: SystemOpt = None,
+    think_budget: ThinkBudgetOpt = None,
+    think_min: ThinkMinOpt = 0,
     data: Annotated[
         Path | None, typer.Option("--data", help="A custom problem set: .jsonl, .csv or .parquet")
     ] = None,
@@ -127,23 +144,105 @@ def bench(
     budget_tokens: BudgetTokensOpt = None,
     budget_seconds: BudgetSecondsOpt = None,
     budget_dollars: BudgetDollarsOpt = None,
+    budget_tokens_total: Annotated[
+        int | None,
+        typer.Option(
+            "--budget-tokens-total",
+            min=1,
+            help="One token budget (prompt + completion) over the whole set: every problem is "
+            "probed, then samples go where the predicted gain per token is highest (-n: most "
+            "per problem; --router: whose predictions)",
+        ),
+    ] = None,
+    router: RouterOpt = None,
+    threads: ThreadsOpt = None,
+    backend_option: BackendOptionOpt = None,
+    ray: RayOpt = None,
+    workers: WorkersOpt = 2,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON instead of a table")
+    ] = False,
+    keep_trees: Annotated[
+        bool,
+        typer.Option(
+            "--keep-trees",
+            help="Keep each search tree and refine revisions in the store (compressed), for "
+            "`ponder report --html`'s tree viewer",
+        ),
+    ] = False,
 ) -> None:
     """Run strategies over a problem set into a resumable store, then print a summary.
 
     Re-running the same command computes only what is missing. Ctrl-C finishes the units in
-    flight, stores them and exits; `ponder report STORE` draws the curves."""
+    flight, stores them and exits; `ponder report STORE` draws the curves. With --ray, the
+    units run on Ray workers and this process grades and stores them."""
+    if workers != 2 and ray is None:
+        raise UsageError("--workers: the number of Ray workers goes with --ray")
+    if ray is not None:
+        from ponder.lm.remote import LOCAL, split_address
+
+        if benchmark is None and ray in TASKS.names():
+            raise UsageError(
+                f"--ray: '{ray}' is a task, not a Ray address; give the task before --ray "
+                f"(ponder bench {ray} --ray)"
+            )
+        if ray not in (LOCAL, "auto"):
+            split_address(ray)  # not an address: one line, before anything runs
     if sweep is not None:
-        if benchmark is not None or data is not None or strategy:
-            raise UsageError("--sweep lists tasks and strategies itself; give no task/--strategy")
+        given = {
+            "a task": benchmark is not None,
+            "--data": data is not None,
+            "--strategy": bool(strategy),
+            "-n": n is not None,
+            "-o": bool(option),
+            "--temperature": temperature is not None,
+            "--verifier": verifier is not None,
+            "--answer-with": answer_with is not None,
+            "--system": system is not None,
+            "--think-budget": think_budget is not None,
+            "--model": model is not None,
+            "--base-url": base_url is not None,
+            "--backend": backend is not None,
+            "--price": price is not None,
+            "--parameters": parameters is not None,
+            "--seeds": seeds != "0",
+            "--max-tokens": max_tokens != 512,
+            "--slots": slots != 8,
+            "--ctx-size": ctx_size != 2048,
+            "--threads": threads is not None,
+            "--backend-option": bool(backend_option),
+            "--budget-*": any(
+                b is not None
+                for b in (budget_tokens, budget_seconds, budget_dollars, budget_tokens_total)
+            ),
+            "--router": router is not None,
+        }
+        conflicts = [name for name, set_ in given.items() if set_]
+        if conflicts:
+            raise UsageError(
+                f"--sweep: the sweep file sets {', '.join(conflicts)} itself; give them there "
+                "(only --store, --limit, --api-key, --timeout, --ray and --workers go beside "
+                "--sweep)"
+            )
         plan_ = load_sweep(sweep)
         if limit is not None:
             plan_ = plan_.with_limit(limit)
         base = sweep.parent
     else:
-        names = strategy or ["greedy", "vote"]
+        names = strategy or (["vote"] if budget_tokens_total is not None else ["greedy", "vote"])
         options = strategy_options(
             option, temperature=temperature, verifier=verifier, answer_with=answer_with
         )
+        if budget_tokens_total is not None and names != ["vote"]:
+            raise UsageError(
+                "--budget-tokens-total spends one budget on samples voted per problem (-s vote); "
+                f"it does not run {', '.join(n for n in names if n != 'vote')}"
+            )
+        if router is not None:
+            if budget_tokens_total is None and "auto" not in names:
+                raise UsageError("--router is read by -s auto and by --budget-tokens-total")
+            if "auto" in names:
+                options["router"] = str(router)
         check_shared(names, options)
         if n is not None:
             options["n"] = n
@@ -162,16 +261,26 @@ def bench(
             offset=offset,
             split=split,
             model=ModelSpec(
-                name=model, base_url=base_url, backend=backend, price=price, parameters=parameters
+                name=model,
+                base_url=base_url,
+                backend=backend,
+                price=price,
+                parameters=parameters,
+                options=parse_options(backend_option or [], "--backend-option"),
             ),
             seeds=seeds,
             max_tokens=max_tokens,
             system=system,
+            think_budget=think_budget,
+            think_min=think_min,
             slots=slots,
             ctx_size=ctx_size,
+            threads=threads,
             budget=Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars),
         )
         base = Path.cwd()
+    if keep_trees:
+        plan_ = plan_.model_copy(update={"keep_trees": True})
     for m in plan_.models:  # a bad price fails before any model loads
         if m.price is not None:
             Price.parse(m.price)
@@ -179,10 +288,42 @@ def bench(
     store_path = store or (
         Path(os.path.normpath(base / plan_.store)) if plan_.store else Path("ponder-bench.sqlite")
     )
-    interrupted, failed = asyncio.run(
-        sweep_with_progress(plan_, store_path, base, api_key, timeout)
+    if budget_tokens_total is not None:
+        if ray is not None:
+            raise UsageError("--budget-tokens-total runs here, not over Ray (drop --ray)")
+        if len(plan_.seeds) != 1:
+            raise UsageError("--budget-tokens-total runs one seed (give --seeds with one)")
+        interrupted, summary_ = asyncio.run(
+            workload_with_progress(
+                plan_, store_path, base, api_key, timeout, budget_tokens_total, n, router
+            )
+        )
+        if as_json:
+            print(json.dumps({"store": str(store_path), "workload": summary_}, indent=2))
+        else:
+            out.print(
+                f"workload: {summary_['spent']:,} of {summary_['budget']:,} tokens over "
+                f"{summary_['problems']} problems · {summary_['samples']} samples · vote right on "
+                f"{summary_['correct']} ({100 * summary_['accuracy']:.1f}%)"
+            )
+            out.print(f"[dim]store: {store_path} · report: ponder report {store_path}[/dim]")
+        if interrupted:
+            err.print(
+                "interrupted: the finished samples are stored; run the same command to resume"
+            )
+            raise typer.Exit(130)
+        return
+    interrupted, failed, summary = asyncio.run(
+        sweep_with_progress(
+            plan_, store_path, base, api_key, timeout, quiet=as_json, ray=ray, workers=workers
+        )
     )
-    out.print(f"[dim]store: {store_path} · report: ponder report {store_path}[/dim]")
+    if as_json:
+        print(
+            json.dumps({"store": str(store_path), "failed": failed, "summary": summary}, indent=2)
+        )
+    else:
+        out.print(f"[dim]store: {store_path} · report: ponder report {store_path}[/dim]")
     if interrupted:
         err.print("interrupted: the finished units are stored; run the same command to resume")
         raise typer.Exit(130)
@@ -207,9 +348,12 @@ def sweep_from_flags(
     seeds: str,
     max_tokens: int,
     system: str | None,
+    think_budget: int | None,
+    think_min: int,
     slots: int,
     ctx_size: int,
     budget: Budget,
+    threads: int | None = None,
 ) -> Sweep:
     if (benchmark is None) == (data is None):
         raise UsageError("give a task name or --data FILE (one of them)")
@@ -241,16 +385,37 @@ def sweep_from_flags(
         seeds=seed_list or [0],
         max_tokens=max_tokens,
         system=system,
+        think_budget=think_budget,
+        think_min=think_min,
         slots=slots,
         ctx_size=ctx_size,
+        threads=threads,
     )
 
 
 async def sweep_with_progress(
-    sweep: Sweep, store_path: Path, base: Path, api_key: str | None, request_timeout: float | None
-) -> tuple[bool, int]:
-    """The sweep with a progress bar per run and Ctrl-C handling; (interrupted, failed units)."""
+    sweep: Sweep,
+    store_path: Path,
+    base: Path,
+    api_key: str | None,
+    request_timeout: float | None,
+    *,
+    quiet: bool = False,
+    ray: str | None = None,
+    workers: int = 2,
+) -> tuple[bool, int, list[dict[str, object]]]:
+    """The sweep with a progress bar per run and Ctrl-C handling; (interrupted, failed units,
+    the summary rows, which are also printed as a table unless `quiet`). With `ray` (an
+    address, or "local"), each model's units run on `workers` Ray workers."""
     prepared = prepare_sweep(sweep, base, api_key=api_key, request_timeout=request_timeout)
+    opener: OpenUnits = open_engine
+    opened: list[RayUnits] = []
+    if ray is not None:
+        from ponder.lm.remote import connect
+
+        with err.status("joining Ray…"):
+            connect(ray)  # a missing extra or a cluster not there: one line, store untouched
+        opener = functools.partial(open_workers, address=ray, workers=workers, opened=opened)
     db = Store(store_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -268,22 +433,136 @@ async def sweep_with_progress(
     bars = ProgressBars()
     outcome = None
     try:
-        outcome = await run_sweep(prepared, db, open_engine, stop=stop, watch=bars.watch)
+        outcome = await run_sweep(prepared, db, opener, stop=stop, watch=bars.watch)
     except asyncio.CancelledError:
-        return True, 0
+        return True, 0, []
     finally:
         bars.close()
         with suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
+        for units in opened:
+            done = ", ".join(f"{w.name()}: {w.done} units" for w in units.workers)
+            err.print(f"[dim]{done}[/dim]")
+        rows: list[dict[str, object]] = []
         if outcome is not None and outcome.runs:
-            out.print(summary_table(db, sorted(set(outcome.runs))))
+            summary = summary_table(db, sorted(set(outcome.runs)))
+            rows = summary.rows
+            if not quiet:
+                out.print(summary)
         db.close()
     if outcome.failed:
         err.print(
             f"[yellow]{outcome.failed} units failed on the backend (not stored; a re-run "
             "retries them)[/yellow]"
         )
-    return outcome.interrupted, outcome.failed
+    return outcome.interrupted, outcome.failed, rows
+
+
+async def workload_with_progress(
+    sweep: Sweep,
+    store_path: Path,
+    base: Path,
+    api_key: str | None,
+    request_timeout: float | None,
+    total: int,
+    n: int | None,
+    router_path: Path | None,
+) -> tuple[bool, dict[str, Any]]:
+    """One budget over the sweep's one task (ponder.bench.workload), with a progress bar."""
+    from ponder.allocation import file_sha256, load_router
+    from ponder.bench.harness import Harness
+    from ponder.bench.sweep import model_sha256
+    from ponder.bench.workload import Workload, run_workload
+
+    prepared = prepare_sweep(sweep, base, api_key=api_key, request_timeout=request_timeout)
+    ((label, problems),) = prepared.tasks
+    router = load_router(router_path) if router_path is not None else None
+    if router is not None:
+        router.check_unseen([(p.id or p.question[:40], p.question) for p in problems])
+    temperature = sweep.strategies[0].options().get("temperature")
+    workload = Workload(
+        tokens_total=total,
+        max_n=n or 16,
+        probe=router.probe if router else 4,
+        temperature=temperature
+        if temperature is not None
+        else (router.temperature if router else 0.7),
+        router_sha256=file_sha256(router_path) if router_path is not None else None,
+    )
+    db = Store(store_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    config = prepared.configs[0]
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    try:
+        engine = open_engine(config, sweep.prompting())
+        async with engine:
+            harness = Harness(engine, db, model_sha256=model_sha256(config))
+            bar.start()
+            job = bar.add_task(f"{label} workload", total=total, info="")
+
+            def show(pr: Any) -> None:
+                info = f"{pr.spent:,}/{pr.total:,} tokens · {pr.done} samples · {pr.correct} right"
+                bar.update(job, completed=pr.spent, info=info)
+
+            done = await run_workload(
+                harness,
+                label,
+                problems,
+                workload,
+                router=router,
+                seed=sweep.seeds[0],
+                stop=stop,
+                on_progress=show,
+            )
+            (samples,) = db.db.execute(
+                "SELECT COUNT(*) FROM units WHERE rid = ?", (done.run.rid,)
+            ).fetchone()
+    finally:
+        bar.stop()
+        with suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+        db.close()
+    pr = done.progress
+    return done.interrupted, {
+        "budget": total,
+        "spent": pr.spent,
+        "problems": pr.problems,
+        "samples": int(samples),
+        "correct": pr.correct,
+        "accuracy": pr.correct / max(1, pr.problems),
+    }
+
+
+def open_workers(
+    config: BackendConfig,
+    prompting: Prompting,
+    *,
+    address: str,
+    workers: int,
+    opened: list[RayUnits],
+) -> RayUnits:
+    """`workers` Ray workers, each holding the backend `config` names (kept in `opened`)."""
+    from ponder.bench.distributed import RayUnits
+
+    with err.status(f"starting {workers} Ray workers…"):
+        units = RayUnits(
+            config,
+            prompting,
+            workers=workers,
+            address=address,
+            warn=lambda message: err.print(f"[yellow]warning: {message}[/yellow]"),
+        )
+    opened.append(units)
+    return units
 
 
 class ProgressBars:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -76,6 +77,35 @@ OptionOpt = Annotated[
         "NAME`); VALUE is read as JSON when it can be",
     ),
 ]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="[ADDRESS]",
+        help="Run on Ray workers (the [ray] extra): a cluster's HOST:PORT, ray://HOST:PORT or "
+        "auto; alone, a Ray instance on this machine",
+    ),
+]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", min=1, help="With --ray: workers, each with its own backend")
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads of the embedded model [default: all cores; with --ray, the cores "
+        "shared among the workers]",
+    ),
+]
+BackendOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--backend-option",
+        help="A backend setting KEY=VALUE (repeatable; see `ponder backends NAME`); VALUE is "
+        "read as JSON when it can be",
+    ),
+]
 TemperatureOpt = Annotated[
     float | None, typer.Option("--temperature", min=0.0, help="Sampling temperature")
 ]
@@ -96,6 +126,26 @@ AnswerWithOpt = Annotated[
 ]
 SystemOpt = Annotated[
     str | None, typer.Option("--system", help="The system prompt [default: ponder's CoT prompt]")
+]
+ThinkBudgetOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--think-budget",
+        min=1,
+        help="Thinking tokens at most per sample (prompted <think>; "
+        "the end is forced and the answer asked for)",
+    ),
+]
+ThinkMinOpt = Annotated[
+    int,
+    typer.Option("--think-min", min=0, help='Thinking tokens at least ("Wait," extends it)'),
+]
+RouterOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--router",
+        help="A router file (`ponder router fit`): what -s auto runs per problem",
+    ),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Fixes every sampling decision")]
 MaxTokOpt = Annotated[int, typer.Option("--max-tokens", min=1, help="Per sample")]
@@ -135,6 +185,8 @@ def backend_config(
     parameters: int | None,
     timeout: float | None,
     cancellable: bool = False,
+    threads: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> BackendConfig:
     """The backend the flags name (checked now, before any model loads)."""
     if backend is not None:
@@ -152,15 +204,29 @@ def backend_config(
         parameters=parameters,
         timeout=timeout,
         cancellable=cancellable,
+        threads=threads,
+        options=options or {},
     )
 
 
-def prompting(max_tokens: int, system: str | None) -> Prompting:
+def prompting(
+    max_tokens: int,
+    system: str | None,
+    think_budget: int | None = None,
+    think_min: int = 0,
+) -> Prompting:
     if system is not None and not system.strip():
         raise UsageError("--system: the system prompt is empty")
-    if system is None:
-        return Prompting(max_tokens=max_tokens)
-    return Prompting(max_tokens=max_tokens, system=system)
+    if think_min and think_budget is None:
+        raise UsageError("--think-min needs --think-budget (the most it may think)")
+    if think_budget is not None and think_min > think_budget:
+        raise UsageError(f"--think-min {think_min} exceeds --think-budget {think_budget}")
+    settings: dict[str, object] = {"max_tokens": max_tokens}
+    if system is not None:
+        settings["system"] = system
+    if think_budget is not None:
+        settings.update(think_budget=think_budget, think_min=think_min)
+    return Prompting.model_validate(settings)
 
 
 def strategy_options(

@@ -3,7 +3,8 @@ or from an installed plugin, with its options."""
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+import json
+from typing import Annotated, Any, Generic, TypeVar
 
 import typer
 from rich.markup import escape
@@ -11,7 +12,7 @@ from rich.markup import escape
 from ponder.answers import ANSWER_KINDS
 from ponder.cli.common import app, out
 from ponder.lm import BACKENDS
-from ponder.plugins import BUILTIN, Registry
+from ponder.plugins import BUILTIN, Part, Registry
 from ponder.runtime.strategy import STRATEGIES
 from ponder.runtime.verifiers import VERIFIERS
 from ponder.tasks.registry import TASKS
@@ -21,13 +22,18 @@ T = TypeVar("T")
 NameArg = Annotated[
     str | None, typer.Argument(help="One part's name, to see its options", show_default=False)
 ]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the list as JSON")]
 
 
 class Listing(Generic[T]):
     def __init__(self, registry: Registry[T]) -> None:
         self.registry = registry
 
-    def show(self, name: str | None) -> None:
+    def show(self, name: str | None, as_json: bool = False) -> None:
+        if as_json:
+            parts = [self.registry.get(name)] if name else list(self.registry.parts().values())
+            print(json.dumps([part_json(p) for p in parts], indent=2))
+            return
         if name is not None:
             part = self.registry.get(name)  # an unknown name lists the known ones
             self.one(part.name, part.summary, part.capabilities, part.origin)
@@ -50,26 +56,44 @@ class Listing(Generic[T]):
 
 
 @app.command("strategies")
-def strategies(name: NameArg = None) -> None:
+def strategies(name: NameArg = None, as_json: JsonOpt = False) -> None:
     """Registered strategies; with a name, its options (`-o KEY=VALUE`)."""
-    Listing(STRATEGIES).show(name)
+    Listing(STRATEGIES).show(name, as_json)
 
 
 @app.command("verifiers")
-def verifiers(name: NameArg = None) -> None:
+def verifiers(name: NameArg = None, as_json: JsonOpt = False) -> None:
     """Registered verifiers; with a name, its options (a JSON spec's "options")."""
-    Listing(VERIFIERS).show(name)
+    Listing(VERIFIERS).show(name, as_json)
 
 
 @app.command("backends")
-def backends(name: NameArg = None) -> None:
+def backends(name: NameArg = None, as_json: JsonOpt = False) -> None:
     """Registered backends (`--backend`)."""
-    Listing(BACKENDS).show(name)
+    Listing(BACKENDS).show(name, as_json)
 
 
 @app.command("tasks")
-def tasks(name: NameArg = None) -> None:
+def tasks(name: NameArg = None, as_json: JsonOpt = False) -> None:
     """The problem sets `ponder bench` knows, with their answer kinds."""
+    if as_json:
+        chosen = [TASKS.get(name)] if name else list(TASKS.parts().values())
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": p.name,
+                        "kind": p.obj.kind,
+                        "summary": p.summary,
+                        "splits": ["test", *p.obj.splits],
+                        "origin": p.origin,
+                    }
+                    for p in chosen
+                ],
+                indent=2,
+            )
+        )
+        return
     if name is not None:
         task = TASKS.get(name).obj
         out.print(f"[bold]{task.name}[/bold] ({task.kind}): {task.description}", soft_wrap=True)
@@ -82,6 +106,19 @@ def tasks(name: NameArg = None) -> None:
 
 
 @app.command("kinds")
-def kinds() -> None:
+def kinds(as_json: JsonOpt = False) -> None:
     """Registered answer kinds (`--answer-type`)."""
-    Listing(ANSWER_KINDS).show(None)
+    Listing(ANSWER_KINDS).show(None, as_json)
+
+
+def part_json(part: Part[Any]) -> dict[str, object]:
+    return {
+        "name": part.name,
+        "summary": part.summary,
+        "capabilities": sorted(part.capabilities),
+        "origin": part.origin,
+        "options": [
+            {"name": key, "type": kind, "description": description}
+            for key, kind, description in part.option_help()
+        ],
+    }

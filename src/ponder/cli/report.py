@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ponder.bench.html import write_html_report
 from ponder.bench.report import write_report
 from ponder.bench.store import Store
 from ponder.cli.common import app, out
@@ -20,9 +22,19 @@ def report(
     out_dir: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Folder for report.md, CSVs, PNGs [default: STORE's name + -report]"
+            "--out",
+            help="Folder for report.md, CSVs, PNGs (and report.html) [default: STORE's name "
+            "+ -report]",
         ),
     ] = None,
+    as_html: Annotated[
+        bool,
+        typer.Option(
+            "--html",
+            help="Also write report.html: one self-contained file (plots, tables, paired "
+            "comparisons, every problem's samples, search trees kept by --keep-trees)",
+        ),
+    ] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw PNG plots")] = True,
     price: Annotated[
         str | None,
@@ -31,16 +43,28 @@ def report(
             help="Price the stored tokens: PROMPT,COMPLETION[,CACHED] $ per million tokens",
         ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (the report is written too)")
+    ] = False,
 ) -> None:
-    """Scaling curves with confidence intervals from a store: markdown, CSV tables, PNG plots."""
+    """Scaling curves with confidence intervals from a store: markdown, CSV tables, PNG plots;
+    with --html, a self-contained HTML report that also browses samples and search trees."""
     if not store.is_file():
         raise UsageError(f"{store}: no such store")
     price_ = Price.parse(price) if price is not None else None
     db = Store(store, create=False)
     try:
         target = out_dir or store.with_name(store.stem + "-report")
-        path, summary = write_report(db, target, plots=plots, price=price_)
-        out.print(summary)
+        if as_html:
+            page, path, summary = write_html_report(db, target, plots=plots, price=price_)
+        else:
+            path, summary = write_report(db, target, plots=plots, price=price_)
     finally:
         db.close()
+    if as_json:
+        print(json.dumps({"report": str(path), "summary": summary.rows}, indent=2))
+        return
+    out.print(summary)
     out.print(f"report: {path}")
+    if as_html:
+        out.print(f"html: {page}")

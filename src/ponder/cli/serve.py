@@ -11,12 +11,18 @@ import typer
 from ponder.cli.common import (
     ApiKeyOpt,
     BackendOpt,
+    BackendOptionOpt,
     CtxSizeOpt,
     ModelOpt,
     ParamsOpt,
     PriceOpt,
+    RayOpt,
+    RouterOpt,
     SlotsOpt,
     SystemOpt,
+    ThinkBudgetOpt,
+    ThinkMinOpt,
+    ThreadsOpt,
     TimeoutOpt,
     app,
     backend_config,
@@ -25,21 +31,32 @@ from ponder.cli.common import (
     prompting,
 )
 from ponder.errors import UsageError
+from ponder.lm import BackendConfig
+from ponder.plugins import parse_options
+from ponder.runtime.engine import Engine
+from ponder.runtime.prompting import Prompting
+from ponder.runtime.scheduler import Scheduler
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on")] = 8000,
     model: ModelOpt = None,
     upstream: Annotated[
-        str | None,
-        typer.Option("--upstream", help="An OpenAI-compatible server to add strategies on top of"),
+        list[str] | None,
+        typer.Option(
+            "--upstream",
+            help="An OpenAI-compatible server to add strategies on top of; repeat it for "
+            "replicas of one model (requests routed by prefix affinity, with failover)",
+        ),
     ] = None,
     backend: BackendOpt = None,
     api_key: ApiKeyOpt = None,
     timeout: TimeoutOpt = None,
     system: SystemOpt = None,
+    think_budget: ThinkBudgetOpt = None,
+    think_min: ThinkMinOpt = 0,
     api_key_file: Annotated[
         Path | None,
         typer.Option(
@@ -104,6 +121,24 @@ def serve(
     ctx_size: CtxSizeOpt = 2048,
     price: PriceOpt = None,
     parameters: ParamsOpt = None,
+    router: RouterOpt = None,
+    threads: ThreadsOpt = None,
+    backend_option: BackendOptionOpt = None,
+    ray: RayOpt = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option(
+            "--replicas",
+            min=1,
+            help="With --ray: Ray actors each holding the backend, served as replicas [default: 2]",
+        ),
+    ] = None,
+    check_every: Annotated[
+        float,
+        typer.Option(
+            "--check-every", min=0.0, help="Seconds between replicas' health checks (0: never)"
+        ),
+    ] = 5.0,
 ) -> None:
     """Serve OpenAI's API: the model STRATEGY[-N]/MODEL (e.g. vote-8/qwen2.5-coder-0.5b) runs
     that strategy; the plain model name passes straight through."""
@@ -132,19 +167,37 @@ def serve(
             f"--host {host} exposes the server beyond this machine: give --api-key-file "
             "or set PONDER_SERVE_API_KEYS"
         )
-    config = backend_config(
-        model=model,
-        base_url=upstream,
-        backend=backend,
-        api_key=api_key,
-        slots=slots,
-        ctx_size=ctx_size,
-        price=price,
-        parameters=parameters,
-        timeout=timeout,
-        cancellable=True,  # a disconnected client's generation stops on the backend too
-    )
-    engine = open_engine(config, prompting(max_tokens, system))
+    if router is not None:  # a bad router file fails before the model loads
+        from ponder.search.auto import router_for
+
+        router_for(str(router))
+    urls: list[str | None] = list(upstream or [])
+    if replicas is not None and ray is None:
+        raise UsageError("--replicas: the number of Ray replicas goes with --ray")
+    if ray is not None and len(urls) > 1:
+        raise UsageError("--ray: replicas are Ray actors or --upstream servers, not both")
+    configs = [
+        backend_config(
+            model=model,
+            base_url=url,
+            backend=backend,
+            api_key=api_key,
+            slots=slots,
+            ctx_size=ctx_size,
+            price=price,
+            parameters=parameters,
+            timeout=timeout,
+            cancellable=True,  # a disconnected client's generation stops on the backend too
+            threads=threads,
+            options=parse_options(backend_option or [], "--backend-option"),
+        )
+        for url in (urls or [None])
+    ]
+    asked = prompting(max_tokens, system, think_budget, think_min)
+    if ray is not None or len(configs) > 1:
+        engine = open_replicas(configs, asked, ray=ray, replicas=replicas or 2, every=check_every)
+    else:
+        engine = open_engine(configs[0], asked)
     app_ = create_app(
         engine,
         keys=keys,
@@ -153,7 +206,43 @@ def serve(
         max_tokens=max_tokens,
         max_body_bytes=max_body_bytes,
         close_engine=True,
+        router=None if router is None else str(router),
     )
     where = f"http://{host}:{port}/v1"
     err.print(f"ponder serve: {where} ({'API keys required' if keys else 'no auth'})")
     uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning")).run()
+
+
+def open_replicas(
+    configs: list[BackendConfig],
+    asked: Prompting,
+    *,
+    ray: str | None,
+    replicas: int,
+    every: float,
+) -> Engine:
+    """An engine over several replicas of one model: the servers `configs` name, or
+    `replicas` Ray actors each holding the one backend `configs` names."""
+    from ponder.lm import open_backend
+    from ponder.lm.replicas import Replica, ReplicaLM, http_check
+
+    def warn(message: str) -> None:
+        err.print(f"[yellow]warning: {message}[/yellow]")
+
+    members: list[Replica] = []
+    if ray is not None:
+        from ponder.lm.remote import remote_replicas
+
+        with err.status(f"starting {replicas} Ray replicas…"):
+            for lm in remote_replicas(configs[0], replicas, ray):
+                members.append(Replica(lm.name, lm, lm.ping))
+    else:
+        for config in configs:
+            assert config.base_url is not None
+            members.append(
+                Replica(config.base_url, open_backend(config), http_check(config.base_url))
+            )
+    router = ReplicaLM(members, check_every=every, warn=warn)
+    return Engine(
+        router, prompting=asked, scheduler=Scheduler(request_timeout_s=configs[0].timeout)
+    )

@@ -23,11 +23,14 @@ from ponder.cli.common import (
     OptionOpt,
     ParamsOpt,
     PriceOpt,
+    RouterOpt,
     SeedOpt,
     SlotsOpt,
     StrategyOpt,
     SystemOpt,
     TemperatureOpt,
+    ThinkBudgetOpt,
+    ThinkMinOpt,
     TimeoutOpt,
     VerifierOpt,
     WidthOpt,
@@ -41,6 +44,7 @@ from ponder.cli.common import (
     strategy_options,
 )
 from ponder.errors import UsageError
+from ponder.lm.protocol import Capabilities, LanguageModel
 from ponder.runtime.budget import Budget
 from ponder.types import Result, Usage
 
@@ -51,10 +55,13 @@ def solve(
     strategy: StrategyOpt = "vote",
     n: WidthOpt = None,
     option: OptionOpt = None,
+    router: RouterOpt = None,
     temperature: TemperatureOpt = None,
     verifier: VerifierOpt = None,
     answer_with: AnswerWithOpt = None,
     system: SystemOpt = None,
+    think_budget: ThinkBudgetOpt = None,
+    think_min: ThinkMinOpt = 0,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     backend: BackendOpt = None,
@@ -77,6 +84,12 @@ def solve(
     gold: Annotated[
         str | None, typer.Option("--gold", help="The reference answer, kept in the trace")
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Say what the backend supports (a server: as probed) first"
+        ),
+    ] = False,
 ) -> None:
     """Answer one question and print the answer with its compute bill."""
     if not question.strip():
@@ -85,6 +98,10 @@ def solve(
     options = strategy_options(
         option, temperature=temperature, verifier=verifier, answer_with=answer_with
     )
+    if router is not None:
+        if strategy != "auto":
+            raise UsageError("--router is read by -s auto")
+        options["router"] = str(router)
     strat = build_strategy(strategy, n, options)
     budget = Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars)
     config = backend_config(
@@ -98,11 +115,13 @@ def solve(
         parameters=parameters,
         timeout=timeout,
     )
-    asking = prompting(max_tokens, system)
+    asking = prompting(max_tokens, system, think_budget, think_min)
 
     async def go() -> Result:
         engine = open_engine(config, asking)
         async with engine:
+            if verbose:
+                describe_backend(engine.policy, await engine.policy.prepare())
             with err.status(f"{strat.name}: thinking…"):
                 return await engine.solve(question, strat, seed=seed, budget=budget)
 
@@ -115,6 +134,22 @@ def solve(
         print_result(result)
     if result.error:
         raise typer.Exit(1)
+
+
+def describe_backend(lm: LanguageModel, caps: Capabilities) -> None:
+    """One line on stderr of what the backend supports, with how a step search continues a
+    partial solution there (and, on a server, what the probe tried)."""
+    n = "n" if caps.n else "no n"
+    lp = "logprobs" if caps.logprobs else "no logprobs"
+    raw = "raw prompts" if caps.raw_prefix else "no raw prompts"
+    pin = ", pinned to slots" if caps.pin_slots else ""
+    how = caps.continuation or ("the chat template" if caps.render else "none")
+    err.print(
+        f"backend {lm.info.name}: {n}, {lp}, {raw}, {caps.slots} slots{pin}; continuation: {how}",
+        markup=False,
+    )
+    if caps.continuation_note:
+        err.print(f"  tried {caps.continuation_note}", markup=False)
 
 
 def write_trace(path: Path, result: Result, gold: str | None) -> None:

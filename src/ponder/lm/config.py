@@ -3,6 +3,8 @@ context size, prices and timeout (what every command, the server and the harness
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ponder.errors import UsageError
@@ -50,6 +52,14 @@ class BackendConfig(BaseModel):
     timeout: float | None = Field(
         default=None, gt=0, description="seconds per request to a server (probe included)"
     )
+    threads: int | None = Field(
+        default=None, ge=1, description="CPU threads of an embedded model (default: all cores)"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the backend's own settings (see `ponder backends NAME`), e.g. a scripted "
+        "backend's replies or vLLM's engine arguments",
+    )
     # a cancelled call stops its generation on the backend too (what a server wants)
     cancellable: bool = Field(default=False, exclude=True)
 
@@ -61,6 +71,14 @@ class BackendConfig(BaseModel):
 
     def backend_name(self) -> str:
         return self.backend or ("openai" if self.base_url else "llamacpp")
+
+    def without_options(self) -> None:
+        """For a backend that has no settings of its own: options given to it are an error."""
+        if self.options:
+            raise UsageError(
+                f"backend '{self.backend_name()}' takes no backend options "
+                f"(got {', '.join(sorted(self.options))})"
+            )
 
     def priced(self, info: ModelInfo) -> ModelInfo:
         """`info` with this config's prices and size, where given (a server's size and prices

@@ -32,12 +32,14 @@ from ponder.types import Generation, GenRequest, Message, ModelInfo
     capabilities={"embedded"},
 )
 def open_llamacpp(config: BackendConfig, progress: Progress | None = None) -> LanguageModel:
+    config.without_options()
     path, info = Registry().resolve(config.model or DEFAULT_MODEL, progress)
     return LlamaCppLM(
         path,
         config.priced(info),
         slots=config.slots,
         ctx_per_slot=config.ctx_size,
+        threads=config.threads,
         cancellable=config.cancellable,
         # PONDER_PIN_SLOTS=0 leaves placing requests on slots to llama.cpp (to compare)
         pin_slots=env_flag("PONDER_PIN_SLOTS", True),
@@ -93,6 +95,7 @@ class LlamaCppLM:
             n_with_stop=True,
             pin_slots=pin_slots,
             stream=True,
+            continuation="apply-template",
         )
         try:
             self._server = xlc.Server(params)

@@ -41,6 +41,11 @@ class Capabilities(BaseModel):
     # generation for real when told to (`LanguageModel.stream`): its slot is freed and only
     # the tokens written so far are charged.
     stream: bool = False
+    # How a partial solution is continued (ponder.lm.continuation: "apply-template",
+    # "tokenize", "local-template", "continue-final", "prefill-echo"; None: unknown or no way),
+    # and what a probe tried to find it, each method with what it saw.
+    continuation: str | None = None
+    continuation_note: str | None = None
 
     def native_n(self, req: GenRequest) -> bool:
         """Whether `req` goes to the backend as one request with n choices."""
@@ -95,21 +100,28 @@ Progress = Callable[[str, int, int], None]
 BackendFactory = Callable[[BackendConfig, Progress | None], LanguageModel]
 
 BACKENDS: Registry[BackendFactory] = Registry(
-    "backend", "ponder.backends", ("ponder.lm.llamacpp", "ponder.lm.openai")
+    "backend",
+    "ponder.backends",
+    ("ponder.lm.llamacpp", "ponder.lm.openai", "ponder.lm.vllm", "ponder.lm.scripted"),
 )
 
 
 def backend(
-    name: str, *, summary: str, capabilities: set[str] | None = None
+    name: str,
+    *,
+    summary: str,
+    capabilities: set[str] | None = None,
+    options: type[BaseModel] = BackendConfig,
 ) -> Callable[[BackendFactory], BackendFactory]:
-    """Register a backend factory `(config, progress) -> LanguageModel` as `name`."""
+    """Register a backend factory `(config, progress) -> LanguageModel` as `name`; `options`
+    describes its own settings (`BackendConfig.options`) when it has some."""
 
     def register(factory: BackendFactory) -> BackendFactory:
         BACKENDS.add(
             name,
             factory,
             summary=summary,
-            options=BackendConfig,
+            options=options,
             capabilities=capabilities or set(),
         )
         return factory

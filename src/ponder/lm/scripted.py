@@ -19,9 +19,12 @@ import random
 import re
 from collections.abc import Callable, Sequence
 
-from ponder.errors import BackendError, TransientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ponder.errors import BackendError, TransientError, UsageError
 from ponder.lm.cache import CacheModel, common_prefix, prompt_key
-from ponder.lm.protocol import Capabilities, Watch
+from ponder.lm.config import BackendConfig
+from ponder.lm.protocol import Capabilities, LanguageModel, Progress, Watch, backend
 from ponder.types import Completion, Generation, GenRequest, Message, ModelInfo, TokenLogprob
 
 ReplyFn = Callable[[GenRequest, int, random.Random], str]
@@ -275,3 +278,56 @@ def transient_every(k: int) -> FailFn:
         )
 
     return fail
+
+
+class ScriptedOptions(BaseModel):
+    """The `scripted` backend's settings (`BackendConfig.options`): plain data, so a scripted
+    backend can be opened by name anywhere a real one can (a sweep's Ray workers, a replica)."""
+
+    model_config = ConfigDict(extra="forbid")
+    replies: list[str] = Field(
+        default_factory=lambda: ["\\boxed{42}"],
+        min_length=1,
+        description="each choice is one of these, picked by the request's seed",
+    )
+    latency_s: float = Field(default=0.0, ge=0, description="seconds each call takes")
+    decode_s: float = Field(default=0.0, ge=0, description="seconds per token written")
+    prefill_s: float = Field(default=0.0, ge=0, description="seconds per prompt token not cached")
+    prefix_cache: bool = Field(default=False, description="play llama.cpp's slot prefix caches")
+    n: bool = Field(default=True, description="answers n > 1 in one request")
+    stream: bool = Field(default=False, description="streams a choice token by token")
+
+
+@backend(
+    "scripted",
+    summary="a deterministic fake for tests and benchmarks: replies picked by the seed",
+    capabilities={"fake"},
+    options=ScriptedOptions,
+)
+def open_scripted(config: BackendConfig, progress: Progress | None = None) -> LanguageModel:
+    try:
+        opts = ScriptedOptions.model_validate(config.options)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise UsageError(f"backend 'scripted' options: {problems}") from None
+    replies = opts.replies
+
+    def pick(req: GenRequest, index: int, rng: random.Random) -> str:
+        return rng.choice(replies)
+
+    caps = Capabilities(
+        slots=config.slots,
+        context_length=config.ctx_size,
+        n=opts.n,
+        n_with_stop=True,
+        stream=opts.stream,
+    )
+    return ScriptedLM(
+        pick,
+        name=config.model or "scripted",
+        latency_s=opts.latency_s,
+        decode_s=opts.decode_s,
+        prefill_s=opts.prefill_s,
+        prefix_cache=opts.prefix_cache,
+        capabilities=caps,
+    )

@@ -156,13 +156,18 @@ def parse_generation(
     usage = data.get("usage") or {}
     choices: list[Completion] = []
     for ch in sorted(raw_choices, key=lambda c: int(c.get("index", 0))):
-        text = (ch["message"].get("content") if "message" in ch else ch.get("text")) or ""
+        message = ch.get("message") if isinstance(ch.get("message"), dict) else None
+        text = (message.get("content") if message else ch.get("text")) or ""
+        # servers with a reasoning parser (vLLM, llama.cpp --reasoning-format) say apart
+        # what the model thought
+        thought = (message.get("reasoning_content") if message else None) or None
         lps = _logprobs(ch)
         choice = Completion(
             text=text,
             completion_tokens=int(usage.get("completion_tokens", 0)),
             finish_reason=str(ch.get("finish_reason") or "stop"),
             logprobs=lps if want_logprobs else None,
+            reasoning=str(thought) if thought else None,
         )
         if count_from_logprobs:
             cut = stop_tokens > 0 and ended_on_stop_string(choice, lps)
@@ -176,10 +181,12 @@ def parse_generation(
             choice.completion_tokens = tokens
         choices.append(choice)
     details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
     return Generation(
         choices=choices,
         prompt_tokens=int(usage.get("prompt_tokens", 0)),
         cached_tokens=int(details.get("cached_tokens") or 0),
+        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
     )
 
 

@@ -75,10 +75,14 @@ class Ledger:
         budget: Budget | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_charge: Callable[[str, Usage], None] | None = None,
+        parent: Ledger | None = None,
     ) -> None:
+        """`parent`: a ledger over many solves (a workload's whole budget): every reservation
+        and charge is made on it too, so its caps hold for all of them together."""
         self.budget = budget or Budget()
+        self.parent = parent
         # Without caps nothing needs reserving or adding up before a call (most solves).
-        self.capped = self.budget != _NO_CAPS
+        self.capped: bool = self.budget != _NO_CAPS or (parent is not None and parent.capped)
         self.on_charge = on_charge  # told of every charge as it lands (progress streams)
         # Compact lines (see LedgerLine): a thousand searches in flight keep hundreds of
         # thousands of them alive, which the cyclic GC would otherwise walk again and again.
@@ -135,6 +139,8 @@ class Ledger:
             return "seconds"
         if not self.capped:
             return None
+        if self.parent is not None and (why := self.parent.refusal(cost)) is not None:
+            return f"{why} (workload)"
         return self.budget.first_exceeded(self.spent + self._reserved + cost)
 
     def allows(self, cost: Usage) -> bool:
@@ -155,12 +161,16 @@ class Ledger:
         cap = self.refusal(cost)
         if cap is not None:
             raise BudgetExceeded(f"budget cap '{cap}' would be exceeded by this call")
+        if self.parent is not None:
+            self.parent.reserve(cost)
         self._reserved = self._reserved + cost
         return cost
 
     def release(self, reservation: Usage) -> None:
         if self.capped:
             self._reserved = self._reserved - reservation
+            if self.parent is not None:
+                self.parent.release(reservation)
 
     # -- spending ------------------------------------------------------------------------
     def charge(self, role: str, model: str, usage: Usage) -> None:
@@ -172,5 +182,7 @@ class Ledger:
         """`charge` from a call's counts in `Usage` field order (the scheduler's path: no
         Usage object per call unless someone is told of it)."""
         self.lines.append((role, model, values))
+        if self.parent is not None:
+            self.parent.record(role, model, values, usage)
         if self.on_charge is not None:
             self.on_charge(role, usage or Usage(**dict(zip(USAGE_FIELDS, values, strict=True))))

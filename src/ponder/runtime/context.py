@@ -10,18 +10,26 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
 from ponder.answers import extract, extract_answer, normalize_number
-from ponder.lm.protocol import LanguageModel, Watch
+from ponder.lm.protocol import Capabilities, LanguageModel, Watch
 from ponder.runtime.budget import Ledger
 from ponder.runtime.prompting import AnswerWith, Prompting
 from ponder.runtime.scheduler import Lease, Scheduler
+from ponder.runtime.thinking import ThinkLoop
+from ponder.runtime.tools import ToolLoop
 from ponder.runtime.verifiers import Verifiers, VerifierSpec
 from ponder.sandbox import ExecResult, Sandbox
 from ponder.signals import SignalSettings, signals_of
 from ponder.types import Candidate, Generation, GenRequest, Problem, Result
+
+
+class ChoiceLoop(Protocol):
+    """Writes one choice in rounds (a tool loop, a thinking budget)."""
+
+    async def generate(self, req: GenRequest, lease: Lease | None) -> Generation: ...
 
 
 class Configured(Protocol):
@@ -74,6 +82,10 @@ class Context:
             top_logprobs=self.prompting.logprobs if self.policy.capabilities.logprobs else 0,
         )
 
+    async def prepared(self) -> Capabilities:
+        """What the policy can do, asked of it once (a server is probed on first need)."""
+        return await self.scheduler.prepared(self.policy, self.ledger)
+
     def affordable(self, req: GenRequest) -> int:
         """How many of the request's n choices the budget allows (0: none)."""
         native = self.policy.capabilities.native_n(req)
@@ -83,8 +95,38 @@ class Context:
         self, req: GenRequest, watch: Callable[[], Watch] | None = None
     ) -> Awaitable[Generation]:
         """The request's call through the scheduler, to await (no frame of its own); `watch`
-        (one choice) sees each token and may stop the generation (Scheduler.generate)."""
+        (one choice) sees each token and may stop the generation (Scheduler.generate). With
+        tool-integrated reasoning (`answer_with="tir"`) a policy sample calls Python as it
+        goes (ponder.runtime.tools)."""
+        if req.role == "policy" and req.messages is not None:
+            if self.answer_with == "tir":
+                return self._with_tools(req)
+            if self.prompting.think_budget is not None and self.answer_with == "reasoning":
+                return self._thinking(req)
         return self.scheduler.generate(self.policy, req, self.ledger, self.lease, watch)
+
+    async def _thinking(self, req: GenRequest) -> Generation:
+        """Each choice thinks within the budget and then answers (ponder.runtime.thinking)."""
+        return await self._each_choice(
+            req, ThinkLoop(self.policy, self.scheduler, self.ledger, self.prompting)
+        )
+
+    async def _with_tools(self, req: GenRequest) -> Generation:
+        """Each choice written by its own tool loop (ponder.runtime.tools)."""
+        tools = self.prompting.tools
+        loop = ToolLoop(self.policy, self.scheduler, self.ledger, self.sandbox, tools, self.report)
+        return await self._each_choice(req, loop)
+
+    async def _each_choice(self, req: GenRequest, loop: ChoiceLoop) -> Generation:
+        """`req`'s choices, each written round by round by `loop` on one held slot (its later
+        rounds find what it wrote in that slot's cache)."""
+
+        async def one(i: int) -> Generation:
+            single = replace(req, n=1, seed=None if req.seed is None else req.seed + 1000 * i)
+            with self.pinned() as held:
+                return await loop.generate(single, held.lease)
+
+        return joined(await asyncio.gather(*(one(i) for i in range(req.n))))
 
     def pinned(self) -> AbstractContextManager[Context]:
         """A Context whose single-sequence policy calls (verifier calls to the policy
@@ -114,7 +156,7 @@ class Context:
         """The choices as candidates with their answers; programs are run in the sandbox
         (all at once) when the strategy answers with programs."""
         cands = candidates_of(gen, problem.kind, self.prompting.logprobs)
-        if self.answer_with == "reasoning":
+        if self.answer_with not in ("program", "both"):
             return cands
         runs = await asyncio.gather(*(self._run_program(c) for c in cands))
         for cand, run in zip(cands, runs, strict=True):
@@ -185,6 +227,16 @@ class Context:
         )
 
 
+def joined(parts: list[Generation]) -> Generation:
+    """Single-choice generations as one of n choices."""
+    return Generation(
+        choices=[c for g in parts for c in g.choices],
+        prompt_tokens=sum(g.prompt_tokens for g in parts),
+        cached_tokens=sum(g.cached_tokens for g in parts),
+        reasoning_tokens=sum(g.reasoning_tokens for g in parts),
+    )
+
+
 def answer_of(text: str, kind: str | None) -> str | None:
     return extract_answer(text) if kind is None else extract(text, kind)
 
@@ -208,6 +260,8 @@ def candidates_of(gen: Generation, kind: str | None = None, top_k: int = 0) -> l
                 note=None if answer is not None else "no answer found in the text",
                 signals=signals,
                 stats=stats,
+                tool_calls=c.tool_calls,
+                reasoning=c.reasoning,
             )
         )
     return out

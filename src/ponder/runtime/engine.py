@@ -65,12 +65,15 @@ class Engine:
         budget: Budget | dict[str, Any] | None = None,
         observer: Callable[[dict[str, Any]], None] | None = None,
         prompting: Prompting | None = None,
+        workload: Ledger | None = None,
         **options: Any,
     ) -> Result:
         """Answer one problem. Backend failures and budget stops come back in the Result
         (`error`, `stopped`) with everything spent so far; bad input raises UsageError.
         `observer` is told of every call charged and of the strategy's progress; `prompting`
-        replaces the engine's for this problem (e.g. a server request's own max_tokens)."""
+        replaces the engine's for this problem (e.g. a server request's own max_tokens);
+        `workload` is a ledger over many solves whose budget caps them all together (every
+        reservation and charge of this solve is made on it too)."""
         if isinstance(problem, str):
             problem = Problem(question=problem)
         if not problem.question.strip():
@@ -84,7 +87,11 @@ class Engine:
         ctx = Context(
             policy=self.policy,
             scheduler=self.scheduler,
-            ledger=Ledger(budget, on_charge=None if observer is None else charged(observer)),
+            ledger=Ledger(
+                budget,
+                on_charge=None if observer is None else charged(observer),
+                parent=workload,
+            ),
             seed=secrets.randbelow(2**31) if seed is None else seed,
             prompting=prompting or self.prompting,
             sandbox=self.sandbox,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.types import Message, Problem
 
@@ -30,7 +30,45 @@ BOTH_SYSTEM_PROMPT = (
 # Coder models like to run code in their heads and then invent its printed output.
 DEFAULT_STOP = ["```output"]
 
-AnswerWith = Literal["reasoning", "program", "both"]
+# Tool-integrated reasoning (ponder.runtime.tools): the model runs Python as it reasons.
+TIR_SYSTEM_PROMPT = (
+    "Solve the problem step by step. Where a calculation helps, write Python code in a "
+    "```python block: it will be run and its output shown to you in an ```output block, so "
+    "never write the output yourself. Put the final answer within \\boxed{}."
+)
+TOOLS_NOTE = (
+    "You may run Python: write it in a ```python block and its output will be shown to you in "
+    "an ```output block."
+)
+# Prompted thinking, for a thinking budget (ponder.runtime.thinking).
+THINK_SYSTEM_PROMPT = (
+    "First think step by step between <think> and </think>. Then give the final answer "
+    "within \\boxed{}."
+)
+# "Mind Your Step": chain of thought can hurt; no reasoning at all, the answer alone.
+NO_COT_SYSTEM_PROMPT = (
+    "Give only the final answer, within \\boxed{}, with no explanation and no working."
+)
+
+# reasoning: chain of thought; program: PAL (the sandbox runs the model's program); both: CoT
+# and a program for a cross-check; tir: Python called mid-reasoning; no_cot: the answer alone
+AnswerWith = Literal["reasoning", "program", "both", "tir", "no_cot"]
+
+
+class ToolSettings(BaseModel):
+    """How a sample may call Python (plain data, part of the strategy's prompting)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_calls: int = Field(default=4, ge=0, description="Python calls per sample at most")
+    timeout_s: float = Field(default=5.0, gt=0, description="seconds per call")
+    max_output_chars: int = Field(
+        default=800, ge=64, description="output shown to the model (the rest is cut, and said)"
+    )
+    hint: bool = Field(
+        default=False,
+        description="START's hint: a sample that answers without running code is asked to "
+        "check its answer with Python (once)",
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -52,6 +90,16 @@ class Prompting(BaseModel):
 
     program_system: str = PROGRAM_SYSTEM_PROMPT
     both_system: str = BOTH_SYSTEM_PROMPT
+    tir_system: str = TIR_SYSTEM_PROMPT
+    no_cot_system: str = NO_COT_SYSTEM_PROMPT
+    tools: ToolSettings = Field(default_factory=ToolSettings)
+    think_system: str = THINK_SYSTEM_PROMPT
+    think_budget: int | None = Field(
+        default=None, ge=1, description="thinking tokens at most per sample (s1 budget forcing)"
+    )
+    think_min: int = Field(
+        default=0, ge=0, description='thinking tokens at least: an early end gets "Wait," (s1)'
+    )
 
     def messages(self, problem: Problem, answer_with: AnswerWith = "reasoning") -> list[Message]:
         return list(self.conversation(problem, answer_with))
@@ -62,11 +110,18 @@ class Prompting(BaseModel):
         """The problem's messages as one shared tuple (the same object for the same system
         prompt and question while the memo holds it: never change its messages)."""
         if answer_with == "reasoning":
-            system = problem.system or self.system
+            system = problem.system or (
+                self.system if self.think_budget is None else self.think_system
+            )
         elif answer_with == "program":
             system = self.program_system
         elif answer_with == "both":
             system = self.both_system
+        elif answer_with == "tir":
+            # a task's own instructions (code sets) keep their say, with the tool added
+            system = f"{problem.system}\n\n{TOOLS_NOTE}" if problem.system else self.tir_system
+        elif answer_with == "no_cot":
+            system = problem.system or self.no_cot_system
         else:
             raise ValueError(f"unknown answer_with {answer_with!r}")
         return _conversation(system, problem.question)

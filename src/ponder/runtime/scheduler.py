@@ -233,6 +233,13 @@ class Scheduler:
         finally:
             ledger.release(reservation)
 
+    async def prepared(self, lm: LanguageModel, ledger: Ledger) -> Capabilities:
+        """What `lm` can do, once it is prepared (probed once, with retries, on first need)."""
+        ready = self._ready.get(id(lm))
+        if ready is None:
+            ready = await self._prepare(lm, ledger)
+        return ready.caps
+
     async def _prepare(self, lm: LanguageModel, ledger: Ledger) -> _Backend:
         """A backend's capabilities, asked once (failures are retried like any call's)."""
         caps = await self._retrying(lm, ledger, lambda _: lm.prepare(), None)
@@ -279,6 +286,7 @@ class Scheduler:
             choices=[p.choices[0] for p in parts],
             prompt_tokens=sum(p.prompt_tokens for p in parts),
             cached_tokens=sum(p.cached_tokens for p in parts),
+            reasoning_tokens=sum(p.reasoning_tokens for p in parts),
         )
 
     def _run(
@@ -372,10 +380,11 @@ class Scheduler:
             # the call's Usage, as its field values in order (the ledger keeps lines so)
             p, c, k, info = gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens, lm.info
             seconds = time.monotonic() - started
+            r = k if req.reasoning else gen.reasoning_tokens
             ledger.record(
                 req.role,
                 info.name,
-                (1, p, c, k, seconds, info.flops(p, c, k), info.dollars(p, c, k)),
+                (1, p, c, k, seconds, info.flops(p, c, k), info.dollars(p, c, k), r),
             )
             return gen
         finally:
@@ -440,6 +449,7 @@ assert USAGE_FIELDS == (
     "seconds",
     "flops",
     "dollars",
+    "reasoning_tokens",
 )
 
 

@@ -39,7 +39,8 @@ class Strategy(BaseModel):
     answer_with: AnswerWith = Field(
         default="reasoning",
         description="reasoning (chain of thought), program (PAL: the sandbox runs the model's "
-        "program) or both",
+        "program), both, tir (Python called mid-reasoning, its real output read) or no_cot "
+        "(the answer alone)",
     )
 
     def config(self) -> dict[str, Any]:
@@ -67,7 +68,9 @@ STRATEGIES: Registry[type[Strategy]] = Registry(
             "deepconf_filter",
             "certainty_borda",
             "adaptive",
+            "auto",
             "deepconf",
+            "refine",
             "beam",
             "dvts",
             "lookahead",
@@ -113,6 +116,10 @@ def make_strategy(
     try:
         return cls(**known)
     except ValidationError as e:
+        for error in e.errors():  # a validator's own usage error says it best (e.g. a file's)
+            cause = (error.get("ctx") or {}).get("error")
+            if isinstance(cause, UsageError):
+                raise cause from None
         raise UsageError(options_error(f"strategy '{name}'", cls, e)) from None
 
 

@@ -5,25 +5,65 @@ file-size limits, a wall timeout, a private working directory, a scrubbed enviro
 (where the OS allows: as root, or with unprivileged user namespaces) no network, its own PID
 namespace and throw-away /tmp; see `launcher.py`. Output is capped. A failure is a result
 with a reason, never an exception.
+
+`Sandbox.open(code)` starts a program that stays up and exchanges lines with its caller over
+its stdin and stdout (a `Session`, under the same limits); `ponder.sandbox.grading` builds the
+unit-test grader on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import stat
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
 NOBODY = 65534
+POOL_SIZE = 512
+
+
+def _uid_pool() -> collections.deque[int]:
+    """User ids for programs, one per running program, so that per-user limits (processes
+    above all) are per program: one program's fork bomb cannot starve another's start. High
+    ids where the user namespace maps them (as in most containers), else 65000-65511 (below
+    nobody, reserved by Debian's policy); shuffled by a random turn so that two ponder
+    processes rarely hand out the same id at once."""
+    top = 65535
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/uid_map").read_text().splitlines():
+            start, _, count = (int(x) for x in line.split())
+            top = max(top, start + count - 1)
+    base = 1_900_000_000 if top >= 1_900_000_000 + POOL_SIZE else 65000
+    pool = collections.deque(range(base, base + POOL_SIZE))
+    pool.rotate(secrets.randbelow(POOL_SIZE))
+    return pool
+
+
+_UIDS: collections.deque[int] | None = None
+
+
+def _take_uid() -> int:
+    global _UIDS
+    if _UIDS is None:
+        _UIDS = _uid_pool()
+    return _UIDS.popleft() if _UIDS else NOBODY  # all in use: share nobody, as before
+
+
+def _give_uid(uid: int) -> None:
+    if uid != NOBODY and _UIDS is not None:
+        _UIDS.append(uid)  # to the back: the longest time before it is handed out again
 
 
 class Limits(BaseModel):
@@ -67,6 +107,25 @@ def _reveal_plan(paths: list[Path]) -> list[tuple[str, list[str]]]:
     return sorted(plan.items())
 
 
+# Top-level directories a program sees as they are; every other one (/work, /home, /root,
+# /srv, /opt, /mnt, ...) is covered by an empty tmpfs showing only the interpreter's paths and
+# the working directory, so a program cannot read data sets, stores or sources on the machine.
+SYSTEM_DIRS = frozenset(
+    {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc", "sys"}
+    | {"tmp", "var", "run"}
+)
+
+
+def _hide_plan(needs: list[str], root: Path = Path("/")) -> list[tuple[str, list[str]]]:
+    """Each top-level directory outside SYSTEM_DIRS, with the needed paths inside it."""
+    plan = []
+    for entry in sorted(root.iterdir()):
+        if entry.name in SYSTEM_DIRS or entry.is_symlink() or not entry.is_dir():
+            continue
+        plan.append((str(entry), [n for n in needs if n.startswith(f"{entry}/")]))
+    return plan
+
+
 def _interpreter_paths() -> list[Path]:
     import site
 
@@ -92,28 +151,55 @@ class Sandbox:
         self._gate_loop: asyncio.AbstractEventLoop | None = None
         paths = _interpreter_paths()
         self._needs = sorted({str(p.resolve()) for p in paths})
-        self._plan = _reveal_plan(paths) if os.geteuid() == 0 else []
+        hidden = _hide_plan(self._needs)
+        private = _reveal_plan(paths) if os.geteuid() == 0 else []
+        tops = [h for h, _ in hidden]
+        self._plan = hidden + [
+            (h, keep)
+            for h, keep in private
+            if not any(h == t or h.startswith(t + "/") for t in tops)
+        ]
         # The program runs the venv's interpreter so its packages (sympy, numpy) import.
         self._python = sys.executable
 
     async def run(self, code: str, limits: Limits | None = None) -> ExecResult:
+        async with self.slot():
+            return await self._run(code, limits or self.limits)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the `parallel` places (what `run` does around each program), for work
+        that runs programs through `open`."""
         loop = asyncio.get_running_loop()
         if self._gate is None or self._gate_loop is not loop:  # a semaphore serves one loop
             self._gate, self._gate_loop = asyncio.Semaphore(self.parallel), loop
         async with self._gate:
-            return await self._run(code, limits or self.limits)
+            yield
 
-    async def _run(self, code: str, lim: Limits) -> ExecResult:
+    async def open(self, code: str, limits: Limits | None = None) -> Session:
+        """Start `code` as a program that stays up: the caller writes lines to its stdin and
+        reads lines from its stdout (at most `max_output_bytes` each); stderr is drained and
+        capped. Every limit of `run` applies, `timeout_s` to the program's whole life. The
+        caller must `close()` it. Not counted against `parallel` (see `slot`)."""
+        lim = limits or self.limits
         if not code.strip():
-            return ExecResult(ok=False, reason="empty program")
+            return Session(None, lim, "empty program")
+        spawned = await self._spawn(code, lim, interactive=True)
+        if isinstance(spawned, str):
+            return Session(None, lim, spawned)
+        return Session(spawned, lim)
+
+    async def _spawn(self, code: str, lim: Limits, *, interactive: bool = False) -> _Spawned | str:
+        """Start the launcher on `code`: the running program, or why it could not start."""
         # outer (root-only, 0700) / work (the program's): '..' from work leads nowhere
         outer = Path(tempfile.mkdtemp(prefix="ponder-sbx-"))
         work = outer / "work"
         work.mkdir()
         (work / "main.py").write_text(code, encoding="utf-8")
-        if os.geteuid() == 0:
-            os.chown(work, NOBODY, NOBODY)
-            os.chown(work / "main.py", NOBODY, NOBODY)
+        uid = _take_uid() if os.geteuid() == 0 else -1
+        if uid >= 0:
+            os.chown(work, uid, uid)
+            os.chown(work / "main.py", uid, uid)
         work.chmod(0o700)
         status_r, status_w = os.pipe()
         cfg = {
@@ -125,11 +211,14 @@ class Sandbox:
             "file_size_mb": lim.file_size_mb,
             "max_open_files": lim.max_open_files,
             "reveal": self._plan,
+            "uid": uid,
             "needs": self._needs,
             "env": {
                 "PATH": "/usr/bin:/bin",
                 "HOME": str(work),
                 "LANG": "C.UTF-8",
+                "USER": "sandbox",  # the id has no passwd entry: getpass reads this
+                "LOGNAME": "sandbox",
                 "PYTHONHASHSEED": "0",
                 "OMP_NUM_THREADS": "1",
                 "OPENBLAS_NUM_THREADS": "1",
@@ -146,18 +235,30 @@ class Sandbox:
                 json.dumps(cfg),
                 cwd=work,
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE if interactive else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(status_w,),
                 start_new_session=True,
+                # a session reads whole lines: one may be as long as the output cap
+                limit=max(lim.max_output_bytes, 1 << 16) if interactive else 1 << 16,
             )
         except OSError as e:  # e.g. out of processes or file descriptors: a result, not a crash
             os.close(status_r)
             shutil.rmtree(outer, ignore_errors=True)
-            return ExecResult(ok=False, reason=f"the sandbox could not start: {e}")
+            _give_uid(uid)
+            return f"the sandbox could not start: {e}"
         finally:
             os.close(status_w)
+        return _Spawned(proc, status_r, outer, started, uid)
+
+    async def _run(self, code: str, lim: Limits) -> ExecResult:
+        if not code.strip():
+            return ExecResult(ok=False, reason="empty program")
+        spawned = await self._spawn(code, lim)
+        if isinstance(spawned, str):
+            return ExecResult(ok=False, reason=spawned)
+        proc = spawned.proc
         assert proc.stdout is not None and proc.stderr is not None
         over: list[str] = []
         try:
@@ -172,17 +273,151 @@ class Sandbox:
             timed_out = True
             out = err = b""
         finally:
-            _kill_group(proc)
-            # Drain to EOF (the whole PID namespace is gone, so it comes): asyncio's wait()
-            # returns only once the pipes are closed.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await asyncio.gather(proc.stdout.read(), proc.stderr.read())
-                    await proc.wait()
-            status = _read_status(status_r)
-            shutil.rmtree(outer, ignore_errors=True)
-        seconds = loop.time() - started
+            status = await spawned.end()
+        seconds = asyncio.get_running_loop().time() - spawned.started
         return _result(status, out, err, timed_out, over, lim, seconds)
+
+
+class _Spawned:
+    """A started launcher: its process, the pipe its status comes on, its directory."""
+
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        status_r: int,
+        outer: Path,
+        started: float,
+        uid: int = -1,
+    ) -> None:
+        self.proc, self.status_r, self.outer, self.started = proc, status_r, outer, started
+        self.uid = uid
+        self.ended: dict[str, object] | None = None
+
+    async def end(self, stderr: asyncio.Task[bytes] | None = None) -> dict[str, object]:
+        """Kill the process group, drain the pipes (stderr by the task reading it, if one
+        does), remove the directory: the status."""
+        if self.ended is not None:
+            return self.ended
+        proc = self.proc
+        _kill_group(proc)
+        # Drain to EOF (the whole PID namespace is gone, so it comes): asyncio's wait()
+        # returns only once the pipes are closed.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                assert proc.stdout is not None and proc.stderr is not None
+                err = stderr if stderr is not None else _drain(proc.stderr)
+                await asyncio.gather(_drain(proc.stdout), err)
+                await proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
+        self.ended = _read_status(self.status_r)
+        shutil.rmtree(self.outer, ignore_errors=True)
+        _give_uid(self.uid)  # its PID namespace is gone, and every process in it
+        return self.ended
+
+
+async def _drain(stream: asyncio.StreamReader) -> bytes:
+    while await stream.read(65536):
+        pass
+    return b""
+
+
+class Session:
+    """A sandboxed program the caller talks to line by line (`Sandbox.open`). Nothing here
+    raises: a program that is gone, silent too long or writes a line over the cap makes
+    `receive` return None and `why` say which; `close()` gives its `ExecResult`."""
+
+    def __init__(self, spawned: _Spawned | None, lim: Limits, failed: str | None = None) -> None:
+        self._spawned = spawned
+        self._lim = lim
+        self.why: str | None = failed
+        self._over: list[str] = []
+        self._timed_out = False
+        self._result: ExecResult | None = None
+        self._err: asyncio.Task[bytes] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        if spawned is not None:
+            proc = spawned.proc
+            assert proc.stderr is not None
+            cap = lim.max_output_bytes
+            reader = _read_capped(proc.stderr, cap, "stderr", self._over, proc)
+            self._err = asyncio.create_task(reader)
+            self._watch = asyncio.create_task(self._watchdog())
+
+    async def _watchdog(self) -> None:
+        await asyncio.sleep(self._lim.timeout_s)
+        self._timed_out = True
+        assert self._spawned is not None
+        _kill_group(self._spawned.proc)
+
+    @property
+    def alive(self) -> bool:
+        """Started and not known to be gone (it may still have died a moment ago)."""
+        return self._spawned is not None and self._result is None and self.why is None
+
+    def _gone(self, why: str) -> None:
+        if self._over:
+            why = f"output limit ({self._lim.max_output_bytes} bytes on {self._over[0]})"
+        elif self._timed_out:
+            why = f"wall time limit ({self._lim.timeout_s:g} s)"
+        self.why = self.why or why
+        if self._spawned is not None:
+            _kill_group(self._spawned.proc)
+
+    async def send(self, line: bytes, until: float) -> bool:
+        """Write one line (a newline is added) by `until` (event loop time); False if the
+        program is gone or not reading."""
+        if not self.alive:
+            return False
+        assert self._spawned is not None and self._spawned.proc.stdin is not None
+        stdin = self._spawned.proc.stdin
+        try:
+            stdin.write(line + b"\n")
+            async with asyncio.timeout_at(until):
+                await stdin.drain()
+            return True
+        except TimeoutError:
+            self._gone("it stopped reading its input")
+        except (BrokenPipeError, ConnectionResetError, RuntimeError):
+            self._gone("it ended")
+        return False
+
+    async def receive(self, until: float) -> bytes | None:
+        """The next line the program writes (without its newline) by `until` (event loop
+        time), or None: then `why` says why (and the program is stopped, unless it was only
+        too slow: then `why` is None)."""
+        if not self.alive:
+            return None
+        assert self._spawned is not None and self._spawned.proc.stdout is not None
+        stdout = self._spawned.proc.stdout
+        try:
+            async with asyncio.timeout_at(until):
+                line = await stdout.readuntil(b"\n")
+            return line[:-1]
+        except TimeoutError:
+            return None
+        except asyncio.IncompleteReadError:
+            self._gone("it ended")
+        except (asyncio.LimitOverrunError, ValueError):
+            self._gone(f"a line over {self._lim.max_output_bytes} bytes")
+        return None
+
+    async def close(self) -> ExecResult:
+        """Stop the program (if it still runs) and say what it did."""
+        if self._result is not None:
+            return self._result
+        if self._spawned is None:
+            self._result = ExecResult(ok=False, reason=self.why)
+            return self._result
+        if self._watch is not None:
+            self._watch.cancel()
+        status = await self._spawned.end(self._err)
+        err = b""
+        if self._err is not None and self._err.done() and not self._err.cancelled():
+            err = self._err.result()
+        seconds = asyncio.get_running_loop().time() - self._spawned.started
+        self._result = _result(status, b"", err, self._timed_out, self._over, self._lim, seconds)
+        return self._result
 
 
 async def _read_capped(
@@ -282,4 +517,4 @@ def run(code: str, *, timeout_s: float = 10.0, memory_mb: int = 1024) -> ExecRes
     return asyncio.run(arun(code, timeout_s=timeout_s, memory_mb=memory_mb))
 
 
-__all__ = ["ExecResult", "Limits", "Sandbox", "arun", "run"]
+__all__ = ["ExecResult", "Limits", "Sandbox", "Session", "arun", "run"]

@@ -4,10 +4,15 @@ the program in it. Kept free of ponder imports so it starts fast and single-thre
 Layers, from strongest (running as root, the usual container case) down:
 - new mount, network, PID, IPC and UTS namespaces: no network interfaces but loopback-less
   `lo`; the program sees only its own processes; /tmp, /var/tmp and /dev/shm are fresh tmpfs
-  that vanish with it; directories the interpreter needs under a private ancestor (e.g.
-  /root/.pyenv) are shown at the same paths while the rest of that ancestor is hidden;
-- as root, the program runs as `nobody` with no supplementary groups, so it cannot signal the
-  parent, read root's files or write outside its working directory;
+  that vanish with it; every top-level directory but the system ones (/work, /home, /root,
+  /srv, /opt, ...) and any private ancestor of the interpreter is covered by an empty tmpfs
+  in which only the directories the interpreter needs (e.g. /root/.pyenv/versions/3.11.7, a
+  virtualenv) and the working directory are shown again, at the same paths: the program cannot
+  read data sets, test files or sources elsewhere on the machine;
+- as root, the program runs as an unprivileged user of its own (an id from a pool the parent
+  hands out, one per running program; `nobody` if the pool is empty) with no supplementary
+  groups, so it cannot signal the parent or another program, read root's files or write
+  outside its working directory, and per-user limits (processes) are its own;
 - rlimits on CPU seconds, address space, processes, file size and open files; no core dumps;
 - the init process of the PID namespace dies with the launcher (PDEATHSIG), and all processes
   of the namespace die with it, so killing the launcher's process group cleans up everything.
@@ -71,7 +76,7 @@ def setup_mounts(cfg: dict[str, Any]) -> None:
 
     tmps = [path for path in ("/tmp", "/var/tmp", "/dev/shm") if os.path.isdir(path)]
     covers = [(path, under(path), "1777") for path in tmps]
-    covers += [(hidden, keep, "0755") for hidden, keep in cfg["reveal"]]
+    covers += [(hidden, under(hidden), "0755") for hidden, _ in cfg["reveal"]]
     for hidden, keep, mode in covers:
         reveal(hidden, keep, mode)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace only
@@ -108,9 +113,11 @@ def run_program(cfg: dict[str, Any], status_fd: int, namespaces: bool) -> None:
             os.close(status_fd)  # only the sandbox reports the program's status
             limit(cfg)
             if os.geteuid() == 0:
+                uid = int(cfg.get("uid", -1))
+                uid = uid if uid >= 0 else NOBODY
                 os.setgroups([])
-                os.setgid(NOBODY)
-                os.setuid(NOBODY)
+                os.setgid(uid)
+                os.setuid(uid)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by setuid: set again
             os.execve(cfg["python"], [cfg["python"], "-I", "-B", "main.py"], cfg["env"])
         except BaseException as e:

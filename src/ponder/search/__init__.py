@@ -4,6 +4,7 @@ strategy registry imports it the first time it is asked; see ponder.runtime.stra
 from __future__ import annotations
 
 from ponder.search.adaptive import Adaptive
+from ponder.search.auto import Auto
 from ponder.search.beam import Beam
 from ponder.search.best_of_n import BestOfN
 from ponder.search.certainty_borda import CertaintyBorda
@@ -16,6 +17,7 @@ from ponder.search.lookahead import Lookahead
 from ponder.search.mcts import MCTS
 from ponder.search.particle_gibbs import ParticleGibbs
 from ponder.search.particles import Particles
+from ponder.search.refine import Refine
 from ponder.search.sample import Sample
 from ponder.search.step_bon import StepBoN
 from ponder.search.vote import Vote, plurality, tally
@@ -25,6 +27,7 @@ __all__ = [
     "DVTS",
     "MCTS",
     "Adaptive",
+    "Auto",
     "Beam",
     "BestOfN",
     "CertaintyBorda",
@@ -35,6 +38,7 @@ __all__ = [
     "Lookahead",
     "ParticleGibbs",
     "Particles",
+    "Refine",
     "Sample",
     "StepBoN",
     "Vote",

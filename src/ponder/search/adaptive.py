@@ -92,10 +92,16 @@ class Adaptive(Strategy):
         return WeightedConsensus(**threshold, **common)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
+        return await self.run_from(problem, ctx, [])
+
+    async def run_from(self, problem: Problem, ctx: Context, probe: list[Candidate]) -> Result:
+        """The rule run on samples already drawn (`probe`, e.g. `auto`'s), then on as usual."""
         rule = self.stopping_rule()
         sampler = WaveSampler(ctx, problem, self.temperature)
-        finished: list[Candidate] = []
+        finished: list[Candidate] = list(probe)
         decision: Decision | None = None
+        if finished:
+            decision = rule.decide(self.observe(finished, problem), self.n)
         stopped: str | None = None
         while decision is None or not decision.stop:
             size = rule.next_wave(self.observe(finished, problem), self.n, self.wave)

@@ -73,15 +73,16 @@ class Stepper:
         if kept is not None and kept.serves(ctx, problem):
             return kept
         messages = ctx.prompting.messages(problem, ctx.answer_with)
-        caps = ctx.policy.capabilities
+        caps = await ctx.prepared()  # a server learns here how it continues a partial text
         head = None
         if caps.render and caps.raw_prefix:
             head = await ctx.policy.render(messages)
         elif not caps.continue_final:
+            tried = f" (tried {caps.continuation_note})" if caps.continuation_note else ""
             raise UsageError(
                 f"step search continues a partial solution; the backend {ctx.policy.info.name} "
                 "can neither render its chat template for raw text nor continue a final "
-                "assistant message"
+                f"assistant message{tried}"
             )
         verifier = None
         if self.verifier is not None and ctx.verifiers is not None:

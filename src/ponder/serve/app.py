@@ -100,6 +100,7 @@ class State:
     max_tokens: int
     context_length: int
     max_body_bytes: int
+    router: str | None = None  # the router file `auto/MODEL` reads
     rate: RateLimiter = field(default_factory=RateLimiter)
     served: str = ""
     started: float = field(default_factory=time.monotonic)
@@ -127,6 +128,7 @@ def create_app(
     max_body_bytes: int | None = None,
     served: str | None = None,
     close_engine: bool = False,
+    router: str | None = None,
 ) -> FastAPI:
     """The app over `engine` (closed at shutdown if `close_engine`, else the caller's to
     close). `served` names the backend's model; by default the backend's own name, learnt at
@@ -147,6 +149,7 @@ def create_app(
         max_tokens,
         context_length,
         max_body_bytes or default_body_bytes(context_length),
+        router=router,
     )
 
     @asynccontextmanager
@@ -175,9 +178,11 @@ def create_app(
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Up, with the requests in flight and the backend's slots in use (units: sequences
-        the scheduler lets the backend hold; busy: held now; waiting: asked for)."""
+        the scheduler lets the backend hold; busy: held now; waiting: asked for), how step
+        strategies continue a partial solution on the backend (a server's probe), and each
+        replica's state when there are several."""
         units = engine.scheduler.slots_for(engine.policy)
-        return {
+        out: dict[str, Any] = {
             "status": "ok",
             "model": state.served,
             "in_flight": state.in_flight,
@@ -186,8 +191,13 @@ def create_app(
                 "busy": units.units - units.free,
                 "waiting": units.waiting,
             },
+            "continuation": state.engine.policy.capabilities.continuation,
             "uptime_s": round(time.monotonic() - state.started, 1),
         }
+        stats = getattr(state.engine.policy, "stats", None)
+        if callable(stats):  # several replicas (ponder.lm.replicas): each one's state
+            out["replicas"] = stats()
+        return out
 
     @app.get("/v1/models")
     async def models(key: Caller) -> dict[str, Any]:
@@ -202,7 +212,7 @@ def create_app(
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest, key: Caller, request: Request) -> Any:
-        route = resolve(body, state.served, key.limits)
+        route = resolve(body, state.served, key.limits, router=state.router)
         limit = completion_limit(body, key.limits, state.max_tokens)
         prompt = "\n".join(m.text() for m in body.messages)
         await check_prompt(engine.policy, prompt, state.prompt_limit(key), "messages")
@@ -223,7 +233,7 @@ def create_app(
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, key: Caller, request: Request) -> Any:
-        route = resolve(body, state.served, key.limits)
+        route = resolve(body, state.served, key.limits, router=state.router)
         limit = completion_limit(body, key.limits, state.max_tokens)
         text = body.text()
         await check_prompt(engine.policy, text, state.prompt_limit(key), "prompt")

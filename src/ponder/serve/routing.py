@@ -52,7 +52,9 @@ def split_model(model: str, served: str) -> tuple[str | None, int | None]:
     return name, n
 
 
-def resolve(req: Sampling, served: str, limits: Limits) -> Route:
+def resolve(req: Sampling, served: str, limits: Limits, *, router: str | None = None) -> Route:
+    """The strategy and budget a request asks for; `router`: the file `auto` reads (the
+    server's --router)."""
     named, n = split_model(req.model, served)
     opts = req.ponder
     strategy = named
@@ -92,7 +94,20 @@ def resolve(req: Sampling, served: str, limits: Limits) -> Route:
             "(vote-8/…) or as ponder.n",
             param="n",
         )
-    return Route(build(strategy, n, req, limits, opts.options if opts else {}), budget)
+    options = dict(opts.options) if opts else {}
+    if strategy == "auto":
+        if "router" in options:
+            raise ApiError(
+                400, "ponder.options.router: the server chooses the router file", param="ponder"
+            )
+        if router is None:
+            raise ApiError(
+                400,
+                "auto needs a router: this server was started without --router FILE",
+                param="model",
+            )
+        options["router"] = router
+    return Route(build(strategy, n, req, limits, options), budget)
 
 
 def build(

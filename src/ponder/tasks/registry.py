@@ -8,7 +8,9 @@ sandbox for code sets, and evaluating the expression with the given numbers for 
 
 from __future__ import annotations
 
+import ast
 import csv
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -122,8 +124,7 @@ async def grade(problem: Problem, answer: str | None, sandbox: Sandbox) -> bool:
         tests = problem.meta.get("tests") or []
         if not tests:
             return False
-        passed, _ = await run_tests(problem, answer, sandbox)
-        return passed == len(tests)
+        return (await run_tests(problem, answer, sandbox)).all_passed
     return equivalent(answer, problem.gold, problem.kind or "math")
 
 
@@ -272,14 +273,43 @@ def mbpp(r: dict[str, Any], i: int, f: Field) -> Problem:
     if not isinstance(tests, list) or not tests:
         raise DataError(f"{f.where}: field 'test_list' should be a non-empty list")
     question = f"{f.text('text')}\nYour code should pass these tests:\n" + "\n".join(tests)
+    meta: dict[str, Any] = {"tests": tests, "test_setup": f.opt("test_setup_code") or ""}
+    entry = _entry_point(f.text("code"), tests)
+    if entry:
+        meta["entry_point"] = entry
     return Problem(
         id=f"mbpp/{f.value('task_id')}",
         question=question,
         kind="code",
         system=CODE_SYSTEM_PROMPT,
         gold=f.text("code"),
-        meta={"tests": tests, "test_setup": f.opt("test_setup_code") or ""},
+        meta=meta,
     )
+
+
+def _entry_point(code: str, tests: list[str]) -> str | None:
+    """The function under test: the first function of the reference solution that every test
+    calls (the grader takes it from the candidate even when it is named like a builtin, as
+    MBPP 126's `sum`)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # old escape sequences in the data set's code
+            defined = [
+                n.name
+                for n in ast.parse(code).body
+                if isinstance(n, ast.FunctionDef | ast.ClassDef)
+            ]
+            called = [
+                {
+                    c.func.id
+                    for c in ast.walk(ast.parse(t))
+                    if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+                }
+                for t in tests
+            ]
+    except SyntaxError:
+        return None
+    return next((n for n in defined if all(n in c for c in called)), None)
 
 
 def game24(r: dict[str, Any], i: int, f: Field) -> Problem:

@@ -1,10 +1,10 @@
-"""Verifiers that execute: unit tests for code (MBPP/HumanEval style) and the CoT × PoT
-cross-check (a candidate's reasoning answer agreeing with its own program's output)."""
+"""Verifiers that execute: unit tests for code (MBPP/HumanEval style, graded where the code
+cannot reach the verdict) and the CoT × PoT cross-check (a candidate's reasoning answer
+agreeing with its own program's output)."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
@@ -20,41 +20,30 @@ from ponder.runtime.verifiers import (
     VerifyContext,
     verifier,
 )
-from ponder.sandbox import ExecResult, Sandbox
+from ponder.sandbox import Sandbox
+from ponder.sandbox.grading import TestReport, run_unit_tests
 from ponder.types import Candidate, Problem
 
 
-def test_program(code: str, tests: Sequence[str], setup: str = "", marker: str = "") -> str:
-    """The candidate's code followed by each test in its own try block; the tally is printed
-    after a random marker the code cannot know, so it cannot fake the count."""
-    lines = [setup, code, "", "__ponder_passed = 0"]
-    for t in tests:
-        body = "\n".join("        " + line for line in t.splitlines())
-        lines += [
-            "try:",
-            "    if True:",
-            body,
-            "    __ponder_passed += 1",
-            "except BaseException:",
-            "    pass",
-        ]
-    lines.append(f"print({marker!r} + str(__ponder_passed))")
-    return "\n".join(lines)
-
-
-async def run_tests(problem: Problem, code: str, sandbox: Sandbox) -> tuple[int | None, ExecResult]:
-    """How many of the problem's tests (`meta["tests"]`) `code` passes in the sandbox (None
-    if the tally never printed), and the run. A bare function body continues the given
-    signature (`meta["prompt"]`, HumanEval style). Grader and verifier both use this."""
-    tests = list(problem.meta.get("tests") or [])
+async def run_tests(problem: Problem, code: str, sandbox: Sandbox) -> TestReport:
+    """Each of the problem's tests (`meta["tests"]`) run against `code`, with a verdict `code`
+    cannot reach (`ponder.sandbox.grading`: the code runs in its own sandboxed process and
+    answers calls with plain data; the tests and their assertions run in another). A bare
+    function body continues the given signature (`meta["prompt"]`, HumanEval style), and the
+    prompt's helpers are the tests' own. Grader and verifier both use this."""
+    tests = [str(t) for t in problem.meta.get("tests") or []]
     entry = problem.meta.get("entry_point")
+    prompt = str(problem.meta.get("prompt") or "")
     if entry and f"def {entry}" not in code:
-        code = str(problem.meta.get("prompt") or "") + code
-    marker = f"@@ponder-{secrets.token_hex(8)}@@"  # unknown to the code under test
-    setup = str(problem.meta.get("test_setup") or "")
-    run = await sandbox.run(test_program(code, tests, setup, marker))
-    tally = [line for line in run.stdout.splitlines() if line.startswith(marker)]
-    return (int(tally[-1][len(marker) :]) if tally else None), run
+        code = prompt + code
+    return await run_unit_tests(
+        sandbox,
+        code,
+        tests,
+        prelude=prompt,
+        setup=str(problem.meta.get("test_setup") or ""),
+        entry_points=[str(entry)] if entry else [],
+    )
 
 
 class CodeTests:
@@ -74,10 +63,8 @@ class CodeTests:
         code = extract(cand.text, "code")
         if code is None:
             return Verdict(reason="no code block in the candidate")
-        passed, run = await run_tests(problem, code, ctx.sandbox)
-        if passed is None:
-            return Verdict(score=0.0, reason=f"tests did not finish ({run.reason or 'no tally'})")
-        return Verdict(score=passed / len(tests), reason=None if run.ok else run.reason)
+        report = await run_tests(problem, code, ctx.sandbox)
+        return Verdict(score=report.passed / report.total, reason=report.reason)
 
 
 class CrossCheck:

@@ -197,7 +197,8 @@ class SelfJudge:
         continue it; None when the model renders no chat template. Rendered once per model
         and conversation (every judged step asks for it)."""
         model = self.model(ctx)
-        if not (model.capabilities.render and model.capabilities.raw_prefix):
+        caps = await ctx.scheduler.prepared(model, ctx.ledger)  # (a server: probed once)
+        if not (caps.render and caps.raw_prefix):
             return None
         head = self.head(problem, ctx)
         # by identity: `head` gives the same tuple for the same conversation, and the memo

@@ -1,0 +1,154 @@
+"""Adaptive compute, live and side by side in one run: majority vote over a fixed pool of n
+samples, adaptive self-consistency (a stopping rule) and DeepConf online, on the same problems,
+model and machine, one after another in one process; then the ratios (wall time, generated
+tokens) and paired accuracy differences against the fixed pool, and the same stopping rule
+replayed on that pool (the offline prediction checked against the live run).
+
+    .venv/bin/python benchmarks/adaptive.py live --problems 30 \
+        --store benchmarks/out/adaptive.sqlite
+    .venv/bin/python benchmarks/adaptive.py table --store benchmarks/out/adaptive.sqlite
+
+Resumable: the store keeps every finished unit, and a run already complete is not run again
+(its wall time is then the one it was measured at).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from ponder.bench.analysis import load_groups, points
+from ponder.bench.confidence import STOPPING, load_signals, paired, replay_points
+from ponder.bench.harness import Harness, plan
+from ponder.bench.store import Store
+from ponder.bench.sweep import model_sha256
+from ponder.lm import BackendConfig
+from ponder.runtime.engine import Engine
+from ponder.runtime.prompting import Prompting
+from ponder.runtime.settings import tune_gc
+from ponder.runtime.strategy import make_strategy
+from ponder.tasks.registry import get_task
+
+
+def methods(n: int, rule: str) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        ("vote", {"n": n}),
+        ("adaptive", {"n": n, "rule": rule}),
+        ("deepconf", {"n": n}),
+    ]
+
+
+async def live(args: argparse.Namespace) -> None:
+    problems = get_task(args.task).load(limit=args.problems, offset=args.offset, split=args.split)
+    config = BackendConfig(model=args.model, base_url=args.base_url, slots=args.slots)
+    engine = Engine.open(config, prompting=Prompting(max_tokens=args.max_tokens))
+    store = Store(args.store)
+    async with engine:
+        harness = Harness(engine, store, model_sha256=model_sha256(config))
+        for name, options in methods(args.n, args.rule):
+            for p in plan([make_strategy(name, **options)]):
+                done = await harness.execute(args.task, problems, p, seed=args.seed)
+                print(f"{name}: {done.progress.done} units in {done.seconds:.0f} s", flush=True)
+    store.close()
+
+
+def wall(store: Store, rids: list[int]) -> float:
+    marks = ",".join(str(r) for r in rids)
+    (seconds,) = store.db.execute(
+        f"SELECT SUM(COALESCE(ended, started) - started) FROM segments WHERE rid IN ({marks})"
+    ).fetchone()
+    return float(seconds or 0.0)
+
+
+def generated(store: Store, rids: list[int]) -> tuple[float, int]:
+    marks = ",".join(str(r) for r in rids)
+    total, problems = store.db.execute(
+        f"SELECT SUM(policy_completion), COUNT(DISTINCT pid) FROM units WHERE rid IN ({marks})"
+    ).fetchone()
+    return float(total or 0), int(problems or 0)
+
+
+def table(args: argparse.Namespace) -> None:
+    store = Store(args.store, create=False)
+    groups = load_groups(store)
+    pool = next(g for g in groups if g.kind == "pool")
+    pool_points = {p.k: p for p in points(pool) if p.method == "vote"}
+    n = max(pool_points)
+    base = pool_points[n]
+    base_wall = wall(store, [r.rid for r in pool.runs])
+    base_tokens, problems = generated(store, [r.rid for r in pool.runs])
+    rows = [
+        f"| vote@{n} (fixed pool) | {problems} | {100 * base.accuracy:.1f}% "
+        f"[{100 * base.low:.1f}, {100 * base.high:.1f}] | {base_tokens / problems:,.0f} | 1.00 "
+        f"| {base_wall:,.0f} | 1.00 | — |"
+    ]
+    for g in groups:
+        if g.kind != "direct":
+            continue
+        (p,) = points(g)
+        rids = [r.rid for r in g.runs]
+        tokens, count = generated(store, rids)
+        seconds = wall(store, rids)
+        d, lo, hi = paired(p, base)
+        rows.append(
+            f"| {g.label} | {count} | {100 * p.accuracy:.1f}% [{100 * p.low:.1f}, "
+            f"{100 * p.high:.1f}] | {tokens / count:,.0f} | "
+            f"{tokens / count / (base_tokens / problems):.2f} "
+            f"| {seconds:,.0f} | {seconds / base_wall:.2f} | {100 * d:+.1f} [{100 * lo:+.1f}, "
+            f"{100 * hi:+.1f}] |"
+        )
+    print(
+        f"| method | problems | accuracy [95% CI] | generated tokens / problem | × vote@{n} "
+        f"| wall s | × vote@{n} | Δ accuracy vs vote@{n} [95% paired CI] |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    # the offline prediction on this pool, for the live adaptive rows above
+    replayed = replay_points(load_signals(store, pool, stats=True))
+    print(f"\nReplayed on the vote@{n} pool (prediction for the live rows):\n")
+    print(
+        "| rule | samples / problem | tokens / problem (prompt not cached + generated) "
+        "| accuracy [95% CI] |"
+    )
+    print("|---|---|---|---|")
+    for r in replayed:
+        q = r.point
+        print(
+            f"| {r.label} | {r.samples.mean():.2f} | {q.tokens:,.0f} | {100 * q.accuracy:.1f}% "
+            f"[{100 * q.low:.1f}, {100 * q.high:.1f}] |"
+        )
+    store.close()
+
+
+def main() -> None:
+    tune_gc()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("live", help="vote@n, adaptive and deepconf on the same problems")
+    run.add_argument("--task", default="gsm8k")
+    run.add_argument("--split", default=None)
+    run.add_argument("--problems", type=int, default=30)
+    run.add_argument("--offset", type=int, default=0)
+    run.add_argument("--n", type=int, default=16)
+    run.add_argument(
+        "--rule", default="beta", choices=[r.split("=")[1].rstrip(")") for r, _ in STOPPING]
+    )
+    run.add_argument("--model", default=None)
+    run.add_argument("--base-url", default=None)
+    run.add_argument("--slots", type=int, default=8)
+    run.add_argument("--max-tokens", type=int, default=512)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--store", type=Path, default=Path("benchmarks/out/adaptive.sqlite"))
+    show = sub.add_parser("table", help="ratios and paired differences from a live store")
+    show.add_argument("--store", type=Path, default=Path("benchmarks/out/adaptive.sqlite"))
+    args = ap.parse_args()
+    if args.command == "live":
+        asyncio.run(live(args))
+    else:
+        table(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""One token budget over a whole problem set (`ponder bench ... --budget-tokens-total B`),
+spent where the next sample is predicted to buy the most accuracy per token.
+
+    every problem gets one sample, then a second, ... up to the probe (round robin)
+    then, while the budget affords another sample:
+        for each problem: gain ← predicted accuracy of its vote with one more sample − now,
+                          per token (the router's curve from its probe; without a router,
+                          the chance its leader is not settled: 1 − P(leader stays))
+        sample the problems with the highest gain (a window at a time, one each)
+    each problem's answer: the vote over its samples so far
+
+Anytime: every sample is stored as it finishes, in the order it was bought; stopped at any
+moment, each problem's answer is the vote over what it has, and the report draws accuracy
+against the total spent from that order. The budget is never exceeded: every sample runs on a
+ledger over the whole set (`Ledger(parent=...)`) that reserves each call's worst case, and a
+sample is started only while the worst case fits what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from ponder.allocation import Probe, RouterModel, features, hull
+from ponder.bench.harness import Harness, LocalUnits, unit_seed, versions
+from ponder.bench.store import Run, Store
+from ponder.consensus.stopping import leader_stays
+from ponder.errors import UsageError
+from ponder.runtime.budget import Budget, Ledger, estimate
+from ponder.runtime.engine import Engine
+from ponder.runtime.strategy import make_strategy
+from ponder.types import GenRequest, Problem
+
+
+class Workload(BaseModel):
+    """A workload run's settings (its identity in the store, with the task, model and seed)."""
+
+    tokens_total: int  # the budget over the whole set: prompt + completion tokens
+    max_n: int = 16  # samples per problem at most
+    probe: int = 4  # samples every problem gets first (round robin)
+    temperature: float = 0.7
+    router_sha256: str | None = None  # the router whose curves rank the problems
+    problems: int = 0  # the set's size (set by run_workload)
+
+
+class WorkloadProgress(BaseModel):
+    done: int = 0
+    spent: int = 0  # tokens charged (prompt + completion), this invocation and before
+    total: int = 0  # the budget
+    correct: int = 0  # problems whose vote is right now
+    problems: int = 0
+
+
+@dataclass
+class _State:
+    problem: Problem
+    pid: int
+    classes: list[int | None] = field(default_factory=list)
+    right: list[bool] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    signals: list[dict[str, float] | None] = field(default_factory=list)
+    curve: tuple[np.ndarray, np.ndarray] | None = None  # the router's (k, accuracy) hull
+
+    @property
+    def count(self) -> int:
+        return len(self.classes)
+
+    def vote_right(self) -> bool:
+        votes: dict[int, int] = {}
+        for c in self.classes:
+            if c is not None:
+                votes[c] = votes.get(c, 0) + 1
+        if not votes:
+            return False
+        top = max(votes.values())
+        lead = next(c for c in votes if votes[c] == top)  # first seen wins a tie
+        return any(r for c, r in zip(self.classes, self.right, strict=True) if c == lead)
+
+
+@dataclass
+class WorkloadOutcome:
+    run: Run
+    progress: WorkloadProgress
+    interrupted: bool
+    seconds: float
+
+
+def local_engine(harness: Harness) -> Engine:
+    """The engine a workload samples with: one budget is spent here, not over workers."""
+    if not isinstance(harness.units, LocalUnits):
+        raise UsageError("a token budget over a whole set runs on a local engine, not over Ray")
+    return harness.units.engine
+
+
+def open_workload_run(harness: Harness, task: str, workload: Workload, seed: int) -> Run:
+    engine = local_engine(harness)
+    unit = {
+        "name": "sample",
+        "n": 1,
+        "temperature": workload.temperature,
+        "answer_with": "reasoning",
+    }
+    identity = {
+        "task": task,
+        "model": engine.policy.info.name,
+        "model_sha256": harness.model_sha256,
+        "kind": "pool",
+        "unit": unit,
+        "budget": None,
+        "workload": workload.model_dump(mode="json"),
+        "prompting": engine.prompting.model_dump(mode="json", exclude_defaults=True),
+        "seed": seed,
+    }
+    return harness.store.run(
+        identity,
+        task=task,
+        model=engine.policy.info.name,
+        model_sha256=harness.model_sha256,
+        kind="pool",
+        strategy="sample",
+        scored=False,
+        seed=seed,
+        versions=versions(),
+    )
+
+
+async def run_workload(
+    harness: Harness,
+    task: str,
+    problems: Sequence[Problem],
+    workload: Workload,
+    *,
+    router: RouterModel | None = None,
+    seed: int = 0,
+    stop: asyncio.Event | None = None,
+    on_progress: Callable[[WorkloadProgress], None] | None = None,
+) -> WorkloadOutcome:
+    """Spend `workload.tokens_total` over `problems` (resuming what the store holds)."""
+    started = time.monotonic()
+    store, engine = harness.store, local_engine(harness)
+    workload = workload.model_copy(update={"problems": len(problems)})
+    run = open_workload_run(harness, task, workload, seed)
+    pids = store.add_problems(task, problems)
+    states = [_State(p, pid) for p, pid in zip(problems, pids, strict=True)]
+    by_pid = {s.pid: s for s in states}
+    spent, order = _resume(store, run.rid, by_pid)
+    ledger = Ledger(Budget(tokens=max(0, workload.tokens_total - spent)))
+    sample = make_strategy("sample", n=1, temperature=workload.temperature)
+    progress = WorkloadProgress(
+        spent=spent,
+        total=workload.tokens_total,
+        problems=len(states),
+        correct=sum(s.vote_right() for s in states),
+    )
+    stop = stop or asyncio.Event()
+    window = harness.window_for_pool()
+    worst = {s.pid: _worst_case(harness, s.problem) for s in states}
+    sid = store.open_segment(run.rid)
+
+    async def one(state: _State, rank: float) -> None:
+        nonlocal order
+        u = state.count
+        t0 = time.monotonic()
+        result = await engine.solve(
+            state.problem,
+            sample,
+            seed=unit_seed(seed, state.problem.id, u),
+            workload=ledger,
+        )
+        if result.error is not None or not result.candidates:
+            return  # not stored: a re-run retries it
+        total = result.total
+        progress.spent += total.prompt_tokens + total.completion_tokens
+        cand = result.candidates[0]
+        graded = [
+            await harness.classify(state.pid, state.problem, c.answer) for c in result.candidates
+        ]
+        chosen = await harness.classify(state.pid, state.problem, result.answer)
+        result.info["workload"] = {"order": order, "gain": rank}
+        order += 1
+        before = state.vote_right()
+        state.classes.append(None if graded[0][0] < 0 else graded[0][0])
+        state.right.append(graded[0][1])
+        state.tokens.append(cand.completion_tokens)
+        state.signals.append(cand.signals.scores if cand.signals and cand.signals.scores else None)
+        store.add_unit(run.rid, state.pid, u, sid, result, graded, chosen, time.monotonic() - t0)
+        progress.correct += int(state.vote_right()) - int(before)
+        progress.done += 1
+        if on_progress:
+            on_progress(progress)
+
+    try:
+        while not stop.is_set():
+            left = workload.tokens_total - progress.spent
+            batch = _pick(states, workload, router, window)
+            chosen: list[tuple[_State, float]] = []
+            for state, rank in batch:
+                need = worst[state.pid]
+                if need <= left:
+                    chosen.append((state, rank))
+                    left -= need
+            if not chosen:
+                break
+            await asyncio.gather(*(one(s, r) for s, r in chosen))
+    finally:
+        store.close_segment(sid)
+    return WorkloadOutcome(
+        run=run,
+        progress=progress,
+        interrupted=stop.is_set(),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _worst_case(harness: Harness, problem: Problem) -> int:
+    """The most one sample of `problem` can cost (prompt + completion tokens)."""
+    engine = local_engine(harness)
+    req = GenRequest(
+        messages=engine.prompting.messages(problem, "reasoning"),
+        max_tokens=engine.prompting.max_tokens,
+    )
+    return estimate(req, engine.policy.info).total_tokens
+
+
+def _resume(store: Store, rid: int, by_pid: dict[int, _State]) -> tuple[int, int]:
+    """The samples a run already holds, into the states; (tokens spent, next order)."""
+    spent, order = 0, 0
+    rows = store.db.execute(
+        "SELECT u.pid, u.class, u.correct, u.policy_prompt + u.policy_completion"
+        " + u.verifier_prompt + u.verifier_completion, c.completion_tokens, c.signals, u.info"
+        " FROM units u JOIN candidates c ON c.rid = u.rid AND c.pid = u.pid AND c.unit = u.unit"
+        " AND c.idx = 0 WHERE u.rid = ? ORDER BY u.pid, u.unit",
+        (rid,),
+    ).fetchall()
+    for pid, cls, ok, tokens, completion, signals, info in rows:
+        spent += int(tokens)
+        order = max(order, int(json.loads(info).get("workload", {}).get("order", -1)) + 1)
+        state = by_pid.get(int(pid))
+        if state is None:
+            continue
+        state.classes.append(None if cls < 0 else int(cls))
+        state.right.append(bool(ok))
+        state.tokens.append(int(completion))
+        state.signals.append(json.loads(signals).get("scores") or None if signals else None)
+    return spent, order
+
+
+def _pick(
+    states: list[_State], workload: Workload, router: RouterModel | None, window: int
+) -> list[tuple[_State, float]]:
+    """The next samples to buy, best first: the probe round robin, then by predicted gain per
+    token (problems with nothing to gain get none)."""
+    short = [s for s in states if s.count < min(workload.probe, workload.max_n)]
+    if short:
+        least = min(s.count for s in short)
+        return [(s, math.inf) for s in short if s.count == least][:window]
+    ranked = []
+    for s in states:
+        if s.count >= workload.max_n:
+            continue
+        gain = _gain(s, workload, router)
+        if gain > 0:
+            ranked.append((gain, s.pid, s))
+    ranked.sort(key=lambda g: (-g[0], g[1]))
+    return [(s, g) for g, _, s in ranked[:window]]
+
+
+def _gain(state: _State, workload: Workload, router: RouterModel | None) -> float:
+    """Predicted accuracy gained per generated token by one more sample of this problem."""
+    per = max(1.0, float(np.mean(state.tokens)) if state.tokens else 1.0)
+    if router is None:
+        votes: dict[int, int] = {}
+        for c in state.classes:
+            if c is not None:
+                votes[c] = votes.get(c, 0) + 1
+        top = [*sorted(votes.values(), reverse=True), 0, 0]
+        return (1.0 - leader_stays(top[0], top[1])) / per
+    if state.curve is None:
+        m = min(router.probe, state.count)
+        probe = Probe(state.classes[:m], state.tokens[:m], state.signals[:m])
+        x = features(state.problem.question, probe, router.features)
+        spent = float(sum(state.tokens[:m]))
+        acc, _ = router.predict(x, spent, spent / max(m, 1))
+        ks, values = [], []
+        for a, arm in enumerate(router.arms):
+            if arm.strategy == "vote":
+                ks.append(float(arm.options["n"]))
+                values.append(float(acc[0, a]))
+        ks_a, values_a = np.array(ks), np.array(values)
+        chain = hull(ks_a, values_a)
+        state.curve = (ks_a[chain], values_a[chain])
+    ks_h, acc_h = state.curve
+    c = state.count
+    if len(ks_h) < 2 or c >= ks_h[-1]:
+        return 0.0
+    j = max(0, int(np.searchsorted(ks_h, c, side="right")) - 1)
+    if c < ks_h[0]:
+        return float((acc_h[1] - acc_h[0]) / (ks_h[1] - ks_h[0])) / per
+    slope = (acc_h[j + 1] - acc_h[j]) / (ks_h[j + 1] - ks_h[j])
+    return float(slope) / per
+
+
+# -- reading a workload run back ------------------------------------------------------------
+def anytime(
+    store: Store, rids: Sequence[int], problems: int | None = None
+) -> list[tuple[float, float]]:
+    """(total tokens spent, accuracy over the set) after each sample, in the order bought:
+    the anytime curve. Problems without a sample count as wrong; `problems`: the set's size
+    (default: the problems with a sample)."""
+    marks = ",".join(str(r) for r in rids)
+    rows = store.db.execute(
+        "SELECT pid, class, correct, policy_prompt + policy_completion + verifier_prompt"
+        f" + verifier_completion, info FROM units WHERE rid IN ({marks})"
+    ).fetchall()
+    rows.sort(key=lambda r: json.loads(r[4]).get("workload", {}).get("order", 0))
+    states: dict[int, _State] = {}
+    size = problems or len({r[0] for r in rows}) or 1
+    right = 0
+    spent = 0.0
+    out: list[tuple[float, float]] = []
+    for pid, cls, ok, tokens, _ in rows:
+        s = states.setdefault(int(pid), _State(Problem(question=""), int(pid)))
+        before = s.vote_right()
+        s.classes.append(None if cls < 0 else int(cls))
+        s.right.append(bool(ok))
+        right += int(s.vote_right()) - int(before)
+        spent += float(tokens)
+        out.append((spent, right / size))
+    return out
+
+
+def is_workload(config: dict[str, Any]) -> bool:
+    return bool(config.get("workload"))

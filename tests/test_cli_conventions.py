@@ -1,0 +1,100 @@
+"""CLI conventions: help on every option, `--version`, `--json` on the listing commands, and a
+wrong value for any option exits 2 with one line naming the option."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from unittest.mock import patch
+
+import pytest
+import typer
+from typer._click.core import Command
+from typer.core import TyperGroup as Group
+from typer.core import TyperOption as Option
+
+from helpers import run_ponder
+from ponder import __version__
+from ponder.cli import app, main
+
+ROOT = typer.main.get_command(app)
+
+
+def commands(
+    group: Group = ROOT, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], Command]]:  # type: ignore[assignment]
+    out = []
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, Group):
+            out += commands(cmd, (*path, name))
+        else:
+            out.append(((*path, name), cmd))
+    return out
+
+
+ALL = commands()
+
+
+@pytest.mark.parametrize(("path", "cmd"), ALL, ids=[" ".join(p) for p, _ in ALL])
+def test_every_option_has_help(path: tuple[str, ...], cmd: Command) -> None:
+    missing = [
+        o.opts[0] for o in cmd.params if isinstance(o, Option) and not o.hidden and not o.help
+    ]
+    assert not missing, f"ponder {' '.join(path)}: options without help: {missing}"
+    assert cmd.help, f"ponder {' '.join(path)} has no help"
+
+
+def bad_values() -> list[tuple[tuple[str, ...], str, str]]:
+    """(command, option, a value of the wrong type) for every typed option."""
+    out = []
+    for path, cmd in ALL:
+        for o in cmd.params:
+            if not isinstance(o, Option) or o.is_flag or o.hidden:
+                continue
+            if o.bare_type() in ("int", "float"):
+                out.append((path, o.opts[-1], "not-a-number"))
+    return out
+
+
+BAD = bad_values()
+
+
+@pytest.mark.parametrize(
+    ("path", "option", "value"), BAD, ids=[f"{' '.join(p)} {o}" for p, o, _ in BAD]
+)
+def test_a_wrong_value_is_one_line_exit_2_naming_the_option(
+    path: tuple[str, ...], option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = list(path)
+    if path in (("solve",),):
+        args.append("q")
+    if path[-1] in ("report",):
+        args.append("nothing.sqlite")
+    # in process (the same entry point as the command; a subprocess each would take minutes)
+    with (
+        patch.object(sys, "argv", ["ponder", *args, option, value]),
+        patch("ponder.cli.tune_gc"),  # (process-wide settings: not for the test process)
+        patch.object(warnings, "showwarning", warnings.showwarning),
+        pytest.raises(SystemExit) as done,
+    ):
+        main()
+    assert done.value.code == 2
+    stderr = capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), stderr
+    assert option in lines[0] or option.lstrip("-") in lines[0], lines[0]
+
+
+def test_version_and_json_listings() -> None:
+    done = run_ponder("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"ponder {__version__}"
+    for what in ("strategies", "verifiers", "backends", "tasks", "kinds"):
+        listed = json.loads(run_ponder(what, "--json").stdout)
+        assert listed and all("name" in p for p in listed), what
+
+
+def test_sweep_with_flags_it_sets_itself_is_an_error(tmp_path: object) -> None:
+    done = run_ponder("bench", "--sweep", "s.yaml", "--model", "x", "-n", "4")
+    assert done.returncode == 2
+    assert "--sweep: the sweep file sets -n, --model itself" in done.stderr

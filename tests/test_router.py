@@ -1,0 +1,401 @@
+"""Compute-optimal allocation on scripted data: the probe's features, the greedy allocation,
+a router fitted from a store and read back from its file, `auto` live, workload budgets that
+are never exceeded and beat uniform allocation where difficulty is learnable, and the errors
+a person meets (another version, a strategy this install lacks, too little data, training
+problems used for evaluation)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import router_world as world
+from helpers import run_ponder, scripted_engine
+from ponder.allocation import (
+    FEATURES,
+    Probe,
+    RouterError,
+    allocate,
+    features,
+    fingerprint,
+    load_router,
+    probe_features,
+    question_features,
+)
+from ponder.bench.harness import Harness
+from ponder.bench.router import (
+    build_table,
+    compare,
+    fit_router,
+    snell_curves,
+    split_halves,
+)
+from ponder.bench.store import Store
+from ponder.bench.workload import Workload, anytime, run_workload
+from ponder.errors import UsageError
+from ponder.runtime.strategy import make_strategy
+
+# -- the probe's features -------------------------------------------------------------------
+
+
+def test_question_features_count_numbers_and_their_kinds() -> None:
+    f = question_features("Tom has 1,200 apples and gives half, 12.5% of 3/4 of them. How many?")
+    assert f["q_numbers"] == 4  # 1200, 12.5, 3, 4
+    assert f["q_decimals"] == 1 and f["q_percent"] == 1 and f["q_fractions"] == 2
+    assert f["q_log_max_number"] == pytest.approx(np.log10(1201))
+
+
+def test_probe_features_read_agreement_and_missing_confidence_as_unknown() -> None:
+    p = probe_features(Probe([0, 0, 1, None], [10, 20, 30, 40], [None] * 4))
+    assert p["p_leader_share"] == 0.5 and p["p_answered"] == 0.75 and p["p_distinct"] == 0.5
+    assert 0 < p["p_leader_stays"] < 1
+    assert np.isnan(p["s_tail"])  # no log-probabilities: the model fills in its mean
+    sure = {"tail": 5.0}
+    q = probe_features(Probe([0, 0, 1], [5, 5, 5], [sure, sure, {"tail": 1.0}]))
+    assert q["s_tail"] == pytest.approx(11 / 3) and q["s_tail_leader_gap"] == pytest.approx(4.0)
+    assert features("What is 1 + 2?", Probe([0], [3], [None])).shape == (len(FEATURES),)
+
+
+# -- greedy allocation -----------------------------------------------------------------------
+curve = st.lists(st.floats(0, 1), min_size=1, max_size=5)
+
+
+@settings(max_examples=80)
+@given(st.lists(curve, min_size=1, max_size=4), st.floats(0, 40))
+def test_allocation_stays_within_budget_and_matches_the_concave_optimum(
+    values: list[list[float]], budget: float
+) -> None:
+    """Within the budget whenever the cheapest options fit, and (for concave curves) as good
+    as the best of every combination that fits."""
+    curves = [np.maximum.accumulate(np.array(v)) for v in values]  # more samples never hurt
+    curves = [
+        np.concatenate([[c[0]], c[0] + np.cumsum(np.minimum.accumulate(np.diff(c)))])
+        for c in curves
+    ]
+    costs = [np.arange(1, len(c) + 1, dtype=float) for c in curves]
+    chosen, spent = allocate(curves, costs, budget)
+    cheapest = len(curves)
+    if cheapest <= budget:
+        assert spent <= budget + 1e-9
+        best = max(
+            sum(c[j] for c, j in zip(curves, combo, strict=True))
+            for combo in itertools.product(*(range(len(c)) for c in curves))
+            if sum(j + 1 for j in combo) <= budget + 1e-9
+        )
+        got = sum(c[j] for c, j in zip(curves, chosen, strict=True))
+        # the greedy is exact up to the last upgrade that did not fit (one segment's worth)
+        assert got >= best - max(float(np.max(np.diff(c), initial=0)) for c in curves) - 1e-9
+
+
+# -- fitting, the file, and the errors ------------------------------------------------------
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("router")
+    train = asyncio.run(world.pool_store(base / "train.sqlite", world.problems(60)))
+    test = asyncio.run(
+        world.pool_store(base / "test.sqlite", world.problems(30, start=100), task="world-test")
+    )
+    return train, test
+
+
+@pytest.fixture(scope="module")
+def router_file(stores: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    fitted = fit_router(build_table([stores[0]]))
+    path = tmp_path_factory.mktemp("fitted") / "router.json"
+    path.write_text(fitted.router.model_dump_json(indent=1))
+    return path
+
+
+def test_the_router_file_is_readable_and_predicts_as_fitted(
+    stores: tuple[Path, Path], router_file: Path
+) -> None:
+    data = json.loads(router_file.read_text())
+    assert data["format"] == "ponder-router" and data["version"] == 1
+    assert data["summary"][0].startswith("Trained on 60 problems of world")
+    assert data["training"]["problems"] == 60 and len(data["training"]["fingerprints"]) == 60
+    vote = next(a for a in data["arms"] if a["name"] == "vote@16")
+    assert set(vote["accuracy"]["coef"]) == set(data["features"])  # a weight per named feature
+    assert vote["accuracy"]["calibration"] is not None
+    assert data["validation"]["router"]["accuracy"] > 0 and "best_fixed" in data["validation"]
+    router = load_router(router_file)
+    table = build_table([stores[1]])
+    acc, _ = router.predict(table.x[:, 0, [FEATURES.index(n) for n in router.features]], 1.0, 1.0)
+    assert acc.shape == (table.problems, len(router.arms)) and ((acc >= 0) & (acc <= 1)).all()
+
+
+def test_auto_beats_uniform_at_equal_tokens_on_unseen_problems(
+    stores: tuple[Path, Path], router_file: Path
+) -> None:
+    router = load_router(router_file)
+    train, test = build_table([stores[0]]), build_table([stores[1]])
+    c = compare(router, test)
+    uniform = {k: v for k, v in c.fixed.items() if k.startswith("vote@")}
+    within = max(a for a, t in uniform.values() if t <= c.auto[1])
+    assert c.auto[0] >= within
+    names = [cu.name for cu in snell_curves(router, train, test)]
+    assert names[0].startswith("uniform") and "oracle" in names[1] and "predicted" in names[2]
+
+
+def test_evaluating_on_training_problems_is_refused(
+    stores: tuple[Path, Path], router_file: Path
+) -> None:
+    router = load_router(router_file)
+    with pytest.raises(RouterError, match="60 of 60 problems are in this router's training set"):
+        compare(router, build_table([stores[0]]))
+    with pytest.raises(RouterError, match="never saw"):
+        make_strategy("auto", router=str(router_file)).check_unseen(world.problems(3))  # type: ignore[attr-defined]
+
+
+def test_too_little_training_data_says_how_much_is_needed(stores: tuple[Path, Path]) -> None:
+    small, _ = split_halves(build_table([stores[1]]))  # 15 problems
+    with pytest.raises(UsageError, match=r"15 problems .* needs at least 20"):
+        fit_router(small)
+
+
+def test_fitting_without_scikit_learn_names_the_extra(
+    stores: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.isotonic", None)
+    with pytest.raises(UsageError, match=r"pip install 'ponder\[router\]'"):
+        fit_router(build_table([stores[0]]))
+
+
+def test_a_router_file_of_another_version_or_strategy_is_refused(
+    router_file: Path, tmp_path: Path
+) -> None:
+    data = json.loads(router_file.read_text())
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({**data, "version": 99}))
+    with pytest.raises(RouterError, match=r"router file version 99 .* reads version 1"):
+        load_router(old)
+    alien = tmp_path / "alien.json"
+    data["arms"][0]["strategy"] = "quantum_search"
+    alien.write_text(json.dumps(data))
+    with pytest.raises(RouterError, match="'quantum_search', which this install does not have"):
+        make_strategy("auto", router=str(alien))
+    with pytest.raises(RouterError, match="needs a router file"):
+        make_strategy("auto")
+    with pytest.raises(RouterError, match="no such router file"):
+        make_strategy("auto", router=str(tmp_path / "missing.json"))
+
+
+# -- auto, live -------------------------------------------------------------------------------
+async def test_auto_probes_then_runs_the_arm_it_picks(router_file: Path) -> None:
+    eng, _ = scripted_engine(world.reply)
+    easy, contested, _ = world.problems(3, start=300)
+    r = await eng.solve(easy, "auto", router=str(router_file), seed=1)
+    assert r.answer == easy.gold and r.info["route"]["arm"]
+    assert len(r.candidates) >= 4  # the probe votes too
+    routes = []
+    for p in world.problems(12, start=300):
+        got = await eng.solve(p, "auto", router=str(router_file), seed=2)
+        routes.append((p.question.split("(")[1].split(")")[0], len(got.candidates)))
+    spent = {kind: np.mean([n for k, n in routes if k == kind]) for kind in world.KINDS}
+    # settled probes stop early; contested ones get more samples
+    assert spent["contested"] > spent["easy"]
+    assert contested.id
+
+
+# -- workload budgets -------------------------------------------------------------------------
+def store_tokens(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        (total,) = db.execute(
+            "SELECT COALESCE(SUM(policy_prompt + policy_completion + verifier_prompt"
+            " + verifier_completion), 0) FROM units"
+        ).fetchone()
+        return int(total)
+    finally:
+        db.close()
+
+
+@settings(max_examples=15)
+@given(st.integers(1, 4000), st.integers(1, 8), st.integers(1, 6), st.integers(0, 3))
+def test_a_workload_never_exceeds_its_budget(
+    budget: int, count: int, max_n: int, seed: int
+) -> None:
+    async def go(path: Path) -> int:
+        store = Store(path)
+        eng, _ = scripted_engine(world.reply)
+        harness = Harness(eng, store)
+        w = Workload(tokens_total=budget, max_n=max_n, probe=2)
+        done = await run_workload(harness, "world", world.problems(count), w, seed=seed)
+        store.close()
+        assert done.progress.spent <= budget
+        return done.progress.spent
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "w.sqlite"
+        spent = asyncio.run(go(path))
+        assert store_tokens(path) == spent <= budget
+        # resumed with the same budget: nothing more fits than what is left
+        again = asyncio.run(go(path))
+        assert store_tokens(path) == again <= budget
+
+
+async def test_a_workload_with_the_router_is_at_least_uniform_at_its_budget(
+    router_file: Path, tmp_path: Path
+) -> None:
+    items = world.problems(30, start=500)
+    # uniform: 8 samples per problem (the same samples: units are seeded alike)
+    uniform_store = await world.pool_store(tmp_path / "u.sqlite", items, n=8, task="w")
+    per_problem = store_tokens(uniform_store) / len(items)
+    budget = int(per_problem * len(items))
+    db = sqlite3.connect(uniform_store)
+    rows = db.execute("SELECT pid, unit, class, correct FROM units ORDER BY pid, unit").fetchall()
+    db.close()
+    uniform_right = 0
+    for _, group in itertools.groupby(rows, key=lambda r: r[0]):
+        votes: dict[int, list[int]] = {}
+        for _, unit, cls, ok in group:
+            if cls >= 0:
+                votes.setdefault(cls, [0, ok, unit])[0] += 1
+        if votes:
+            lead = max(votes.values(), key=lambda v: (v[0], -v[2]))
+            uniform_right += lead[1]
+    store = Store(tmp_path / "w.sqlite")
+    eng, _ = scripted_engine(world.reply)
+    router = load_router(router_file)
+    w = Workload(tokens_total=budget, max_n=16, probe=router.probe)
+    done = await run_workload(Harness(eng, store), "w", items, w, router=router)
+    assert done.progress.spent <= budget
+    assert done.progress.correct >= uniform_right
+    curve = anytime(store, [done.run.rid], len(items))
+    assert curve[-1] == (done.progress.spent, done.progress.correct / len(items))
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(curve))
+    store.close()
+
+
+def test_fingerprints_ignore_spacing_and_case() -> None:
+    assert fingerprint("What is  2+2?") == fingerprint("what is 2+2? ")
+
+
+# -- the command line --------------------------------------------------------------------------
+def test_router_fit_show_and_errors_on_the_command_line(
+    stores: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "r.json"
+    r = run_ponder("router", "fit", str(stores[0]), "--out", str(out), timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "Trained on 60 problems" in r.stdout and out.is_file()
+    r = run_ponder("router", "show", str(out), "--json")
+    assert json.loads(r.stdout)["training"]["fingerprints"] == "60 problems"
+    r = run_ponder("router", "eval", str(out), str(stores[0]))
+    assert r.returncode == 2 and r.stderr.startswith("error: 60 of 60 problems are in this")
+    r = run_ponder("router", "eval", str(out), str(stores[1]), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["problems"] == 30
+    r = run_ponder("solve", "What is 2+2?", "-s", "auto", "--router", str(tmp_path / "no.json"))
+    assert r.returncode == 2 and "no such router file" in r.stderr
+    r = run_ponder("solve", "What is 2+2?", "-s", "vote", "--router", str(out))
+    assert r.returncode == 2 and "--router is read by -s auto" in r.stderr
+
+
+# -- serving auto/MODEL ----------------------------------------------------------------------
+def test_auto_is_served_as_a_model_name_with_the_servers_router(router_file: Path) -> None:
+    import openai
+
+    from ponder.serve import create_app
+    from serving import running
+
+    engine, _ = scripted_engine(world.reply)
+    question = [{"role": "user", "content": world.problems(1, start=700)[0].question}]
+    with running(create_app(engine, router=str(router_file))) as url:
+        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
+        r = client.chat.completions.create(model="auto/scripted", messages=question, seed=1)  # type: ignore[arg-type]
+        assert "1700" in (r.choices[0].message.content or "")
+    with running(create_app(scripted_engine(world.reply)[0])) as url:
+        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="started without --router"):
+            client.chat.completions.create(model="auto/scripted", messages=question)  # type: ignore[arg-type]
+
+
+# -- a workload from the command line, and the report -------------------------------------
+async def test_a_workload_from_the_command_line_stays_within_budget_and_is_reported(
+    tmp_path: Path,
+) -> None:
+    from fake_server import FakeOpenAIServer
+
+    store = tmp_path / "w.sqlite"
+    async with FakeOpenAIServer() as server:
+        args = ["bench", "gsm8k", "--base-url", server.url, "--model", "fake-model", "--limit", "4"]
+        args += ["--budget-tokens-total", "5000", "-n", "6", "--store", str(store), "--json"]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ponder",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()
+    summary = json.loads(out)["workload"]
+    assert summary["budget"] == 5000 and 0 < summary["spent"] <= 5000
+    assert store_tokens(store) == summary["spent"]
+    r = run_ponder("report", str(store), "--out", str(tmp_path / "rep"), timeout=120)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "### Workload budget" in text and "workload (vote per problem)" in text
+    assert list((tmp_path / "rep").glob("workload_*.png"))
+    r = run_ponder("bench", "gsm8k", "--budget-tokens-total", "10", "-s", "greedy")
+    assert r.returncode == 2 and "-s vote" in r.stderr
+
+
+def test_the_report_draws_snells_figure_from_a_pool(
+    stores: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from ponder.bench.report import write_report
+
+    store = Store(stores[0], create=False)
+    try:
+        path, _ = write_report(store, tmp_path / "rep")
+    finally:
+        store.close()
+    text = path.read_text()
+    assert "### Compute-optimal allocation (Snell et al.)" in text
+    for name in ("uniform (vote@k)", "oracle difficulty", "predicted difficulty"):
+        assert f"| {name} |" in text
+    assert list((tmp_path / "rep").glob("allocation_*.png"))
+
+
+async def test_bench_runs_auto_per_problem_and_refuses_its_training_problems(
+    router_file: Path, tmp_path: Path
+) -> None:
+    from ponder.bench.harness import plan
+    from ponder.bench.sweep import StrategySpec, Sweep, TaskSpec, prepare_sweep
+
+    auto = make_strategy("auto", router=str(router_file))
+    (p,) = plan([auto])
+    assert p.kind == "direct" and p.unit["router_sha256"]
+    store = Store(tmp_path / "auto.sqlite")
+    eng, _ = scripted_engine(world.reply)
+    done = await Harness(eng, store).execute("w", world.problems(6, start=900), p)
+    assert done.progress.done == 6
+    (routes,) = store.db.execute(
+        "SELECT COUNT(*) FROM units WHERE info LIKE '%\"arm\"%'"
+    ).fetchone()
+    assert routes == 6
+    store.close()
+    data = tmp_path / "seen.jsonl"
+    data.write_text(
+        "\n".join(json.dumps({"question": q.question, "answer": q.gold}) for q in world.problems(3))
+    )
+    sweep = Sweep(
+        tasks=[TaskSpec(data=str(data))],
+        strategies=[StrategySpec(name="auto", router=str(router_file))],
+    )
+    with pytest.raises(RouterError, match="3 of 3 problems are in this router's training set"):
+        prepare_sweep(sweep, tmp_path)

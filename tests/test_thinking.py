@@ -1,0 +1,81 @@
+"""Thinking budgets on the scripted backend: thinking never passes the cap (the end is forced and
+the answer asked for), an early end is extended with "Wait," up to the minimum, and thinking
+tokens are counted apart."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import no_sleep
+from ponder.lm.protocol import Capabilities
+from ponder.lm.scripted import ScriptedLM, count_tokens
+from ponder.runtime.engine import Engine
+from ponder.runtime.prompting import Prompting
+from ponder.runtime.scheduler import Scheduler
+from ponder.runtime.thinking import FORCED, WAIT
+from ponder.types import GenRequest, Problem
+
+PROBLEM = Problem(question="What is 6 * 7?", kind="number")
+
+
+def thinker(thinks: int) -> object:
+    """Thinks `thinks` words, closes the thought, then answers."""
+
+    def reply(req: GenRequest, i: int, rng: random.Random) -> str:
+        prompt = (req.prompt or "").split("<assistant>")[-1]  # what the model wrote so far
+        if "</think>" in prompt:  # the answer round
+            return "42}." if prompt.endswith("\\boxed{") else "So \\boxed{42}."
+        return "hmm " * thinks + "</think> So \\boxed{42}."
+
+    return reply
+
+
+def engine(reply: object, budget: int, minimum: int = 0) -> tuple[Engine, ScriptedLM]:
+    lm = ScriptedLM(reply, capabilities=Capabilities(slots=4, n_with_stop=True))  # type: ignore[arg-type]
+    prompting = Prompting(think_budget=budget, think_min=minimum)
+    return Engine(lm, scheduler=Scheduler(sleep=no_sleep), prompting=prompting), lm
+
+
+async def test_thinking_past_the_budget_is_cut_and_the_answer_asked_for() -> None:
+    eng, lm = engine(thinker(100), budget=16)
+    r = await eng.solve(PROBLEM, "greedy", seed=0)
+    assert r.answer == "42"
+    policy = r.usage["policy"]
+    assert policy.reasoning_tokens == 16  # exactly the cap, never more
+    assert lm.calls[0].max_tokens == 16 and lm.calls[0].stop == ["</think>"]
+    assert lm.calls[-1].prompt is not None and lm.calls[-1].prompt.endswith(FORCED)
+    assert r.candidates[0].reasoning is not None and "hmm" in r.candidates[0].reasoning
+    assert policy.completion_tokens == r.candidates[0].completion_tokens
+
+
+async def test_a_short_thought_is_told_to_wait_until_the_minimum() -> None:
+    eng, lm = engine(thinker(3), budget=64, minimum=10)
+    r = await eng.solve(PROBLEM, "greedy", seed=0)
+    thought = r.candidates[0].reasoning or ""
+    assert thought.count(WAIT) == 3  # 3 words a round: after 3, 6 and 9 tokens
+    assert r.usage["policy"].reasoning_tokens == 12 and r.answer == "42"
+    assert all(c.reasoning for c in lm.calls[:-1]) and not lm.calls[-1].reasoning
+
+
+async def test_no_budget_means_no_thinking_rounds() -> None:
+    lm = ScriptedLM(["So \\boxed{42}."])
+    r = await Engine(lm, scheduler=Scheduler(sleep=no_sleep)).solve(PROBLEM, "greedy")
+    assert len(lm.calls) == 1 and r.usage["policy"].reasoning_tokens == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 80), st.integers(0, 120), st.integers(0, 60), st.integers(1, 3))
+async def test_thinking_never_exceeds_its_budget(
+    budget: int, thinks: int, minimum: int, n: int
+) -> None:
+    eng, _ = engine(thinker(thinks), budget=budget, minimum=minimum)
+    r = await eng.solve(PROBLEM, "vote", n=n, seed=budget)
+    for cand in r.candidates:
+        assert (
+            count_tokens(cand.reasoning or "") - (cand.reasoning or "").count("Wait") * 2 <= budget
+        )
+    assert r.usage["policy"].reasoning_tokens <= n * budget
+    assert r.usage["policy"].reasoning_tokens <= r.usage["policy"].completion_tokens
