@@ -12,6 +12,11 @@ oversize  20 concurrent 50 MB requests against a server in its own process (scri
        backend, default limits: bodies of at most 1 MiB), with a Content-Length and chunked
        (no length): each must be refused with 413; time to each 413, and the server's RSS
        sampled every 10 ms (target: each within 1 s, RSS under 500 MB).
+disconnect  A non-streaming vote-8 request (8 backend calls) whose client goes away: the
+       time until the backend sees all 8 cancelled and the server's in-flight count is 0.
+upstream-errors  Pass-through requests to an upstream that answers 400 / 404 / 422 / 429 /
+       401 / 500 / 503, garbage, half a response, a dropped connection or nothing: what the
+       client gets (status, code, message, Retry-After) and how soon.
 soak   Mixed traffic on loopback for --seconds (at most --max-requests), against two servers
        in their own processes: a scripted backend, and `ponder serve --upstream` over a flaky
        fake OpenAI server (2% of its answers a transient fault; requests marked `fault:X`
@@ -24,6 +29,8 @@ soak   Mixed traffic on loopback for --seconds (at most --max-requests), against
     .venv/bin/python benchmarks/serve.py load [--requests 200]
     .venv/bin/python benchmarks/serve.py proxy [--questions 20] [--max-tokens 64]
     .venv/bin/python benchmarks/serve.py oversize [--requests 20] [--mb 50]
+    .venv/bin/python benchmarks/serve.py disconnect [--rounds 10]
+    .venv/bin/python benchmarks/serve.py upstream-errors
     .venv/bin/python benchmarks/serve.py soak [--seconds 600] [--warmup 60]
 """
 
@@ -316,6 +323,131 @@ async def oversize_round(server: Server, requests: int, mb: int, declared: bool,
         f"MB before, peak {max(rss):.0f} MB ({len(rss)} samples); {results[0][2]!r}"
     )
     return ok
+
+
+# -- disconnect ----------------------------------------------------------------------------
+
+
+def run_disconnect(rounds: int) -> None:
+    """A non-streaming vote-8 request (8 calls of 30 s each on a backend without native n)
+    whose client closes its connection once all 8 are running: the time until the backend
+    has seen every call cancelled, and until the server counts nothing in flight."""
+    from test_serve import MODEL, ask, reply
+
+    caps = Capabilities(slots=8, n=False, raw_prefix=True)
+    lm = ScriptedLM(reply, capabilities=caps, latency_s=30.0)
+    app = create_app(Engine(lm, scheduler=Scheduler()))
+    state = app.state.ponder
+    cancelled_s: list[float] = []
+    idle_s: list[float] = []
+    failed = False
+
+    async def one(url: str) -> tuple[float, float, int]:
+        body = {"model": f"vote-8/{MODEL}", "messages": ask()}
+        before = lm.cancelled
+        async with httpx.AsyncClient(timeout=60) as client:
+            sent = asyncio.create_task(client.post(f"{url}/chat/completions", json=body))
+            deadline = time.monotonic() + 10
+            while lm.in_flight < 8:
+                if time.monotonic() > deadline:
+                    sys.exit("the 8 calls never ran")
+                await asyncio.sleep(0.001)
+            sent.cancel()  # the client gives up: its connection closes
+            with contextlib.suppress(asyncio.CancelledError):
+                await sent
+        left = time.monotonic()
+        gone = idle = None
+        while gone is None or idle is None:
+            now = time.monotonic() - left
+            if gone is None and lm.in_flight == 0:
+                gone = now
+            if idle is None and state.in_flight == 0:
+                idle = now
+            if now > 10:
+                break
+            await asyncio.sleep(0.001)
+        return (
+            float("inf") if gone is None else gone,
+            float("inf") if idle is None else idle,
+            lm.cancelled - before,
+        )
+
+    with running(app) as url:
+        for i in range(rounds):
+            gone, idle, seen = asyncio.run(one(url))
+            cancelled_s.append(gone)
+            idle_s.append(idle)
+            ok = seen == 8 and gone < 1.0 and idle < 1.0
+            failed = failed or not ok
+            print(
+                f"{'PASS' if ok else 'FAIL'}  round {i + 1}: the backend saw {seen}/8 calls "
+                f"cancelled {1000 * gone:.1f} ms after the client left; in flight 0 after "
+                f"{1000 * idle:.1f} ms"
+            )
+        h = httpx.get(url.removesuffix("/v1") + "/health").json()
+    print(
+        f"{rounds} rounds: cancelled within p50 {1000 * statistics.median(cancelled_s):.1f} "
+        f"ms, max {1000 * max(cancelled_s):.1f} ms; in flight 0 within max "
+        f"{1000 * max(idle_s):.1f} ms; /health at the end: in_flight {h['in_flight']}, "
+        f"slots {h['slots']}; {lm.cancelled} calls cancelled in all of {len(lm.calls)}"
+    )
+    if failed or h["in_flight"] or h["slots"]["busy"]:
+        sys.exit("FAIL")
+
+
+# -- upstream errors -----------------------------------------------------------------------
+
+
+def run_upstream_errors() -> None:
+    """Pass-through requests to a fake upstream that fails as each asks (`fault:ACTION`),
+    with the real retry back-off and a 1 s timeout: the status, error code and message the
+    client gets, and how long it took."""
+    from fake_server import ERRORS, marked, upstream
+    from ponder.lm.openai import OpenAILM
+
+    expected = {
+        "400": 400,
+        "404": 404,
+        "422": 422,
+        "429": 429,
+        "401": 502,
+        "500": 502,
+        "garbage": 502,
+        "truncate": 502,
+        "503": 503,
+        "reset": 503,
+        "hang": 504,
+    }
+    failed = False
+    print("| upstream does | client gets | code | Retry-After | seconds | message |")
+    print("|---|---|---|---|---|---|")
+    with upstream(marked) as up:
+        engine = Engine(OpenAILM(up.url, timeout_s=1.0), scheduler=Scheduler())
+        with running(create_app(engine)) as url, httpx.Client(timeout=60) as client:
+            served = client.get(f"{url}/models").json()["data"][0]["id"]
+            for action, status in expected.items():
+                messages = [{"role": "user", "content": f"What is 2 + 2? fault:{action}"}]
+                started = time.perf_counter()
+                r = client.post(
+                    f"{url}/chat/completions", json={"model": served, "messages": messages}
+                )
+                seconds = time.perf_counter() - started
+                err = r.json()["error"]
+                ok = r.status_code == status and "Traceback" not in r.text
+                if action.isdigit() and int(action) in (400, 404, 422):
+                    sent = ERRORS[int(action)]
+                    ok = ok and err["message"] == sent["message"] and err["type"] == sent["type"]
+                    ok = ok and err.get("param") == sent.get("param")
+                    ok = ok and err.get("code") == sent.get("code")
+                failed = failed or not ok
+                what = action if not action.isdigit() else f"HTTP {action}"
+                print(
+                    f"| {what} | {r.status_code}{'' if ok else ' (FAIL)'} | {err.get('code')} | "
+                    f"{r.headers.get('retry-after', '')} | {seconds:.2f} | "
+                    f"{err['message'][:90]} |"
+                )
+    if failed:
+        sys.exit("FAIL")
 
 
 # -- soak ----------------------------------------------------------------------------------
@@ -828,6 +960,9 @@ def main() -> None:
     ov = sub.add_parser("oversize")
     ov.add_argument("--requests", type=int, default=20)
     ov.add_argument("--mb", type=int, default=50)
+    di = sub.add_parser("disconnect")
+    di.add_argument("--rounds", type=int, default=10)
+    sub.add_parser("upstream-errors")
     so = sub.add_parser("soak")
     so.add_argument("--seconds", type=float, default=600)
     so.add_argument("--warmup", type=float, default=60)
@@ -845,6 +980,10 @@ def main() -> None:
         run_proxy(args.questions, args.max_tokens)
     elif args.what == "oversize":
         run_oversize(args.requests, args.mb)
+    elif args.what == "disconnect":
+        run_disconnect(args.rounds)
+    elif args.what == "upstream-errors":
+        run_upstream_errors()
     elif args.what == "soak":
         if not 0 < args.warmup < args.seconds:
             sys.exit("--warmup must be under --seconds")

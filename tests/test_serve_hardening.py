@@ -382,6 +382,7 @@ def test_an_upstream_that_is_bad_down_or_slow_is_502_503_504(
         # the upstream's own Retry-After (7 s) where it gave one
         assert r.headers["retry-after"] == ("7" if action in ("429", "503") else "5")
     assert "Traceback" not in r.text
+    assert "127.0.0.1" not in r.text  # the upstream's address is the server's own business
 
 
 def test_an_upstream_that_is_gone_is_503_and_comes_back() -> None:

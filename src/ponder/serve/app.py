@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -328,10 +329,20 @@ async def solve(
     return Outcome([(text, finish)], usage_body(result.total, ponder_usage(result, score)))
 
 
+# An upstream's address in a backend error's message ("http://10.0.0.5:8000/v1/chat/…: "):
+# logged with the request's id, never shown to the client.
+_WHERE = re.compile(r"\bhttps?://\S+?: ")
+
+
+def public(e: BackendError | str) -> str:
+    """A backend failure as a client may read it: without the upstream's address."""
+    return _WHERE.sub("", str(e))
+
+
 def backend_down(e: BackendError) -> ApiError:
     return ApiError(
         503,
-        f"the backend failed: {e}",
+        f"the backend failed: {public(e)}",
         kind="server_error",
         code="backend_unavailable",
         retry_after=e.retry_after or RETRY_DOWN_S,
@@ -346,7 +357,7 @@ def backend_failed(e: BackendError) -> ApiError:
     fault); 503 with Retry-After for one that is down (connection refused or dropped, or its
     own 503) and for any other backend failure; 504 for one that did not answer in time."""
     up = e.upstream or {}
-    message = str(up.get("message") or e)
+    message = str(up.get("message") or public(e))
     param = up.get("param") if isinstance(up.get("param"), str) else None
     code = up.get("code") if isinstance(up.get("code"), str) else None
     if e.status == 429:
@@ -371,14 +382,14 @@ def backend_failed(e: BackendError) -> ApiError:
     if e.failure == "timeout" or e.status == 504:
         return ApiError(
             504,
-            f"the backend did not answer in time: {e}",
+            f"the backend did not answer in time: {public(e)}",
             kind="server_error",
             code="upstream_timeout",
         )
     if e.failure == "bad_response" or (e.failure == "server_error" and e.status != 503):
         return ApiError(
             502,
-            f"the backend answered badly: {e}",
+            f"the backend answered badly: {public(e)}",
             kind="server_error",
             code="bad_upstream_response",
         )
