@@ -12,23 +12,30 @@ oversize  20 concurrent 50 MB requests against a server in its own process (scri
        backend, default limits: bodies of at most 1 MiB), with a Content-Length and chunked
        (no length): each must be refused with 413; time to each 413, and the server's RSS
        sampled every 10 ms (target: each within 1 s, RSS under 500 MB).
+burst  500 plain streaming requests at once against `ponder serve --max-in-flight 8` (its
+       own process, the scripted backend streaming): never more than 8 in flight, the rest
+       429, no 5xx, every served stream whole.
 disconnect  A non-streaming vote-8 request (8 backend calls) whose client goes away: the
        time until the backend sees all 8 cancelled and the server's in-flight count is 0.
 upstream-errors  Pass-through requests to an upstream that answers 400 / 404 / 422 / 429 /
        401 / 500 / 503, garbage, half a response, a dropped connection or nothing: what the
        client gets (status, code, message, Retry-After) and how soon.
 soak   Mixed traffic on loopback for --seconds (at most --max-requests), against two servers
-       in their own processes: a scripted backend, and `ponder serve --upstream` over a flaky
-       fake OpenAI server (2% of its answers a transient fault; requests marked `fault:X`
-       get that fault on every attempt; it stops listening for 3 s every minute). Valid,
-       invalid, streaming, cancelled (non-streaming and streaming), oversized (body, prompt)
-       and rate-limited requests; every response checked against the status its kind
-       should get. The servers' RSS, open file descriptors, in-flight count and slot use
-       sampled every second; idle RSS and descriptors compared after warm-up and at the end.
+       in their own processes: a scripted backend (streams token by token), and `ponder
+       serve --upstream` over a flaky fake OpenAI server (2% of its answers a transient
+       fault a retry cures; requests marked `fault:X` get that fault on every attempt; it
+       stops listening for 3 s every minute). Valid, invalid (unsupported fields included),
+       streaming (strategies, and plain requests token by token, with and without usage
+       and log-probabilities), cancelled (non-streaming and streaming), oversized (body,
+       prompt) and rate-limited requests; every response checked against the status its
+       kind should get (an error inside a stream counts as the status it stands for). The
+       servers' RSS, open file descriptors, in-flight count and slot use sampled every
+       second; idle RSS and descriptors compared after warm-up and at the end.
 
     .venv/bin/python benchmarks/serve.py load [--requests 200]
     .venv/bin/python benchmarks/serve.py proxy [--questions 20] [--max-tokens 64]
     .venv/bin/python benchmarks/serve.py oversize [--requests 20] [--mb 50]
+    .venv/bin/python benchmarks/serve.py burst [--streams 500] [--max-in-flight 8]
     .venv/bin/python benchmarks/serve.py disconnect [--rounds 10]
     .venv/bin/python benchmarks/serve.py upstream-errors
     .venv/bin/python benchmarks/serve.py soak [--seconds 600] [--warmup 60]
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -153,8 +161,11 @@ def run_server(port: int, keys: str | None, latency: float, slots: int) -> None:
 
     from ponder.serve import Keys, Limits
 
-    caps = Capabilities(slots=slots, raw_prefix=True, n_with_stop=True)
-    lm = ScriptedLM(scripted_reply, capabilities=caps, latency_s=latency)
+    caps = Capabilities(slots=slots, raw_prefix=True, n_with_stop=True, stream=True)
+    lm = ScriptedLM(scripted_reply, capabilities=caps, latency_s=latency, decode_s=0.002)
+    # (the fake keeps every request it was sent, for tests; here the last hundred will do, or
+    # a long soak would measure the fake's own record growing)
+    lm.calls = collections.deque(maxlen=100)  # type: ignore[assignment]
     app = create_app(
         Engine(lm, scheduler=Scheduler()),
         keys=Keys.from_file(Path(keys), Limits()) if keys else None,
@@ -323,6 +334,54 @@ async def oversize_round(server: Server, requests: int, mb: int, declared: bool,
         f"MB before, peak {max(rss):.0f} MB ({len(rss)} samples); {results[0][2]!r}"
     )
     return ok
+
+
+# -- burst ---------------------------------------------------------------------------------
+
+
+def run_burst(streams: int, max_in_flight: int) -> None:
+    """`streams` plain streaming requests at once against `ponder serve --max-in-flight N`
+    (a process of its own over the scripted backend, each stream 40 tokens 10 ms apart):
+    how many were served and refused, the most ever in flight (the server's own count),
+    and that no request failed."""
+    reply = " ".join(f"w{i}" for i in range(40))
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [
+            *("-m", "ponder", "serve", "--backend", "scripted", "--model", "scripted"),
+            *("--backend-option", "stream=true", "--backend-option", "decode_s=0.01"),
+            *("--backend-option", f"replies={json.dumps([reply])}"),
+            *("--max-in-flight", str(max_in_flight), "--no-log-requests"),
+        ]
+        server = start("burst", args, Path(tmp) / "server.log")
+        try:
+            body = {"model": "scripted", "messages": [{"role": "user", "content": "Go"}]}
+            body["stream"] = True
+            started = time.perf_counter()
+            checks = asyncio.run(load(server.url, streams, body))
+            wall = time.perf_counter() - started
+            root = server.url.removesuffix("/v1")
+            h = httpx.get(f"{root}/health").json()
+            metrics = httpx.get(f"{root}/metrics").text
+        finally:
+            server.stop()
+    statuses: dict[int, int] = {}
+    for c in checks:
+        statuses[c.status] = statuses.get(c.status, 0) + 1
+    served = [c for c in checks if c.status == 200]
+    broken = [c for c in served if c.problems]
+    peak = h["in_flight_peak"]
+    ok = set(statuses) <= {200, 429} and peak <= max_in_flight and not broken
+    ok = ok and statuses.get(429, 0) > 0 and h["in_flight"] == 0
+    counted = [line for line in metrics.splitlines() if line.startswith("ponder_requests_total")]
+    print(
+        f"{'PASS' if ok else 'FAIL'}  {streams} concurrent streams against --max-in-flight "
+        f"{max_in_flight} in {wall:.2f} s: statuses {dict(sorted(statuses.items()))}; most in "
+        f"flight at once {peak}; {len(broken)} served streams malformed; in flight at the end "
+        f"{h['in_flight']}; served streams took p50 "
+        f"{percentile([c.seconds for c in served], 0.5):.3f} s\n  /metrics: " + "; ".join(counted)
+    )
+    if not ok:
+        sys.exit("FAIL")
 
 
 # -- disconnect ----------------------------------------------------------------------------
@@ -513,7 +572,8 @@ class Soak:
             ("plain", 4),
             ("completion", 1),
             ("vote", 3),
-            ("stream", 3),
+            ("stream", 2),
+            ("plain-stream", 2),
             ("invalid", 3),
             ("cancel", 2),
             ("cancel-stream", 1),
@@ -604,7 +664,7 @@ class Soak:
 
     async def do_invalid(self, target: str, client: httpx.AsyncClient) -> Record:
         served = self.served[target]
-        which = self.rng.randrange(6)
+        which = self.rng.randrange(7)
         if which == 0:
             body = {"model": "no-such-model", "messages": self.question()}
             return await self.post(target, client, "invalid", body, {404})
@@ -619,6 +679,10 @@ class Soak:
         if which == 4:
             body = {"model": served, "messages": self.question()}
             return await self.post(target, client, "invalid", body, {401}, key="sk-wrong")
+        if which == 5:
+            tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+            body = {"model": served, "messages": self.question(), "tools": tools}
+            return await self.post(target, client, "invalid", body, {400})
         body = {"model": f"vote-2/{served}", "messages": [*self.question()] * 2}
         return await self.post(target, client, "invalid", body, {400})
 
@@ -690,9 +754,35 @@ class Soak:
     async def do_stream(self, target: str, client: httpx.AsyncClient) -> Record:
         body = {"model": f"vote-2/{self.served[target]}", "messages": self.question()}
         body["stream"] = True
+        if self.rng.random() < 0.5:
+            body["stream_options"] = {"include_usage": True}
+        return self.streamed(target, "stream", await stream_once(client, self.url(target), body))
+
+    async def do_plain_stream(self, target: str, client: httpx.AsyncClient) -> Record:
+        """A plain request streamed token by token (log-probabilities asked half the time)."""
+        body = {"model": self.served[target], "messages": self.question(), "stream": True}
+        body["max_tokens"] = 32
+        if self.rng.random() < 0.5:
+            body["stream_options"] = {"include_usage": True}
+        if self.rng.random() < 0.5:
+            body.update(logprobs=True, top_logprobs=2)
         check = await stream_once(client, self.url(target), body)
-        record = Record(target, "stream", check.status, frozenset({200}), 0.0, 0.0)
-        record.problems.extend(check.problems)
+        return self.streamed(target, "plain-stream", check)
+
+    def streamed(self, target: str, kind: str, check: Any) -> Record:
+        """A stream's record: an error chunk in it (its status was 200 before the failure)
+        counts as the status the error would have had, so an upstream down mid-stream is
+        the injected 503 it is, and any other error is unexpected."""
+        status = check.status
+        problems = list(check.problems)
+        if check.error is not None:
+            problems.remove("an error chunk")
+            problems = [p for p in problems if p not in ("no content",)]
+            problems = [p for p in problems if not p.startswith("finish reasons")]
+            down = check.error.get("code") == "backend_unavailable"
+            status = 503 if down else 500
+        record = Record(target, kind, status, frozenset({200}), 0.0, 0.0)
+        record.problems.extend(problems)
         return record
 
     # -- the flaky upstream's deaths -------------------------------------------------------
@@ -782,7 +872,10 @@ async def soak(seconds: float, warmup: float, workers: int, max_requests: int) -
         if asked != "ok":
             return asked
         if faults.random() < 0.02:  # a transient fault on any request: retried away
-            return faults.choice(["500", "503", "reset", "garbage", "truncate", "slow"])
+            # (a stream cut halfway is not retried once its words were sent on: the test
+            # suite covers that; here every injected fault is one a retry cures)
+            cured = ["500", "503", "reset", "garbage", "slow"]
+            return faults.choice(cured if body.get("stream") else [*cured, "truncate"])
         return "ok"
 
     tmp = Path(tempfile.mkdtemp(prefix="ponder-soak-"))
@@ -960,6 +1053,9 @@ def main() -> None:
     ov = sub.add_parser("oversize")
     ov.add_argument("--requests", type=int, default=20)
     ov.add_argument("--mb", type=int, default=50)
+    bu = sub.add_parser("burst")
+    bu.add_argument("--streams", type=int, default=500)
+    bu.add_argument("--max-in-flight", type=int, default=8)
     di = sub.add_parser("disconnect")
     di.add_argument("--rounds", type=int, default=10)
     sub.add_parser("upstream-errors")
@@ -980,6 +1076,8 @@ def main() -> None:
         run_proxy(args.questions, args.max_tokens)
     elif args.what == "oversize":
         run_oversize(args.requests, args.mb)
+    elif args.what == "burst":
+        run_burst(args.streams, args.max_in_flight)
     elif args.what == "disconnect":
         run_disconnect(args.rounds)
     elif args.what == "upstream-errors":

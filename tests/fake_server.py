@@ -43,10 +43,11 @@ def marked(i: int, path: str, body: dict[str, Any]) -> str:
 
 
 class FakeOpenAIServer:
-    """Actions: "ok", "slow" (0.2 s, then ok), an HTTP status ("400", "404", "422", "429",
+    """Actions: "ok" (a stream when the request asks for one), "slow" (0.2 s, then ok), an
+    HTTP status ("400", "404", "422", "429",
     "500", "503", …: that status with an OpenAI error object, ERRORS; 429 and 503 with
     Retry-After: 7), "hang" (until the client goes away), "garbage" (200, not JSON),
-    "truncate" (200, JSON cut in half), "reset" (the connection dropped). `down()` stops
+    "truncate" (200, JSON or a stream cut in half), "reset" (the connection dropped). `down()` stops
     listening (connections refused) until `up()`. With `native_n` False, the server ignores
     `n` (one choice) and reports usage for that choice only."""
 
@@ -130,6 +131,10 @@ class FakeOpenAIServer:
             action = self.behaviour(index, path, body)
             if action == "hang":
                 await asyncio.wait_for(reader.read(), 3600)  # until the client goes away
+            elif body.get("stream") and action in ("ok", "slow", "truncate"):
+                if action == "slow":
+                    await asyncio.sleep(0.2)
+                await self._stream(writer, path, body, cut=action == "truncate")
             elif action == "slow":
                 await asyncio.sleep(0.2)
                 await self._send(writer, 200, self.completion(path, body))
@@ -153,6 +158,46 @@ class FakeOpenAIServer:
         finally:
             if not writer.transport.is_closing():
                 writer.close()
+
+    async def _stream(
+        self, writer: asyncio.StreamWriter, path: str, body: dict[str, Any], *, cut: bool
+    ) -> None:
+        """The first choice as Server-Sent Events: a chunk a word (with its log-probability
+        when asked), the finish, the usage if `stream_options.include_usage`, `[DONE]`;
+        `cut`: the connection closes halfway, with no `[DONE]`."""
+        whole = self.completion(path, body)
+        first = whole["choices"][0]
+        chat = path.endswith("/chat/completions")
+        text = first["message"]["content"] if chat else first["text"]
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(text.split(" "))]
+        events: list[dict[str, Any]] = []
+        for piece in pieces:
+            choice: dict[str, Any] = {"index": 0, "finish_reason": None}
+            if chat:
+                choice["delta"] = {"content": piece}
+            else:
+                choice["text"] = piece
+            if self.logprobs and body.get("logprobs"):
+                choice["logprobs"] = {
+                    "content": [{"token": piece, "logprob": -0.1, "top_logprobs": []}]
+                }
+            events.append({"choices": [choice]})
+        end: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+        end.update({"delta": {}} if chat else {"text": ""})
+        events.append({"choices": [end]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append({"choices": [], "usage": whole["usage"]})
+        if cut:
+            events = events[: len(events) // 2]
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+        )
+        for event in events:
+            writer.write(f"data: {json.dumps(event)}\n\n".encode())
+            await writer.drain()
+        if not cut:
+            writer.write(b"data: [DONE]\n\n")
+            await writer.drain()
 
     async def _send(
         self,

@@ -46,11 +46,13 @@ class StreamCheck:
     seconds: float  # request sent → [DONE]
     first_chunk_s: float  # request sent → first chunk
     problems: list[str] = field(default_factory=list)
+    error: dict[str, Any] | None = None  # an error chunk's error object
 
 
 async def stream_once(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> StreamCheck:
     """POST a streaming chat request and check the stream is well formed and complete: JSON
-    chunks with one id, the role first, content, one finish reason, a usage chunk, [DONE]."""
+    chunks with one id, the role first, content, one finish reason, a usage chunk if the
+    body asks for one (and none otherwise), [DONE]."""
     started = time.perf_counter()
     first: float | None = None
     problems: list[str] = []
@@ -77,9 +79,10 @@ async def stream_once(client: httpx.AsyncClient, url: str, body: dict[str, Any])
             chunks.append(json.loads(d))
         except json.JSONDecodeError:
             problems.append(f"chunk is not JSON: {d[:80]!r}")
-    if any("error" in c for c in chunks):
+    errors = [c["error"] for c in chunks if "error" in c]
+    if errors:
         problems.append("an error chunk")
-    ids = {c.get("id") for c in chunks}
+    ids = {c.get("id") for c in chunks if "error" not in c}  # (an error chunk is OpenAI's error)
     if len(ids) != 1:
         problems.append(f"{len(ids)} ids in one stream")
     with_choices = [c for c in chunks if c.get("choices")]
@@ -91,9 +94,13 @@ async def stream_once(client: httpx.AsyncClient, url: str, body: dict[str, Any])
     finishes = [c["choices"][0]["finish_reason"] for c in with_choices]
     if [f for f in finishes if f] != ["stop"]:
         problems.append(f"finish reasons {finishes}")
-    if not chunks or chunks[-1].get("choices") != [] or not chunks[-1].get("usage"):
-        problems.append("no usage chunk before [DONE]")
-    return StreamCheck(status, seconds, first or seconds, problems)
+    usage = [c for c in chunks if c.get("usage")]
+    if (body.get("stream_options") or {}).get("include_usage"):
+        if not chunks or chunks[-1].get("choices") != [] or not chunks[-1].get("usage"):
+            problems.append("no usage chunk before [DONE]")
+    elif usage:
+        problems.append("a usage chunk nobody asked for")
+    return StreamCheck(status, seconds, first or seconds, problems, errors[0] if errors else None)
 
 
 async def load(url: str, requests: int, body: dict[str, Any]) -> list[StreamCheck]:

@@ -117,7 +117,11 @@ def test_a_plain_model_name_passes_through(client: openai.OpenAI) -> None:
 
 def test_streaming_sends_progress_then_the_answer_then_usage(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model=f"vote-4/{MODEL}", messages=ask(), stream=True, seed=2
+        model=f"vote-4/{MODEL}",
+        messages=ask(),
+        stream=True,
+        seed=2,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -130,6 +134,12 @@ def test_streaming_sends_progress_then_the_answer_then_usage(client: openai.Open
     assert finishes.count("stop") == 1
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens > 0
+    assert chunks[-1].usage.model_extra["ponder"]["strategy"] == "vote"  # type: ignore[index]
+    # without include_usage, no chunk has usage
+    plain = list(
+        client.chat.completions.create(model=f"vote-4/{MODEL}", messages=ask(), stream=True, seed=2)
+    )
+    assert plain[-1].choices and all(c.usage is None for c in plain)
 
 
 async def test_the_async_client_streams_and_answers(server: tuple[str, ScriptedLM]) -> None:

@@ -5,7 +5,9 @@ passed through faithfully, request ids, case-insensitive auth."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -318,8 +320,53 @@ def test_a_non_streaming_request_whose_client_goes_away_is_cancelled(
         wait_for(lambda: health(url)["in_flight"] == 0, 1.0)
         assert health(url)["slots"] == {"units": 16, "busy": 0, "waiting": 0}
         wait_for(lambda: any(rid in r.getMessage() for r in caplog.records), 5.0)
-    (line,) = [r.getMessage() for r in caplog.records if rid in r.getMessage()]
-    assert "went away" in line and "cancelled" in line
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "ponder.serve"]
+    assert rid in line and "went away" in line and "cancelled" in line
+    # the request's own log line: its id, the 499 of a client gone, what it spent
+    wait_for(lambda: any(r.name == "ponder.serve.requests" for r in caplog.records), 5.0)
+    (logged,) = [r.getMessage() for r in caplog.records if r.name == "ponder.serve.requests"]
+    assert logged.startswith(f"{rid} 127.0.0.1:") and " 499 " in logged
+
+
+def open_fds() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_requests_cancelled_midway_leave_no_connection_behind() -> None:
+    """httpcore can leave a cancelled request's connection in its pool for good
+    (encode/httpcore#1093); ponder closes such orphans, so clients that keep going away
+    cannot use up the server's sockets or its pool of connections to the upstream."""
+    from ponder.runtime.budget import Ledger
+    from ponder.types import GenRequest, Message
+
+    rng = random.Random(5)
+    with upstream(lambda i, path, body: "slow") as up:  # every answer takes 0.2 s
+        lm = OpenAILM(up.url, timeout_s=5)
+        scheduler = Scheduler(max_attempts=1)
+        await scheduler.prepared(lm, Ledger())
+        before = open_fds()
+
+        async def gone(i: int) -> None:
+            req = GenRequest(messages=[Message(role="user", content=f"q{i}")], max_tokens=4)
+            call = asyncio.create_task(scheduler.generate(lm, req, Ledger()))
+            await asyncio.sleep(rng.uniform(0, 0.01))  # cancelled anywhere along the way
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+
+        for _ in range(8):
+            await asyncio.gather(*(gone(i) for i in range(40)))
+        for _ in range(100):  # (the reaping runs beside)
+            await asyncio.sleep(0.01)
+        pool = lm._client._transport._pool  # type: ignore[attr-defined]
+        assert [c for c in pool.connections if not c.is_idle()] == []
+        assert open_fds() <= before
+        # and the pool still serves
+        gen = await scheduler.generate(lm, GenRequest(prompt="x", max_tokens=4), Ledger())
+        assert gen.choices
+        await lm.aclose()
 
 
 # -- an upstream's errors ------------------------------------------------------------------

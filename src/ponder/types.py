@@ -59,6 +59,10 @@ class GenRequest:
     # The backend slot to run on: set by the scheduler's router for backends that pin
     # requests to slots (Capabilities.pin_slots), never by strategies.
     slot: int | None = None
+    # Request fields handed to the backend as a client gave them (`ponder serve`'s
+    # pass-through: OpenAI fields such as presence_penalty or response_format, only those the
+    # backend lists in Capabilities.request_fields).
+    extra: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):

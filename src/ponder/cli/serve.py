@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -139,6 +141,14 @@ def serve(
             "--check-every", min=0.0, help="Seconds between replicas' health checks (0: never)"
         ),
     ] = 5.0,
+    log_requests: Annotated[
+        bool,
+        typer.Option(
+            "--log-requests/--no-log-requests",
+            help="A line on stderr per request: its id, client, status, seconds, key, model "
+            "and tokens",
+        ),
+    ] = True,
 ) -> None:
     """Serve OpenAI's API: the model STRATEGY[-N]/MODEL (e.g. vote-8/qwen2.5-coder-0.5b) runs
     that strategy; the plain model name passes straight through."""
@@ -208,6 +218,14 @@ def serve(
         close_engine=True,
         router=None if router is None else str(router),
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    served_log = logging.getLogger("ponder.serve")
+    served_log.addHandler(handler)
+    served_log.setLevel(logging.INFO)
+    served_log.propagate = False
+    if not log_requests:
+        logging.getLogger("ponder.serve.requests").setLevel(logging.WARNING)
     where = f"http://{host}:{port}/v1"
     err.print(f"ponder serve: {where} ({'API keys required' if keys else 'no auth'})")
     uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning")).run()

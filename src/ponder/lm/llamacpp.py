@@ -22,7 +22,7 @@ from ponder.errors import BackendError, ModelError, TransientError
 from ponder.lm.config import BackendConfig
 from ponder.lm.protocol import Capabilities, LanguageModel, Progress, Watch, backend
 from ponder.lm.registry import DEFAULT_MODEL, Registry
-from ponder.lm.wire import parse_generation, request_body, stream_choice
+from ponder.lm.wire import parse_generation, reap_later, request_body, stream_choice
 from ponder.types import Generation, GenRequest, Message, ModelInfo
 
 
@@ -239,6 +239,9 @@ class LlamaCppLM:
         try:
             resp = await self._http.post(path, json=body)
             data: dict[str, Any] = resp.json()
+        except asyncio.CancelledError:
+            reap_later(self._http)  # (a connection a cancelled request left behind)
+            raise
         except (httpx.HTTPError, ValueError) as e:
             raise TransientError(
                 f"llamacpp:{self.path.name} over HTTP: {e}",

@@ -37,10 +37,30 @@ from ponder.lm.continuation import (
     short,
 )
 from ponder.lm.protocol import Capabilities, LanguageModel, Progress, Watch, backend
-from ponder.lm.wire import http_error, parse_generation, request_body, stream_choice
+from ponder.lm.wire import (
+    http_error,
+    parse_generation,
+    reap_later,
+    request_body,
+    stream_choice,
+)
 from ponder.types import Generation, GenRequest, Message, ModelInfo
 
 DEFAULT_TIMEOUT_S = 600.0
+# OpenAI (and vLLM) request fields that only shape the text a server writes, handed to it as
+# a client gave them (`ponder serve`'s pass-through); a server that does not know one
+# refuses it itself, and that refusal reaches the client.
+PASSTHROUGH_FIELDS = frozenset(
+    {
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "response_format",
+        "top_k",
+        "min_p",
+        "repetition_penalty",
+    }
+)
 RENDERS_KEPT = 4096  # rendered conversations kept (one per problem in flight)
 
 
@@ -100,6 +120,7 @@ class OpenAILM:
             render=False,
             context_length=context_length,
             slots=slots,
+            request_fields=PASSTHROUGH_FIELDS,
         )
         self._probed = False
         self.server_has_n = False
@@ -123,6 +144,9 @@ class OpenAILM:
         where = path if path.startswith("http") else f"{self.base_url}{path}"
         try:
             resp = await self._client.post(path, json=body)
+        except asyncio.CancelledError:
+            reap_later(self._client)
+            raise
         except httpx.TimeoutException as e:
             raise Unreachable(f"{where}: timed out ({type(e).__name__})", failure="timeout") from e
         except httpx.TransportError as e:

@@ -46,6 +46,10 @@ class Capabilities(BaseModel):
     # and what a probe tried to find it, each method with what it saw.
     continuation: str | None = None
     continuation_note: str | None = None
+    # OpenAI request fields beyond ponder's own (presence_penalty, response_format, …) that
+    # the backend takes as given (GenRequest.extra): `ponder serve` passes them through for
+    # plain requests and refuses the ones not listed.
+    request_fields: frozenset[str] = frozenset()
 
     def native_n(self, req: GenRequest) -> bool:
         """Whether `req` goes to the backend as one request with n choices."""

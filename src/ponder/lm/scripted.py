@@ -42,6 +42,16 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
+def _pieces(text: str) -> list[str]:
+    """The scripted tokens as a server sends them: each with the white space before it, so
+    they add up to the text."""
+    out, end = [], 0
+    for match in _TOKEN.finditer(text):
+        out.append(text[end : match.end()])
+        end = match.end()
+    return out
+
+
 def _truncate(text: str, max_tokens: int) -> tuple[str, bool]:
     matches = list(_TOKEN.finditer(text))
     if len(matches) <= max_tokens:
@@ -104,7 +114,7 @@ class ScriptedLM:
     def _all_tokens(self, req: GenRequest, index: int, text: str) -> list[TokenLogprob]:
         assert self._token_logprobs is not None
         out = []
-        for i, token in enumerate(_TOKEN.findall(text)):
+        for i, token in enumerate(_pieces(text)):
             top = self._token_logprobs(req, index, i, token)
             out.append(TokenLogprob(token=token, logprob=top.get(token, -30.0), top=top))
         return out
@@ -146,7 +156,7 @@ class ScriptedLM:
             written: list[TokenLogprob] = []
             end, stopped = 0, False
             for match in _TOKEN.finditer(text):
-                token = match.group(0)
+                token = text[end : match.end()]  # (with the space before it, as servers do)
                 top = (
                     self._token_logprobs(req, 0, len(written), token)
                     if self._token_logprobs is not None

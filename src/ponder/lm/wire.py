@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +40,47 @@ def request_body(req: GenRequest, *, chat: bool, n: int, logprobs: bool) -> dict
         body["prompt"] = req.prompt
         if logprobs:
             body["logprobs"] = max(1, req.top_logprobs)
+    if req.extra:  # a client's own fields, passed through (never over ponder's)
+        for name, value in req.extra.items():
+            body.setdefault(name, value)
     return body
+
+
+# Reapings under way (a task is kept until it ends).
+_REAPING: set[asyncio.Task[int]] = set()
+
+
+def reap_later(client: httpx.AsyncClient) -> None:
+    """For a request cancelled midway: once its own clean-up has run, close any connection
+    it left behind in `client`'s pool. httpcore (1.0.9) can leave a connection there for
+    good, CONNECTING or ACTIVE with no request, when a request is cancelled at the wrong
+    moment (encode/httpcore#1093): each holds a socket, and a server whose clients often
+    go away would run out of both."""
+    task = asyncio.get_running_loop().create_task(reap_orphans(client))
+    _REAPING.add(task)
+    task.add_done_callback(_REAPING.discard)
+
+
+async def reap_orphans(client: httpx.AsyncClient) -> int:
+    """Close the connections in `client`'s pool that no request holds and that are neither
+    idle nor closed (orphans of cancelled requests); how many. A connection a live request
+    uses is always held by that request's entry in the pool until its response is closed."""
+    await asyncio.sleep(0)  # (the cancelled request's own clean-up first)
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    connections = getattr(pool, "_connections", None)
+    requests = getattr(pool, "_requests", None)
+    if not isinstance(connections, list) or not isinstance(requests, list):
+        return 0  # (another transport, or an httpcore whose pool looks otherwise)
+    held = {id(getattr(r, "connection", None)) for r in requests}
+    orphans = [
+        c for c in connections if id(c) not in held and not c.is_idle() and not c.is_closed()
+    ]
+    for c in orphans:
+        connections.remove(c)
+    for c in orphans:
+        with contextlib.suppress(Exception):
+            await c.aclose()
+    return len(orphans)
 
 
 # An upstream's own error message is handed on at most this long (some echo the prompt).
@@ -264,9 +306,11 @@ async def stream_choice(
 ) -> tuple[StreamedChoice, bool]:
     """POST `body` as a stream and read its chunks, telling `watch` of each token; when it
     says stop, the response is closed (the server stops generating) and the choice so far is
-    returned with True. Transport failures are TransientError (the scheduler retries)."""
+    returned with True. Transport failures, and a stream that ends with neither a finish
+    reason nor `[DONE]`, are TransientError (the scheduler retries)."""
     choice = StreamedChoice(where)
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    done = False
     try:
         async with client.stream("POST", path, json=body) as resp:
             if resp.status_code >= 400:
@@ -277,6 +321,7 @@ async def stream_choice(
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    done = True
                     break
                 try:
                     chunk = json.loads(data)
@@ -296,4 +341,12 @@ async def stream_choice(
             f"{where}: the stream broke ({type(e).__name__}: {e})",
             failure="timeout" if isinstance(e, httpx.TimeoutException) else "unavailable",
         ) from e
+    except asyncio.CancelledError:
+        reap_later(client)
+        raise
+    if not done and choice.finish_reason is None:  # (the connection closed midway)
+        raise TransientError(
+            f"{where}: the stream ended before it was done ({len(choice.parts)} chunks)",
+            failure="bad_response",
+        )
     return choice, False

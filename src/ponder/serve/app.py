@@ -2,13 +2,16 @@
 
 Every request runs as one task: a strategy through `Engine.solve`, or a plain request
 straight through the scheduler. A streamed request sends its first chunk at once, then a
-chunk per progress event as the work reports it (`ponder` field, ignored by stock clients),
-then the answer, the usage and `[DONE]`. A client that goes away, streaming or not, cancels
-the task, which releases its backend slots.
+chunk per progress event as the work reports it (`ponder` field, ignored by stock clients)
+and, for a plain request on a backend that streams, each token as it is written; then the
+rest of the answer, a usage chunk if `stream_options.include_usage` asks for one, and
+`[DONE]`. A client that goes away, streaming or not, cancels the task, which releases its
+backend slots.
 
 Before any work: the body-size limit (middleware, before the body is parsed), the key, its
 requests a minute, the request's own limits (n, max_tokens, budget, prompt tokens), then a
-place among the requests in flight (the server's and the key's). See guards.py.
+place among the requests in flight (the server's and the key's). See guards.py. Every
+request is counted and logged (metrics.py: `/metrics`, `ponder.serve.requests`).
 """
 
 from __future__ import annotations
@@ -19,17 +22,18 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from ponder import __version__
 from ponder.errors import BackendError, BudgetExceeded, UsageError
+from ponder.lm.protocol import Watch
 from ponder.runtime.budget import Ledger
 from ponder.runtime.engine import Engine, charged
 from ponder.serve.auth import ApiKey, Keys, Limits
@@ -44,6 +48,7 @@ from ponder.serve.guards import (
     spent_tally,
     until_disconnected,
 )
+from ponder.serve.metrics import Accounting, Metrics, Served
 from ponder.serve.protocol import (
     ApiError,
     ChatMessage,
@@ -51,31 +56,49 @@ from ponder.serve.protocol import (
     CompletionRequest,
     Sampling,
     bill,
+    chat_logprobs,
     chosen_text,
     error_body,
     new_id,
     now,
     ponder_usage,
     sse,
+    text_logprobs,
     usage_body,
 )
 from ponder.serve.routing import Route, resolve, served_models
-from ponder.types import GenRequest, Message, Problem
+from ponder.types import Completion, Generation, GenRequest, Message, Problem, TokenLogprob
 
 log = logging.getLogger("ponder.serve")
 Observer = Callable[[dict[str, Any]], None]
+# Told of each token of a streamed plain request as it is written: (choice index, token).
+Tokens = Callable[[int, TokenLogprob], None]
 Kind = Literal["chat", "text"]
 
 
 @dataclass
 class Outcome:
-    """What a request produced: one (text, finish reason) per choice, and its usage."""
+    """What a request produced: its choices (text, finish reason, log-probabilities), and
+    its usage."""
 
-    choices: list[tuple[str, str]]
+    choices: list[Completion]
     usage: dict[str, Any]
 
 
-Work = Callable[[Observer], Coroutine[Any, Any, Outcome]]
+# A request's work: told of progress events, and (a stream's) of tokens as they come.
+Work = Callable[[Observer, Tokens | None], Coroutine[Any, Any, Outcome]]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How a response is written: chat or text, the model it names, the top alternatives
+    asked for with each token's log-probability (None: no log-probabilities), and whether
+    a stream ends with a usage chunk."""
+
+    kind: Kind
+    model: str
+    logprobs: int | None = None
+    usage_chunk: bool = False
 
 
 # Seconds a client is told to wait (Retry-After) when the backend is down.
@@ -103,6 +126,7 @@ class State:
     max_body_bytes: int
     router: str | None = None  # the router file `auto/MODEL` reads
     rate: RateLimiter = field(default_factory=RateLimiter)
+    metrics: Metrics = field(default_factory=Metrics)
     served: str = ""
     started: float = field(default_factory=time.monotonic)
 
@@ -172,6 +196,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=state.max_body_bytes)
+    app.add_middleware(Accounting, metrics=state.metrics)  # (a body refused is counted too)
     app.add_middleware(RequestIds)  # outermost of ours: every response gets its id
 
     app.state.ponder = state
@@ -187,6 +212,7 @@ def create_app(
             "status": "ok",
             "model": state.served,
             "in_flight": state.in_flight,
+            "in_flight_peak": state.gate.peak,
             "slots": {
                 "units": units.units,
                 "busy": units.units - units.free,
@@ -199,6 +225,30 @@ def create_app(
         if callable(stats):  # several replicas (ponder.lm.replicas): each one's state
             out["replicas"] = stats()
         return out
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus' text format: requests by endpoint, strategy and status; their
+        latency; tokens and calls by role; requests in flight and backend slots in use."""
+        units = engine.scheduler.slots_for(engine.policy)
+        gauges = {
+            "ponder_requests_in_flight": ("Requests being answered now.", state.in_flight),
+            "ponder_requests_in_flight_peak": (
+                "The most requests answered at once since the server started.",
+                state.gate.peak,
+            ),
+            "ponder_max_in_flight": ("Requests at once past which 429.", state.gate.max_in_flight),
+            "ponder_backend_slot_units": (
+                "Sequences the backend may hold at once (its slots x the queue factor).",
+                units.units,
+            ),
+            "ponder_backend_slot_units_busy": ("Of those, held now.", units.units - units.free),
+            "ponder_backend_slot_units_waiting": ("Asked for and waiting.", units.waiting),
+            "ponder_uptime_seconds": ("Seconds since start-up.", time.monotonic() - state.started),
+        }
+        return PlainTextResponse(
+            state.metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     @app.get("/v1/models")
     async def models(key: Caller) -> dict[str, Any]:
@@ -214,36 +264,41 @@ def create_app(
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest, key: Caller, request: Request) -> Any:
         route = resolve(body, state.served, key.limits, router=state.router)
-        limit = completion_limit(body, key.limits, state.max_tokens)
+        shape, extra, limit = shaped(state, body, route, key.limits, "chat")
         prompt = "\n".join(m.text() for m in body.messages)
         await check_prompt(engine.policy, prompt, state.prompt_limit(key), "messages")
         if route.strategy is None:
-            req = GenRequest(messages=[plain(m) for m in body.messages], **sampling(body, limit))
+            req = GenRequest(
+                messages=[plain(m) for m in body.messages],
+                **sampling(body, limit, shape.logprobs),
+                extra=extra,
+            )
             return await respond(
-                state, key, request, "chat", body, lambda obs: passthrough(state, req, route, obs)
+                state, key, request, route, shape, body.stream, passthrough_of(state, req, route)
             )
         problem = problem_of(body.messages)
         return await respond(
             state,
             key,
             request,
-            "chat",
-            body,
-            lambda obs: solve(state, problem, route, body, limit, obs),
+            route,
+            shape,
+            body.stream,
+            lambda obs, _: solve(state, problem, route, body, limit, obs),
         )
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, key: Caller, request: Request) -> Any:
         route = resolve(body, state.served, key.limits, router=state.router)
-        limit = completion_limit(body, key.limits, state.max_tokens)
+        shape, extra, limit = shaped(state, body, route, key.limits, "text")
         text = body.text()
         await check_prompt(engine.policy, text, state.prompt_limit(key), "prompt")
         if route.strategy is None:
             if not state.engine.policy.capabilities.raw_prefix:
                 raise ApiError(400, "prompt: this backend takes no raw prompts", param="prompt")
-            req = GenRequest(prompt=text, **sampling(body, limit))
+            req = GenRequest(prompt=text, **sampling(body, limit, shape.logprobs), extra=extra)
             return await respond(
-                state, key, request, "text", body, lambda obs: passthrough(state, req, route, obs)
+                state, key, request, route, shape, body.stream, passthrough_of(state, req, route)
             )
         if not text.strip():
             raise ApiError(400, "prompt: the question is empty", param="prompt")
@@ -252,9 +307,10 @@ def create_app(
             state,
             key,
             request,
-            "text",
-            body,
-            lambda obs: solve(state, problem, route, body, limit, obs),
+            route,
+            shape,
+            body.stream,
+            lambda obs, _: solve(state, problem, route, body, limit, obs),
         )
 
     return app
@@ -266,7 +322,7 @@ async def auth(request: Request) -> ApiKey:
     worker thread, so the counts need no lock)"""
     state: State = request.app.state.ponder
     if not state.keys:
-        key: ApiKey | None = ApiKey("no auth", "", state.limits)
+        key: ApiKey | None = ApiKey("anonymous", "", state.limits)
     else:
         key = state.keys.check(request.headers.get("authorization"))
     if key is None:
@@ -285,20 +341,85 @@ Caller = Annotated[ApiKey, Depends(auth)]
 # -- the work ------------------------------------------------------------------------------
 
 
-async def passthrough(state: State, req: GenRequest, route: Route, observer: Observer) -> Outcome:
-    """One request straight to the backend, through the scheduler (which bills it)."""
+def passthrough_of(state: State, req: GenRequest, route: Route) -> Work:
+    return lambda observer, tokens: passthrough(state, req, route, observer, tokens)
+
+
+async def passthrough(
+    state: State, req: GenRequest, route: Route, observer: Observer, tokens: Tokens | None
+) -> Outcome:
+    """One request straight to the backend, through the scheduler (which bills it); with
+    `tokens`, streamed token by token."""
     engine = state.engine
     ledger = Ledger(route.budget, on_charge=charged(observer))
     try:
-        gen = await engine.scheduler.generate(engine.policy, req, ledger)
+        if tokens is None:
+            gen = await engine.scheduler.generate(engine.policy, req, ledger)
+        else:
+            gen = await streamed(engine, req, ledger, tokens)
     except BudgetExceeded as e:
         raise ApiError(413, f"ponder.budget: {e}", param="ponder.budget") from None
     except BackendError as e:
         log.warning("%s: the backend failed: %s", REQUEST_ID.get(), e)
         raise backend_failed(e) from None
     ponder = {"strategy": None, **bill(ledger.by_role(), ledger.elapsed())}
-    choices = [(c.text, c.finish_reason) for c in gen.choices]
-    return Outcome(choices, usage_body(ledger.spent, ponder))
+    return Outcome(list(gen.choices), usage_body(ledger.spent, ponder))
+
+
+async def streamed(engine: Engine, req: GenRequest, ledger: Ledger, tokens: Tokens) -> Generation:
+    """Each choice's tokens told to `tokens` as the backend writes them, where it streams
+    (n choices: n single requests, seeds seed, seed + 1, …, streamed side by side); on a
+    backend that cannot, the whole choices once written (the stream sends them then)."""
+    caps = await engine.scheduler.prepared(engine.policy, ledger)
+    if not caps.stream:
+        return await engine.scheduler.generate(engine.policy, req, ledger)
+    singles = [
+        replace(req, n=1, seed=None if req.seed is None else req.seed + i) for i in range(req.n)
+    ]
+    calls = [
+        asyncio.create_task(
+            engine.scheduler.generate(engine.policy, one, ledger, watch=relay(i, tokens))
+        )
+        for i, one in enumerate(singles)
+    ]
+    try:
+        gens = await asyncio.gather(*calls)
+    except BaseException:
+        for call in calls:  # one failed (or the client went away): stop the others
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        raise
+    return Generation(
+        choices=[g.choices[0] for g in gens],
+        prompt_tokens=sum(g.prompt_tokens for g in gens),
+        cached_tokens=sum(g.cached_tokens for g in gens),
+        reasoning_tokens=sum(g.reasoning_tokens for g in gens),
+    )
+
+
+def relay(index: int, tokens: Tokens) -> Callable[[], Watch]:
+    """Watches (one per attempt) that hand choice `index`'s tokens on as they come. A failed
+    attempt after tokens were sent is not retried: the client has them, and a new attempt
+    would write another text after them."""
+    sent = 0
+
+    def fresh() -> Watch:
+        if sent:
+            raise BackendError(
+                f"the backend's stream broke after {sent} tokens were sent; a retry would "
+                "send another text after them",
+                failure="unavailable",
+            )
+
+        def watch(token: TokenLogprob) -> bool:
+            nonlocal sent
+            sent += 1
+            tokens(index, token)
+            return False
+
+        return watch
+
+    return fresh
 
 
 async def solve(
@@ -326,7 +447,8 @@ async def solve(
         raise backend_down(BackendError(result.error))
     text, score = chosen_text(result)
     finish = "length" if result.stopped == "budget" else "stop"
-    return Outcome([(text, finish)], usage_body(result.total, ponder_usage(result, score)))
+    answer = Completion(text=text, completion_tokens=0, finish_reason=finish)
+    return Outcome([answer], usage_body(result.total, ponder_usage(result, score)))
 
 
 # An upstream's address in a backend error's message ("http://10.0.0.5:8000/v1/chat/…: "):
@@ -400,24 +522,38 @@ def backend_failed(e: BackendError) -> ApiError:
 
 
 async def respond(
-    state: State, key: ApiKey, request: Request, kind: Kind, body: Sampling, work: Work
+    state: State,
+    key: ApiKey,
+    request: Request,
+    route: Route,
+    shape: Shape,
+    stream: bool,
+    work: Work,
 ) -> Any:
     """Run `work` as one task once it has a place in flight (429 if none): a JSON response,
     or a stream. The place is given back when the work ends, however it ends."""
+    spent, tally = spent_tally()
+    request.state.served = Served(key.name, shape.model, route.name or "none", spent)
     ticket = state.gate.admit(key.name, state.concurrency_limit(key))
-    if body.stream:
-        return stream(ticket, kind, body.model, work)
+
+    def observe(event: dict[str, Any]) -> None:
+        tally(event)
+        state.metrics.charge(event)
+
+    if stream:
+        return Admitted(ticket, events(shape, work, observe, spent))
     try:
-        return await whole(request, kind, body.model, work)
+        return await whole(request, shape, work, observe, spent)
     finally:
         ticket.release()
 
 
-async def whole(request: Request, kind: Kind, model: str, work: Work) -> Any:
+async def whole(
+    request: Request, shape: Shape, work: Work, observe: Observer, spent: dict[str, int]
+) -> Any:
     """The work's answer as one JSON response; a client that goes away before it is ready
     (watched for beside the work) cancels the work, whose calls then free their slots."""
-    spent, observe = spent_tally()
-    task = asyncio.create_task(work(observe))
+    task = asyncio.create_task(work(observe, None))
     gone = asyncio.create_task(until_disconnected(request.receive))
     try:
         await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
@@ -441,32 +577,38 @@ async def whole(request: Request, kind: Kind, model: str, work: Work) -> Any:
     finally:
         for t in (task, gone):
             t.cancel()
-    created, rid = now(), new_id(kind)
-    if kind == "chat":
-        choices: list[dict[str, Any]] = [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish,
-                "logprobs": None,
-            }
-            for i, (text, finish) in enumerate(outcome.choices)
-        ]
-        obj = "chat.completion"
-    else:
-        choices = [
-            {"index": i, "text": text, "finish_reason": finish, "logprobs": None}
-            for i, (text, finish) in enumerate(outcome.choices)
-        ]
-        obj = "text_completion"
+    created, rid = now(), new_id(shape.kind)
+    choices: list[dict[str, Any]] = []
+    for i, c in enumerate(outcome.choices):
+        lps = logprobs_of(shape, c.logprobs)
+        if shape.kind == "chat":
+            message = {"role": "assistant", "content": c.text}
+            choices.append(
+                {"index": i, "message": message, "finish_reason": c.finish_reason, "logprobs": lps}
+            )
+        else:
+            choices.append(
+                {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": lps}
+            )
     return {
         "id": rid,
-        "object": obj,
+        "object": "chat.completion" if shape.kind == "chat" else "text_completion",
         "created": created,
-        "model": model,
+        "model": shape.model,
         "choices": choices,
         "usage": outcome.usage,
     }
+
+
+def logprobs_of(
+    shape: Shape, tokens: list[TokenLogprob] | None, offset: int = 0
+) -> dict[str, Any] | None:
+    """A choice's (or a stream chunk's) `logprobs`, when the request asked for them."""
+    if shape.logprobs is None or tokens is None:
+        return None
+    if shape.kind == "chat":
+        return chat_logprobs(tokens, shape.logprobs)
+    return text_logprobs(tokens, shape.logprobs, offset)
 
 
 class Admitted(StreamingResponse):
@@ -484,11 +626,18 @@ class Admitted(StreamingResponse):
             self.ticket.release()
 
 
-def stream(ticket: Ticket, kind: Kind, model: str, work: Work) -> StreamingResponse:
-    """The work starts when the response does (a client gone before that starts nothing),
-    and the first chunk goes out at once."""
-    created, rid = now(), new_id(kind)
-    obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+# What a stream's work puts in its queue: a progress event, a token (choice index, token),
+# or None when the work has ended.
+Item = dict[str, Any] | tuple[int, TokenLogprob] | None
+
+
+async def events(
+    shape: Shape, work: Work, observe: Observer, spent: dict[str, int]
+) -> AsyncIterator[bytes]:
+    """The stream: the work starts when the response does (a client gone before that starts
+    nothing), and the first chunk goes out at once."""
+    created, rid = now(), new_id(shape.kind)
+    obj = "chat.completion.chunk" if shape.kind == "chat" else "text_completion"
 
     def chunk(
         index: int = 0,
@@ -496,87 +645,131 @@ def stream(ticket: Ticket, kind: Kind, model: str, work: Work) -> StreamingRespo
         finish: str | None = None,
         *,
         role: bool = False,
+        logprobs: dict[str, Any] | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        if kind == "chat":
+        if shape.kind == "chat":
             delta: dict[str, Any] = {"role": "assistant"} if role else {}
             if content is not None:
                 delta["content"] = content
             choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
         else:
             choice = {"index": index, "text": content or "", "finish_reason": finish}
+        choice["logprobs"] = logprobs
         return {
             "id": rid,
             "object": obj,
             "created": created,
-            "model": model,
+            "model": shape.model,
             "choices": [choice],
             **extra,
         }
 
-    async def events() -> AsyncIterator[bytes]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        spent, tally = spent_tally()
+    queue: asyncio.Queue[Item] = asyncio.Queue()
 
-        def observe(event: dict[str, Any]) -> None:
-            tally(event)
-            queue.put_nowait(event)
+    def progress(event: dict[str, Any]) -> None:
+        observe(event)
+        queue.put_nowait(event)
 
-        task = asyncio.create_task(work(observe))
-        task.add_done_callback(lambda _: queue.put_nowait(None))
+    def token(index: int, t: TokenLogprob) -> None:
+        queue.put_nowait((index, t))
+
+    written: dict[int, str] = {}  # each choice's text sent so far
+    opened = {0}  # choices whose assistant message has begun (chat)
+
+    def content(index: int, text: str, tokens: list[TokenLogprob] | None = None) -> bytes:
+        begun = index in opened
+        opened.add(index)
+        offset = len(written.get(index, ""))
+        written[index] = written.get(index, "") + text
+        lps = logprobs_of(shape, tokens, offset)
+        return sse(chunk(index, text, role=not begun, logprobs=lps))
+
+    task = asyncio.create_task(work(progress, token))
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+    try:
+        yield sse(chunk(content="", role=True))  # at once: the work has started
+        while (item := await queue.get()) is not None:
+            if isinstance(item, tuple):
+                index, t = item
+                yield content(index, t.token, [t])
+            else:
+                yield sse(chunk(ponder=item))
         try:
-            yield sse(chunk(content="", role=True))  # at once: the work has started
-            while (event := await queue.get()) is not None:
-                yield sse(chunk(ponder=event))
-            try:
-                outcome = task.result()
-            except ApiError as e:
-                yield sse(e.body())
-                yield sse("[DONE]")
-                return
-            except Exception:
-                log.exception("%s: request failed", REQUEST_ID.get())
-                yield sse(error_body("internal error while answering", "server_error"))
-                yield sse("[DONE]")
-                return
-            for i, (text, finish) in enumerate(outcome.choices):
-                if i:
-                    yield sse(chunk(i, "", role=True))
-                yield sse(chunk(i, text))
-                yield sse(chunk(i, None, finish))
+            outcome = task.result()
+        except ApiError as e:
+            yield sse(e.body())
+            yield sse("[DONE]")
+            return
+        except Exception:
+            log.exception("%s: request failed", REQUEST_ID.get())
+            yield sse(error_body("internal error while answering", "server_error"))
+            yield sse("[DONE]")
+            return
+        for i, c in enumerate(outcome.choices):
+            sent = written.get(i, "")
+            if c.text.startswith(sent):
+                if c.text[len(sent) :] or i not in opened:
+                    yield content(i, c.text[len(sent) :])  # what no token brought
+            else:  # (the backend's tokens did not add up to its text: what was sent stands)
+                log.warning(
+                    "%s: choice %d's streamed tokens differ from its text", REQUEST_ID.get(), i
+                )
+            yield sse(chunk(i, None, c.finish_reason))
+        if shape.usage_chunk:
             last = chunk(usage=outcome.usage)
             last["choices"] = []
             yield sse(last)
-            yield sse("[DONE]")
-        finally:
-            if not task.done():
-                task.cancel()  # the client went away: stop the work, free its slots
-                log.info(
-                    "%s: the client went away mid-stream; its work is cancelled (%d calls charged)",
-                    REQUEST_ID.get(),
-                    spent["calls"],
-                )
-            ticket.release()
-
-    return Admitted(ticket, events())
+        yield sse("[DONE]")
+    finally:
+        if not task.done():
+            task.cancel()  # the client went away: stop the work, free its slots
+            log.info(
+                "%s: the client went away mid-stream; its work is cancelled (%d calls charged)",
+                REQUEST_ID.get(),
+                spent["calls"],
+            )
 
 
 # -- request pieces ------------------------------------------------------------------------
 
 
-def completion_limit(body: Sampling, limits: Limits, default: int) -> int:
-    asked = body.completion_limit()
-    if asked is not None and asked > limits.max_tokens:
+def shaped(
+    state: State, body: Sampling, route: Route, limits: Limits, kind: Kind
+) -> tuple[Shape, dict[str, Any] | None, int]:
+    """How the response is written, the request's fields passed to the backend as given,
+    and its completion-token limit; a 400 naming a field that cannot be honoured."""
+    caps = state.engine.policy.capabilities
+    strategy = route.strategy is not None
+    extra = body.passed_fields(caps.request_fields, strategy) or None
+    k = body.logprobs_asked()
+    field_ = "logprobs"
+    if k is not None and strategy:
         raise ApiError(
-            413,
-            f"max_tokens {asked} exceeds this key's limit {limits.max_tokens} (max_tokens)",
-            param="max_tokens",
+            400,
+            f"{field_}: a strategy's answer comes without log-probabilities; ask the plain "
+            f"model '{state.served}' for them",
+            param=field_,
         )
-    return asked or min(default, limits.max_tokens)
+    if k is not None and not caps.logprobs:
+        raise ApiError(400, f"{field_}: this backend gives no log-probabilities", param=field_)
+    shape = Shape(kind, body.model, k, body.usage_chunk())
+    return shape, extra, completion_limit(body, limits, state.max_tokens)
 
 
-def sampling(body: Sampling, limit: int) -> dict[str, Any]:
-    """A plain request's sampling, with OpenAI's defaults (temperature 1, top_p 1)."""
+def completion_limit(body: Sampling, limits: Limits, default: int) -> int:
+    asked, name = body.completion_limit()
+    cap = limits.max_tokens
+    if asked is not None and asked > cap:
+        raise ApiError(
+            413, f"{name} {asked} exceeds this key's limit {cap} (max_tokens)", param=name
+        )
+    return asked or min(default, cap)
+
+
+def sampling(body: Sampling, limit: int, logprobs: int | None) -> dict[str, Any]:
+    """A plain request's sampling, with OpenAI's defaults (temperature 1, top_p 1); asked
+    log-probabilities come with at least one alternative (the backends' way of asking)."""
     return {
         "n": body.n,
         "max_tokens": limit,
@@ -584,6 +777,7 @@ def sampling(body: Sampling, limit: int) -> dict[str, Any]:
         "top_p": 1.0 if body.top_p is None else body.top_p,
         "stop": body.stops(),
         "seed": body.seed,
+        "top_logprobs": 0 if logprobs is None else max(1, logprobs),
     }
 
 

@@ -64,11 +64,23 @@ class Keys:
                 found = key
         return found
 
+    def plus(self, other: Keys) -> Keys:
+        return Keys([*self.keys, *other.keys])
+
+    @classmethod
+    def from_list(cls, secrets: list[str], defaults: Limits, label: str) -> Keys:
+        """Keys given one by one (`--api-key`), each with the default limits; named by
+        `label` and their place (never by the secret)."""
+        given = [k.strip() for k in secrets]
+        if any(not k for k in given):
+            raise UsageError(f"{label}: an empty key")
+        return cls([ApiKey(f"{label}:{i + 1}", s, defaults) for i, s in enumerate(given)])
+
     @classmethod
     def from_env(cls, value: str, defaults: Limits) -> Keys:
-        """Comma-separated keys (PONDER_API_KEYS), each with the default limits."""
+        """Comma-separated keys (PONDER_SERVE_API_KEYS), each with the default limits."""
         secrets = [k.strip() for k in value.split(",") if k.strip()]
-        return cls([ApiKey(f"env key {i + 1}", s, defaults) for i, s in enumerate(secrets)])
+        return cls([ApiKey(f"env:{i + 1}", s, defaults) for i, s in enumerate(secrets)])
 
     @classmethod
     def from_file(cls, path: Path, defaults: Limits) -> Keys:

@@ -192,11 +192,13 @@ class Ticket:
 
 
 class Gate:
-    """The requests in flight: at most `max_in_flight` in all, and each key's own limit."""
+    """The requests in flight: at most `max_in_flight` in all, and each key's own limit
+    (`peak`: the most there ever were at once)."""
 
     def __init__(self, max_in_flight: int) -> None:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
+        self.peak = 0
         self.by_key: dict[str, int] = {}
 
     def admit(self, key: str, max_concurrent: int) -> Ticket:
@@ -223,6 +225,7 @@ class Gate:
                 retry_after=1,
             )
         self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
         self.by_key[key] = self.by_key.get(key, 0) + 1
         return Ticket(self, key)
 

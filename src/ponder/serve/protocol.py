@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.runtime.budget import Budget
-from ponder.types import Result, Usage
+from ponder.types import Result, TokenLogprob, Usage
 
 
 class ApiError(Exception):
@@ -82,9 +82,43 @@ class PonderOptions(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = Field(
+        default=False, description="end the stream with a chunk holding the request's usage"
+    )
+
+
+# OpenAI fields ponder does not implement itself that change nothing at these values (what
+# some clients send by default): accepted. At any other value such a field needs a backend
+# that takes it (Capabilities.request_fields), and a plain request, which passes it through.
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "presence_penalty": (0,),
+    "frequency_penalty": (0,),
+    "logit_bias": ({},),
+    "tools": ([],),
+    "functions": ([],),
+    "tool_choice": ("none", "auto"),
+    "function_call": ("none", "auto"),
+    "parallel_tool_calls": (True, False),
+    "response_format": ({"type": "text"},),
+    "echo": (False,),
+    "best_of": (1,),
+    "suffix": ("",),
+    "top_k": (-1, 0),
+    "min_p": (0,),
+    "repetition_penalty": (1,),
+    "modalities": (["text"],),
+    "store": (False,),
+    "metadata": ({},),
+    "service_tier": ("auto", "default"),
+}
+
+
 class Sampling(BaseModel):
-    """The request fields every route shares; fields OpenAI has that ponder does not use are
-    accepted and ignored, so stock clients work unchanged."""
+    """The request fields every route shares. A field ponder does not implement is refused
+    with a 400 naming it (`passed_fields`), unless it changes nothing at the value given or
+    the request passes through to a backend that takes it."""
 
     model_config = ConfigDict(extra="allow")
     model: str = Field(
@@ -100,7 +134,8 @@ class Sampling(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
-    stream_options: dict[str, Any] | None = None
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(default=None, description="the end user, for the client's records")
     ponder: PonderOptions | None = None
 
     def stops(self) -> list[str]:
@@ -108,18 +143,69 @@ class Sampling(BaseModel):
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
-    def completion_limit(self) -> int | None:
-        return self.max_completion_tokens or self.max_tokens
+    def completion_limit(self) -> tuple[int | None, str]:
+        """The completion tokens asked for, and the field that asked."""
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens, "max_completion_tokens"
+        return self.max_tokens, "max_tokens"
+
+    def logprobs_asked(self) -> int | None:
+        """The top alternatives asked for with each token's log-probability (None: none)."""
+        return None
+
+    def usage_chunk(self) -> bool:
+        """Whether a stream ends with a usage chunk (`stream_options.include_usage`)."""
+        if self.stream_options is not None and not self.stream:
+            raise ApiError(400, "stream_options: only with stream: true", param="stream_options")
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    def passed_fields(self, takes: frozenset[str], strategy: bool) -> dict[str, Any]:
+        """The request's fields beyond ponder's own that go to the backend as given (those
+        it `takes`, on a plain request); a 400 naming the first other one, unless its value
+        changes nothing (`NEUTRAL`)."""
+        out: dict[str, Any] = {}
+        for name, value in (self.model_extra or {}).items():
+            if value is None or any(value == v for v in NEUTRAL.get(name, ())):
+                continue
+            if name in takes and not strategy:
+                out[name] = value
+                continue
+            if name in takes:
+                why = "a strategy writes its own requests; it passes through with the plain model"
+            elif takes:
+                why = f"not supported here (this backend takes: {', '.join(sorted(takes))})"
+            else:
+                why = "not supported by this server and its backend"
+            raise ApiError(400, f"{name}: {why}", param=name, code="unsupported_field")
+        return out
 
 
 class ChatRequest(Sampling):
     messages: list[ChatMessage] = Field(
         min_length=1, examples=[[{"role": "user", "content": "What is 20 + 22?"}]]
     )
+    logprobs: bool | None = Field(default=None, description="each token's log-probability")
+    top_logprobs: int | None = Field(
+        default=None, ge=0, le=20, description="with logprobs: the most likely tokens at each"
+    )
+
+    def logprobs_asked(self) -> int | None:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ApiError(400, "top_logprobs: only with logprobs: true", param="top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(Sampling):
     prompt: str | list[str] = Field(examples=["What is 20 + 22?"])
+    logprobs: int | None = Field(
+        default=None,
+        ge=0,
+        le=20,
+        description="each token's log-probability and this many most likely tokens at each",
+    )
+
+    def logprobs_asked(self) -> int | None:
+        return self.logprobs
 
     def text(self) -> str:
         if isinstance(self.prompt, str):
@@ -195,6 +281,42 @@ def chosen_text(result: Result) -> tuple[str, float | None]:
     if result.candidates and result.answer is None:
         return result.candidates[0].text, result.candidates[0].score
     return "", None
+
+
+def _top(t: TokenLogprob, k: int) -> list[tuple[str, float]]:
+    return sorted(t.top.items(), key=lambda kv: -kv[1])[:k]
+
+
+def chat_logprobs(tokens: list[TokenLogprob], k: int) -> dict[str, Any]:
+    """Tokens as a chat choice's `logprobs` (each with its `k` most likely alternatives)."""
+    return {
+        "content": [
+            {
+                "token": t.token,
+                "logprob": t.logprob,
+                "bytes": list(t.token.encode()),
+                "top_logprobs": [
+                    {"token": a, "logprob": lp, "bytes": list(a.encode())} for a, lp in _top(t, k)
+                ],
+            }
+            for t in tokens
+        ]
+    }
+
+
+def text_logprobs(tokens: list[TokenLogprob], k: int, offset: int = 0) -> dict[str, Any]:
+    """Tokens as a completion choice's `logprobs` (`offset`: where the first one starts in
+    the choice's text)."""
+    offsets = []
+    for t in tokens:
+        offsets.append(offset)
+        offset += len(t.token)
+    return {
+        "tokens": [t.token for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [dict(_top(t, k)) for t in tokens],
+        "text_offset": offsets,
+    }
 
 
 def sse(data: dict[str, Any] | str) -> bytes:

@@ -18,6 +18,7 @@ from ponder.serve.protocol import ApiError, Sampling
 class Route:
     strategy: Strategy | None  # None: pass the request straight to the backend
     budget: Budget | None
+    name: str | None = None  # the strategy's registered name
 
 
 def served_models(served: str) -> list[str]:
@@ -107,7 +108,7 @@ def resolve(req: Sampling, served: str, limits: Limits, *, router: str | None = 
                 param="model",
             )
         options["router"] = router
-    return Route(build(strategy, n, req, limits, options), budget)
+    return Route(build(strategy, n, req, limits, options), budget, strategy)
 
 
 def build(
