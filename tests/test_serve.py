@@ -323,6 +323,7 @@ def free_port() -> int:
 
 
 def test_the_serve_command_adds_strategies_to_an_upstream(tmp_path: Path) -> None:
+    import os
     import signal
     import subprocess
     import sys
@@ -330,16 +331,19 @@ def test_the_serve_command_adds_strategies_to_an_upstream(tmp_path: Path) -> Non
     keys = tmp_path / "keys"
     keys.write_text("sk-cli max_n=4\n")
     engine, lm = scripted()
-    with running(create_app(engine)) as upstream:  # any OpenAI-compatible server will do
+    # any OpenAI-compatible server will do; this one wants its own key from ponder
+    up_keys = Keys.from_list(["sk-upstream"], Limits(), "upstream")
+    with running(create_app(engine, keys=up_keys)) as upstream:
         port = free_port()
         proc = subprocess.Popen(
             [
                 *(sys.executable, "-m", "ponder", "serve", "--upstream", upstream),
-                *("--port", str(port), "--api-key-file", str(keys)),
+                *("--port", str(port), "--api-key-file", str(keys), "--api-key", "sk-flag"),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, "PONDER_UPSTREAM_API_KEY": "sk-upstream"},
         )
         try:
             url = f"http://127.0.0.1:{port}"
@@ -352,11 +356,22 @@ def test_the_serve_command_adds_strategies_to_an_upstream(tmp_path: Path) -> Non
             with pytest.raises(openai.APIStatusError) as too_many:
                 client.chat.completions.create(model=f"vote-8/{MODEL}", messages=ask())
             assert too_many.value.status_code == 413  # this key's max_n
-            with pytest.raises(openai.AuthenticationError):
-                openai.OpenAI(base_url=f"{url}/v1", api_key="sk-other", max_retries=0).models.list()
+            # --api-key is a key clients send (as vLLM's), beside the file's; the upstream's
+            # key is ponder's own to send, not a key clients may use
+            flagged = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-flag", max_retries=0)
+            assert flagged.chat.completions.create(model=MODEL, messages=ask()).choices
+            for other in ("sk-other", "sk-upstream"):
+                with pytest.raises(openai.AuthenticationError):
+                    openai.OpenAI(base_url=f"{url}/v1", api_key=other, max_retries=0).models.list()
         finally:
             proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=30)
+            _, stderr = proc.communicate(timeout=30)
+    # one log line per request: id, client, method, path, status, seconds, key, model, tokens
+    served = [line for line in stderr.splitlines() if " POST /v1/chat/completions 200 " in line]
+    assert len(served) == 2 and all(" req-" in line for line in served)
+    assert "key=keys:1 model=vote-2/scripted calls=2" in served[0]
+    assert "key=--api-key:1 model=scripted calls=1" in served[1]
+    assert " GET /v1/models 401 " in stderr
 
 
 def _up(url: str) -> bool:
@@ -371,3 +386,4 @@ def test_serving_beyond_loopback_needs_keys() -> None:
 
     r = run_ponder("serve", "--host", "0.0.0.0")
     assert r.returncode == 2 and "--api-key-file" in r.stderr and "0.0.0.0" in r.stderr
+    assert "--api-key " in r.stderr

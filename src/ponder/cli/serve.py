@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 
 from ponder.cli.common import (
-    ApiKeyOpt,
     BackendOpt,
     BackendOptionOpt,
     CtxSizeOpt,
@@ -54,7 +53,24 @@ def serve(
         ),
     ] = None,
     backend: BackendOpt = None,
-    api_key: ApiKeyOpt = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key",
+            metavar="KEY",
+            help="A key clients must send (Authorization: Bearer KEY), as vLLM's --api-key; "
+            "repeat it for several (with --api-key-file, the file's keys work too)",
+        ),
+    ] = None,
+    upstream_api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--upstream-api-key",
+            metavar="KEY",
+            envvar="PONDER_UPSTREAM_API_KEY",
+            help="The bearer key this server sends to --upstream (each replica)",
+        ),
+    ] = None,
     timeout: TimeoutOpt = None,
     system: SystemOpt = None,
     think_budget: ThinkBudgetOpt = None,
@@ -168,14 +184,16 @@ def serve(
         max_rpm=max_rpm,
     )
     keys = Keys([])
-    if api_key_file is not None:
-        keys = Keys.from_file(api_key_file, limits)
+    if api_key_file is not None or api_key:
+        if api_key_file is not None:
+            keys = Keys.from_file(api_key_file, limits)
+        keys = keys.plus(Keys.from_list(api_key or [], limits, "--api-key"))
     elif os.environ.get("PONDER_SERVE_API_KEYS"):
         keys = Keys.from_env(os.environ["PONDER_SERVE_API_KEYS"], limits)
     if not keys and host not in ("127.0.0.1", "localhost", "::1"):
         raise UsageError(
-            f"--host {host} exposes the server beyond this machine: give --api-key-file "
-            "or set PONDER_SERVE_API_KEYS"
+            f"--host {host} exposes the server beyond this machine: give --api-key or "
+            "--api-key-file, or set PONDER_SERVE_API_KEYS"
         )
     if router is not None:  # a bad router file fails before the model loads
         from ponder.search.auto import router_for
@@ -191,7 +209,7 @@ def serve(
             model=model,
             base_url=url,
             backend=backend,
-            api_key=api_key,
+            api_key=upstream_api_key,
             slots=slots,
             ctx_size=ctx_size,
             price=price,
