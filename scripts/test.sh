@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The test command (CI runs exactly this): set up, lint, type-check, then the test suite:
-# scripted-backend tests plus a small real end-to-end subset on the embedded model.
-# Long real-model runs are marked `slow` and left out; run them with: scripts/test.sh -m slow
+# The test command (CI runs exactly this): set up with the dev tools, lint, type-check, then the
+# test suite: scripted-backend tests plus a small real end-to-end subset on the embedded model.
+# Long runs are marked `slow` and left out; run them with: scripts/test.sh -m slow
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-.venv/bin/ruff check src tests benchmarks examples
-.venv/bin/ruff format --check src tests benchmarks examples
+scripts/setup.sh dev
+.venv/bin/ruff check src tests benchmarks examples scripts
+.venv/bin/ruff format --check src tests benchmarks examples scripts
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -m "not slow" "$@"

@@ -42,6 +42,7 @@ from ponder.bench.confidence import (
 )
 from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.bench.store import Store
+from ponder.extras import require_extra
 from ponder.lm import Price
 
 AXES = {
@@ -127,6 +128,8 @@ def write_report(
     """Write report.md, CSV tables and PNGs into `out`; return the report's path and its
     one-screen summary. With `price`, dollars are what the stored tokens would cost at that
     price."""
+    if plots:
+        require_extra("report", "drawing the report's plots (plots=False writes the rest)")
     out.mkdir(parents=True, exist_ok=True)
     groups = load_groups(store, price)
     by_group = {id(g): points(g) for g in groups}

@@ -239,8 +239,9 @@ def verifier_spec(text: str | None) -> str | dict[str, Any] | None:
 
 # -- opening a model -------------------------------------------------------------------------
 @contextmanager
-def pull_progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A progress bar for fetching/verifying a model (shown only when there is work to do)."""
+def pull_progress(what: str = "model") -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar per stage of fetching/verifying a model or a data set (shown only when
+    there is work to do)."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -253,7 +254,7 @@ def pull_progress() -> Iterator[Callable[[str, int, int], None]]:
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                tasks[stage] = bar.add_task(f"model: {stage}", total=total or None)
+                tasks[stage] = bar.add_task(f"{what}: {stage}", total=total or None)
             bar.update(tasks[stage], completed=done, total=total or None)
 
         yield update
