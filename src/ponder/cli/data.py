@@ -57,13 +57,9 @@ def data_list(
             soft_wrap=True,
             highlight=False,
         )
-    out.print(
-        "[dim]looked for in order: "
-        + escape("; ".join(f"{what} {path}" for what, path in data_roots()))
-        + ". Fetch a missing set: ponder data pull NAME [--from FOLDER][/dim]",
-        soft_wrap=True,
-        highlight=False,
-    )
+    order = "; ".join(f"{what} {path}" for what, path in data_roots())
+    hint = f"looked for in order: {order}. Fetch a missing set: ponder data pull NAME [--from DIR]"
+    out.print(f"[dim]{escape(hint)}[/dim]", soft_wrap=True, highlight=False)
 
 
 @data_app.command("pull")
