@@ -31,6 +31,7 @@ from ponder.cli.common import (
     prompting,
 )
 from ponder.errors import UsageError
+from ponder.extras import require_extra
 from ponder.lm import BackendConfig
 from ponder.plugins import parse_options
 from ponder.runtime.engine import Engine
@@ -104,6 +105,7 @@ def serve(
 ) -> None:
     """Serve OpenAI's API: the model STRATEGY[-N]/MODEL (e.g. vote-8/qwen2.5-coder-0.5b) runs
     that strategy; the plain model name passes straight through."""
+    require_extra("serve", "ponder serve")
     import uvicorn
 
     from ponder.serve import Keys, Limits, create_app

@@ -65,6 +65,10 @@ class Unreachable(TransientError):
     """The server could not be reached or did not answer in time (not a refusal)."""
 
 
+class TimedOut(Unreachable):
+    """The server took the request and did not answer within the client's timeout."""
+
+
 class OpenAILM:
     def __init__(
         self,
@@ -88,6 +92,7 @@ class OpenAILM:
         self.root = self.base_url.removesuffix("/v1")
         self.model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout_s = timeout_s
         self._client = httpx.AsyncClient(
             base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
         )
@@ -120,7 +125,7 @@ class OpenAILM:
         try:
             resp = await self._client.post(path, json=body)
         except httpx.TimeoutException as e:
-            raise Unreachable(f"{where}: timed out ({type(e).__name__})") from e
+            raise TimedOut(f"{where}: timed out ({type(e).__name__})") from e
         except httpx.TransportError as e:
             raise Unreachable(f"{where}: unreachable ({type(e).__name__}: {e})") from e
         if resp.status_code >= 500 or resp.status_code == 429:
@@ -162,7 +167,18 @@ class OpenAILM:
 
     # -- capability probe ----------------------------------------------------------------
     async def probe(self) -> Capabilities:
-        """Ask the server, once, what it supports. Transient failures propagate (retried)."""
+        """Ask the server, once, what it supports. Transient failures propagate (retried),
+        except a server that takes a request and never answers: retrying would multiply the
+        timeout, so that ends the probe at once with an error naming the timeout."""
+        try:
+            return await self._probe()
+        except TimedOut as e:
+            raise BackendError(
+                f"{self.root}: no answer to the capability probe within {self.timeout_s:g} s "
+                f"(--timeout; {e})"
+            ) from e
+
+    async def _probe(self) -> Capabilities:
         async with self._probe_lock:
             if self._probed:
                 return self.capabilities
@@ -171,6 +187,8 @@ class OpenAILM:
                     resp = await self._client.get("/models")
                     models = resp.json().get("data") or []
                     self.model = str(models[0]["id"]) if models else None
+                except httpx.TimeoutException as e:
+                    raise TimedOut(f"{self.base_url}/models: timed out") from e
                 except (httpx.HTTPError, ValueError, KeyError, IndexError, AttributeError):
                     self.model = None
                 if self.info.name == self.base_url.removesuffix("/v1") and self.model:
@@ -232,7 +250,7 @@ class OpenAILM:
             resp = await self._client.get(f"{self.root}/props")
             data = resp.json() if resp.status_code == 200 else None
         except httpx.TimeoutException as e:
-            raise Unreachable(f"{self.root}/props: timed out ({type(e).__name__})") from e
+            raise TimedOut(f"{self.root}/props: timed out ({type(e).__name__})") from e
         except (httpx.HTTPError, ValueError):
             return None
         return data if isinstance(data, dict) else None
