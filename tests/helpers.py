@@ -79,3 +79,15 @@ def store_of_version(path: Path, version: str) -> None:
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
     db.commit()
     db.close()
+
+
+def need_set(name: str) -> None:
+    """Skip the calling test where the data set is neither bundled nor on this machine (a
+    clean clone has only the bundled sets; `ponder data pull NAME` fetches the others)."""
+    import pytest
+
+    from ponder.tasks.catalog import SETS
+    from ponder.tasks.pull import where_is
+
+    if where_is(SETS[name]).where == "missing":
+        pytest.skip(f"data set {name} is not here (not bundled): ponder data pull {name}")

@@ -48,11 +48,11 @@ def test_formatted_integers_normalise_to_plain(n: int) -> None:
 
 # -- the answer layer by kind -------------------------------------------------------------------
 import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 from ponder.answers import canonical, cluster, equivalent, extract  # noqa: E402
+from ponder.tasks.data import data_file  # noqa: E402
 
 # (a, b, kind, equivalent?) — each checked by hand.
 PAIRS: list[tuple[str, str, str, bool]] = [
@@ -236,8 +236,8 @@ def test_integers_round_trip_through_spellings(n: int) -> None:
 
 
 # -- gold against gold ---------------------------------------------------------------------------
-def test_math500_reference_solutions_agree_with_their_answers(data_dir: Path) -> None:
-    rows = [json.loads(x) for x in (data_dir / "math500/test.jsonl").read_text().splitlines()]
+def test_math500_reference_solutions_agree_with_their_answers() -> None:
+    rows = [json.loads(x) for x in data_file("math500/test.jsonl").read_text().splitlines()]
     misses = [
         (r["unique_id"], extract(r["solution"], "math"), r["answer"])
         for r in rows
@@ -248,9 +248,9 @@ def test_math500_reference_solutions_agree_with_their_answers(data_dir: Path) ->
     assert len(misses) <= 2, misses  # >= 99.5%
 
 
-def test_gsm8k_reference_solutions_all_agree(data_dir: Path) -> None:
+def test_gsm8k_reference_solutions_all_agree() -> None:
     for split in ("test", "train"):
-        rows = [json.loads(x) for x in (data_dir / f"gsm8k/{split}.jsonl").read_text().splitlines()]
+        rows = [json.loads(x) for x in data_file(f"gsm8k/{split}.jsonl").read_text().splitlines()]
         misses = [
             r["answer"][-40:]
             for r in rows

@@ -133,3 +133,22 @@ async def test_the_report_prices_signals_selection_and_replayed_stopping(tmp_pat
     assert "deepconf_filter · tail" in text and "adaptive(rule=beta)" in text
     signals = (tmp_path / "rep" / "signals.csv").read_text()
     assert "lowest_group" in signals
+
+
+async def test_a_pool_smaller_than_deepconfs_warm_up_still_reports(tmp_path: Path) -> None:
+    """`N=2 scripts/demo.sh`: a pool of 2 cannot replay DeepConf online (4 warm-up traces);
+    the report leaves that replay out instead of failing."""
+    caps = Capabilities(slots=8, n_with_stop=True, stream=True)
+    lm = ScriptedLM(reply, capabilities=caps, token_logprobs=token_logprobs)
+    engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
+    problems = [
+        Problem(question=f"q{i}: 6 * 7?", gold="42", kind="number", id=f"p{i}") for i in range(3)
+    ]
+    store = Store(tmp_path / "s.sqlite")
+    for p in plan([make_strategy("vote", n=2)]):
+        await Harness(engine, store).execute("t", problems, p, seed=0)
+    (g,) = load_groups(store)
+    replayed = {r.label for r in replay_points(load_signals(store, g, stats=True), orders=2)}
+    assert "deepconf (online)" not in replayed and "adaptive(rule=beta)" in replayed
+    path, _ = write_report(store, tmp_path / "rep", plots=False)
+    assert "adaptive(rule=beta)" in path.read_text()

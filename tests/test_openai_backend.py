@@ -178,3 +178,17 @@ async def test_probe_learns_whether_the_server_continues_a_final_message(accepts
 def test_continue_final_needs_a_final_assistant_message() -> None:
     with pytest.raises(ValueError, match="ending with an assistant message"):
         GenRequest(messages=[Message(role="user", content="q")], continue_final=True)
+
+
+async def test_a_server_that_never_answers_ends_the_probe_after_one_timeout() -> None:
+    # The probe is not retried on a timeout (each retry would wait the whole timeout again),
+    # and the scheduler's per-request limit does not cut the probe's several requests short.
+    async with FakeOpenAIServer(lambda i, p, b: "hang") as srv:
+        lm = OpenAILM(srv.url, timeout_s=0.3)
+        engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep, request_timeout_s=0.3))
+        r = await engine.solve("q", "greedy", seed=1)
+        await lm.aclose()
+        posts = [p for p, _ in srv.requests if p.endswith("/chat/completions")]
+    assert r.answer is None and r.error is not None
+    assert "capability probe" in r.error and "0.3 s" in r.error and "--timeout" in r.error
+    assert len(posts) == 1

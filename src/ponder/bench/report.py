@@ -46,6 +46,7 @@ from ponder.bench.confidence import (
 )
 from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.bench.store import Store
+from ponder.extras import require_extra
 from ponder.lm import Price
 
 if TYPE_CHECKING:
@@ -213,6 +214,8 @@ def write_files(
 ) -> tuple[Path, dict[tuple[str, str], list[str]]]:
     """report.md, the CSV tables and (with `plots`) the PNGs, into `out`: the markdown's path
     and the PNGs drawn per (task, model)."""
+    if plots:
+        require_extra("report", "drawing the report's plots (plots=False writes the rest)")
     out.mkdir(parents=True, exist_ok=True)
     pools = _pools(data.points)
     _csv(

@@ -14,13 +14,13 @@ from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption
 from typer._click.exceptions import UsageError as ClickUsageError
 
 from ponder import __version__
-from ponder.cli import bench, models, parts, report, router, serve, solve, trace
+from ponder.cli import bench, data, models, parts, report, router, serve, solve, trace
 from ponder.cli.common import app
 from ponder.errors import PonderError, UsageError
 from ponder.plugins import PluginWarning
 from ponder.runtime.settings import tune_gc
 
-COMMANDS: tuple[ModuleType, ...] = (solve, bench, report, router, serve, trace, parts, models)
+COMMANDS: tuple[ModuleType, ...] = (solve, bench, report, router, serve, trace, parts, models, data)
 
 
 def show_version(value: bool) -> None:

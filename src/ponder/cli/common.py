@@ -280,24 +280,33 @@ def verifier_spec(text: str | None) -> str | dict[str, Any] | None:
 
 # -- opening a model -------------------------------------------------------------------------
 @contextmanager
-def pull_progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A progress bar for fetching/verifying a model (shown only when there is work to do)."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, TaskID] = {}
+def pull_progress(what: str = "model") -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar per stage of fetching/verifying a model or a data set, started at the
+    first report (nothing is drawn when there is no work to do)."""
+    bar: Progress | None = None
+    tasks: dict[str, TaskID] = {}
 
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(f"model: {stage}", total=total or None)
-            bar.update(tasks[stage], completed=done, total=total or None)
+    def update(stage: str, done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            )
+            bar.start()
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(f"{what}: {stage}", total=total or None)
+        bar.update(tasks[stage], completed=done, total=total or None)
 
+    try:
         yield update
+    finally:
+        if bar is not None:
+            bar.stop()
 
 
 def open_engine(config: BackendConfig, prompting: Prompting) -> Engine:

@@ -11,8 +11,9 @@ import typer
 from ponder.bench.html import write_html_report
 from ponder.bench.report import write_report
 from ponder.bench.store import Store
-from ponder.cli.common import app, out
+from ponder.cli.common import app, err, out
 from ponder.errors import UsageError
+from ponder.extras import has_extra
 from ponder.lm import Price
 
 
@@ -52,6 +53,15 @@ def report(
     if not store.is_file():
         raise UsageError(f"{store}: no such store")
     price_ = Price.parse(price) if price is not None else None
+    if plots and not has_extra("report"):
+        plots = False
+        err.print(
+            "note: no plots: they need the report extra: pip install 'ponder[report]' "
+            "(the tables and CSVs are written)",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
     db = Store(store, create=False)
     try:
         target = out_dir or store.with_name(store.stem + "-report")

@@ -32,6 +32,7 @@ from ponder.cli.common import (
     prompting,
 )
 from ponder.errors import UsageError
+from ponder.extras import require_extra
 from ponder.lm import BackendConfig
 from ponder.plugins import parse_options
 from ponder.runtime.engine import Engine
@@ -168,6 +169,7 @@ def serve(
 ) -> None:
     """Serve OpenAI's API: the model STRATEGY[-N]/MODEL (e.g. vote-8/qwen2.5-coder-0.5b) runs
     that strategy; the plain model name passes straight through."""
+    require_extra("serve", "ponder serve")
     import uvicorn
 
     from ponder.runtime.settings import tune_gc_for_serving

