@@ -775,9 +775,9 @@ class Soak:
         the injected 503 it is, and any other error is unexpected."""
         status = check.status
         problems = list(check.problems)
-        if check.error is not None:
-            problems.remove("an error chunk")
-            problems = [p for p in problems if p not in ("no content",)]
+        if check.error is not None:  # (a stream that failed has no answer, finish or usage)
+            gone = ("an error chunk", "no content", "no usage chunk before [DONE]")
+            problems = [p for p in problems if p not in gone]
             problems = [p for p in problems if not p.startswith("finish reasons")]
             down = check.error.get("code") == "backend_unavailable"
             status = 503 if down else 500

@@ -22,7 +22,7 @@ from ponder.errors import BackendError, ModelError, TransientError
 from ponder.lm.config import BackendConfig
 from ponder.lm.protocol import Capabilities, LanguageModel, Progress, Watch, backend
 from ponder.lm.registry import DEFAULT_MODEL, Registry
-from ponder.lm.wire import parse_generation, reap_later, request_body, stream_choice
+from ponder.lm.wire import Calls, parse_generation, request_body, stream_choice
 from ponder.types import Generation, GenRequest, Message, ModelInfo
 
 
@@ -86,6 +86,7 @@ class LlamaCppLM:
         self.info = info
         self.cancellable = cancellable
         self._http: httpx.AsyncClient | None = None
+        self._calls: Calls | None = None
         self.capabilities = Capabilities(
             n=True,
             logprobs=True,
@@ -140,9 +141,11 @@ class LlamaCppLM:
         """`text`'s tokens by the model's own tokenizer (llama.cpp's /tokenize, as for stop
         strings; `CountsTokens`)."""
         try:
-            resp = await self._client().post(
-                "/tokenize", json={"content": text, "add_special": False}
-            )
+            calls = self._client()
+            with calls.call() as extensions:  # (a request cancelled midway: its client left)
+                resp = await calls.client.post(
+                    "/tokenize", json={"content": text, "add_special": False}, extensions=extensions
+                )
             resp.raise_for_status()
             return len(resp.json()["tokens"])
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
@@ -227,21 +230,22 @@ class LlamaCppLM:
             cached_tokens=choice.cached_tokens,
         )
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client(self) -> Calls:
+        """The loopback HTTP client, with its calls in flight tracked (what a cancelled
+        call leaves in the pool is released: `Calls`)."""
         if self._http is None:
             self._http = httpx.AsyncClient(base_url=self.http_url, timeout=None)
-        return self._http
+            self._calls = Calls(self._http)
+        assert self._calls is not None
+        return self._calls
 
     async def _post(self, body: dict[str, Any], *, chat: bool) -> dict[str, Any]:
-        self._client()
-        assert self._http is not None
+        calls = self._client()
         path = "/v1/chat/completions" if chat else "/v1/completions"
         try:
-            resp = await self._http.post(path, json=body)
+            with calls.call() as extensions:
+                resp = await calls.client.post(path, json=body, extensions=extensions)
             data: dict[str, Any] = resp.json()
-        except asyncio.CancelledError:
-            reap_later(self._http)  # (a connection a cancelled request left behind)
-            raise
         except (httpx.HTTPError, ValueError) as e:
             raise TransientError(
                 f"llamacpp:{self.path.name} over HTTP: {e}",

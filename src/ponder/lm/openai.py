@@ -37,13 +37,7 @@ from ponder.lm.continuation import (
     short,
 )
 from ponder.lm.protocol import Capabilities, LanguageModel, Progress, Watch, backend
-from ponder.lm.wire import (
-    http_error,
-    parse_generation,
-    reap_later,
-    request_body,
-    stream_choice,
-)
+from ponder.lm.wire import Calls, http_error, parse_generation, request_body, stream_choice
 from ponder.types import Generation, GenRequest, Message, ModelInfo
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -116,6 +110,7 @@ class OpenAILM:
         self._client = httpx.AsyncClient(
             base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
         )
+        self._calls = Calls(self._client)  # (what a cancelled call leaves is released)
         self.info = info or ModelInfo(name=model or base_url)
         # Until probed, assume the least: one choice per request, no logprobs, chat only.
         self.capabilities = Capabilities(
@@ -148,10 +143,8 @@ class OpenAILM:
         dropped)."""
         where = path if path.startswith("http") else f"{self.base_url}{path}"
         try:
-            resp = await self._client.post(path, json=body)
-        except asyncio.CancelledError:
-            reap_later(self._client)
-            raise
+            with self._calls.call() as extensions:
+                resp = await self._client.post(path, json=body, extensions=extensions)
         except httpx.TimeoutException as e:
             raise TimedOut(f"{where}: timed out ({type(e).__name__})", failure="timeout") from e
         except httpx.TransportError as e:
@@ -535,7 +528,7 @@ class OpenAILM:
         body = self._body(req, chat=chat, n=1, logprobs=True)
         body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
         choice, stopped = await stream_choice(
-            self._client, path, body, where=f"{self.base_url}{path}", watch=watch
+            self._calls, path, body, where=f"{self.base_url}{path}", watch=watch
         )
         prompt_tokens, extra = choice.prompt_tokens, 0
         if prompt_tokens is None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -46,41 +47,71 @@ def request_body(req: GenRequest, *, chat: bool, n: int, logprobs: bool) -> dict
     return body
 
 
+# The request extension that names a call of ponder's (`Calls`).
+CALL = "ponder.call"
 # Reapings under way (a task is kept until it ends).
 _REAPING: set[asyncio.Task[int]] = set()
 
 
-def reap_later(client: httpx.AsyncClient) -> None:
-    """For a request cancelled midway: once its own clean-up has run, close any connection
-    it left behind in `client`'s pool. httpcore (1.0.9) can leave a connection there for
-    good, CONNECTING or ACTIVE with no request, when a request is cancelled at the wrong
-    moment (encode/httpcore#1093): each holds a socket, and a server whose clients often
-    go away would run out of both."""
-    task = asyncio.get_running_loop().create_task(reap_orphans(client))
-    _REAPING.add(task)
-    task.add_done_callback(_REAPING.discard)
+class Calls:
+    """An httpx client and the calls it has in flight, each named in its request's
+    extensions, so that what a cancelled call left in the connection pool can be found and
+    released once the call is over.
 
+    httpcore (1.0.9) can leave a request's entry and its connection in the pool for good
+    when the request is cancelled at the wrong moment: while connecting (encode/httpcore#1093),
+    or while its response is being closed (the clean-up is shielded from anyio's cancel
+    scopes only, and a plain asyncio `task.cancel()` lands in it). Each such leftover holds a
+    socket and a place in the pool; a server whose clients often go away runs out of both."""
 
-async def reap_orphans(client: httpx.AsyncClient) -> int:
-    """Close the connections in `client`'s pool that no request holds and that are neither
-    idle nor closed (orphans of cancelled requests); how many. A connection a live request
-    uses is always held by that request's entry in the pool until its response is closed."""
-    await asyncio.sleep(0)  # (the cancelled request's own clean-up first)
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
-    connections = getattr(pool, "_connections", None)
-    requests = getattr(pool, "_requests", None)
-    if not isinstance(connections, list) or not isinstance(requests, list):
-        return 0  # (another transport, or an httpcore whose pool looks otherwise)
-    held = {id(getattr(r, "connection", None)) for r in requests}
-    orphans = [
-        c for c in connections if id(c) not in held and not c.is_idle() and not c.is_closed()
-    ]
-    for c in orphans:
-        connections.remove(c)
-    for c in orphans:
-        with contextlib.suppress(Exception):
-            await c.aclose()
-    return len(orphans)
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.live: set[int] = set()
+        self._ids = itertools.count()
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[dict[str, Any]]:
+        """The extensions for one request (`client.post(..., extensions=...)`); if the
+        request is cancelled midway, what it left in the pool is released afterwards."""
+        token = next(self._ids)
+        self.live.add(token)
+        try:
+            yield {CALL: token}
+        except asyncio.CancelledError:
+            task = asyncio.get_running_loop().create_task(self.reap())
+            _REAPING.add(task)
+            task.add_done_callback(_REAPING.discard)
+            raise
+        finally:
+            self.live.discard(token)
+
+    async def reap(self) -> int:
+        """Release what calls no longer in flight left in the pool: their entries (a pool
+        keeps a request's entry until its response is closed), and the connections that no
+        live entry holds and that are neither idle nor closed. How many connections closed."""
+        await asyncio.sleep(0)  # (after the cancelled call's own clean-up)
+        pool = getattr(getattr(self.client, "_transport", None), "_pool", None)
+        connections = getattr(pool, "_connections", None)
+        entries = getattr(pool, "_requests", None)
+        if pool is None or not isinstance(connections, list) or not isinstance(entries, list):
+            return 0  # (another transport, or an httpcore whose pool looks otherwise)
+        for entry in list(entries):
+            extensions = getattr(getattr(entry, "request", None), "extensions", None)
+            token = extensions.get(CALL) if isinstance(extensions, dict) else None
+            if token is not None and token not in self.live:
+                entries.remove(entry)  # its call is over: nobody will close its response
+        held = {id(getattr(entry, "connection", None)) for entry in entries}
+        orphans = [
+            c for c in connections if id(c) not in held and not c.is_idle() and not c.is_closed()
+        ]
+        for c in orphans:
+            connections.remove(c)
+        for c in orphans:
+            with contextlib.suppress(Exception):
+                await c.aclose()
+        with contextlib.suppress(Exception):  # (requests queued behind them may go on)
+            await pool._close_connections(pool._assign_requests_to_connections())
+        return len(orphans)
 
 
 # An upstream's own error message is handed on at most this long (some echo the prompt).
@@ -297,7 +328,7 @@ class StreamedChoice:
 
 
 async def stream_choice(
-    client: httpx.AsyncClient,
+    calls: Calls,
     path: str,
     body: dict[str, Any],
     *,
@@ -312,38 +343,36 @@ async def stream_choice(
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
     done = False
     try:
-        async with client.stream("POST", path, json=body) as resp:
-            if resp.status_code >= 400:
-                text = (await resp.aread()).decode("utf-8", "replace")
-                raise http_error(where, resp.status_code, text, resp.headers.get("retry-after"))
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    done = True
-                    break
-                try:
-                    chunk = json.loads(data)
-                except json.JSONDecodeError as e:
-                    raise TransientError(
-                        f"{where}: malformed chunk in the stream ({e})", failure="bad_response"
-                    ) from e
-                if not isinstance(chunk, dict):
-                    raise TransientError(
-                        f"{where}: a stream chunk is not a JSON object", failure="bad_response"
-                    )
-                for token in choice.feed(chunk):
-                    if watch(token):
-                        return choice, True  # leaving the block closes the stream
+        with calls.call() as extensions:
+            async with calls.client.stream("POST", path, json=body, extensions=extensions) as resp:
+                if resp.status_code >= 400:
+                    text = (await resp.aread()).decode("utf-8", "replace")
+                    raise http_error(where, resp.status_code, text, resp.headers.get("retry-after"))
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    try:
+                        chunk = json.loads(data)
+                    except json.JSONDecodeError as e:
+                        raise TransientError(
+                            f"{where}: malformed chunk in the stream ({e})", failure="bad_response"
+                        ) from e
+                    if not isinstance(chunk, dict):
+                        raise TransientError(
+                            f"{where}: a stream chunk is not a JSON object", failure="bad_response"
+                        )
+                    for token in choice.feed(chunk):
+                        if watch(token):
+                            return choice, True  # leaving the block closes the stream
     except httpx.HTTPError as e:
         raise TransientError(
             f"{where}: the stream broke ({type(e).__name__}: {e})",
             failure="timeout" if isinstance(e, httpx.TimeoutException) else "unavailable",
         ) from e
-    except asyncio.CancelledError:
-        reap_later(client)
-        raise
     if not done and choice.finish_reason is None:  # (the connection closed midway)
         raise TransientError(
             f"{where}: the stream ended before it was done ({len(choice.parts)} chunks)",

@@ -743,16 +743,15 @@ def shaped(
     strategy = route.strategy is not None
     extra = body.passed_fields(caps.request_fields, strategy) or None
     k = body.logprobs_asked()
-    field_ = "logprobs"
     if k is not None and strategy:
         raise ApiError(
             400,
-            f"{field_}: a strategy's answer comes without log-probabilities; ask the plain "
+            "logprobs: a strategy's answer comes without log-probabilities; ask the plain "
             f"model '{state.served}' for them",
-            param=field_,
+            param="logprobs",
         )
     if k is not None and not caps.logprobs:
-        raise ApiError(400, f"{field_}: this backend gives no log-probabilities", param=field_)
+        raise ApiError(400, "logprobs: this backend gives no log-probabilities", param="logprobs")
     shape = Shape(kind, body.model, k, body.usage_chunk())
     return shape, extra, completion_limit(body, limits, state.max_tokens)
 
