@@ -98,3 +98,53 @@ def test_sweep_with_flags_it_sets_itself_is_an_error(tmp_path: object) -> None:
     done = run_ponder("bench", "--sweep", "s.yaml", "--model", "x", "-n", "4")
     assert done.returncode == 2
     assert "--sweep: the sweep file sets -n, --model itself" in done.stderr
+    done = run_ponder("bench", "--sweep", "s.yaml", "--offset", "5", "--split", "train")
+    assert done.returncode == 2
+    assert "--sweep: the sweep file sets --offset, --split itself" in done.stderr
+
+
+def test_listings_keep_brackets_and_whole_summaries() -> None:
+    # rich would read "[vllm]" as markup and drop it; a summary is cut at a sentence's end,
+    # not at an abbreviation's dot
+    from ponder.plugins import first_line
+
+    assert first_line("A reward model (e.g. a PRM). More text.") == "A reward model (e.g. a PRM)"
+    assert first_line("One line.") == "One line"
+    backends = run_ponder("backends").stdout
+    assert "(extra [vllm])" in backends
+    prm = run_ponder("verifiers", "prm_http").stdout
+    assert "(e.g. Qwen2.5-Math-PRM)" in prm and "[bad, good]" in prm
+
+
+def test_a_thinking_budget_with_another_answer_mode_is_an_error() -> None:
+    done = run_ponder("solve", "q", "--answer-with", "tir", "--think-budget", "64")
+    assert done.returncode == 2
+    assert "--think-budget" in done.stderr and "tir" in done.stderr
+
+
+def test_system_prompt_with_a_thinking_budget_replaces_the_thinking_prompt() -> None:
+    from ponder.cli.common import prompting
+    from ponder.types import Problem
+
+    asked = prompting(256, "Think in <think></think>, then answer in \\boxed{}.", 64)
+    (system, _) = asked.messages(Problem(question="1+1?"))
+    assert system.content == "Think in <think></think>, then answer in \\boxed{}."
+    assert prompting(256, "Be brief.").messages(Problem(question="1+1?"))[0].content == (
+        "Be brief."
+    )
+
+
+def test_solve_takes_backend_options() -> None:
+    done = run_ponder(
+        "solve",
+        "What is 2+3?",
+        "-s",
+        "greedy",
+        "--backend",
+        "scripted",
+        "--backend-option",
+        'replies=["So \\\\boxed{5}."]',
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["answer"] == "5"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import importlib
 import importlib.metadata
+import re
 import typing
 import warnings
 from collections.abc import Iterator
@@ -193,7 +194,9 @@ def type_name(annotation: object) -> str:
 def first_line(doc: str | None) -> str:
     """A docstring's first sentence or line: a part's one-line summary."""
     text = " ".join((doc or "").strip().split("\n\n")[0].split())
-    return text.split(". ")[0].rstrip(".") if text else ""
+    # a sentence ends at ". " not preceded by an abbreviation such as "e.g." or "i.e."
+    end = re.search(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bcf)(?<!\bvs)\. ", text)
+    return (text[: end.start()] if end else text).rstrip(".")
 
 
 def parse_options(pairs: list[str], where: str = "-o") -> dict[str, object]:

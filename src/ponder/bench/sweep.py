@@ -143,7 +143,8 @@ class Sweep(BaseModel):
         """How the sweep's problems become requests."""
         settings: dict[str, object] = {"max_tokens": self.max_tokens}
         if self.system is not None:
-            settings["system"] = self.system
+            # with a thinking budget, the prompt in force is the thinking one (cli.common)
+            settings["system" if self.think_budget is None else "think_system"] = self.system
         if self.think_budget is not None:
             settings.update(think_budget=self.think_budget, think_min=self.think_min)
         return Prompting.model_validate(settings)

@@ -200,6 +200,13 @@ def bench(
             "--answer-with": answer_with is not None,
             "--system": system is not None,
             "--think-budget": think_budget is not None,
+            "--think-min": think_min != 0,
+            "--offset": offset != 0,
+            "--split": split is not None,
+            "--question-field": question_field != "question",
+            "--answer-field": answer_field != "answer",
+            "--answer-type": answer_type != "math",
+            "--id-field": id_field is not None,
             "--model": model is not None,
             "--base-url": base_url is not None,
             "--backend": backend is not None,
@@ -221,8 +228,8 @@ def bench(
         if conflicts:
             raise UsageError(
                 f"--sweep: the sweep file sets {', '.join(conflicts)} itself; give them there "
-                "(only --store, --limit, --api-key, --timeout, --ray and --workers go beside "
-                "--sweep)"
+                "(only --store, --limit, --keep-trees, --json, --api-key, --timeout, --ray and "
+                "--workers go beside --sweep)"
             )
         plan_ = load_sweep(sweep)
         if limit is not None:
@@ -231,7 +238,11 @@ def bench(
     else:
         names = strategy or (["vote"] if budget_tokens_total is not None else ["greedy", "vote"])
         options = strategy_options(
-            option, temperature=temperature, verifier=verifier, answer_with=answer_with
+            option,
+            temperature=temperature,
+            verifier=verifier,
+            answer_with=answer_with,
+            think_budget=think_budget,
         )
         if budget_tokens_total is not None and names != ["vote"]:
             raise UsageError(

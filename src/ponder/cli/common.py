@@ -121,11 +121,17 @@ AnswerWithOpt = Annotated[
     str | None,
     typer.Option(
         "--answer-with",
-        help="reasoning (default), program (PAL: the sandbox runs the model's program), or both",
+        help="reasoning (default); program (PAL: the sandbox runs the model's program); both; "
+        "tir (Python run mid-reasoning, its real output read back); no_cot (the answer alone)",
     ),
 ]
 SystemOpt = Annotated[
-    str | None, typer.Option("--system", help="The system prompt [default: ponder's CoT prompt]")
+    str | None,
+    typer.Option(
+        "--system",
+        help="The system prompt [default: ponder's CoT prompt; with --think-budget it replaces "
+        "the thinking prompt, so it must ask for thinking between <think> and </think>]",
+    ),
 ]
 ThinkBudgetOpt = Annotated[
     int | None,
@@ -223,7 +229,8 @@ def prompting(
         raise UsageError(f"--think-min {think_min} exceeds --think-budget {think_budget}")
     settings: dict[str, object] = {"max_tokens": max_tokens}
     if system is not None:
-        settings["system"] = system
+        # with a thinking budget, the prompt in force is the thinking one: the user's replaces it
+        settings["system" if think_budget is None else "think_system"] = system
     if think_budget is not None:
         settings.update(think_budget=think_budget, think_min=think_min)
     return Prompting.model_validate(settings)
@@ -235,6 +242,7 @@ def strategy_options(
     temperature: float | None = None,
     verifier: str | None = None,
     answer_with: str | None = None,
+    think_budget: int | None = None,
 ) -> dict[str, Any]:
     """`-o` pairs and the named strategy flags as one options dict (flags win)."""
     options = parse_options(pairs or [])
@@ -244,6 +252,12 @@ def strategy_options(
         "answer_with": answer_with,
     }
     options.update({k: v for k, v in named.items() if v is not None})
+    mode = options.get("answer_with", "reasoning")
+    if think_budget is not None and mode != "reasoning":
+        # the thinking loop runs only for reasoning samples: a budget elsewhere would be ignored
+        raise UsageError(
+            f"--think-budget: thinking budgets apply to --answer-with reasoning, not {mode}"
+        )
     return options
 
 

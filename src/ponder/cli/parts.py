@@ -41,7 +41,7 @@ class Listing(Generic[T]):
             if not rows:
                 out.print("  options: none")
             for key, kind, description in rows:
-                out.print(f"  -o {key}=…  ({kind}) {description}", soft_wrap=True)
+                out.print(escape(f"  -o {key}=…  ({kind}) {description}"), soft_wrap=True)
             return
         for part in self.registry.parts().values():
             self.one(part.name, part.summary, part.capabilities, part.origin)
@@ -50,7 +50,7 @@ class Listing(Generic[T]):
         tags = ", ".join(sorted(capabilities))
         where = "" if origin == BUILTIN else escape(f" [from {origin}]")
         out.print(
-            f"[bold]{name}[/bold]{where}: {summary}" + (f" ({tags})" if tags else ""),
+            f"[bold]{name}[/bold]{where}: {escape(summary)}" + (f" ({tags})" if tags else ""),
             soft_wrap=True,
         )
 
@@ -96,13 +96,17 @@ def tasks(name: NameArg = None, as_json: JsonOpt = False) -> None:
         return
     if name is not None:
         task = TASKS.get(name).obj
-        out.print(f"[bold]{task.name}[/bold] ({task.kind}): {task.description}", soft_wrap=True)
+        out.print(
+            f"[bold]{task.name}[/bold] ({task.kind}): {escape(task.description)}", soft_wrap=True
+        )
         out.print(f"  splits: {', '.join(['test', *task.splits])}")
         return
     for task_name, part in TASKS.parts().items():
         where = "" if part.origin == BUILTIN else escape(f" [from {part.origin}]")
         kind = part.obj.kind
-        out.print(f"[bold]{task_name}[/bold]{where} ({kind}): {part.summary}", soft_wrap=True)
+        out.print(
+            f"[bold]{task_name}[/bold]{where} ({kind}): {escape(part.summary)}", soft_wrap=True
+        )
 
 
 @app.command("kinds")

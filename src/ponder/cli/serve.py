@@ -167,7 +167,7 @@ def serve(
         ),
     ] = True,
 ) -> None:
-    """Serve OpenAI's API: the model STRATEGY[-N]/MODEL (e.g. vote-8/qwen2.5-coder-0.5b) runs
+    """Serve OpenAI's API: a model named STRATEGY[-N]/MODEL, such as vote-8/qwen2.5-coder-0.5b, runs
     that strategy; the plain model name passes straight through."""
     require_extra("serve", "ponder serve")
     import uvicorn

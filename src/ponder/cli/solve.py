@@ -13,6 +13,7 @@ from ponder.cli.common import (
     AnswerWithOpt,
     ApiKeyOpt,
     BackendOpt,
+    BackendOptionOpt,
     BaseUrlOpt,
     BudgetDollarsOpt,
     BudgetSecondsOpt,
@@ -31,6 +32,7 @@ from ponder.cli.common import (
     TemperatureOpt,
     ThinkBudgetOpt,
     ThinkMinOpt,
+    ThreadsOpt,
     TimeoutOpt,
     VerifierOpt,
     WidthOpt,
@@ -45,6 +47,7 @@ from ponder.cli.common import (
 )
 from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities, LanguageModel
+from ponder.plugins import parse_options
 from ponder.runtime.budget import Budget
 from ponder.types import Result, Usage
 
@@ -65,6 +68,8 @@ def solve(
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     backend: BackendOpt = None,
+    backend_option: BackendOptionOpt = None,
+    threads: ThreadsOpt = None,
     api_key: ApiKeyOpt = None,
     timeout: TimeoutOpt = None,
     seed: SeedOpt = None,
@@ -96,7 +101,11 @@ def solve(
         raise UsageError("the question is empty")
     # everything is checked before the model loads
     options = strategy_options(
-        option, temperature=temperature, verifier=verifier, answer_with=answer_with
+        option,
+        temperature=temperature,
+        verifier=verifier,
+        answer_with=answer_with,
+        think_budget=think_budget,
     )
     if router is not None:
         if strategy != "auto":
@@ -114,6 +123,8 @@ def solve(
         price=price,
         parameters=parameters,
         timeout=timeout,
+        threads=threads,
+        options=parse_options(backend_option or [], "--backend-option"),
     )
     asking = prompting(max_tokens, system, think_budget, think_min)
 
