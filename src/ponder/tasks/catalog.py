@@ -226,6 +226,7 @@ SETS: dict[str, DataSet] = {
             ),
             license="MIT",
             source="openai/human-eval @ 6d43fb980f9f : data/HumanEval.jsonl.gz (decompressed)",
+            bundled=True,  # the grading tests read it
         ),
         DataSet(
             name="mbpp",
