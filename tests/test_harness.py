@@ -24,29 +24,9 @@ from ponder.tasks.registry import get_task
 from ponder.types import Problem
 
 WORKER = Path(__file__).with_name("bench_worker.py")
-# columns that depend on timing or on which process wrote the row, not on what was computed
-TIMING = {"sid", "latency", "call_seconds", "class"}
-
-
-def rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
-    """Every stored row, keyed by run key instead of row ids, without timing columns."""
-    db = sqlite3.connect(path)
-    keys = dict(db.execute("SELECT rid, run_key FROM runs"))
-    out: dict[str, list[tuple[object, ...]]] = {}
-    for table in ("units", "candidates"):
-        cols = [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
-        keep = [i for i, c in enumerate(cols) if c not in TIMING]
-        out[table] = sorted(
-            (keys[r[0]], *(r[i] for i in keep[1:])) for r in db.execute(f"SELECT * FROM {table}")
-        )
-    out["runs"] = sorted(db.execute("SELECT run_key, config FROM runs"))
-    out["classes"] = sorted(
-        db.execute(
-            "SELECT p.problem_id, c.key, c.correct FROM classes c JOIN problems p USING (pid)"
-        )
-    )
-    db.close()
-    return out
+# a store's rows without ids and timing: the benchmarks' helper (scale.py), one copy for both
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from scale import stored_rows  # noqa: E402
 
 
 def metrics(path: Path) -> list[tuple[object, ...]]:
@@ -113,7 +93,7 @@ def test_sigkill_at_20_random_points_then_resume_equals_an_uninterrupted_run(
     if final.stderr:
         final.stderr.close()
 
-    assert rows(crashed) == rows(clean)  # no unit lost, none duplicated, same content
+    assert stored_rows(crashed) == stored_rows(clean)  # no unit lost, none duplicated, same content
     assert metrics(crashed) == metrics(clean)
 
 
