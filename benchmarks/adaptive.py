@@ -8,6 +8,11 @@ replayed on that pool (the offline prediction checked against the live run).
         --store benchmarks/out/adaptive.sqlite
     .venv/bin/python benchmarks/adaptive.py table --store benchmarks/out/adaptive.sqlite
 
+    # each stopping rule's settings chosen on a train pool, judged on a test pool (replayed)
+    .venv/bin/python benchmarks/adaptive.py tune \
+        --train benchmarks/reports/gsm8k-train-pool16.sqlite \
+        --test benchmarks/reports/gsm8k-pool16.sqlite
+
 Resumable: the store keeps every finished unit, and a run already complete is not run again
 (its wall time is then the one it was measured at).
 """
@@ -19,11 +24,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from ponder.bench.analysis import load_groups, points
+from ponder.bench.analysis import Group, load_groups, points
 from ponder.bench.confidence import STOPPING, load_signals, paired, replay_points
 from ponder.bench.harness import Harness, plan
 from ponder.bench.store import Store
 from ponder.bench.sweep import model_sha256
+from ponder.bench.tuning import TOLERANCE, tune_stopping
 from ponder.lm import BackendConfig
 from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
@@ -32,12 +38,26 @@ from ponder.runtime.strategy import make_strategy
 from ponder.tasks.registry import get_task
 
 
-def methods(n: int, rule: str) -> list[tuple[str, dict[str, Any]]]:
+def methods(
+    n: int, rule: str, adaptive: list[str], deepconf: list[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """vote@n, then adaptive and DeepConf online with their defaults or the given settings
+    (KEY=VALUE, e.g. those `tune` chose on a train pool)."""
     return [
         ("vote", {"n": n}),
-        ("adaptive", {"n": n, "rule": rule}),
-        ("deepconf", {"n": n}),
+        ("adaptive", {"n": n, "rule": rule, **settings_of(adaptive)}),
+        ("deepconf", {"n": n, **settings_of(deepconf)}),
     ]
+
+
+def settings_of(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"error: {pair!r} is not KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
 
 
 async def live(args: argparse.Namespace) -> None:
@@ -47,7 +67,7 @@ async def live(args: argparse.Namespace) -> None:
     store = Store(args.store)
     async with engine:
         harness = Harness(engine, store, model_sha256=model_sha256(config))
-        for name, options in methods(args.n, args.rule):
+        for name, options in methods(args.n, args.rule, args.adaptive, args.deepconf):
             for p in plan([make_strategy(name, **options)]):
                 done = await harness.execute(args.task, problems, p, seed=args.seed)
                 print(f"{name}: {done.progress.done} units in {done.seconds:.0f} s", flush=True)
@@ -122,6 +142,62 @@ def table(args: argparse.Namespace) -> None:
     store.close()
 
 
+def reasoning_pool(store: Store) -> Group:
+    """The store's largest pool of plain chain-of-thought samples."""
+    pools = [
+        g
+        for g in load_groups(store)
+        if g.kind == "pool"
+        and g.config.get("unit", {}).get("answer_with", "reasoning") == "reasoning"
+    ]
+    if not pools:
+        raise SystemExit(f"error: {store.path} holds no pool of samples (ponder bench -s vote)")
+    return max(pools, key=lambda g: (int(g.sizes.max()), len(g.pids)))
+
+
+def tune(args: argparse.Namespace) -> None:
+    train_store, test_store = Store(args.train, create=False), Store(args.test, create=False)
+    shared = {q for (q,) in train_store.db.execute("SELECT question FROM problems")} & {
+        q for (q,) in test_store.db.execute("SELECT question FROM problems")
+    }
+    if shared:
+        raise SystemExit(f"error: {len(shared)} test problems are in the train store")
+    train = load_signals(train_store, reasoning_pool(train_store), stats=True)
+    test = load_signals(test_store, reasoning_pool(test_store), stats=True)
+    t = tune_stopping(train, test, n=args.n, tolerance=args.tolerance)
+    tv, sv = t.train_vote, t.test_vote
+    print(
+        f"Train: {len(train.group.pids)} problems ({args.train}); test: {len(test.group.pids)} "
+        f"({args.test}); n = {t.n}; {len(t.tried)} settings tried; a setting is kept when its "
+        f"train accuracy is within {100 * t.tolerance:g} point(s) of train majority@{t.n} "
+        f"({100 * tv.point.accuracy:.1f}%), and the kept one writing fewest tokens is chosen.\n"
+    )
+    print(
+        f"| family | chosen on train | kept | train acc. | train generated × vote@{t.n} "
+        f"| test acc. [95% CI] | Δ vs test vote@{t.n} [95% paired CI] | test samples "
+        f"| test generated × vote@{t.n} | test tokens × vote@{t.n} |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"| majority@{t.n} | — | — | {100 * tv.point.accuracy:.1f}% | 1.00 "
+        f"| {100 * sv.point.accuracy:.1f}% [{100 * sv.point.low:.1f}, {100 * sv.point.high:.1f}] "
+        f"| — | {t.n} | 1.00 ({sv.generated:,.0f}) | 1.00 ({sv.tokens:,.0f}) |"
+    )
+    for c in t.chosen:
+        d, lo, hi = c.difference(sv)
+        q = c.test.point
+        print(
+            f"| {c.setting.family} | {c.setting.label} | {c.kept} "
+            f"| {100 * c.train.point.accuracy:.1f}% "
+            f"| {c.train.generated.mean() / tv.generated:.2f} "
+            f"| {100 * q.accuracy:.1f}% [{100 * q.low:.1f}, {100 * q.high:.1f}] "
+            f"| {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {c.test.samples.mean():.1f} "
+            f"| {c.test.generated.mean() / sv.generated:.2f} | {q.tokens / sv.tokens:.2f} |"
+        )
+    train_store.close()
+    test_store.close()
+
+
 def main() -> None:
     tune_gc()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -135,6 +211,8 @@ def main() -> None:
     run.add_argument(
         "--rule", default="beta", choices=[r.split("=")[1].rstrip(")") for r, _ in STOPPING]
     )
+    run.add_argument("--adaptive", nargs="*", default=[], help="adaptive's KEY=VALUE settings")
+    run.add_argument("--deepconf", nargs="*", default=[], help="deepconf's KEY=VALUE settings")
     run.add_argument("--model", default=None)
     run.add_argument("--base-url", default=None)
     run.add_argument("--slots", type=int, default=8)
@@ -143,9 +221,16 @@ def main() -> None:
     run.add_argument("--store", type=Path, default=Path("benchmarks/out/adaptive.sqlite"))
     show = sub.add_parser("table", help="ratios and paired differences from a live store")
     show.add_argument("--store", type=Path, default=Path("benchmarks/out/adaptive.sqlite"))
+    tn = sub.add_parser("tune", help="stopping settings chosen on a train pool, judged on test")
+    tn.add_argument("--train", type=Path, required=True, help="a store with a train pool")
+    tn.add_argument("--test", type=Path, required=True, help="a store with a test pool")
+    tn.add_argument("--n", type=int, default=None, help="the budget [the smaller pool's size]")
+    tn.add_argument("--tolerance", type=float, default=TOLERANCE)
     args = ap.parse_args()
     if args.command == "live":
         asyncio.run(live(args))
+    elif args.command == "tune":
+        tune(args)
     else:
         table(args)
 

@@ -90,6 +90,63 @@ async def test_a_traceback_is_the_output_and_the_sample_goes_on() -> None:
     assert r.answer == "7"
 
 
+async def test_an_error_reads_as_a_notebook_shows_it() -> None:
+    """The model sees its own cell's frames and source line and the error, not the wrapper
+    that runs the cell (whose exec line would repeat the whole block) or the sandbox's paths."""
+    code = "seattle = 20\ncharleston = 4 * Seattle\nprint(charleston)"
+    eng, _ = engine(calls_python(code))
+    r = await eng.solve(PROBLEM, "greedy", answer_with="tir")
+    (call,) = r.candidates[0].tool_calls
+    assert not call.ok
+    assert 'File "<cell>", line 2' in call.output
+    assert "charleston = 4 * Seattle" in call.output
+    assert (
+        call.output.rstrip().splitlines()[-1].startswith("NameError: name 'Seattle' is not defined")
+    )
+    assert "exec(compile" not in call.output and "/tmp" not in call.output
+    assert "(exit code" not in call.output  # the traceback already names the error
+
+
+async def test_a_syntax_error_names_the_cells_line() -> None:
+    eng, _ = engine(calls_python("x = (1 +\nprint(x)"))
+    r = await eng.solve(PROBLEM, "greedy", answer_with="tir")
+    (call,) = r.candidates[0].tool_calls
+    assert "SyntaxError" in call.output and '"<cell>"' in call.output
+    assert "exec(compile" not in call.output
+
+
+async def test_a_block_that_raised_keeps_what_it_did_before_the_error() -> None:
+    def reply(req: GenRequest, i: int, rng: random.Random) -> str:
+        so_far = after(req.prompt or "")
+        if so_far.count("```output") == 0:
+            return "```python\na = 5\nprint(b)\n```\n"
+        if so_far.count("```output") == 1:
+            return "Fix it.\n```python\nb = 2\nprint(a * b)\n```\n"
+        return "\\boxed{10}"
+
+    eng, _ = engine(reply)
+    r = await eng.solve(PROBLEM, "greedy", answer_with="tir")
+    first, second = r.candidates[0].tool_calls
+    assert not first.ok and "NameError" in first.output
+    assert second.ok and second.output == "10"
+
+
+async def test_a_block_a_limit_stopped_is_not_run_again() -> None:
+    def reply(req: GenRequest, i: int, rng: random.Random) -> str:
+        so_far = after(req.prompt or "")
+        if so_far.count("```output") == 0:
+            return "```python\nx = 1\nwhile True:\n    pass\n```\n"
+        if so_far.count("```output") == 1:
+            return "Again.\n```python\nprint('next')\n```\n"
+        return "\\boxed{1}"
+
+    eng, _ = engine(reply, ToolSettings(timeout_s=1.0))
+    r = await eng.solve(PROBLEM, "greedy", answer_with="tir")
+    first, second = r.candidates[0].tool_calls
+    assert "time limit" in first.output
+    assert second.ok and second.output == "next" and second.seconds < 1.0
+
+
 @pytest.mark.parametrize(
     ("code", "shown"),
     [

@@ -239,6 +239,7 @@ class Replayed:
     samples: np.ndarray
     tokens: np.ndarray
     point: Point
+    generated: np.ndarray  # completion tokens charged (what the model wrote)
 
 
 def replay_points(
@@ -251,62 +252,112 @@ def replay_points(
 ) -> list[Replayed]:
     """Every stopping rule (and DeepConf online, when the pool has per-token statistics)
     replayed on each problem's pool, up to `budget` samples (default: the whole pool)."""
-    g = pool.group
-    n = budget or int(g.sizes.max())
-    rows = np.flatnonzero(g.sizes >= n)
-    out = []
-    for label, rule in STOPPING:
-        acc, samples, tokens = (np.zeros(len(rows)) for _ in range(3))
-        for i, r in enumerate(rows):
-            obs = [
-                Observation(
-                    None if int(g.classes[r, j]) < 0 else int(g.classes[r, j]),
-                    int(pool.completion[r, j]),
-                    _finite(pool.signals["tail"][r, j]),
-                )
-                for j in range(int(g.sizes[r]))
-            ]
-            right = {int(c) for c, ok in zip(g.classes[r], g.correct[r], strict=True) if ok}
-            got = expected(rule, obs, n, wave, orders, seed=int(g.pids[r]))
-            acc[i] = got.accuracy(right)
-            samples[i] = got.samples
-            prompt = (pool.spent[r] - pool.completion[r])[: int(g.sizes[r])].mean()
-            tokens[i] = got.tokens + got.samples * prompt
-        out.append(_replayed(g, label, rows, acc, samples, tokens, resamples))
+    n = budget or int(pool.group.sizes.max())
+    out = [
+        replay_rule(pool, label, rule, n=n, wave=wave, orders=orders, resamples=resamples)
+        for label, rule in STOPPING
+    ]
     # DeepConf online needs a pool larger than its warm-up (e.g. not `N=2 scripts/demo.sh`)
-    replay_deepconf = n >= DEEPCONF_WARMUP
-    if (
-        replay_deepconf
-        and pool.stats
-        and all(s is not None for r in rows for s in pool.stats[r][:n])
-    ):
-        acc, samples, tokens = (np.zeros(len(rows)) for _ in range(3))
-        for i, r in enumerate(rows):
-            right = {int(c) for c, ok in zip(g.classes[r], g.correct[r], strict=True) if ok}
-            traces = [
-                Trace(
-                    None if int(g.classes[r, j]) < 0 else int(g.classes[r, j]),
-                    int(pool.completion[r, j]),
-                    stats.confidence,
-                )
-                for j, stats in enumerate(pool.stats[r][: int(g.sizes[r])])
-                if stats is not None
-            ]
-            prompt = (pool.spent[r] - pool.completion[r])[: int(g.sizes[r])].mean()
-            rng = np.random.default_rng(int(g.pids[r]))
-            runs = []
-            for o in range(orders):
-                order = np.arange(len(traces)) if o == 0 else rng.permutation(len(traces))
-                runs.append(
-                    deepconf_online(
-                        [traces[int(x)] for x in order], n, warmup=DEEPCONF_WARMUP, wave=wave
-                    )
-                )
-            acc[i] = np.mean([run.answer in right for run in runs])
-            samples[i] = np.mean([run.samples for run in runs])
-            tokens[i] = np.mean([run.tokens + run.samples * prompt for run in runs])
-        out.append(_replayed(g, "deepconf (online)", rows, acc, samples, tokens, resamples))
+    if n >= DEEPCONF_WARMUP and online_replayable(pool, n):
+        out.append(
+            replay_online(
+                pool, "deepconf (online)", n=n, wave=wave, orders=orders, resamples=resamples
+            )
+        )
     return out
+
+
+def replay_rule(
+    pool: PoolSignals,
+    label: str,
+    rule: StoppingRule,
+    *,
+    n: int,
+    wave: int = WAVE,
+    orders: int = ORDERS,
+    resamples: int = 2000,
+) -> Replayed:
+    """One stopping rule replayed on every problem with a pool of at least `n` samples."""
+    g = pool.group
+    rows = np.flatnonzero(g.sizes >= n)
+    acc, samples, generated, tokens = (np.zeros(len(rows)) for _ in range(4))
+    for i, r in enumerate(rows):
+        obs = [
+            Observation(
+                None if int(g.classes[r, j]) < 0 else int(g.classes[r, j]),
+                int(pool.completion[r, j]),
+                _finite(pool.signals["tail"][r, j]),
+            )
+            for j in range(int(g.sizes[r]))
+        ]
+        right = {int(c) for c, ok in zip(g.classes[r], g.correct[r], strict=True) if ok}
+        got = expected(rule, obs, n, wave, orders, seed=int(g.pids[r]))
+        acc[i] = got.accuracy(right)
+        samples[i] = got.samples
+        generated[i] = got.tokens
+        tokens[i] = got.tokens + got.samples * _prompt(pool, int(r))
+    return _replayed(g, label, rows, acc, samples, generated, tokens, resamples)
+
+
+def online_replayable(pool: PoolSignals, n: int) -> bool:
+    """Whether every problem with `n` samples kept the per-token statistics DeepConf online
+    replays from."""
+    rows = np.flatnonzero(pool.group.sizes >= n)
+    return bool(pool.stats) and all(s is not None for r in rows for s in pool.stats[r][:n])
+
+
+def replay_online(
+    pool: PoolSignals,
+    label: str,
+    *,
+    n: int,
+    wave: int = WAVE,
+    orders: int = ORDERS,
+    resamples: int = 2000,
+    warmup: int = DEEPCONF_WARMUP,
+    percentile: float = 10.0,
+    consensus: float = 0.95,
+) -> Replayed:
+    """DeepConf online replayed on every problem with a pool of at least `n` samples."""
+    g = pool.group
+    rows = np.flatnonzero(g.sizes >= n)
+    acc, samples, generated, tokens = (np.zeros(len(rows)) for _ in range(4))
+    for i, r in enumerate(rows):
+        right = {int(c) for c, ok in zip(g.classes[r], g.correct[r], strict=True) if ok}
+        traces = [
+            Trace(
+                None if int(g.classes[r, j]) < 0 else int(g.classes[r, j]),
+                int(pool.completion[r, j]),
+                stats.confidence,
+            )
+            for j, stats in enumerate(pool.stats[r][: int(g.sizes[r])])
+            if stats is not None
+        ]
+        rng = np.random.default_rng(int(g.pids[r]))
+        runs = []
+        for o in range(orders):
+            order = np.arange(len(traces)) if o == 0 else rng.permutation(len(traces))
+            runs.append(
+                deepconf_online(
+                    [traces[int(x)] for x in order],
+                    n,
+                    warmup=warmup,
+                    percentile=percentile,
+                    consensus=consensus,
+                    wave=wave,
+                )
+            )
+        acc[i] = np.mean([run.answer in right for run in runs])
+        samples[i] = np.mean([run.samples for run in runs])
+        generated[i] = np.mean([run.tokens for run in runs])
+        tokens[i] = generated[i] + samples[i] * _prompt(pool, int(r))
+    return _replayed(g, label, rows, acc, samples, generated, tokens, resamples)
+
+
+def _prompt(pool: PoolSignals, r: int) -> float:
+    """Problem row `r`'s mean prompt tokens computed per sample (not served from cache)."""
+    size = int(pool.group.sizes[r])
+    return float((pool.spent[r] - pool.completion[r])[:size].mean())
 
 
 def _finite(x: float) -> float | None:
@@ -319,6 +370,7 @@ def _replayed(
     rows: np.ndarray,
     acc: np.ndarray,
     samples: np.ndarray,
+    generated: np.ndarray,
     tokens: np.ndarray,
     resamples: int,
 ) -> Replayed:
@@ -343,7 +395,7 @@ def _replayed(
         per_problem=acc,
         pids=g.pids[rows],
     )
-    return Replayed(label, samples, tokens, point)
+    return Replayed(label, samples, tokens, point, generated)
 
 
 def paired(a: Point, b: Point, *, resamples: int = 2000) -> tuple[float, float, float]:

@@ -63,17 +63,44 @@ def open_block(text: str) -> str | None:
 
 def notebook_program(earlier: list[str], code: str) -> str:
     """A program that runs the sample's earlier blocks quietly (restoring their state, as a
-    notebook's kernel would hold it), then `code` with its output shown."""
+    notebook's kernel would hold it: a block that raised keeps what it did before the error),
+    then `code` with its output shown; an error in `code` is printed as a notebook prints it
+    (the cell's own frames with their source lines, not this wrapper's)."""
     return (
-        "import contextlib as _c, io as _io\n"
+        "import contextlib as _c, io as _io, linecache as _lc, sys as _s, traceback as _tb\n"
         f"for _block in {earlier!r}:\n"
         "    with _c.redirect_stdout(_io.StringIO()), _c.redirect_stderr(_io.StringIO()):\n"
         "        try:\n"
         "            exec(compile(_block, '<earlier cell>', 'exec'), globals())\n"
         "        except BaseException:\n"
         "            pass\n"
-        f"exec(compile({code!r}, '<cell>', 'exec'), globals())\n"
+        f"_cell = {code!r}\n"
+        "_lc.cache['<cell>'] = (len(_cell), None, _cell.splitlines(True), '<cell>')\n"
+        "try:\n"
+        "    exec(compile(_cell, '<cell>', 'exec'), globals())\n"
+        "except SystemExit:\n"
+        "    raise\n"
+        "except BaseException as _e:\n"
+        "    _t = _tb.TracebackException.from_exception(_e)\n"
+        "    _t.stack = _tb.StackSummary.from_list(list(_t.stack)[1:])\n"
+        "    _m = ''.join(_t.format())\n"
+        # Python 3.11's traceback module leaves out the interpreter's "Did you mean" (3.12 has it)
+        "    if isinstance(_e, NameError) and _e.name and 'Did you mean' not in _m:\n"
+        "        import builtins as _b, difflib as _d\n"
+        "        _names = [k for k in globals() if not k.startswith('_')] + dir(_b)\n"
+        "        _near = _d.get_close_matches(_e.name, _names, n=1)\n"
+        "        if _near:\n"
+        "            _m = _m.rstrip('\\n') + f'. Did you mean: {_near[0]!r}?\\n'\n"
+        "    _s.stderr.write(_m)\n"
+        "    _s.exit(1)\n"
     )
+
+
+def replayable(call: ToolCall) -> bool:
+    """Whether a later block's notebook re-runs this one first: a block that ran, or raised
+    (what it did before the error stands, as in a kernel); not one a limit stopped (it would
+    only hit the limit again)."""
+    return call.ok or (call.reason or "").startswith("exit code")
 
 
 def shown(out: str, limit: int) -> tuple[str, bool]:
@@ -98,9 +125,13 @@ async def run_call(
     ledger.record(ROLE, "sandbox", (1, 0, 0, 0, seconds, 0.0, 0.0, 0))
     out = result.stdout
     if not result.ok:
-        tail = "\n".join(result.stderr.strip().splitlines()[-6:])  # the traceback's end
+        lines = result.stderr.strip().splitlines()
+        tail = "\n".join(lines[-8:])  # the traceback's end
         why = result.reason or f"exit code {result.exit_code}"
-        out = f"{out}{tail}\n({why})".strip() if tail or out else f"({why})"
+        if lines and why == f"exit code {result.exit_code}: {lines[-1][:200]}":
+            out = f"{out}{tail}"  # an error the traceback's last line already names
+        else:
+            out = f"{out}{tail}\n({why})".strip() if tail or out else f"({why})"
     text, truncated = shown(out.rstrip("\n"), settings.max_output_chars)
     return ToolCall(
         code=code,
@@ -146,7 +177,11 @@ class ToolLoop:
             code = open_block(text) if choice.finish_reason == "stop" else None
             if code is not None and len(calls) < self.settings.max_calls and budget > 0:
                 call = await run_call(
-                    self.sandbox, self.ledger, [c.code for c in calls if c.ok], code, self.settings
+                    self.sandbox,
+                    self.ledger,
+                    [c.code for c in calls if replayable(c)],
+                    code,
+                    self.settings,
                 )
                 calls.append(call)
                 self.report("tool_call", ok=call.ok, seconds=call.seconds, output=call.output[:200])

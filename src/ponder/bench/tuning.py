@@ -1,0 +1,172 @@
+"""A stopping rule's settings chosen on a train pool and judged on a test pool it never saw.
+
+    for each rule family (esc, beta, agreement, weighted, DeepConf online):
+        replay every setting of its grid on the train pool
+        keep those within `tolerance` of the train pool's majority@n accuracy
+        choose the one that writes the fewest tokens (none kept: the most accurate)
+        replay the chosen setting on the test pool, beside the test pool's majority@n
+
+A rule's default thresholds were set for large models whose samples mostly agree; a small
+model's samples rarely do, so its rules stop late. Choosing the threshold on train problems
+(never the problems reported) is the honest way to move it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ponder.bench.analysis import Point, points
+from ponder.bench.confidence import (
+    DEEPCONF_WARMUP,
+    PoolSignals,
+    Replayed,
+    online_replayable,
+    paired,
+    replay_online,
+    replay_rule,
+)
+from ponder.consensus import ESC, Agreement, BetaStop, StoppingRule, WeightedConsensus
+from ponder.errors import UsageError
+
+TOLERANCE = 0.01  # accuracy a setting may give up against majority@n on the train pool
+ORDERS = 16  # replays per problem while tuning (the stored order and 15 permutations)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One stopping rule with its settings and wave, or DeepConf online (`rule` None)."""
+
+    family: str
+    label: str
+    wave: int
+    rule: StoppingRule | None = None
+    percentile: float = 10.0
+    consensus: float = 0.95
+
+    def replay(self, pool: PoolSignals, n: int, orders: int) -> Replayed:
+        if self.rule is None:
+            return replay_online(
+                pool,
+                self.label,
+                n=n,
+                wave=self.wave,
+                orders=orders,
+                percentile=self.percentile,
+                consensus=self.consensus,
+            )
+        return replay_rule(pool, self.label, self.rule, n=n, wave=self.wave, orders=orders)
+
+
+def grid(waves: Sequence[int] = (2, 4)) -> list[Setting]:
+    """The settings tried: each rule's threshold over a range that reaches far below its
+    default, each minimum of samples a rule may stop after, each wave."""
+    out: list[Setting] = []
+    for wave in waves:
+        for window in (2, 3, 4):
+            out.append(
+                Setting("esc", f"esc(window={window}, wave={wave})", wave, ESC(window=window))
+            )
+        for m in (2, 3, 4):
+            for t in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+                rule: StoppingRule = BetaStop(threshold=t, min_samples=m)
+                out.append(
+                    Setting("beta", f"beta(threshold={t}, min={m}, wave={wave})", wave, rule)
+                )
+            for share in (0.5, 0.6, 0.75, 0.9):
+                rule = Agreement(share=share, min_samples=m)
+                label = f"agreement(share={share}, min={m}, wave={wave})"
+                out.append(Setting("agreement", label, wave, rule))
+            for t in (0.5, 0.6, 0.75, 0.9, 0.95):
+                rule = WeightedConsensus(threshold=t, min_samples=m)
+                label = f"weighted(threshold={t}, min={m}, wave={wave})"
+                out.append(Setting("weighted", label, wave, rule))
+        for pct in (10.0, 50.0, 90.0):
+            for c in (0.5, 0.6, 0.75, 0.9, 0.95):
+                label = f"deepconf(percentile={pct:g}, consensus={c}, wave={wave})"
+                out.append(Setting("deepconf", label, wave, None, pct, c))
+    return out
+
+
+@dataclass
+class Baseline:
+    """Majority vote over the whole pool of n on one pool's problems."""
+
+    point: Point
+    generated: float  # completion tokens per problem
+    tokens: float  # tokens computed per problem (prompt not cached + completion)
+
+
+@dataclass
+class Choice:
+    setting: Setting
+    train: Replayed
+    test: Replayed
+    kept: int  # the family's settings within tolerance on train
+
+    def difference(self, test_vote: Baseline) -> tuple[float, float, float]:
+        """Test accuracy minus majority@n's, with its 95% paired bootstrap interval."""
+        return paired(self.test.point, test_vote.point)
+
+
+@dataclass
+class Tuning:
+    n: int
+    tolerance: float
+    train_vote: Baseline
+    test_vote: Baseline
+    tried: list[tuple[Setting, Replayed]]  # every setting on the train pool
+    chosen: list[Choice]  # one per family
+
+
+def baseline(pool: PoolSignals, n: int) -> Baseline:
+    """Majority@n on the problems of `pool` that have n samples."""
+    g = pool.group
+    vote = next((p for p in points(g) if p.method == "vote" and p.k == n), None)
+    if vote is None:
+        raise UsageError(f"the pool {g.label} has no majority vote at {n} samples")
+    rows = np.flatnonzero(g.sizes >= n)
+    generated = pool.completion[rows, :n].sum(axis=1)
+    spent = pool.spent[rows, :n].sum(axis=1)
+    return Baseline(vote, float(generated.mean()), float(spent.mean()))
+
+
+def tune_stopping(
+    train: PoolSignals,
+    test: PoolSignals,
+    *,
+    n: int | None = None,
+    tolerance: float = TOLERANCE,
+    orders: int = ORDERS,
+    settings: Sequence[Setting] | None = None,
+) -> Tuning:
+    """Each family's setting chosen on `train` (see the module docstring), judged on `test`."""
+    if not 0.0 <= tolerance < 1.0:
+        raise UsageError(f"tolerance must be in [0, 1) (got {tolerance})")
+    n = n or min(int(train.group.sizes.max()), int(test.group.sizes.max()))
+    if train is test:
+        raise UsageError("train and test are the same pool: tune on train problems")
+    if not (train.group.sizes >= n).any() or not (test.group.sizes >= n).any():
+        raise UsageError(f"both pools need problems with {n} samples")
+    online = online_replayable(train, n) and online_replayable(test, n) and n > DEEPCONF_WARMUP
+    tried = [
+        (s, s.replay(train, n, orders))
+        for s in (settings if settings is not None else grid())
+        if s.rule is not None or online
+    ]
+    train_vote, test_vote = baseline(train, n), baseline(test, n)
+    chosen = []
+    for family in dict.fromkeys(s.family for s, _ in tried):
+        mine = [(s, r) for s, r in tried if s.family == family]
+        kept = [
+            (s, r) for s, r in mine if r.point.accuracy >= train_vote.point.accuracy - tolerance
+        ]
+        if kept:
+            best = min(kept, key=lambda sr: (float(sr[1].generated.mean()), -sr[1].point.accuracy))
+        else:
+            best = max(mine, key=lambda sr: (sr[1].point.accuracy, -float(sr[1].generated.mean())))
+        setting, on_train = best
+        chosen.append(Choice(setting, on_train, setting.replay(test, n, orders), len(kept)))
+    return Tuning(n, tolerance, train_vote, test_vote, tried, chosen)

@@ -1,0 +1,92 @@
+"""Stopping settings chosen on a train pool and judged on a test pool (ponder.bench.tuning): the
+choice is the cheapest setting within tolerance on train, never looks at test, and a looser
+tolerance never costs more tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ponder.bench.analysis import load_groups
+from ponder.bench.confidence import PoolSignals, load_signals
+from ponder.bench.store import Store
+from ponder.bench.tuning import grid, tune_stopping
+from ponder.errors import UsageError
+from router_world import pool_store, problems
+
+
+async def _pools(tmp_path: Path) -> tuple[PoolSignals, PoolSignals]:
+    train = await pool_store(tmp_path / "train.sqlite", problems(24), n=8)
+    test = await pool_store(tmp_path / "test.sqlite", problems(24, start=24), n=8)
+    out = []
+    for path in (train, test):
+        store = Store(path, create=False)
+        (g,) = load_groups(store)
+        out.append(load_signals(store, g, stats=True))
+    return out[0], out[1]
+
+
+async def test_each_family_gets_its_cheapest_setting_within_tolerance_on_train(
+    tmp_path: Path,
+) -> None:
+    train, test = await _pools(tmp_path)
+    settings = [s for s in grid(waves=(2,)) if s.family in ("esc", "beta", "agreement")]
+    t = tune_stopping(train, test, tolerance=0.05, orders=4, settings=settings)
+    assert t.n == 8 and {c.setting.family for c in t.chosen} == {"esc", "beta", "agreement"}
+    floor = t.train_vote.point.accuracy - 0.05
+    for c in t.chosen:
+        mine = [r for s, r in t.tried if s.family == c.setting.family]
+        kept = [r for r in mine if r.point.accuracy >= floor]
+        assert c.kept == len(kept) > 0
+        assert c.train.point.accuracy >= floor
+        assert c.train.generated.mean() == min(r.generated.mean() for r in kept)
+        # judged on the test pool: never more than the budget, and the easy third of the
+        # problems (whose samples agree) stops early, so fewer tokens than majority@8
+        assert (c.test.samples <= 8).all()
+        assert c.test.generated.mean() < t.test_vote.generated
+        d, lo, hi = c.difference(t.test_vote)
+        assert lo <= d <= hi
+
+
+async def test_a_looser_tolerance_never_chooses_a_costlier_setting(tmp_path: Path) -> None:
+    train, test = await _pools(tmp_path)
+    settings = [s for s in grid(waves=(2,)) if s.family == "beta"]
+    costs = []
+    for tolerance in (0.0, 0.05, 0.3):
+        (c,) = tune_stopping(train, test, tolerance=tolerance, orders=4, settings=settings).chosen
+        costs.append(float(c.train.generated.mean()))
+    assert costs == sorted(costs, reverse=True)
+
+
+async def test_with_nothing_within_tolerance_the_most_accurate_setting_is_chosen(
+    tmp_path: Path,
+) -> None:
+    train, test = await _pools(tmp_path)
+    settings = [s for s in grid(waves=(2,)) if s.family == "esc"]
+    t = tune_stopping(train, test, tolerance=0.0, orders=4, settings=settings)
+    (c,) = t.chosen
+    accuracies = [r.point.accuracy for _, r in t.tried]
+    assert max(accuracies) < t.train_vote.point.accuracy  # the world makes early stops cost
+    assert c.kept == 0 and c.train.point.accuracy == max(accuracies)
+
+
+async def test_tuning_refuses_bad_settings(tmp_path: Path) -> None:
+    train, test = await _pools(tmp_path)
+    with pytest.raises(UsageError, match="tolerance"):
+        tune_stopping(train, test, tolerance=1.5)
+    with pytest.raises(UsageError, match="same pool"):
+        tune_stopping(train, train)
+    with pytest.raises(UsageError, match="16 samples"):
+        tune_stopping(train, test, n=16)
+
+
+def test_the_grid_reaches_below_each_rules_default() -> None:
+    settings = grid()
+    families = {s.family for s in settings}
+    assert families == {"esc", "beta", "agreement", "weighted", "deepconf"}
+    betas = [s.rule.threshold for s in settings if s.family == "beta"]  # type: ignore[union-attr]
+    assert min(betas) < 0.95 <= max(betas)
+    assert len({s.label for s in settings}) == len(settings)
+    assert np.all([s.wave in (2, 4) for s in settings])
