@@ -81,6 +81,38 @@ def test_every_set_loads_and_its_reference_answers_grade_correct(name: str) -> N
         assert not any(asyncio.run(grade(p, "\\text{surely wrong}", box)) for p in sample)
 
 
+FIXTURES = Path(__file__).parent / "fixtures" / "data"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.iterdir() if p.is_dir()))
+def test_every_loader_reads_its_format_and_grades_its_references(name: str) -> None:
+    """The sets not bundled, on a few rows of their real files (tests/fixtures/data): each
+    loader's format and grading run on every machine, not only where the set was pulled."""
+    from ponder.tasks.catalog import SETS
+
+    (spec,) = SETS[name].files
+    path = FIXTURES / name / spec.name
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    problems = get_task(name).load(path)
+    assert len(problems) == len(rows) == 4
+    assert all(p.question.strip() and p.gold for p in problems)
+    box = Sandbox()
+
+    async def grades(answer: str | None = None) -> list[bool]:
+        return [await grade(p, answer or reference_answer(p), box) for p in problems]
+
+    assert all(asyncio.run(grades()))
+    assert not any(asyncio.run(grades("\\text{surely wrong}")))
+
+
+def test_every_set_not_bundled_has_a_loader_fixture() -> None:
+    from ponder.tasks.catalog import SETS
+    from ponder.tasks.data import BUNDLED
+
+    missing = [n for n in SETS if not (FIXTURES / n).is_dir() and not (BUNDLED / n).is_dir()]
+    assert missing == []
+
+
 def test_choice_sets_show_their_options_and_grade_letters() -> None:
     p = get_task("mmlu_stem").load(limit=1)[0]
     assert p.kind == "choice" and p.gold == "C"
