@@ -68,6 +68,27 @@ async def test_transient_failures_are_retried_with_backoff() -> None:
     assert ledger.failed_attempts == 2 and ledger.spent.calls == 1
 
 
+async def test_a_servers_retry_after_is_waited_out_within_a_cap() -> None:
+    """A 429 or 503 with Retry-After: the next attempt comes no sooner than the server asked
+    (and no later than retry_after_max_s), where the backoff alone would come back at once."""
+    delays: list[float] = []
+
+    async def sleep(d: float) -> None:
+        delays.append(d)
+
+    asked = [7.0, 600.0]
+    lm = ScriptedLM(
+        ["\\boxed{1}"],
+        fail=lambda call, r: (
+            TransientError("429", status=429, retry_after=asked[call]) if call < 2 else None
+        ),
+    )
+    scheduler = Scheduler(sleep=sleep, backoff_s=0.01, retry_after_max_s=30.0)
+    gen = await scheduler.generate(lm, req(), Ledger())
+    assert gen.choices[0].text == "\\boxed{1}"
+    assert delays == [7.0, 30.0]
+
+
 async def test_gives_up_after_max_attempts_and_says_why() -> None:
     lm = ScriptedLM(["x"], fail=lambda call, r: TransientError("http://h/v1: unreachable"))
     with pytest.raises(BackendError, match=r"gave up after 3 attempts.*http://h/v1"):

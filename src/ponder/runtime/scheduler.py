@@ -128,6 +128,7 @@ class Scheduler:
         max_attempts: int = 4,
         backoff_s: float = 0.5,
         backoff_max_s: float = 8.0,
+        retry_after_max_s: float = 30.0,
         request_timeout_s: float | None = None,
         queue_factor: float = 2.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -140,6 +141,7 @@ class Scheduler:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        self.retry_after_max_s = retry_after_max_s
         self.request_timeout_s = request_timeout_s
         self.queue_factor = queue_factor
         self._sleep = sleep
@@ -423,7 +425,12 @@ class Scheduler:
         for attempt in range(0 if failed is None else 1, self.max_attempts):
             if attempt:
                 delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
-                await self._sleep(delay * (0.5 + self._jitter.random()))
+                delay *= 0.5 + self._jitter.random()
+                if last is not None and last.retry_after is not None:
+                    # the server said when to come back (a 429's or 503's Retry-After): not
+                    # sooner, and not longer than retry_after_max_s
+                    delay = max(delay, min(last.retry_after, self.retry_after_max_s))
+                await self._sleep(delay)
             timeout, left = self.request_timeout_s if timed else None, ledger.seconds_left()
             if left is not None and (timeout is None or left < timeout):
                 timeout = left
