@@ -279,24 +279,18 @@ def replay_rule(
 ) -> Replayed:
     """One stopping rule replayed on every problem with a pool of at least `n` samples."""
     g = pool.group
-    rows = np.flatnonzero(g.sizes >= n)
-    acc, samples, generated, tokens = (np.zeros(len(rows)) for _ in range(4))
-    for i, r in enumerate(rows):
+
+    def one(r: int, right: set[int]) -> tuple[float, float, float]:
         obs = [
             Observation(
-                None if int(g.classes[r, j]) < 0 else int(g.classes[r, j]),
-                int(pool.completion[r, j]),
-                _finite(pool.signals["tail"][r, j]),
+                _class(g, r, j), int(pool.completion[r, j]), _finite(pool.signals["tail"][r, j])
             )
             for j in range(int(g.sizes[r]))
         ]
-        right = {int(c) for c, ok in zip(g.classes[r], g.correct[r], strict=True) if ok}
         got = expected(rule, obs, n, wave, orders, seed=int(g.pids[r]))
-        acc[i] = got.accuracy(right)
-        samples[i] = got.samples
-        generated[i] = got.tokens
-        tokens[i] = got.tokens + got.samples * _prompt(pool, int(r))
-    return _replayed(g, label, rows, acc, samples, generated, tokens, resamples)
+        return got.accuracy(right), got.samples, got.tokens
+
+    return _replay_each(pool, label, n, resamples, one)
 
 
 def online_replayable(pool: PoolSignals, n: int) -> bool:
@@ -320,16 +314,10 @@ def replay_online(
 ) -> Replayed:
     """DeepConf online replayed on every problem with a pool of at least `n` samples."""
     g = pool.group
-    rows = np.flatnonzero(g.sizes >= n)
-    acc, samples, generated, tokens = (np.zeros(len(rows)) for _ in range(4))
-    for i, r in enumerate(rows):
-        right = {int(c) for c, ok in zip(g.classes[r], g.correct[r], strict=True) if ok}
+
+    def one(r: int, right: set[int]) -> tuple[float, float, float]:
         traces = [
-            Trace(
-                None if int(g.classes[r, j]) < 0 else int(g.classes[r, j]),
-                int(pool.completion[r, j]),
-                stats.confidence,
-            )
+            Trace(_class(g, r, j), int(pool.completion[r, j]), stats.confidence)
             for j, stats in enumerate(pool.stats[r][: int(g.sizes[r])])
             if stats is not None
         ]
@@ -347,9 +335,35 @@ def replay_online(
                     wave=wave,
                 )
             )
-        acc[i] = np.mean([run.answer in right for run in runs])
-        samples[i] = np.mean([run.samples for run in runs])
-        generated[i] = np.mean([run.tokens for run in runs])
+        return (
+            float(np.mean([run.answer in right for run in runs])),
+            float(np.mean([run.samples for run in runs])),
+            float(np.mean([run.tokens for run in runs])),
+        )
+
+    return _replay_each(pool, label, n, resamples, one)
+
+
+def _class(g: Group, r: int, j: int) -> int | None:
+    c = int(g.classes[r, j])
+    return None if c < 0 else c
+
+
+def _replay_each(
+    pool: PoolSignals,
+    label: str,
+    n: int,
+    resamples: int,
+    one: Callable[[int, set[int]], tuple[float, float, float]],
+) -> Replayed:
+    """`one(row, right classes)` → (expected accuracy, samples, generated tokens) for every
+    problem with a pool of at least `n` samples, as a Replayed (tokens add the prompt)."""
+    g = pool.group
+    rows = np.flatnonzero(g.sizes >= n)
+    acc, samples, generated, tokens = (np.zeros(len(rows)) for _ in range(4))
+    for i, r in enumerate(rows):
+        right = {int(c) for c, ok in zip(g.classes[r], g.correct[r], strict=True) if ok}
+        acc[i], samples[i], generated[i] = one(int(r), right)
         tokens[i] = generated[i] + samples[i] * _prompt(pool, int(r))
     return _replayed(g, label, rows, acc, samples, generated, tokens, resamples)
 
