@@ -8,7 +8,8 @@ replayed on that pool (the offline prediction checked against the live run).
         --store benchmarks/out/adaptive.sqlite
     .venv/bin/python benchmarks/adaptive.py table --store benchmarks/out/adaptive.sqlite
 
-    # each stopping rule's settings chosen on a train pool, judged on a test pool (replayed)
+    # each stopping rule's settings and each selection rule's (parameter, signal) chosen on a
+    # train pool, judged on a test pool (replayed)
     .venv/bin/python benchmarks/adaptive.py tune \
         --train benchmarks/reports/gsm8k-train-pool16.sqlite \
         --test benchmarks/reports/gsm8k-pool16.sqlite
@@ -29,7 +30,7 @@ from ponder.bench.confidence import STOPPING, load_signals, paired, replay_point
 from ponder.bench.harness import Harness, plan
 from ponder.bench.store import Store
 from ponder.bench.sweep import model_sha256
-from ponder.bench.tuning import TOLERANCE, tune_stopping
+from ponder.bench.tuning import TOLERANCE, tune_selection, tune_stopping
 from ponder.lm import BackendConfig
 from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
@@ -193,6 +194,25 @@ def tune(args: argparse.Namespace) -> None:
             f"| {100 * q.accuracy:.1f}% [{100 * q.low:.1f}, {100 * q.high:.1f}] "
             f"| {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {c.test.samples.mean():.1f} "
             f"| {c.test.generated.mean() / sv.generated:.2f} | {q.tokens / sv.tokens:.2f} |"
+        )
+    print(
+        "\nSelection at equal samples: per k and family, the rule, parameter and signal most "
+        "accurate at k on train, judged on test beside majority@k.\n"
+    )
+    print(
+        "| k | family | chosen on train | train acc. (vote) | test acc. [95% CI] "
+        "| test vote@k [95% CI] | Δ vs vote@k [95% paired CI] |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for sel in tune_selection(train, test, ks=[k for k in (8, 16) if k <= t.n]):
+        d, lo, hi = sel.difference()
+        a, v = sel.test, sel.test_vote
+        print(
+            f"| {sel.k} | {sel.selector.family} | {sel.selector.label} "
+            f"| {100 * sel.train.accuracy:.1f}% ({100 * sel.train_vote.accuracy:.1f}%) "
+            f"| {100 * a.accuracy:.1f}% [{100 * a.low:.1f}, {100 * a.high:.1f}] "
+            f"| {100 * v.accuracy:.1f}% [{100 * v.low:.1f}, {100 * v.high:.1f}] "
+            f"| {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |"
         )
     train_store.close()
     test_store.close()

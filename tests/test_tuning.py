@@ -9,11 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import no_sleep
 from ponder.bench.analysis import load_groups
 from ponder.bench.confidence import PoolSignals, load_signals
+from ponder.bench.harness import Harness, plan
 from ponder.bench.store import Store
-from ponder.bench.tuning import grid, tune_stopping
+from ponder.bench.tuning import grid, selection_grid, tune_selection, tune_stopping
 from ponder.errors import UsageError
+from ponder.lm.protocol import Capabilities
+from ponder.lm.scripted import ScriptedLM
+from ponder.runtime.engine import Engine
+from ponder.runtime.scheduler import Scheduler
+from ponder.runtime.strategy import make_strategy
+from ponder.types import Problem
 from router_world import pool_store, problems
 
 
@@ -90,3 +98,56 @@ def test_the_grid_reaches_below_each_rules_default() -> None:
     assert min(betas) < 0.95 <= max(betas)
     assert len({s.label for s in settings}) == len(settings)
     assert np.all([s.wave in (2, 4) for s in settings])
+
+
+# -- selection ---------------------------------------------------------------------------------
+async def _signal_pools(tmp_path: Path) -> tuple[PoolSignals, PoolSignals]:
+    """Pools whose samples carry a confidence that works (right answers sure, wrong ones not)."""
+    from test_confidence_report import reply, token_logprobs
+
+    out = []
+    for name, first in (("train", 0), ("test", 12)):
+        lm = ScriptedLM(
+            reply,
+            capabilities=Capabilities(slots=8, n_with_stop=True, stream=True),
+            token_logprobs=token_logprobs,
+        )
+        engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
+        items = [
+            Problem(question=f"q{i}: 6 * 7?", gold="42", kind="number", id=f"p{i}")
+            for i in range(first, first + 12)
+        ]
+        store = Store(tmp_path / f"{name}.sqlite")
+        for p in plan([make_strategy("vote", n=8)]):
+            await Harness(engine, store).execute("t", items, p, seed=first)
+        (g,) = load_groups(store)
+        out.append(load_signals(store, g, stats=True))
+    return out[0], out[1]
+
+
+async def test_each_family_gets_its_most_accurate_selector_on_train(tmp_path: Path) -> None:
+    train, test = await _signal_pools(tmp_path)
+    selectors = [s for s in selection_grid() if s.signal in ("tail", "length")]
+    chosen = tune_selection(train, test, ks=(4, 8), selectors=selectors)
+    assert {(c.k, c.selector.family) for c in chosen} == {
+        (k, f) for k in (4, 8) for f in ("cisc", "borda", "deepconf")
+    }
+    for c in chosen:
+        mine = [s for s in selectors if s.family == c.selector.family]
+        assert c.train.accuracy == max(s.at(train, c.k).accuracy for s in mine)
+        assert c.test.problems == c.test_vote.problems == 12
+        d, lo, hi = c.difference()
+        assert lo <= d <= hi
+        # the signal separates right from wrong here, so weighing by it never loses to the vote
+        assert c.test.accuracy >= c.test_vote.accuracy
+        if c.k == 4:  # where the vote is often split, it wins outright
+            assert c.test.accuracy > c.test_vote.accuracy + 0.1
+
+
+async def test_selection_tuning_refuses_pools_it_cannot_use(tmp_path: Path) -> None:
+    train, test = await _signal_pools(tmp_path)
+    with pytest.raises(UsageError, match="k = 16"):
+        tune_selection(train, test, ks=(16,))
+    plain, other = await _pools(tmp_path / "plain")
+    with pytest.raises(UsageError, match="confidence signals"):
+        tune_selection(plain, other)

@@ -1,4 +1,5 @@
-"""A stopping rule's settings chosen on a train pool and judged on a test pool it never saw.
+"""Settings chosen on a train pool and judged on a test pool it never saw: a stopping rule's
+(`tune_stopping`) and a confidence-based selection rule's (`tune_selection`).
 
     for each rule family (esc, beta, agreement, weighted, DeepConf online):
         replay every setting of its grid on the train pool
@@ -9,6 +10,10 @@
 A rule's default thresholds were set for large models whose samples mostly agree; a small
 model's samples rarely do, so its rules stop late. Choosing the threshold on train problems
 (never the problems reported) is the honest way to move it.
+
+    for k in ks, for each selection family (CISC, DeepConf offline, self-certainty Borda):
+        the rule, its parameter and the signal it reads that are most accurate at k on train
+        judged on test at k beside majority@k (paired bootstrap over problems)
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ponder.bench.analysis import Point, points
+from ponder.bench.analysis import Point, point_of, points
 from ponder.bench.confidence import (
     DEEPCONF_WARMUP,
     PoolSignals,
@@ -27,9 +32,22 @@ from ponder.bench.confidence import (
     paired,
     replay_online,
     replay_rule,
+    selected_at,
+    weigher,
 )
-from ponder.consensus import ESC, Agreement, BetaStop, StoppingRule, WeightedConsensus
+from ponder.consensus import (
+    ESC,
+    Agreement,
+    BetaStop,
+    ConfidenceWeighted,
+    DeepConfFilter,
+    SelectionRule,
+    SelfCertaintyBorda,
+    StoppingRule,
+    WeightedConsensus,
+)
 from ponder.errors import UsageError
+from ponder.signals import SIGNALS, SignalName
 
 TOLERANCE = 0.01  # accuracy a setting may give up against majority@n on the train pool
 ORDERS = 16  # replays per problem while tuning (the stored order and 15 permutations)
@@ -170,3 +188,82 @@ def tune_stopping(
         setting, on_train = best
         chosen.append(Choice(setting, on_train, setting.replay(test, n, orders), len(kept)))
     return Tuning(n, tolerance, train_vote, test_vote, tried, chosen)
+
+
+# -- selection rules --------------------------------------------------------------------------
+# Signals a DeepConf filter may weigh a vote by: positive confidences (the others are negative
+# scores: log-probability, negative entropy, negative length)
+POSITIVE: tuple[SignalName, ...] = ("mean", "lowest_group", "bottom10", "tail", "self_certainty")
+
+
+@dataclass(frozen=True)
+class Selector:
+    family: str
+    label: str
+    rule: SelectionRule
+    signal: SignalName
+
+    def at(self, pool: PoolSignals, k: int, resamples: int = 2000) -> Point:
+        per = selected_at(pool.group, pool.signals[self.signal], k, weigher(self.rule))
+        return point_of(pool.group, self.label, k, per, float(k), resamples)
+
+
+def selection_grid() -> list[Selector]:
+    """Each selection rule over its parameter and every signal it can read."""
+    out: list[Selector] = []
+    for signal in SIGNALS:
+        for t in (0.1, 0.3, 1.0, 3.0):
+            label = f"cisc(temperature={t}) · {signal}"
+            out.append(Selector("cisc", label, ConfidenceWeighted(temperature=t), signal))
+        for p in (0.5, 1.0, 2.0):
+            label = f"borda(p={p}) · {signal}"
+            out.append(Selector("borda", label, SelfCertaintyBorda(p=p), signal))
+    for positive in POSITIVE:
+        for keep in (0.1, 0.3, 0.5, 0.7, 0.9):
+            label = f"deepconf(keep={keep}) · {positive}"
+            out.append(Selector("deepconf", label, DeepConfFilter(keep=keep), positive))
+    return out
+
+
+@dataclass
+class Selected:
+    k: int
+    selector: Selector
+    train: Point
+    test: Point
+    train_vote: Point
+    test_vote: Point
+
+    def difference(self) -> tuple[float, float, float]:
+        """Test accuracy minus majority@k's, with its 95% paired bootstrap interval."""
+        return paired(self.test, self.test_vote)
+
+
+def tune_selection(
+    train: PoolSignals,
+    test: PoolSignals,
+    *,
+    ks: Sequence[int] = (8, 16),
+    selectors: Sequence[Selector] | None = None,
+) -> list[Selected]:
+    """Per k and per family, the selector most accurate on `train`, judged on `test`."""
+    if train is test:
+        raise UsageError("train and test are the same pool: tune on train problems")
+    if not (train.has_signals and test.has_signals):
+        raise UsageError("both pools need confidence signals (samples stored with logprobs)")
+    votes = {
+        name: {p.k: p for p in points(pool.group) if p.method == "vote"}
+        for name, pool in (("train", train), ("test", test))
+    }
+    out = []
+    for k in ks:
+        if k not in votes["train"] or k not in votes["test"]:
+            raise UsageError(f"both pools need majority vote at k = {k} (a pool of at least {k})")
+        on_train = [(s, s.at(train, k)) for s in (selectors or selection_grid())]
+        for family in dict.fromkeys(s.family for s, _ in on_train):
+            mine = [(s, p) for s, p in on_train if s.family == family]
+            best, point = max(mine, key=lambda sp: sp[1].accuracy)  # first of equals: the grid's
+            out.append(
+                Selected(k, best, point, best.at(test, k), votes["train"][k], votes["test"][k])
+            )
+    return out
