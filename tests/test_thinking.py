@@ -5,16 +5,21 @@ tokens are counted apart."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import no_sleep
+from ponder.bench.harness import Harness, plan
+from ponder.bench.report import write_report
+from ponder.bench.store import Store
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM, count_tokens
 from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.scheduler import Scheduler
+from ponder.runtime.strategy import make_strategy
 from ponder.runtime.thinking import FORCED, WAIT
 from ponder.types import GenRequest, Problem
 
@@ -79,3 +84,34 @@ async def test_thinking_never_exceeds_its_budget(
         )
     assert r.usage["policy"].reasoning_tokens <= n * budget
     assert r.usage["policy"].reasoning_tokens <= r.usage["policy"].completion_tokens
+
+
+async def test_the_report_draws_accuracy_against_thinking_budget(tmp_path: Path) -> None:
+    """Runs of one method at several budgets (and uncapped) become one curve: a table and a
+    plot of accuracy against the budget."""
+
+    def reply(req: GenRequest, i: int, rng: random.Random) -> str:
+        prompt = (req.prompt or "").split("<assistant>")[-1]
+        if "</think>" in prompt:  # the answer: right only after a long enough thought
+            right = prompt.count("hmm") >= 24
+            return ("42" if right else "41") + "}." if prompt.endswith("\\boxed{") else "x"
+        return "hmm " * 40 + "</think> So \\boxed{42}."
+
+    problems = [
+        Problem(question=f"q{i}: 6 * 7?", gold="42", kind="number", id=f"p{i}") for i in range(4)
+    ]
+    store = Store(tmp_path / "s.sqlite")
+    for budget in (8, 16, 32, None):
+        lm = ScriptedLM(reply, capabilities=Capabilities(slots=4, n_with_stop=True))
+        eng = Engine(
+            lm, scheduler=Scheduler(sleep=no_sleep), prompting=Prompting(think_budget=budget)
+        )
+        for p in plan([make_strategy("greedy")]):
+            await Harness(eng, store).execute("t", problems, p, seed=0)
+    path, _ = write_report(store, tmp_path / "rep", plots=True)
+    text = path.read_text()
+    table = text.split("### Accuracy against thinking budget", 1)[1].split("###", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| greedy")]
+    assert [r.split("|")[2].strip() for r in rows] == ["8", "16", "32", "no cap"]
+    assert [r.split("|")[4].strip().split("%")[0] for r in rows] == ["0.0", "0.0", "100.0", "100.0"]
+    assert (tmp_path / "rep" / "thinking_t_scripted.png").is_file()

@@ -313,6 +313,33 @@ def curves(pts: Iterable[Point]) -> dict[tuple[str, str], dict[str, list[Point]]
     return out
 
 
+_THINK = re.compile(r"think_budget=(\d+)")
+
+
+def thinking_curves(by_name: dict[str, list[Point]]) -> dict[str, list[tuple[int | None, Point]]]:
+    """Direct runs that differ only by their thinking budget (`--think-budget`), one curve per
+    method: the method's name without the budget → (budget, point) by budget, the same method
+    run with no cap last (budget None). Only methods run at two budgets or more."""
+    out: dict[str, list[tuple[int | None, Point]]] = {}
+    for name, line in by_name.items():
+        found = _THINK.search(name)
+        if found is None or len(line) != 1:
+            continue
+        base = _THINK.sub("", name).replace("(, ", "(").replace(", )", ")").replace(", ,", ",")
+        base = base.replace("()", "")
+        out.setdefault(base, []).append((int(found.group(1)), line[0]))
+    curves_ = {}
+    for base, points_ in out.items():
+        if len(points_) < 2:
+            continue
+        ordered: list[tuple[int | None, Point]] = sorted(points_, key=lambda bp: bp[0] or 0)
+        uncapped = by_name.get(base)
+        if uncapped and len(uncapped) == 1:
+            ordered.append((None, uncapped[0]))
+        curves_[base] = ordered
+    return curves_
+
+
 LABEL_WIDTH = 28  # characters a legend label may take: longer names are shortened
 
 
@@ -493,10 +520,45 @@ def plot_all(
         budgets = budgets_of(lines)
         if budgets:
             files.append(_plot_equal_compute(task, model, lines, budgets, out, label))
+        thinking = thinking_curves(lines)
+        if thinking:
+            files.append(_plot_thinking(task, model, thinking, out))
         rows = [r for r in by_difficulty if r["task"] == task and r["model"] == model]
         if rows:
             files.append(_plot_difficulty(task, model, rows, out, label))
     return images
+
+
+def _plot_thinking(
+    task: str, model: str, thinking: dict[str, list[tuple[int | None, Point]]], out: Path
+) -> str:
+    """Accuracy against the thinking budget, one line per method; the same method with no cap
+    as a dashed level."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    colors = _palette(len(thinking))
+    for color, (name, line) in zip(colors, sorted(thinking.items()), strict=True):
+        capped = [(b, p) for b, p in line if b is not None]
+        x = np.array([b for b, _ in capped], dtype=float)
+        y = np.array([100 * p.accuracy for _, p in capped])
+        lo = np.array([100 * p.low for _, p in capped])
+        hi = np.array([100 * p.high for _, p in capped])
+        ax.plot(x, y, marker="o", ms=4, label=name, color=color)
+        ax.fill_between(x, lo, hi, alpha=0.18, color=color, linewidth=0)
+        for b, p in line:
+            if b is None:
+                ax.axhline(100 * p.accuracy, ls="--", color=color, label=f"{name}, no cap")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("thinking budget (tokens; --think-budget)")
+    ax.set_ylabel("accuracy (%) · 95% bootstrap CI over problems")
+    ax.set_title(f"{task} · {model}: accuracy against thinking budget")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    name = f"thinking_{_slug(task, model)}.png"
+    fig.savefig(out / name, dpi=120)
+    plt.close(fig)
+    return name
 
 
 def _plot_equal_compute(
@@ -706,6 +768,27 @@ def sections(data: ReportData, task: str, model: str) -> list[Section]:
                 "Accuracy at equal compute (tokens per problem)",
                 ["budget", *(label.get(n, n) for n in names)],
                 rows,
+            )
+        )
+    thinking = thinking_curves(by_name)
+    if thinking:
+        out.append(
+            Section(
+                "Accuracy against thinking budget",
+                ["method", "thinking budget", "problems", "accuracy [95% CI]", "tokens"],
+                [
+                    [
+                        name,
+                        "no cap" if b is None else f"{b:,}",
+                        str(p.problems),
+                        _fmt_acc(p),
+                        _fmt_cost("tokens", p.tokens),
+                    ]
+                    for name, line in sorted(thinking.items())
+                    for b, p in line
+                ],
+                "The same method run with each `--think-budget` (thinking cut at the cap, then "
+                "an answer asked for); tokens per problem count thinking and answer.",
             )
         )
     out += paired_sections(by_name, label)
