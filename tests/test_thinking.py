@@ -87,8 +87,8 @@ async def test_thinking_never_exceeds_its_budget(
 
 
 async def test_the_report_draws_accuracy_against_thinking_budget(tmp_path: Path) -> None:
-    """Runs of one method at several budgets (and uncapped) become one curve: a table and a
-    plot of accuracy against the budget."""
+    """Runs of one method at several budgets (and without one) become one curve: a table and
+    a plot of accuracy against the budget."""
 
     def reply(req: GenRequest, i: int, rng: random.Random) -> str:
         prompt = (req.prompt or "").split("<assistant>")[-1]
@@ -112,6 +112,6 @@ async def test_the_report_draws_accuracy_against_thinking_budget(tmp_path: Path)
     text = path.read_text()
     table = text.split("### Accuracy against thinking budget", 1)[1].split("###", 1)[0]
     rows = [line for line in table.splitlines() if line.startswith("| greedy")]
-    assert [r.split("|")[2].strip() for r in rows] == ["8", "16", "32", "no cap"]
+    assert [r.split("|")[2].strip() for r in rows] == ["8", "16", "32", "none (no thinking)"]
     assert [r.split("|")[4].strip().split("%")[0] for r in rows] == ["0.0", "0.0", "100.0", "100.0"]
     assert (tmp_path / "rep" / "thinking_t_scripted.png").is_file()

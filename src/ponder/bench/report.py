@@ -318,8 +318,9 @@ _THINK = re.compile(r"think_budget=(\d+)")
 
 def thinking_curves(by_name: dict[str, list[Point]]) -> dict[str, list[tuple[int | None, Point]]]:
     """Direct runs that differ only by their thinking budget (`--think-budget`), one curve per
-    method: the method's name without the budget → (budget, point) by budget, the same method
-    run with no cap last (budget None). Only methods run at two budgets or more."""
+    method: the method's name without the budget → (budget, point) by budget, and last the
+    same method run without a thinking budget (its own prompt, no thinking; budget None).
+    Only methods run at two budgets or more."""
     out: dict[str, list[tuple[int | None, Point]]] = {}
     for name, line in by_name.items():
         found = _THINK.search(name)
@@ -532,8 +533,8 @@ def plot_all(
 def _plot_thinking(
     task: str, model: str, thinking: dict[str, list[tuple[int | None, Point]]], out: Path
 ) -> str:
-    """Accuracy against the thinking budget, one line per method; the same method with no cap
-    as a dashed level."""
+    """Accuracy against the thinking budget, one line per method; the same method without a
+    thinking budget as a dashed level."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
@@ -548,7 +549,7 @@ def _plot_thinking(
         ax.fill_between(x, lo, hi, alpha=0.18, color=color, linewidth=0)
         for b, p in line:
             if b is None:
-                ax.axhline(100 * p.accuracy, ls="--", color=color, label=f"{name}, no cap")
+                ax.axhline(100 * p.accuracy, ls="--", color=color, label=f"{name}, no thinking")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("thinking budget (tokens; --think-budget)")
     ax.set_ylabel("accuracy (%) · 95% bootstrap CI over problems")
@@ -779,7 +780,7 @@ def sections(data: ReportData, task: str, model: str) -> list[Section]:
                 [
                     [
                         name,
-                        "no cap" if b is None else f"{b:,}",
+                        "none (no thinking)" if b is None else f"{b:,}",
                         str(p.problems),
                         _fmt_acc(p),
                         _fmt_cost("tokens", p.tokens),
