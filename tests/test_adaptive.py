@@ -3,6 +3,7 @@ they charge, what a stopped trace costs, and what they say when the backend lack
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -175,7 +176,7 @@ async def test_adaptive_live_matches_its_replay_on_the_same_samples() -> None:
 
     for seed in range(8):
         eng, lm = engine(reply)
-        r = await eng.solve(PROBLEM, "adaptive", n=12, seed=seed, rule="beta", wave=3)
+        r = await eng.solve(PROBLEM, "adaptive", n=12, seed=seed, rule="beta", wave=3, fill=False)
         # the samples in launch order, as the backend wrote them
         pool = []
         for req in lm.calls:
@@ -185,3 +186,36 @@ async def test_adaptive_live_matches_its_replay_on_the_same_samples() -> None:
         assert out.samples == len(lm.calls)
         assert out.tokens == r.total.completion_tokens
         assert (out.answer == 0) == (r.answer == "42")
+
+
+@pytest.mark.parametrize("fill", [True, False])
+async def test_a_later_wave_takes_the_idle_slots_only_with_fill(fill: bool) -> None:
+    """One problem alone on 8 slots, waves of 2, samples that never agree: with `fill` every
+    wave after the first widens to the idle slots; without it each wave is 2."""
+
+    def reply(req: GenRequest, i: int, rng: random.Random) -> str:
+        return f"so \\boxed{{{rng.randrange(10**6)}}}"
+
+    eng, lm = engine(reply, decode_s=0.001)
+    r = await eng.solve(PROBLEM, "adaptive", n=16, seed=3, rule="beta", wave=2, fill=fill)
+    assert len(lm.calls) == 16 and r.info["samples"] == 16  # never settled: the whole budget
+    assert lm.max_in_flight == (8 if fill else 2)
+
+
+async def test_idle_slots_are_those_no_request_holds_or_waits_for() -> None:
+    lm = ScriptedLM(["x"], capabilities=Capabilities(slots=4))
+    scheduler = Scheduler(sleep=no_sleep, queue_factor=2.0)
+    assert scheduler.idle_slots(lm) == 4
+    units = scheduler.slots_for(lm)  # 8 units: llama.cpp's queue refills a freed slot
+    await units.acquire(3)
+    assert scheduler.idle_slots(lm) == 1
+    await units.acquire(3)
+    assert scheduler.idle_slots(lm) == 0  # busy past the slots: none idle
+    units.release(4)  # 2 units held: 2 slots idle
+    assert scheduler.idle_slots(lm) == 2
+    waiter = asyncio.ensure_future(units.acquire(7))  # more than the 6 free: it waits
+    await asyncio.sleep(0)
+    assert units.waiting == 7
+    assert scheduler.idle_slots(lm) == 0  # a request waits: its claim comes first
+    units.release(2)
+    await waiter

@@ -86,6 +86,10 @@ class Context:
         """What the policy can do, asked of it once (a server is probed on first need)."""
         return await self.scheduler.prepared(self.policy, self.ledger)
 
+    def idle_slots(self) -> int:
+        """The policy backend's slots idle now, with no request waiting (Scheduler.idle_slots)."""
+        return self.scheduler.idle_slots(self.policy)
+
     def affordable(self, req: GenRequest) -> int:
         """How many of the request's n choices the budget allows (0: none)."""
         native = self.policy.capabilities.native_n(req)

@@ -160,6 +160,16 @@ class Scheduler:
             self._slots[key] = WeightedSemaphore(max(1, units))
         return self._slots[key]
 
+    def idle_slots(self, lm: LanguageModel) -> int:
+        """Backend slots that no request holds or waits for right now (none while any request
+        waits): what a strategy may take without taking it from another problem."""
+        sem = self._slots.get(id(lm))
+        if sem is None:
+            return lm.capabilities.slots
+        if sem.waiting:
+            return 0
+        return max(0, lm.capabilities.slots - (sem.units - sem.free))
+
     def lease(self, lm: LanguageModel) -> Lease:
         """`with scheduler.lease(lm) as lease:` — calls given `lease=lease` share one slot."""
         return Lease(self, lm)

@@ -6,7 +6,9 @@ share, or DeepConf's confidence-weighted consensus.
 
     finished ← []
     while the rule says go on:
-        wave ← rule.next_wave(finished, n, w)             (at most w samples of this problem)
+        wave ← rule.next_wave(finished, n, w)             (at most w samples of this problem;
+                                                           later waves with `fill`: at most
+                                                           max(w, the backend's idle slots))
         launch the wave; each sample streams, watched
         as each sample finishes:
             finished += it
@@ -15,9 +17,12 @@ share, or DeepConf's confidence-weighted consensus.
     answer ← the rule's leader
 
 Many problems run at once (a bench, a server), so a wave of w < slots keeps the backend full
-while each problem stops early; the slots a settled problem frees go to those still open. The
-rule is a pure function of the finished samples, so `ponder.consensus.replay` prices the same
-rule on a stored pool exactly.
+while each problem stops early; the slots a settled problem frees go to those still open: with
+`fill`, a later wave widens to the slots idle when no request waits (the end of a workload,
+when few problems are left open). The rule is a pure function of the finished samples, so
+`ponder.consensus.replay` prices the same rule on a stored pool exactly for fixed waves (with
+`fill`, a widened wave can only cut more samples short, so the replay is a lower bound on
+tokens there).
 """
 
 from __future__ import annotations
@@ -75,6 +80,11 @@ class Adaptive(Strategy):
     wave: int = Field(
         default=4, ge=1, description="samples of one problem launched at once (a wave)"
     )
+    fill: bool = Field(
+        default=True,
+        description="a later wave also takes the backend's idle slots (when no request "
+        "waits), so a problem still open after the others settled finishes sooner",
+    )
     signal: SignalName = Field(
         default="tail", description="weighted: the confidence each sample's vote weighs"
     )
@@ -104,7 +114,10 @@ class Adaptive(Strategy):
             decision = rule.decide(self.observe(finished, problem), self.n)
         stopped: str | None = None
         while decision is None or not decision.stop:
-            size = rule.next_wave(self.observe(finished, problem), self.n, self.wave)
+            width = self.wave
+            if self.fill and finished:
+                width = max(width, ctx.idle_slots())
+            size = rule.next_wave(self.observe(finished, problem), self.n, width)
             if size == 0:
                 break
             wave = sampler.launch(size)
