@@ -551,6 +551,9 @@ def _plot_thinking(
             if b is None:
                 ax.axhline(100 * p.accuracy, ls="--", color=color, label=f"{name}, no thinking")
     ax.set_xscale("log", base=2)
+    budgets = sorted({b for line in thinking.values() for b, _ in line if b is not None})
+    ax.set_xticks(budgets, [f"{b:,}" for b in budgets])  # the budgets run, not powers of 2
+    ax.minorticks_off()
     ax.set_xlabel("thinking budget (tokens; --think-budget)")
     ax.set_ylabel("accuracy (%) · 95% bootstrap CI over problems")
     ax.set_title(f"{task} · {model}: accuracy against thinking budget")
