@@ -32,6 +32,7 @@ from ponder.bench.store import Store
 from ponder.bench.sweep import model_sha256
 from ponder.bench.tuning import TOLERANCE, tune_selection, tune_stopping
 from ponder.lm import BackendConfig
+from ponder.plugins import parse_options
 from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.settings import tune_gc
@@ -46,19 +47,9 @@ def methods(
     (KEY=VALUE, e.g. those `tune` chose on a train pool)."""
     return [
         ("vote", {"n": n}),
-        ("adaptive", {"n": n, "rule": rule, **settings_of(adaptive)}),
-        ("deepconf", {"n": n, **settings_of(deepconf)}),
+        ("adaptive", {"n": n, "rule": rule, **parse_options(adaptive, "--adaptive")}),
+        ("deepconf", {"n": n, **parse_options(deepconf, "--deepconf")}),
     ]
-
-
-def settings_of(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise SystemExit(f"error: {pair!r} is not KEY=VALUE")
-        out[key.strip()] = value.strip()
-    return out
 
 
 async def live(args: argparse.Namespace) -> None:
