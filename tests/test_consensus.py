@@ -101,6 +101,32 @@ def test_esc_stops_when_the_last_window_agrees() -> None:
     )
 
 
+@pytest.mark.parametrize("name", sorted(STOPPING_RULES))
+def test_every_rule_gives_up_when_no_two_answers_agree(name: str) -> None:
+    rule = STOPPING_RULES[name](give_up_after=4, min_samples=99)  # stops only by giving up
+    # four different answers: give up at the fourth, the first answer (3) leading
+    assert decisions(rule, obs(3, 1, 2, 0)) == [False, False, False, True]
+    d = rule.decide(obs(3, 1, 2, 0), 16)
+    assert (d.stop, d.leader) == (True, 3)
+    assert d.reason.startswith("giving up: no two of 4 answers agree")
+    # missing answers neither agree nor keep it going: two answers in four samples, unlike
+    assert decisions(rule, obs(None, 1, None, 2)) == [False, False, False, True]
+    # one pair anywhere and it never gives up
+    assert decisions(rule, obs(1, 2, 1, 3, 4, 5)) == [False] * 6
+    assert decisions(STOPPING_RULES[name](min_samples=99), obs(0, 1, 2, 3, 4)) == [False] * 5
+    with pytest.raises(ValidationError):
+        STOPPING_RULES[name](give_up_after=1)
+
+
+def test_give_up_replays_exactly() -> None:
+    # waves of 2: samples (0: 10 tokens, 1: 20) then (2: 30, 3: 40), all different: gives up
+    # when sample 3 ends, the budget of 8 unspent
+    pool = [Observation(a, t) for a, t in [(0, 10), (1, 20), (2, 30), (3, 40), (0, 50)] * 2]
+    out = replay(BetaStop(give_up_after=4), pool, 8, 2)
+    assert (out.samples, out.tokens, out.answer) == (4, 100, 0)
+    assert replay(BetaStop(), pool, 8, 2).samples == 8
+
+
 def test_esc_leader_is_the_majority_of_all_finished_samples() -> None:
     pool = obs(0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 1)  # the first agreeing window is the last
     assert decisions(ESC(), pool) == [False] * 10 + [True]

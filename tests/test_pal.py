@@ -4,10 +4,17 @@ scripted policies whose programs really run in the sandbox."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from helpers import scripted_engine
+from ponder.lm.scripted import ReplyFn
+from ponder.search.cross_vote import cross_tally
+from ponder.search.vote import tally
 from ponder.tasks.registry import get_task
-from ponder.types import GenRequest, Problem
+from ponder.types import Candidate, GenRequest, Problem
 
 PROBLEM = Problem(question="What is 17 * 23 + 9?", kind="number", gold="400")
 
@@ -93,3 +100,67 @@ async def test_code_cannot_fake_the_test_tally() -> None:
     r = await engine.solve(problem, "best_of_n", n=1, seed=0, verifier="code_tests")
     assert r.candidates[0].score == 0.0
     assert not await task.grade(problem, r.candidates[0].answer, engine.sandbox)
+
+
+# -- cross_vote: chains of thought and executed programs -------------------------------------
+def cross_reply(chains: Sequence[str], programs: Sequence[str]) -> ReplyFn:
+    """Chain-of-thought requests get `chains` in turn, program requests `programs` in turn."""
+    seen = {"chain": 0, "program": 0}
+
+    def reply(req: GenRequest, i: int, rng: random.Random) -> str:
+        assert req.messages is not None
+        kind = "program" if "Python program" in req.messages[0].content else "chain"
+        replies = programs if kind == "program" else chains
+        out = replies[seen[kind] % len(replies)]
+        seen[kind] += 1
+        return out
+
+    return reply
+
+
+async def test_cross_vote_prefers_the_answer_a_program_and_a_chain_agree_on() -> None:
+    chains = ["\\boxed{390}", "\\boxed{400}", "\\boxed{390}", "\\boxed{390}", "\\boxed{400}"]
+    engine, lm = scripted_engine(cross_reply(chains, [program("print(17 * 23 + 9)")]))
+    r = await engine.solve(PROBLEM, "cross_vote", n=5, seed=0)
+    assert r.answer == "400"  # 2 chains and the program; 390 has 3 chains but no program
+    assert r.info["backed"] == ["400"] and r.info["votes"] == {"400": 3, "390": 3}
+    assert r.info["programs"] == 1 and r.candidates[0].program_answer == "400"
+    # the program was greedy, the chains sampled; every token of both is charged
+    assert sorted((c.temperature, c.n) for c in lm.calls) == [(0.0, 1), (0.7, 5)]
+    assert r.usage["policy"].completion_tokens == sum(c.completion_tokens for c in r.candidates)
+    vote, _ = scripted_engine(cross_reply(chains, []))
+    assert (await vote.solve(PROBLEM, "vote", n=5, seed=0)).answer == "390"
+
+
+async def test_cross_vote_without_agreement_is_the_majority_of_all() -> None:
+    chains = ["\\boxed{390}", "\\boxed{390}", "\\boxed{401}"]
+    programs = [program("raise ValueError('oops')"), program("print(12)"), program("print(12)")]
+    engine, _ = scripted_engine(cross_reply(chains, programs))
+    r = await engine.solve(PROBLEM, "cross_vote", n=3, seed=0, programs=3)
+    # no answer is backed by both kinds: 390 (2 chains) ties 12 (2 programs); programs come
+    # first in the pool, so the tie goes to 12
+    assert r.info["backed"] == [] and r.answer == "12"
+    assert r.candidates[0].answer is None and "ValueError" in (r.candidates[0].note or "")
+    none, _ = scripted_engine(cross_reply(chains, programs))
+    r = await none.solve(PROBLEM, "cross_vote", n=3, seed=0, programs=0)
+    assert r.answer == "390" and r.info["programs"] == 0 and len(r.candidates) == 3
+
+
+answers = st.lists(st.one_of(st.none(), st.integers(0, 4).map(str)), max_size=8)
+
+
+@given(answers, answers)
+def test_cross_tally_invariants(programs: list[str | None], chains: list[str | None]) -> None:
+    as_cands = [Candidate(text="", answer=a) for a in [*programs, *chains]]
+    answer, votes, backed = cross_tally(
+        as_cands[: len(programs)], as_cands[len(programs) :], "number"
+    )
+    assert backed == [a for a in dict.fromkeys(programs) if a is not None and a in chains]
+    if not votes:
+        assert answer is None
+        return
+    assert sum(votes.values()) == sum(a is not None for a in [*programs, *chains])
+    pool = backed or list(votes)
+    assert answer in pool and votes[answer] == max(votes[a] for a in pool)
+    if not programs:  # chains alone: a plain vote
+        assert answer == tally(as_cands, [1.0] * len(as_cands), "number")[0]

@@ -93,7 +93,10 @@ async def test_tuning_refuses_bad_settings(tmp_path: Path) -> None:
 def test_the_grid_reaches_below_each_rules_default() -> None:
     settings = grid()
     families = {s.family for s in settings}
-    assert families == {"esc", "beta", "agreement", "weighted", "deepconf"}
+    rules = {"esc", "beta", "agreement", "weighted"}
+    assert families == rules | {f"{r}+give-up" for r in rules} | {"deepconf"}
+    give_ups = {s.rule.give_up_after for s in settings if s.family.endswith("+give-up")}  # type: ignore[union-attr]
+    assert give_ups == {4, 6}
     betas = [s.rule.threshold for s in settings if s.family == "beta"]  # type: ignore[union-attr]
     assert min(betas) < 0.95 <= max(betas)
     assert len({s.label for s in settings}) == len(settings)

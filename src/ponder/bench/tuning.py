@@ -78,33 +78,52 @@ class Setting:
         return replay_rule(pool, self.label, self.rule, n=n, wave=self.wave, orders=orders)
 
 
-def grid(waves: Sequence[int] = (2, 4)) -> list[Setting]:
+def grid(
+    waves: Sequence[int] = (2, 4), give_ups: Sequence[int | None] = (None, 4, 6)
+) -> list[Setting]:
     """The settings tried: each rule's threshold over a range that reaches far below its
-    default, each minimum of samples a rule may stop after, each wave."""
+    default, each minimum of samples a rule may stop after, each wave; each again giving up
+    after `give_ups` samples with no two answers alike (a family of its own, "beta+give-up")."""
     out: list[Setting] = []
     for wave in waves:
-        for window in (2, 3, 4):
-            out.append(
-                Setting("esc", f"esc(window={window}, wave={wave})", wave, ESC(window=window))
-            )
-        for m in (2, 3, 4):
-            for t in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
-                rule: StoppingRule = BetaStop(threshold=t, min_samples=m)
-                out.append(
-                    Setting("beta", f"beta(threshold={t}, min={m}, wave={wave})", wave, rule)
-                )
-            for share in (0.5, 0.6, 0.75, 0.9):
-                rule = Agreement(share=share, min_samples=m)
-                label = f"agreement(share={share}, min={m}, wave={wave})"
-                out.append(Setting("agreement", label, wave, rule))
-            for t in (0.5, 0.6, 0.75, 0.9, 0.95):
-                rule = WeightedConsensus(threshold=t, min_samples=m)
-                label = f"weighted(threshold={t}, min={m}, wave={wave})"
-                out.append(Setting("weighted", label, wave, rule))
+        for give_up in give_ups:
+            out += _rules(wave, give_up)
         for pct in (10.0, 50.0, 90.0):
             for c in (0.5, 0.6, 0.75, 0.9, 0.95):
                 label = f"deepconf(percentile={pct:g}, consensus={c}, wave={wave})"
                 out.append(Setting("deepconf", label, wave, None, pct, c))
+    return out
+
+
+def _rules(wave: int, give_up: int | None) -> list[Setting]:
+    out: list[Setting] = []
+    suffix = "" if give_up is None else "+give-up"
+    extra = "" if give_up is None else f", give up after {give_up}"
+
+    def add(family: str, rule: StoppingRule, label: str) -> None:
+        out.append(Setting(family + suffix, f"{family}({label}{extra}, wave={wave})", wave, rule))
+
+    for window in (2, 3, 4):
+        add("esc", ESC(window=window, give_up_after=give_up), f"window={window}")
+    for m in (2, 3, 4):
+        for t in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+            add(
+                "beta",
+                BetaStop(threshold=t, min_samples=m, give_up_after=give_up),
+                f"threshold={t}, min={m}",
+            )
+        for share in (0.5, 0.6, 0.75, 0.9):
+            add(
+                "agreement",
+                Agreement(share=share, min_samples=m, give_up_after=give_up),
+                f"share={share}, min={m}",
+            )
+        for t in (0.5, 0.6, 0.75, 0.9, 0.95):
+            add(
+                "weighted",
+                WeightedConsensus(threshold=t, min_samples=m, give_up_after=give_up),
+                f"threshold={t}, min={m}",
+            )
     return out
 
 

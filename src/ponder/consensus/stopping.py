@@ -5,6 +5,12 @@ Each rule is plain data (a frozen config) with a pure `decide`: the same samples
 same decision, which is what lets `ponder.consensus.replay` price a rule exactly on a stored
 pool. Samples without an answer never count as agreement but do count against the budget, and
 every rule stops once the budget of samples has finished.
+
+Every rule may also give up (`give_up_after`): once that many samples have finished with no two
+answers alike, the vote at the budget would be a plurality of one or two, which is rarely
+right, so the rest of the budget is better spent elsewhere (Snell et al., 2024: on the hardest
+problems more samples buy little). The answer is then the first sample's, as a vote of ties
+would give.
 """
 
 from __future__ import annotations
@@ -44,6 +50,12 @@ class StoppingRule(BaseModel):
     min_samples: int = Field(
         default=2, ge=1, description="finished samples before the rule may stop early"
     )
+    give_up_after: int | None = Field(
+        default=None,
+        ge=2,
+        description="stop once this many samples have finished with no two answers alike "
+        "[default: never]",
+    )
 
     def decide(self, observations: Sequence[Observation], budget: int) -> Decision:
         """Stop or go on, given the samples finished so far (in the order they finished)."""
@@ -52,11 +64,20 @@ class StoppingRule(BaseModel):
         n = len(observations)
         if n >= budget:
             stop, reason = True, f"budget of {budget} reached"
+        elif self.hopeless(observations):
+            stop, reason = True, f"giving up: no two of {n} answers agree"
         elif n < self.min_samples:
             stop, reason = False, f"{n} of the {self.min_samples} samples needed first"
         else:
             stop, reason = self.check(observations, votes)
         return Decision(stop, f"{reason}; {note}" if note else reason, lead)
+
+    def hopeless(self, observations: Sequence[Observation]) -> bool:
+        """`give_up_after` samples or more have finished and no answer class has two of them."""
+        if self.give_up_after is None or len(observations) < self.give_up_after:
+            return False
+        answers = [o.answer for o in observations if o.answer is not None]
+        return len(set(answers)) == len(answers)
 
     def votes(self, observations: Sequence[Observation]) -> tuple[dict[int, float], str | None]:
         """The vote per answer class this rule reads (plain counts unless it weighs them), and

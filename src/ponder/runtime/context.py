@@ -132,6 +132,13 @@ class Context:
 
         return joined(await asyncio.gather(*(one(i) for i in range(req.n))))
 
+    def answering(self, answer_with: AnswerWith) -> Context:
+        """This context with its samples prompted and answered another way (`cross_vote`'s
+        programs beside its chains); the ledger, RNG, slot and the rest are shared."""
+        other = copy.copy(self)
+        other.answer_with = answer_with
+        return other
+
     def pinned(self) -> AbstractContextManager[Context]:
         """A Context whose single-sequence policy calls (verifier calls to the policy
         included) run one after another on one backend slot, held until the block ends: a

@@ -67,6 +67,7 @@ STRATEGIES: Registry[type[Strategy]] = Registry(
             "confidence_vote",
             "deepconf_filter",
             "certainty_borda",
+            "cross_vote",
             "adaptive",
             "auto",
             "deepconf",

@@ -77,6 +77,12 @@ class Adaptive(Strategy):
     min_samples: int | None = Field(
         default=None, ge=1, description="samples before the rule may stop [default: the rule's]"
     )
+    give_up_after: int | None = Field(
+        default=None,
+        ge=2,
+        description="stop once this many samples have finished with no two answers alike "
+        "(the vote would be a guess) [default: never]",
+    )
     wave: int = Field(
         default=4, ge=1, description="samples of one problem launched at once (a wave)"
     )
@@ -90,7 +96,9 @@ class Adaptive(Strategy):
     )
 
     def stopping_rule(self) -> StoppingRule:
-        common = {} if self.min_samples is None else {"min_samples": self.min_samples}
+        common: dict[str, int] = {"give_up_after": self.give_up_after} if self.give_up_after else {}
+        if self.min_samples is not None:
+            common["min_samples"] = self.min_samples
         threshold = {} if self.threshold is None else {"threshold": self.threshold}
         if self.rule == "esc":
             return ESC(window=self.window, **common)

@@ -1,0 +1,173 @@
+"""`cross_vote` priced on stored runs: a chain-of-thought pool (a `vote` bench run) and a greedy
+program run (`-s greedy --answer-with program`, or `tir`) on the same problems, paired by
+problem id. At each k, k chains are drawn from the pool (every subset, or `--orders` random
+ones) and the program's answer joins them as `cross_vote` (n=k, programs=1) would count it:
+an answer both a program and a chain reached wins, else the majority. Beside it: majority@k of
+the same chains, majority@(k+1) (about the same tokens), and the program alone; differences with
+95% paired bootstrap intervals over problems.
+
+    .venv/bin/python benchmarks/cross_vote.py --pool benchmarks/reports/gsm8k-pool16.sqlite \\
+        --partner benchmarks/reports/gsm8k-tir.sqlite [--partner-with program] [--k 4 8 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ponder.answers import cluster
+from ponder.bench.estimators import bootstrap_mean_ci
+from ponder.bench.store import Store
+from ponder.search.cross_vote import cross_tally
+from ponder.search.vote import tally
+from ponder.types import Candidate
+
+
+@dataclass
+class Sample:
+    answer: str | None
+    correct: bool
+    tokens: int
+    kind: str  # the problem's answer kind (how answers are compared)
+
+
+def pool_of(path: Path) -> dict[str, list[Sample]]:
+    """problem id → the samples of the store's chain-of-thought pool, in the order drawn."""
+    store = Store(path, create=False)
+    runs = [
+        rid
+        for rid, config in store.db.execute("SELECT rid, config FROM runs WHERE kind = 'pool'")
+        if json.loads(config)["unit"].get("answer_with", "reasoning") == "reasoning"
+    ]
+    if not runs:
+        raise SystemExit(f"error: {path} holds no chain-of-thought pool")
+    out: dict[str, list[Sample]] = {}
+    rows = store.db.execute(
+        "SELECT p.task || '/' || p.problem_id, c.answer, c.correct, c.completion_tokens, "
+        "coalesce(p.kind, 'math') FROM candidates c JOIN problems p USING (pid) WHERE c.rid = ? "
+        "ORDER BY c.pid, c.unit, c.idx",
+        (runs[0],),
+    )
+    for pid, answer, correct, tokens, kind in rows:
+        out.setdefault(pid, []).append(Sample(answer, bool(correct), int(tokens), kind))
+    store.close()
+    return out
+
+
+def partner_of(path: Path, how: str) -> dict[str, Sample]:
+    """problem id → the greedy run's answer, answering with `how` (program or tir)."""
+    store = Store(path, create=False)
+    for rid, config in store.db.execute("SELECT rid, config FROM runs WHERE kind = 'direct'"):
+        unit = json.loads(config)["unit"]
+        if unit.get("name") == "greedy" and unit.get("answer_with") == how:
+            rows = store.db.execute(
+                "SELECT p.task || '/' || p.problem_id, u.answer, u.correct, "
+                "u.policy_completion, coalesce(p.kind, 'math') "
+                "FROM units u JOIN problems p USING (pid) WHERE u.rid = ?",
+                (rid,),
+            )
+            out = {pid: Sample(a, bool(c), int(t), kind) for pid, a, c, t, kind in rows}
+            store.close()
+            return out
+    raise SystemExit(f"error: {path} holds no greedy run answering with {how}")
+
+
+def subsets(m: int, k: int, orders: int, rng: random.Random) -> list[list[int]]:
+    if k == m:
+        return [list(range(m))]
+    return [rng.sample(range(m), k) for _ in range(orders)]
+
+
+def evaluate(
+    pool: dict[str, list[Sample]], partner: dict[str, Sample], k: int, orders: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Per problem (those with k + 1 pool samples and a partner answer), each method's expected
+    correctness and tokens over the drawn subsets."""
+    rng = random.Random(seed)
+    ids = sorted(p for p in pool if len(pool[p]) > k and p in partner)
+    out: dict[str, list[float]] = {}
+    for pid in ids:
+        samples, program = pool[pid], partner[pid]
+        # the correctness of an answer class, read from the store's grading of its spellings
+        every = [*samples, program]
+        kind = program.kind
+        classes = cluster([s.answer for s in every], kind)
+        right = {c: s.correct for c, s in zip(classes, every, strict=True) if c is not None}
+        truth = {s.answer: right[c] for c, s in zip(classes, every, strict=True) if c is not None}
+        acc: dict[str, list[float]] = {}
+        for sub in subsets(len(samples), k, orders, rng):
+            chains = [samples[i] for i in sub]
+            spare = next(i for i in rng.sample(range(len(samples)), len(samples)) if i not in sub)
+            cands = [Candidate(text="", answer=s.answer) for s in chains]
+            prog = Candidate(text="", answer=program.answer)
+            cross, _, _ = cross_tally([prog], cands, kind)
+            vote = tally(cands, [1.0] * k, kind)[0]
+            more = [*chains, samples[spare]]
+            vote_more = tally(
+                [Candidate(text="", answer=s.answer) for s in more], [1.0] * len(more), kind
+            )[0]
+            acc.setdefault("cross", []).append(float(truth.get(cross, False)))
+            acc.setdefault("vote", []).append(float(truth.get(vote, False)))
+            acc.setdefault("vote+1", []).append(float(truth.get(vote_more, False)))
+            chain_tokens = sum(s.tokens for s in chains)
+            acc.setdefault("tokens cross", []).append(chain_tokens + program.tokens)
+            acc.setdefault("tokens vote", []).append(chain_tokens)
+            acc.setdefault("tokens vote+1", []).append(chain_tokens + samples[spare].tokens)
+        for name, xs in acc.items():
+            out.setdefault(name, []).append(float(np.mean(xs)))
+        out.setdefault("program", []).append(float(program.correct))
+        out.setdefault("tokens program", []).append(float(program.tokens))
+    return {name: np.asarray(xs) for name, xs in out.items()}
+
+
+def ci(x: np.ndarray) -> str:
+    _, lo, hi = bootstrap_mean_ci(x)
+    return f"{100 * x.mean():.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def diff(a: np.ndarray, b: np.ndarray) -> str:
+    _, lo, hi = bootstrap_mean_ci(a - b)
+    return f"{100 * (a - b).mean():+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--pool", type=Path, required=True, help="a store with a CoT pool")
+    ap.add_argument("--partner", type=Path, required=True, help="a store with a greedy program run")
+    ap.add_argument("--partner-with", default="program", choices=("program", "tir"))
+    ap.add_argument("--k", type=int, nargs="+", default=[4, 8, 15])
+    ap.add_argument("--orders", type=int, default=200, help="random subsets per problem")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    pool, partner = pool_of(args.pool), partner_of(args.partner, args.partner_with)
+    print(
+        f"Pool: {args.pool}; partner: greedy {args.partner_with} in {args.partner}. Accuracy "
+        "[95% CI]; Δ [95% paired bootstrap CI] over problems.\n"
+    )
+    print(
+        "| k | problems | majority@k | cross_vote (k chains + 1 program) | Δ vs majority@k "
+        "| majority@(k+1) | Δ vs majority@(k+1) | program alone "
+        "| tokens: vote@k / cross / vote@(k+1) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for k in args.k:
+        r = evaluate(pool, partner, k, args.orders, args.seed)
+        if not len(r.get("cross", [])):
+            print(f"| {k} | 0 | — |")
+            continue
+        print(
+            f"| {k} | {len(r['cross'])} | {ci(r['vote'])} | {ci(r['cross'])} "
+            f"| {diff(r['cross'], r['vote'])} | {ci(r['vote+1'])} "
+            f"| {diff(r['cross'], r['vote+1'])} "
+            f"| {ci(r['program'])} | {r['tokens vote'].mean():,.0f} / "
+            f"{r['tokens cross'].mean():,.0f} / {r['tokens vote+1'].mean():,.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
