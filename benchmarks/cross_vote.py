@@ -6,6 +6,11 @@ an answer both a program and a chain reached wins, else the majority. Beside it:
 the same chains, majority@(k+1) (about the same tokens), and the program alone; differences with
 95% paired bootstrap intervals over problems.
 
+Then `cross_vote` as it runs by default (`stop_early`: chains in waves of `--wave`, none more
+once one reaches the program's answer), replayed exactly on the pool with
+ponder.consensus.replay at each budget k, against majority over the whole pool (the issue's
+"majority@16"): accuracy, and tokens (the program's included) as a share of the majority's.
+
     .venv/bin/python benchmarks/cross_vote.py --pool benchmarks/reports/gsm8k-pool16.sqlite \\
         --partner benchmarks/reports/gsm8k-tir.sqlite [--partner-with program] [--k 4 8 16]
 """
@@ -23,6 +28,7 @@ import numpy as np
 from ponder.answers import cluster
 from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.bench.store import Store
+from ponder.consensus import CrossCheck, Observation, expected
 from ponder.search.cross_vote import cross_tally
 from ponder.search.vote import tally
 from ponder.types import Candidate
@@ -125,6 +131,37 @@ def evaluate(
     return {name: np.asarray(xs) for name, xs in out.items()}
 
 
+def early(
+    pool: dict[str, list[Sample]],
+    partner: dict[str, Sample],
+    budget: int,
+    full: int,
+    wave: int,
+    orders: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Per problem with `full` pool samples: early-stopped cross_vote at `budget` chains
+    (expected over `orders` orders) and majority over the `full` samples."""
+    out: dict[str, list[float]] = {}
+    for pid in sorted(p for p in pool if len(pool[p]) >= full and p in partner):
+        samples, program = pool[pid][:full], partner[pid]
+        every = [*samples, program]
+        classes = cluster([s.answer for s in every], program.kind)
+        right = {c for c, s in zip(classes, every, strict=True) if c is not None and s.correct}
+        chains = [Observation(c, s.tokens) for c, s in zip(classes, samples, strict=False)]
+        run = expected(CrossCheck(programs=(classes[-1],)), chains, budget, wave, orders, seed)
+        out.setdefault("accuracy", []).append(run.accuracy(right))
+        out.setdefault("tokens", []).append(run.tokens + program.tokens)
+        out.setdefault("chains", []).append(run.samples)
+        cands = [Candidate(text="", answer=s.answer) for s in samples]
+        vote = tally(cands, [1.0] * full, program.kind)[0]
+        out.setdefault("majority", []).append(
+            float(any(s.correct for s in samples if s.answer == vote))
+        )
+        out.setdefault("majority tokens", []).append(float(sum(s.tokens for s in samples)))
+    return {name: np.asarray(xs) for name, xs in out.items()}
+
+
 def ci(x: np.ndarray) -> str:
     _, lo, hi = bootstrap_mean_ci(x)
     return f"{100 * x.mean():.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
@@ -143,6 +180,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="+", default=[4, 8, 15])
     ap.add_argument("--orders", type=int, default=200, help="random subsets per problem")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--wave", type=int, default=4, help="chains launched at once (early stop)")
+    ap.add_argument("--full", type=int, default=16, help="the majority compared against")
     args = ap.parse_args()
     pool, partner = pool_of(args.pool), partner_of(args.partner, args.partner_with)
     print(
@@ -166,6 +205,26 @@ def main() -> None:
             f"| {diff(r['cross'], r['vote+1'])} "
             f"| {ci(r['program'])} | {r['tokens vote'].mean():,.0f} / "
             f"{r['tokens cross'].mean():,.0f} / {r['tokens vote+1'].mean():,.0f} |"
+        )
+
+    print(
+        f"\nEarly-stopped (waves of {args.wave}, replayed over {args.orders} orders) against "
+        f"majority@{args.full} on the problems with {args.full} pool samples:\n"
+    )
+    print(
+        f"| budget | problems | majority@{args.full} | cross_vote, early-stopped | Δ "
+        f"| chains / problem | tokens × majority@{args.full} |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for k in args.k:
+        e = early(pool, partner, k, args.full, args.wave, args.orders, args.seed)
+        if not len(e.get("accuracy", [])):
+            continue
+        share = e["tokens"].mean() / e["majority tokens"].mean()
+        print(
+            f"| {k} | {len(e['accuracy'])} | {ci(e['majority'])} | {ci(e['accuracy'])} "
+            f"| {diff(e['accuracy'], e['majority'])} | {e['chains'].mean():.1f} "
+            f"| {share:.2f} ({e['tokens'].mean():,.0f} / {e['majority tokens'].mean():,.0f}) |"
         )
 
 

@@ -18,6 +18,7 @@ from ponder.consensus import (
     Agreement,
     BetaStop,
     ConfidenceWeighted,
+    CrossCheck,
     Decision,
     DeepConfFilter,
     Majority,
@@ -116,6 +117,25 @@ def test_every_rule_gives_up_when_no_two_answers_agree(name: str) -> None:
     assert decisions(STOPPING_RULES[name](min_samples=99), obs(0, 1, 2, 3, 4)) == [False] * 5
     with pytest.raises(ValidationError):
         STOPPING_RULES[name](give_up_after=1)
+
+
+def test_cross_check_hand_computed() -> None:
+    rule = CrossCheck(programs=(1,))
+    # the third chain reaches the program's answer 1: stop, and 1 leads though 0 has two chains
+    assert decisions(rule, obs(0, 0, 1, 0)) == [False, False, True, True]
+    d = rule.decide(obs(0, 0, 1), 99)
+    assert d == Decision(True, "a chain of thought reached a program's answer", 1)
+    # without stop_early it runs to the budget; the backed answer still leads
+    late = CrossCheck(programs=(1,), stop_early=False)
+    assert decisions(late, obs(0, 0, 1, 0), budget=4) == [False, False, False, True]
+    assert late.decide(obs(0, 0, 1, 0), 4).leader == 1
+    # nothing backed: the majority of programs and chains, a tie to the program (seen first)
+    assert rule.decide(obs(0, 0, 2), 3).leader == 0
+    assert rule.decide(obs(0), 1).leader == 1
+    # a program without an answer backs nothing
+    assert CrossCheck(programs=(None,)).decide(obs(0, None), 2) == Decision(
+        True, "budget of 2 reached", 0
+    )
 
 
 def test_give_up_replays_exactly() -> None:
@@ -439,6 +459,12 @@ rules = st.one_of(
     st.builds(BetaStop, threshold=st.floats(0.5, 0.99), min_samples=st.integers(1, 4)),
     st.builds(Agreement, share=st.floats(0.3, 1.0), min_samples=st.integers(1, 4)),
     st.builds(WeightedConsensus, threshold=st.floats(0.3, 1.0), min_samples=st.integers(1, 4)),
+    st.builds(CrossCheck, programs=st.tuples(st.one_of(st.none(), st.integers(0, 3)))),
+    st.builds(
+        BetaStop,
+        threshold=st.floats(0.5, 0.99),
+        give_up_after=st.one_of(st.none(), st.integers(2, 6)),
+    ),
 )
 
 

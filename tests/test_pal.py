@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import scripted_engine
-from ponder.lm.scripted import ReplyFn
+from ponder.consensus import CrossCheck, Observation, replay
+from ponder.lm.scripted import ReplyFn, count_tokens
 from ponder.search.cross_vote import cross_tally
 from ponder.search.vote import tally
 from ponder.tasks.registry import get_task
@@ -121,15 +122,30 @@ def cross_reply(chains: Sequence[str], programs: Sequence[str]) -> ReplyFn:
 async def test_cross_vote_prefers_the_answer_a_program_and_a_chain_agree_on() -> None:
     chains = ["\\boxed{390}", "\\boxed{400}", "\\boxed{390}", "\\boxed{390}", "\\boxed{400}"]
     engine, lm = scripted_engine(cross_reply(chains, [program("print(17 * 23 + 9)")]))
-    r = await engine.solve(PROBLEM, "cross_vote", n=5, seed=0)
+    r = await engine.solve(PROBLEM, "cross_vote", n=5, seed=0, stop_early=False)
     assert r.answer == "400"  # 2 chains and the program; 390 has 3 chains but no program
     assert r.info["backed"] == ["400"] and r.info["votes"] == {"400": 3, "390": 3}
     assert r.info["programs"] == 1 and r.candidates[0].program_answer == "400"
-    # the program was greedy, the chains sampled; every token of both is charged
-    assert sorted((c.temperature, c.n) for c in lm.calls) == [(0.0, 1), (0.7, 5)]
+    # the program was greedy, the chains sampled one by one; every token of both is charged
+    assert sorted((c.temperature, c.n) for c in lm.calls) == [(0.0, 1)] + [(0.7, 1)] * 5
     assert r.usage["policy"].completion_tokens == sum(c.completion_tokens for c in r.candidates)
     vote, _ = scripted_engine(cross_reply(chains, []))
     assert (await vote.solve(PROBLEM, "vote", n=5, seed=0)).answer == "390"
+
+
+async def test_cross_vote_stops_at_the_first_chain_that_reaches_the_program() -> None:
+    chains = ["\\boxed{390}", "\\boxed{400}", "\\boxed{390}", "\\boxed{390}", "\\boxed{400}"]
+    engine, lm = scripted_engine(cross_reply(chains, [program("print(17 * 23 + 9)")]))
+    r = await engine.solve(PROBLEM, "cross_vote", n=5, seed=0, wave=1)
+    # one chain at a time: the second reaches 400, and no chain is drawn after it
+    assert r.answer == "400" and r.info["chains"] == 2 and len(lm.calls) == 3
+    assert r.info["reason"] == "a chain of thought reached a program's answer"
+    assert r.usage["policy"].completion_tokens == sum(c.completion_tokens for c in r.candidates)
+    # the same chains replayed offline: the same chains drawn, the same tokens
+    pool = [Observation(0 if "390" in c else 1, count_tokens(c)) for c in chains]
+    out = replay(CrossCheck(programs=(1,)), pool, len(pool), 1)
+    assert out.samples == 2 and out.answer == 1
+    assert out.tokens == r.usage["policy"].completion_tokens - r.candidates[0].completion_tokens
 
 
 async def test_cross_vote_without_agreement_is_the_majority_of_all() -> None:
@@ -137,9 +153,9 @@ async def test_cross_vote_without_agreement_is_the_majority_of_all() -> None:
     programs = [program("raise ValueError('oops')"), program("print(12)"), program("print(12)")]
     engine, _ = scripted_engine(cross_reply(chains, programs))
     r = await engine.solve(PROBLEM, "cross_vote", n=3, seed=0, programs=3)
-    # no answer is backed by both kinds: 390 (2 chains) ties 12 (2 programs); programs come
-    # first in the pool, so the tie goes to 12
-    assert r.info["backed"] == [] and r.answer == "12"
+    # no answer is backed by both kinds, so every chain is drawn: 390 (2 chains) ties 12 (2
+    # programs); programs come first in the pool, so the tie goes to 12
+    assert r.info["backed"] == [] and r.answer == "12" and r.info["chains"] == 3
     assert r.candidates[0].answer is None and "ValueError" in (r.candidates[0].note or "")
     none, _ = scripted_engine(cross_reply(chains, programs))
     r = await none.solve(PROBLEM, "cross_vote", n=3, seed=0, programs=0)

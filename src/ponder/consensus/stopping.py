@@ -217,6 +217,43 @@ class WeightedConsensus(StoppingRule):
         return False, f"weighted share {share:.3f} < {self.threshold}"
 
 
+class CrossCheck(StoppingRule):
+    """`cross_vote`'s rule: the samples (chains of thought) vote beside executed programs,
+    whose answers' classes are `programs`; a class that a program and a chain both reached
+    leads (the most votes among those), else the plain majority of both (a tie: first seen,
+    programs first). With `stop_early`, sampling stops the moment a chain reaches a program's
+    answer: with one program no later chain can change the answer then (it is the program's),
+    so stopping costs no accuracy. Not one of `adaptive`'s rules: it needs the programs."""
+
+    name: ClassVar[str] = "cross"
+    programs: tuple[int | None, ...] = ()
+    min_samples: int = Field(default=1, ge=1, description="samples before it may stop early")
+    stop_early: bool = True
+
+    def votes(self, observations: Sequence[Observation]) -> tuple[dict[int, float], str | None]:
+        votes: dict[int, float] = {}
+        for cid in [*self.programs, *(o.answer for o in observations)]:
+            if cid is not None:
+                votes[cid] = votes.get(cid, 0.0) + 1.0
+        backed = self.backed(observations)
+        if not backed:
+            return votes, None
+        return {cid: v for cid, v in votes.items() if cid in backed}, None
+
+    def backed(self, observations: Sequence[Observation]) -> set[int]:
+        """The classes both a program and a chain reached."""
+        return {o.answer for o in observations if o.answer is not None} & {
+            cid for cid in self.programs if cid is not None
+        }
+
+    def check(
+        self, observations: Sequence[Observation], votes: dict[int, float]
+    ) -> tuple[bool, str]:
+        if self.stop_early and self.backed(observations):
+            return True, "a chain of thought reached a program's answer"
+        return False, "no chain of thought has reached a program's answer"
+
+
 STOPPING_RULES: dict[str, type[StoppingRule]] = {
     cls.name: cls for cls in (ESC, BetaStop, Agreement, WeightedConsensus)
 }

@@ -28,7 +28,8 @@ tokens there).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -114,55 +115,33 @@ class Adaptive(Strategy):
 
     async def run_from(self, problem: Problem, ctx: Context, probe: list[Candidate]) -> Result:
         """The rule run on samples already drawn (`probe`, e.g. `auto`'s), then on as usual."""
-        rule = self.stopping_rule()
-        sampler = WaveSampler(ctx, problem, self.temperature)
-        finished: list[Candidate] = list(probe)
-        decision: Decision | None = None
-        if finished:
-            decision = rule.decide(self.observe(finished, problem), self.n)
-        stopped: str | None = None
-        while decision is None or not decision.stop:
-            width = self.wave
-            if self.fill and finished:
-                width = max(width, ctx.idle_slots())
-            size = rule.next_wave(self.observe(finished, problem), self.n, width)
-            if size == 0:
-                break
-            wave = sampler.launch(size)
-            if not wave:
-                stopped = "budget"
-                break
-            for done in asyncio.as_completed(wave):
-                cand = await done
-                if sampler.settled or cand.finish_reason == "stopped":
-                    # written after the answer was settled (or stopped): charged, not voting
-                    if cand.finish_reason != "stopped":
-                        sampler.late.append(cand)
-                    continue
-                finished.append(cand)
-                decision = rule.decide(self.observe(finished, problem), self.n)
-                ctx.report("sample", answer=cand.answer, reason=decision.reason)
-                if decision.stop:
-                    sampler.settle()
-            if sampler.short:
-                stopped = "budget"
-                break
+        run = await sample_until(
+            ctx,
+            problem,
+            self.stopping_rule(),
+            lambda finished: self.observe(finished, problem),
+            n=self.n,
+            wave=self.wave,
+            fill=self.fill,
+            temperature=self.temperature,
+            probe=probe,
+        )
         answer = None
-        if decision is not None and decision.leader is not None:
+        if run.decision is not None and run.decision.leader is not None:
             answer = next(
                 c.answer
-                for c, cid in zip(finished, self.classes(finished, problem), strict=True)
-                if cid == decision.leader
+                for c, cid in zip(run.finished, self.classes(run.finished, problem), strict=True)
+                if cid == run.decision.leader
             )
         return ctx.result(
             problem,
             self,
             answer,
-            [*finished, *sampler.late, *sampler.cut],
-            stopped=stopped,
-            samples=len(finished),
-            cut=len(sampler.cut),
-            reason=decision.reason if decision else "no sample finished",
+            run.candidates,
+            stopped=run.stopped,
+            samples=len(run.finished),
+            cut=len(run.sampler.cut),
+            reason=run.reason,
             streamed=ctx.policy.capabilities.stream,
         )
 
@@ -179,6 +158,75 @@ class Adaptive(Strategy):
             )
             for c, cid in zip(finished, self.classes(finished, problem), strict=True)
         ]
+
+
+@dataclass
+class Sampled:
+    """What `sample_until` drew: the samples that finished (in order), the rule's last
+    decision, the sampler (its cut and late samples) and why it stopped short, if it did."""
+
+    finished: list[Candidate]
+    decision: Decision | None
+    sampler: WaveSampler
+    stopped: str | None
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        """Every sample charged: those that voted, those finished late, those cut short."""
+        return [*self.finished, *self.sampler.late, *self.sampler.cut]
+
+    @property
+    def reason(self) -> str:
+        return self.decision.reason if self.decision else "no sample finished"
+
+
+async def sample_until(
+    ctx: Context,
+    problem: Problem,
+    rule: StoppingRule,
+    observe: Callable[[list[Candidate]], list[Observation]],
+    *,
+    n: int,
+    wave: int,
+    fill: bool,
+    temperature: float,
+    probe: Sequence[Candidate] = (),
+) -> Sampled:
+    """Samples of `problem` in waves until `rule` stops (the loop in the module docstring);
+    `observe` turns the finished samples into what the rule reads."""
+    sampler = WaveSampler(ctx, problem, temperature)
+    finished: list[Candidate] = list(probe)
+    decision: Decision | None = None
+    if finished:
+        decision = rule.decide(observe(finished), n)
+    stopped: str | None = None
+    while decision is None or not decision.stop:
+        width = wave
+        if fill and finished:
+            width = max(width, ctx.idle_slots())
+        size = rule.next_wave(observe(finished), n, width)
+        if size == 0:
+            break
+        launched = sampler.launch(size)
+        if not launched:
+            stopped = "budget"
+            break
+        for done in asyncio.as_completed(launched):
+            cand = await done
+            if sampler.settled or cand.finish_reason == "stopped":
+                # written after the answer was settled (or stopped): charged, not voting
+                if cand.finish_reason != "stopped":
+                    sampler.late.append(cand)
+                continue
+            finished.append(cand)
+            decision = rule.decide(observe(finished), n)
+            ctx.report("sample", answer=cand.answer, reason=decision.reason)
+            if decision.stop:
+                sampler.settle()
+        if sampler.short:
+            stopped = "budget"
+            break
+    return Sampled(finished, decision, sampler, stopped)
 
 
 class WaveSampler:

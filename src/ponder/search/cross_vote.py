@@ -9,13 +9,18 @@ Imani et al., 2023, and PAL's cross-checks; measured in benchmarks/RESULTS.md):
 
     programs ← m samples answering with a program (`partner`: PAL, or tool-integrated
                reasoning); the first greedy, the rest at `temperature`
-    chains   ← n chain-of-thought samples (the strategy's own `answer_with`)
+    chains   ← chain-of-thought samples (the strategy's own `answer_with`) in waves, at most n;
+               with `stop_early`, none more once a chain reaches a program's answer
     backed   ← answer classes reached by a program and by a chain
     if backed: answer ← the backed class with the most votes (chains and programs)
     else:      answer ← the majority over chains and programs (a tie: first seen)
 
-Both kinds are drawn at once, so they share the backend's slots; every token of both is
-charged.
+With one program, stopping at the first backed chain cannot change the answer (it is the
+program's), so `stop_early` saves tokens at no cost in accuracy. The programs are written
+before the chains so that the rule knows their answers from the first chain on, which also
+makes the run replayable exactly on stored runs (`ponder.consensus.CrossCheck`); in a bench
+many problems are in flight, so the backend's slots stay full meanwhile. Every token of both
+kinds is charged.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ponder.answers import cluster
+from ponder.consensus import CrossCheck, Observation
 from ponder.runtime.context import Context
 from ponder.runtime.strategy import Strategy, strategy
+from ponder.search.adaptive import sample_until
 from ponder.types import Candidate, Problem, Result
 
 Partner = Literal["program", "tir"]
@@ -40,7 +47,7 @@ class CrossVote(Strategy):
 
     name: ClassVar[str] = "cross_vote"
     width: ClassVar[str | None] = "n"
-    n: int = Field(default=8, ge=0, description="chain-of-thought samples")
+    n: int = Field(default=8, ge=0, description="chain-of-thought samples (at most)")
     programs: int = Field(
         default=1, ge=0, description="program samples (the first greedy, the rest sampled)"
     )
@@ -49,6 +56,12 @@ class CrossVote(Strategy):
         description="how the program samples answer: program (PAL: the sandbox runs the "
         "finished program) or tir (Python called mid-reasoning)",
     )
+    stop_early: bool = Field(
+        default=True,
+        description="stop sampling chains once one reaches a program's answer (exact with "
+        "one program: the answer cannot change after)",
+    )
+    wave: int = Field(default=4, ge=1, description="chains launched at once")
     temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
@@ -57,21 +70,51 @@ class CrossVote(Strategy):
         drawn = await asyncio.gather(
             self.draw(problem, coder, greedy, 0.0),
             self.draw(problem, coder, self.programs - greedy, self.temperature),
-            self.draw(problem, ctx, self.n, self.temperature),
         )
-        programs, chains = [*drawn[0][0], *drawn[1][0]], drawn[2][0]
+        programs = [*drawn[0][0], *drawn[1][0]]
         short = any(stopped for _, stopped in drawn)
+        kind = problem.kind or "math"
+
+        def classes(chains: list[Candidate]) -> list[int | None]:
+            return cluster([c.answer for c in [*programs, *chains]], kind)
+
+        def observe(chains: list[Candidate]) -> list[Observation]:
+            ids = classes(chains)[len(programs) :]
+            return [
+                Observation(answer=cid, tokens=c.completion_tokens)
+                for c, cid in zip(chains, ids, strict=True)
+            ]
+
+        rule = CrossCheck(programs=tuple(classes([])), stop_early=self.stop_early)
+        chains: list[Candidate] = []
+        charged: list[Candidate] = []
+        reason = "no chains asked for"
+        if self.n > 0:
+            run = await sample_until(
+                ctx,
+                problem,
+                rule,
+                observe,
+                n=self.n,
+                wave=self.wave,
+                fill=False,
+                temperature=self.temperature,
+            )
+            chains, charged, reason = run.finished, run.candidates[len(run.finished) :], run.reason
+            short = short or run.stopped == "budget"
         answer, votes, backed = cross_tally(programs, chains, problem.kind)
         ctx.report("tally", votes=votes, backed=backed, answer=answer)
         return ctx.result(
             problem,
             self,
             answer,
-            [*programs, *chains],  # programs first: `programs` in info says how many
+            [*programs, *chains, *charged],  # `programs` and `chains` in info say how many
             stopped="budget" if short else None,
             programs=len(programs),
+            chains=len(chains),
             votes=votes,
             backed=backed,
+            reason=reason,
         )
 
     @staticmethod
@@ -92,23 +135,22 @@ class CrossVote(Strategy):
 def cross_tally(
     programs: list[Candidate], chains: list[Candidate], kind: str | None
 ) -> tuple[str | None, dict[str, int], list[str]]:
-    """(the answer, the votes per answer class by its first spelling, the backed answers):
-    see the module docstring. Candidates without an answer do not vote."""
+    """(the answer `CrossCheck` leads with, the votes per answer class by its first spelling,
+    the backed answers in first-seen order). Candidates without an answer do not vote."""
     everyone = [*programs, *chains]
     ids = cluster([c.answer for c in everyone], kind or "math")
-    votes: dict[int, int] = {}
     first: dict[int, str] = {}
+    votes: dict[int, int] = {}
     for cid, cand in zip(ids, everyone, strict=True):
-        if cid is None or cand.answer is None:
-            continue
-        votes[cid] = votes.get(cid, 0) + 1
-        first.setdefault(cid, cand.answer)
-    if not votes:
-        return None, {}, []
-    by_program = {cid for cid in ids[: len(programs)] if cid is not None}
-    by_chain = {cid for cid in ids[len(programs) :] if cid is not None}
-    backed = [cid for cid in votes if cid in by_program and cid in by_chain]  # first-seen order
-    eligible = backed or list(votes)
-    top = max(votes[cid] for cid in eligible)
-    winner = next(cid for cid in eligible if votes[cid] == top)
-    return first[winner], {first[c]: v for c, v in votes.items()}, [first[c] for c in backed]
+        if cid is not None and cand.answer is not None:
+            first.setdefault(cid, cand.answer)
+            votes[cid] = votes.get(cid, 0) + 1
+    rule = CrossCheck(programs=tuple(ids[: len(programs)]))
+    seen = [Observation(answer=cid, tokens=0) for cid in ids[len(programs) :]]
+    lead = rule.decide(seen, len(seen)).leader
+    backed = rule.backed(seen)
+    return (
+        None if lead is None else first[lead],
+        {first[c]: v for c, v in votes.items()},
+        [first[c] for c in votes if c in backed],
+    )
