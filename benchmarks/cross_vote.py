@@ -42,8 +42,9 @@ class Sample:
     kind: str  # the problem's answer kind (how answers are compared)
 
 
-def pool_of(path: Path) -> dict[str, list[Sample]]:
-    """problem id → the samples of the store's chain-of-thought pool, in the order drawn."""
+def pool_of(path: Path, first: int = 1) -> dict[str, list[Sample]]:
+    """problem id → the samples of the store's chain-of-thought pool, in the order drawn, for
+    the problems at position `first` (1-based) and after."""
     store = Store(path, create=False)
     runs = [
         rid
@@ -182,11 +183,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--wave", type=int, default=4, help="chains launched at once (early stop)")
     ap.add_argument("--full", type=int, default=16, help="the majority compared against")
+    ap.add_argument(
+        "--first", type=int, default=1, help="only the pool's problems from this position on"
+    )
     args = ap.parse_args()
-    pool, partner = pool_of(args.pool), partner_of(args.partner, args.partner_with)
+    pool, partner = pool_of(args.pool, args.first), partner_of(args.partner, args.partner_with)
     print(
-        f"Pool: {args.pool}; partner: greedy {args.partner_with} in {args.partner}. Accuracy "
-        "[95% CI]; Δ [95% paired bootstrap CI] over problems.\n"
+        f"Pool: {args.pool} (problems {args.first}–); partner: greedy {args.partner_with} in "
+        f"{args.partner}. Accuracy [95% CI]; Δ [95% paired bootstrap CI] over problems.\n"
     )
     print(
         "| k | problems | majority@k | cross_vote (k chains + 1 program) | Δ vs majority@k "

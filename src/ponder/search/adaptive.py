@@ -28,7 +28,7 @@ tokens there).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -211,13 +211,7 @@ async def sample_until(
         if not launched:
             stopped = "budget"
             break
-        for done in asyncio.as_completed(launched):
-            cand = await done
-            if sampler.settled or cand.finish_reason == "stopped":
-                # written after the answer was settled (or stopped): charged, not voting
-                if cand.finish_reason != "stopped":
-                    sampler.late.append(cand)
-                continue
+        async for cand in sampler.voting(launched):
             finished.append(cand)
             decision = rule.decide(observe(finished), n)
             ctx.report("sample", answer=cand.answer, reason=decision.reason)
@@ -262,6 +256,17 @@ class WaveSampler:
                 break
             tasks.append(asyncio.ensure_future(self.one(req)))
         return tasks
+
+    async def voting(self, wave: list[asyncio.Task[Candidate]]) -> AsyncIterator[Candidate]:
+        """The wave's samples as they finish, but those stopped or written after the answer
+        was settled: charged (kept in `cut` or `late`), not voting."""
+        for done in asyncio.as_completed(wave):
+            cand = await done
+            if self.settled or cand.finish_reason == "stopped":
+                if cand.finish_reason != "stopped":
+                    self.late.append(cand)
+                continue
+            yield cand
 
     def watch(self) -> Watch:
         extra = self.extra_watch() if self.extra_watch is not None else None

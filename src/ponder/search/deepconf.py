@@ -95,13 +95,7 @@ class DeepConf(Strategy):
         while not vote.settled() and launched < self.n and not sampler.short:
             wave = sampler.launch(min(self.wave, self.n - launched))
             launched += len(wave)
-            for done in asyncio.as_completed(wave):
-                cand = await done
-                if sampler.settled or cand.finish_reason == "stopped":
-                    # cut by the bar, or by (or after) the settled vote: charged, not voting
-                    if cand.finish_reason != "stopped":
-                        sampler.late.append(cand)
-                    continue
+            async for cand in sampler.voting(wave):  # the cut ones: charged, not voting
                 finished.append(cand)
                 self.offer(vote, voters, cand, finished, problem)
                 ctx.report("trace", answer=cand.answer, share=round(vote.share(), 3))
