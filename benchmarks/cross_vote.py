@@ -56,9 +56,9 @@ def pool_of(path: Path, first: int = 1) -> dict[str, list[Sample]]:
     out: dict[str, list[Sample]] = {}
     rows = store.db.execute(
         "SELECT p.task || '/' || p.problem_id, c.answer, c.correct, c.completion_tokens, "
-        "coalesce(p.kind, 'math') FROM candidates c JOIN problems p USING (pid) WHERE c.rid = ? "
-        "ORDER BY c.pid, c.unit, c.idx",
-        (runs[0],),
+        "coalesce(p.kind, 'math') FROM candidates c JOIN problems p USING (pid) "
+        "WHERE c.rid = ? AND p.position >= ? ORDER BY c.pid, c.unit, c.idx",
+        (runs[0], first - 1),
     )
     for pid, answer, correct, tokens, kind in rows:
         out.setdefault(pid, []).append(Sample(answer, bool(correct), int(tokens), kind))
