@@ -26,7 +26,6 @@ kinds is charged.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -36,6 +35,7 @@ from ponder.consensus import CrossCheck, Observation
 from ponder.runtime.context import Context
 from ponder.runtime.strategy import Strategy, strategy
 from ponder.search.adaptive import sample_until
+from ponder.search.sample import draw_samples
 from ponder.types import Candidate, Problem, Result
 
 Partner = Literal["program", "tir"]
@@ -68,11 +68,11 @@ class CrossVote(Strategy):
         coder = ctx.answering(self.partner)
         greedy = min(self.programs, 1)
         drawn = await asyncio.gather(
-            self.draw(problem, coder, greedy, 0.0),
-            self.draw(problem, coder, self.programs - greedy, self.temperature),
+            draw_samples(problem, coder, greedy, 0.0),
+            draw_samples(problem, coder, self.programs - greedy, self.temperature),
         )
         programs = [*drawn[0][0], *drawn[1][0]]
-        short = any(stopped for _, stopped in drawn)
+        short = any(stopped == "budget" for _, stopped in drawn)
         kind = problem.kind or "math"
 
         def classes(chains: list[Candidate]) -> list[int | None]:
@@ -116,20 +116,6 @@ class CrossVote(Strategy):
             backed=backed,
             reason=reason,
         )
-
-    @staticmethod
-    async def draw(
-        problem: Problem, ctx: Context, n: int, temperature: float
-    ) -> tuple[list[Candidate], bool]:
-        """Up to n samples in one request; whether the budget afforded fewer."""
-        if n == 0:
-            return [], False
-        req = ctx.request(problem, n=n, temperature=temperature)
-        k = ctx.affordable(req)
-        if k == 0:
-            return [], True
-        gen = await ctx.generate(replace(req, n=k))
-        return await ctx.candidates(problem, gen), k < n
 
 
 def cross_tally(

@@ -20,6 +20,23 @@ from ponder.signals import SignalName
 from ponder.types import Candidate, Problem, Result
 
 
+async def draw_samples(
+    problem: Problem, ctx: Context, n: int, temperature: float
+) -> tuple[list[Candidate], str | None]:
+    """Up to n samples in one request (siblings share the prompt's prefill); fewer if the
+    budget only affords fewer, with the reason ("budget")."""
+    if n == 0:
+        return [], None
+    req = ctx.request(problem, n=n, temperature=temperature)
+    k = ctx.affordable(req)
+    if k == 0:
+        return [], "budget"
+    gen = await ctx.generate(replace(req, n=k))
+    candidates = await ctx.candidates(problem, gen)
+    ctx.report("samples", answers=[c.answer for c in candidates])
+    return candidates, ("budget" if k < n else None)
+
+
 @strategy
 class Sample(Strategy):
     """n independent samples, all kept; the answer is the first sample's."""
@@ -31,16 +48,8 @@ class Sample(Strategy):
     temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
 
     async def draw(self, problem: Problem, ctx: Context) -> tuple[list[Candidate], str | None]:
-        """Up to n samples in one request (siblings share the prompt's prefill); fewer if the
-        budget only affords fewer, with the reason."""
-        req = ctx.request(problem, n=self.n, temperature=self.temperature)
-        n = ctx.affordable(req)
-        if n == 0:
-            return [], "budget"
-        gen = await ctx.generate(replace(req, n=n))
-        candidates = await ctx.candidates(problem, gen)
-        ctx.report("samples", answers=[c.answer for c in candidates])
-        return candidates, ("budget" if n < self.n else None)
+        """`draw_samples` at this strategy's n and temperature."""
+        return await draw_samples(problem, ctx, self.n, self.temperature)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         candidates, stopped = await self.draw(problem, ctx)
