@@ -11,8 +11,14 @@ once one reaches the program's answer), replayed exactly on the pool with
 ponder.consensus.replay at each budget k, against majority over the whole pool (the issue's
 "majority@16"): accuracy, and tokens (the program's included) as a share of the majority's.
 
+With `--live STORE` (a `ponder bench -s cross_vote` run on problems of the pool), the live run
+beside the pool's majority on the same problems: accuracy (paired), generated tokens and wall
+time (the pool's wall apportioned to those problems by their share of each resumed segment's
+samples), and the replay's prediction for the live run's budget and wave.
+
     .venv/bin/python benchmarks/cross_vote.py --pool benchmarks/reports/gsm8k-pool16.sqlite \\
-        --partner benchmarks/reports/gsm8k-tir.sqlite [--partner-with program] [--k 4 8 16]
+        --partner benchmarks/reports/gsm8k-tir.sqlite [--partner-with program] [--k 4 8 16] \\
+        [--live benchmarks/reports/cross-vote-65-100.sqlite]
 """
 
 from __future__ import annotations
@@ -82,6 +88,105 @@ def partner_of(path: Path, how: str) -> dict[str, Sample]:
             store.close()
             return out
     raise SystemExit(f"error: {path} holds no greedy run answering with {how}")
+
+
+@dataclass
+class Live:
+    """A live `cross_vote` bench run: per problem id its correctness, generated tokens and
+    chains; the run's options and its wall time in seconds (every segment, resumed or not)."""
+
+    correct: dict[str, bool]
+    generated: dict[str, int]
+    chains: dict[str, int]
+    options: dict[str, object]
+    wall: float
+
+
+def live_of(path: Path) -> Live:
+    store = Store(path, create=False)
+    for rid, config in store.db.execute("SELECT rid, config FROM runs WHERE kind = 'direct'"):
+        unit = json.loads(config)["unit"]
+        if unit.get("name") != "cross_vote":
+            continue
+        rows = store.db.execute(
+            "SELECT p.task || '/' || p.problem_id, u.correct, u.policy_completion, u.info "
+            "FROM units u JOIN problems p USING (pid) WHERE u.rid = ?",
+            (rid,),
+        ).fetchall()
+        (wall,) = store.db.execute(
+            "SELECT SUM(COALESCE(ended, started) - started) FROM segments WHERE rid = ?", (rid,)
+        ).fetchone()
+        store.close()
+        return Live(
+            correct={pid: bool(c) for pid, c, _, _ in rows},
+            generated={pid: int(t) for pid, _, t, _ in rows},
+            chains={pid: int(json.loads(info).get("chains", 0)) for pid, _, _, info in rows},
+            options=unit,
+            wall=float(wall or 0.0),
+        )
+    store.close()
+    raise SystemExit(f"error: {path} holds no cross_vote run")
+
+
+def pool_wall(path: Path, pids: set[str]) -> float:
+    """The pool run's wall time apportioned to the problems `pids`: each segment (one
+    invocation of the resumable bench) contributes its wall times the share of its samples
+    that belong to those problems."""
+    store = Store(path, create=False)
+    rows = store.db.execute(
+        "SELECT s.started, COALESCE(s.ended, s.started), "
+        "SUM(p.task || '/' || p.problem_id IN (SELECT value FROM json_each(?))), COUNT(*) "
+        "FROM segments s JOIN units u USING (sid) JOIN problems p ON p.pid = u.pid "
+        "JOIN runs r ON r.rid = u.rid WHERE r.kind = 'pool' GROUP BY s.sid",
+        (json.dumps(sorted(pids)),),
+    ).fetchall()
+    store.close()
+    return float(sum((end - start) * mine / every for start, end, mine, every in rows))
+
+
+def compare_live(
+    live: Live, pool: dict[str, list[Sample]], partner: dict[str, Sample], path: Path, full: int
+) -> None:
+    """The live run beside majority@full over the pool on the same problems, and the replay's
+    prediction of the live run."""
+    ids = sorted(p for p in live.correct if len(pool.get(p, [])) >= full and p in partner)
+    if not ids:
+        raise SystemExit(f"error: no problem of the live run has {full} pool samples")
+    mine = {p: pool[p] for p in ids}
+    budget, wave = int(str(live.options.get("n", 8))), int(str(live.options.get("wave", 4)))
+    e = early(mine, partner, budget, full, wave, orders=100, seed=0)
+    acc = np.asarray([float(live.correct[p]) for p in ids])
+    generated = np.asarray([float(live.generated[p]) for p in ids])
+    wall_pool = pool_wall(path, set(ids))
+    print(
+        f"\nLive `cross_vote` (n={budget}, wave={wave}) on {len(ids)} problems of the pool, "
+        f"beside majority@{full} over the pool on the same problems (accuracy [95% CI]; Δ "
+        "[95% paired bootstrap CI]; generated tokens per problem, the program's included; wall "
+        "seconds of the whole run, the pool's apportioned):\n"
+    )
+    print(
+        "| method | accuracy | Δ vs majority | generated tokens / problem | × majority "
+        "| chains / problem | wall s | × majority |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    base_tokens = e["majority tokens"].mean()
+    print(
+        f"| majority@{full} (pool) | {ci(e['majority'])} | — | {base_tokens:,.0f} | 1.00 "
+        f"| {full} | {wall_pool:,.0f} | 1.00 |"
+    )
+    print(
+        f"| cross_vote, replayed on the pool | {ci(e['accuracy'])} "
+        f"| {diff(e['accuracy'], e['majority'])} | {e['tokens'].mean():,.0f} "
+        f"| {e['tokens'].mean() / base_tokens:.2f} | {e['chains'].mean():.1f} | — | — |"
+    )
+    chains = np.mean([live.chains[p] for p in ids])
+    print(
+        f"| cross_vote, live | {ci(acc)} | {diff(acc, e['majority'])} "
+        f"| {generated.mean():,.0f} | {generated.mean() / base_tokens:.2f} | {chains:.1f} "
+        f"| {live.wall:,.0f} | {live.wall / wall_pool:.2f} |"
+    )
+    if len(ids) < len(live.correct):
+        print(f"\n({len(live.correct) - len(ids)} live problems lack a full pool: left out.)")
 
 
 def subsets(m: int, k: int, orders: int, rng: random.Random) -> list[list[int]]:
@@ -186,6 +291,9 @@ def main() -> None:
     ap.add_argument(
         "--first", type=int, default=1, help="only the pool's problems from this position on"
     )
+    ap.add_argument(
+        "--live", type=Path, default=None, help="a store with a live cross_vote bench run"
+    )
     args = ap.parse_args()
     pool, partner = pool_of(args.pool, args.first), partner_of(args.partner, args.partner_with)
     print(
@@ -230,6 +338,8 @@ def main() -> None:
             f"| {diff(e['accuracy'], e['majority'])} | {e['chains'].mean():.1f} "
             f"| {share:.2f} ({e['tokens'].mean():,.0f} / {e['majority tokens'].mean():,.0f}) |"
         )
+    if args.live is not None:
+        compare_live(live_of(args.live), pool, partner, args.pool, args.full)
 
 
 if __name__ == "__main__":

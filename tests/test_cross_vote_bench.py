@@ -95,3 +95,46 @@ def test_a_store_without_the_run_asked_for_is_refused(tmp_path: Path) -> None:
         cross_vote.pool_of(tmp_path / "empty.sqlite")
     with pytest.raises(SystemExit, match="no greedy run answering with program"):
         cross_vote.partner_of(tmp_path / "empty.sqlite", "program")
+
+
+async def test_a_live_run_is_read_and_compared_with_the_pool_and_its_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pool_path, pal_path = await stores(tmp_path)
+    live_path = tmp_path / "live.sqlite"
+    items = [
+        Problem(question=f"{q}: what?", gold=g, kind="number", id=q)
+        for q, (_, _, g) in WORLD.items()
+    ]
+    engine, _ = scripted_engine(world(), slots=1)
+    store = Store(live_path)
+    for p in plan([make_strategy("cross_vote", n=4, wave=1)]):
+        await Harness(engine, store).execute("t", items, p, seed=0)
+    store.close()
+
+    live = cross_vote.live_of(live_path)
+    # backed: 390, 390, then 400 reaches the program's answer and stops; the others run all 4
+    assert live.chains == {"t/backed": 3, "t/agreed": 4, "t/failed": 4}
+    assert live.correct == {"t/backed": True, "t/agreed": True, "t/failed": True}
+    assert live.options["n"] == 4 and live.options["wave"] == 1 and live.wall > 0.0
+    assert all(t > 0 for t in live.generated.values())
+
+    # the pool's wall: all of it for every problem, a third for one of the three (each has 4
+    # of the segment's 12 samples)
+    whole = cross_vote.pool_wall(pool_path, {f"t/{q}" for q in WORLD})
+    assert whole > 0.0
+    assert cross_vote.pool_wall(pool_path, {"t/backed"}) == pytest.approx(whole / 3)
+
+    pool = cross_vote.pool_of(pool_path)
+    partner = cross_vote.partner_of(pal_path, "program")
+    cross_vote.compare_live(live, pool, partner, pool_path, full=4)
+    out = capsys.readouterr().out
+    live_row = next(line for line in out.splitlines() if line.startswith("| cross_vote, live"))
+    # all three right live; the pool's majority misses "backed" (390): +33.3 points
+    assert "100.0%" in live_row and "+33.3" in live_row and "| 3.7 |" in live_row
+
+
+def test_a_store_without_a_cross_vote_run_is_refused(tmp_path: Path) -> None:
+    Store(tmp_path / "empty.sqlite").close()
+    with pytest.raises(SystemExit, match="no cross_vote run"):
+        cross_vote.live_of(tmp_path / "empty.sqlite")
