@@ -11,6 +11,10 @@ once one reaches the program's answer), replayed exactly on the pool with
 ponder.consensus.replay at each budget k, against majority over the whole pool (the issue's
 "majority@16"): accuracy, and tokens (the program's included) as a share of the majority's.
 
+With `--otherwise "RULE KEY=VALUE ..."` (a stopping rule of ponder.consensus, e.g. "esc
+window=2"), the early-stopped replay also stops a problem whose program no chain has backed
+once that rule says its chains are settled (an experiment: see benchmarks/RESULTS.md).
+
 With `--live STORE` (a `ponder bench -s cross_vote` run on problems of the pool), the live run
 beside the pool's majority on the same problems: accuracy (paired), generated tokens and wall
 time (the pool's wall apportioned to those problems by their share of each resumed segment's
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +39,14 @@ import numpy as np
 from ponder.answers import cluster
 from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.bench.store import Store
-from ponder.consensus import CrossCheck, Observation, expected
+from ponder.consensus import (
+    STOPPING_RULES,
+    CrossCheck,
+    Observation,
+    StoppingRule,
+    expected,
+)
+from ponder.plugins import parse_options
 from ponder.search.cross_vote import cross_tally
 from ponder.search.vote import tally
 from ponder.types import Candidate
@@ -189,6 +201,31 @@ def compare_live(
         print(f"\n({len(live.correct) - len(ids)} live problems lack a full pool: left out.)")
 
 
+class CrossThenSettled(CrossCheck):
+    """`CrossCheck`, and while no chain backs a program, `otherwise`'s own stop on the votes
+    (chains and programs): hard problems whose program is unbacked stop once their chains
+    agree, instead of running the whole budget."""
+
+    otherwise: StoppingRule
+
+    def check(
+        self, observations: Sequence[Observation], votes: dict[int, float]
+    ) -> tuple[bool, str]:
+        if self.backed(observations):
+            return True, "a chain of thought reached a program's answer"
+        if len(observations) < self.otherwise.min_samples:
+            return False, "no backed answer, too few chains to settle"
+        return self.otherwise.check(observations, votes)
+
+
+def settle_rule(spec: str) -> StoppingRule:
+    """ "NAME KEY=VALUE ..." → that stopping rule of ponder.consensus."""
+    name, *pairs = spec.split()
+    if name not in STOPPING_RULES:
+        raise SystemExit(f"error: --otherwise: no rule {name!r} (one of {sorted(STOPPING_RULES)})")
+    return STOPPING_RULES[name].model_validate(parse_options(pairs, "--otherwise"))
+
+
 def subsets(m: int, k: int, orders: int, rng: random.Random) -> list[list[int]]:
     if k == m:
         return [list(range(m))]
@@ -245,9 +282,11 @@ def early(
     wave: int,
     orders: int,
     seed: int,
+    otherwise: StoppingRule | None = None,
 ) -> dict[str, np.ndarray]:
     """Per problem with `full` pool samples: early-stopped cross_vote at `budget` chains
-    (expected over `orders` orders) and majority over the `full` samples."""
+    (expected over `orders` orders; with `otherwise`, also stopped when an unbacked problem's
+    chains are settled) and majority over the `full` samples."""
     out: dict[str, list[float]] = {}
     for pid in sorted(p for p in pool if len(pool[p]) >= full and p in partner):
         samples, program = pool[pid][:full], partner[pid]
@@ -255,7 +294,12 @@ def early(
         classes = cluster([s.answer for s in every], program.kind)
         right = {c for c, s in zip(classes, every, strict=True) if c is not None and s.correct}
         chains = [Observation(c, s.tokens) for c, s in zip(classes, samples, strict=False)]
-        run = expected(CrossCheck(programs=(classes[-1],)), chains, budget, wave, orders, seed)
+        rule = (
+            CrossCheck(programs=(classes[-1],))
+            if otherwise is None
+            else CrossThenSettled(programs=(classes[-1],), otherwise=otherwise)
+        )
+        run = expected(rule, chains, budget, wave, orders, seed)
         out.setdefault("accuracy", []).append(run.accuracy(right))
         out.setdefault("tokens", []).append(run.tokens + program.tokens)
         out.setdefault("chains", []).append(run.samples)
@@ -292,6 +336,11 @@ def main() -> None:
         "--first", type=int, default=1, help="only the pool's problems from this position on"
     )
     ap.add_argument(
+        "--otherwise",
+        default=None,
+        help='a stopping rule for problems no chain has backed, e.g. "esc window=2"',
+    )
+    ap.add_argument(
         "--live", type=Path, default=None, help="a store with a live cross_vote bench run"
     )
     args = ap.parse_args()
@@ -319,9 +368,11 @@ def main() -> None:
             f"{r['tokens cross'].mean():,.0f} / {r['tokens vote+1'].mean():,.0f} |"
         )
 
+    otherwise = settle_rule(args.otherwise) if args.otherwise else None
+    also = f"; unbacked problems also stopped by {otherwise!r}" if otherwise else ""
     print(
-        f"\nEarly-stopped (waves of {args.wave}, replayed over {args.orders} orders) against "
-        f"majority@{args.full} on the problems with {args.full} pool samples:\n"
+        f"\nEarly-stopped (waves of {args.wave}, replayed over {args.orders} orders{also}) "
+        f"against majority@{args.full} on the problems with {args.full} pool samples:\n"
     )
     print(
         f"| budget | problems | majority@{args.full} | cross_vote, early-stopped | Δ "
@@ -329,7 +380,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for k in args.k:
-        e = early(pool, partner, k, args.full, args.wave, args.orders, args.seed)
+        e = early(pool, partner, k, args.full, args.wave, args.orders, args.seed, otherwise)
         if not len(e.get("accuracy", [])):
             continue
         share = e["tokens"].mean() / e["majority tokens"].mean()

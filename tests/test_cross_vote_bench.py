@@ -12,6 +12,7 @@ import pytest
 from helpers import scripted_engine
 from ponder.bench.harness import Harness, plan
 from ponder.bench.store import Store
+from ponder.consensus import ESC
 from ponder.lm.scripted import ReplyFn
 from ponder.runtime.strategy import make_strategy
 from ponder.types import GenRequest, Problem
@@ -138,3 +139,28 @@ def test_a_store_without_a_cross_vote_run_is_refused(tmp_path: Path) -> None:
     Store(tmp_path / "empty.sqlite").close()
     with pytest.raises(SystemExit, match="no cross_vote run"):
         cross_vote.live_of(tmp_path / "empty.sqlite")
+
+
+async def test_otherwise_stops_unbacked_problems_once_their_chains_settle(tmp_path: Path) -> None:
+    pool_path, pal_path = await stores(tmp_path)
+    pool = cross_vote.pool_of(pool_path)
+    partner = cross_vote.partner_of(pal_path, "program")
+    ids = sorted(pool)
+    settle = cross_vote.settle_rule("esc window=2")
+    assert settle == ESC(window=2)
+    plain = cross_vote.early(pool, partner, budget=4, full=4, wave=1, orders=40, seed=0)
+    settled = cross_vote.early(
+        pool, partner, budget=4, full=4, wave=1, orders=40, seed=0, otherwise=settle
+    )
+    chains = dict(zip(ids, settled["chains"], strict=True))
+    # "agreed" (7, 7, 7, 7; its program's 8 never backed) settles after 2 chains, not 4
+    assert chains["t/agreed"] == 2.0
+    # a backed problem stops where it did without the rule or sooner, never later
+    assert chains["t/backed"] <= dict(zip(ids, plain["chains"], strict=True))["t/backed"]
+    assert settled["tokens"].sum() < plain["tokens"].sum()
+    assert dict(zip(ids, settled["accuracy"], strict=True))["t/agreed"] == 1.0
+
+
+def test_an_unknown_otherwise_rule_is_refused() -> None:
+    with pytest.raises(SystemExit, match="--otherwise: no rule 'often'"):
+        cross_vote.settle_rule("often window=2")
