@@ -4,14 +4,21 @@ scripted policies whose programs really run in the sandbox."""
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import scripted_engine
+from ponder.bench.harness import Harness, plan
+from ponder.bench.store import Store
 from ponder.consensus import CrossCheck, Observation, replay
+from ponder.errors import UsageError
 from ponder.lm.scripted import ReplyFn, count_tokens
+from ponder.runtime.strategy import make_strategy
 from ponder.search.cross_vote import cross_tally
 from ponder.search.vote import tally
 from ponder.tasks.registry import get_task
@@ -160,6 +167,42 @@ async def test_cross_vote_without_agreement_is_the_majority_of_all() -> None:
     none, _ = scripted_engine(cross_reply(chains, programs))
     r = await none.solve(PROBLEM, "cross_vote", n=3, seed=0, programs=0)
     assert r.answer == "390" and r.info["programs"] == 0 and len(r.candidates) == 3
+
+
+CODE = Problem(question="Write add(a, b).", kind="code", id="add", meta={"tests": ["assert 1"]})
+
+
+@pytest.mark.parametrize(
+    ("strategy", "options", "says"),
+    [
+        ("greedy", {"answer_with": "program"}, "answer_with program: a program's printed output"),
+        ("vote", {"n": 2, "answer_with": "both"}, "answer_with both: a program's printed output"),
+        ("cross_vote", {"n": 2}, "cross_vote: a code problem (add) has no single answer"),
+    ],
+)
+async def test_a_code_problem_is_refused_by_answers_a_program_cannot_give(
+    strategy: str, options: dict[str, object], says: str
+) -> None:
+    engine, lm = scripted_engine(["```python\ndef add(a, b):\n    return a + b\n```"])
+    with pytest.raises(UsageError, match=re.escape(says)):
+        await engine.solve(CODE, strategy, **options)
+    assert lm.calls == []  # refused before anything was generated
+    # the same strategies answer it with reasoning or tir, and the same options answer math
+    await engine.solve(CODE, "greedy", answer_with="tir")
+    await engine.solve(PROBLEM, strategy, seed=0, **options)
+
+
+async def test_a_bench_refuses_a_strategy_that_cannot_answer_the_sets_kind(
+    tmp_path: Path,
+) -> None:
+    engine, lm = scripted_engine(["```python\ndef add(a, b):\n    return a + b\n```"])
+    store = Store(tmp_path / "s.sqlite")
+    (p,) = plan([make_strategy("cross_vote", n=2)])
+    with pytest.raises(UsageError, match="cross_vote: a code problem"):
+        await Harness(engine, store).execute("t", [PROBLEM, CODE], p, seed=0)
+    assert lm.calls == []  # not even the math problem ran: the run is refused whole
+    assert store.db.execute("SELECT COUNT(*) FROM units").fetchone() == (0,)
+    store.close()
 
 
 answers = st.lists(st.one_of(st.none(), st.integers(0, 4).map(str)), max_size=8)

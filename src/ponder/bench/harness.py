@@ -270,7 +270,9 @@ class Harness:
             on_progress(progress)
         if not todo:
             return Outcome(run=run, plan=plan, progress=progress, interrupted=False, seconds=0.0)
-        plan.strategy()  # a bad unit config fails here, before any unit starts
+        unit = plan.strategy()  # a bad unit config fails here, before any unit starts
+        for problem in {p.kind: p for p, _, _ in todo}.values():
+            unit.check_fits(problem)  # so does a strategy that cannot answer the set's kind
         sid = self.store.open_segment(run.rid)
         queue = iter(todo)
         stop = stop or asyncio.Event()

@@ -82,6 +82,7 @@ class Engine:
             strategy = make_strategy(strategy, **options)
         elif options:
             raise UsageError(f"options {sorted(options)} given with a ready-made strategy")
+        strategy.check_fits(problem)
         if isinstance(budget, dict):
             budget = Budget(**budget)
         ctx = Context(

@@ -47,8 +47,22 @@ class Strategy(BaseModel):
         """The options as plain data (what a Result and the store record)."""
         return self.model_dump(mode="json")
 
+    def check_fits(self, problem: Problem) -> None:
+        """Raise UsageError when this strategy, as configured, cannot answer `problem` (asked
+        before anything is generated: by the engine per problem, by a bench per run)."""
+        if problem.kind == "code" and self.answer_with in ("program", "both"):
+            raise UsageError(
+                f"answer_with {self.answer_with}: a program's printed output cannot answer a "
+                f"code problem{where(problem)}; use reasoning or tir"
+            )
+
     async def run(self, problem: Problem, ctx: Context) -> Result:
         raise NotImplementedError
+
+
+def where(problem: Problem) -> str:
+    """ " (ID)" naming a problem in an error, or nothing when it has no id."""
+    return f" ({problem.id})" if problem.id else ""
 
 
 S = TypeVar("S", bound=type[Strategy])

@@ -32,8 +32,9 @@ from pydantic import Field
 
 from ponder.answers import cluster
 from ponder.consensus import CrossCheck, Observation
+from ponder.errors import UsageError
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import Strategy, strategy
+from ponder.runtime.strategy import Strategy, strategy, where
 from ponder.search.adaptive import sample_until
 from ponder.search.sample import draw_samples
 from ponder.types import Candidate, Problem, Result
@@ -63,6 +64,14 @@ class CrossVote(Strategy):
     )
     wave: int = Field(default=4, ge=1, description="chains launched at once")
     temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
+
+    def check_fits(self, problem: Problem) -> None:
+        super().check_fits(problem)
+        if problem.kind == "code":
+            raise UsageError(
+                f"cross_vote: a code problem{where(problem)} has no single answer for a "
+                "program and a chain of thought to agree on; use vote or refine"
+            )
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         coder = ctx.answering(self.partner)
