@@ -47,7 +47,7 @@ from ponder.consensus import (
     expected,
 )
 from ponder.plugins import parse_options
-from ponder.search.cross_vote import cross_tally
+from ponder.search.cross_vote import CrossVote, cross_tally
 from ponder.search.vote import tally
 from ponder.types import Candidate
 
@@ -105,12 +105,13 @@ def partner_of(path: Path, how: str) -> dict[str, Sample]:
 @dataclass
 class Live:
     """A live `cross_vote` bench run: per problem id its correctness, generated tokens and
-    chains; the run's options and its wall time in seconds (every segment, resumed or not)."""
+    chains; the run's strategy (its options, as stored) and its wall time in seconds (every
+    segment, resumed or not)."""
 
     correct: dict[str, bool]
     generated: dict[str, int]
     chains: dict[str, int]
-    options: dict[str, object]
+    strategy: CrossVote
     wall: float
 
 
@@ -133,7 +134,7 @@ def live_of(path: Path) -> Live:
             correct={pid: bool(c) for pid, c, _, _ in rows},
             generated={pid: int(t) for pid, _, t, _ in rows},
             chains={pid: int(json.loads(info).get("chains", 0)) for pid, _, _, info in rows},
-            options=unit,
+            strategy=CrossVote.model_validate({k: v for k, v in unit.items() if k != "name"}),
             wall=float(wall or 0.0),
         )
     store.close()
@@ -165,7 +166,7 @@ def compare_live(
     if not ids:
         raise SystemExit(f"error: no problem of the live run has {full} pool samples")
     mine = {p: pool[p] for p in ids}
-    budget, wave = int(str(live.options.get("n", 8))), int(str(live.options.get("wave", 4)))
+    budget, wave = live.strategy.n, live.strategy.wave
     e = early(mine, partner, budget, full, wave, orders=100, seed=0)
     acc = np.asarray([float(live.correct[p]) for p in ids])
     generated = np.asarray([float(live.generated[p]) for p in ids])
@@ -211,8 +212,9 @@ class CrossThenSettled(CrossCheck):
     def check(
         self, observations: Sequence[Observation], votes: dict[int, float]
     ) -> tuple[bool, str]:
-        if self.backed(observations):
-            return True, "a chain of thought reached a program's answer"
+        stop, reason = super().check(observations, votes)
+        if stop:
+            return stop, reason
         if len(observations) < self.otherwise.min_samples:
             return False, "no backed answer, too few chains to settle"
         return self.otherwise.check(observations, votes)

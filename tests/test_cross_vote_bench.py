@@ -117,7 +117,7 @@ async def test_a_live_run_is_read_and_compared_with_the_pool_and_its_replay(
     # backed: 390, 390, then 400 reaches the program's answer and stops; the others run all 4
     assert live.chains == {"t/backed": 3, "t/agreed": 4, "t/failed": 4}
     assert live.correct == {"t/backed": True, "t/agreed": True, "t/failed": True}
-    assert live.options["n"] == 4 and live.options["wave"] == 1 and live.wall > 0.0
+    assert live.strategy.n == 4 and live.strategy.wave == 1 and live.wall > 0.0
     assert all(t > 0 for t in live.generated.values())
 
     # the pool's wall: all of it for every problem, a third for one of the three (each has 4
