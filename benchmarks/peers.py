@@ -10,8 +10,9 @@ server (xllamacpp in this process, 8 slots, context 8 × 2048); its /metrics cou
 (tokens_predicted_total, prompt_tokens_total) are read before and after each, so the delta is
 that method's. Each peer's own reported usage is kept beside it.
 
-setup   create the venvs and install the pinned peers (idempotent), pip freeze into
-        benchmarks/out/peers/freeze-*.txt, and the HF copy of the model for optillm's deepconf.
+setup   create the venvs and install the pinned peers (idempotent; --peers its_hub for one),
+        pip freeze into benchmarks/out/peers/freeze-*.txt, and the HF copy of the model for
+        optillm's deepconf.
 server  serve the model over HTTP until interrupted (for trying a driver by hand).
 run     the methods, appended to --out as JSON lines (rows per problem, then the method's total);
         a method whose total is already there for the same problems and settings is skipped.
@@ -116,10 +117,10 @@ PEERS = {
 # ---------------------------------------------------------------------------------------- setup
 
 
-def setup(model: str) -> None:
-    """Create each peer's venv and install its pins (skipped when already there)."""
+def setup(model: str, names: list[str]) -> None:
+    """Create the named peers' venvs and install their pins (skipped when already there)."""
     OUT.mkdir(parents=True, exist_ok=True)
-    for peer in PEERS.values():
+    for peer in (PEERS[name] for name in names):
         have = installed_version(peer)
         if have == peer.version and complete(peer):
             print(f"{peer.name}: {peer.dist} {have} already installed in {peer.venv}")
@@ -148,7 +149,7 @@ def setup(model: str) -> None:
             print(f"{peer.name}: {len(freeze.stdout.splitlines())} packages → {path}")
     if (HF_MODEL / "config.json").exists():
         print(f"deepconf model: {HF_MODEL} already there")
-    elif installed_version(PEERS["optillm"]) == PEERS["optillm"].version:
+    elif "optillm" in names and installed_version(PEERS["optillm"]) == PEERS["optillm"].version:
         path = model_path(model)
         cmd = [str(PEERS["optillm"].python), str(DRIVERS / "gguf_to_hf.py"), str(path)]
         code, tail = run_logged([*cmd, str(HF_MODEL)], timeout=INSTALL_TIMEOUT_S)
@@ -375,6 +376,7 @@ async def run_ponder(method: Method, problems: list[Problem], s: Settings, url: 
     from ponder.runtime.engine import Engine
     from ponder.runtime.prompting import Prompting
     from ponder.runtime.strategy import STRATEGIES
+    from ponder.serve.protocol import chosen_text
 
     if method.name not in STRATEGIES:
         raise SystemExit(f"ponder has no strategy {method.name!r} ({', '.join(STRATEGIES)})")
@@ -395,15 +397,13 @@ async def run_ponder(method: Method, problems: list[Problem], s: Settings, url: 
             t = time.perf_counter()
             result = await engine.solve(p, method.name, seed=seed + i, **options)
             seconds = time.perf_counter() - t
-        # the final text: the first candidate that carries the chosen answer
-        chosen = next(
-            (c for c in result.candidates if c.answer is not None and c.answer == result.answer),
-            None,
-        )
+        # the final text: what `ponder serve` answers a client (the candidate that carries
+        # the chosen answer; a program's printed answer after it when only a program gave it)
+        text, _ = chosen_text(result)
         total = result.total
         row: dict[str, Any] = {
             "id": p.id,
-            "text": chosen.text if chosen else "",
+            "text": text if result.answer is not None else "",
             "seconds": seconds,
             "peer_usage": {
                 "prompt_tokens": total.prompt_tokens,
@@ -626,7 +626,12 @@ def main() -> None:
     model.add_argument("--model", default="qwen2.5-coder-0.5b", help="registry name or .gguf")
     model.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: per core)")
     sub = ap.add_subparsers(dest="what", required=True)
-    sub.add_parser("setup", parents=[model])
+    su = sub.add_parser("setup", parents=[model])
+    su.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help=f"comma-separated, of {', '.join(PEERS)} (optillm's venv is ~3.2 GB with torch)",
+    )
     sv = sub.add_parser("server", parents=[model])
     sv.add_argument("--port", type=int, default=0)
     r = sub.add_parser("run", parents=[model])
@@ -649,7 +654,11 @@ def main() -> None:
     t.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.what == "setup":
-        setup(args.model)
+        names = [p.strip() for p in args.peers.split(",") if p.strip()]
+        unknown = sorted(set(names) - set(PEERS))
+        if unknown:
+            ap.error(f"--peers: no peer {', '.join(unknown)} (one of {', '.join(PEERS)})")
+        setup(args.model, names)
     elif args.what == "server":
         serve(args.model, args.port, args.threads)
     elif args.what == "run":

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import scripted_engine
+from ponder.answers import extract
 from ponder.bench.harness import Harness, plan
 from ponder.bench.store import Store
 from ponder.consensus import CrossCheck, Observation, replay
@@ -21,6 +22,7 @@ from ponder.lm.scripted import ReplyFn, count_tokens
 from ponder.runtime.strategy import make_strategy
 from ponder.search.cross_vote import cross_tally
 from ponder.search.vote import tally
+from ponder.serve.protocol import chosen_text
 from ponder.tasks.registry import get_task
 from ponder.types import Candidate, GenRequest, Problem
 
@@ -167,6 +169,25 @@ async def test_cross_vote_without_agreement_is_the_majority_of_all() -> None:
     none, _ = scripted_engine(cross_reply(chains, programs))
     r = await none.solve(PROBLEM, "cross_vote", n=3, seed=0, programs=0)
     assert r.answer == "390" and r.info["programs"] == 0 and len(r.candidates) == 3
+
+
+async def test_the_text_returned_for_an_answer_states_it() -> None:
+    """An OpenAI client reads the message's text: a backed answer is carried by the chain that
+    reached it in words, not by the program (whose last number is 9, not 400); an answer only
+    a program gave is followed by what it printed."""
+    chains = ["\\boxed{390}", "So the answer is \\boxed{400}"]
+    engine, _ = scripted_engine(cross_reply(chains, [program("print(17 * 23 + 9)")]))
+    r = await engine.solve(PROBLEM, "cross_vote", n=2, seed=0, wave=2)
+    assert r.answer == "400" and r.candidates[0].program_answer == "400"
+    carrier = r.carrier()
+    assert carrier is not None and carrier.program_answer is None
+    assert chosen_text(r)[0] == "So the answer is \\boxed{400}"
+    engine, _ = scripted_engine([program("print(17 * 23 + 9)")])
+    r = await engine.solve(PROBLEM, "greedy", answer_with="program")
+    text = chosen_text(r)[0]
+    assert text.startswith("Let me compute it.") and text.endswith("The program prints: 400")
+    assert extract(text, "number") == "400"
+    assert r.model_copy(update={"answer": None}).carrier() is None
 
 
 CODE = Problem(question="Write add(a, b).", kind="code", id="add", meta={"tests": ["assert 1"]})

@@ -282,6 +282,16 @@ class Result(BaseModel):
     def total(self) -> Usage:
         return Usage.total_of(self.usage.values())
 
+    def carrier(self) -> Candidate | None:
+        """The candidate whose text carries the answer: the first that reached it in its own
+        words, else (an answer only a program's printed output gave) the first that reached
+        it; None when no candidate has the answer."""
+        if self.answer is None:
+            return None
+        having = [c for c in self.candidates if c.answer == self.answer]
+        worded = (c for c in having if c.program_answer is None or c.reasoning_answer == c.answer)
+        return next(worded, having[0] if having else None)
+
     def to_json(self, indent: int | None = 2) -> str:
         data = self.model_dump(mode="json")
         data["usage"]["total"] = self.total.model_dump(mode="json")

@@ -274,10 +274,14 @@ def vote_share(result: Result) -> float | None:
 
 
 def chosen_text(result: Result) -> tuple[str, float | None]:
-    """The text that carries the answer (the first candidate with it) and its score."""
-    for c in result.candidates:
-        if result.answer is not None and c.answer == result.answer:
-            return c.text, c.score
+    """The text that carries the answer (`Result.carrier`) and its score. When only a
+    program's printed output gave the answer, the program is followed by that answer, so a
+    client reading the message's end reads the answer, not the program's last number."""
+    carrier = result.carrier()
+    if carrier is not None:
+        if carrier.program_answer == result.answer and carrier.reasoning_answer != result.answer:
+            return f"{carrier.text.rstrip()}\n\nThe program prints: {result.answer}", carrier.score
+        return carrier.text, carrier.score
     if result.candidates and result.answer is None:
         return result.candidates[0].text, result.candidates[0].score
     return "", None
