@@ -55,6 +55,13 @@ async def test_bench_stores_resumes_and_reports(tmp_path: Path) -> None:
         first = work(server)
         assert first == 15  # each unit one request
         assert "vote" in out and "greedy" in out and "accuracy" in out
+        # stderr is a pipe, not a terminal: plain progress lines a log file keeps, each
+        # tenth of a run, the last with every unit (a live bar would leave nothing there)
+        lines = [line for line in err.splitlines() if " units · " in line]
+        assert any(line.startswith("gsm8k vote@4: 12/12 units · ") for line in lines)
+        assert any(" 3/3 units · " in line for line in lines)
+        assert any(" ETA " in line for line in lines)
+        assert "\x1b[" not in err  # no terminal control codes in the log
         # the same command again: everything is stored, nothing is asked of the server
         code, out, err = await ponder(*args)
         assert code == 0, err

@@ -577,13 +577,19 @@ def open_workers(
 
 
 class ProgressBars:
-    """One progress bar per run: units, running accuracy, tokens/s and ETA."""
+    """One progress bar per run: units, running accuracy, tokens/s and ETA. When stderr is
+    not a terminal (a run in the background, its output in a file), a plain line instead at
+    every tenth of the run and at least every `LINE_EVERY_S` seconds, so the log shows it."""
+
+    LINE_EVERY_S = 60.0
 
     def __init__(self) -> None:
         self.bar: Progress | None = None
 
     def watch(self, what: str, plan: Plan) -> Callable[[HarnessProgress], None]:
         self.close()
+        if not err.is_terminal:
+            return self.lines(what)
         bar = self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -607,7 +613,40 @@ class ProgressBars:
 
         return show
 
+    def lines(self, what: str) -> Callable[[HarnessProgress], None]:
+        started = last = time.monotonic()
+        shown = -1  # the tenth of the run last shown
+
+        def show(pr: HarnessProgress) -> None:
+            nonlocal last, shown
+            now = time.monotonic()
+            finished = pr.done + pr.failed
+            tenth = 10 * finished // pr.total if pr.total else 10
+            if tenth == shown and now - last < self.LINE_EVERY_S:
+                return
+            last, shown = now, tenth
+            took = max(1e-9, now - started)
+            line = (
+                f"{what}: {finished}/{pr.total} units · {pr.correct}/{pr.done} right · "
+                f"{pr.tokens / took:,.0f} tok/s · {_clock(took)} elapsed"
+            )
+            if 0 < finished < pr.total:
+                line += f" · ETA {_clock(took / finished * (pr.total - finished))}"
+            if pr.skipped:
+                line += f" · {pr.skipped} stored before"
+            if pr.failed:
+                line += f" · {pr.failed} failed"
+            err.print(line, highlight=False, markup=False, soft_wrap=True)
+
+        return show
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+def _clock(seconds: float) -> str:
+    """h:mm:ss."""
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
