@@ -579,7 +579,7 @@ def open_workers(
 class ProgressBars:
     """One progress bar per run: units, running accuracy, tokens/s and ETA. When stderr is
     not a terminal (a run in the background, its output in a file), a plain line instead at
-    every tenth of the run and at least every `LINE_EVERY_S` seconds, so the log shows it."""
+    every tenth of the run and when a unit finishes `LINE_EVERY_S` or more after the last."""
 
     LINE_EVERY_S = 60.0
 
