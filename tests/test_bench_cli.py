@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import signal
 import sqlite3
 import sys
@@ -16,7 +17,9 @@ from fake_server import FakeOpenAIServer
 from helpers import run_ponder, store_of_version
 
 
-async def ponder(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+async def ponder(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -25,6 +28,7 @@ async def ponder(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=cwd,
+        env=env,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     assert proc.returncode is not None
@@ -90,6 +94,20 @@ async def test_bench_stores_resumes_and_reports(tmp_path: Path) -> None:
         "difficulty_gsm8k_fake-model.png",
     }
     assert all(p.stat().st_size > 10_000 for p in report.glob("*.png"))
+
+
+async def test_a_log_keeps_whole_method_labels(tmp_path: Path) -> None:
+    """stdout is a pipe: the summary's rows are not cut to 80 columns (a label cut to
+    "greedy(answer_with=pro…" does not say which run it is)."""
+    # a shell's pipe has no COLUMNS; under pytest the inherited environment may set it
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    async with FakeOpenAIServer() as server:
+        args = ["bench", "gsm8k", "--base-url", server.url, "--model", "fake-model", "--limit"]
+        args += ["1", "-s", "greedy", "-o", "answer_with=program", "--seeds", "123456789"]
+        code, out, err = await ponder(*args, "--store", str(tmp_path / "s.sqlite"), env=env)
+    assert code == 0, err
+    assert "greedy(answer_with=program)" in out, out
+    assert "…" not in out
 
 
 async def test_ctrl_c_stores_the_units_in_flight_and_a_rerun_finishes(tmp_path: Path) -> None:

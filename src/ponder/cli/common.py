@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,8 +29,19 @@ app = typer.Typer(
     help="Inference-time compute scaling for language-model reasoning.",
 )
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
+# Written to a file or a pipe (a log, `| tee`), rich would fit tables to 80 columns and cut
+# method labels short; there, lines as wide as a table needs, up to LOG_WIDTH.
+LOG_WIDTH = 200
+
+
+def _width(stream: object) -> int | None:
+    isatty = getattr(stream, "isatty", None)
+    terminal = bool(isatty()) if callable(isatty) else False
+    return None if terminal or "COLUMNS" in os.environ else LOG_WIDTH
+
+
+out = Console(soft_wrap=True, width=_width(sys.stdout))
+err = Console(stderr=True, width=_width(sys.stderr))
 
 # -- options shared by commands ------------------------------------------------------------
 ModelOpt = Annotated[
