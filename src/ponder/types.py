@@ -251,6 +251,11 @@ class Candidate(BaseModel):
     # What the model thought before answering, when a server returns it apart from `text`.
     reasoning: str | None = None
 
+    @property
+    def answer_in_text(self) -> bool:
+        """Whether its own words give its answer (not only a program's printed output)."""
+        return self.program_answer is None or self.reasoning_answer == self.answer
+
 
 class Result(BaseModel):
     """What a strategy returns: the answer, every candidate, and the whole compute bill."""
@@ -289,8 +294,7 @@ class Result(BaseModel):
         if self.answer is None:
             return None
         having = [c for c in self.candidates if c.answer == self.answer]
-        worded = (c for c in having if c.program_answer is None or c.reasoning_answer == c.answer)
-        return next(worded, having[0] if having else None)
+        return next((c for c in having if c.answer_in_text), having[0] if having else None)
 
     def to_json(self, indent: int | None = 2) -> str:
         data = self.model_dump(mode="json")

@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -628,10 +629,10 @@ class ProgressBars:
             took = max(1e-9, now - started)
             line = (
                 f"{what}: {finished}/{pr.total} units · {pr.correct}/{pr.done} right · "
-                f"{pr.tokens / took:,.0f} tok/s · {_clock(took)} elapsed"
+                f"{pr.tokens / took:,.0f} tok/s · {timedelta(seconds=int(took))} elapsed"
             )
             if 0 < finished < pr.total:
-                line += f" · ETA {_clock(took / finished * (pr.total - finished))}"
+                line += f" · ETA {timedelta(seconds=int(took / finished * (pr.total - finished)))}"
             if pr.skipped:
                 line += f" · {pr.skipped} stored before"
             if pr.failed:
@@ -644,9 +645,3 @@ class ProgressBars:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
-
-
-def _clock(seconds: float) -> str:
-    """h:mm:ss."""
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -279,7 +279,7 @@ def chosen_text(result: Result) -> tuple[str, float | None]:
     client reading the message's end reads the answer, not the program's last number."""
     carrier = result.carrier()
     if carrier is not None:
-        if carrier.program_answer == result.answer and carrier.reasoning_answer != result.answer:
+        if not carrier.answer_in_text:
             return f"{carrier.text.rstrip()}\n\nThe program prints: {result.answer}", carrier.score
         return carrier.text, carrier.score
     if result.candidates and result.answer is None:
