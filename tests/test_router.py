@@ -345,6 +345,9 @@ async def test_a_workload_from_the_command_line_stays_within_budget_and_is_repor
     summary = json.loads(out)["workload"]
     assert summary["budget"] == 5000 and 0 < summary["spent"] <= 5000
     assert store_tokens(store) == summary["spent"]
+    # stderr is a pipe: plain progress lines, the last one at the whole spend
+    lines = [line for line in err.decode().splitlines() if line.startswith("gsm8k workload: ")]
+    assert lines and f"{summary['spent']:,}/5,000 tokens" in lines[-1]
     r = run_ponder("report", str(store), "--out", str(tmp_path / "rep"), timeout=120)
     assert r.returncode == 0, r.stderr
     text = (tmp_path / "rep" / "report.md").read_text()

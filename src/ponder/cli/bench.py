@@ -82,6 +82,7 @@ from ponder.tasks.registry import TASKS, get_task
 
 if TYPE_CHECKING:
     from ponder.bench.distributed import RayUnits
+    from ponder.bench.workload import WorkloadProgress
 
 
 @app.command()
@@ -507,24 +508,11 @@ async def workload_with_progress(
     with suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, stop.set)
     config = prepared.configs[0]
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=err,
-    )
+    bars = ProgressBars()
     try:
         engine = open_engine(config, sweep.prompting())
         async with engine:
             harness = Harness(engine, db, model_sha256=model_sha256(config))
-            bar.start()
-            job = bar.add_task(f"{label} workload", total=total, info="")
-
-            def show(pr: Any) -> None:
-                info = f"{pr.spent:,}/{pr.total:,} tokens · {pr.done} samples · {pr.correct} right"
-                bar.update(job, completed=pr.spent, info=info)
-
             done = await run_workload(
                 harness,
                 label,
@@ -533,13 +521,13 @@ async def workload_with_progress(
                 router=router,
                 seed=sweep.seeds[0],
                 stop=stop,
-                on_progress=show,
+                on_progress=bars.budget(f"{label} workload"),
             )
             (samples,) = db.db.execute(
                 "SELECT COUNT(*) FROM units WHERE rid = ?", (done.run.rid,)
             ).fetchone()
     finally:
-        bar.stop()
+        bars.close()
         with suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
         db.close()
@@ -586,6 +574,7 @@ class ProgressBars:
 
     def __init__(self) -> None:
         self.bar: Progress | None = None
+        self.last_line: list[str] = []  # a workload's final state, printed when it ends
 
     def watch(self, what: str, plan: Plan) -> Callable[[HarnessProgress], None]:
         self.close()
@@ -641,7 +630,50 @@ class ProgressBars:
 
         return show
 
+    def budget(self, what: str) -> Callable[[WorkloadProgress], None]:
+        """A workload's progress: tokens spent of the budget, as a bar or, off a terminal, a
+        line at every tenth of the budget and when a sample ends a minute after the last."""
+        self.close()
+        started = last = time.monotonic()
+        shown = -1
+
+        if err.is_terminal:
+            bar = self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=err,
+            )
+            bar.start()
+            job = bar.add_task(what, total=None, info="")
+
+        unshown: list[str] = []  # the latest line when it was not printed (the last is, at close)
+
+        def line(info: str) -> str:
+            return f"{what}: {info} · {timedelta(seconds=int(time.monotonic() - started))} elapsed"
+
+        def show(pr: WorkloadProgress) -> None:
+            nonlocal last, shown
+            info = f"{pr.spent:,}/{pr.total:,} tokens · {pr.done} samples · {pr.correct} right"
+            if self.bar is not None:
+                self.bar.update(job, total=pr.total, completed=pr.spent, info=info)
+                return
+            now = time.monotonic()
+            tenth = min(10, 10 * pr.spent // pr.total) if pr.total else 10
+            unshown[:] = [line(info)]
+            if tenth == shown and now - last < self.LINE_EVERY_S:
+                return
+            last, shown = now, tenth
+            err.print(unshown.pop(), highlight=False, markup=False)
+
+        self.last_line = unshown
+        return show
+
     def close(self) -> None:
+        for line in self.last_line:
+            err.print(line, highlight=False, markup=False)
+        self.last_line = []
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
