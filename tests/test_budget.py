@@ -146,3 +146,16 @@ async def test_fan_out_backends_respect_call_and_token_caps(
     # the strategy asked the budget first, so it took what fits instead of being refused whole
     if tokens is None:
         assert len(r.candidates) == min(n, calls)
+
+
+async def test_a_search_the_budget_cut_short_says_so_even_when_it_ends_on_its_own() -> None:
+    # beam's last step grows fewer children than asked (the calls cap), then the search ends
+    # at max_steps with what it has: its result must still say the budget stopped it
+    engine, _ = scripted_engine(lambda req, i, rng: "a step\n\n")
+    free = await engine.solve("q", "beam", n=2, m=2, max_steps=2, seed=0)
+    assert free.stopped is None
+    calls = free.total.calls
+    cut = await engine.solve(
+        "q", "beam", n=2, m=2, max_steps=2, seed=0, budget={"calls": calls - 1}
+    )
+    assert cut.total.calls == calls - 1 and cut.stopped == "budget"

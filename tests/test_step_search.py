@@ -345,7 +345,10 @@ async def test_a_failing_verifier_leaves_nodes_unscored_and_says_why(name: str) 
     caps = Capabilities(slots=8, n_with_stop=True, raw_prefix=True)
     lm = ScriptedLM(policy(1.0), capabilities=caps, fail=fail, logprobs=perfect_judge)
     result = await Engine(lm, scheduler=Scheduler(sleep=no_sleep)).solve(PROBLEM, name, seed=1)
-    assert result.error is None and result.answer == "18"  # the search still ends
+    assert result.answer == "18"  # the search still ends, and the answer is kept
+    # but the result is an error: chosen without its verdicts (a bench does not store it)
+    assert result.error is not None and result.error.startswith("the verifier failed ")
+    assert "judge backend refused" in result.error
     # every judged step (an MCTS final completion is not judged) is unscored, with the reason
     steps = [n for n in result.info["tree"][1:] if n["step"] and not n["rollout"]]
     assert steps and all(n["score"] is None for n in steps)

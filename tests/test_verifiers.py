@@ -272,7 +272,24 @@ async def test_a_misbehaving_prm_gives_reasons_not_exceptions(action: str, reaso
         prm = PRMHttp(server.url)
         v = await prm.score_steps(PROBLEM, ["good a", "bad b"], ctx)
         assert all(x.score is None and reason in (x.reason or "") for x in v), v
+        assert len(ctx.ledger.verifier_failures) == 1  # a failure, not a verdict
         await prm.aclose()
+
+
+async def test_a_failed_verifier_keeps_the_answer_and_makes_the_result_an_error() -> None:
+    # unscored for the verifier's own reason is a result; unscored because the verifier could
+    # not answer is not whole (a bench must not store it as best_of_n's verdict)
+    async with FakePRM(lambda i, p, b: "500") as server:
+        engine, _ = scripted_engine(["good a\n\n\\boxed{40}", "good b\n\n\\boxed{42}"])
+        spec = {"name": "prm_http", "options": {"url": server.url}}
+        r = await engine.solve(PROBLEM, "best_of_n", n=2, seed=0, verifier=spec)
+        assert r.answer == "40" and len(r.candidates) == 2
+        assert r.error is not None and r.error.startswith("the verifier failed 2 times (first: ")
+        assert "answered 500" in r.error
+        await engine.aclose()
+    engine, _ = scripted_engine(["\\boxed{42}"])
+    r = await engine.solve(PROBLEM, "best_of_n", n=2, seed=0)  # the judge says neither Yes nor No
+    assert r.error is None and all(c.score is None for c in r.candidates)
 
 
 async def test_a_prm_without_usage_is_scored_and_says_its_tokens_are_uncounted() -> None:

@@ -96,6 +96,12 @@ class Ledger:
         self._reserved = Usage()
         # Attempts that failed and were retried: their cost is unknown, but their number is not.
         self.failed_attempts = 0
+        # Verifier calls that failed for good (unreachable, an error answer): their candidates
+        # are unscored for a reason other than the verifier's own, so the result is not whole
+        self.verifier_failures: list[str] = []
+        # Whether a cap ever cut what was asked (fewer choices, or a call refused): a result
+        # says it stopped on the budget even when the strategy itself went on with less
+        self.cut = False
 
     # -- reading -------------------------------------------------------------------------
     @property
@@ -152,7 +158,9 @@ class Ledger:
             return req.n
         for n in range(req.n, 0, -1):
             if self.allows(estimate(replace(req, n=n), model, native_n=native_n)):
+                self.cut = self.cut or n < req.n
                 return n
+        self.cut = True
         return 0
 
     def reserve(self, cost: Usage) -> Usage:
@@ -160,6 +168,7 @@ class Ledger:
             return cost
         cap = self.refusal(cost)
         if cap is not None:
+            self.cut = True
             raise BudgetExceeded(f"budget cap '{cap}' would be exceeded by this call")
         if self.parent is not None:
             self.parent.reserve(cost)

@@ -221,7 +221,8 @@ class Context:
         candidates: list[Candidate],
         **info: Any,
     ) -> Result:
-        stopped = info.pop("stopped", None)
+        stopped = info.pop("stopped", None) or ("budget" if self.ledger.cut else None)
+        failures = self.ledger.verifier_failures
         return Result(
             question=problem.question,
             answer=answer,
@@ -234,6 +235,12 @@ class Context:
             model=self.policy.info.name,
             seconds=time.monotonic() - self.started,
             stopped=stopped,
+            # the answer stands, but it was chosen without some of the verdicts it needed: an
+            # error (a bench does not store it, so a re-run retries it)
+            error=f"the verifier failed {len(failures)} time{'s' * (len(failures) != 1)} "
+            f"(first: {failures[0]})"
+            if failures
+            else None,
             info=info,
         )
 

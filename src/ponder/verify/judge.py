@@ -108,6 +108,7 @@ async def ask(
     except BudgetExceeded as e:
         return Verdict(reason=f"not scored: {e}")
     except BackendError as e:
+        ctx.ledger.verifier_failures.append(f"judge call failed: {e}")
         return Verdict(reason=f"judge call failed: {e}")
     if not gen.choices:
         return Verdict(reason="the judge returned no choice")

@@ -85,7 +85,10 @@ class PRMHttp:
             data = resp.json()
         except (httpx.HTTPError, ValueError) as e:
             ctx.ledger.failed_attempts += 1
-            return every_step(f"PRM at {self.url} failed: {type(e).__name__}: {e}")
+            ctx.ledger.verifier_failures.append(
+                f"PRM at {self.url} failed: {type(e).__name__}: {e}"
+            )
+            return every_step(ctx.ledger.verifier_failures[-1])
         finally:
             ctx.ledger.release(reservation)
         usage = data.get("usage") if isinstance(data, dict) else None
@@ -100,9 +103,12 @@ class PRMHttp:
             ),
         )
         if resp.status_code >= 400:
-            return every_step(f"PRM at {self.url} answered {resp.status_code}: {str(data)[:200]}")
+            reason = f"PRM at {self.url} answered {resp.status_code}: {str(data)[:200]}"
+            ctx.ledger.verifier_failures.append(reason)
+            return every_step(reason)
         scores = self._parse(data, len(steps))
         if isinstance(scores, str):
+            ctx.ledger.verifier_failures.append(scores)
             return every_step(scores)
         counted = isinstance(tokens, int)
         note = None if counted else "the PRM reported no usage; its tokens are not counted"
