@@ -94,6 +94,28 @@ async def test_code_is_repaired_from_its_failing_public_tests() -> None:
     assert all(c.role == "policy" for c in lm.calls)  # the tests judged, not the model
 
 
+async def test_a_revision_that_repeats_its_attempt_stops_or_is_drawn_again() -> None:
+    # greedy, a model told its code fails often writes the same code back (measured on the
+    # 1.5B: every repair of 11 MBPP problems); each later round would repeat it again
+    def stubborn(req: GenRequest, i: int, rng: random.Random) -> str:
+        if req.temperature > 0:  # a sample away from the greedy path finds the fix
+            return "```python\ndef double(x):\n    return 2 * x\n```"
+        return "```python\ndef double(x):\n    return x + 2\n```"
+
+    eng, lm = engine(stubborn)
+    r = await eng.solve(CODE, "refine", rounds=3)  # on_repeat=stop
+    assert len(r.candidates) == 2 and len(lm.calls) == 2
+    assert "repeats the attempt, no more revisions" in (r.candidates[1].note or "")
+    eng, lm = engine(stubborn)
+    r = await eng.solve(CODE, "refine", rounds=3, on_repeat="keep")
+    assert len(r.candidates) == 4 and "x + 2" in (r.answer or "")
+    eng, lm = engine(stubborn)
+    r = await eng.solve(CODE, "refine", rounds=3, on_repeat="redraw", redraw_temperature=0.5)
+    assert [c.temperature for c in lm.calls] == [0.0, 0.0, 0.5]
+    assert len(r.candidates) == 3 and "2 * x" in (r.answer or "")  # charged: all three
+    assert r.usage["policy"].calls == 3 and r.info["revisions"][-1]["accepted"] is True
+
+
 def test_humaneval_public_tests_come_from_the_docstring_never_the_hidden_check() -> None:
     prompt = (
         'def add(a, b):\n    """Add.\n    >>> add(1, 2)\n    3\n'

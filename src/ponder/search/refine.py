@@ -10,6 +10,8 @@ al., 2024: learning from execution feedback) — never the hidden tests or their
                                                      for code: the failing public tests)
         if accepted: stop
         attempt ← revise(question, attempt, feedback)   (RISE: after every earlier attempt)
+        if attempt repeats the last word for word:      (greedy, it would again and again)
+            stop, or redraw it once at a temperature (`on_repeat`)
     answer ← the last attempt's
 """
 
@@ -17,14 +19,14 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from ponder.answers import extract
 from ponder.errors import BackendError, BudgetExceeded
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import Strategy, strategy
+from ponder.runtime.strategy import MULTIPLIES, Strategy, strategy
 from ponder.sandbox import Sandbox
 from ponder.types import Candidate, GenRequest, Message, Problem, Result
 from ponder.verify.judge import p_yes
@@ -49,7 +51,9 @@ class Refine(Strategy):
 
     name: ClassVar[str] = "refine"
     width: ClassVar[str | None] = "rounds"
-    rounds: int = Field(default=3, ge=0, description="revisions at most")
+    rounds: int = Field(
+        default=3, ge=0, description="revisions at most", json_schema_extra=MULTIPLIES
+    )
     temperature: float = Field(default=0.0, ge=0.0, description="sampling temperature")
     history: bool = Field(
         default=False, description="RISE: each revision sees every earlier attempt and critique"
@@ -58,6 +62,15 @@ class Refine(Strategy):
         default=0.5, gt=0.0, lt=1.0, description="the critic's P(Yes) that accepts an attempt"
     )
     critique_tokens: int = Field(default=160, ge=1, description="tokens a critique may take")
+    on_repeat: Literal["keep", "stop", "redraw"] = Field(
+        default="stop",
+        description="a revision that repeats the attempt word for word: keep revising (keep), "
+        "stop revising (stop; at temperature 0 every later round would repeat it too), or "
+        "draw it again at redraw_temperature (redraw)",
+    )
+    redraw_temperature: float = Field(
+        default=0.7, gt=0.0, description="the temperature of a repeated revision's redraw"
+    )
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         conversation = list(ctx.prompting.messages(problem, ctx.answer_with))
@@ -93,14 +106,35 @@ class Refine(Strategy):
                 )
                 attempt = await self.write(ctx, problem, conversation)
                 attempt.note = f"revision {r + 1}" if attempt.note is None else attempt.note
+                repeated = attempt.text == attempts[-1].text
                 attempts.append(attempt)
+                if repeated and self.on_repeat == "stop":
+                    attempt.note += ": repeats the attempt, no more revisions"
+                    break
+                if repeated and self.on_repeat == "redraw":
+                    attempt.note += ": repeats the attempt, drawn again"
+                    attempt = await self.write(
+                        ctx, problem, conversation, temperature=self.redraw_temperature
+                    )
+                    attempt.note = f"revision {r + 1}, redrawn" + (
+                        f"; {attempt.note}" if attempt.note else ""
+                    )
+                    attempts.append(attempt)
         except BudgetExceeded:
             stopped = "budget"
         answer = attempts[-1].answer if attempts else None
         return ctx.result(problem, self, answer, attempts, stopped=stopped, revisions=revisions)
 
-    async def write(self, ctx: Context, problem: Problem, conversation: list[Message]) -> Candidate:
-        req = ctx.request(problem, n=1, temperature=self.temperature)
+    async def write(
+        self,
+        ctx: Context,
+        problem: Problem,
+        conversation: list[Message],
+        temperature: float | None = None,
+    ) -> Candidate:
+        req = ctx.request(
+            problem, n=1, temperature=self.temperature if temperature is None else temperature
+        )
         req.messages = list(conversation)
         if ctx.affordable(req) < 1:
             raise BudgetExceeded("budget: no room for another attempt")
