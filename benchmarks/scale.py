@@ -90,7 +90,7 @@ def stored_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
     return out
 
 
-STRATEGIES = [make_strategy("vote", shared=True, n=4)]
+STRATEGIES = [make_strategy("vote", n=4)]
 
 
 async def local_run(store: Path, config: BackendConfig, items: list[Problem]) -> None:

@@ -19,7 +19,7 @@ from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
 from ponder.runtime.engine import Engine
 from ponder.runtime.scheduler import Scheduler
-from ponder.runtime.strategy import make_strategy
+from ponder.runtime.strategy import make_strategy, options_taken
 from ponder.tasks.registry import get_task
 from ponder.types import GenRequest
 
@@ -53,7 +53,7 @@ async def main(store_path: Path, limit: int, latency_s: float) -> None:
     problems = get_task("gsm8k").load(limit=limit)
     engine = engine_for({p.question: p.gold for p in problems}, latency_s)
     strategies = [
-        make_strategy(name, shared=True, n=6, verifier="self_judge")
+        make_strategy(name, **options_taken(name, {"n": 6, "verifier": "self_judge"}))
         for name in ("greedy", "vote", "weighted_vote")
     ]
     store = Store(store_path)

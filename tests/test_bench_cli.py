@@ -110,7 +110,10 @@ async def test_a_log_keeps_whole_method_labels(tmp_path: Path) -> None:
     assert "…" not in out
 
 
-async def test_ctrl_c_stores_the_units_in_flight_and_a_rerun_finishes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_ctrl_c_stores_the_units_in_flight_and_a_rerun_finishes(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     store = tmp_path / "s.sqlite"
     started = asyncio.Event()
 
@@ -126,7 +129,7 @@ async def test_ctrl_c_stores_the_units_in_flight_and_a_rerun_finishes(tmp_path: 
             *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         await asyncio.wait_for(started.wait(), timeout=60)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
         assert proc.returncode == 130, err.decode()
         assert "finishing the units in flight" in err.decode()
@@ -183,6 +186,33 @@ def test_bad_custom_data_names_file_line_and_field(
     assert not (tmp_path / "s.sqlite").exists()  # failed before any model or store opened
 
 
+def test_an_empty_set_is_an_error_not_an_empty_table(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    r = run_ponder("bench", "--data", str(empty), "--store", str(tmp_path / "s.sqlite"))
+    assert r.returncode == 2 and f"{empty}: no problems (an empty set" in r.stderr, r.stderr
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"question": "a", "answer": 1}\n')
+    args = ["--data", str(one), "--offset", "5", "--store", str(tmp_path / "s.sqlite")]
+    r = run_ponder("bench", *args)
+    assert r.returncode == 2 and "no problems from --offset 5" in r.stderr, r.stderr
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_a_second_bench_on_a_store_being_written_is_refused(tmp_path: Path) -> None:
+    from ponder.bench.store import Store
+
+    path = tmp_path / "s.sqlite"
+    writer = Store(path)
+    writer.claim()
+    r = run_ponder("bench", "gsm8k", "--limit", "1", "-s", "greedy", "--store", str(path))
+    assert r.returncode == 1 and "another ponder bench is writing this store" in r.stderr
+    writer.close()  # the claim goes with it
+    again = Store(path)
+    again.claim()
+    again.close()
+
+
 def test_bad_sweep_files(tmp_path: Path) -> None:
     y = tmp_path / "s.yaml"
     y.write_text("tasks: [gsm8k]\nstrategies: [vote]\nfrobnicate: 1\n")
@@ -197,6 +227,11 @@ def test_bad_sweep_files(tmp_path: Path) -> None:
     y.write_text("tasks: [gsm8k]\nstrategies: [{name: vote, n: 0}]\n")
     r = run_ponder("bench", "--sweep", str(y), "--store", str(tmp_path / "x.sqlite"))
     assert r.returncode == 2 and "bad options for strategy 'vote': n:" in r.stderr
+    # a misspelt option is an error naming the file and the entry, not a silent default
+    y.write_text("tasks: [gsm8k]\nstrategies: [vote, {name: beam, n: 2, mm: 9}]\n")
+    r = run_ponder("bench", "--sweep", str(y), "--store", str(tmp_path / "x.sqlite"))
+    assert r.returncode == 2, r.stderr
+    assert "s.yaml: strategies[1]: bad options for strategy 'beam': mm: Extra inputs" in r.stderr
 
 
 def test_report_refuses_a_store_of_another_version(tmp_path: Path) -> None:

@@ -23,7 +23,23 @@ from ponder.runtime.strategy import STRATEGIES
             "give them with -o KEY=VALUE)",
         ),
         (["bench", "nope"], "error: unknown task 'nope' (choose from: gsm8k, math500,"),
+        (
+            ["bench", "gsm8k", "--seeds", "99999999999999999999999"],
+            "error: --seeds: each seed must be in [0, 2**63), got '99999999999999999999999'",
+        ),
         (["models", "pull", "nope"], "error: unknown model 'nope'"),
+        (
+            ["solve", "q", "-s", "vote", "-n", "3", "-o", "n=4"],
+            "error: -n 3 and -o n=4 both set the width; give one",
+        ),
+        (
+            ["solve", "q", "-s", "vote", "-o", "name=x"],
+            "error: bad options for strategy 'vote': name: Extra inputs are not permitted",
+        ),
+        (  # an internal keyword once: it switched the check of the other options off
+            ["solve", "q", "-s", "vote", "-o", "shared=true", "-o", "tempreature=0"],
+            "error: bad options for strategy 'vote': shared: Extra inputs are not permitted",
+        ),
         (
             ["solve", "q", "-s", "best_of_n", "--verifier", "{bad"],
             "error: --verifier: not valid JSON",
@@ -62,3 +78,59 @@ def test_tasks_lists_every_problem_set_with_its_kind() -> None:
     assert proc.returncode == 0, proc.stderr
     for line in ("gsm8k (number)", "math500 (math)", "aqua (choice)", "mbpp (code)", "game24"):
         assert line in proc.stdout
+
+
+def test_o_n_sets_the_width_as_n_does() -> None:
+    from ponder.cli.common import build_strategy
+
+    assert build_strategy("vote", None, {"n": 4}).model_dump()["n"] == 4
+    assert build_strategy("vote", 4, {"n": 4}).model_dump()["n"] == 4
+    assert build_strategy("mcts", None, {"n": 3}).model_dump()["iterations"] == 3
+
+
+def test_bad_output_paths_fail_before_any_work(tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    empty = tmp_path / "empty.sqlite"
+    empty.write_text("")
+    r = run_ponder("report", str(empty))
+    assert r.returncode == 1 and "an empty file, not a ponder store" in r.stderr, r.stderr
+    assert empty.stat().st_size == 0  # not turned into a store
+    (tmp_path / "s.sqlite").write_bytes(b"")
+    r = run_ponder("report", str(tmp_path / "s.sqlite"), "--out", str(afile))
+    assert r.returncode == 2, r.stderr
+    # --trace: checked before the model loads (the default model is not needed to fail)
+    r = run_ponder("solve", "q", "-s", "beam", "--trace", str(tmp_path))
+    assert r.returncode == 2 and "a directory; give a .jsonl file" in r.stderr, r.stderr
+    r = run_ponder("solve", "q", "-s", "vote", "--trace", str(tmp_path / "t.jsonl"))
+    assert r.returncode == 2 and "strategy 'vote' keeps no search tree" in r.stderr, r.stderr
+
+
+def test_bytes_that_are_not_utf8_are_named_not_a_traceback(tmp_path: object) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ponder.errors import DataError
+    from ponder.tasks.data import read_jsonl
+
+    assert isinstance(tmp_path, Path)
+    r = subprocess.run(
+        [sys.executable, "-m", "ponder", "solve", b"a\xffb"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "argument 2" in r.stderr and "not UTF-8" in r.stderr, r.stderr
+    sweep = tmp_path / "s.yaml"
+    sweep.write_bytes(b"tasks: [gsm8k]\n\xff\xfe: 1\n")
+    r = run_ponder("bench", "--sweep", str(sweep))
+    assert r.returncode == 2 and "s.yaml: not UTF-8 text" in r.stderr, r.stderr
+    lines = tmp_path / "t.jsonl"
+    lines.write_bytes(b'{"a": 1}\n{"b": "\xff"}\n')
+    with pytest.raises(DataError, match=r"t\.jsonl:2: not UTF-8 text"):
+        list(read_jsonl(lines))

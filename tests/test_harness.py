@@ -231,6 +231,14 @@ def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="no meta table"):
         Store(other)
+    damaged = tmp_path / "damaged.sqlite"
+    Store(damaged).close()
+    db = sqlite3.connect(damaged)
+    db.execute("DROP TABLE units")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="a damaged ponder store \\(no units table\\)"):
+        Store(damaged)
 
 
 def test_changed_data_under_the_same_ids_is_refused(tmp_path: Path) -> None:
@@ -238,6 +246,10 @@ def test_changed_data_under_the_same_ids_is_refused(tmp_path: Path) -> None:
     store.add_problems("t", [Problem(question="a?", id="1")])
     with pytest.raises(StoreError, match="different question"):
         store.add_problems("t", [Problem(question="b?", id="1")])
+    store.add_problems("t", [Problem(question="c?", id="2", gold="42")])
+    store.add_problems("t", [Problem(question="c?", id="2", gold="42")])  # the same: fine
+    with pytest.raises(StoreError, match=r"different gold answer \('42', the data now says '43'\)"):
+        store.add_problems("t", [Problem(question="c?", id="2", gold="43")])
 
 
 def test_run_metadata_records_versions_and_config(tmp_path: Path) -> None:

@@ -183,6 +183,11 @@ def test_a_router_file_of_another_version_or_strategy_is_refused(
     alien.write_text(json.dumps(data))
     with pytest.raises(RouterError, match="'quantum_search', which this install does not have"):
         make_strategy("auto", router=str(alien))
+    for field, value in (("arms", []), ("probe", 0)):  # hand-edited: named, not a crash later
+        edited = tmp_path / f"{field}.json"
+        edited.write_text(json.dumps({**json.loads(router_file.read_text()), field: value}))
+        with pytest.raises(RouterError, match=rf"a malformed router file \({field}: "):
+            load_router(edited)
     with pytest.raises(RouterError, match="needs a router file"):
         make_strategy("auto")
     with pytest.raises(RouterError, match="no such router file"):

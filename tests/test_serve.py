@@ -168,7 +168,95 @@ def test_models_lists_the_model_and_each_strategy_over_it(client: openai.OpenAI)
         (f"vote-64/{MODEL}", {}, 413, "ponder.n"),
         (f"vote/{MODEL}", {"max_tokens": 5000}, 413, "max_tokens"),
         (f"vote-4/{MODEL}", {"extra_body": {"ponder": {"n": 8}}}, 400, "ponder.n"),
-        (f"vote/{MODEL}", {"extra_body": {"ponder": {"options": {"m": 2}}}}, 400, "ponder.options"),
+        (
+            f"vote/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"m": 2}}}},
+            400,
+            "ponder.options.m",
+        ),
+        # make_strategy's own keywords are no options (a 500, and no validation, before)
+        (
+            f"vote/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"name": "x"}}}},
+            400,
+            "ponder.options.name",
+        ),
+        (
+            f"vote/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"shared": True, "bogus": 1}}}},
+            400,
+            "ponder.options.shared",
+        ),
+        (
+            f"vote/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"bogus": 1}}}},
+            400,
+            "ponder.options.bogus",
+        ),
+        # the width once: by the model name (or ponder.n), or in the options
+        (
+            f"vote-4/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"n": 4}}}},
+            400,
+            "ponder.options.n",
+        ),
+        (
+            f"mcts/{MODEL}",
+            {"extra_body": {"ponder": {"n": 2, "options": {"iterations": 8}}}},
+            400,
+            "ponder.options.iterations",
+        ),
+        (
+            f"mcts/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"n": 2}}}},
+            400,
+            "ponder.options.n",
+        ),
+        # every option that multiplies the work within max_n (16), a generation's within max_tokens
+        (
+            f"beam/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"m": 20000}}}},
+            413,
+            "ponder.options.m",
+        ),
+        (
+            f"beam/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"max_steps": 17}}}},
+            413,
+            "ponder.options.max_steps",
+        ),
+        (
+            f"beam/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"n": 17}}}},
+            413,
+            "ponder.options.n",
+        ),
+        (
+            f"beam/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"max_step_tokens": 1_000_000}}}},
+            413,
+            "ponder.options.max_step_tokens",
+        ),
+        (
+            f"refine/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"critique_tokens": 1025}}}},
+            413,
+            "ponder.options.critique_tokens",
+        ),
+        (
+            f"mcts/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"k": "17"}}}},
+            413,
+            "ponder.options.k",
+        ),
+        (
+            f"vote/{MODEL}",
+            {"extra_body": {"ponder": {"budget": {"bogus": 1}}}},
+            400,
+            "ponder.budget.bogus",
+        ),
+        (MODEL, {"n": 17}, 413, "n"),
+        (MODEL, {"n": 100_000}, 413, "n"),  # (not a 400 of its own past 128)
         (f"vote/{MODEL}", {"temperature": 5}, 400, "temperature"),
         (f"greedy-4/{MODEL}", {}, 400, "ponder.n"),
         (MODEL, {"extra_body": {"ponder": {"strategy": "nope"}}}, 400, "ponder.strategy"),
@@ -206,8 +294,20 @@ def test_a_conversation_needs_the_plain_model_for_a_strategy(client: openai.Open
 def test_malformed_json_and_missing_fields_are_400(server: tuple[str, ScriptedLM]) -> None:
     url = server[0]
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-    r = httpx.post(f"{url}/chat/completions", content=b"{not json", headers=headers)
-    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.post(f"{url}/chat/completions", content=b'{"model": 1,}', headers=headers)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["type"] == "invalid_request_error"
+    assert error["message"] == (
+        "the body is not valid JSON: Expecting property name enclosed in double quotes "
+        "(at character 12)"
+    )
+    assert error["param"] is None  # (not the character's position)
+    for body in (b"[1, 2]", b'"hi"', b"null", b""):
+        r = httpx.post(f"{url}/chat/completions", content=body, headers=headers)
+        assert r.status_code == 400, body
+        assert (
+            r.json()["error"]["message"] == "the body must be a JSON object of the request's fields"
+        )
     r = httpx.post(f"{url}/chat/completions", json={"model": MODEL}, headers=headers)
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
 
@@ -244,6 +344,9 @@ def test_keys_file_limits_and_errors(tmp_path: Path) -> None:
         Keys.from_file(f, Limits())
     f.write_text("sk-a max_n\n")
     with pytest.raises(UsageError, match=r"keys:1: expected name=value"):
+        Keys.from_file(f, Limits())
+    f.write_bytes(b"sk-a\n\xff\xfe\n")
+    with pytest.raises(UsageError, match=r"keys: not UTF-8 text"):
         Keys.from_file(f, Limits())
 
 

@@ -328,6 +328,75 @@ def test_a_non_streaming_request_whose_client_goes_away_is_cancelled(
     assert logged.startswith(f"{rid} 127.0.0.1:") and " 499 " in logged
 
 
+@pytest.mark.parametrize("model", [f"vote-4/{MODEL}", MODEL])
+def test_a_stream_whose_client_goes_away_is_logged_and_counted_as_499(
+    model: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine, lm = fanned_out(latency=30.0)  # every call would take 30 s
+    rid = f"gone-stream-{model.partition('/')[0]}"
+    caplog.set_level(logging.INFO, logger="ponder.serve")
+    with running(create_app(engine)) as url:
+        body = {"model": model, "messages": ask(), "stream": True}
+        with httpx.stream(
+            "POST", f"{url}/chat/completions", json=body, headers={"x-request-id": rid}, timeout=30
+        ) as r:
+            lines = r.iter_lines()  # (kept: a dropped iterator closes the stream)
+            assert r.status_code == 200 and next(lines).startswith("data: ")  # sent: 200, a chunk
+            wait_for(lambda: lm.in_flight > 0, 5.0)  # the work reached the backend
+        wait_for(lambda: lm.in_flight == 0, 1.0)  # its work cancelled
+        wait_for(lambda: any(r.name == "ponder.serve.requests" for r in caplog.records), 5.0)
+        metrics = httpx.get(url.removesuffix("/v1") + "/metrics").text
+    (logged,) = [r.getMessage() for r in caplog.records if r.name == "ponder.serve.requests"]
+    assert logged.startswith(f"{rid} 127.0.0.1:") and " 499 " in logged
+    strategy = "vote" if model.startswith("vote") else "none"
+    labels = f'endpoint="/v1/chat/completions",strategy="{strategy}"'
+    assert f'ponder_requests_total{{{labels},status="499"}} 1' in metrics
+    assert 'status="200"' not in metrics
+
+
+async def test_a_stream_cut_short_while_a_chunk_is_sent_is_gone_at_once() -> None:
+    """A client that goes away while a chunk is being sent (its socket full) leaves the stream
+    waiting at a `yield`, not in its work: the response closes it as it ends, so its work
+    stops and the request is counted as gone before the accounting logs it."""
+    from ponder.serve.app import Admitted, Outcome, Shape, events
+    from ponder.serve.guards import Gate, spent_tally
+    from ponder.serve.metrics import Served
+
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def work(observe: Any, tokens: Any) -> Outcome:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("not cancelled")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # the first chunk never drains
+
+    async def receive() -> dict[str, Any]:
+        await started.wait()
+        return {"type": "http.disconnect"}
+
+    gate = Gate(4)
+    served = Served("k", MODEL, "vote", spent_tally()[0])
+    response = Admitted(gate.admit("k", 4), events(Shape("chat", MODEL), work, print, served))
+    scope = {"type": "http", "asgi": {"spec_version": "2.3"}}  # (uvicorn's)
+    await asyncio.wait_for(response(scope, receive, send), 5.0)  # type: ignore[arg-type]
+    assert served.gone and gate.in_flight == 0
+    await asyncio.wait_for(cancelled.wait(), 1.0)
+
+    async def done(observe: Any, tokens: Any) -> Outcome:
+        return Outcome([], {})
+
+    served = Served("k", MODEL, "vote", spent_tally()[0])
+    chunks = [c async for c in events(Shape("chat", MODEL), done, print, served)]
+    assert chunks[-1] == b"data: [DONE]\n\n" and not served.gone  # a whole stream: its 200
+
+
 def open_fds() -> int:
     import os
 

@@ -26,7 +26,8 @@ async def asolve(
     iterations; ignored by strategies without one, such as `greedy`). Loads the model for
     this call; hold an `Engine` to answer many questions."""
     width = STRATEGIES.get(strategy).obj.width
-    strat = make_strategy(strategy, n=n if width else None, **options)  # fails before loading
+    given_width = width is not None and options.get(width) is not None
+    strat = make_strategy(strategy, n=n if width and not given_width else None, **options)
     engine = await asyncio.to_thread(Engine.open, model=model, base_url=base_url)
     async with engine:
         return await engine.solve(question, strat, seed=seed, budget=budget)

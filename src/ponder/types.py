@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, SkipValidation, computed_fiel
 Role = Literal["system", "user", "assistant"]
 
 
+SEED_LIMIT = 2**63  # seeds are in [0, SEED_LIMIT): a store keeps them as SQLite integers
+
+
 class Message(BaseModel):
     role: Role
     content: str

@@ -111,12 +111,12 @@ class RouterModel(BaseModel):
     ponder: str
     created: str
     summary: list[str] = Field(default_factory=list)  # what a person reads first
-    probe: int  # samples in the probe
+    probe: int = Field(ge=1)  # samples in the probe
     temperature: float  # of every sample (the pool's)
     features: list[str]
     scale: dict[str, tuple[float, float]]  # feature → (mean, std); a missing value is its mean
     difficulty: Linear  # the predicted share of right samples (calibrated on training)
-    arms: list[Arm]
+    arms: list[Arm] = Field(min_length=1)
     price: float  # accuracy one generated token is worth: maximize accuracy - price × tokens
     validation: dict[str, Any] = Field(default_factory=dict)
     training: Training

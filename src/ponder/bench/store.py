@@ -13,15 +13,17 @@ class is graded once against the gold), so the report votes over small integers.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import re
 import sqlite3
 import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import BaseModel
 
@@ -177,10 +179,13 @@ class Store:
 
     def __init__(self, path: Path | str, *, create: bool = True) -> None:
         self.path = Path(path)
+        self._claim: BinaryIO | None = None  # held open while this is the store's writer
         if not self.path.exists() and not create:
             raise StoreError(f"{self.path}: no such store")
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a store file")
+        if not create and self.path.stat().st_size == 0:  # sqlite would make it a new store
+            raise StoreError(f"{self.path}: an empty file, not a ponder store")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -228,6 +233,11 @@ class Store:
                 "Results of different versions are never mixed: use a new store (--store) or "
                 "the ponder version that wrote it."
             )
+        tables = {
+            r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if missing := sorted(set(re.findall(r"CREATE TABLE (\w+)", _SCHEMA)) - tables):
+            raise StoreError(f"{self.path}: a damaged ponder store (no {', '.join(missing)} table)")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -239,8 +249,24 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
+    def claim(self) -> None:
+        """Be this store's only writer until `close`: a second `ponder bench` on it is an error
+        (both would compute the same missing units and time each other's)."""
+        self._claim = self.path.open("rb")
+        try:
+            fcntl.flock(self._claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._claim.close()
+            raise StoreError(
+                f"{self.path}: another ponder bench is writing this store; wait for it to "
+                "finish (it resumes where it stops) or give another --store"
+            ) from None
+
     def close(self) -> None:
         self.db.close()
+        if self._claim is not None:
+            self._claim.close()  # the lock goes with it
+            self._claim = None
 
     # -- runs and problems -------------------------------------------------------------------
     def run(
@@ -307,7 +333,8 @@ class Store:
 
     def add_problems(self, task: str, problems: Sequence[Problem]) -> list[int]:
         """Problem row ids (pid), inserting problems not seen before. A problem id that is
-        already stored with another question is an error: results would be mixed."""
+        already stored with another question or gold answer is an error: results would be
+        mixed (stored units were graded against the stored gold)."""
         pids: list[int] = []
         with self.transaction():
             for position, p in enumerate(problems):
@@ -325,14 +352,21 @@ class Store:
                         None if level is None else str(level),
                     ),
                 )
-                pid, question = self.db.execute(
-                    "SELECT pid, question FROM problems WHERE task = ? AND problem_id = ?",
+                pid, question, gold = self.db.execute(
+                    "SELECT pid, question, gold FROM problems WHERE task = ? AND problem_id = ?",
                     (task, p.id),
                 ).fetchone()
-                if question != p.question:
+                changed = (
+                    "question"
+                    if question != p.question
+                    else f"gold answer ({gold!r}, the data now says {p.gold!r})"
+                    if gold != p.gold
+                    else None
+                )
+                if changed is not None:
                     raise StoreError(
                         f"{self.path}: task '{task}' problem '{p.id}' is stored with a different "
-                        "question; the data changed since this store was written (use a new "
+                        f"{changed}; the data changed since this store was written (use a new "
                         "store or another task name)"
                     )
                 pids.append(pid)

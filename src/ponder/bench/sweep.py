@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -36,7 +36,7 @@ from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import make_strategy
 from ponder.tasks.registry import get_task
-from ponder.types import Problem
+from ponder.types import SEED_LIMIT, Problem
 
 
 class TaskSpec(BaseModel):
@@ -60,7 +60,15 @@ class TaskSpec(BaseModel):
         return self.name if self.split in (None, "test") else f"{self.name}:{self.split}"
 
     def load(self, *, base: Path | None = None, limit: int | None = None) -> list[Problem]:
-        limit = self.limit if self.limit is not None else limit
+        """The problems; none (an empty file, an offset past the end) is an error."""
+        problems = self._load(base, self.limit if self.limit is not None else limit)
+        if not problems:
+            where = f" from --offset {self.offset}" if self.offset else ""
+            what = self.data if self.data is not None else self.label()
+            raise UsageError(f"{what}: no problems{where} (an empty set runs nothing)")
+        return problems
+
+    def _load(self, base: Path | None, limit: int | None) -> list[Problem]:
         if self.data is not None:
             from ponder.tasks.custom import load_custom
 
@@ -127,7 +135,7 @@ class Sweep(BaseModel):
     tasks: list[TaskSpec]
     strategies: list[StrategySpec]
     budgets: list[Budget | None] = Field(default_factory=_no_budget)
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Annotated[int, Field(ge=0, lt=SEED_LIMIT)]] = Field(default_factory=lambda: [0])
     limit: int | None = Field(default=None, ge=1)
     max_tokens: int = Field(default=512, ge=1)
     system: str | None = None  # the system prompt (default: ponder's)
@@ -177,7 +185,10 @@ def load_sweep(path: Path) -> Sweep:
     """Parse a YAML (.yaml/.yml) or TOML (.toml) sweep file; errors name the file and field."""
     if not path.is_file():
         raise UsageError(f"{path}: no such sweep file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
         if path.suffix == ".toml":
             data: Any = tomllib.loads(text)
@@ -203,6 +214,11 @@ def load_sweep(path: Path) -> Sweep:
             raise UsageError(f"{path}: each task needs exactly one of 'name' or 'data'")
         if t.name is not None:
             get_task(t.name).path(t.split)  # an unknown task or split lists the known ones
+    for i, s in enumerate(sweep.strategies):  # a misspelt option is an error, not a default
+        try:
+            make_strategy(s.name, **s.options())
+        except UsageError as e:
+            raise UsageError(f"{path}: strategies[{i}]: {e}") from None
     return sweep
 
 
@@ -238,7 +254,7 @@ def prepare_sweep(
 ) -> PreparedSweep:
     """Check everything a sweep names and load its problems: bad strategies, prices, tasks
     and data fail here, before any store is written or model loaded."""
-    strategies = [make_strategy(s.name, shared=True, **s.options()) for s in sweep.strategies]
+    strategies = [make_strategy(s.name, **s.options()) for s in sweep.strategies]
     configs = [m.config(sweep, api_key=api_key, timeout=request_timeout) for m in sweep.models]
     plans = [p for b in sweep.budgets for p in plan(strategies, b)]
     tasks = [(t.label(), t.load(base=base, limit=sweep.limit)) for t in sweep.tasks]

@@ -83,6 +83,12 @@ def main() -> None:
     """Entry point: every error is one line on stderr; usage errors exit 2, others 1."""
     tune_gc()  # a long-running process with many searches in flight (ponder/runtime/settings.py)
     warnings.showwarning = one_line_warnings
+    for i, arg in enumerate(sys.argv[1:], 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the locale could not decode, kept as surrogates
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            fail(f"argument {i} ({shown!r}) is not UTF-8 text", 2)
     try:
         rv = typer.main.get_command(app).main(
             args=fill_optional_values(sys.argv[1:]), standalone_mode=False

@@ -77,8 +77,12 @@ from ponder.lm import BACKENDS, BackendConfig, Price
 from ponder.plugins import parse_options
 from ponder.runtime.budget import Budget
 from ponder.runtime.prompting import Prompting
-from ponder.runtime.strategy import make_strategy
+from ponder.runtime.strategy import make_strategy, options_taken
 from ponder.tasks.registry import TASKS, get_task
+from ponder.types import SEED_LIMIT
+
+# signals that stop a bench the way Ctrl-C does: the units in flight finish and are stored
+STOPPING = (signal.SIGINT, signal.SIGTERM)
 
 if TYPE_CHECKING:
     from ponder.bench.distributed import RayUnits
@@ -371,6 +375,8 @@ def sweep_from_flags(
     if (benchmark is None) == (data is None):
         raise UsageError("give a task name or --data FILE (one of them)")
     if data is not None:
+        if split is not None:
+            raise UsageError("--split picks a split of a named task; --data is one file")
         task = TaskSpec(
             data=str(data.resolve()),
             question_field=question_field,
@@ -388,12 +394,14 @@ def sweep_from_flags(
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
     except ValueError:
         raise UsageError(f"--seeds: expected comma-separated integers, got '{seeds}'") from None
+    if any(not 0 <= s < SEED_LIMIT for s in seed_list):  # a store keeps them as SQLite integers
+        raise UsageError(f"--seeds: each seed must be in [0, 2**63), got '{seeds}'")
     for name in strategies:  # bad options exit 2 before any model loads
-        make_strategy(name, shared=True, **options)
+        make_strategy(name, **options_taken(name, options))
     return Sweep(
         models=[model],
         tasks=[task],
-        strategies=[StrategySpec(name=s, **options) for s in strategies],
+        strategies=[StrategySpec(name=s, **options_taken(s, options)) for s in strategies],
         budgets=[budget if budget != Budget() else None],
         seeds=seed_list or [0],
         max_tokens=max_tokens,
@@ -430,6 +438,7 @@ async def sweep_with_progress(
             connect(ray)  # a missing extra or a cluster not there: one line, store untouched
         opener = functools.partial(open_workers, address=ray, workers=workers, opened=opened)
     db = Store(store_path)
+    db.claim()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
@@ -439,10 +448,12 @@ async def sweep_with_progress(
             main_task.cancel()  # a second Ctrl-C: stop now (in-flight units are lost)
             return
         stop.set()
-        err.print("\nCtrl-C: finishing the units in flight (Ctrl-C again to abort)…")
+        err.print("\nstopping: finishing the units in flight (Ctrl-C again to abort)…")
 
-    with suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    # SIGTERM (a service manager, `timeout`) as Ctrl-C: the units in flight are kept
+    for sig in STOPPING:
+        with suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_interrupt)
     bars = ProgressBars()
     outcome = None
     try:
@@ -451,8 +462,9 @@ async def sweep_with_progress(
         return True, 0, []
     finally:
         bars.close()
-        with suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
+        for sig in STOPPING:
+            with suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
         for units in opened:
             done = ", ".join(f"{w.name()}: {w.done} units" for w in units.workers)
             err.print(f"[dim]{done}[/dim]")
@@ -465,8 +477,8 @@ async def sweep_with_progress(
         db.close()
     if outcome.failed:
         err.print(
-            f"[yellow]{outcome.failed} units failed on the backend (not stored; a re-run "
-            "retries them)[/yellow]"
+            f"[yellow]{outcome.failed} units failed on the backend or a verifier (not stored; "
+            "a re-run retries them)[/yellow]"
         )
     return outcome.interrupted, outcome.failed, rows
 
@@ -503,10 +515,12 @@ async def workload_with_progress(
         router_sha256=file_sha256(router_path) if router_path is not None else None,
     )
     db = Store(store_path)
+    db.claim()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    with suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, stop.set)
+    for sig in STOPPING:
+        with suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
     config = prepared.configs[0]
     bars = ProgressBars()
     try:
@@ -528,8 +542,9 @@ async def workload_with_progress(
             ).fetchone()
     finally:
         bars.close()
-        with suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
+        for sig in STOPPING:
+            with suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
         db.close()
     pr = done.progress
     return done.interrupted, {

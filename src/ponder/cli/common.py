@@ -21,6 +21,7 @@ from ponder.plugins import parse_options
 from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import STRATEGIES, Strategy, make_strategy, option_names
+from ponder.types import SEED_LIMIT
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -166,7 +167,10 @@ RouterOpt = Annotated[
         help="A router file (`ponder router fit`): what -s auto runs per problem",
     ),
 ]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Fixes every sampling decision")]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", min=0, max=SEED_LIMIT - 1, help="Fixes every sampling decision"),
+]
 MaxTokOpt = Annotated[int, typer.Option("--max-tokens", min=1, help="Per sample")]
 SlotsOpt = Annotated[int, typer.Option("--slots", min=1, help="Parallel sequences on the backend")]
 CtxSizeOpt = Annotated[
@@ -276,7 +280,11 @@ def strategy_options(
 
 def build_strategy(name: str, n: int | None, options: dict[str, Any]) -> Strategy:
     """`-s NAME -n N -o ...` as a strategy; bad options exit 2 naming the valid keys."""
-    return make_strategy(name, n=n, **options)
+    options = dict(options)
+    given = options.pop("n", None)  # -o n=N: the width too (the strategy says if it has one)
+    if n is not None and given is not None and given != n:
+        raise UsageError(f"-n {n} and -o n={given} both set the width; give one")
+    return make_strategy(name, n=n if n is not None else given, **options)
 
 
 def check_shared(names: list[str], options: dict[str, Any]) -> None:

@@ -62,9 +62,13 @@ def report(
             markup=False,
             highlight=False,
         )
+    target = out_dir or store.with_name(store.stem + "-report")
+    try:  # the folder first: a bad --out fails before the analysis, not after it
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {target}: cannot make the report folder ({e.strerror})") from None
     db = Store(store, create=False)
     try:
-        target = out_dir or store.with_name(store.stem + "-report")
         if as_html:
             page, path, summary = write_html_report(db, target, plots=plots, price=price_)
         else:

@@ -49,6 +49,7 @@ from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities, LanguageModel
 from ponder.plugins import parse_options
 from ponder.runtime.budget import Budget
+from ponder.runtime.strategy import STEP
 from ponder.types import Result, Usage
 
 
@@ -112,6 +113,11 @@ def solve(
             raise UsageError("--router is read by -s auto")
         options["router"] = str(router)
     strat = build_strategy(strategy, n, options)
+    if trace is not None:  # before the compute, not after it
+        if STEP not in strat.capabilities:
+            raise UsageError(f"--trace: strategy '{strat.name}' keeps no search tree")
+        if trace.is_dir():
+            raise UsageError(f"--trace {trace}: a directory; give a .jsonl file to append to")
     budget = Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars)
     config = backend_config(
         model=model,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from ponder.errors import UsageError
 from ponder.plugins import Registry, first_line
@@ -23,6 +23,10 @@ from ponder.types import Problem, Result
 POOLED = "pooled"  # its units are independent samples: a bench draws one pool for every k
 STEP = "step"  # it searches over steps (continues partial solutions)
 SCORED = "scored"  # it needs a verifier
+
+# Field metadata (`json_schema_extra`) of an integer option that multiplies a solve's work
+# (samples, expansions, passes, steps): what `ponder serve` caps by a key's max_n.
+MULTIPLIES: dict[str, JsonValue] = {"multiplies_work": True}
 
 
 class Strategy(BaseModel):
@@ -110,24 +114,24 @@ def strategy(cls: S) -> S:
     return cls
 
 
-def make_strategy(
-    name: str, *, n: int | None = None, shared: bool = False, **options: Any
-) -> Strategy:
+def make_strategy(name: str, /, *, n: int | None = None, **options: Any) -> Strategy:
     """A strategy by name with its options (None means the default). `n` sets the strategy's
-    width (see `Strategy.width`). Options it does not take are an error naming the valid
-    ones, unless `shared` (options and `n` meant for several strategies at once: each takes
-    those it has)."""
+    width (see `Strategy.width`). Options it does not take are an error naming the valid ones
+    (options meant for several strategies at once: `options_taken` first)."""
     cls = STRATEGIES.get(name).obj
-    if n is not None and not (shared and cls.width is None):
+    if n is not None:
         if cls.width is None:
             raise UsageError(
                 f"strategy '{name}' has no width for -n to set (its options: "
                 f"{', '.join(option_names(cls))}; give them with -o KEY=VALUE)"
             )
-        options.setdefault(cls.width, n)
-    known = {
-        k: v for k, v in options.items() if v is not None and (not shared or k in cls.model_fields)
-    }
+        if options.get(cls.width) not in (None, n):
+            raise UsageError(
+                f"strategy '{name}': its width {cls.width} is given twice ({n} and "
+                f"{options[cls.width]}); give it once"
+            )
+        options[cls.width] = n
+    known = {k: v for k, v in options.items() if v is not None}
     try:
         return cls(**known)
     except ValidationError as e:
@@ -136,6 +140,14 @@ def make_strategy(
             if isinstance(cause, UsageError):
                 raise cause from None
         raise UsageError(options_error(f"strategy '{name}'", cls, e)) from None
+
+
+def options_taken(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Of options meant for several strategies at once (one `-o` list for `-s a,b`), those
+    strategy `name` takes; `n`, the width, only if it has one."""
+    cls = STRATEGIES.get(name).obj
+    fields = set(option_names(cls)) | ({"n"} if cls.width is not None else set())
+    return {k: v for k, v in options.items() if k in fields}
 
 
 def option_names(cls: type[BaseModel]) -> list[str]:

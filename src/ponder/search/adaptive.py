@@ -47,7 +47,7 @@ from ponder.consensus import (
 from ponder.errors import BackendError, BudgetExceeded
 from ponder.lm.protocol import Watch
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import Strategy, strategy
+from ponder.runtime.strategy import MULTIPLIES, Strategy, strategy
 from ponder.signals import SignalName
 from ponder.types import Candidate, GenRequest, Problem, Result, TokenLogprob
 
@@ -60,7 +60,12 @@ class Adaptive(Strategy):
 
     name: ClassVar[str] = "adaptive"
     width: ClassVar[str | None] = "n"
-    n: int = Field(default=16, ge=1, description="the budget: samples at most")
+    n: int = Field(
+        default=16,
+        ge=1,
+        description="the budget: samples at most",
+        json_schema_extra=MULTIPLIES,
+    )
     temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
     rule: Rule = Field(
         default="beta",

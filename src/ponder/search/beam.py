@@ -21,7 +21,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import strategy
+from ponder.runtime.strategy import MULTIPLIES, strategy
 from ponder.search.steps import Stepper, StepSearch
 from ponder.search.tree import Node, Tree
 from ponder.types import Problem, Result
@@ -33,8 +33,18 @@ class Beam(StepSearch):
 
     name: ClassVar[str] = "beam"
     width: ClassVar[str | None] = "n"
-    n: int = Field(default=4, ge=1, description="beam width: partial solutions kept per step")
-    m: int = Field(default=4, ge=1, description="expansions of each kept node per step")
+    n: int = Field(
+        default=4,
+        ge=1,
+        description="beam width: partial solutions kept per step",
+        json_schema_extra=MULTIPLIES,
+    )
+    m: int = Field(
+        default=4,
+        ge=1,
+        description="expansions of each kept node per step",
+        json_schema_extra=MULTIPLIES,
+    )
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         tree, stepper = Tree(problem.question), self.stepper()

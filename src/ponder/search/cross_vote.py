@@ -34,7 +34,7 @@ from ponder.answers import cluster
 from ponder.consensus import CrossCheck, Observation
 from ponder.errors import UsageError
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import Strategy, strategy, where
+from ponder.runtime.strategy import MULTIPLIES, Strategy, strategy, where
 from ponder.search.adaptive import sample_until
 from ponder.search.sample import draw_samples
 from ponder.types import Candidate, Problem, Result
@@ -48,9 +48,17 @@ class CrossVote(Strategy):
 
     name: ClassVar[str] = "cross_vote"
     width: ClassVar[str | None] = "n"
-    n: int = Field(default=8, ge=0, description="chain-of-thought samples (at most)")
+    n: int = Field(
+        default=8,
+        ge=0,
+        description="chain-of-thought samples (at most)",
+        json_schema_extra=MULTIPLIES,
+    )
     programs: int = Field(
-        default=1, ge=0, description="program samples (the first greedy, the rest sampled)"
+        default=1,
+        ge=0,
+        description="program samples (the first greedy, the rest sampled)",
+        json_schema_extra=MULTIPLIES,
     )
     partner: Partner = Field(
         default="program",

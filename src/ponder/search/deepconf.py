@@ -33,7 +33,7 @@ from ponder.consensus import DeepConfVote, OnlineFilter, lowest_group
 from ponder.consensus.online import check_settings
 from ponder.errors import UsageError
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import Strategy, strategy
+from ponder.runtime.strategy import MULTIPLIES, Strategy, strategy
 from ponder.search.adaptive import WaveSampler
 from ponder.signals import token_confidence
 from ponder.types import Candidate, Problem, Result, TokenLogprob
@@ -45,7 +45,9 @@ class DeepConf(Strategy):
 
     name: ClassVar[str] = "deepconf"
     width: ClassVar[str | None] = "n"
-    n: int = Field(default=16, ge=1, description="the budget: traces at most")
+    n: int = Field(
+        default=16, ge=1, description="the budget: traces at most", json_schema_extra=MULTIPLIES
+    )
     temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
     warmup: int = Field(default=4, ge=1, description="traces written whole to set the bar")
     percentile: float = Field(

@@ -17,7 +17,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import strategy
+from ponder.runtime.strategy import MULTIPLIES, strategy
 from ponder.search.step_bon import StepBoN
 from ponder.search.tree import Tree
 from ponder.types import Problem, Result
@@ -28,8 +28,18 @@ class DVTS(StepBoN):
     """Diverse verifier tree search: N/M independent greedy subtrees of M samples a step."""
 
     name: ClassVar[str] = "dvts"
-    n: int = Field(default=8, ge=1, description="total samples per step over all subtrees")
-    m: int = Field(default=4, ge=1, description="samples per step in each subtree")
+    n: int = Field(
+        default=8,
+        ge=1,
+        description="total samples per step over all subtrees",
+        json_schema_extra=MULTIPLIES,
+    )
+    m: int = Field(
+        default=4,
+        ge=1,
+        description="samples per step in each subtree",
+        json_schema_extra=MULTIPLIES,
+    )
 
     @model_validator(mode="after")
     def _split(self) -> DVTS:

@@ -14,7 +14,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import strategy
+from ponder.runtime.strategy import MULTIPLIES, strategy
 from ponder.search.beam import Beam
 from ponder.search.steps import Stepper
 from ponder.search.tree import Node, Tree
@@ -26,7 +26,12 @@ class Lookahead(Beam):
     """Beam search whose steps are ranked by k-step greedy rollouts."""
 
     name: ClassVar[str] = "lookahead"
-    k: int = Field(default=2, ge=1, description="greedy steps rolled out to rank a step")
+    k: int = Field(
+        default=2,
+        ge=1,
+        description="greedy steps rolled out to rank a step",
+        json_schema_extra=MULTIPLIES,
+    )
 
     async def rank(
         self, ctx: Context, problem: Problem, tree: Tree, stepper: Stepper, live: list[Node]

@@ -27,7 +27,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import strategy
+from ponder.runtime.strategy import MULTIPLIES, strategy
 from ponder.search.steps import Stepper, StepSearch
 from ponder.search.tree import Node, Tree
 from ponder.types import Problem, Result
@@ -39,8 +39,18 @@ class MCTS(StepSearch):
 
     name: ClassVar[str] = "mcts"
     width: ClassVar[str | None] = "iterations"
-    iterations: int = Field(default=16, ge=1, description="selection-expansion-backup passes")
-    k: int = Field(default=3, ge=1, description="next steps sampled when a leaf is expanded")
+    iterations: int = Field(
+        default=16,
+        ge=1,
+        description="selection-expansion-backup passes",
+        json_schema_extra=MULTIPLIES,
+    )
+    k: int = Field(
+        default=3,
+        ge=1,
+        description="next steps sampled when a leaf is expanded",
+        json_schema_extra=MULTIPLIES,
+    )
     c_puct: float = Field(default=1.0, ge=0.0, description="exploration constant of PUCT")
     value: Literal["process", "rollout"] = Field(
         default="process",

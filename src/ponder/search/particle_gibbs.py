@@ -28,7 +28,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import strategy
+from ponder.runtime.strategy import MULTIPLIES, strategy
 from ponder.search.particles import Particle, Particles
 from ponder.search.resample import softmax_weights
 from ponder.search.steps import Stepper, add_step
@@ -43,7 +43,9 @@ class ParticleGibbs(Particles):
     """Repeated particle filtering that keeps a reference particle, with ancestor sampling."""
 
     name: ClassVar[str] = "particle_gibbs"
-    iterations: int = Field(default=2, ge=1, description="passes of the particle filter")
+    iterations: int = Field(
+        default=2, ge=1, description="passes of the particle filter", json_schema_extra=MULTIPLIES
+    )
     ancestor_sampling: bool = Field(
         default=True, description="resample the reference particle's ancestry by score"
     )

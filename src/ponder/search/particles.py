@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import strategy
+from ponder.runtime.strategy import MULTIPLIES, strategy
 from ponder.search.resample import should_resample, softmax_weights, systematic_resample
 from ponder.search.steps import Stepper, StepSearch
 from ponder.search.tree import Node, Tree
@@ -56,7 +56,7 @@ class Particles(StepSearch):
 
     name: ClassVar[str] = "particles"
     width: ClassVar[str | None] = "n"
-    n: int = Field(default=8, ge=1, description="particles")
+    n: int = Field(default=8, ge=1, description="particles", json_schema_extra=MULTIPLIES)
     ess_threshold: float = Field(
         default=0.5, ge=0.0, le=1.0, description="resample when ESS / n falls below this"
     )

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from ponder.consensus import SelectionRule, observations
 from ponder.errors import BackendError, BudgetExceeded
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import POOLED, SCORED, Strategy, strategy
+from ponder.runtime.strategy import MULTIPLIES, POOLED, SCORED, Strategy, strategy
 from ponder.runtime.verifiers import VerifierSpec
 from ponder.signals import SignalName
 from ponder.types import Candidate, Problem, Result
@@ -44,7 +44,7 @@ class Sample(Strategy):
     name: ClassVar[str] = "sample"
     width: ClassVar[str | None] = "n"
     capabilities: ClassVar[frozenset[str]] = frozenset({POOLED})
-    n: int = Field(default=8, ge=1, description="samples")
+    n: int = Field(default=8, ge=1, description="samples", json_schema_extra=MULTIPLIES)
     temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
 
     async def draw(self, problem: Problem, ctx: Context) -> tuple[list[Candidate], str | None]:

@@ -15,7 +15,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import strategy
+from ponder.runtime.strategy import MULTIPLIES, strategy
 from ponder.search.steps import Stepper, StepSearch
 from ponder.search.tree import Node, Tree
 from ponder.types import Problem, Result
@@ -27,7 +27,9 @@ class StepBoN(StepSearch):
 
     name: ClassVar[str] = "step_bon"
     width: ClassVar[str | None] = "n"
-    n: int = Field(default=4, ge=1, description="next steps sampled per step")
+    n: int = Field(
+        default=4, ge=1, description="next steps sampled per step", json_schema_extra=MULTIPLIES
+    )
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         tree, stepper = Tree(problem.question), self.stepper()

@@ -26,7 +26,7 @@ from ponder.lm.protocol import LanguageModel
 from ponder.runtime.aggregate import aggregate, check_aggregate
 from ponder.runtime.context import Context, answer_of
 from ponder.runtime.prompting import Prompting
-from ponder.runtime.strategy import SCORED, STEP, Strategy
+from ponder.runtime.strategy import MULTIPLIES, SCORED, STEP, Strategy
 from ponder.runtime.verifiers import BuiltVerifier, Verifiers, VerifierSpec
 from ponder.search.tree import STEP_SEPARATOR, Node, Tree
 from ponder.types import Candidate, GenRequest, Message, Problem, Result
@@ -373,7 +373,9 @@ class StepSearch(Strategy):
     sampling temperature, the process verifier, and how a path's step scores rank it."""
 
     capabilities: ClassVar[frozenset[str]] = frozenset({STEP, SCORED})
-    max_steps: int = Field(default=12, ge=1, description="steps in a path at most")
+    max_steps: int = Field(
+        default=12, ge=1, description="steps in a path at most", json_schema_extra=MULTIPLIES
+    )
     max_step_tokens: int = Field(default=256, ge=1, description="tokens in one step at most")
     temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
     verifier: VerifierSpec = Field(

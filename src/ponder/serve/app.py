@@ -20,7 +20,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
@@ -48,7 +48,7 @@ from ponder.serve.guards import (
     spent_tally,
     until_disconnected,
 )
-from ponder.serve.metrics import Accounting, Metrics, Served
+from ponder.serve.metrics import CLIENT_GONE, Accounting, Metrics, Served
 from ponder.serve.protocol import (
     ApiError,
     ChatMessage,
@@ -105,8 +105,6 @@ class Shape:
 RETRY_DOWN_S = 5.0
 # Each key's requests in flight at once unless its limits say (a server with keys).
 DEFAULT_MAX_CONCURRENT = 64
-# A status for the log of a request whose client went away (nobody reads the response).
-CLIENT_GONE = 499
 
 
 def default_body_bytes(context_length: int) -> int:
@@ -263,7 +261,7 @@ def create_app(
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest, key: Caller, request: Request) -> Any:
-        route = resolve(body, state.served, key.limits, router=state.router)
+        route = routed(state, body, key)
         shape, extra, limit = shaped(state, body, route, key.limits, "chat")
         prompt = "\n".join(m.text() for m in body.messages)
         await check_prompt(engine.policy, prompt, state.prompt_limit(key), "messages")
@@ -289,7 +287,7 @@ def create_app(
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, key: Caller, request: Request) -> Any:
-        route = resolve(body, state.served, key.limits, router=state.router)
+        route = routed(state, body, key)
         shape, extra, limit = shaped(state, body, route, key.limits, "text")
         text = body.text()
         await check_prompt(engine.policy, text, state.prompt_limit(key), "prompt")
@@ -336,6 +334,11 @@ async def auth(request: Request) -> ApiKey:
 
 
 Caller = Annotated[ApiKey, Depends(auth)]
+
+
+def routed(state: State, body: Sampling, key: ApiKey) -> Route:
+    limit = state.prompt_limit(key)
+    return resolve(body, state.served, key.limits, prompt_tokens=limit, router=state.router)
 
 
 # -- the work ------------------------------------------------------------------------------
@@ -533,7 +536,7 @@ async def respond(
     """Run `work` as one task once it has a place in flight (429 if none): a JSON response,
     or a stream. The place is given back when the work ends, however it ends."""
     spent, tally = spent_tally()
-    request.state.served = Served(key.name, shape.model, route.name or "none", spent)
+    served = request.state.served = Served(key.name, shape.model, route.name or "none", spent)
     ticket = state.gate.admit(key.name, state.concurrency_limit(key))
 
     def observe(event: dict[str, Any]) -> None:
@@ -541,7 +544,7 @@ async def respond(
         state.metrics.charge(event)
 
     if stream:
-        return Admitted(ticket, events(shape, work, observe, spent))
+        return Admitted(ticket, events(shape, work, observe, served))
     try:
         return await whole(request, shape, work, observe, spent)
     finally:
@@ -614,15 +617,19 @@ def logprobs_of(
 class Admitted(StreamingResponse):
     """A stream that gives its place in flight back when it ends, even if it never began."""
 
-    def __init__(self, ticket: Ticket, content: AsyncIterator[bytes]) -> None:
+    def __init__(self, ticket: Ticket, content: AsyncGenerator[bytes, None]) -> None:
         super().__init__(content, media_type="text/event-stream")
         self.headers["Cache-Control"] = "no-cache"
         self.ticket = ticket
+        self.content = content
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
+            # a stream cut short while a chunk was being sent is closed now, not whenever it
+            # is collected: its work stops, and it is counted as gone before it is logged
+            await self.content.aclose()
             self.ticket.release()
 
 
@@ -632,10 +639,11 @@ Item = dict[str, Any] | tuple[int, TokenLogprob] | None
 
 
 async def events(
-    shape: Shape, work: Work, observe: Observer, spent: dict[str, int]
-) -> AsyncIterator[bytes]:
+    shape: Shape, work: Work, observe: Observer, served: Served
+) -> AsyncGenerator[bytes, None]:
     """The stream: the work starts when the response does (a client gone before that starts
-    nothing), and the first chunk goes out at once."""
+    nothing), and the first chunk goes out at once. A client that goes away mid-stream
+    cancels the work, and the request is counted as gone (`served.gone`: 499)."""
     created, rid = now(), new_id(shape.kind)
     obj = "chat.completion.chunk" if shape.kind == "chat" else "text_completion"
 
@@ -721,13 +729,16 @@ async def events(
             last["choices"] = []
             yield sse(last)
         yield sse("[DONE]")
+    except (asyncio.CancelledError, GeneratorExit):  # (cancelled waiting, or closed at a chunk)
+        served.gone = True
+        raise
     finally:
         if not task.done():
             task.cancel()  # the client went away: stop the work, free its slots
             log.info(
                 "%s: the client went away mid-stream; its work is cancelled (%d calls charged)",
                 REQUEST_ID.get(),
-                spent["calls"],
+                served.spent["calls"],
             )
 
 
@@ -811,8 +822,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-        param = ".".join(loc) or None
+        loc = tuple(first.get("loc", ()))
+        if first.get("type") == "json_invalid":  # (its loc is the character where it broke)
+            why = (first.get("ctx") or {}).get("error", "JSON decode error")
+            at = f" (at character {loc[-1]})" if len(loc) > 1 else ""
+            message = f"the body is not valid JSON: {why}{at}"
+            return JSONResponse(error_body(message, "invalid_request_error"), 400)
+        if loc == ("body",):  # none, or JSON that is not an object
+            message = "the body must be a JSON object of the request's fields"
+            return JSONResponse(error_body(message, "invalid_request_error"), 400)
+        param = ".".join(str(x) for x in loc if x != "body") or None
         msg = first.get("msg", "invalid request")
         where = f"{param}: " if param else ""
         return JSONResponse(error_body(f"{where}{msg}", "invalid_request_error", param), 400)

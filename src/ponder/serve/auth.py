@@ -25,9 +25,19 @@ class Limits(BaseModel):
     """What one key's requests may ask for, and how many of them it may make."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    max_n: int = Field(default=64, ge=1, description="samples / particles / beam width")
-    max_tokens: int = Field(default=4096, ge=1, description="tokens per generated sample")
-    # Caps every request's whole bill (all samples and verifier calls); None: uncapped.
+    max_n: int = Field(
+        default=64,
+        ge=1,
+        description="samples / particles / beam width, and each other option that multiplies "
+        "the work (expansions, iterations, steps)",
+    )
+    max_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="tokens per generated sample (and per step or critique: `…_tokens` options)",
+    )
+    # Caps every request's whole bill (all samples and verifier calls); None: a strategy's
+    # is capped by default all the same (routing.BUDGET_FACTOR), a plain request's is not.
     max_budget_tokens: int | None = Field(default=None, ge=1)
     # A request's prompt (every message's text); None: the model's context length.
     max_prompt_tokens: int | None = Field(default=None, ge=1)
@@ -87,7 +97,11 @@ class Keys:
         if not path.is_file():
             raise UsageError(f"{path}: no such API key file")
         keys: list[ApiKey] = []
-        for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        for lineno, raw in enumerate(text.splitlines(), 1):
             line = raw.split("#", 1)[0].strip()
             if not line:
                 continue

@@ -28,6 +28,9 @@ log = logging.getLogger("ponder.serve.requests")
 ENDPOINTS = frozenset(
     {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"}
 )
+# The status a request whose client went away is counted and logged with (nobody reads the
+# response; a stream cut short had sent its 200 already).
+CLIENT_GONE = 499
 # Request latency buckets, seconds (a plain request takes milliseconds, a search minutes).
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -40,6 +43,7 @@ class Served:
     model: str
     strategy: str  # "none" for a plain request passed through
     spent: dict[str, int] = field(default_factory=dict)  # calls, prompt and completion tokens
+    gone: bool = False  # the client went away before the response ended
 
 
 @dataclass
@@ -169,6 +173,8 @@ class Accounting:
             endpoint = path if path in ENDPOINTS else "other"
             served = scope.get("state", {}).get("served")
             strategy = served.strategy if isinstance(served, Served) else "-"
+            if isinstance(served, Served) and served.gone:
+                status = CLIENT_GONE
             self.metrics.request(endpoint, strategy, status, seconds)
             if endpoint not in ("/health", "/metrics"):
                 self._log(scope, path, status, seconds, served)

@@ -71,13 +71,19 @@ class ChatMessage(BaseModel):
         return "".join(p.text for p in self.content)
 
 
+class RequestBudget(Budget):
+    """`ponder.budget`: a misspelt cap is a 400 here, never a cap silently missing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class PonderOptions(BaseModel):
     """`extra_body={"ponder": {...}}`: the strategy and its compute, as plain data."""
 
     model_config = ConfigDict(extra="forbid")
     strategy: str | None = None
     n: int | None = Field(default=None, ge=1)
-    budget: Budget | None = None
+    budget: RequestBudget | None = None
     # the strategy's own options (e.g. {"m": 2, "verifier": "self_judge"})
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -130,7 +136,7 @@ class Sampling(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    n: int = Field(default=1, ge=1, le=128)
+    n: int = Field(default=1, ge=1)  # (at most the key's max_n: 413 past it)
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
