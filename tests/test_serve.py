@@ -258,6 +258,12 @@ def test_models_lists_the_model_and_each_strategy_over_it(client: openai.OpenAI)
         (MODEL, {"n": 17}, 413, "n"),
         (MODEL, {"n": 100_000}, 413, "n"),  # (not a 400 of its own past 128)
         (f"vote/{MODEL}", {"temperature": 5}, 400, "temperature"),
+        (  # a bad value names its option, not the whole options object
+            f"beam/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"m": "x"}}}},
+            400,
+            "ponder.options.m",
+        ),
         (f"greedy-4/{MODEL}", {}, 400, "ponder.n"),
         (MODEL, {"extra_body": {"ponder": {"strategy": "nope"}}}, 400, "ponder.strategy"),
         (

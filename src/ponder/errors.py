@@ -10,7 +10,13 @@ class PonderError(Exception):
 
 
 class UsageError(PonderError, ValueError):
-    """Bad input from the user: an unknown name, an empty question, a bad option."""
+    """Bad input from the user: an unknown name, an empty question, a bad option (`option`:
+    its name, when one option is at fault, for a caller that points at it, as a server's
+    error `param` does)."""
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class DataError(PonderError):

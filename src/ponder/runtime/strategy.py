@@ -139,7 +139,11 @@ def make_strategy(name: str, /, *, n: int | None = None, **options: Any) -> Stra
             cause = (error.get("ctx") or {}).get("error")
             if isinstance(cause, UsageError):
                 raise cause from None
-        raise UsageError(options_error(f"strategy '{name}'", cls, e)) from None
+        locs = {str(error["loc"][0]) for error in e.errors() if error["loc"]}
+        raise UsageError(
+            options_error(f"strategy '{name}'", cls, e),
+            option=locs.pop() if len(locs) == 1 else None,
+        ) from None
 
 
 def options_taken(name: str, options: dict[str, Any]) -> dict[str, Any]:

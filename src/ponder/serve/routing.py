@@ -169,7 +169,8 @@ def build(
     try:
         strategy = make_strategy(name, **given)
     except UsageError as e:
-        raise ApiError(400, str(e), param="ponder.options") from None
+        where = f"ponder.options.{e.option}" if e.option else "ponder.options"
+        raise ApiError(400, str(e), param=where) from None
     for spec in verifiers_of(strategy):  # a strategy's default verifier too
         if spec.name not in served:
             raise not_served(spec.name, served)
