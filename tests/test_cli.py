@@ -134,3 +134,5 @@ def test_bytes_that_are_not_utf8_are_named_not_a_traceback(tmp_path: object) -> 
     lines.write_bytes(b'{"a": 1}\n{"b": "\xff"}\n')
     with pytest.raises(DataError, match=r"t\.jsonl:2: not UTF-8 text"):
         list(read_jsonl(lines))
+    lines.write_bytes(b'\xef\xbb\xbf{"a": 1}\n')  # a byte-order mark is no error
+    assert list(read_jsonl(lines)) == [(1, {"a": 1})]

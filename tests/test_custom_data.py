@@ -170,6 +170,9 @@ def test_csv_errors_name_the_physical_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as e:
         load_custom(f)
     assert str(e.value) == f"{f}: no column 'answer' (columns: question, solution)"
+    f.write_text("question,answer,question\nq1,1,q2\n")  # the last 'question' would win
+    with pytest.raises(DataError, match=r"m.csv:1: column 'question' named twice"):
+        load_custom(f)
 
 
 def test_csv_with_byte_order_mark_reads(tmp_path: Path) -> None:

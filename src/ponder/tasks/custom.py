@@ -144,6 +144,9 @@ def _csv_rows(path: Path, fields: Sequence[str]) -> Iterator[_Row]:
             columns = reader.fieldnames
             if not columns:
                 raise DataError(f"{path}: empty file (no header row)")
+            twice = sorted({c for c in columns if columns.count(c) > 1})
+            if twice:  # DictReader keeps the last such column's values, silently
+                raise DataError(f"{path}:1: column {', '.join(map(repr, twice))} named twice")
             _check_columns(path, fields, columns)
             for row in reader:
                 where = f"{path}:{reader.line_num}"

@@ -86,7 +86,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8")
+                # (the first line may carry the byte-order mark some editors write)
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 raise DataError(
                     f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start} of the line)"
