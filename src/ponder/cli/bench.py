@@ -580,16 +580,44 @@ def open_workers(
     return units
 
 
+class LogLines:
+    """Progress as plain lines for a log file: one when the run reaches another tenth, or
+    when `every_s` have passed since the last; the latest line held back is printed at
+    `flush` (so a log always ends with the final state)."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.started = self.last = time.monotonic()
+        self.tenth = -1  # the tenth of the run last shown
+        self.held: str | None = None
+
+    def elapsed(self) -> float:
+        return max(1e-9, time.monotonic() - self.started)
+
+    def offer(self, line: str, done: float) -> None:
+        """`line` for a run `done` (0 to 1) through: printed, or held back."""
+        now, tenth = time.monotonic(), min(10, int(10 * done))
+        self.held = line
+        if tenth != self.tenth or now - self.last >= self.every_s:
+            self.last, self.tenth = now, tenth
+            self.flush()
+
+    def flush(self) -> None:
+        if self.held is not None:
+            err.print(self.held, highlight=False, markup=False, soft_wrap=True)
+            self.held = None
+
+
 class ProgressBars:
     """One progress bar per run: units, running accuracy, tokens/s and ETA. When stderr is
-    not a terminal (a run in the background, its output in a file), a plain line instead at
-    every tenth of the run and when a unit finishes `LINE_EVERY_S` or more after the last."""
+    not a terminal (a run in the background, its output in a file), plain `LogLines`
+    instead, at every tenth of the run and `LINE_EVERY_S` after the last line."""
 
     LINE_EVERY_S = 60.0
 
     def __init__(self) -> None:
         self.bar: Progress | None = None
-        self.last_line: list[str] = []  # a workload's final state, printed when it ends
+        self.log: LogLines | None = None
 
     def watch(self, what: str, plan: Plan) -> Callable[[HarnessProgress], None]:
         self.close()
@@ -619,18 +647,10 @@ class ProgressBars:
         return show
 
     def lines(self, what: str) -> Callable[[HarnessProgress], None]:
-        started = last = time.monotonic()
-        shown = -1  # the tenth of the run last shown
+        log = self.log = LogLines(self.LINE_EVERY_S)
 
         def show(pr: HarnessProgress) -> None:
-            nonlocal last, shown
-            now = time.monotonic()
-            finished = pr.done + pr.failed
-            tenth = 10 * finished // pr.total if pr.total else 10
-            if tenth == shown and now - last < self.LINE_EVERY_S:
-                return
-            last, shown = now, tenth
-            took = max(1e-9, now - started)
+            took, finished = log.elapsed(), pr.done + pr.failed
             line = (
                 f"{what}: {finished}/{pr.total} units · {pr.correct}/{pr.done} right · "
                 f"{pr.tokens / took:,.0f} tok/s · {timedelta(seconds=int(took))} elapsed"
@@ -641,18 +661,16 @@ class ProgressBars:
                 line += f" · {pr.skipped} stored before"
             if pr.failed:
                 line += f" · {pr.failed} failed"
-            err.print(line, highlight=False, markup=False, soft_wrap=True)
+            log.offer(line, finished / pr.total if pr.total else 1.0)
 
         return show
 
     def budget(self, what: str) -> Callable[[WorkloadProgress], None]:
-        """A workload's progress: tokens spent of the budget, as a bar or, off a terminal, a
-        line at every tenth of the budget and when a sample ends a minute after the last."""
+        """A workload's progress: tokens spent of the budget, as a bar or `LogLines`."""
         self.close()
-        started = last = time.monotonic()
-        shown = -1
-
-        if err.is_terminal:
+        if not err.is_terminal:
+            log = self.log = LogLines(self.LINE_EVERY_S)
+        else:
             bar = self.bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -663,32 +681,20 @@ class ProgressBars:
             bar.start()
             job = bar.add_task(what, total=None, info="")
 
-        unshown: list[str] = []  # the latest line when it was not printed (the last is, at close)
-
-        def line(info: str) -> str:
-            return f"{what}: {info} · {timedelta(seconds=int(time.monotonic() - started))} elapsed"
-
         def show(pr: WorkloadProgress) -> None:
-            nonlocal last, shown
             info = f"{pr.spent:,}/{pr.total:,} tokens · {pr.done} samples · {pr.correct} right"
             if self.bar is not None:
                 self.bar.update(job, total=pr.total, completed=pr.spent, info=info)
                 return
-            now = time.monotonic()
-            tenth = min(10, 10 * pr.spent // pr.total) if pr.total else 10
-            unshown[:] = [line(info)]
-            if tenth == shown and now - last < self.LINE_EVERY_S:
-                return
-            last, shown = now, tenth
-            err.print(unshown.pop(), highlight=False, markup=False)
+            took = timedelta(seconds=int(log.elapsed()))
+            log.offer(f"{what}: {info} · {took} elapsed", pr.spent / pr.total if pr.total else 1.0)
 
-        self.last_line = unshown
         return show
 
     def close(self) -> None:
-        for line in self.last_line:
-            err.print(line, highlight=False, markup=False)
-        self.last_line = []
+        if self.log is not None:
+            self.log.flush()
+            self.log = None
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
