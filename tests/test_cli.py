@@ -99,9 +99,11 @@ def test_bad_output_paths_fail_before_any_work(tmp_path: object) -> None:
     r = run_ponder("report", str(empty))
     assert r.returncode == 1 and "an empty file, not a ponder store" in r.stderr, r.stderr
     assert empty.stat().st_size == 0  # not turned into a store
-    (tmp_path / "s.sqlite").write_bytes(b"")
+    from ponder.bench.store import Store
+
+    Store(tmp_path / "s.sqlite").close()
     r = run_ponder("report", str(tmp_path / "s.sqlite"), "--out", str(afile))
-    assert r.returncode == 2, r.stderr
+    assert r.returncode == 2 and f"--out {afile}: cannot make the report folder" in r.stderr
     # --trace: checked before the model loads (the default model is not needed to fail)
     r = run_ponder("solve", "q", "-s", "beam", "--trace", str(tmp_path))
     assert r.returncode == 2 and "a directory; give a .jsonl file" in r.stderr, r.stderr

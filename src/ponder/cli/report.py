@@ -63,12 +63,14 @@ def report(
             highlight=False,
         )
     target = out_dir or store.with_name(store.stem + "-report")
-    try:  # the folder first: a bad --out fails before the analysis, not after it
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {target}: cannot make the report folder ({e.strerror})") from None
     db = Store(store, create=False)
     try:
+        try:  # the folder before the analysis: a bad --out fails first, not last
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(
+                f"--out {target}: cannot make the report folder ({e.strerror})"
+            ) from None
         if as_html:
             page, path, summary = write_html_report(db, target, plots=plots, price=price_)
         else:
