@@ -164,6 +164,7 @@ class Refine(Strategy):
         try:
             (choice,) = (await ctx.generate(req)).choices
         except BackendError as e:
+            ctx.ledger.verifier_failures.append(f"critique call failed: {e}")
             return f"(no critique: {e})", False
         verdict = p_yes(choice)
         accepted = verdict.score is not None and verdict.score >= self.accept
