@@ -74,3 +74,8 @@ class TransientError(BackendError):
 
 class BudgetExceeded(PonderError):
     """A request would push the ledger past a budget cap; nothing was spent."""
+
+
+def not_utf8(where: object, e: UnicodeDecodeError) -> str:
+    """The message for a file (`where`) whose bytes are not UTF-8, naming the first bad byte."""
+    return f"{where}: not UTF-8 text ({e.reason} at byte {e.start})"

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ponder.bench.harness import Harness, Plan, Progress, Units, plan
 from ponder.bench.store import Store
-from ponder.errors import UsageError
+from ponder.errors import UsageError, not_utf8
 from ponder.lm import BackendConfig, Price
 from ponder.lm.registry import DEFAULT_MODEL, sha256_file
 from ponder.lm.registry import Registry as Models
@@ -188,7 +188,7 @@ def load_sweep(path: Path) -> Sweep:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise UsageError(not_utf8(path, e)) from None
     try:
         if path.suffix == ".toml":
             data: Any = tomllib.loads(text)

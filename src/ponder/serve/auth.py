@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ponder.errors import UsageError
+from ponder.errors import UsageError, not_utf8
 
 
 class Limits(BaseModel):
@@ -100,7 +100,7 @@ class Keys:
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
-            raise UsageError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            raise UsageError(not_utf8(path, e)) from None
         for lineno, raw in enumerate(text.splitlines(), 1):
             line = raw.split("#", 1)[0].strip()
             if not line:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.answers import ANSWER_KINDS
-from ponder.errors import DataError, UsageError
+from ponder.errors import DataError, UsageError, not_utf8
 from ponder.tasks.data import read_jsonl
 from ponder.tasks.registry import CODE_SYSTEM_PROMPT, Field
 from ponder.types import Problem
@@ -102,7 +102,7 @@ def load_custom(
             else:
                 problems.append(Problem(id=pid, question=question, gold=answer, kind=answer_type))
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise DataError(not_utf8(path, e)) from None
     return problems[offset : None if limit is None else offset + limit]
 
 

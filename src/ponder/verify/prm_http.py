@@ -72,6 +72,10 @@ class PRMHttp:
         def every_step(reason: str) -> list[Verdict]:
             return [Verdict(reason=reason)] * len(steps)
 
+        def failed(reason: str) -> list[Verdict]:  # the PRM's fault, not a verdict withheld
+            ctx.ledger.verifier_failures.append(reason)
+            return every_step(reason)
+
         text = self.render(question, steps)
         upper = len(text.encode("utf-8")) + 16  # ≥ any tokenization of the text
         try:
@@ -85,10 +89,7 @@ class PRMHttp:
             data = resp.json()
         except (httpx.HTTPError, ValueError) as e:
             ctx.ledger.failed_attempts += 1
-            ctx.ledger.verifier_failures.append(
-                f"PRM at {self.url} failed: {type(e).__name__}: {e}"
-            )
-            return every_step(ctx.ledger.verifier_failures[-1])
+            return failed(f"PRM at {self.url} failed: {type(e).__name__}: {e}")
         finally:
             ctx.ledger.release(reservation)
         usage = data.get("usage") if isinstance(data, dict) else None
@@ -103,13 +104,10 @@ class PRMHttp:
             ),
         )
         if resp.status_code >= 400:
-            reason = f"PRM at {self.url} answered {resp.status_code}: {str(data)[:200]}"
-            ctx.ledger.verifier_failures.append(reason)
-            return every_step(reason)
+            return failed(f"PRM at {self.url} answered {resp.status_code}: {str(data)[:200]}")
         scores = self._parse(data, len(steps))
         if isinstance(scores, str):
-            ctx.ledger.verifier_failures.append(scores)
-            return every_step(scores)
+            return failed(scores)
         counted = isinstance(tokens, int)
         note = None if counted else "the PRM reported no usage; its tokens are not counted"
         return [Verdict(score=s, reason=note) for s in scores]
