@@ -148,6 +148,10 @@ CREATE TABLE traces (
 NO_ANSWER = -1  # the class of a unit or candidate without an answer
 
 
+# every table a whole store has (a store missing one was damaged by hand)
+_TABLES = frozenset(re.findall(r"CREATE TABLE (\w+)", _SCHEMA))
+
+
 class StoreError(PonderError):
     """A store that cannot be used: not a ponder store, or written by another schema."""
 
@@ -236,7 +240,7 @@ class Store:
         tables = {
             r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
-        if missing := sorted(set(re.findall(r"CREATE TABLE (\w+)", _SCHEMA)) - tables):
+        if missing := sorted(_TABLES - tables):
             raise StoreError(f"{self.path}: a damaged ponder store (no {', '.join(missing)} table)")
 
     @contextmanager

@@ -81,9 +81,6 @@ from ponder.runtime.strategy import make_strategy, options_taken
 from ponder.tasks.registry import TASKS, get_task
 from ponder.types import SEED_LIMIT
 
-# signals that stop a bench the way Ctrl-C does: the units in flight finish and are stored
-STOPPING = (signal.SIGINT, signal.SIGTERM)
-
 if TYPE_CHECKING:
     from ponder.bench.distributed import RayUnits
     from ponder.bench.workload import WorkloadProgress
@@ -440,7 +437,6 @@ async def sweep_with_progress(
     db = Store(store_path)
     db.claim()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
 
     def on_interrupt() -> None:
@@ -450,10 +446,7 @@ async def sweep_with_progress(
         stop.set()
         err.print("\nstopping: finishing the units in flight (Ctrl-C again to abort)…")
 
-    # SIGTERM (a service manager, `timeout`) as Ctrl-C: the units in flight are kept
-    for sig in STOPPING:
-        with suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_interrupt)
+    on_stop_signals(on_interrupt)
     bars = ProgressBars()
     outcome = None
     try:
@@ -462,9 +455,7 @@ async def sweep_with_progress(
         return True, 0, []
     finally:
         bars.close()
-        for sig in STOPPING:
-            with suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        on_stop_signals(None)
         for units in opened:
             done = ", ".join(f"{w.name()}: {w.done} units" for w in units.workers)
             err.print(f"[dim]{done}[/dim]")
@@ -517,10 +508,7 @@ async def workload_with_progress(
     db = Store(store_path)
     db.claim()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in STOPPING:
-        with suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    on_stop_signals(stop.set)
     config = prepared.configs[0]
     bars = ProgressBars()
     try:
@@ -542,9 +530,7 @@ async def workload_with_progress(
             ).fetchone()
     finally:
         bars.close()
-        for sig in STOPPING:
-            with suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        on_stop_signals(None)
         db.close()
     pr = done.progress
     return done.interrupted, {
@@ -555,6 +541,18 @@ async def workload_with_progress(
         "correct": pr.correct,
         "accuracy": pr.correct / max(1, pr.problems),
     }
+
+
+def on_stop_signals(handler: Callable[[], None] | None) -> None:
+    """SIGINT and SIGTERM (a service manager, `timeout`) call `handler`, so both stop a bench
+    as Ctrl-C does, keeping the units in flight; None hands them back to Python."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError, RuntimeError):  # (no signals off the main thread)
+            if handler is None:
+                loop.remove_signal_handler(sig)
+            else:
+                loop.add_signal_handler(sig, handler)
 
 
 def open_workers(
