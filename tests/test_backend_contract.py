@@ -4,6 +4,7 @@ so it runs where vLLM is not installed)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +15,7 @@ from fake_vllm import FakeAsyncLLM, SamplingParams
 from helpers import no_sleep
 from ponder.errors import UsageError
 from ponder.lm import BackendConfig, open_backend
+from ponder.lm.config import Price
 from ponder.lm.protocol import Capabilities, LanguageModel
 from ponder.lm.scripted import ScriptedLM
 from ponder.lm.vllm import VllmLM
@@ -196,3 +198,34 @@ def test_the_scripted_backend_opens_by_name_from_plain_options() -> None:
         open_backend(BackendConfig(backend="scripted", options={"replyz": []}))
     with pytest.raises(UsageError, match="backend 'llamacpp' takes no backend options"):
         open_backend(BackendConfig(options={"x": 1}))
+
+
+def test_the_scripted_backend_takes_prices_and_size_like_every_backend() -> None:
+    # a bench or serve run on the scripted backend with --price prints dollars from that price
+    config = BackendConfig(
+        backend="scripted", price=Price.parse("1,2,0.5"), parameters=7_000_000_000
+    )
+    info = open_backend(config).info
+    assert (info.usd_per_mtok_prompt, info.usd_per_mtok_completion) == (1.0, 2.0)
+    assert info.usd_per_mtok_cached == 0.5 and info.parameters == 7_000_000_000
+    assert open_backend(BackendConfig(backend="scripted")).info.usd_per_mtok_prompt == 0
+
+
+async def test_every_call_gives_the_event_loop_back(
+    backend: tuple[str, LanguageModel, Any],
+) -> None:
+    """A search of many calls must not starve the server's other requests, even on a backend
+    that answers at once (the scripted one with no latency)."""
+    _, lm, _ = backend
+    order: list[str] = []
+
+    async def search() -> None:
+        for i in range(20):
+            await lm.generate(ask(seed=i))
+            order.append("call")
+
+    async def other_request() -> None:
+        order.append("other")
+
+    await asyncio.gather(search(), other_request())
+    assert order.index("other") <= 1

@@ -407,3 +407,39 @@ async def test_bench_runs_auto_per_problem_and_refuses_its_training_problems(
     )
     with pytest.raises(RouterError, match="3 of 3 problems are in this router's training set"):
         prepare_sweep(sweep, tmp_path)
+
+
+def test_snells_figure_allocates_by_the_data_sets_own_levels_where_it_has_them(
+    stores: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """MATH-style levels (here the world's kind: easy 1, contested 3, hopeless 5) become a
+    curve of their own; a set without levels draws none."""
+    from ponder.bench.analysis import load_groups
+    from ponder.bench.router import has_levels, pool_table, snell_crossfit
+
+    items = world.problems(60)
+    for p in items:
+        kind = p.question.split("(", 1)[1].split(")", 1)[0]
+        p.meta["level"] = {"easy": 1, "contested": 3, "hopeless": 5}[kind]
+    leveled = asyncio.run(world.pool_store(tmp_path / "levels.sqlite", items))
+
+    def figure(path: Path) -> dict[str, list[tuple[float, float]]]:
+        store = Store(path, create=False)
+        try:
+            groups = load_groups(store)
+            (g,) = [g for g in groups if g.kind == "pool"]
+            table = pool_table(store, g, groups)
+        finally:
+            store.close()
+        assert has_levels(table) == (path == leveled)
+        curves, _ = snell_crossfit(table)
+        return {c.name: c.points for c in curves}
+
+    with_levels = figure(leveled)
+    assert "given level (the data set's)" not in figure(stores[0])
+    level = with_levels["given level (the data set's)"]
+    uniform = with_levels["uniform (vote@k)"]
+    # knowing which problems are hopeless or easy, the level allocation spends the budget on
+    # the contested ones: vote@12's accuracy everywhere at about half its tokens
+    t12, a12 = uniform[11]
+    assert min(t for t, a in level if a >= a12) <= 0.6 * t12

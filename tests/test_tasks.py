@@ -195,3 +195,43 @@ def test_missing_or_mistyped_fields_name_file_line_and_field(tmp_path: Path) -> 
     c.write_text("Rank,Puzzles\n1,1 1 4 six\n")
     with pytest.raises(DataError, match=r"24.csv:2: field 'Puzzles'"):
         get_task("game24").load(c)
+
+
+def test_math500_train_is_the_rest_of_math_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PRM800K's training share: the full MATH test file without MATH-500's problems, read in
+    the full file's layout ("Level 3", a boxed solution), with the `math` task's ids."""
+    import json
+
+    def row(i: int) -> dict[str, object]:
+        return {"problem": f"What is {i}+{i}?", "level": f"Level {i % 5 + 1}", "type": "Algebra",
+                "solution": f"It is $\\boxed{{{2 * i}}}$.", "idx": i}  # fmt: skip
+
+    (tmp_path / "math").mkdir()
+    rows = "".join(json.dumps(row(i)) + "\n" for i in range(6))
+    (tmp_path / "math" / "test.jsonl").write_text(rows)
+    (tmp_path / "math500").mkdir()
+    held = [{"problem": f"What is {i}+{i}?", "answer": str(2 * i), "unique_id": f"test/a/{i}.json",
+             "level": 1, "subject": "Algebra", "solution": ""} for i in (1, 4)]  # fmt: skip
+    (tmp_path / "math500" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held))
+    monkeypatch.setenv("PONDER_DATA_DIR", str(tmp_path))
+
+    task = get_task("math500")
+    train = task.load(split="train")
+    assert [p.id for p in train] == ["math/0", "math/2", "math/3", "math/5"]
+    assert [p.gold for p in train] == ["0", "4", "6", "10"]
+    assert [p.meta["level"] for p in train] == [1, 3, 4, 1]
+    assert [p.id for p in task.load(split="train", offset=1, limit=2)] == ["math/2", "math/3"]
+    assert [p.id for p in task.load()] == ["test/a/1.json", "test/a/4.json"]
+    with pytest.raises(UsageError, match=r"no split 'dev' \(choose from: test, train\)"):
+        task.load(split="dev")
+
+
+def test_math500_train_on_the_real_files() -> None:
+    need_set("math")
+    task = get_task("math500")
+    train = task.load(split="train")
+    test = {p.question for p in task.load()}
+    assert len(train) == 4500 and test.isdisjoint(p.question for p in train)
+    assert {p.meta["level"] for p in train} == {1, 2, 3, 4, 5}

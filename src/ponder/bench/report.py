@@ -1096,7 +1096,8 @@ def allocation_sections(
         lines += [
             *notes,
             "Uniform: vote@k for every problem. Oracle difficulty: each problem's bucket by its "
-            "own pass rate; predicted: the bucket the router predicts from the probe (the "
+            "own pass rate; given level (where the set has one, as MATH's 1-5): the level "
+            "as the bucket; predicted: the bucket the router predicts from the probe (the "
             f"first {PROBE} samples, so k ≥ {PROBE}); a k per bucket chosen greedily on the "
             "other half's curves of that bucket. Auto: the router per problem over its price "
             "grid. Generated tokens per problem, probe included.",
@@ -1109,7 +1110,9 @@ def allocation_sections(
             + " |",
             "|---" * (1 + len(range(1, table.pool_size + 1, 3))) + "|",
         ]
-        for c in curves[:3]:
+        for c in curves:
+            if c.name.startswith("auto"):
+                continue  # a curve over prices, not budgets: in the figure only
             cells = [
                 f"{100 * c.points[k - 1][1]:.1f}% @ {c.points[k - 1][0]:,.0f}"
                 for k in range(1, table.pool_size + 1, 3)

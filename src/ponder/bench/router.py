@@ -97,6 +97,8 @@ class Table:
     vote_correct: np.ndarray  # (P, R, n) the vote over the order's first k samples, k = 1..n
     vote_tokens: np.ndarray  # (P, R, n)
     dropped: int = 0  # problems left out (a pool smaller than pool_size)
+    # each problem's difficulty as the data set gives it (MATH's level 1-5), where it does
+    levels: list[int | None] = field(default_factory=list)
 
     @property
     def problems(self) -> int:
@@ -123,6 +125,7 @@ class Table:
             tokens=self.tokens[rows],
             vote_correct=self.vote_correct[rows],
             vote_tokens=self.vote_tokens[rows],
+            levels=[self.levels[i] for i in rows] if self.levels else [],
         )
 
 
@@ -234,6 +237,7 @@ def build_table(
         questions=[q for t in tables for q in t.questions],
         arms=first.arms,
         dropped=sum(t.dropped for t in tables),
+        levels=[v for t in tables for v in t.levels] if all(t.levels for t in tables) else [],
         **cat,
     )
 
@@ -299,9 +303,9 @@ def _pool_table(
     signals = load_signals(store, g)
     full = np.flatnonzero(g.sizes >= n)
     meta = {
-        int(pid): (pid_text, question)
-        for pid, pid_text, question in store.db.execute(
-            "SELECT pid, problem_id, question FROM problems"
+        int(pid): (pid_text, question, _int_or_none(level))
+        for pid, pid_text, question, level in store.db.execute(
+            "SELECT pid, problem_id, question, level FROM problems"
         )
     }
     arms = [ArmSpec(f"vote@{k}", "vote", {"n": k}) for k in vote_ks(probe, n)]
@@ -331,12 +335,13 @@ def _pool_table(
     vote_tokens = np.zeros((P, orders, n))
     rate = np.zeros(P)
     ks = [int(a.options["n"]) for a in arms if a.strategy == "vote"]
-    ids, questions = [], []
+    ids, questions, levels = [], [], []
     temperature = float(g.config.get("unit", {}).get("temperature", 0.7))
     for i, r in enumerate(full):
         pid = int(g.pids[r])
         ids.append(meta[pid][0])
         questions.append(meta[pid][1])
+        levels.append(meta[pid][2])
         cls = [None if int(c) < 0 else int(c) for c in g.classes[r, :n]]
         ok = [bool(c) for c in g.correct[r, :n]]
         length = [int(t) for t in signals.completion[r, :n]]
@@ -401,7 +406,16 @@ def _pool_table(
         vote_correct=vote_correct,
         vote_tokens=vote_tokens,
         dropped=len(g.pids) - P,
+        levels=levels,
     )
+
+
+def _int_or_none(text: str | None) -> int | None:
+    """A stored level as a number ("3"), or None (none stored, or not a number)."""
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        return None
 
 
 def _direct_outcomes(store: Store, d: Group) -> tuple[dict[int, float], dict[int, float]]:
@@ -820,8 +834,10 @@ class Curve:
 def snell_curves(router: RouterModel, train: Table, test: Table) -> list[Curve]:
     """Accuracy against the budget on `test` for: uniform (vote@k for every problem); oracle
     difficulty (each problem's bucket by its own pass rate, a k per bucket chosen greedily
-    from the training curves of that bucket); predicted difficulty (the bucket the router
-    predicts from the probe; k ≥ the probe); and the router itself over its price grid."""
+    from the training curves of that bucket); the data set's own levels where every problem
+    has one (MATH's 1-5, a k per level, chosen the same way); predicted difficulty (the bucket
+    the router predicts from the probe; k ≥ the probe); and the router itself over its price
+    grid."""
     router.check_unseen(list(zip(test.ids, test.questions, strict=True)))
     n, m = test.pool_size, test.probe
     uniform = [
@@ -839,8 +855,19 @@ def snell_curves(router: RouterModel, train: Table, test: Table) -> list[Curve]:
         [bucket_of(r) for r in router.difficulty_of(_router_features(router, test))]
     )
     curves = [Curve("uniform (vote@k)", uniform)]
+    given: list[tuple[str, np.ndarray, np.ndarray, int]] = []
+    if has_levels(train) and has_levels(test):
+        given.append(
+            (
+                "given level (the data set's)",
+                np.repeat(np.array(train.levels), train.x.shape[1]),
+                np.repeat(np.array(test.levels), R),
+                1,
+            )
+        )
     for name, tr, te, lowest in (
         ("oracle difficulty", oracle_train, oracle_test, 1),
+        *given,
         ("predicted difficulty", pred_train, pred_test, m),
     ):
         curves.append(Curve(name, _bucket_curve(train, test, tr, te, budgets, lowest)))
@@ -850,6 +877,11 @@ def snell_curves(router: RouterModel, train: Table, test: Table) -> list[Curve]:
         auto.append((float(t.mean()), float(a.mean())))
     curves.append(Curve("auto (router per problem)", auto))
     return curves
+
+
+def has_levels(table: Table) -> bool:
+    """Whether every problem of the table has a level from its data set."""
+    return bool(table.levels) and all(v is not None for v in table.levels)
 
 
 def snell_crossfit(table: Table, *, seed: int = 0) -> tuple[list[Curve], list[str]]:

@@ -266,11 +266,11 @@ class ScriptedLM:
             self.in_flight -= req.n
 
     async def _wait(self, seconds: float) -> None:
-        """Simulated network and compute time; a caller that gives up is counted."""
-        if seconds <= 0:
-            return
+        """Simulated network and compute time; a caller that gives up is counted. With none,
+        control still goes back to the event loop once, as a real backend's I/O would give it:
+        a long search on the scripted backend does not starve the server's other requests."""
         try:
-            await asyncio.sleep(seconds)
+            await asyncio.sleep(max(0.0, seconds))
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
@@ -332,7 +332,7 @@ def open_scripted(config: BackendConfig, progress: Progress | None = None) -> La
         n_with_stop=True,
         stream=opts.stream,
     )
-    return ScriptedLM(
+    lm = ScriptedLM(
         pick,
         name=config.model or "scripted",
         latency_s=opts.latency_s,
@@ -341,3 +341,5 @@ def open_scripted(config: BackendConfig, progress: Progress | None = None) -> La
         prefix_cache=opts.prefix_cache,
         capabilities=caps,
     )
+    lm.info = config.priced(lm.info)  # --price and --parameters, as for every backend
+    return lm

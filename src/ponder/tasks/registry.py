@@ -67,6 +67,18 @@ class Field:
         return self.record.get(name)
 
 
+class Split(BaseModel):
+    """A split other than a task's default (test) one: its file, and how to read it when its
+    records are laid out otherwise."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+    file: str
+    loader: Any = None  # Loader; None: the task's own
+    # leave out the problems of the task's test split (same question text): a training share
+    # cut from a larger file that holds the test problems too
+    without_test: bool = False
+
+
 class Task(BaseModel):
     """A problem set: where its file is, what kind of answer it has, how to read a record."""
 
@@ -76,16 +88,19 @@ class Task(BaseModel):
     kind: str
     description: str
     loader: Any  # Loader
-    # other splits than the default (test) one: split name -> file
-    splits: dict[str, str] = {}
+    # other splits than the default (test) one
+    splits: dict[str, Split] = {}
+
+    def split(self, name: str | None = None) -> Split:
+        if name is None or name == "test":
+            return Split(file=self.file)
+        if name not in self.splits:
+            known = ", ".join(["test", *self.splits])
+            raise UsageError(f"task '{self.name}' has no split '{name}' (choose from: {known})")
+        return self.splits[name]
 
     def path(self, split: str | None = None) -> Path:
-        if split is None or split == "test":
-            return data_file(self.file)
-        if split not in self.splits:
-            known = ", ".join(["test", *self.splits])
-            raise UsageError(f"task '{self.name}' has no split '{split}' (choose from: {known})")
-        return data_file(self.splits[split])
+        return data_file(self.split(split).file)
 
     def load(
         self,
@@ -95,14 +110,24 @@ class Task(BaseModel):
         offset: int = 0,
         split: str | None = None,
     ) -> list[Problem]:
-        path = path or self.path(split)
+        """The problems of a split (or of the file at `path`, read as the test split), from
+        the `offset`-th on, at most `limit`."""
+        spec = Split(file=self.file) if path is not None else self.split(split)
+        path = path or data_file(spec.file)
+        loader: Loader = spec.loader or self.loader
+        held_out = {p.question for p in self.load()} if spec.without_test else set()
         out: list[Problem] = []
+        position = -1
         for index, (lineno, record) in enumerate(_records(path)):
-            if index < offset:
-                continue
             if limit is not None and len(out) >= limit:
                 break
-            problem = self.loader(record, index, Field(path, lineno, record))
+            problem = loader(record, index, Field(path, lineno, record)) if held_out else None
+            if problem is not None and problem.question in held_out:
+                continue
+            position += 1
+            if position < offset:
+                continue
+            problem = problem or loader(record, index, Field(path, lineno, record))
             if problem.gold is not None and not problem.gold.strip():
                 continue  # no reference answer to grade against (2 records in gaokao2023en)
             if not problem.id:
@@ -182,13 +207,22 @@ def _question_answer(q: str, a: str, kind: str) -> Loader:
     return load
 
 
-def _boxed_solution(q: str, sol: str) -> Loader:
+def _level(value: Any) -> Any:
+    """MATH's difficulty as a number: 3 for "Level 3" (the full test file), kept as it is
+    otherwise."""
+    if isinstance(value, str) and value.startswith("Level ") and value[6:].isdigit():
+        return int(value[6:])
+    return value
+
+
+def _boxed_solution(q: str, sol: str, *, id_prefix: str | None = None) -> Loader:
     def load(r: dict[str, Any], i: int, f: Field) -> Problem:
         gold = last_boxed(f.text(sol))
         if gold is None:
             raise DataError(f"{f.where}: field '{sol}' has no \\boxed{{}} answer")
-        level = f.opt("level")
-        return Problem(question=f.text(q), gold=gold, kind="math", meta={"level": level})
+        meta = {"level": _level(f.opt("level")), "subject": f.opt("type")}
+        pid = "" if id_prefix is None else f"{id_prefix}/{i}"
+        return Problem(id=pid, question=f.text(q), gold=gold, kind="math", meta=meta)
 
     return load
 
@@ -352,10 +386,15 @@ def _task(
     kind: str,
     description: str,
     loader: Loader,
-    splits: dict[str, str] | None = None,
+    splits: dict[str, str | Split] | None = None,
 ) -> Task:
     return Task(
-        name=name, file=file, kind=kind, description=description, loader=loader, splits=splits or {}
+        name=name,
+        file=file,
+        kind=kind,
+        description=description,
+        loader=loader,
+        splits={k: Split(file=v) if isinstance(v, str) else v for k, v in (splits or {}).items()},
     )
 
 
@@ -377,7 +416,22 @@ for _t in (
         gsm8k,
         {"train": "gsm8k/train.jsonl"},
     ),
-    _task("math500", "math500/test.jsonl", "math", "MATH-500 (Lightman et al.)", math500),
+    _task(
+        "math500",
+        "math500/test.jsonl",
+        "math",
+        "MATH-500 (Lightman et al.; split train: the other 4500 MATH test problems)",
+        math500,
+        # PRM800K's share of MATH test for training: every problem of the full test file
+        # that is not one of the 500 (problems keep the `math` task's ids)
+        {
+            "train": Split(
+                file="math/test.jsonl",
+                loader=_boxed_solution("problem", "solution", id_prefix="math"),
+                without_test=True,
+            )
+        },
+    ),
     _task(
         "math",
         "math/test.jsonl",
