@@ -71,7 +71,12 @@ ApiKeyOpt = Annotated[
 ]
 TimeoutOpt = Annotated[
     float | None,
-    typer.Option("--timeout", min=0.001, help="Seconds per request to a server, probe included"),
+    typer.Option(
+        "--timeout",
+        min=0.001,
+        help="Seconds each attempt of a request to a server may take (a retry gets as long "
+        "again); the capability probe included",
+    ),
 ]
 StrategyOpt = Annotated[
     str, typer.Option("--strategy", "-s", help="A registered strategy (see `ponder strategies`)")
