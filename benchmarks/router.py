@@ -116,10 +116,12 @@ def report(train: Table, test: Table, c, curves, smoke: bool) -> list[str]:  # t
     lines += ["|---|---|---|"]
     lines += [f"| {k} | {100 * a:.1f}% | {t:,.0f} |" for k, (a, t) in c.fixed.items()]
     lines += ["", "Snell's figure (allocation.png), at each uniform vote@k budget:", ""]
-    lines += ["| budget of | " + " | ".join(cu.name for cu in curves[:3]) + " |"]
-    lines += ["|---" * 4 + "|"]
+    # every allocation by budget (the router's own curve is over prices: in the figure only)
+    by_budget = [cu for cu in curves if not cu.name.startswith("auto")]
+    lines += ["| budget of | " + " | ".join(cu.name for cu in by_budget) + " |"]
+    lines += ["|---" * (1 + len(by_budget)) + "|"]
     for k in range(test.pool_size):
-        cells = [f"{100 * cu.points[k][1]:.1f}% @ {cu.points[k][0]:,.0f}" for cu in curves[:3]]
+        cells = [f"{100 * cu.points[k][1]:.1f}% @ {cu.points[k][0]:,.0f}" for cu in by_budget]
         lines.append(f"| vote@{k + 1} | " + " | ".join(cells) + " |")
     return lines
 

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -409,19 +410,24 @@ async def test_bench_runs_auto_per_problem_and_refuses_its_training_problems(
         prepare_sweep(sweep, tmp_path)
 
 
-def test_snells_figure_allocates_by_the_data_sets_own_levels_where_it_has_them(
-    stores: tuple[Path, Path], tmp_path: Path
-) -> None:
-    """MATH-style levels (here the world's kind: easy 1, contested 3, hopeless 5) become a
-    curve of their own; a set without levels draws none."""
-    from ponder.bench.analysis import load_groups
-    from ponder.bench.router import has_levels, pool_table, snell_crossfit
-
+@pytest.fixture(scope="module")
+def leveled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pool whose problems carry MATH-style levels (the world's kind: easy 1, contested 3,
+    hopeless 5)."""
     items = world.problems(60)
     for p in items:
         kind = p.question.split("(", 1)[1].split(")", 1)[0]
         p.meta["level"] = {"easy": 1, "contested": 3, "hopeless": 5}[kind]
-    leveled = asyncio.run(world.pool_store(tmp_path / "levels.sqlite", items))
+    path = tmp_path_factory.mktemp("levels") / "levels.sqlite"
+    return asyncio.run(world.pool_store(path, items))
+
+
+def test_snells_figure_allocates_by_the_data_sets_own_levels_where_it_has_them(
+    stores: tuple[Path, Path], leveled: Path
+) -> None:
+    """The data set's levels become a curve of their own; a set without levels draws none."""
+    from ponder.bench.analysis import load_groups
+    from ponder.bench.router import has_levels, pool_table, snell_crossfit
 
     def figure(path: Path) -> dict[str, list[tuple[float, float]]]:
         store = Store(path, create=False)
@@ -443,3 +449,31 @@ def test_snells_figure_allocates_by_the_data_sets_own_levels_where_it_has_them(
     # the contested ones: vote@12's accuracy everywhere at about half its tokens
     t12, a12 = uniform[11]
     assert min(t for t, a in level if a >= a12) <= 0.6 * t12
+
+
+def test_stored_levels_read_as_numbers() -> None:
+    from ponder.bench.router import _int_or_none
+
+    assert [_int_or_none(v) for v in ("3", "Level 5", None, "Level ?", "hard")] == [
+        3, 5, None, None, None,
+    ]  # fmt: skip
+
+
+def test_the_router_benchmark_tables_every_allocation(leveled: Path, tmp_path: Path) -> None:
+    """benchmarks/router.py's Snell table: uniform, oracle, the set's levels and predicted."""
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "router.py"
+    out = tmp_path / "out"
+    r = subprocess.run(
+        [sys.executable, str(bench), "--split-halves", str(leveled), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    text = (out / "router.md").read_text()
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("| budget of |"))
+    header = lines[at]
+    for name in ("uniform", "oracle difficulty", "given level", "predicted difficulty"):
+        assert name in header
+    assert all(line.count("|") == header.count("|") for line in lines[at + 1 : at + 18])

@@ -235,3 +235,12 @@ def test_math500_train_on_the_real_files() -> None:
     test = {p.question for p in task.load()}
     assert len(train) == 4500 and test.isdisjoint(p.question for p in train)
     assert {p.meta["level"] for p in train} == {1, 2, 3, 4, 5}
+
+
+def test_a_plugin_task_names_its_splits_by_file() -> None:
+    """As docs/plugins.md shows it: `splits` maps a split to a file name."""
+    from ponder.tasks.registry import Split, Task, gsm8k
+
+    t = Task(name="x", file="x/t.jsonl", kind="number", description="", loader=gsm8k,
+             splits={"train": "x/train.jsonl"})  # fmt: skip
+    assert t.split("train") == Split(file="x/train.jsonl") and t.split().file == "x/t.jsonl"

@@ -411,11 +411,12 @@ def _pool_table(
 
 
 def _int_or_none(text: str | None) -> int | None:
-    """A stored level as a number ("3"), or None (none stored, or not a number)."""
-    try:
-        return None if text is None else int(text)
-    except ValueError:
+    """A stored level as a number ("3", or "Level 3" as stores of MATH before 2026-12-06
+    kept it), or None (none stored, or not a number)."""
+    if text is None:
         return None
+    text = text.removeprefix("Level ").strip()
+    return int(text) if text.isdigit() else None
 
 
 def _direct_outcomes(store: Store, d: Group) -> tuple[dict[int, float], dict[int, float]]:

@@ -267,8 +267,8 @@ class ScriptedLM:
 
     async def _wait(self, seconds: float) -> None:
         """Simulated network and compute time; a caller that gives up is counted. With none,
-        control still goes back to the event loop once, as a real backend's I/O would give it:
-        a long search on the scripted backend does not starve the server's other requests."""
+        control still goes back to the event loop, as a real backend's I/O would give it: a
+        long search on the scripted backend does not starve the server's other requests."""
         try:
             await asyncio.sleep(max(0.0, seconds))
         except asyncio.CancelledError:

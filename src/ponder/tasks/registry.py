@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from ponder.answers import equivalent, extract, gsm8k_gold, last_boxed
 from ponder.errors import DataError, UsageError
@@ -88,8 +88,15 @@ class Task(BaseModel):
     kind: str
     description: str
     loader: Any  # Loader
-    # other splits than the default (test) one
+    # other splits than the default (test) one: a file name, or a Split
     splits: dict[str, Split] = {}
+
+    @field_validator("splits", mode="before")
+    @classmethod
+    def _files_are_splits(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: Split(file=v) if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
     def split(self, name: str | None = None) -> Split:
         if name is None or name == "test":
@@ -394,7 +401,7 @@ def _task(
         kind=kind,
         description=description,
         loader=loader,
-        splits={k: Split(file=v) if isinstance(v, str) else v for k, v in (splits or {}).items()},
+        splits=splits or {},
     )
 
 
