@@ -14,6 +14,9 @@ replayed on that pool (the offline prediction checked against the live run).
         --train benchmarks/reports/gsm8k-train-pool16.sqlite \
         --test benchmarks/reports/gsm8k-pool16.sqlite
 
+    # waves against rolling (the next sample started as one finishes), replayed on a pool
+    .venv/bin/python benchmarks/adaptive.py rolling --pool benchmarks/reports/gsm8k-pool16.sqlite
+
 Resumable: the store keeps every finished unit, and a run already complete is not run again
 (its wall time is then the one it was measured at).
 """
@@ -31,6 +34,8 @@ from ponder.bench.harness import Harness, plan
 from ponder.bench.store import Store
 from ponder.bench.sweep import model_sha256
 from ponder.bench.tuning import TOLERANCE, tune_selection, tune_stopping
+from ponder.consensus import ESC, BetaStop, Observation
+from ponder.consensus.replay import expected
 from ponder.lm import BackendConfig
 from ponder.plugins import parse_options
 from ponder.runtime.engine import Engine
@@ -209,6 +214,55 @@ def tune(args: argparse.Namespace) -> None:
     test_store.close()
 
 
+def rolling(args: argparse.Namespace) -> None:
+    """Waves against rolling, replayed on a stored pool: tokens and a problem's latency."""
+    store = Store(args.pool, create=False)
+    g = reasoning_pool(store)
+    pool = load_signals(store, g)
+    n = args.n or int(g.sizes.max())
+    rows = [r for r in range(len(g.pids)) if g.sizes[r] >= n]
+    rules = {
+        "beta (0.95, at least 2)": BetaStop(),
+        "beta (0.6, at least 2)": BetaStop(threshold=0.6, min_samples=2),
+        "esc (3 in a row)": ESC(window=3),
+    }
+    print(
+        f"{len(rows)} problems with {n} samples ({args.pool}); each replayed in {args.orders} "
+        "orders; latency: the steps (tokens written one after another) until the rule stopped, "
+        "every sample writing one token per step.\n"
+    )
+    print(
+        "| rule | wave | tokens: waves | rolling | latency: waves | rolling "
+        "| accuracy: waves | rolling |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for label, rule in rules.items():
+        for wave in args.waves:
+            got = {}
+            for mode in (False, True):
+                tok = lat = acc = 0.0
+                for r in rows:
+                    right = {
+                        int(c)
+                        for c, ok in zip(g.classes[r, :n], g.correct[r, :n], strict=True)
+                        if ok
+                    }
+                    obs = [
+                        Observation(None if g.classes[r, j] < 0 else int(g.classes[r, j]),
+                                    int(pool.completion[r, j]))
+                        for j in range(n)
+                    ]  # fmt: skip
+                    e = expected(rule, obs, n, wave, args.orders, int(g.pids[r]), rolling=mode)
+                    tok, lat, acc = tok + e.tokens, lat + e.steps, acc + e.accuracy(right)
+                got[mode] = (tok / len(rows), lat / len(rows), acc / len(rows))
+            (tw, lw, aw), (tr, lr, ar) = got[False], got[True]
+            print(
+                f"| {label} | {wave} | {tw:,.0f} | {tr:,.0f} ({tr / tw - 1:+.1%}) | {lw:,.0f} "
+                f"| {lr:,.0f} ({lr / lw - 1:+.1%}) | {100 * aw:.1f}% | {100 * ar:.1f}% |"
+            )
+    store.close()
+
+
 def main() -> None:
     tune_gc()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -237,8 +291,15 @@ def main() -> None:
     tn.add_argument("--test", type=Path, required=True, help="a store with a test pool")
     tn.add_argument("--n", type=int, default=None, help="the budget [the smaller pool's size]")
     tn.add_argument("--tolerance", type=float, default=TOLERANCE)
+    ro = sub.add_parser("rolling", help="waves against rolling, replayed on a stored pool")
+    ro.add_argument("--pool", type=Path, required=True, help="a store with a pool")
+    ro.add_argument("--n", type=int, default=None, help="the budget [the pool's size]")
+    ro.add_argument("--waves", type=int, nargs="+", default=[2, 4])
+    ro.add_argument("--orders", type=int, default=8)
     args = ap.parse_args()
-    if args.command == "live":
+    if args.command == "rolling":
+        rolling(args)
+    elif args.command == "live":
         asyncio.run(live(args))
     elif args.command == "tune":
         tune(args)

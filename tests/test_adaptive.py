@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -219,3 +220,76 @@ async def test_idle_slots_are_those_no_request_holds_or_waits_for() -> None:
     assert scheduler.idle_slots(lm) == 0  # a request waits: its claim comes first
     units.release(2)
     await waiter
+
+
+@pytest.mark.parametrize("rolling", [False, True])
+async def test_rolling_launches_the_next_sample_as_one_finishes(rolling: bool) -> None:
+    """ESC (2 in a row), 2 running: the first sample is long and wrong, the others short and
+    right. In waves the short one waits for the long one, and the next wave is needed; rolling,
+    the next sample starts at once, the two short ones settle it and the long one is cut."""
+    calls = iter(range(100))
+
+    def reply(req: GenRequest, i: int, rng: random.Random) -> str:
+        if next(calls) == 0:
+            return " ".join(["step"] * 300) + " \\boxed{7}"
+        return "step \\boxed{42}"
+
+    eng, lm = engine(reply, decode_s=0.001, token_logprobs=sure)
+    r = await eng.solve(
+        PROBLEM, "adaptive", n=8, seed=2, rule="esc", window=2, wave=2, fill=False,
+        rolling=rolling,
+    )  # fmt: skip
+    assert r.answer == "42"
+    if rolling:
+        assert len(lm.calls) == 3 and r.info["samples"] == 2 and r.info["cut"] == 1
+    else:
+        assert len(lm.calls) == 4 and r.info["samples"] == 4 and r.info["cut"] == 0
+    assert lm.max_in_flight == 2
+    charged = sum(c.completion_tokens for c in r.candidates)
+    assert r.total.completion_tokens == lm.streamed == charged
+
+
+async def test_rolling_live_matches_its_replay_on_the_same_samples() -> None:
+    """Equal-length samples finish in launch order: the live rolling strategy and the rolling
+    replay decide the same, launch the same samples and charge the same tokens."""
+
+    def reply(req: GenRequest, i: int, rng: random.Random) -> str:
+        return f"so it is \\boxed{{{rng.choice([42, 42, 42, 7])}}}"
+
+    for seed in range(8):
+        eng, lm = engine(reply)
+        r = await eng.solve(
+            PROBLEM, "adaptive", n=12, seed=seed, rule="beta", wave=3, fill=False, rolling=True
+        )
+        pool = []
+        for req in lm.calls:
+            text = reply(req, 0, lm._rng(req, 0))
+            pool.append(Observation(0 if "{42}" in text else 1, count_tokens(text)))
+        # padded to the budget: samples the live run never launched, which the replay must
+        # not launch either
+        pool += [Observation(1, 5)] * (12 - len(pool))
+        out = replay(BetaStop(), pool, 12, 3, rolling=True)
+        assert out.samples == len(lm.calls)
+        assert out.tokens == r.total.completion_tokens
+        assert (out.answer == 0) == (r.answer == "42")
+
+
+def test_the_rolling_benchmark_replays_a_stored_pool(tmp_path: Path) -> None:
+    """benchmarks/adaptive.py rolling: waves against rolling on a pool, no model."""
+    import subprocess
+    import sys
+
+    import router_world as world
+
+    store = asyncio.run(world.pool_store(tmp_path / "pool.sqlite", world.problems(6), n=8))
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "adaptive.py"
+    r = subprocess.run(
+        [sys.executable, str(script), "rolling", "--pool", str(store), "--orders", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("6 problems with 8 samples")
+    rows = [line for line in r.stdout.splitlines() if line.startswith(("| beta", "| esc"))]
+    assert len(rows) == 6 and all(line.count("%") == 4 for line in rows)

@@ -434,6 +434,34 @@ def test_replay_hand_made_pool() -> None:
         replay(BetaStop(), POOL, 7, 1)
 
 
+def test_rolling_replay_hand_made_pool() -> None:
+    # ESC, 2 in a row, 2 running. Rolling: samples 0 (10 tokens) and 1 (30) start at step 0;
+    # 0 ends at 10 (answer 0), sample 2 (12) starts and ends at 22 (answer 0): two in a row,
+    # stop; sample 1 has run 22 steps. In waves: 0 and 1 end (0, 1), then 2 and 3 (0, 0).
+    pool = [Observation(a, t) for a, t in [(0, 10), (1, 30), (0, 12), (0, 5)]]
+    rolling = replay(ESC(window=2), pool, 4, 2, rolling=True)
+    assert (rolling.samples, rolling.tokens, rolling.answer) == (3, 10 + 12 + 22, 0)
+    assert rolling.steps == 22
+    full = replay(ESC(window=2), pool, 4, 2, "full", rolling=True)
+    none = replay(ESC(window=2), pool, 4, 2, "none", rolling=True)
+    assert (full.tokens, none.tokens) == (10 + 12 + 30, 10 + 12)
+    waves = replay(ESC(window=2), pool, 4, 2)
+    assert (waves.samples, waves.tokens, waves.answer) == (4, 57, 0)
+    assert waves.steps == 30 + 12  # the first wave waits for its 30-token sample
+    # with one running, rolling and waves are the same thing
+    for rule in (ESC(window=2), Agreement(), BetaStop(threshold=0.85)):
+        assert replay(rule, POOL, 6, 1, rolling=True) == replay(rule, POOL, 6, 1)
+
+
+def test_next_wave_tops_up_what_is_running() -> None:
+    rule = BetaStop(min_samples=4)
+    assert rule.next_wave([], 16, 2) == 4  # the first wave: at least the rule's minimum
+    assert rule.next_wave(obs(1), 16, 2, in_flight=3) == 0  # more running than the slots
+    assert rule.next_wave(obs(1, 1), 16, 4, in_flight=1) == 3
+    assert rule.next_wave(obs(*[1] * 14), 16, 4, in_flight=1) == 1  # what the budget leaves
+    assert rule.next_wave([], 16, 2, in_flight=2) == 0  # a first wave already running
+
+
 def test_expected_averages_over_seeded_orders() -> None:
     one = expected(Agreement(), POOL, 6, 2, orders=1, seed=0)
     assert (one.samples, one.tokens, one.answers) == (4.0, 100.0, (0,))
@@ -484,20 +512,27 @@ def test_replay_stays_within_budget_and_pool(
 ) -> None:
     budget = data.draw(st.integers(1, len(pool)))
     slots = data.draw(st.integers(1, 8))
-    full = replay(rule, pool, budget, slots, charge_cancelled="full")
-    elapsed = replay(rule, pool, budget, slots)
-    none = replay(rule, pool, budget, slots, charge_cancelled="none")
+    rolling = data.draw(st.booleans())
+    full = replay(rule, pool, budget, slots, charge_cancelled="full", rolling=rolling)
+    elapsed = replay(rule, pool, budget, slots, rolling=rolling)
+    none = replay(rule, pool, budget, slots, charge_cancelled="none", rolling=rolling)
     assert min(budget, rule.min_samples) <= full.samples <= budget
     assert (
         none.tokens <= elapsed.tokens <= full.tokens == sum(o.tokens for o in pool[: full.samples])
     )
     assert full.tokens <= sum(o.tokens for o in pool)
     assert full.decision.stop and full.answer == full.decision.leader
+    # a problem's latency: never longer than its samples written one after another
+    assert 0 <= elapsed.steps <= full.tokens
     # every wave, from any point, stays within what the budget leaves
     for done in range(budget + 1):
         wave = rule.next_wave(pool[:done], budget, slots)
         assert 0 <= wave <= budget - done and wave <= max(slots, rule.min_samples)
         assert wave > 0 or done == budget
+        running = data.draw(st.integers(0, budget - done))
+        more = rule.next_wave(pool[:done], budget, slots, in_flight=running)
+        assert 0 <= more <= budget - done - running
+        assert more == 0 or running + more <= max(slots, rule.min_samples)
 
 
 @settings(max_examples=60)

@@ -276,8 +276,10 @@ def replay_rule(
     wave: int = WAVE,
     orders: int = ORDERS,
     resamples: int = 2000,
+    rolling: bool = False,
 ) -> Replayed:
-    """One stopping rule replayed on every problem with a pool of at least `n` samples."""
+    """One stopping rule replayed on every problem with a pool of at least `n` samples (in
+    waves, or rolling: ponder.consensus.replay)."""
     g = pool.group
 
     def one(r: int, right: set[int]) -> tuple[float, float, float]:
@@ -287,7 +289,7 @@ def replay_rule(
             )
             for j in range(int(g.sizes[r]))
         ]
-        got = expected(rule, obs, n, wave, orders, seed=int(g.pids[r]))
+        got = expected(rule, obs, n, wave, orders, seed=int(g.pids[r]), rolling=rolling)
         return got.accuracy(right), got.samples, got.tokens
 
     return _replay_each(pool, label, n, resamples, one)

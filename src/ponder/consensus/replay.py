@@ -7,10 +7,16 @@ start together and write at the same pace, so they finish in order of length, an
 asked after each. When it stops, the wave's other samples are stopped too, having written as
 many tokens as the sample that settled it ("elapsed", the default; "full" and "none" bound it
 from above and below).
+
+Rolling (`rolling=True`, the live strategy's `rolling`): the next sample starts the moment one
+finishes, so up to `wave` run at all times; every sample writes one token per step from its
+own start, and finishes in order of its end (start + length). When the rule stops, each
+sample still running has written the steps since its start.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -31,6 +37,7 @@ class ReplayOutcome:
     tokens: int  # completion tokens charged
     answer: int | None  # the rule's leader when it stopped (weighted for WeightedConsensus)
     decision: Decision  # the decision that stopped it
+    steps: int  # when it stopped, in tokens written by one sample (its latency at equal pace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,7 @@ class ExpectedOutcome:
     samples: float  # mean samples launched over the orders
     tokens: float  # mean tokens charged
     answers: tuple[int | None, ...]  # the answer of each order
+    steps: float  # mean latency in steps
 
     def accuracy(self, correct: Collection[int]) -> float:
         """The share of orders answered with a correct class."""
@@ -51,13 +59,14 @@ def _check(pool_size: int, budget: int, slots: int) -> None:
         raise UsageError(f"a pool of {pool_size} samples cannot replay a budget of {budget}")
 
 
-def _charge(rest: Sequence[int], elapsed: int, how: CancelCharge) -> int:
-    """What samples cut short when another's finish settled the answer had cost by then."""
+def _charge(rest: Sequence[tuple[int, int]], how: CancelCharge) -> int:
+    """What samples cut short when another's finish settled the answer had cost by then
+    (`rest`: each one's length and the steps it had run)."""
     if how == "full":
-        return sum(rest)
+        return sum(t for t, _ in rest)
     if how == "none":
         return 0
-    return sum(min(t, elapsed) for t in rest)
+    return sum(min(t, ran) for t, ran in rest)
 
 
 def replay(
@@ -66,12 +75,17 @@ def replay(
     budget: int,
     wave: int,
     charge_cancelled: CancelCharge = "elapsed",
+    *,
+    rolling: bool = False,
 ) -> ReplayOutcome:
     """`rule` run as the live strategy runs it (ponder.search.adaptive) on `pool`, in its
-    order, with waves of at most `wave` samples and a budget."""
+    order, with waves of at most `wave` samples (rolling: at most `wave` running) and a
+    budget."""
     _check(len(pool), budget, wave)
+    if rolling:
+        return _replay_rolling(rule, pool, budget, wave, charge_cancelled)
     finished: list[Observation] = []
-    tokens = launched = 0
+    tokens = launched = clock = 0  # clock: the steps the waves before this one took
     while True:
         size = rule.next_wave(finished, budget, wave)
         batch = pool[launched : launched + size]
@@ -85,9 +99,37 @@ def replay(
             tokens += sample.tokens
             decision = rule.decide(finished, budget)
             if decision.stop:
-                rest = [batch[r].tokens for r in order[j + 1 :]]
-                tokens += _charge(rest, sample.tokens, charge_cancelled)
-                return ReplayOutcome(launched, tokens, decision.leader, decision)
+                rest = [(batch[r].tokens, sample.tokens) for r in order[j + 1 :]]
+                tokens += _charge(rest, charge_cancelled)
+                steps = clock + sample.tokens
+                return ReplayOutcome(launched, tokens, decision.leader, decision, steps)
+        clock += max(o.tokens for o in batch)  # a wave ends with its longest sample
+
+
+def _replay_rolling(
+    rule: StoppingRule,
+    pool: Sequence[Observation],
+    budget: int,
+    wave: int,
+    charge_cancelled: CancelCharge,
+) -> ReplayOutcome:
+    finished: list[Observation] = []
+    running: list[tuple[int, int, int]] = []  # (end step, launch order, start step)
+    tokens = launched = now = 0
+    while True:
+        for _ in range(rule.next_wave(finished, budget, wave, in_flight=len(running))):
+            heapq.heappush(running, (now + pool[launched].tokens, launched, now))
+            launched += 1
+        if not running:  # cannot happen: decide stops at the budget
+            raise AssertionError(f"{rule.name} launched nothing before its budget")
+        now, i, _ = heapq.heappop(running)
+        finished.append(pool[i])
+        tokens += pool[i].tokens
+        decision = rule.decide(finished, budget)
+        if decision.stop:
+            rest = [(pool[j].tokens, now - start) for _, j, start in running]
+            tokens += _charge(rest, charge_cancelled)
+            return ReplayOutcome(launched, tokens, decision.leader, decision, now)
 
 
 def expected(
@@ -98,6 +140,8 @@ def expected(
     orders: int,
     seed: int,
     charge_cancelled: CancelCharge = "elapsed",
+    *,
+    rolling: bool = False,
 ) -> ExpectedOutcome:
     """The mean of `replay` over the stored order and `orders − 1` seeded permutations of it.
 
@@ -107,15 +151,16 @@ def expected(
     if orders < 1:
         raise UsageError(f"orders must be at least 1 (got {orders})")
     rng = np.random.default_rng(seed)
-    runs = [replay(rule, pool, budget, wave, charge_cancelled)]
+    runs = [replay(rule, pool, budget, wave, charge_cancelled, rolling=rolling)]
     for _ in range(orders - 1):
         order = rng.permutation(len(pool))
         shuffled = [pool[int(i)] for i in order]
-        runs.append(replay(rule, shuffled, budget, wave, charge_cancelled))
+        runs.append(replay(rule, shuffled, budget, wave, charge_cancelled, rolling=rolling))
     return ExpectedOutcome(
         samples=sum(r.samples for r in runs) / orders,
         tokens=sum(r.tokens for r in runs) / orders,
         answers=tuple(r.answer for r in runs),
+        steps=sum(r.steps for r in runs) / orders,
     )
 
 
@@ -182,7 +227,7 @@ def deepconf_online(
                 continue
             vote.offer(batch[i].answer, batch[i].tokens, batch[i].confidence)
             if vote.settled():
-                rest = [ends[r] for r in order[j + 1 :]]
-                tokens += _charge(rest, ends[i], charge_cancelled)
+                rest = [(ends[r], ends[i]) for r in order[j + 1 :]]
+                tokens += _charge(rest, charge_cancelled)
                 break
     return OnlineOutcome(launched, tokens, vote.answer(), stopped, threshold, reason)

@@ -90,16 +90,19 @@ class StoppingRule(BaseModel):
     ) -> tuple[bool, str]:
         """The rule's own test, once `min_samples` have finished and budget is left."""
 
-    def next_wave(self, observations: Sequence[Observation], budget: int, slots: int) -> int:
-        """How many samples to launch now, with `observations` finished and none in flight.
+    def next_wave(
+        self, observations: Sequence[Observation], budget: int, slots: int, in_flight: int = 0
+    ) -> int:
+        """How many samples to launch now, with `observations` finished and `in_flight` still
+        running (0 between waves; rolling, the ones launched earlier and not yet finished).
 
         The first wave fills the backend's `slots` (at least `min_samples`, since no rule can
-        stop before those): a slot left idle saves no wall time. Later waves launch what the
-        slots hold, and never more than the budget leaves."""
-        left = budget - len(observations)
-        if not observations:
+        stop before those): a slot left idle saves no wall time. Later launches top the
+        samples running up to what the slots hold, and never exceed what the budget leaves."""
+        left = budget - len(observations) - in_flight
+        if not observations and not in_flight:
             return max(0, min(left, max(self.min_samples, slots)))
-        return max(0, min(slots, left))
+        return max(0, min(slots - in_flight, left))
 
 
 class ESC(StoppingRule):

@@ -16,13 +16,16 @@ share, or DeepConf's confidence-weighted consensus.
                 stop the wave's other samples (they stop at their next token, charged so far)
     answer ← the rule's leader
 
+With `rolling`, a problem does not wait for its whole wave: the next sample starts as soon as
+one finishes (at most w running), so no slot waits on a wave's slowest sample.
+
 Many problems run at once (a bench, a server), so a wave of w < slots keeps the backend full
 while each problem stops early; the slots a settled problem frees go to those still open: with
 `fill`, a later wave widens to the slots idle when no request waits (the end of a workload,
 when few problems are left open). The rule is a pure function of the finished samples, so
 `ponder.consensus.replay` prices the same rule on a stored pool exactly for fixed waves (with
 `fill`, a widened wave can only cut more samples short, so the replay is a lower bound on
-tokens there).
+tokens there), and rolling under equal pace (every sample writes a token per step).
 """
 
 from __future__ import annotations
@@ -92,6 +95,11 @@ class Adaptive(Strategy):
     wave: int = Field(
         default=4, ge=1, description="samples of one problem launched at once (a wave)"
     )
+    rolling: bool = Field(
+        default=False,
+        description="launch a problem's next sample as soon as one finishes (at most `wave` "
+        "running) instead of waiting for the whole wave",
+    )
     fill: bool = Field(
         default=True,
         description="a later wave also takes the backend's idle slots (when no request "
@@ -130,6 +138,7 @@ class Adaptive(Strategy):
             fill=self.fill,
             temperature=self.temperature,
             probe=probe,
+            rolling=self.rolling,
         )
         answer = None
         if run.decision is not None and run.decision.leader is not None:
@@ -196,14 +205,18 @@ async def sample_until(
     fill: bool,
     temperature: float,
     probe: Sequence[Candidate] = (),
+    rolling: bool = False,
 ) -> Sampled:
     """Samples of `problem` in waves until `rule` stops (the loop in the module docstring);
-    `observe` turns the finished samples into what the rule reads."""
+    `observe` turns the finished samples into what the rule reads. Rolling, the next sample
+    starts as soon as one finishes (at most `wave` running) instead of after the whole wave."""
     sampler = WaveSampler(ctx, problem, temperature)
     finished: list[Candidate] = list(probe)
     decision: Decision | None = None
     if finished:
         decision = rule.decide(observe(finished), n)
+    if rolling:
+        return await _rolling(ctx, rule, observe, sampler, finished, decision, n, wave, fill)
     stopped: str | None = None
     while decision is None or not decision.stop:
         width = wave
@@ -225,6 +238,55 @@ async def sample_until(
         if sampler.short:
             stopped = "budget"
             break
+    return Sampled(finished, decision, sampler, stopped)
+
+
+async def _rolling(
+    ctx: Context,
+    rule: StoppingRule,
+    observe: Callable[[list[Candidate]], list[Observation]],
+    sampler: WaveSampler,
+    finished: list[Candidate],
+    decision: Decision | None,
+    n: int,
+    wave: int,
+    fill: bool,
+) -> Sampled:
+    """Rolling sampling, the next sample launched as soon as one finishes:
+
+    running ← the rule's first wave
+    as each sample finishes:
+        finished += it (unless cut short or late)
+        if rule.decide(finished, n) says stop: stop the others (next token, charged)
+        else: launch rule.next_wave(finished, n, w, in_flight=|running|) more
+    """
+    running: set[asyncio.Task[Candidate]] = set()
+    launch_order: dict[asyncio.Task[Candidate], int] = {}
+    stopped: str | None = None
+    while decision is None or not decision.stop or running:
+        if not sampler.settled and stopped is None:
+            width = wave
+            if fill and finished:
+                width = max(width, len(running) + ctx.idle_slots())
+            size = rule.next_wave(observe(finished), n, width, in_flight=len(running))
+            launched = sampler.launch(size) if size else []
+            if len(launched) < size:
+                stopped = "budget"
+            for task in launched:
+                launch_order[task] = len(launch_order)
+            running.update(launched)
+        if not running:
+            break
+        done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        for task in sorted(done, key=launch_order.__getitem__):  # ties: in launch order
+            cand = task.result()
+            if not sampler.counts(cand):
+                continue
+            finished.append(cand)
+            decision = rule.decide(observe(finished), n)
+            ctx.report("sample", answer=cand.answer, reason=decision.reason)
+            if decision.stop:
+                sampler.settle()
     return Sampled(finished, decision, sampler, stopped)
 
 
@@ -267,11 +329,17 @@ class WaveSampler:
         was settled: charged (kept in `cut` or `late`), not voting."""
         for done in asyncio.as_completed(wave):
             cand = await done
-            if self.settled or cand.finish_reason == "stopped":
-                if cand.finish_reason != "stopped":
-                    self.late.append(cand)
-                continue
-            yield cand
+            if self.counts(cand):
+                yield cand
+
+    def counts(self, cand: Candidate) -> bool:
+        """Whether a finished sample votes: not one stopped midway (kept in `cut`) nor one
+        written after the answer was settled (kept in `late`)."""
+        if self.settled or cand.finish_reason == "stopped":
+            if cand.finish_reason != "stopped":
+                self.late.append(cand)
+            return False
+        return True
 
     def watch(self) -> Watch:
         extra = self.extra_watch() if self.extra_watch is not None else None
