@@ -14,6 +14,10 @@ replayed on that pool (the offline prediction checked against the live run).
         --train benchmarks/reports/gsm8k-train-pool16.sqlite \
         --test benchmarks/reports/gsm8k-pool16.sqlite
 
+    # a pool of TIR samples at every k, and stopping rules replayed on it, against the CoT
+    # pool's majority@16 on the same problems
+    .venv/bin/python benchmarks/adaptive.py against --pool benchmarks/reports/gsm8k-pool16.sqlite
+
     # waves against rolling (the next sample started as one finishes), replayed on a pool
     .venv/bin/python benchmarks/adaptive.py rolling --pool benchmarks/reports/gsm8k-pool16.sqlite
 
@@ -28,8 +32,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ponder.bench.analysis import Group, load_groups, points
 from ponder.bench.confidence import STOPPING, load_signals, paired, replay_points
+from ponder.bench.estimators import Pools, bootstrap_mean_ci, majority_at
 from ponder.bench.harness import Harness, plan
 from ponder.bench.store import Store
 from ponder.bench.sweep import model_sha256
@@ -263,6 +270,77 @@ def rolling(args: argparse.Namespace) -> None:
     store.close()
 
 
+def against(args: argparse.Namespace) -> None:
+    """Another pool of the same problems (e.g. TIR samples) at every k, and the stopping rules
+    with their default settings replayed on it, against the chain-of-thought pool's
+    majority@n: accuracy, generated tokens, paired difference."""
+    store = Store(args.pool, create=False)
+    ref = reasoning_pool(store)
+    others = [
+        g
+        for g in load_groups(store)
+        if g.kind == "pool"
+        and g.config.get("unit", {}).get("answer_with", "reasoning") == args.answer_with
+    ]
+    if not others:
+        raise SystemExit(f"error: {args.pool} holds no pool of --answer-with {args.answer_with}")
+    other = max(others, key=lambda g: len(g.pids))
+    n, m = int(ref.sizes.max()), int(other.sizes.max())
+    ref_rows = {int(p): r for r, p in enumerate(ref.pids) if ref.sizes[r] >= n}
+    other_rows = {int(p): r for r, p in enumerate(other.pids) if other.sizes[r] >= m}
+    common = sorted(set(ref_rows) & set(other_rows))
+    rr = np.array([ref_rows[p] for p in common])
+    ro = np.array([other_rows[p] for p in common])
+    ref_tokens = load_signals(store, ref).completion[rr, :n].sum(axis=1)
+    other_completion = load_signals(store, other).completion[ro, :m]
+
+    def pools(g: Group, rows: np.ndarray, size: int) -> Pools:
+        return Pools(
+            keys=g.classes[rows, :size],
+            scores=g.scores[rows, :size],
+            correct=g.correct[rows, :size],
+            sizes=np.full(len(rows), size),
+        )
+
+    base = majority_at(pools(ref, rr, n), n)
+    print(
+        f"{len(common)} problems with {n} {ref.label} samples and {m} {other.label} samples "
+        f"({args.pool}). Reference: majority@{n} of the first, {100 * base.mean():.1f}% at "
+        f"{ref_tokens.mean():,.0f} generated tokens a problem. Votes are the mean over "
+        f"k-subsets; stopping rules (default settings) replayed in {args.orders} orders.\n"
+    )
+    print(f"| method | accuracy | generated tokens | × majority@{n} | Δ [95% paired CI] |")
+    print("|---|---|---|---|---|")
+
+    def row(label: str, acc: np.ndarray, tokens: np.ndarray) -> None:
+        d, lo, hi = bootstrap_mean_ci(acc - base)
+        print(
+            f"| {label} | {100 * acc.mean():.1f}% | {tokens.mean():,.0f} "
+            f"| {tokens.mean() / ref_tokens.mean():.2f} | {100 * d:+.1f} [{100 * lo:+.1f}, "
+            f"{100 * hi:+.1f}] |"
+        )
+
+    other_pools = pools(other, ro, m)
+    for k in range(1, m + 1):
+        row(f"{other.label} vote@{k}", majority_at(other_pools, k), k * other_completion.mean(1))
+    for label, rule in STOPPING[:3]:
+        for wave in (2, 4):
+            acc, tokens = [], []
+            for i, r in enumerate(ro):
+                right = {int(c) for c, ok in zip(other.classes[r, :m], other.correct[r, :m],
+                                                  strict=True) if ok}  # fmt: skip
+                obs = [
+                    Observation(None if other.classes[r, j] < 0 else int(other.classes[r, j]),
+                                int(other_completion[i, j]))
+                    for j in range(m)
+                ]  # fmt: skip
+                e = expected(rule, obs, m, wave, args.orders, seed=int(other.pids[r]))
+                acc.append(e.accuracy(right))
+                tokens.append(e.tokens)
+            row(f"{other.label} {label}@{m}, waves of {wave}", np.array(acc), np.array(tokens))
+    store.close()
+
+
 def main() -> None:
     tune_gc()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -296,8 +374,14 @@ def main() -> None:
     ro.add_argument("--n", type=int, default=None, help="the budget [the pool's size]")
     ro.add_argument("--waves", type=int, nargs="+", default=[2, 4])
     ro.add_argument("--orders", type=int, default=8)
+    ag = sub.add_parser("against", help="another pool's votes and stopping vs CoT majority@n")
+    ag.add_argument("--pool", type=Path, required=True, help="a store with both pools")
+    ag.add_argument("--answer-with", default="tir", help="the other pool's answer mode")
+    ag.add_argument("--orders", type=int, default=16)
     args = ap.parse_args()
-    if args.command == "rolling":
+    if args.command == "against":
+        against(args)
+    elif args.command == "rolling":
         rolling(args)
     elif args.command == "live":
         asyncio.run(live(args))

@@ -293,3 +293,27 @@ def test_the_rolling_benchmark_replays_a_stored_pool(tmp_path: Path) -> None:
     assert r.stdout.startswith("6 problems with 8 samples")
     rows = [line for line in r.stdout.splitlines() if line.startswith(("| beta", "| esc"))]
     assert len(rows) == 6 and all(line.count("%") == 4 for line in rows)
+
+
+def test_the_against_benchmark_compares_pools_paired(tmp_path: Path) -> None:
+    """benchmarks/adaptive.py against: a pool against itself is +0.0 at 1.00x at full size,
+    and below that at fewer samples' tokens."""
+    import subprocess
+    import sys
+
+    import router_world as world
+
+    store = asyncio.run(world.pool_store(tmp_path / "pool.sqlite", world.problems(9), n=6))
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "adaptive.py"
+    r = subprocess.run(
+        [sys.executable, str(script), "against", "--pool", str(store), "--answer-with",
+         "reasoning", "--orders", "2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = {line.split(" | ")[0]: line for line in r.stdout.splitlines() if " vote@" in line}
+    assert len(rows) == 6
+    full = next(line for name, line in rows.items() if name.endswith("vote@6"))
+    assert "| 1.00 | +0.0 [+0.0, +0.0] |" in full
+    one = next(line for name, line in rows.items() if name.endswith("vote@1"))
+    assert "| 0.17 |" in one
