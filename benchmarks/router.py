@@ -117,7 +117,7 @@ def report(train: Table, test: Table, c, curves, smoke: bool) -> list[str]:  # t
     lines += [f"| {k} | {100 * a:.1f}% | {t:,.0f} |" for k, (a, t) in c.fixed.items()]
     lines += ["", "Snell's figure (allocation.png), at each uniform vote@k budget:", ""]
     # every allocation by budget (the router's own curve is over prices: in the figure only)
-    by_budget = [cu for cu in curves if not cu.name.startswith("auto")]
+    by_budget = [cu for cu in curves if cu.over == "budget"]
     lines += ["| budget of | " + " | ".join(cu.name for cu in by_budget) + " |"]
     lines += ["|---" * (1 + len(by_budget)) + "|"]
     for k in range(test.pool_size):

@@ -1111,8 +1111,8 @@ def allocation_sections(
             "|---" * (1 + len(range(1, table.pool_size + 1, 3))) + "|",
         ]
         for c in curves:
-            if c.name.startswith("auto"):
-                continue  # a curve over prices, not budgets: in the figure only
+            if c.over != "budget":
+                continue  # the router's curve over prices: in the figure only
             cells = [
                 f"{100 * c.points[k - 1][1]:.1f}% @ {c.points[k - 1][0]:,.0f}"
                 for k in range(1, table.pool_size + 1, 3)

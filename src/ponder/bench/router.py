@@ -830,6 +830,9 @@ def price_grid(price: float) -> list[float]:
 class Curve:
     name: str
     points: list[tuple[float, float]]  # (generated tokens per problem, accuracy)
+    # "budget": a point per uniform vote@k budget (a table column each); "price": the
+    # router's own points over its price grid (drawn, not tabled)
+    over: str = "budget"
 
 
 def snell_curves(router: RouterModel, train: Table, test: Table) -> list[Curve]:
@@ -876,7 +879,7 @@ def snell_curves(router: RouterModel, train: Table, test: Table) -> list[Curve]:
     for price in price_grid(router.price):
         a, t = routed(router, test, price)
         auto.append((float(t.mean()), float(a.mean())))
-    curves.append(Curve("auto (router per problem)", auto))
+    curves.append(Curve("auto (router per problem)", auto, over="price"))
     return curves
 
 
@@ -900,6 +903,7 @@ def snell_crossfit(table: Table, *, seed: int = 0) -> tuple[list[Curve], list[st
                 (wa * t1 + wb * t2, wa * y1 + wb * y2)
                 for (t1, y1), (t2, y2) in zip(c2.points, c1.points, strict=True)
             ],
+            c1.over,
         )
         for c1, c2 in zip(first, second, strict=True)
     ]

@@ -219,10 +219,7 @@ async def sample_until(
         return await _rolling(ctx, rule, observe, sampler, finished, decision, n, wave, fill)
     stopped: str | None = None
     while decision is None or not decision.stop:
-        width = wave
-        if fill and finished:
-            width = max(width, ctx.idle_slots())
-        size = rule.next_wave(observe(finished), n, width)
+        size = rule.next_wave(observe(finished), n, _width(ctx, wave, fill, finished))
         if size == 0:
             break
         launched = sampler.launch(size)
@@ -262,16 +259,11 @@ async def _rolling(
     """
     running: set[asyncio.Task[Candidate]] = set()
     launch_order: dict[asyncio.Task[Candidate], int] = {}
-    stopped: str | None = None
     while decision is None or not decision.stop or running:
-        if not sampler.settled and stopped is None:
-            width = wave
-            if fill and finished:
-                width = max(width, len(running) + ctx.idle_slots())
+        if not sampler.settled and not sampler.short:
+            width = _width(ctx, wave, fill, finished, len(running))
             size = rule.next_wave(observe(finished), n, width, in_flight=len(running))
             launched = sampler.launch(size) if size else []
-            if len(launched) < size:
-                stopped = "budget"
             for task in launched:
                 launch_order[task] = len(launch_order)
             running.update(launched)
@@ -287,7 +279,15 @@ async def _rolling(
             ctx.report("sample", answer=cand.answer, reason=decision.reason)
             if decision.stop:
                 sampler.settle()
-    return Sampled(finished, decision, sampler, stopped)
+    return Sampled(finished, decision, sampler, "budget" if sampler.short else None)
+
+
+def _width(ctx: Context, wave: int, fill: bool, finished: list[Candidate], running: int = 0) -> int:
+    """The samples of this problem that may run now: `wave`, or with `fill` (after the
+    first wave) as many as run already plus the backend's idle slots, if that is more."""
+    if fill and finished:
+        return max(wave, running + ctx.idle_slots())
+    return wave
 
 
 class WaveSampler:
