@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ponder.bench.analysis import Group, load_groups, points
-from ponder.bench.confidence import STOPPING, load_signals, paired, replay_points
+from ponder.bench.confidence import STOPPING, load_signals, paired, replay_points, replay_rule
 from ponder.bench.estimators import Pools, bootstrap_mean_ci, majority_at
 from ponder.bench.harness import Harness, plan
 from ponder.bench.store import Store
@@ -292,7 +292,8 @@ def against(args: argparse.Namespace) -> None:
     rr = np.array([ref_rows[p] for p in common])
     ro = np.array([other_rows[p] for p in common])
     ref_tokens = load_signals(store, ref).completion[rr, :n].sum(axis=1)
-    other_completion = load_signals(store, other).completion[ro, :m]
+    other_signals = load_signals(store, other)
+    other_completion = other_signals.completion[ro, :m]
 
     def pools(g: Group, rows: np.ndarray, size: int) -> Pools:
         return Pools(
@@ -325,19 +326,10 @@ def against(args: argparse.Namespace) -> None:
         row(f"{other.label} vote@{k}", majority_at(other_pools, k), k * other_completion.mean(1))
     for label, rule in STOPPING[:3]:
         for wave in (2, 4):
-            acc, tokens = [], []
-            for i, r in enumerate(ro):
-                right = {int(c) for c, ok in zip(other.classes[r, :m], other.correct[r, :m],
-                                                  strict=True) if ok}  # fmt: skip
-                obs = [
-                    Observation(None if other.classes[r, j] < 0 else int(other.classes[r, j]),
-                                int(other_completion[i, j]))
-                    for j in range(m)
-                ]  # fmt: skip
-                e = expected(rule, obs, m, wave, args.orders, seed=int(other.pids[r]))
-                acc.append(e.accuracy(right))
-                tokens.append(e.tokens)
-            row(f"{other.label} {label}@{m}, waves of {wave}", np.array(acc), np.array(tokens))
+            got = replay_rule(other_signals, label, rule, n=m, wave=wave, orders=args.orders)
+            at = np.searchsorted(got.point.pids, common)  # its rows: every full pool, by pid
+            acc, tokens = got.point.per_problem[at], got.generated[at]
+            row(f"{other.label} {label}@{m}, waves of {wave}", acc, tokens)
     store.close()
 
 
