@@ -35,12 +35,19 @@ from typing import Any
 import numpy as np
 
 from ponder.bench.analysis import Group, load_groups, points
-from ponder.bench.confidence import STOPPING, load_signals, paired, replay_points, replay_rule
+from ponder.bench.confidence import (
+    STOPPING,
+    PoolSignals,
+    load_signals,
+    paired,
+    replay_points,
+    replay_rule,
+)
 from ponder.bench.estimators import Pools, bootstrap_mean_ci, majority_at
 from ponder.bench.harness import Harness, plan
 from ponder.bench.store import Store
 from ponder.bench.sweep import model_sha256
-from ponder.bench.tuning import TOLERANCE, tune_selection, tune_stopping
+from ponder.bench.tuning import TOLERANCE, Reference, tune_selection, tune_stopping
 from ponder.consensus import ESC, BetaStop, Observation
 from ponder.consensus.replay import expected
 from ponder.lm import BackendConfig
@@ -146,16 +153,20 @@ def table(args: argparse.Namespace) -> None:
     store.close()
 
 
-def reasoning_pool(store: Store) -> Group:
-    """The store's largest pool of plain chain-of-thought samples."""
+def pool_of(store: Store, answer_with: str = "reasoning") -> Group:
+    """The store's largest pool of samples answered with `answer_with` (reasoning: plain
+    chain of thought)."""
     pools = [
         g
         for g in load_groups(store)
         if g.kind == "pool"
-        and g.config.get("unit", {}).get("answer_with", "reasoning") == "reasoning"
+        and g.config.get("unit", {}).get("answer_with", "reasoning") == answer_with
     ]
     if not pools:
-        raise SystemExit(f"error: {store.path} holds no pool of samples (ponder bench -s vote)")
+        raise SystemExit(
+            f"error: {store.path} holds no pool of --answer-with {answer_with} samples "
+            f"(ponder bench -s vote --answer-with {answer_with})"
+        )
     return max(pools, key=lambda g: (int(g.sizes.max()), len(g.pids)))
 
 
@@ -166,26 +177,34 @@ def tune(args: argparse.Namespace) -> None:
     }
     if shared:
         raise SystemExit(f"error: {len(shared)} test problems are in the train store")
-    train = load_signals(train_store, reasoning_pool(train_store), stats=True)
-    test = load_signals(test_store, reasoning_pool(test_store), stats=True)
-    t = tune_stopping(train, test, n=args.n, tolerance=args.tolerance)
+    train = load_signals(train_store, pool_of(train_store, args.answer_with), stats=True)
+    test = load_signals(test_store, pool_of(test_store, args.answer_with), stats=True)
+    reference = None
+    if args.answer_with != "reasoning":  # judged against chain-of-thought majority vote
+        reference = Reference(
+            load_signals(train_store, pool_of(train_store)),
+            load_signals(test_store, pool_of(test_store)),
+        )
+    t = tune_stopping(train, test, n=args.n, tolerance=args.tolerance, reference=reference)
     tv, sv = t.train_vote, t.test_vote
+    vote = f"majority@{t.vote_n}" + (f" of {t.reference}" if t.reference else "")
     print(
-        f"Train: {len(train.group.pids)} problems ({args.train}); test: {len(test.group.pids)} "
-        f"({args.test}); n = {t.n}; {len(t.tried)} settings tried; a setting is kept when its "
-        f"train accuracy is within {100 * t.tolerance:g} point(s) of train majority@{t.n} "
-        f"({100 * tv.point.accuracy:.1f}%), and the kept one writing fewest tokens is chosen.\n"
+        f"Train: {tv.point.problems} problems ({args.train}); test: {sv.point.problems} "
+        f"({args.test}); settings on {train.group.label} with at most {t.n} samples; "
+        f"{len(t.tried)} settings tried; a setting is kept when its train accuracy is within "
+        f"{100 * t.tolerance:g} point(s) of train {vote} ({100 * tv.point.accuracy:.1f}%), and "
+        "the kept one writing fewest tokens is chosen.\n"
     )
     print(
-        f"| family | chosen on train | kept | train acc. | train generated × vote@{t.n} "
-        f"| test acc. [95% CI] | Δ vs test vote@{t.n} [95% paired CI] | test samples "
-        f"| test generated × vote@{t.n} | test tokens × vote@{t.n} |"
+        f"| family | chosen on train | kept | train acc. | train generated × {vote} "
+        f"| test acc. [95% CI] | Δ vs test {vote} [95% paired CI] | test samples "
+        f"| test generated × {vote} | test tokens × {vote} |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     print(
-        f"| majority@{t.n} | — | — | {100 * tv.point.accuracy:.1f}% | 1.00 "
+        f"| {vote} | — | — | {100 * tv.point.accuracy:.1f}% | 1.00 "
         f"| {100 * sv.point.accuracy:.1f}% [{100 * sv.point.low:.1f}, {100 * sv.point.high:.1f}] "
-        f"| — | {t.n} | 1.00 ({sv.generated:,.0f}) | 1.00 ({sv.tokens:,.0f}) |"
+        f"| — | {t.vote_n} | 1.00 ({sv.generated:,.0f}) | 1.00 ({sv.tokens:,.0f}) |"
     )
     for c in t.chosen:
         d, lo, hi = c.difference(sv)
@@ -198,6 +217,17 @@ def tune(args: argparse.Namespace) -> None:
             f"| {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {c.test.samples.mean():.1f} "
             f"| {c.test.generated.mean() / sv.generated:.2f} | {q.tokens / sv.tokens:.2f} |"
         )
+    ks = [k for k in (8, 16) if k <= t.n]
+    if ks and train.has_signals and test.has_signals:
+        selection(train, test, ks)
+    else:
+        print(f"\nNo selection at k = 8 or 16: pools of {t.n}, or samples without logprobs.")
+    train_store.close()
+    test_store.close()
+
+
+def selection(train: PoolSignals, test: PoolSignals, ks: list[int]) -> None:
+    """Per k and family, the selection rule chosen on train, judged on test."""
     print(
         "\nSelection at equal samples: per k and family, the rule, parameter and signal most "
         "accurate at k on train, judged on test beside majority@k.\n"
@@ -207,7 +237,7 @@ def tune(args: argparse.Namespace) -> None:
         "| test vote@k [95% CI] | Δ vs vote@k [95% paired CI] |"
     )
     print("|---|---|---|---|---|---|---|")
-    for sel in tune_selection(train, test, ks=[k for k in (8, 16) if k <= t.n]):
+    for sel in tune_selection(train, test, ks=ks):
         d, lo, hi = sel.difference()
         a, v = sel.test, sel.test_vote
         print(
@@ -217,14 +247,12 @@ def tune(args: argparse.Namespace) -> None:
             f"| {100 * v.accuracy:.1f}% [{100 * v.low:.1f}, {100 * v.high:.1f}] "
             f"| {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |"
         )
-    train_store.close()
-    test_store.close()
 
 
 def rolling(args: argparse.Namespace) -> None:
     """Waves against rolling, replayed on a stored pool: tokens and a problem's latency."""
     store = Store(args.pool, create=False)
-    g = reasoning_pool(store)
+    g = pool_of(store)
     pool = load_signals(store, g)
     n = args.n or int(g.sizes.max())
     rows = [r for r in range(len(g.pids)) if g.sizes[r] >= n]
@@ -275,16 +303,7 @@ def against(args: argparse.Namespace) -> None:
     with their default settings replayed on it, against the chain-of-thought pool's
     majority@n: accuracy, generated tokens, paired difference."""
     store = Store(args.pool, create=False)
-    ref = reasoning_pool(store)
-    others = [
-        g
-        for g in load_groups(store)
-        if g.kind == "pool"
-        and g.config.get("unit", {}).get("answer_with", "reasoning") == args.answer_with
-    ]
-    if not others:
-        raise SystemExit(f"error: {args.pool} holds no pool of --answer-with {args.answer_with}")
-    other = max(others, key=lambda g: len(g.pids))
+    ref, other = pool_of(store), pool_of(store, args.answer_with)
     n, m = int(ref.sizes.max()), int(other.sizes.max())
     ref_rows = {int(p): r for r, p in enumerate(ref.pids) if ref.sizes[r] >= n}
     other_rows = {int(p): r for r, p in enumerate(other.pids) if other.sizes[r] >= m}
@@ -361,6 +380,12 @@ def main() -> None:
     tn.add_argument("--test", type=Path, required=True, help="a store with a test pool")
     tn.add_argument("--n", type=int, default=None, help="the budget [the smaller pool's size]")
     tn.add_argument("--tolerance", type=float, default=TOLERANCE)
+    tn.add_argument(
+        "--answer-with",
+        default="reasoning",
+        help="the pools the settings run on (tir: tool-integrated samples, judged against "
+        "the chain-of-thought pools' majority vote)",
+    )
     ro = sub.add_parser("rolling", help="waves against rolling, replayed on a stored pool")
     ro.add_argument("--pool", type=Path, required=True, help="a store with a pool")
     ro.add_argument("--n", type=int, default=None, help="the budget [the pool's size]")

@@ -317,3 +317,31 @@ def test_the_against_benchmark_compares_pools_paired(tmp_path: Path) -> None:
     assert "| 1.00 | +0.0 [+0.0, +0.0] |" in full
     one = next(line for name, line in rows.items() if name.endswith("vote@1"))
     assert "| 0.17 |" in one
+
+
+def test_the_tune_benchmark_chooses_on_train_and_judges_on_test(tmp_path: Path) -> None:
+    """benchmarks/adaptive.py tune: each family's setting (a fixed vote among them) chosen on
+    one store and judged on another; asking for pools a store lacks names them."""
+    import subprocess
+    import sys
+
+    import router_world as world
+
+    train = asyncio.run(world.pool_store(tmp_path / "train.sqlite", world.problems(9), n=4))
+    test = asyncio.run(world.pool_store(tmp_path / "test.sqlite", world.problems(9, start=9), n=4))
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "adaptive.py"
+
+    def tune(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(script), "tune", "--train", str(train), "--test", str(test),
+             *extra],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    r = tune()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Train: 9 problems")
+    families = {line.split(" | ")[0][2:] for line in r.stdout.splitlines() if line[:2] == "| "}
+    assert {"majority@4", "fixed vote", "esc", "beta", "agreement", "weighted"} <= families
+    r = tune("--answer-with", "tir")
+    assert r.returncode == 1 and "no pool of --answer-with tir samples" in r.stderr

@@ -71,6 +71,37 @@ async def test_no_budget_means_no_thinking_rounds() -> None:
     assert len(lm.calls) == 1 and r.usage["policy"].reasoning_tokens == 0
 
 
+async def test_a_settled_answer_stops_thoughts_in_flight_unanswered() -> None:
+    """Adaptive sampling with a thinking budget: once the first (short) thought is answered,
+    the wave's three longer thoughts stop at their next token and are not asked for an
+    answer; every token written is charged, exactly."""
+    thoughts = iter([3, 300, 400, 500])
+
+    def reply(req: GenRequest, i: int, rng: random.Random) -> str:
+        prompt = (req.prompt or "").split("<assistant>")[-1]
+        if "</think>" in prompt:
+            return "So \\boxed{42}."
+        return "hmm " * next(thoughts) + "</think>"
+
+    caps = Capabilities(slots=4, n_with_stop=True, stream=True, logprobs=True)
+    lm = ScriptedLM(reply, capabilities=caps, decode_s=0.005)  # type: ignore[arg-type]
+    prompting = Prompting(think_budget=1000)
+    eng = Engine(lm, scheduler=Scheduler(sleep=no_sleep), prompting=prompting)
+    r = await eng.solve(PROBLEM, "adaptive", n=8, rule="esc", window=1, wave=4, seed=2)
+    cut = [c for c in r.candidates if c.finish_reason == "stopped"]
+    assert r.answer == "42" and len(r.candidates) == 4 and len(cut) == 3
+    assert all(c.note == "stopped: the answer was settled" for c in cut)
+    assert all("</think>" not in c.text and c.completion_tokens < 300 for c in cut)
+    assert len(lm.calls) == 5  # four thoughts and one answer
+    assert lm.stopped == 3
+    assert (
+        r.total.completion_tokens == lm.streamed == sum(c.completion_tokens for c in r.candidates)
+    )
+    assert r.usage["policy"].reasoning_tokens == sum(
+        c.completion_tokens for c in r.candidates
+    ) - count_tokens("So \\boxed{42}.")
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 80), st.integers(0, 120), st.integers(0, 60), st.integers(1, 3))
 async def test_thinking_never_exceeds_its_budget(

@@ -215,3 +215,33 @@ async def test_each_call_is_reported_as_progress() -> None:
     calls = [e for e in events if e["event"] == "tool_call"]
     assert len(calls) == 1 and calls[0]["ok"] is True and calls[0]["output"] == "42"
     assert any(e["event"] == "call" and e["role"] == "tool" for e in events)
+
+
+async def test_a_settled_answer_stops_tool_integrated_samples_in_flight() -> None:
+    """Adaptive sampling with tool-integrated samples: once the first sample (its call run,
+    its answer written) settles the answer, the wave's three longer samples stop at their
+    next token, before their own calls; every token written is charged, exactly."""
+    lengths = iter([3, 300, 400, 500])
+
+    def reply(req: GenRequest, i: int, rng: random.Random) -> str:
+        if "```output" in after(req.prompt or ""):
+            return "So the answer is \\boxed{42}."
+        words = " ".join(["step"] * next(lengths))
+        return f"{words}\n```python\nprint(6 * 7)\n```"
+
+    caps = Capabilities(slots=4, n_with_stop=True, stream=True, logprobs=True)
+    lm = ScriptedLM(reply, capabilities=caps, decode_s=0.005)  # type: ignore[arg-type]
+    eng = Engine(lm, scheduler=Scheduler(sleep=no_sleep), prompting=Prompting())
+    r = await eng.solve(
+        PROBLEM, "adaptive", n=8, rule="esc", window=1, wave=4, answer_with="tir", seed=2
+    )
+    finished = [c for c in r.candidates if c.finish_reason != "stopped"]
+    cut = [c for c in r.candidates if c.finish_reason == "stopped"]
+    assert r.answer == "42" and len(finished) == 1 and len(cut) == 3
+    assert all(c.note == "stopped: the answer was settled" for c in cut)
+    assert all(not c.tool_calls for c in cut) and r.usage["tool"].calls == 1
+    assert all(c.completion_tokens < 300 for c in cut)  # none reached its block
+    assert lm.stopped == 3
+    assert (
+        r.total.completion_tokens == lm.streamed == sum(c.completion_tokens for c in r.candidates)
+    )

@@ -4,25 +4,34 @@ tolerance never costs more tokens."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import no_sleep
-from ponder.bench.analysis import load_groups
-from ponder.bench.confidence import PoolSignals, load_signals
+from helpers import no_sleep, scripted_engine
+from ponder.bench.analysis import load_groups, points
+from ponder.bench.confidence import PoolSignals, aligned, load_signals, replay_fixed
 from ponder.bench.harness import Harness, plan
 from ponder.bench.store import Store
-from ponder.bench.tuning import grid, selection_grid, tune_selection, tune_stopping
+from ponder.bench.tuning import (
+    Reference,
+    fixed_votes,
+    grid,
+    selection_grid,
+    tune_selection,
+    tune_stopping,
+)
 from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
 from ponder.runtime.engine import Engine
 from ponder.runtime.scheduler import Scheduler
 from ponder.runtime.strategy import make_strategy
-from ponder.types import Problem
+from ponder.types import GenRequest, Problem
 from router_world import pool_store, problems
+from router_world import reply as world_reply
 
 
 async def _pools(tmp_path: Path) -> tuple[PoolSignals, PoolSignals]:
@@ -88,6 +97,88 @@ async def test_tuning_refuses_bad_settings(tmp_path: Path) -> None:
         tune_stopping(train, train)
     with pytest.raises(UsageError, match="16 samples"):
         tune_stopping(train, test, n=16)
+
+
+async def test_a_fixed_vote_replays_as_the_reports_vote_at_k(tmp_path: Path) -> None:
+    train, _ = await _pools(tmp_path)
+    vote = {p.k: p for p in points(train.group) if p.method == "vote"}
+    for k in (1, 4, 8):
+        got = replay_fixed(train, k)
+        assert got.point.accuracy == pytest.approx(vote[k].accuracy)
+        assert (got.samples == k).all()
+        np.testing.assert_allclose(got.generated, k * train.completion.mean(axis=1))
+    assert [s.fixed for s in fixed_votes(3)] == [1, 2, 3]
+
+
+def sharp_reply(req: GenRequest, index: int, rng: random.Random) -> str:
+    """The world's problems, where a sampler at T=0.3 (standing in for tool-integrated
+    samples) gets a contested problem right 85% of the time, against 40% at T=0.7."""
+    text = req.input_text()
+    if req.temperature < 0.5 and "(contested)" in text:
+        right = 1000 + int(text.split("Case ", 1)[1].split(" ", 1)[0])
+        answer = right if rng.random() < 0.85 else right + 1 + rng.randrange(6)
+        return f"step step step so the answer is \\boxed{{{answer}}}"
+    return world_reply(req, index, rng)
+
+
+async def _paired_pools(path: Path, first: int) -> tuple[PoolSignals, PoolSignals]:
+    """One store: the plain pool of 8 on 24 problems, and the sharp one (T=0.3) of 8 on the
+    first 18 of them."""
+    engine, _ = scripted_engine(sharp_reply)
+    store = Store(path)
+    harness = Harness(engine, store)
+    items = problems(24, start=first)
+    for strategy, on in (
+        (make_strategy("vote", n=8), items),
+        (make_strategy("vote", n=8, temperature=0.3), items[:18]),
+    ):
+        for p in plan([strategy]):
+            await harness.execute("world", on, p, seed=first)
+    groups = {g.label: g for g in load_groups(store)}
+    plain = next(g for label, g in groups.items() if "T=0.7" in label)
+    sharp = next(g for label, g in groups.items() if "T=0.3" in label)
+    return load_signals(store, sharp, stats=True), load_signals(store, plain, stats=True)
+
+
+async def test_settings_on_one_pool_are_chosen_and_judged_against_another_pools_vote(
+    tmp_path: Path,
+) -> None:
+    train, train_plain = await _paired_pools(tmp_path / "train.sqlite", 0)
+    test, test_plain = await _paired_pools(tmp_path / "test.sqlite", 24)
+    settings = fixed_votes(8) + [s for s in grid(waves=(2,)) if s.family == "beta"]
+    t = tune_stopping(
+        train,
+        test,
+        tolerance=0.0,
+        orders=4,
+        settings=settings,
+        reference=Reference(train_plain, test_plain),
+    )
+    assert t.vote_n == 8 and t.reference == train_plain.group.label
+    # every number on the 18 problems both pools have, paired problem by problem
+    assert t.train_vote.point.problems == t.test_vote.point.problems == 18
+    assert all(r.point.problems == 18 for _, r in t.tried)
+    floor = t.train_vote.point.accuracy
+    fixed = next(c for c in t.chosen if c.setting.family == "fixed vote")
+    kept = [r for s, r in t.tried if s.family == "fixed vote" and r.point.accuracy >= floor]
+    assert fixed.train.generated.mean() == min(r.generated.mean() for r in kept)
+    # the sharper sampler matches the plain pool's majority@8 with fewer samples
+    assert fixed.setting.fixed is not None and fixed.setting.fixed < 8
+    assert fixed.test.generated.mean() < t.test_vote.generated
+    d, lo, hi = fixed.difference(t.test_vote)
+    assert lo <= d <= hi
+    np.testing.assert_array_equal(fixed.test.point.pids, t.test_vote.point.pids)
+
+
+async def test_pools_with_no_full_problem_in_common_are_refused(tmp_path: Path) -> None:
+    sharp, plain = await _paired_pools(tmp_path / "s.sqlite", 0)
+    a, b = aligned(sharp, 8, plain, 8)
+    np.testing.assert_array_equal(a.group.pids, b.group.pids)
+    assert len(a.group.pids) == 18 and a.completion.shape == (18, 8)
+    with pytest.raises(UsageError, match="no problem has 9 samples"):
+        aligned(sharp, 9, plain, 8)
+    with pytest.raises(UsageError, match="same pool"):
+        tune_stopping(sharp, plain, reference=Reference(plain, plain))
 
 
 def test_the_grid_reaches_below_each_rules_default() -> None:

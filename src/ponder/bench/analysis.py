@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,18 @@ class Group:
     @property
     def scored(self) -> bool:
         return bool(np.isfinite(self.scores).any())
+
+    def take(self, rows: np.ndarray) -> Group:
+        """The same group on the problem rows `rows` only (in that order)."""
+        return replace(
+            self,
+            pids=self.pids[rows],
+            classes=self.classes[rows],
+            scores=self.scores[rows],
+            correct=self.correct[rows],
+            sizes=self.sizes[rows],
+            cost={name: values[rows] for name, values in self.cost.items()},
+        )
 
     def methods(self) -> list[str]:
         if self.kind == "direct":

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ponder.bench.analysis import Group, Point, auroc, point_of
-from ponder.bench.estimators import _dense_keys, _subsets, bootstrap_mean_ci
+from ponder.bench.estimators import Pools, _dense_keys, _subsets, bootstrap_mean_ci, majority_at
 from ponder.bench.store import Store
 from ponder.consensus import (
     ESC,
@@ -37,6 +37,7 @@ from ponder.consensus import (
     expected,
 )
 from ponder.consensus.observations import EPSILON
+from ponder.errors import UsageError
 from ponder.signals import SIGNALS
 from ponder.types import TokenStats
 
@@ -73,6 +74,32 @@ class PoolSignals:
     @property
     def has_signals(self) -> bool:
         return any(np.isfinite(v).any() for v in self.signals.values())
+
+    def take(self, rows: np.ndarray) -> PoolSignals:
+        """The same pool on the problem rows `rows` only (in that order)."""
+        return PoolSignals(
+            self.group.take(rows),
+            self.completion[rows],
+            self.spent[rows],
+            {name: values[rows] for name, values in self.signals.items()},
+            [self.stats[r] for r in rows] if self.stats else [],
+        )
+
+
+def aligned(a: PoolSignals, n_a: int, b: PoolSignals, n_b: int) -> tuple[PoolSignals, PoolSignals]:
+    """Two pools of the same store cut to the problems where `a` has at least `n_a` samples
+    and `b` at least `n_b`, row for row (so a rule on one and a vote on the other are paired
+    problem by problem)."""
+    full_a = {int(p): r for r, p in enumerate(a.group.pids) if a.group.sizes[r] >= n_a}
+    full_b = {int(p): r for r, p in enumerate(b.group.pids) if b.group.sizes[r] >= n_b}
+    common = sorted(set(full_a) & set(full_b))
+    if not common:
+        raise UsageError(
+            f"no problem has {n_a} samples in {a.group.label} and {n_b} in {b.group.label}"
+        )
+    rows_a = np.array([full_a[p] for p in common], dtype=int)
+    rows_b = np.array([full_b[p] for p in common], dtype=int)
+    return a.take(rows_a), b.take(rows_b)
 
 
 def load_signals(store: Store, group: Group, *, stats: bool = False) -> PoolSignals:
@@ -293,6 +320,19 @@ def replay_rule(
         return got.accuracy(right), got.samples, got.tokens
 
     return _replay_each(pool, label, n, resamples, one)
+
+
+def replay_fixed(pool: PoolSignals, k: int, *, resamples: int = 2000) -> Replayed:
+    """Plain majority vote over `k` samples, no stopping rule, on every problem with a pool of
+    at least `k`: the mean over k-subsets (as the report's vote@k), k samples' tokens."""
+    g = pool.group
+    per = majority_at(Pools(keys=g.classes, scores=g.scores, correct=g.correct, sizes=g.sizes), k)
+
+    def one(r: int, right: set[int]) -> tuple[float, float, float]:
+        size = int(g.sizes[r])
+        return float(per[r]), float(k), k * float(pool.completion[r, :size].mean())
+
+    return _replay_each(pool, f"vote@{k}", k, resamples, one)
 
 
 def online_replayable(pool: PoolSignals, n: int) -> bool:

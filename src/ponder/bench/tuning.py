@@ -28,8 +28,10 @@ from ponder.bench.confidence import (
     DEEPCONF_WARMUP,
     PoolSignals,
     Replayed,
+    aligned,
     online_replayable,
     paired,
+    replay_fixed,
     replay_online,
     replay_rule,
     selected_at,
@@ -55,7 +57,8 @@ ORDERS = 16  # replays per problem while tuning (the stored order and 15 permuta
 
 @dataclass(frozen=True)
 class Setting:
-    """One stopping rule with its settings and wave, or DeepConf online (`rule` None)."""
+    """One stopping rule with its settings and wave, a plain vote over `fixed` samples, or
+    DeepConf online (neither `rule` nor `fixed`)."""
 
     family: str
     label: str
@@ -63,8 +66,11 @@ class Setting:
     rule: StoppingRule | None = None
     percentile: float = 10.0
     consensus: float = 0.95
+    fixed: int | None = None
 
     def replay(self, pool: PoolSignals, n: int, orders: int) -> Replayed:
+        if self.fixed is not None:
+            return replay_fixed(pool, self.fixed)
         if self.rule is None:
             return replay_online(
                 pool,
@@ -76,6 +82,13 @@ class Setting:
                 consensus=self.consensus,
             )
         return replay_rule(pool, self.label, self.rule, n=n, wave=self.wave, orders=orders)
+
+
+def fixed_votes(n: int) -> list[Setting]:
+    """A plain vote over each number of samples up to `n`: what a stopping rule must beat
+    (a rule is worth its bookkeeping only if it writes fewer tokens than the smaller fixed
+    vote of the same accuracy)."""
+    return [Setting("fixed vote", f"vote@{k}", k, fixed=k) for k in range(1, n + 1)]
 
 
 def grid(
@@ -150,12 +163,26 @@ class Choice:
 
 @dataclass
 class Tuning:
-    n: int
+    n: int  # the settings' budget of samples
     tolerance: float
     train_vote: Baseline
     test_vote: Baseline
     tried: list[tuple[Setting, Replayed]]  # every setting on the train pool
     chosen: list[Choice]  # one per family
+    vote_n: int = 0  # the samples of the majority vote a setting must match
+    reference: str | None = None  # that vote's pool, when not the settings' own
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Majority vote over another pool of the same problems (chain-of-thought samples, say,
+    while the rules run on tool-integrated ones): the vote the settings must match, on the
+    train problems, and are judged against on the test ones. Both pools of a pair come from
+    one store, so their problems pair up."""
+
+    train: PoolSignals
+    test: PoolSignals
+    n: int | None = None  # the vote's samples [the smaller of the two pools' largest]
 
 
 def baseline(pool: PoolSignals, n: int) -> Baseline:
@@ -170,6 +197,10 @@ def baseline(pool: PoolSignals, n: int) -> Baseline:
     return Baseline(vote, float(generated.mean()), float(spent.mean()))
 
 
+def _largest(a: PoolSignals, b: PoolSignals) -> int:
+    return min(int(a.group.sizes.max()), int(b.group.sizes.max()))
+
+
 def tune_stopping(
     train: PoolSignals,
     test: PoolSignals,
@@ -178,22 +209,37 @@ def tune_stopping(
     tolerance: float = TOLERANCE,
     orders: int = ORDERS,
     settings: Sequence[Setting] | None = None,
+    reference: Reference | None = None,
 ) -> Tuning:
-    """Each family's setting chosen on `train` (see the module docstring), judged on `test`."""
+    """Each family's setting chosen on `train` (see the module docstring), judged on `test`,
+    against majority@n of the same pools or, given a `reference`, majority vote over its pools.
+    Every number is on the problems where each pool involved is full (n samples, or the
+    reference's n), row for row. The default settings are `fixed_votes(n)` and `grid()`."""
     if not 0.0 <= tolerance < 1.0:
         raise UsageError(f"tolerance must be in [0, 1) (got {tolerance})")
-    n = n or min(int(train.group.sizes.max()), int(test.group.sizes.max()))
+    n = n or _largest(train, test)
     if train is test:
         raise UsageError("train and test are the same pool: tune on train problems")
     if not (train.group.sizes >= n).any() or not (test.group.sizes >= n).any():
         raise UsageError(f"both pools need problems with {n} samples")
+    if reference is None:
+        vote_n = n
+        train = train.take(np.flatnonzero(train.group.sizes >= n))
+        test = test.take(np.flatnonzero(test.group.sizes >= n))
+        train_ref, test_ref = train, test
+    else:
+        if reference.train is reference.test:
+            raise UsageError("the reference's train and test are the same pool")
+        vote_n = reference.n or _largest(reference.train, reference.test)
+        train, train_ref = aligned(train, n, reference.train, vote_n)
+        test, test_ref = aligned(test, n, reference.test, vote_n)
     online = online_replayable(train, n) and online_replayable(test, n) and n > DEEPCONF_WARMUP
     tried = [
         (s, s.replay(train, n, orders))
-        for s in (settings if settings is not None else grid())
-        if s.rule is not None or online
+        for s in (settings if settings is not None else [*fixed_votes(n), *grid()])
+        if s.rule is not None or s.fixed is not None or online
     ]
-    train_vote, test_vote = baseline(train, n), baseline(test, n)
+    train_vote, test_vote = baseline(train_ref, vote_n), baseline(test_ref, vote_n)
     chosen = []
     for family in dict.fromkeys(s.family for s, _ in tried):
         mine = [(s, r) for s, r in tried if s.family == family]
@@ -206,7 +252,8 @@ def tune_stopping(
             best = max(mine, key=lambda sr: (sr[1].point.accuracy, -float(sr[1].generated.mean())))
         setting, on_train = best
         chosen.append(Choice(setting, on_train, setting.replay(test, n, orders), len(kept)))
-    return Tuning(n, tolerance, train_vote, test_vote, tried, chosen)
+    label = None if reference is None else train_ref.group.label
+    return Tuning(n, tolerance, train_vote, test_vote, tried, chosen, vote_n, label)
 
 
 # -- selection rules --------------------------------------------------------------------------

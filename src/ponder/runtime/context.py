@@ -29,7 +29,9 @@ from ponder.types import Candidate, Generation, GenRequest, Problem, Result
 class ChoiceLoop(Protocol):
     """Writes one choice in rounds (a tool loop, a thinking budget)."""
 
-    async def generate(self, req: GenRequest, lease: Lease | None) -> Generation: ...
+    async def generate(
+        self, req: GenRequest, lease: Lease | None, watch: Callable[[], Watch] | None = None
+    ) -> Generation: ...
 
 
 class Configured(Protocol):
@@ -104,31 +106,35 @@ class Context:
         goes (ponder.runtime.tools)."""
         if req.role == "policy" and req.messages is not None:
             if self.answer_with == "tir":
-                return self._with_tools(req)
+                return self._with_tools(req, watch)
             if self.prompting.think_budget is not None and self.answer_with == "reasoning":
-                return self._thinking(req)
+                return self._thinking(req, watch)
         return self.scheduler.generate(self.policy, req, self.ledger, self.lease, watch)
 
-    async def _thinking(self, req: GenRequest) -> Generation:
+    async def _thinking(self, req: GenRequest, watch: Callable[[], Watch] | None) -> Generation:
         """Each choice thinks within the budget and then answers (ponder.runtime.thinking)."""
         return await self._each_choice(
-            req, ThinkLoop(self.policy, self.scheduler, self.ledger, self.prompting)
+            req, ThinkLoop(self.policy, self.scheduler, self.ledger, self.prompting), watch
         )
 
-    async def _with_tools(self, req: GenRequest) -> Generation:
+    async def _with_tools(self, req: GenRequest, watch: Callable[[], Watch] | None) -> Generation:
         """Each choice written by its own tool loop (ponder.runtime.tools)."""
         tools = self.prompting.tools
         loop = ToolLoop(self.policy, self.scheduler, self.ledger, self.sandbox, tools, self.report)
-        return await self._each_choice(req, loop)
+        return await self._each_choice(req, loop, watch)
 
-    async def _each_choice(self, req: GenRequest, loop: ChoiceLoop) -> Generation:
+    async def _each_choice(
+        self, req: GenRequest, loop: ChoiceLoop, watch: Callable[[], Watch] | None
+    ) -> Generation:
         """`req`'s choices, each written round by round by `loop` on one held slot (its later
         rounds find what it wrote in that slot's cache)."""
+        if watch is not None and req.n != 1:
+            raise ValueError(f"a watched request has one choice (n={req.n})")
 
         async def one(i: int) -> Generation:
             single = replace(req, n=1, seed=None if req.seed is None else req.seed + 1000 * i)
             with self.pinned() as held:
-                return await loop.generate(single, held.lease)
+                return await loop.generate(single, held.lease, watch)
 
         return joined(await asyncio.gather(*(one(i) for i in range(req.n))))
 

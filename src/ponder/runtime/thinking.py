@@ -12,13 +12,14 @@ counted apart (`Usage.reasoning_tokens`). Each round continues the same text on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from ponder.lm.protocol import LanguageModel
+from ponder.lm.protocol import LanguageModel, Watch
 from ponder.runtime.budget import Ledger
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.scheduler import Lease, Scheduler
-from ponder.runtime.tools import continuation
+from ponder.runtime.tools import continuation, one_watch
 from ponder.types import Completion, Generation, GenRequest, Message
 
 OPEN, CLOSE = "<think>\n", "</think>"
@@ -34,10 +35,15 @@ class ThinkLoop:
     ledger: Ledger
     prompting: Prompting
 
-    async def generate(self, req: GenRequest, lease: Lease | None) -> Generation:
+    async def generate(
+        self, req: GenRequest, lease: Lease | None, watch: Callable[[], Watch] | None = None
+    ) -> Generation:
+        """`req` (one choice) thought through within the budget, then answered; `watch` sees
+        every token written and may stop the sample (a thought stopped is not answered)."""
         budget = self.prompting.think_budget
         assert budget is not None
         head, messages = await continuation(self.policy, req, "a thinking budget")
+        watch = one_watch(watch)
         thought, used, rounds = "", 0, []
         capped = False
         prompt_tokens = cached = 0
@@ -46,13 +52,29 @@ class ThinkLoop:
             if left <= 0:
                 capped = True
                 break
-            gen = await self._round(req, head, messages, OPEN + thought, left, [CLOSE], True, lease)
+            gen = await self._round(
+                req, head, messages, OPEN + thought, left, [CLOSE], True, lease, watch
+            )
             (choice,) = gen.choices
             prompt_tokens += gen.prompt_tokens
             cached += gen.cached_tokens
             rounds.append(choice)
             thought += choice.text
             used += choice.completion_tokens
+            if choice.finish_reason == "stopped":
+                done = Completion(
+                    text=OPEN + thought,
+                    completion_tokens=used,
+                    finish_reason="stopped",
+                    logprobs=None,
+                    reasoning=thought,
+                )
+                return Generation(
+                    choices=[done],
+                    prompt_tokens=prompt_tokens,
+                    cached_tokens=cached,
+                    reasoning_tokens=used,
+                )
             if choice.finish_reason == "length":
                 capped = True
                 break
@@ -63,7 +85,7 @@ class ThinkLoop:
         close = FORCED if capped else f"\n{CLOSE}\n\n"
         written = OPEN + thought.rstrip() + close
         gen = await self._round(
-            req, head, messages, written, req.max_tokens, list(req.stop), False, lease
+            req, head, messages, written, req.max_tokens, list(req.stop), False, lease, watch
         )
         (answer,) = gen.choices
         done = Completion(
@@ -90,6 +112,7 @@ class ThinkLoop:
         stop: list[str],
         thinking: bool,
         lease: Lease | None,
+        watch: Callable[[], Watch] | None,
     ) -> Generation:
         if head is not None:
             one = replace(req, prompt=head + text, messages=None, continue_final=False)
@@ -101,4 +124,4 @@ class ThinkLoop:
                 continue_final=True,
             )
         one = replace(one, n=1, max_tokens=max(1, max_tokens), stop=stop, reasoning=thinking)
-        return await self.scheduler.generate(self.policy, one, self.ledger, lease)
+        return await self.scheduler.generate(self.policy, one, self.ledger, lease, watch)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ponder.errors import UsageError
-from ponder.lm.protocol import LanguageModel
+from ponder.lm.protocol import LanguageModel, Watch
 from ponder.runtime.budget import Ledger
 from ponder.runtime.prompting import ToolSettings
 from ponder.runtime.scheduler import Lease, Scheduler
@@ -155,10 +155,15 @@ class ToolLoop:
     # told of each call as it ends (the server streams it as progress)
     report: Callable[..., None] = field(default=lambda event, **data: None)
 
-    async def generate(self, req: GenRequest, lease: Lease | None) -> Generation:
+    async def generate(
+        self, req: GenRequest, lease: Lease | None, watch: Callable[[], Watch] | None = None
+    ) -> Generation:
         """`req` (one choice) continued round by round until it answers, stops, runs out of
-        tokens or of calls; the rounds' tokens and log-probabilities add up."""
+        tokens or of calls; the rounds' tokens and log-probabilities add up. `watch` sees
+        every token the model writes (not the tool's output) and may stop the sample: the
+        round stops there and no call follows."""
         head, messages = await continuation(self.policy, req, "tool-integrated reasoning")
+        watch = one_watch(watch)
         text = ""
         calls: list[ToolCall] = []
         rounds: list[Completion] = []
@@ -167,7 +172,7 @@ class ToolLoop:
         hinted = False
         while True:
             round_req = self._continue(req, head, messages, text, budget, len(rounds))
-            gen = await self.scheduler.generate(self.policy, round_req, self.ledger, lease)
+            gen = await self.scheduler.generate(self.policy, round_req, self.ledger, lease, watch)
             (choice,) = gen.choices
             prompt_tokens += gen.prompt_tokens
             cached += gen.cached_tokens
@@ -248,6 +253,15 @@ class ToolLoop:
             stop=stop,
             seed=seed,
         )
+
+
+def one_watch(watch: Callable[[], Watch] | None) -> Callable[[], Watch] | None:
+    """One watch for all the rounds of a sample (a sliding window of confidence runs on
+    across a tool call), however many times the scheduler asks for one."""
+    if watch is None:
+        return None
+    made = watch()
+    return lambda: made
 
 
 async def continuation(
