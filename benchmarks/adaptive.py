@@ -180,10 +180,10 @@ def tune(args: argparse.Namespace) -> None:
     train = load_signals(train_store, pool_of(train_store, args.answer_with), stats=True)
     test = load_signals(test_store, pool_of(test_store, args.answer_with), stats=True)
     reference = None
-    if args.answer_with != "reasoning":  # judged against chain-of-thought majority vote
+    if args.reference != args.answer_with:  # judged against another pool's majority vote
         reference = Reference(
-            load_signals(train_store, pool_of(train_store)),
-            load_signals(test_store, pool_of(test_store)),
+            load_signals(train_store, pool_of(train_store, args.reference)),
+            load_signals(test_store, pool_of(test_store, args.reference)),
         )
     t = tune_stopping(train, test, n=args.n, tolerance=args.tolerance, reference=reference)
     tv, sv = t.train_vote, t.test_vote
@@ -383,8 +383,13 @@ def main() -> None:
     tn.add_argument(
         "--answer-with",
         default="reasoning",
-        help="the pools the settings run on (tir: tool-integrated samples, judged against "
-        "the chain-of-thought pools' majority vote)",
+        help="the pools the settings run on (tir: tool-integrated samples)",
+    )
+    tn.add_argument(
+        "--reference",
+        default="reasoning",
+        help="the pools whose majority vote the settings must match on train and are judged "
+        "against on test [reasoning: chain of thought; the --answer-with mode: the same pools]",
     )
     ro = sub.add_parser("rolling", help="waves against rolling, replayed on a stored pool")
     ro.add_argument("--pool", type=Path, required=True, help="a store with a pool")
