@@ -18,6 +18,11 @@ replayed on that pool (the offline prediction checked against the live run).
     # pool's majority@16 on the same problems
     .venv/bin/python benchmarks/adaptive.py against --pool benchmarks/reports/gsm8k-pool16.sqlite
 
+    # a live run (any strategy) beside the CoT pool's majority@16 on the same problems:
+    # accuracy, generated tokens and wall time
+    .venv/bin/python benchmarks/adaptive.py versus --pool benchmarks/reports/gsm8k-pool16.sqlite \
+        --live STORE
+
     # waves against rolling (the next sample started as one finishes), replayed on a pool
     .venv/bin/python benchmarks/adaptive.py rolling --pool benchmarks/reports/gsm8k-pool16.sqlite
 
@@ -352,6 +357,78 @@ def against(args: argparse.Namespace) -> None:
     store.close()
 
 
+def versus(args: argparse.Namespace) -> None:
+    """Live bench runs (any strategy, one unit per problem) beside the chain-of-thought pool's
+    majority@n on the same problems: accuracy, generated tokens and wall time per problem
+    (each unit's share of its run segment's wall, by tokens, on both sides)."""
+    pool_store, live_store = Store(args.pool, create=False), Store(args.live, create=False)
+    ref = load_signals(pool_store, pool_of(pool_store))
+    g = ref.group
+    n = args.n or int(g.sizes.max())
+    name = problem_names(pool_store)
+    full = {name[int(p)]: r for r, p in enumerate(g.pids) if g.sizes[r] >= n}
+    pools = Pools(keys=g.classes, scores=g.scores, correct=g.correct, sizes=g.sizes)
+    vote, vote_generated = majority_at(pools, n), ref.completion[:, :n].sum(axis=1)
+    vote_seconds = g.cost["seconds"] * np.minimum(g.sizes, n)
+    live_name = problem_names(live_store)
+    print(
+        f"Live runs in {args.live} beside majority@{n} of {g.label} in {args.pool}, on the "
+        "problems both have (wall: each unit's share of its run segment's wall, by tokens).\n"
+    )
+    print(
+        f"| method | problems | accuracy [95% CI] | Δ vs majority@{n} [95% paired CI] "
+        f"| generated tokens / problem | × majority@{n} | wall s | × majority@{n} |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for live in (x for x in load_groups(live_store) if x.kind == "direct"):
+        mine = [(r, full[live_name[int(p)]]) for r, p in enumerate(live.pids)
+                if live_name[int(p)] in full]  # fmt: skip
+        if not mine:
+            continue
+        lr, rr = (np.array(x) for x in zip(*mine, strict=True))
+        (point,) = points(live)
+        acc, base = point.per_problem[lr], vote[rr]
+        generated = live_generated(live_store, live)[lr]
+        seconds = live.cost["seconds"][lr] * live.sizes[lr]
+        m, lo, hi = bootstrap_mean_ci(acc)
+        d, dlo, dhi = bootstrap_mean_ci(acc - base)
+        b, blo, bhi = bootstrap_mean_ci(base)
+        print(
+            f"| majority@{n} (the pool) | {len(rr)} | {100 * b:.1f}% [{100 * blo:.1f}, "
+            f"{100 * bhi:.1f}] | — | {vote_generated[rr].mean():,.0f} | 1.00 "
+            f"| {vote_seconds[rr].sum():,.0f} | 1.00 |"
+        )
+        print(
+            f"| {live.label} | {len(lr)} | {100 * m:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] "
+            f"| {100 * d:+.1f} [{100 * dlo:+.1f}, {100 * dhi:+.1f}] | {generated.mean():,.0f} "
+            f"| {generated.mean() / vote_generated[rr].mean():.2f} | {seconds.sum():,.0f} "
+            f"| {seconds.sum() / vote_seconds[rr].sum():.2f} |"
+        )
+    pool_store.close()
+    live_store.close()
+
+
+def problem_names(store: Store) -> dict[int, str]:
+    """Each problem's store id → "task/problem id" (the same across stores)."""
+    return {
+        int(pid): f"{task}/{problem}"
+        for pid, task, problem in store.db.execute("SELECT pid, task, problem_id FROM problems")
+    }
+
+
+def live_generated(store: Store, g: Group) -> np.ndarray:
+    """Generated tokens per problem of a direct group (mean over its seeds), in g.pids order."""
+    rids = [r.rid for r in g.runs]
+    marks = ",".join("?" * len(rids))
+    per = dict(
+        store.db.execute(
+            f"SELECT pid, AVG(policy_completion) FROM units WHERE rid IN ({marks}) GROUP BY pid",
+            rids,
+        ).fetchall()
+    )
+    return np.array([float(per.get(int(p), np.nan)) for p in g.pids])
+
+
 def main() -> None:
     tune_gc()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -396,6 +473,10 @@ def main() -> None:
     ro.add_argument("--n", type=int, default=None, help="the budget [the pool's size]")
     ro.add_argument("--waves", type=int, nargs="+", default=[2, 4])
     ro.add_argument("--orders", type=int, default=8)
+    vs = sub.add_parser("versus", help="live bench runs beside the pool's majority@n")
+    vs.add_argument("--pool", type=Path, required=True, help="a store with a CoT pool")
+    vs.add_argument("--live", type=Path, required=True, help="a store with live runs")
+    vs.add_argument("--n", type=int, default=None, help="the vote's samples [the pool's size]")
     ag = sub.add_parser("against", help="another pool's votes and stopping vs CoT majority@n")
     ag.add_argument("--pool", type=Path, required=True, help="a store with both pools")
     ag.add_argument("--answer-with", default="tir", help="the other pool's answer mode")
@@ -403,6 +484,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.command == "against":
         against(args)
+    elif args.command == "versus":
+        versus(args)
     elif args.command == "rolling":
         rolling(args)
     elif args.command == "live":

@@ -345,3 +345,39 @@ def test_the_tune_benchmark_chooses_on_train_and_judges_on_test(tmp_path: Path) 
     assert {"majority@4", "fixed vote", "esc", "beta", "agreement", "weighted"} <= families
     r = tune("--answer-with", "tir")
     assert r.returncode == 1 and "no pool of --answer-with tir samples" in r.stderr
+
+
+def test_the_versus_benchmark_sets_a_live_run_beside_the_pools_vote(tmp_path: Path) -> None:
+    """benchmarks/adaptive.py versus: a live adaptive run on problems of a pool, paired with
+    the pool's majority@8 on the problems both have; it stops early on the easy ones, so it
+    writes fewer tokens."""
+    import subprocess
+    import sys
+
+    import router_world as world
+    from ponder.bench.harness import Harness, plan
+    from ponder.bench.store import Store
+    from ponder.runtime.strategy import make_strategy
+
+    pool = asyncio.run(world.pool_store(tmp_path / "pool.sqlite", world.problems(9), n=8))
+
+    async def live() -> None:
+        store = Store(tmp_path / "live.sqlite")
+        for p in plan([make_strategy("adaptive", n=8, wave=2)]):
+            await Harness(world.engine(), store).execute("world", world.problems(12), p)
+        store.close()
+
+    asyncio.run(live())
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "adaptive.py"
+    r = subprocess.run(
+        [sys.executable, str(script), "versus", "--pool", str(pool), "--live",
+         str(tmp_path / "live.sqlite")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = [line.split(" | ") for line in r.stdout.splitlines() if line.startswith("| ")]
+    base, adaptive = rows[-2], rows[-1]
+    assert base[0] == "| majority@8 (the pool)" and base[1] == adaptive[1] == "9"
+    assert adaptive[0].startswith("| adaptive")
+    assert 0 < float(adaptive[5]) < 1.0  # generated tokens × majority@8
+    assert float(adaptive[7].rstrip(" |")) > 0  # wall × majority@8
