@@ -142,15 +142,18 @@ def live_of(path: Path) -> Live:
 
 
 def pool_wall(path: Path, pids: set[str]) -> float:
-    """The pool run's wall time apportioned to the problems `pids`: each segment (one
-    invocation of the resumable bench) contributes its wall times the share of its samples
-    that belong to those problems."""
+    """The chain-of-thought pool's wall time apportioned to the problems `pids`: each segment
+    (one invocation of the resumable bench) contributes its wall times the share of its samples
+    that belong to those problems. Other pools in the store (tool-integrated samples) are not
+    counted."""
     store = Store(path, create=False)
     rows = store.db.execute(
         "SELECT s.started, COALESCE(s.ended, s.started), "
         "SUM(p.task || '/' || p.problem_id IN (SELECT value FROM json_each(?))), COUNT(*) "
         "FROM segments s JOIN units u USING (sid) JOIN problems p ON p.pid = u.pid "
-        "JOIN runs r ON r.rid = u.rid WHERE r.kind = 'pool' GROUP BY s.sid",
+        "JOIN runs r ON r.rid = u.rid WHERE r.kind = 'pool' "
+        "AND COALESCE(json_extract(r.config, '$.unit.answer_with'), 'reasoning') = 'reasoning' "
+        "GROUP BY s.sid",
         (json.dumps(sorted(pids)),),
     ).fetchall()
     store.close()
