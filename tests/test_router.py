@@ -452,10 +452,10 @@ def test_snells_figure_allocates_by_the_data_sets_own_levels_where_it_has_them(
 
 
 def test_stored_levels_read_as_numbers() -> None:
-    from ponder.bench.router import _int_or_none
+    from ponder.tasks.registry import level_number
 
-    assert [_int_or_none(v) for v in ("3", "Level 5", None, "Level ?", "hard")] == [
-        3, 5, None, None, None,
+    assert [level_number(v) for v in ("3", "Level 5", None, "Level ?", "hard", 4, True)] == [
+        3, 5, None, None, None, 4, None,
     ]  # fmt: skip
 
 

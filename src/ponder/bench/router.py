@@ -46,6 +46,7 @@ from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.bench.store import Store
 from ponder.consensus import ESC, Agreement, BetaStop, Observation, StoppingRule, WeightedConsensus
 from ponder.errors import UsageError
+from ponder.tasks.registry import level_number
 
 MIN_PROBLEMS = 20  # training problems with a full pool, at least
 PROBE = 4  # samples in the probe (the adaptive strategies' first wave)
@@ -303,7 +304,7 @@ def _pool_table(
     signals = load_signals(store, g)
     full = np.flatnonzero(g.sizes >= n)
     meta = {
-        int(pid): (pid_text, question, _int_or_none(level))
+        int(pid): (pid_text, question, level_number(level))
         for pid, pid_text, question, level in store.db.execute(
             "SELECT pid, problem_id, question, level FROM problems"
         )
@@ -408,15 +409,6 @@ def _pool_table(
         dropped=len(g.pids) - P,
         levels=levels,
     )
-
-
-def _int_or_none(text: str | None) -> int | None:
-    """A stored level as a number ("3", or "Level 3" as stores of MATH before 2026-12-06
-    kept it), or None (none stored, or not a number)."""
-    if text is None:
-        return None
-    text = text.removeprefix("Level ").strip()
-    return int(text) if text.isdigit() else None
 
 
 def _direct_outcomes(store: Store, d: Group) -> tuple[dict[int, float], dict[int, float]]:

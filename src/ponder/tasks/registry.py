@@ -214,12 +214,21 @@ def _question_answer(q: str, a: str, kind: str) -> Loader:
     return load
 
 
+def level_number(value: Any) -> int | None:
+    """A difficulty level as a number: 3 for 3, "3" or "Level 3" (MATH's full test file, and
+    stores of MATH written before 2026-12-06), None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.removeprefix("Level ").strip()
+        return int(text) if text.isdigit() else None
+    return None
+
+
 def _level(value: Any) -> Any:
-    """MATH's difficulty as a number: 3 for "Level 3" (the full test file), kept as it is
-    otherwise."""
-    if isinstance(value, str) and value.startswith("Level ") and value[6:].isdigit():
-        return int(value[6:])
-    return value
+    """MATH's difficulty as a number where it reads as one, kept as it is otherwise."""
+    number = level_number(value)
+    return value if number is None else number
 
 
 def _boxed_solution(q: str, sol: str, *, id_prefix: str | None = None) -> Loader:
