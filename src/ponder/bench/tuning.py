@@ -169,7 +169,7 @@ class Tuning:
     test_vote: Baseline
     tried: list[tuple[Setting, Replayed]]  # every setting on the train pool
     chosen: list[Choice]  # one per family
-    vote_n: int = 0  # the samples of the majority vote a setting must match
+    vote_n: int  # the samples of the majority vote a setting must match
     reference: str | None = None  # that vote's pool, when not the settings' own
 
 
