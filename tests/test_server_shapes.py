@@ -21,7 +21,7 @@ from ponder.runtime.scheduler import Scheduler
 from ponder.serve import create_app
 from ponder.types import Message, Problem
 from serving import running
-from shaped_server import JINJA, MODEL, QUESTION, RIGHT, WRONG, ShapedServer, render
+from shaped_server import JINJA, MODEL, QUESTION, RIGHT, WRONG, ShapedServer, policy, render
 
 PROBLEM = Problem(question=QUESTION, kind="number")
 NO_TEMPLATES = {"no-apply-template", "no-props-template", "no-completions"}
@@ -120,6 +120,30 @@ async def test_a_right_answer_is_found_on_each_server_shape() -> None:
             )
             await lm.aclose()
         assert r.answer == "18", shape
+
+
+def calls_python(text: str, index: int, seed: int) -> str:
+    """A model that writes a Python block, then reads its output and answers (and answers
+    the probe's own checks as the other tests' model does)."""
+    if PROBLEM.question not in text:
+        return policy(text, index, seed)
+    if "```output" in text.rsplit("<|im_start|>assistant", 1)[-1]:  # what it wrote so far
+        return "So the answer is \\boxed{42}."
+    return "Let me compute.\n```python\nprint(6 * 7)\n```"
+
+
+@pytest.mark.parametrize("shape", ["llamacpp", "vllm", "chat-only"])
+async def test_tool_integrated_reasoning_runs_on_a_server_not_yet_probed(shape: str) -> None:
+    """The first thing asked of a fresh server is a tool-integrated sample: how its later
+    rounds continue the text is learnt from the probe, not assumed from before it."""
+    async with ShapedServer(shape, model_policy=calls_python) as srv:
+        lm = OpenAILM(srv.url)
+        engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
+        r = await engine.solve(PROBLEM, "greedy", answer_with="tir", seed=0)
+        await lm.aclose()
+    (cand,) = r.candidates
+    assert r.error is None and r.answer == "42", shape
+    assert [c.output for c in cand.tool_calls] == ["42"] and "```output\n42\n```" in cand.text
 
 
 # -- bad input ---------------------------------------------------------------------------------

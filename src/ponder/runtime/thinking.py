@@ -42,7 +42,9 @@ class ThinkLoop:
         every token written and may stop the sample (a thought stopped is not answered)."""
         budget = self.prompting.think_budget
         assert budget is not None
-        head, messages = await continuation(self.policy, req, "a thinking budget")
+        head, messages = await continuation(
+            self.policy, self.scheduler, self.ledger, req, "a thinking budget"
+        )
         watch = one_watch(watch)
         thought, used, rounds = "", 0, []
         capped = False

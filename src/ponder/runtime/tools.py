@@ -162,7 +162,9 @@ class ToolLoop:
         tokens or of calls; the rounds' tokens and log-probabilities add up. `watch` sees
         every token the model writes (not the tool's output) and may stop the sample: the
         round stops there and no call follows."""
-        head, messages = await continuation(self.policy, req, "tool-integrated reasoning")
+        head, messages = await continuation(
+            self.policy, self.scheduler, self.ledger, req, "tool-integrated reasoning"
+        )
         watch = one_watch(watch)
         text = ""
         calls: list[ToolCall] = []
@@ -265,15 +267,16 @@ def one_watch(watch: Callable[[], Watch] | None) -> Callable[[], Watch] | None:
 
 
 async def continuation(
-    policy: LanguageModel, req: GenRequest, what: str
+    policy: LanguageModel, scheduler: Scheduler, ledger: Ledger, req: GenRequest, what: str
 ) -> tuple[str | None, list[Message] | None]:
     """How later rounds continue a sample: the rendered conversation as a raw prompt (the
     slot's prefix cache then holds everything written), or the messages a final assistant
-    message continues (chat-only servers); a usage error naming `what` otherwise."""
+    message continues (chat-only servers); a usage error naming `what` otherwise. A server
+    is probed first (on its first request), so what it can do is known, not assumed."""
     if req.prompt is not None:
         return req.prompt, None
     assert req.messages is not None
-    caps = policy.capabilities
+    caps = await scheduler.prepared(policy, ledger)
     if caps.render and caps.raw_prefix:
         return await policy.render(req.messages), None
     if caps.continue_final:
