@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ponder.bench.analysis import Group, load_groups, points
+from ponder.bench.analysis import Group, direct_outcomes, load_groups, points
 from ponder.bench.confidence import (
     STOPPING,
     PoolSignals,
@@ -365,12 +365,12 @@ def versus(args: argparse.Namespace) -> None:
     ref = load_signals(pool_store, pool_of(pool_store))
     g = ref.group
     n = args.n or int(g.sizes.max())
-    name = problem_names(pool_store)
+    name = pool_store.problem_names()
     full = {name[int(p)]: r for r, p in enumerate(g.pids) if g.sizes[r] >= n}
     pools = Pools(keys=g.classes, scores=g.scores, correct=g.correct, sizes=g.sizes)
     vote, vote_generated = majority_at(pools, n), ref.completion[:, :n].sum(axis=1)
     vote_seconds = g.cost["seconds"] * np.minimum(g.sizes, n)
-    live_name = problem_names(live_store)
+    live_name = live_store.problem_names()
     print(
         f"Live runs in {args.live} beside majority@{n} of {g.label} in {args.pool}, on the "
         "problems both have (wall: each unit's share of its run segment's wall, by tokens).\n"
@@ -388,7 +388,8 @@ def versus(args: argparse.Namespace) -> None:
         lr, rr = (np.array(x) for x in zip(*mine, strict=True))
         (point,) = points(live)
         acc, base = point.per_problem[lr], vote[rr]
-        generated = live_generated(live_store, live)[lr]
+        _, per_pid = direct_outcomes(live_store, live)
+        generated = np.array([per_pid[int(p)] for p in live.pids[lr]])
         seconds = live.cost["seconds"][lr] * live.sizes[lr]
         m, lo, hi = bootstrap_mean_ci(acc)
         d, dlo, dhi = bootstrap_mean_ci(acc - base)
@@ -406,27 +407,6 @@ def versus(args: argparse.Namespace) -> None:
         )
     pool_store.close()
     live_store.close()
-
-
-def problem_names(store: Store) -> dict[int, str]:
-    """Each problem's store id → "task/problem id" (the same across stores)."""
-    return {
-        int(pid): f"{task}/{problem}"
-        for pid, task, problem in store.db.execute("SELECT pid, task, problem_id FROM problems")
-    }
-
-
-def live_generated(store: Store, g: Group) -> np.ndarray:
-    """Generated tokens per problem of a direct group (mean over its seeds), in g.pids order."""
-    rids = [r.rid for r in g.runs]
-    marks = ",".join("?" * len(rids))
-    per = dict(
-        store.db.execute(
-            f"SELECT pid, AVG(policy_completion) FROM units WHERE rid IN ({marks}) GROUP BY pid",
-            rids,
-        ).fetchall()
-    )
-    return np.array([float(per.get(int(p), np.nan)) for p in g.pids])
 
 
 def main() -> None:

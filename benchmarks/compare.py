@@ -23,10 +23,7 @@ from ponder.bench.store import Store
 def rows_of(path: Path, k: int | None) -> list[tuple[str, Point, dict[int, str]]]:
     """(label, point, store pid → problem id) for each direct run and each pool at k."""
     store = Store(path, create=False)
-    ids = {
-        int(pid): f"{task}/{pid_text}"
-        for pid, task, pid_text in store.db.execute("SELECT pid, task, problem_id FROM problems")
-    }
+    ids = store.problem_names()
     out = []
     for g in load_groups(store):
         unit = g.config.get("unit", {})

@@ -255,6 +255,21 @@ def _grid(
     return g
 
 
+def direct_outcomes(store: Store, d: Group) -> tuple[dict[int, float], dict[int, float]]:
+    """A direct group's mean correctness and generated tokens (policy and verifier) per
+    problem id, over its seeds."""
+    marks = ",".join(str(r.rid) for r in d.runs)
+    acc: dict[int, float] = {}
+    gen: dict[int, float] = {}
+    for pid, ok, tokens in store.db.execute(
+        f"SELECT pid, AVG(correct), AVG(policy_completion + verifier_completion) FROM units"
+        f" WHERE rid IN ({marks}) GROUP BY pid"
+    ):
+        acc[int(pid)] = float(ok)
+        gen[int(pid)] = float(tokens)
+    return acc, gen
+
+
 def points(group: Group, *, resamples: int = 2000) -> list[Point]:
     """Accuracy with a 95% bootstrap interval over problems, and mean cost per problem: for a
     pool, at every k for every rule; for a direct run, once."""

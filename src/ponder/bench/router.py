@@ -40,7 +40,7 @@ from ponder.allocation import (
     fingerprint,
     hull,
 )
-from ponder.bench.analysis import Group, auroc, load_groups
+from ponder.bench.analysis import Group, auroc, direct_outcomes, load_groups
 from ponder.bench.confidence import load_signals
 from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.bench.store import Store
@@ -319,7 +319,7 @@ def _pool_table(
         for d in groups:
             if d.kind != "direct" or d.task != g.task or d.model != g.model:
                 continue
-            acc, gen = _direct_outcomes(store, d)
+            acc, gen = direct_outcomes(store, d)
             if all(int(g.pids[r]) in acc for r in full):
                 direct_arms.append((d, acc, gen))
                 unit = dict(d.config.get("unit", {}))
@@ -409,20 +409,6 @@ def _pool_table(
         dropped=len(g.pids) - P,
         levels=levels,
     )
-
-
-def _direct_outcomes(store: Store, d: Group) -> tuple[dict[int, float], dict[int, float]]:
-    """A direct group's mean correctness and generated tokens per problem."""
-    marks = ",".join(str(r.rid) for r in d.runs)
-    acc: dict[int, float] = {}
-    gen: dict[int, float] = {}
-    for pid, ok, tokens in store.db.execute(
-        f"SELECT pid, AVG(correct), AVG(policy_completion + verifier_completion) FROM units"
-        f" WHERE rid IN ({marks}) GROUP BY pid"
-    ):
-        acc[int(pid)] = float(ok)
-        gen[int(pid)] = float(tokens)
-    return acc, gen
 
 
 # -- fitting ----------------------------------------------------------------------------------

@@ -273,6 +273,14 @@ class Store:
             self._claim = None
 
     # -- runs and problems -------------------------------------------------------------------
+    def problem_names(self) -> dict[int, str]:
+        """Each problem's id in this store → "task/problem id", the name that is the same
+        across stores (so runs in two stores pair up problem by problem)."""
+        return {
+            int(pid): f"{task}/{problem}"
+            for pid, task, problem in self.db.execute("SELECT pid, task, problem_id FROM problems")
+        }
+
     def run(
         self,
         identity: dict[str, Any],
