@@ -41,6 +41,12 @@ def main() -> None:
     ap.add_argument("--test", type=Path, nargs="*", default=[], help="stores of test problems")
     ap.add_argument("--split-halves", type=Path, default=None, help="smoke: one store, halved")
     ap.add_argument("--task", default=None, help="the task's pool in each store")
+    ap.add_argument(
+        "--answer-with",
+        default=None,
+        choices=["reasoning", "program", "both", "tir", "no_cot"],
+        help="the pool of samples answered this way [default: each store's largest]",
+    )
     ap.add_argument("--probe", type=int, default=4)
     ap.add_argument("--orders", type=int, default=8)
     ap.add_argument("--price", type=float, default=None)
@@ -56,14 +62,24 @@ def main() -> None:
     smoke = args.split_halves is not None
     if smoke:
         whole = build_table(
-            [args.split_halves], task=args.task, probe=args.probe, orders=args.orders
+            [args.split_halves],
+            task=args.task,
+            probe=args.probe,
+            orders=args.orders,
+            answer_with=args.answer_with,
         )
         train, test = split_halves(whole)
     else:
         if not args.train or not args.test:
             ap.error("give --train and --test stores (or --split-halves STORE for a smoke)")
-        train = build_table(args.train, task=args.task, probe=args.probe, orders=args.orders)
-        test = build_table(args.test, task=args.task, probe=args.probe, orders=args.orders)
+        read = {
+            "task": args.task,
+            "probe": args.probe,
+            "orders": args.orders,
+            "answer_with": args.answer_with,
+        }
+        train = build_table(args.train, **read)
+        test = build_table(args.test, **read)
     fitted = fit_router(train, price=args.price, min_problems=args.min_problems)
     router = fitted.router
     args.out.mkdir(parents=True, exist_ok=True)

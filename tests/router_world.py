@@ -14,7 +14,7 @@ from ponder.bench.harness import Harness, plan
 from ponder.bench.store import Store
 from ponder.runtime.engine import Engine
 from ponder.runtime.strategy import make_strategy
-from ponder.types import GenRequest, Problem
+from ponder.types import AnswerWith, GenRequest, Problem
 
 KINDS = ("easy", "contested", "hopeless")
 
@@ -57,11 +57,17 @@ def engine() -> Engine:
     return eng
 
 
-async def pool_store(path: Path, items: list[Problem], n: int = 16, task: str = "world") -> Path:
-    """A store holding a pool of n samples per problem."""
+async def pool_store(
+    path: Path,
+    items: list[Problem],
+    n: int = 16,
+    task: str = "world",
+    answer_with: AnswerWith = "reasoning",
+) -> Path:
+    """A store holding a pool of n samples per problem (answered with `answer_with`)."""
     store = Store(path)
     harness = Harness(engine(), store)
-    (p,) = plan([make_strategy("vote", n=n)])
+    (p,) = plan([make_strategy("vote", n=n, answer_with=answer_with)])
     await harness.execute(task, items, p, seed=0)
     store.close()
     return path

@@ -43,6 +43,7 @@ from ponder.bench.router import (
 from ponder.bench.store import Store
 from ponder.bench.workload import Workload, anytime, run_workload
 from ponder.errors import UsageError
+from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import make_strategy
 
 # -- the probe's features -------------------------------------------------------------------
@@ -154,6 +155,40 @@ def test_evaluating_on_training_problems_is_refused(
         compare(router, build_table([stores[0]]))
     with pytest.raises(RouterError, match="never saw"):
         make_strategy("auto", router=str(router_file)).check_unseen(world.problems(3))  # type: ignore[attr-defined]
+
+
+def test_a_router_fitted_on_tool_integrated_samples_makes_auto_sample_so(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "modes.sqlite"
+    items = world.problems(30)
+    asyncio.run(world.pool_store(path, items, n=8))
+    asyncio.run(world.pool_store(path, items, n=6, answer_with="tir"))
+    assert build_table([path]).answer_with == "reasoning"  # the largest pool unless asked
+    table = build_table([path], answer_with="tir")
+    assert (table.answer_with, table.pool_size, table.problems) == ("tir", 6, 30)
+    with pytest.raises(UsageError, match="no pool of samples answered with program"):
+        build_table([path], answer_with="program")
+    only_tir = asyncio.run(
+        world.pool_store(tmp_path / "tir.sqlite", world.problems(6, start=40), 8, answer_with="tir")
+    )
+    with pytest.raises(UsageError, match="answer modes"):  # chains of thought beside TIR
+        build_table([path, only_tir])
+    router = fit_router(table).router
+    assert router.answer_with == "tir" and "Samples answer with tir" in " ".join(router.summary)
+    file = tmp_path / "router.json"
+    file.write_text(router.model_dump_json())
+    assert load_router(file).answer_with == "tir"
+    auto = make_strategy("auto", router=str(file))
+    assert auto.answer_with == "tir" and auto.config()["answer_with"] == "tir"
+    with pytest.raises(RouterError, match="answered with tir, not reasoning"):
+        make_strategy("auto", router=str(file), answer_with="reasoning")
+    engine, lm = scripted_engine(world.reply)
+    easy = world.problems(1, start=501)[0]
+    r = asyncio.run(engine.solve(easy, "auto", router=str(file), seed=0))
+    assert r.answer == "1501" and len(r.candidates) >= router.probe
+    tir_system = Prompting().tir_system
+    assert lm.calls and all(tir_system in c.input_text() for c in lm.calls)
 
 
 def test_too_little_training_data_says_how_much_is_needed(stores: tuple[Path, Path]) -> None:
@@ -298,6 +333,10 @@ def test_router_fit_show_and_errors_on_the_command_line(
     assert "Trained on 60 problems" in r.stdout and out.is_file()
     r = run_ponder("router", "show", str(out), "--json")
     assert json.loads(r.stdout)["training"]["fingerprints"] == "60 problems"
+    r = run_ponder("router", "fit", str(stores[0]), "--answer-with", "code", "--out", str(out))
+    assert r.returncode == 2 and "--answer-with code: not one of reasoning" in r.stderr
+    r = run_ponder("router", "fit", str(stores[0]), "--answer-with", "tir", "--out", str(out))
+    assert r.returncode == 2 and "no pool of samples answered with tir" in r.stderr
     r = run_ponder("router", "eval", str(out), str(stores[0]))
     assert r.returncode == 2 and r.stderr.startswith("error: 60 of 60 problems are in this")
     r = run_ponder("router", "eval", str(out), str(stores[1]), "--json")

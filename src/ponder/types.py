@@ -12,6 +12,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, computed_field
 
 Role = Literal["system", "user", "assistant"]
+# How a sample answers. reasoning: chain of thought; program: PAL (the sandbox runs the model's
+# program); both: CoT and a program for a cross-check; tir: Python called mid-reasoning;
+# no_cot: the answer alone
+AnswerWith = Literal["reasoning", "program", "both", "tir", "no_cot"]
 
 
 SEED_LIMIT = 2**63  # seeds are in [0, SEED_LIMIT): a store keeps them as SQLite integers

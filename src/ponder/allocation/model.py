@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ponder.errors import UsageError
+from ponder.types import AnswerWith
 
 FORMAT = "ponder-router"
 VERSION = 1
@@ -113,6 +114,8 @@ class RouterModel(BaseModel):
     summary: list[str] = Field(default_factory=list)  # what a person reads first
     probe: int = Field(ge=1)  # samples in the probe
     temperature: float  # of every sample (the pool's)
+    # how every sample answers (the pool's): the probe and the arms that sample run this way
+    answer_with: AnswerWith = "reasoning"
     features: list[str]
     scale: dict[str, tuple[float, float]]  # feature → (mean, std); a missing value is its mean
     difficulty: Linear  # the predicted share of right samples (calibrated on training)

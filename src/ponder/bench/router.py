@@ -47,6 +47,7 @@ from ponder.bench.store import Store
 from ponder.consensus import ESC, Agreement, BetaStop, Observation, StoppingRule, WeightedConsensus
 from ponder.errors import UsageError
 from ponder.tasks.registry import level_number
+from ponder.types import AnswerWith
 
 MIN_PROBLEMS = 20  # training problems with a full pool, at least
 PROBE = 4  # samples in the probe (the adaptive strategies' first wave)
@@ -84,6 +85,7 @@ class Table:
     pool: str
     stores: list[str]
     pool_size: int
+    answer_with: AnswerWith  # how the pool's samples answer (reasoning, tir, ...): the probe's too
     probe: int
     temperature: float
     ids: list[str]  # problem ids
@@ -113,6 +115,7 @@ class Table:
             pool=self.pool,
             stores=self.stores,
             pool_size=self.pool_size,
+            answer_with=self.answer_with,
             probe=self.probe,
             temperature=self.temperature,
             ids=[self.ids[i] for i in rows],
@@ -195,23 +198,27 @@ def build_table(
     orders: int = ORDERS,
     direct: bool = True,
     seed: int = 0,
+    answer_with: AnswerWith | None = None,
 ) -> Table:
-    """The table of the largest unscored pool in the stores (one task and model), with the
-    direct runs of the same task and model as arms too (cost: the probe plus the run)."""
+    """The table of the largest unscored pool in the stores (one task and model; with
+    `answer_with`, of samples answered that way), with the direct runs of the same task and
+    model as arms too (cost: the probe plus the run)."""
     if probe < 1 or orders < 1:
         raise UsageError(f"probe ({probe}) and orders ({orders}) must be at least 1")
-    tables = [_table_of(Path(s), task, probe, orders, direct, seed) for s in stores]
+    tables = [_table_of(Path(s), task, probe, orders, direct, seed, answer_with) for s in stores]
     if len(tables) == 1:
         return tables[0]
     first = tables[0]
     for t in tables[1:]:
-        if (t.model, t.pool_size, [a.name for a in t.arms]) != (
+        if (t.model, t.pool_size, t.answer_with, [a.name for a in t.arms]) != (
             first.model,
             first.pool_size,
+            first.answer_with,
             [a.name for a in first.arms],
         ):
             raise UsageError(
-                "the stores hold different models, pool sizes or arms: fit on one kind of pool"
+                "the stores hold different models, pool sizes, answer modes or arms: fit on "
+                "one kind of pool (--answer-with picks the mode)"
             )
     cat = {
         name: np.concatenate([getattr(t, name) for t in tables])
@@ -232,6 +239,7 @@ def build_table(
         pool=first.pool,
         stores=[s for t in tables for s in t.stores],
         pool_size=first.pool_size,
+        answer_with=first.answer_with,
         probe=probe,
         temperature=first.temperature,
         ids=[i for t in tables for i in t.ids],
@@ -244,23 +252,35 @@ def build_table(
 
 
 def _table_of(
-    path: Path, task: str | None, probe: int, orders: int, direct: bool, seed: int
+    path: Path,
+    task: str | None,
+    probe: int,
+    orders: int,
+    direct: bool,
+    seed: int,
+    answer_with: AnswerWith | None,
 ) -> Table:
     if not path.is_file():
         raise UsageError(f"{path}: no such store")
     store = Store(path, create=False)
     try:
         groups = [g for g in load_groups(store) if task is None or g.task == task]
-        pools = [
-            g for g in groups if g.kind == "pool" and not g.scored and not g.config.get("workload")
+        candidates = [
+            g
+            for g in groups
+            if g.kind == "pool"
+            and not g.config.get("workload")
+            and (answer_with is None or answered_with(g) == answer_with)
         ]
-        if not pools:  # a scored pool's samples serve as well (its scores unused)
-            pools = [g for g in groups if g.kind == "pool" and not g.config.get("workload")]
+        # a scored pool's samples serve as well (its scores unused), if there is no other
+        pools = [g for g in candidates if not g.scored] or candidates
         if not pools:
             where = f" for task '{task}'" if task else ""
+            mode = f" answered with {answer_with}" if answer_with else ""
+            flag = f" --answer-with {answer_with}" if answer_with else ""
             raise UsageError(
-                f"{path}: no pool of samples{where} to fit from (bench one: "
-                "`ponder bench TASK --split train -s vote -n 16 --store STORE`)"
+                f"{path}: no pool of samples{where}{mode} to fit from (bench one: "
+                f"`ponder bench TASK --split train -s vote -n 16{flag} --store STORE`)"
             )
         g = max(pools, key=lambda g: (int(g.sizes.max()), len(g.pids)))
         n = int(g.sizes.max())
@@ -272,6 +292,12 @@ def _table_of(
         return pool_table(store, g, groups, probe=probe, orders=orders, direct=direct, seed=seed)
     finally:
         store.close()
+
+
+def answered_with(g: Group) -> AnswerWith:
+    """How a group's samples answer (reasoning: plain chain of thought)."""
+    mode: AnswerWith = g.config.get("unit", {}).get("answer_with", "reasoning")
+    return mode
 
 
 def pool_table(
@@ -393,6 +419,7 @@ def _pool_table(
         pool=g.label,
         stores=[str(path)],
         pool_size=n,
+        answer_with=answered_with(g),
         probe=probe,
         temperature=temperature,
         ids=ids,
@@ -498,6 +525,7 @@ def _fit(
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         probe=table.probe,
         temperature=table.temperature,
+        answer_with=table.answer_with,
         features=names,
         scale=scale,
         difficulty=difficulty,
@@ -726,6 +754,7 @@ def summary_lines(table: Table, router: RouterModel, dropped: list[str]) -> list
         f"Trained on {table.problems} problems of {table.task} ({table.model}), pool "
         f"{table.pool} of {table.pool_size} samples, each read in {router.training.orders} "
         f"orders; probe: the first {router.probe} samples.",
+        f"Samples answer with {table.answer_with}: `auto` runs its probe and arms so.",
         f"Arms (after the probe): {', '.join(a.name for a in router.arms)}.",
         f"Chooses per problem the arm maximizing predicted accuracy - {router.price:.3g} x "
         "predicted generated tokens (price: the uniform vote's accuracy per token at the "

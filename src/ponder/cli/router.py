@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast, get_args
 
 import typer
 
 from ponder.allocation import RouterModel, load_router
 from ponder.cli.common import app, out
+from ponder.errors import UsageError
+from ponder.types import AnswerWith
 
 router_app = typer.Typer(
     no_args_is_help=True,
@@ -29,6 +31,14 @@ def fit(
     ),
     task: Annotated[
         str | None, typer.Option("--task", help="The task's pool to fit on [default: the largest]")
+    ] = None,
+    answer_with: Annotated[
+        str | None,
+        typer.Option(
+            "--answer-with",
+            help="Fit on the pool of samples answered this way (tir: Python mid-reasoning); "
+            "`auto` then samples so [default: the largest pool]",
+        ),
     ] = None,
     probe: Annotated[int, typer.Option("--probe", min=1, help="Samples in the probe")] = 4,
     orders: Annotated[
@@ -52,7 +62,11 @@ def fit(
         import sklearn  # noqa: F401
     except ImportError:
         raise sklearn_missing() from None
-    table = build_table(stores, task=task, probe=probe, orders=orders)
+    modes = get_args(AnswerWith)
+    if answer_with is not None and answer_with not in modes:
+        raise UsageError(f"--answer-with {answer_with}: not one of {', '.join(modes)}")
+    mode = cast("AnswerWith | None", answer_with)
+    table = build_table(stores, task=task, probe=probe, orders=orders, answer_with=mode)
     fitted = fit_router(table, price=price)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(fitted.router.model_dump_json(indent=1) + "\n", encoding="utf-8")
@@ -87,7 +101,13 @@ def evaluate(
     from ponder.bench.router import build_table, compare
 
     router = load_router(file)
-    table = build_table(stores, task=task, probe=router.probe, orders=router.training.orders)
+    table = build_table(
+        stores,
+        task=task,
+        probe=router.probe,
+        orders=router.training.orders,
+        answer_with=router.answer_with,
+    )
     c = compare(router, table)
     numbers = {
         "problems": c.problems,

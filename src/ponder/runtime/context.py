@@ -16,14 +16,14 @@ from typing import Any, ClassVar, Protocol
 from ponder.answers import extract, extract_answer, normalize_number
 from ponder.lm.protocol import Capabilities, LanguageModel, Watch
 from ponder.runtime.budget import Ledger
-from ponder.runtime.prompting import AnswerWith, Prompting
+from ponder.runtime.prompting import Prompting
 from ponder.runtime.scheduler import Lease, Scheduler
 from ponder.runtime.thinking import ThinkLoop
 from ponder.runtime.tools import ToolLoop
 from ponder.runtime.verifiers import Verifiers, VerifierSpec
 from ponder.sandbox import ExecResult, Sandbox
 from ponder.signals import SignalSettings, signals_of
-from ponder.types import Candidate, Generation, GenRequest, Problem, Result
+from ponder.types import AnswerWith, Candidate, Generation, GenRequest, Problem, Result
 
 
 class ChoiceLoop(Protocol):

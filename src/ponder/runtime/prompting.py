@@ -4,11 +4,10 @@ both), the sampling limits and the stop strings every strategy shares."""
 from __future__ import annotations
 
 import functools
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.types import Message, Problem
+from ponder.types import AnswerWith, Message, Problem
 
 # Measured on the first 30 GSM8K test problems, 0.5B greedy: this prompt 7/30; without its
 # second sentence 4/30 (the model writes Python and invents its output); with two worked
@@ -49,10 +48,6 @@ THINK_SYSTEM_PROMPT = (
 NO_COT_SYSTEM_PROMPT = (
     "Give only the final answer, within \\boxed{}, with no explanation and no working."
 )
-
-# reasoning: chain of thought; program: PAL (the sandbox runs the model's program); both: CoT
-# and a program for a cross-check; tir: Python called mid-reasoning; no_cot: the answer alone
-AnswerWith = Literal["reasoning", "program", "both", "tir", "no_cot"]
 
 
 class ToolSettings(BaseModel):

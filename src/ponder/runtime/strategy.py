@@ -15,9 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from ponder.errors import UsageError
 from ponder.plugins import Registry, first_line
 from ponder.runtime.context import Context
-from ponder.runtime.prompting import AnswerWith
 from ponder.runtime.verifiers import options_error
-from ponder.types import Problem, Result
+from ponder.types import AnswerWith, Problem, Result
 
 # What a strategy's registry entry may say it is (its capabilities):
 POOLED = "pooled"  # its units are independent samples: a bench draws one pool for every k

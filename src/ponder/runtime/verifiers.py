@@ -23,10 +23,10 @@ from ponder.lm.protocol import LanguageModel
 from ponder.plugins import Registry, first_line
 from ponder.runtime.aggregate import aggregate, check_aggregate, clip, deltas, rank_calibrated
 from ponder.runtime.budget import Ledger
-from ponder.runtime.prompting import AnswerWith, Prompting
+from ponder.runtime.prompting import Prompting
 from ponder.runtime.scheduler import Lease, Scheduler
 from ponder.sandbox import Sandbox
-from ponder.types import Candidate, Problem
+from ponder.types import AnswerWith, Candidate, Problem
 
 ROLE = "verifier"
 
