@@ -36,11 +36,16 @@ def problems(count: int, start: int = 0) -> list[Problem]:
     return out
 
 
-def reply(req: GenRequest, index: int, rng: random.Random) -> str:
+def case_of(req: GenRequest) -> tuple[int, str, int]:
+    """The case a request asks about: its number, its kind and its right answer."""
     text = req.input_text()
     case = int(text.split("Case ", 1)[1].split(" ", 1)[0])
-    kind = text.split("(", 1)[1].split(")", 1)[0]
-    right = 1000 + case
+    kind = text.split("Case ", 1)[1].split("(", 1)[1].split(")", 1)[0]
+    return case, kind, 1000 + case
+
+
+def reply(req: GenRequest, index: int, rng: random.Random) -> str:
+    _, kind, right = case_of(req)
     roll = rng.random()
     if kind == "easy":
         answer = right if roll < 0.95 else rng.randrange(10)

@@ -30,7 +30,7 @@ from ponder.runtime.engine import Engine
 from ponder.runtime.scheduler import Scheduler
 from ponder.runtime.strategy import make_strategy
 from ponder.types import GenRequest, Problem
-from router_world import pool_store, problems
+from router_world import case_of, pool_store, problems
 from router_world import reply as world_reply
 
 
@@ -113,9 +113,8 @@ async def test_a_fixed_vote_replays_as_the_reports_vote_at_k(tmp_path: Path) -> 
 def sharp_reply(req: GenRequest, index: int, rng: random.Random) -> str:
     """The world's problems, where a sampler at T=0.3 (standing in for tool-integrated
     samples) gets a contested problem right 85% of the time, against 40% at T=0.7."""
-    text = req.input_text()
-    if req.temperature < 0.5 and "(contested)" in text:
-        right = 1000 + int(text.split("Case ", 1)[1].split(" ", 1)[0])
+    _, kind, right = case_of(req)
+    if req.temperature < 0.5 and kind == "contested":
         answer = right if rng.random() < 0.85 else right + 1 + rng.randrange(6)
         return f"step step step so the answer is \\boxed{{{answer}}}"
     return world_reply(req, index, rng)
