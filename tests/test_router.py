@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,9 +44,10 @@ from ponder.bench.router import (
 )
 from ponder.bench.store import Store
 from ponder.bench.workload import Workload, anytime, run_workload
-from ponder.errors import UsageError
+from ponder.errors import BackendError, UsageError
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import make_strategy
+from ponder.types import AnswerWith, Generation, GenRequest
 
 # -- the probe's features -------------------------------------------------------------------
 
@@ -260,30 +263,100 @@ def store_tokens(path: Path) -> int:
         db.close()
 
 
+def calls_python_first(req: GenRequest, index: int, rng: random.Random) -> str:
+    """The world's replies, after one Python block in a tool-integrated sample's first round."""
+    written = (req.prompt or "").split("<assistant>", 1)[-1]
+    if req.prompt is not None and "```output" not in written:
+        return "Let me count.\n```python\nprint(6 * 7)\n```\n"
+    return world.reply(req, index, rng)
+
+
 @settings(max_examples=15)
-@given(st.integers(1, 4000), st.integers(1, 8), st.integers(1, 6), st.integers(0, 3))
+@given(
+    st.integers(1, 4000),
+    st.integers(1, 8),
+    st.integers(1, 6),
+    st.integers(0, 3),
+    st.sampled_from(["reasoning", "tir"]),
+)
 def test_a_workload_never_exceeds_its_budget(
-    budget: int, count: int, max_n: int, seed: int
+    budget: int, count: int, max_n: int, seed: int, answer_with: AnswerWith
 ) -> None:
-    async def go(path: Path) -> int:
+    async def go(path: Path, before: int) -> int:
         store = Store(path)
-        eng, _ = scripted_engine(world.reply)
+        eng, lm = scripted_engine(calls_python_first)
+        written = 0  # what the model was really asked to read and write
+        generate = lm.generate
+
+        async def counted(req: GenRequest) -> Generation:
+            nonlocal written
+            out = await generate(req)
+            written += out.prompt_tokens + out.completion_tokens
+            return out
+
+        lm.generate = counted  # type: ignore[method-assign]
         harness = Harness(eng, store)
-        w = Workload(tokens_total=budget, max_n=max_n, probe=2)
+        w = Workload(tokens_total=budget, max_n=max_n, probe=2, answer_with=answer_with)
         done = await run_workload(harness, "world", world.problems(count), w, seed=seed)
         store.close()
-        assert done.progress.spent <= budget
+        # every token the model wrote is counted, a tool-integrated sample's later rounds
+        # too (also when the budget refused a round after earlier ones were written)
+        assert done.progress.spent - before == written and done.progress.spent <= budget
+        if answer_with == "tir" and lm.calls:
+            assert all(c.prompt is not None for c in lm.calls)  # rendered tool-loop rounds
         return done.progress.spent
 
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "w.sqlite"
-        spent = asyncio.run(go(path))
+        spent = asyncio.run(go(path, 0))
         assert store_tokens(path) == spent <= budget
         # resumed with the same budget: nothing more fits than what is left
-        again = asyncio.run(go(path))
+        again = asyncio.run(go(path, spent))
         assert store_tokens(path) == again <= budget
+
+
+async def test_a_tool_integrated_sample_the_budget_cuts_midway_is_counted_and_stored(
+    tmp_path: Path,
+) -> None:
+    """Each round of a TIR sample pays its whole prompt again, so a budget can admit the
+    first round and refuse the next: what the first wrote is spent, stored and resumed."""
+    cut = 0
+    for budget in range(850, 1300, 25):  # from one first round to one whole sample
+        eng, lm = scripted_engine(calls_python_first)
+        written = 0
+        generate = lm.generate
+
+        async def counted(req: GenRequest, generate: Any = generate) -> Generation:
+            nonlocal written
+            out: Generation = await generate(req)
+            written += out.prompt_tokens + out.completion_tokens
+            return out
+
+        lm.generate = counted  # type: ignore[method-assign]
+        path = tmp_path / f"w{budget}.sqlite"
+        store = Store(path)
+        w = Workload(tokens_total=budget, max_n=1, probe=1, answer_with="tir")
+        done = await run_workload(Harness(eng, store), "world", world.problems(1), w)
+        store.close()
+        assert done.progress.spent == written == store_tokens(path) <= budget
+        cut += int(written > 0 and len(lm.calls) == 1)  # a first round, its next refused
+    assert cut > 0  # the window was met
+
+
+async def test_a_workload_whose_samples_all_fail_ends_instead_of_retrying_forever(
+    tmp_path: Path,
+) -> None:
+    eng, lm = scripted_engine(world.reply, fail=lambda call, req: BackendError("down"))
+    store = Store(tmp_path / "w.sqlite")
+    w = Workload(tokens_total=10_000, max_n=4, probe=2)
+    done = await asyncio.wait_for(
+        run_workload(Harness(eng, store), "world", world.problems(3), w), timeout=60
+    )
+    store.close()
+    assert done.progress.done == 0 and done.progress.spent == 0
+    assert 0 < len(lm.calls) <= 3 * 2  # one batch tried (retries included), then it stops
 
 
 async def test_a_workload_with_the_router_is_at_least_uniform_at_its_budget(
@@ -346,6 +419,12 @@ def test_router_fit_show_and_errors_on_the_command_line(
     assert r.returncode == 2 and "no such router file" in r.stderr
     r = run_ponder("solve", "What is 2+2?", "-s", "vote", "--router", str(out))
     assert r.returncode == 2 and "--router is read by -s auto" in r.stderr
+    r = run_ponder(
+        *("bench", "gsm8k", "--budget-tokens-total", "5000", "--router", str(out)),
+        *("--answer-with", "tir", "--store", str(tmp_path / "w.sqlite")),
+    )
+    assert r.returncode == 2 and "--answer-with tir: the router" in r.stderr
+    assert "answered with reasoning" in r.stderr
 
 
 # -- serving auto/MODEL ----------------------------------------------------------------------

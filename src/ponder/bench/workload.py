@@ -37,7 +37,7 @@ from ponder.errors import UsageError
 from ponder.runtime.budget import Budget, Ledger, estimate
 from ponder.runtime.engine import Engine
 from ponder.runtime.strategy import make_strategy
-from ponder.types import GenRequest, Problem
+from ponder.types import AnswerWith, GenRequest, Problem
 
 
 class Workload(BaseModel):
@@ -47,6 +47,7 @@ class Workload(BaseModel):
     max_n: int = 16  # samples per problem at most
     probe: int = 4  # samples every problem gets first (round robin)
     temperature: float = 0.7
+    answer_with: AnswerWith = "reasoning"  # how every sample answers (a router's own mode)
     router_sha256: str | None = None  # the router whose curves rank the problems
     problems: int = 0  # the set's size (set by run_workload)
 
@@ -106,7 +107,7 @@ def open_workload_run(harness: Harness, task: str, workload: Workload, seed: int
         "name": "sample",
         "n": 1,
         "temperature": workload.temperature,
-        "answer_with": "reasoning",
+        "answer_with": workload.answer_with,
     }
     identity = {
         "task": task,
@@ -115,7 +116,8 @@ def open_workload_run(harness: Harness, task: str, workload: Workload, seed: int
         "kind": "pool",
         "unit": unit,
         "budget": None,
-        "workload": workload.model_dump(mode="json"),
+        # (the answer mode is the unit's, as in every pool)
+        "workload": workload.model_dump(mode="json", exclude={"answer_with"}),
         "prompting": engine.prompting.model_dump(mode="json", exclude_defaults=True),
         "seed": seed,
     }
@@ -153,7 +155,9 @@ async def run_workload(
     by_pid = {s.pid: s for s in states}
     spent, order = _resume(store, run.rid, by_pid)
     ledger = Ledger(Budget(tokens=max(0, workload.tokens_total - spent)))
-    sample = make_strategy("sample", n=1, temperature=workload.temperature)
+    sample = make_strategy(
+        "sample", n=1, temperature=workload.temperature, answer_with=workload.answer_with
+    )
     progress = WorkloadProgress(
         spent=spent,
         total=workload.tokens_total,
@@ -162,7 +166,7 @@ async def run_workload(
     )
     stop = stop or asyncio.Event()
     window = harness.window_for_pool()
-    worst = {s.pid: _worst_case(harness, s.problem) for s in states}
+    worst = {s.pid: _worst_case(harness, s.problem, workload.answer_with) for s in states}
     sid = store.open_segment(run.rid)
 
     async def one(state: _State, rank: float) -> None:
@@ -175,11 +179,14 @@ async def run_workload(
             seed=unit_seed(seed, state.problem.id, u),
             workload=ledger,
         )
-        if result.error is not None or not result.candidates:
-            return  # not stored: a re-run retries it
         total = result.total
-        progress.spent += total.prompt_tokens + total.completion_tokens
-        cand = result.candidates[0]
+        charged = total.prompt_tokens + total.completion_tokens
+        if result.error is not None or not (result.candidates or charged):
+            return  # not stored: a re-run retries it
+        # (no candidate but tokens charged: a tool-integrated sample whose later round the
+        # budget refused; stored unanswered, so its tokens count here and on a resume)
+        progress.spent += charged
+        cand = result.candidates[0] if result.candidates else None
         graded = [
             await harness.classify(state.pid, state.problem, c.answer) for c in result.candidates
         ]
@@ -187,10 +194,11 @@ async def run_workload(
         result.info["workload"] = {"order": order, "gain": rank}
         order += 1
         before = state.vote_right()
-        state.classes.append(None if graded[0][0] < 0 else graded[0][0])
-        state.right.append(graded[0][1])
-        state.tokens.append(cand.completion_tokens)
-        state.signals.append(cand.signals.scores if cand.signals and cand.signals.scores else None)
+        state.classes.append(None if not graded or graded[0][0] < 0 else graded[0][0])
+        state.right.append(bool(graded) and graded[0][1])
+        state.tokens.append(total.completion_tokens if cand is None else cand.completion_tokens)
+        scores = cand.signals.scores if cand and cand.signals and cand.signals.scores else None
+        state.signals.append(scores)
         store.add_unit(run.rid, state.pid, u, sid, result, graded, chosen, time.monotonic() - t0)
         progress.correct += int(state.vote_right()) - int(before)
         progress.done += 1
@@ -209,7 +217,13 @@ async def run_workload(
                     left -= need
             if not chosen:
                 break
+            stored = progress.done
             await asyncio.gather(*(one(s, r) for s, r in chosen))
+            if progress.done == stored:
+                # nothing came back: the budget refused every first round (a tool-integrated
+                # prompt, rendered, may cost more than `worst` guessed) or the backend failed;
+                # picking the same samples again would spin (a re-run retries)
+                break
     finally:
         store.close_segment(sid)
     return WorkloadOutcome(
@@ -220,11 +234,12 @@ async def run_workload(
     )
 
 
-def _worst_case(harness: Harness, problem: Problem) -> int:
-    """The most one sample of `problem` can cost (prompt + completion tokens)."""
+def _worst_case(harness: Harness, problem: Problem, answer_with: AnswerWith) -> int:
+    """The most one sample's first call can cost (prompt + completion tokens); a
+    tool-integrated sample's later rounds reserve theirs on the same ledger as they go."""
     engine = local_engine(harness)
     req = GenRequest(
-        messages=engine.prompting.messages(problem, "reasoning"),
+        messages=engine.prompting.messages(problem, answer_with),
         max_tokens=engine.prompting.max_tokens,
     )
     return estimate(req, engine.policy.info).total_tokens
@@ -235,9 +250,10 @@ def _resume(store: Store, rid: int, by_pid: dict[int, _State]) -> tuple[int, int
     spent, order = 0, 0
     rows = store.db.execute(
         "SELECT u.pid, u.class, u.correct, u.policy_prompt + u.policy_completion"
-        " + u.verifier_prompt + u.verifier_completion, c.completion_tokens, c.signals, u.info"
-        " FROM units u JOIN candidates c ON c.rid = u.rid AND c.pid = u.pid AND c.unit = u.unit"
-        " AND c.idx = 0 WHERE u.rid = ? ORDER BY u.pid, u.unit",
+        " + u.verifier_prompt + u.verifier_completion,"
+        " COALESCE(c.completion_tokens, u.policy_completion), c.signals, u.info"
+        " FROM units u LEFT JOIN candidates c ON c.rid = u.rid AND c.pid = u.pid"
+        " AND c.unit = u.unit AND c.idx = 0 WHERE u.rid = ? ORDER BY u.pid, u.unit",
         (rid,),
     ).fetchall()
     for pid, cls, ok, tokens, completion, signals, info in rows:

@@ -490,12 +490,20 @@ async def workload_with_progress(
     from ponder.bench.sweep import model_sha256
     from ponder.bench.workload import Workload, run_workload
 
+    router = load_router(router_path) if router_path is not None else None
+    asked = sweep.strategies[0].options()
+    temperature = asked.get("temperature")
+    answer_with = asked.get("answer_with")
+    if router is not None and answer_with not in (None, router.answer_with):
+        raise UsageError(
+            f"--answer-with {answer_with}: the router {router_path} was fitted on samples "
+            f"answered with {router.answer_with}; drop --answer-with or fit a router on a "
+            f"pool of {answer_with} samples"
+        )
     prepared = prepare_sweep(sweep, base, api_key=api_key, request_timeout=request_timeout)
     ((label, problems),) = prepared.tasks
-    router = load_router(router_path) if router_path is not None else None
     if router is not None:
         router.check_unseen([(p.id or p.question[:40], p.question) for p in problems])
-    temperature = sweep.strategies[0].options().get("temperature")
     workload = Workload(
         tokens_total=total,
         max_n=n or 16,
@@ -503,6 +511,7 @@ async def workload_with_progress(
         temperature=temperature
         if temperature is not None
         else (router.temperature if router else 0.7),
+        answer_with=answer_with or (router.answer_with if router else "reasoning"),
         router_sha256=file_sha256(router_path) if router_path is not None else None,
     )
     db = Store(store_path)
