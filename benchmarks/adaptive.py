@@ -161,12 +161,7 @@ def table(args: argparse.Namespace) -> None:
 def pool_of(store: Store, answer_with: str = "reasoning") -> Group:
     """The store's largest pool of samples answered with `answer_with` (reasoning: plain
     chain of thought)."""
-    pools = [
-        g
-        for g in load_groups(store)
-        if g.kind == "pool"
-        and g.config.get("unit", {}).get("answer_with", "reasoning") == answer_with
-    ]
+    pools = [g for g in load_groups(store) if g.kind == "pool" and g.answer_with == answer_with]
     if not pools:
         raise SystemExit(
             f"error: {store.path} holds no pool of --answer-with {answer_with} samples "

@@ -26,8 +26,7 @@ def rows_of(path: Path, k: int | None) -> list[tuple[str, Point, dict[int, str]]
     ids = store.problem_names()
     out = []
     for g in load_groups(store):
-        unit = g.config.get("unit", {})
-        how = unit.get("answer_with", "reasoning")
+        how = g.answer_with
         for p in points(g):
             if g.kind == "direct":
                 out.append((f"{g.label} · {how} ({path.name})", p, ids))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import get_args
 
 from ponder.bench.router import (
     Table,
@@ -32,6 +33,7 @@ from ponder.bench.router import (
     split_halves,
 )
 from ponder.runtime.settings import tune_gc
+from ponder.types import AnswerWith
 
 
 def main() -> None:
@@ -44,7 +46,7 @@ def main() -> None:
     ap.add_argument(
         "--answer-with",
         default=None,
-        choices=["reasoning", "program", "both", "tir", "no_cot"],
+        choices=get_args(AnswerWith),
         help="the pool of samples answered this way [default: each store's largest]",
     )
     ap.add_argument("--probe", type=int, default=4)

@@ -124,6 +124,17 @@ class RouterModel(BaseModel):
     validation: dict[str, Any] = Field(default_factory=dict)
     training: Training
 
+    def answer_mode(self, asked: str | None, where: str) -> AnswerWith:
+        """The answer mode to sample with: the router's own (its predictions hold for that
+        mode only); `asked`, another mode given by the user, is an error naming both."""
+        if asked is not None and asked != self.answer_with:
+            raise RouterError(
+                f"--answer-with {asked}: the router {where} was fitted on samples answered "
+                f"with {self.answer_with}, not {asked}; drop --answer-with or fit a router on "
+                f"a pool of {asked} samples"
+            )
+        return self.answer_with
+
     # -- prediction ---------------------------------------------------------------------
     def scaled(self, x: np.ndarray) -> np.ndarray:
         """Raw features (rows × features, NaN unknown) standardized, unknowns at 0."""

@@ -27,6 +27,7 @@ from ponder.bench.estimators import (
 )
 from ponder.bench.store import Run, Store
 from ponder.lm import Price
+from ponder.types import AnswerWith
 
 COSTS = ("tokens", "flops", "dollars", "seconds")
 # the rule that evaluates each pooled method from the pool
@@ -63,6 +64,12 @@ class Group:
     @property
     def scored(self) -> bool:
         return bool(np.isfinite(self.scores).any())
+
+    @property
+    def answer_with(self) -> AnswerWith:
+        """How the group's samples answer (reasoning: plain chain of thought)."""
+        mode: AnswerWith = self.config.get("unit", {}).get("answer_with", "reasoning")
+        return mode
 
     def take(self, rows: np.ndarray) -> Group:
         """The same group on the problem rows `rows` only (in that order)."""

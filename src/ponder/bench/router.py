@@ -270,7 +270,7 @@ def _table_of(
             for g in groups
             if g.kind == "pool"
             and not g.config.get("workload")
-            and (answer_with is None or answered_with(g) == answer_with)
+            and (answer_with is None or g.answer_with == answer_with)
         ]
         # a scored pool's samples serve as well (its scores unused), if there is no other
         pools = [g for g in candidates if not g.scored] or candidates
@@ -292,12 +292,6 @@ def _table_of(
         return pool_table(store, g, groups, probe=probe, orders=orders, direct=direct, seed=seed)
     finally:
         store.close()
-
-
-def answered_with(g: Group) -> AnswerWith:
-    """How a group's samples answer (reasoning: plain chain of thought)."""
-    mode: AnswerWith = g.config.get("unit", {}).get("answer_with", "reasoning")
-    return mode
 
 
 def pool_table(
@@ -419,7 +413,7 @@ def _pool_table(
         pool=g.label,
         stores=[str(path)],
         pool_size=n,
-        answer_with=answered_with(g),
+        answer_with=g.answer_with,
         probe=probe,
         temperature=temperature,
         ids=ids,

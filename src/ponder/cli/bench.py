@@ -494,12 +494,8 @@ async def workload_with_progress(
     asked = sweep.strategies[0].options()
     temperature = asked.get("temperature")
     answer_with = asked.get("answer_with")
-    if router is not None and answer_with not in (None, router.answer_with):
-        raise UsageError(
-            f"--answer-with {answer_with}: the router {router_path} was fitted on samples "
-            f"answered with {router.answer_with}; drop --answer-with or fit a router on a "
-            f"pool of {answer_with} samples"
-        )
+    if router is not None:
+        answer_with = router.answer_mode(answer_with, str(router_path))
     prepared = prepare_sweep(sweep, base, api_key=api_key, request_timeout=request_timeout)
     ((label, problems),) = prepared.tasks
     if router is not None:
@@ -511,7 +507,7 @@ async def workload_with_progress(
         temperature=temperature
         if temperature is not None
         else (router.temperature if router else 0.7),
-        answer_with=answer_with or (router.answer_with if router else "reasoning"),
+        answer_with=answer_with or "reasoning",
         router_sha256=file_sha256(router_path) if router_path is not None else None,
     )
     db = Store(store_path)

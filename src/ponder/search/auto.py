@@ -91,16 +91,8 @@ class Auto(Strategy):
                 "with `ponder router fit STORE --out router.json`)"
             )
         self._model = router_for(self.router)
-        # the router was fitted on samples answered one way (chain of thought, or Python
-        # mid-reasoning); its predictions hold for that way only
-        if "answer_with" not in self.model_fields_set:
-            self.answer_with = self._model.answer_with
-        elif self.answer_with != self._model.answer_with:
-            raise RouterError(
-                f"{self.router}: the router was fitted on samples answered with "
-                f"{self._model.answer_with}, not {self.answer_with}: drop --answer-with or fit "
-                f"a router on a pool of {self.answer_with} samples"
-            )
+        asked = self.answer_with if "answer_with" in self.model_fields_set else None
+        self.answer_with = self._model.answer_mode(asked, self.router)
         sha = file_sha256(self.router)
         if self.router_sha256 is not None and self.router_sha256 != sha:
             raise RouterError(
