@@ -359,6 +359,38 @@ async def test_a_workload_whose_samples_all_fail_ends_instead_of_retrying_foreve
     assert 0 < len(lm.calls) <= 3 * 2  # one batch tried (retries included), then it stops
 
 
+async def test_a_sample_failing_after_its_first_round_reports_what_it_was_charged(
+    tmp_path: Path,
+) -> None:
+    """Not stored (a re-run retries it), but its first round was spent: the progress says so
+    and the budget left for the others shrinks by it."""
+
+    def second_round_fails(call: int, req: GenRequest) -> Exception | None:
+        written = (req.prompt or "").split("<assistant>", 1)[-1]
+        return BackendError("down") if "```output" in written else None
+
+    eng, lm = scripted_engine(calls_python_first, fail=second_round_fails)
+    written = 0
+    generate = lm.generate
+
+    async def counted(req: GenRequest, generate: Any = generate) -> Generation:
+        nonlocal written
+        out: Generation = await generate(req)
+        written += out.prompt_tokens + out.completion_tokens
+        return out
+
+    lm.generate = counted  # type: ignore[method-assign]
+    store = Store(tmp_path / "w.sqlite")
+    w = Workload(tokens_total=50_000, max_n=2, probe=1, answer_with="tir")
+    done = await asyncio.wait_for(
+        run_workload(Harness(eng, store), "world", world.problems(2), w), timeout=60
+    )
+    store.close()
+    assert done.progress.done == 0 and done.progress.spent == 0
+    assert done.progress.failed >= 2
+    assert done.progress.lost == written > 0
+
+
 async def test_a_workload_with_the_router_is_at_least_uniform_at_its_budget(
     router_file: Path, tmp_path: Path
 ) -> None:

@@ -54,7 +54,9 @@ class Workload(BaseModel):
 
 class WorkloadProgress(BaseModel):
     done: int = 0
-    spent: int = 0  # tokens charged (prompt + completion), this invocation and before
+    spent: int = 0  # tokens charged (prompt + completion) to stored samples, before included
+    failed: int = 0  # samples the backend failed this invocation (not stored: a re-run retries)
+    lost: int = 0  # the tokens those were charged before they failed (spent on the budget too)
     total: int = 0  # the budget
     correct: int = 0  # problems whose vote is right now
     problems: int = 0
@@ -182,7 +184,10 @@ async def run_workload(
         total = result.total
         charged = total.prompt_tokens + total.completion_tokens
         if result.error is not None or not (result.candidates or charged):
-            return  # not stored: a re-run retries it
+            # not stored: a re-run retries it; what it was charged is still spent
+            progress.failed += int(result.error is not None)
+            progress.lost += charged
+            return
         # (no candidate but tokens charged: a tool-integrated sample whose later round the
         # budget refused; stored unanswered, so its tokens count here and on a resume)
         progress.spent += charged
@@ -207,7 +212,7 @@ async def run_workload(
 
     try:
         while not stop.is_set():
-            left = workload.tokens_total - progress.spent
+            left = workload.tokens_total - progress.spent - progress.lost
             batch = _pick(states, workload, router, window)
             chosen: list[tuple[_State, float]] = []
             for state, rank in batch:

@@ -321,6 +321,12 @@ def bench(
                 f"{summary_['correct']} ({100 * summary_['accuracy']:.1f}%)"
             )
             out.print(f"[dim]store: {store_path} · report: ponder report {store_path}[/dim]")
+        if summary_["failed"]:
+            err.print(
+                f"[yellow]{summary_['failed']} samples failed on the backend, charged "
+                f"{summary_['lost']:,} tokens besides the spend above (not stored; a re-run "
+                "retries them)[/yellow]"
+            )
         if interrupted:
             err.print(
                 "interrupted: the finished samples are stored; run the same command to resume"
@@ -541,6 +547,8 @@ async def workload_with_progress(
     return done.interrupted, {
         "budget": total,
         "spent": pr.spent,
+        "failed": pr.failed,
+        "lost": pr.lost,
         "problems": pr.problems,
         "samples": int(samples),
         "correct": pr.correct,
