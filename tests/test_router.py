@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -45,6 +44,7 @@ from ponder.bench.router import (
 from ponder.bench.store import Store
 from ponder.bench.workload import Workload, anytime, run_workload
 from ponder.errors import BackendError, UsageError
+from ponder.lm.scripted import ScriptedLM
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import make_strategy
 from ponder.types import AnswerWith, Generation, GenRequest
@@ -263,6 +263,21 @@ def store_tokens(path: Path) -> int:
         db.close()
 
 
+class Counted:
+    """What a scripted model read and wrote (prompt + completion tokens), counted at the model."""
+
+    def __init__(self, lm: ScriptedLM) -> None:
+        self.tokens = 0
+        generate = lm.generate
+
+        async def counted(req: GenRequest) -> Generation:
+            out: Generation = await generate(req)
+            self.tokens += out.prompt_tokens + out.completion_tokens
+            return out
+
+        lm.generate = counted  # type: ignore[method-assign]
+
+
 def calls_python_first(req: GenRequest, index: int, rng: random.Random) -> str:
     """The world's replies, after one Python block in a tool-integrated sample's first round."""
     written = (req.prompt or "").split("<assistant>", 1)[-1]
@@ -325,23 +340,14 @@ async def test_a_tool_integrated_sample_the_budget_cuts_midway_is_counted_and_st
     cut = 0
     for budget in range(850, 1300, 25):  # from one first round to one whole sample
         eng, lm = scripted_engine(calls_python_first)
-        written = 0
-        generate = lm.generate
-
-        async def counted(req: GenRequest, generate: Any = generate) -> Generation:
-            nonlocal written
-            out: Generation = await generate(req)
-            written += out.prompt_tokens + out.completion_tokens
-            return out
-
-        lm.generate = counted  # type: ignore[method-assign]
+        model = Counted(lm)
         path = tmp_path / f"w{budget}.sqlite"
         store = Store(path)
         w = Workload(tokens_total=budget, max_n=1, probe=1, answer_with="tir")
         done = await run_workload(Harness(eng, store), "world", world.problems(1), w)
         store.close()
-        assert done.progress.spent == written == store_tokens(path) <= budget
-        cut += int(written > 0 and len(lm.calls) == 1)  # a first round, its next refused
+        assert done.progress.spent == model.tokens == store_tokens(path) <= budget
+        cut += int(model.tokens > 0 and len(lm.calls) == 1)  # a first round, its next refused
     assert cut > 0  # the window was met
 
 
@@ -370,16 +376,7 @@ async def test_a_sample_failing_after_its_first_round_reports_what_it_was_charge
         return BackendError("down") if "```output" in written else None
 
     eng, lm = scripted_engine(calls_python_first, fail=second_round_fails)
-    written = 0
-    generate = lm.generate
-
-    async def counted(req: GenRequest, generate: Any = generate) -> Generation:
-        nonlocal written
-        out: Generation = await generate(req)
-        written += out.prompt_tokens + out.completion_tokens
-        return out
-
-    lm.generate = counted  # type: ignore[method-assign]
+    model = Counted(lm)
     store = Store(tmp_path / "w.sqlite")
     w = Workload(tokens_total=50_000, max_n=2, probe=1, answer_with="tir")
     done = await asyncio.wait_for(
@@ -388,7 +385,7 @@ async def test_a_sample_failing_after_its_first_round_reports_what_it_was_charge
     store.close()
     assert done.progress.done == 0 and done.progress.spent == 0
     assert done.progress.failed >= 2
-    assert done.progress.lost == written > 0
+    assert done.progress.lost == model.tokens > 0
 
 
 async def test_a_workload_with_the_router_is_at_least_uniform_at_its_budget(
