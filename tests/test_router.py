@@ -368,8 +368,8 @@ async def test_a_workload_whose_samples_all_fail_ends_instead_of_retrying_foreve
 async def test_a_sample_failing_after_its_first_round_reports_what_it_was_charged(
     tmp_path: Path,
 ) -> None:
-    """Not stored (a re-run retries it), but its first round was spent: the progress says so
-    and the budget left for the others shrinks by it."""
+    """Not stored (a re-run retries it), but its first round was spent: the progress counts
+    the failure and the tokens the model read and wrote for it."""
 
     def second_round_fails(call: int, req: GenRequest) -> Exception | None:
         written = (req.prompt or "").split("<assistant>", 1)[-1]
