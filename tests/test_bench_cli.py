@@ -14,25 +14,7 @@ from pathlib import Path
 import pytest
 
 from fake_server import FakeOpenAIServer
-from helpers import run_ponder, store_of_version
-
-
-async def ponder(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ponder",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from helpers import ponder_async, run_ponder, store_of_version
 
 
 def work(server: FakeOpenAIServer) -> int:
@@ -53,7 +35,7 @@ async def test_bench_stores_resumes_and_reports(tmp_path: Path) -> None:
     async with FakeOpenAIServer() as server:
         args = ["bench", "gsm8k", "--base-url", server.url, "--model", "fake-model"]
         args += ["-s", "greedy", "-s", "vote", "-n", "4", "--limit", "3", "--store", str(store)]
-        code, out, err = await ponder(*args)
+        code, out, err = await ponder_async(*args)
         assert code == 0, err
         assert units(store) == 3 + 3 * 4
         first = work(server)
@@ -67,18 +49,18 @@ async def test_bench_stores_resumes_and_reports(tmp_path: Path) -> None:
         assert any(" ETA " in line for line in lines)
         assert "\x1b[" not in err  # no terminal control codes in the log
         # the same command again: everything is stored, nothing is asked of the server
-        code, out, err = await ponder(*args)
+        code, out, err = await ponder_async(*args)
         assert code == 0, err
         assert work(server) == first
         assert units(store) == 15
         # a bigger pool: only the new samples
-        code, _, err = await ponder(*[a if a != "4" else "6" for a in args])
+        code, _, err = await ponder_async(*[a if a != "4" else "6" for a in args])
         assert code == 0, err
         assert units(store) == 3 + 3 * 6
         assert work(server) == first + 6
 
     report = tmp_path / "rep"
-    code, out, err = await ponder("report", str(store), "--out", str(report))
+    code, out, err = await ponder_async("report", str(store), "--out", str(report))
     assert code == 0, err
     text = (report / "report.md").read_text()
     assert "| vote | 6 | 3 |" in text and "| greedy | 1 | 3 |" in text
@@ -104,7 +86,7 @@ async def test_a_log_keeps_whole_method_labels(tmp_path: Path) -> None:
     async with FakeOpenAIServer() as server:
         args = ["bench", "gsm8k", "--base-url", server.url, "--model", "fake-model", "--limit"]
         args += ["1", "-s", "greedy", "-o", "answer_with=program", "--seeds", "123456789"]
-        code, out, err = await ponder(*args, "--store", str(tmp_path / "s.sqlite"), env=env)
+        code, out, err = await ponder_async(*args, "--store", str(tmp_path / "s.sqlite"), env=env)
     assert code == 0, err
     assert "greedy(answer_with=program)" in out, out
     assert "…" not in out
@@ -137,7 +119,7 @@ async def test_ctrl_c_stores_the_units_in_flight_and_a_rerun_finishes(
         stored = units(store)
         assert 6 <= stored < 40
         assert stored == sent  # every request that was sent finished and was stored
-        code, _, e = await ponder(*args[3:])
+        code, _, e = await ponder_async(*args[3:])
         assert code == 0, e
         assert units(store) == 40 and work(server) == 40
 
@@ -155,7 +137,7 @@ async def test_custom_data_and_a_sweep_file(tmp_path: Path) -> None:
             'strategies = ["greedy", {name = "vote", n = 2}]\n'
             "seeds = [0, 1]\n"
         )
-        code, _, err = await ponder("bench", "--sweep", str(sweep))
+        code, _, err = await ponder_async("bench", "--sweep", str(sweep))
         assert code == 0, err
     store = tmp_path / "out" / "s.sqlite"  # relative to the sweep file
     db = sqlite3.connect(store)

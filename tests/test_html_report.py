@@ -12,7 +12,6 @@ import os
 import random
 import re
 import sqlite3
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import pytest
 
 from browser import Browser, chromium
 from fake_server import FakeOpenAIServer
-from helpers import no_sleep, run_ponder
+from helpers import no_sleep, ponder_async, run_ponder
 from ponder.bench.analysis import Point
 from ponder.bench.harness import Harness, plan
 from ponder.bench.html import write_html_report
@@ -302,17 +301,8 @@ async def test_bench_keep_trees_from_the_command_line(tmp_path: Path) -> None:
         base += ["-s", "refine", "--limit", "2"]
         for keep, name in ((True, "kept"), (False, "plain")):
             args = [*base, "--store", str(tmp_path / f"{name}.sqlite")]
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "ponder",
-                *args,
-                *(["--keep-trees"] if keep else []),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            _, err = await asyncio.wait_for(proc.communicate(), 120)
-            assert proc.returncode == 0, err.decode()
+            code, _, err = await ponder_async(*args, *(["--keep-trees"] if keep else []))
+            assert code == 0, err
     kept = sqlite3.connect(tmp_path / "kept.sqlite")
     plain = sqlite3.connect(tmp_path / "plain.sqlite")
     assert kept.execute("SELECT COUNT(*) FROM traces").fetchone() == (2,)

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import router_world as world
-from helpers import run_ponder, scripted_engine
+from helpers import ponder_async, run_ponder, scripted_engine
 from ponder.allocation import (
     FEATURES,
     Probe,
@@ -485,21 +485,13 @@ async def test_a_workload_from_the_command_line_stays_within_budget_and_is_repor
     async with FakeOpenAIServer() as server:
         args = ["bench", "gsm8k", "--base-url", server.url, "--model", "fake-model", "--limit", "4"]
         args += ["--budget-tokens-total", "5000", "-n", "6", "--store", str(store), "--json"]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "ponder",
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode == 0, err.decode()
+        code, out, err = await ponder_async(*args)
+    assert code == 0, err
     summary = json.loads(out)["workload"]
     assert summary["budget"] == 5000 and 0 < summary["spent"] <= 5000
     assert store_tokens(store) == summary["spent"]
     # stderr is a pipe: plain progress lines, the last one at the whole spend
-    lines = [line for line in err.decode().splitlines() if line.startswith("gsm8k workload: ")]
+    lines = [line for line in err.splitlines() if line.startswith("gsm8k workload: ")]
     assert lines and f"{summary['spent']:,}/5,000 tokens" in lines[-1]
     r = run_ponder("report", str(store), "--out", str(tmp_path / "rep"), timeout=120)
     assert r.returncode == 0, r.stderr
@@ -508,6 +500,36 @@ async def test_a_workload_from_the_command_line_stays_within_budget_and_is_repor
     assert list((tmp_path / "rep").glob("workload_*.png"))
     r = run_ponder("bench", "gsm8k", "--budget-tokens-total", "10", "-s", "greedy")
     assert r.returncode == 2 and "-s vote" in r.stderr
+
+
+async def test_samples_the_backend_refuses_are_reported_by_the_command_line(
+    tmp_path: Path,
+) -> None:
+    """Failed samples are not stored (a re-run retries them) but the command says how many
+    failed and what they were charged, in its line and in --json."""
+    from fake_server import FakeOpenAIServer
+
+    def odd_seeds_refused(i: int, path: str, body: dict[str, object]) -> str:
+        seed = body.get("seed")
+        return "422" if isinstance(seed, int) and seed % 2 else "ok"
+
+    store = tmp_path / "w.sqlite"
+    async with FakeOpenAIServer(odd_seeds_refused) as server:
+        args = ["bench", "gsm8k", "--base-url", server.url, "--model", "fake-model", "--limit", "4"]
+        args += ["--budget-tokens-total", "3000", "-n", "4", "--store", str(store), "--json"]
+        code, out, err = await ponder_async(*args)
+        refused = sum(
+            odd_seeds_refused(0, path, body) == "422"
+            for path, body in server.requests
+            if path.endswith("completions")
+        )
+    assert code == 0, err
+    summary = json.loads(out)["workload"]
+    assert refused > 0 and summary["failed"] == refused  # a refusal is not retried
+    assert summary["lost"] == 0  # refused before anything was generated
+    assert summary["spent"] == store_tokens(store) > 0  # the others were stored
+    said = " ".join(err.split())
+    assert f"{refused} samples failed on the backend, charged 0 tokens besides the spend" in said
 
 
 def test_the_report_draws_snells_figure_from_a_pool(

@@ -212,7 +212,9 @@ async def run_workload(
 
     try:
         while not stop.is_set():
-            left = workload.tokens_total - progress.spent - progress.lost
+            # what the ledger has not charged: stored samples, failed ones and any call a
+            # result's own total leaves out alike (nothing is in flight between batches)
+            left = (ledger.budget.tokens or 0) - ledger.spent.total_tokens
             batch = _pick(states, workload, router, window)
             chosen: list[tuple[_State, float]] = []
             for state, rank in batch:
