@@ -42,7 +42,14 @@ from ponder.bench.router import (
     split_halves,
 )
 from ponder.bench.store import Store
-from ponder.bench.workload import Workload, anytime, run_workload
+from ponder.bench.workload import (
+    GREEDY_PROBE,
+    Workload,
+    anytime,
+    replay,
+    run_workload,
+    stored_pool,
+)
 from ponder.errors import BackendError, UsageError
 from ponder.lm.scripted import ScriptedLM
 from ponder.runtime.prompting import Prompting
@@ -421,6 +428,36 @@ async def test_a_workload_with_the_router_is_at_least_uniform_at_its_budget(
     store.close()
 
 
+async def test_a_workload_replayed_on_its_pool_buys_what_the_live_run_bought(
+    router_file: Path, tmp_path: Path
+) -> None:
+    """A pool's unit u is drawn with the seed a workload gives a problem's u-th sample, so
+    replaying the workload's picks on the pool must spend the same tokens on the same
+    samples and end with the same votes, with the router and without."""
+    items = world.problems(18, start=900)
+    pool = stored_pool(await world.pool_store(tmp_path / "pool.sqlite", items, n=8, task="w"))
+    whole = sum(s.cost for samples in pool.samples for s in samples)
+    assert [p.id for p in pool.problems] == [
+        p.id for p in items
+    ] and pool.answer_with == "reasoning"
+    router = load_router(router_file)
+    for i, (r, share) in enumerate(((None, 0.3), (router, 0.3), (router, 0.7))):
+        w = Workload(tokens_total=int(share * whole), max_n=8, probe=r.probe if r else GREEDY_PROBE)
+        path = tmp_path / f"live{i}.sqlite"
+        store = Store(path)
+        harness = Harness(world.engine(), store)
+        done = await run_workload(harness, "w", items, w, router=r)
+        store.close()
+        db = sqlite3.connect(path)
+        bought = dict(db.execute("SELECT pid, COUNT(*) FROM units GROUP BY pid").fetchall())
+        db.close()
+        again = replay(pool, w, router=r, window=harness.window_for_pool())
+        assert again.spent == done.progress.spent <= w.tokens_total
+        assert sum(again.right) == done.progress.correct
+        assert again.samples == [bought.get(pid, 0) for pid in range(1, len(items) + 1)]
+        assert min(again.samples) > 0 and max(again.samples) > min(again.samples)
+
+
 def test_fingerprints_ignore_spacing_and_case() -> None:
     assert fingerprint("What is  2+2?") == fingerprint("what is 2+2? ")
 
@@ -646,3 +683,50 @@ def test_the_router_benchmark_tables_every_allocation(leveled: Path, tmp_path: P
     for name in ("uniform", "oracle difficulty", "given level", "predicted difficulty"):
         assert name in header
     assert all(line.count("|") == header.count("|") for line in lines[at + 1 : at + 18])
+
+
+def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
+    stores: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """benchmarks/workload.py: at each uniform vote@k's spend, the leader rule's and the router's
+    workloads spend no more; on the world (easy problems settle, contested ones gain from
+    more samples) both beat uniform at vote@8's spend."""
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "workload.py"
+    out = tmp_path / "out"
+    args = ["--test", str(stores[1]), "--train", str(stores[0]), "--ks", "2", "4", "8"]
+    r = subprocess.run(
+        [sys.executable, str(bench), *args, "--orders", "3", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((out / "workload.json").read_text())["rows"]
+    by = {(row["budget_of"], row["method"]): row for row in rows}
+    assert {m for _, m in by} == {"uniform", "leader", "router"}
+    for (k, _), row in by.items():
+        assert row["tokens_per_problem"] <= by[(k, "uniform")]["tokens_per_problem"]
+    for m in ("leader", "router"):
+        assert by[("vote@8", m)]["accuracy"] > by[("vote@8", "uniform")]["accuracy"], m
+    assert (out / "workload.png").is_file() and "| vote@8 | router |" in r.stdout
+    # a live run beside its replay: the scripted backend draws the same text from a seed
+    live = tmp_path / "live.sqlite"
+    store = Store(live)
+    w = Workload(tokens_total=2500, max_n=8)
+    items = world.problems(12, start=100)
+    done = asyncio.run(run_workload(Harness(world.engine(), store), "world-test", items, w))
+    store.close()
+    r = subprocess.run(
+        [sys.executable, str(bench), "--test", str(stores[1]), "--live", str(live)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    live_row = next(line for line in r.stdout.splitlines() if line.startswith("| live |"))
+    again_row = next(line for line in r.stdout.splitlines() if line.startswith("| replay |"))
+    spent = f"{done.progress.spent:,}"
+    assert live_row.split("|")[2:6] == again_row.split("|")[2:6]
+    assert live_row.split("|")[2].strip() == spent
+    assert live_row.split("|")[3].strip() == str(done.progress.correct)
+    assert f"{done.progress.done} of the {done.progress.done} samples" in r.stdout

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,47 @@ def build_table(
     )
 
 
+@contextmanager
+def opened_pool(
+    path: Path, task: str | None, answer_with: AnswerWith | None
+) -> Iterator[tuple[Store, list[Group], Group]]:
+    """A store, open while in use, with its groups (of `task`, where given) and its
+    `largest_pool`."""
+    if not path.is_file():
+        raise UsageError(f"{path}: no such store")
+    store = Store(path, create=False)
+    try:
+        groups = [g for g in load_groups(store) if task is None or g.task == task]
+        yield store, groups, largest_pool(path, groups, task, answer_with)
+    finally:
+        store.close()
+
+
+def largest_pool(
+    path: Path, groups: list[Group], task: str | None, answer_with: AnswerWith | None
+) -> Group:
+    """The pool a router is fitted on or judged with: the largest unscored pool of samples
+    (answered `answer_with`, where given) that is not a workload's."""
+    candidates = [
+        g
+        for g in groups
+        if g.kind == "pool"
+        and not g.config.get("workload")
+        and (answer_with is None or g.answer_with == answer_with)
+    ]
+    # a scored pool's samples serve as well (its scores unused), if there is no other
+    pools = [g for g in candidates if not g.scored] or candidates
+    if not pools:
+        where = f" for task '{task}'" if task else ""
+        mode = f" answered with {answer_with}" if answer_with else ""
+        flag = f" --answer-with {answer_with}" if answer_with else ""
+        raise UsageError(
+            f"{path}: no pool of samples{where}{mode} to fit from (bench one: "
+            f"`ponder bench TASK --split train -s vote -n 16{flag} --store STORE`)"
+        )
+    return max(pools, key=lambda g: (int(g.sizes.max()), len(g.pids)))
+
+
 def _table_of(
     path: Path,
     task: str | None,
@@ -260,29 +302,7 @@ def _table_of(
     seed: int,
     answer_with: AnswerWith | None,
 ) -> Table:
-    if not path.is_file():
-        raise UsageError(f"{path}: no such store")
-    store = Store(path, create=False)
-    try:
-        groups = [g for g in load_groups(store) if task is None or g.task == task]
-        candidates = [
-            g
-            for g in groups
-            if g.kind == "pool"
-            and not g.config.get("workload")
-            and (answer_with is None or g.answer_with == answer_with)
-        ]
-        # a scored pool's samples serve as well (its scores unused), if there is no other
-        pools = [g for g in candidates if not g.scored] or candidates
-        if not pools:
-            where = f" for task '{task}'" if task else ""
-            mode = f" answered with {answer_with}" if answer_with else ""
-            flag = f" --answer-with {answer_with}" if answer_with else ""
-            raise UsageError(
-                f"{path}: no pool of samples{where}{mode} to fit from (bench one: "
-                f"`ponder bench TASK --split train -s vote -n 16{flag} --store STORE`)"
-            )
-        g = max(pools, key=lambda g: (int(g.sizes.max()), len(g.pids)))
+    with opened_pool(path, task, answer_with) as (store, groups, g):
         n = int(g.sizes.max())
         if n <= probe:
             raise UsageError(
@@ -290,8 +310,6 @@ def _table_of(
                 f"bench a larger pool (-n 16)"
             )
         return pool_table(store, g, groups, probe=probe, orders=orders, direct=direct, seed=seed)
-    finally:
-        store.close()
 
 
 def pool_table(

@@ -23,7 +23,8 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,13 +32,20 @@ from pydantic import BaseModel
 
 from ponder.allocation import Probe, RouterModel, features, hull
 from ponder.bench.harness import Harness, LocalUnits, unit_seed, versions
+from ponder.bench.router import opened_pool
 from ponder.bench.store import Run, Store
 from ponder.consensus.stopping import leader_stays
 from ponder.errors import UsageError
 from ponder.runtime.budget import Budget, Ledger, estimate
 from ponder.runtime.engine import Engine
+from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import make_strategy
-from ponder.types import AnswerWith, GenRequest, Problem
+from ponder.types import AnswerWith, GenRequest, ModelInfo, Problem
+
+# Samples each problem gets first without a router: 1, chosen on three train pools (GSM8K
+# chain of thought and tool-integrated, MATH) against 2-4 by `benchmarks/workload.py`: the
+# leader-settling rule then decides from the second sample on.
+GREEDY_PROBE = 1
 
 
 class Workload(BaseModel):
@@ -45,7 +53,7 @@ class Workload(BaseModel):
 
     tokens_total: int  # the budget over the whole set: prompt + completion tokens
     max_n: int = 16  # samples per problem at most
-    probe: int = 4  # samples every problem gets first (round robin)
+    probe: int = GREEDY_PROBE  # samples every problem gets first (round robin)
     temperature: float = 0.7
     answer_with: AnswerWith = "reasoning"  # how every sample answers (a router's own mode)
     router_sha256: str | None = None  # the router whose curves rank the problems
@@ -75,6 +83,16 @@ class _State:
     @property
     def count(self) -> int:
         return len(self.classes)
+
+    def add(
+        self, cls: int | None, right: bool, completion: int, signals: dict[str, float] | None
+    ) -> None:
+        """One more sample: its answer's class (None: no answer), whether it is right, the
+        tokens it generated and its confidence scores."""
+        self.classes.append(cls)
+        self.right.append(right)
+        self.tokens.append(completion)
+        self.signals.append(signals)
 
     def vote_right(self) -> bool:
         votes: dict[int, int] = {}
@@ -168,7 +186,10 @@ async def run_workload(
     )
     stop = stop or asyncio.Event()
     window = harness.window_for_pool()
-    worst = {s.pid: _worst_case(harness, s.problem, workload.answer_with) for s in states}
+    worst = {
+        s.pid: worst_case(engine.prompting, engine.policy.info, s.problem, workload.answer_with)
+        for s in states
+    }
     sid = store.open_segment(run.rid)
 
     async def one(state: _State, rank: float) -> None:
@@ -199,11 +220,12 @@ async def run_workload(
         result.info["workload"] = {"order": order, "gain": rank}
         order += 1
         before = state.vote_right()
-        state.classes.append(None if not graded or graded[0][0] < 0 else graded[0][0])
-        state.right.append(bool(graded) and graded[0][1])
-        state.tokens.append(total.completion_tokens if cand is None else cand.completion_tokens)
-        scores = cand.signals.scores if cand and cand.signals and cand.signals.scores else None
-        state.signals.append(scores)
+        state.add(
+            None if not graded or graded[0][0] < 0 else graded[0][0],
+            bool(graded) and graded[0][1],
+            total.completion_tokens if cand is None else cand.completion_tokens,
+            cand.signals.scores if cand and cand.signals and cand.signals.scores else None,
+        )
         store.add_unit(run.rid, state.pid, u, sid, result, graded, chosen, time.monotonic() - t0)
         progress.correct += int(state.vote_right()) - int(before)
         progress.done += 1
@@ -215,13 +237,7 @@ async def run_workload(
             # what the ledger has not charged: stored samples, failed ones and any call a
             # result's own total leaves out alike (nothing is in flight between batches)
             left = (ledger.budget.tokens or 0) - ledger.spent.total_tokens
-            batch = _pick(states, workload, router, window)
-            chosen: list[tuple[_State, float]] = []
-            for state, rank in batch:
-                need = worst[state.pid]
-                if need <= left:
-                    chosen.append((state, rank))
-                    left -= need
+            chosen = _choose(states, workload, router, window, worst, left)
             if not chosen:
                 break
             stored = progress.done
@@ -241,15 +257,33 @@ async def run_workload(
     )
 
 
-def _worst_case(harness: Harness, problem: Problem, answer_with: AnswerWith) -> int:
+def worst_case(
+    prompting: Prompting, info: ModelInfo, problem: Problem, answer_with: AnswerWith
+) -> int:
     """The most one sample's first call can cost (prompt + completion tokens); a
     tool-integrated sample's later rounds reserve theirs on the same ledger as they go."""
-    engine = local_engine(harness)
     req = GenRequest(
-        messages=engine.prompting.messages(problem, answer_with),
-        max_tokens=engine.prompting.max_tokens,
+        messages=prompting.messages(problem, answer_with), max_tokens=prompting.max_tokens
     )
-    return estimate(req, engine.policy.info).total_tokens
+    return estimate(req, info).total_tokens
+
+
+def _choose(
+    states: list[_State],
+    workload: Workload,
+    router: RouterModel | None,
+    window: int,
+    worst: dict[int, int],
+    left: int,
+) -> list[tuple[_State, float]]:
+    """The next picks whose worst cases fit together in what is `left`."""
+    chosen: list[tuple[_State, float]] = []
+    for state, rank in _pick(states, workload, router, window):
+        need = worst[state.pid]
+        if need <= left:
+            chosen.append((state, rank))
+            left -= need
+    return chosen
 
 
 def _resume(store: Store, rid: int, by_pid: dict[int, _State]) -> tuple[int, int]:
@@ -269,10 +303,12 @@ def _resume(store: Store, rid: int, by_pid: dict[int, _State]) -> tuple[int, int
         state = by_pid.get(int(pid))
         if state is None:
             continue
-        state.classes.append(None if cls < 0 else int(cls))
-        state.right.append(bool(ok))
-        state.tokens.append(int(completion))
-        state.signals.append(json.loads(signals).get("scores") or None if signals else None)
+        state.add(
+            None if cls < 0 else int(cls),
+            bool(ok),
+            int(completion),
+            json.loads(signals).get("scores") or None if signals else None,
+        )
     return spent, order
 
 
@@ -280,7 +316,8 @@ def _pick(
     states: list[_State], workload: Workload, router: RouterModel | None, window: int
 ) -> list[tuple[_State, float]]:
     """The next samples to buy, best first: the probe round robin, then by predicted gain per
-    token (problems with nothing to gain get none)."""
+    token (problems with nothing to gain get none; with a router, once none has anything to
+    gain by its curves, by the chance the leader is not settled)."""
     short = [s for s in states if s.count < min(workload.probe, workload.max_n)]
     if short:
         least = min(s.count for s in short)
@@ -292,6 +329,11 @@ def _pick(
         gain = _gain(s, workload, router)
         if gain > 0:
             ranked.append((gain, s.pid, s))
+    if not ranked and router is not None:
+        # the router's curves promise nothing more anywhere (each ends at the largest n it
+        # was fitted on): what is left goes where the leader is least settled, as without a
+        # router, rather than being kept
+        return _pick(states, workload, None, window)
     ranked.sort(key=lambda g: (-g[0], g[1]))
     return [(s, g) for g, _, s in ranked[:window]]
 
@@ -352,12 +394,138 @@ def anytime(
     for pid, cls, ok, tokens, _ in rows:
         s = states.setdefault(int(pid), _State(Problem(question=""), int(pid)))
         before = s.vote_right()
-        s.classes.append(None if cls < 0 else int(cls))
-        s.right.append(bool(ok))
+        s.add(None if cls < 0 else int(cls), bool(ok), 0, None)
         right += int(s.vote_right()) - int(before)
         spent += float(tokens)
         out.append((spent, right / size))
     return out
+
+
+# -- a workload replayed on a stored pool ------------------------------------------------------
+@dataclass(frozen=True)
+class PooledSample:
+    """One stored sample as a workload buys it."""
+
+    cls: int | None  # its answer's class (None: no answer)
+    right: bool
+    cost: int  # prompt + completion tokens charged: what a workload's budget counts
+    completion: int  # tokens generated
+    signals: dict[str, float] | None = None
+
+
+@dataclass
+class StoredPool:
+    """A pool's samples per problem in unit order: unit u is the sample a workload run with the
+    pool's seed and settings draws as that problem's u-th (the same seed), so a replay buys
+    what a live run would."""
+
+    path: Path
+    rid: int  # the pool's run in that store
+    problems: list[Problem]
+    samples: list[list[PooledSample]]
+    worst: list[int]  # each problem's first-call worst case, as a live run reserves it
+    answer_with: AnswerWith
+    temperature: float
+
+    def take(self, rows: Sequence[Sequence[int]]) -> StoredPool:
+        """The same pool with each problem's samples in another order: rows[i] lists problem
+        i's unit indices (a permutation, or a prefix of one)."""
+        return replace(
+            self, samples=[[s[j] for j in r] for s, r in zip(self.samples, rows, strict=True)]
+        )
+
+    def only(self, ids: Sequence[str]) -> StoredPool:
+        """The pool's problems with these ids (in the pool's order)."""
+        keep = [i for i, p in enumerate(self.problems) if p.id in set(ids)]
+        return replace(
+            self,
+            problems=[self.problems[i] for i in keep],
+            samples=[self.samples[i] for i in keep],
+            worst=[self.worst[i] for i in keep],
+        )
+
+
+def stored_pool(
+    path: Path, *, task: str | None = None, answer_with: AnswerWith | None = None
+) -> StoredPool:
+    """The largest pool in a store (of samples answered `answer_with`, where given), problems
+    with fewer samples than the largest left out."""
+    with opened_pool(path, task, answer_with) as (store, _, g):
+        if len(g.runs) != 1:
+            raise UsageError(f"{path}: the pool spans {len(g.runs)} seeds; a workload runs one")
+        run = g.runs[0]
+        prompting = Prompting(**run.config.get("prompting", {}))
+        info = ModelInfo(name=run.model)
+        samples: dict[int, list[PooledSample]] = {}
+        for pid, cls, ok, cost, completion, signals in store.db.execute(
+            "SELECT u.pid, u.class, u.correct, u.policy_prompt + u.policy_completion"
+            " + u.verifier_prompt + u.verifier_completion,"
+            " COALESCE(c.completion_tokens, u.policy_completion), c.signals"
+            " FROM units u LEFT JOIN candidates c ON c.rid = u.rid AND c.pid = u.pid"
+            " AND c.unit = u.unit AND c.idx = 0 WHERE u.rid = ? ORDER BY u.pid, u.unit",
+            (run.rid,),
+        ):
+            scores = json.loads(signals).get("scores") or None if signals else None
+            sample = PooledSample(None if cls < 0 else int(cls), bool(ok), cost, completion, scores)
+            samples.setdefault(int(pid), []).append(sample)
+        n = max(len(v) for v in samples.values())
+        pids = [p for p in sorted(samples) if len(samples[p]) == n]
+        meta = {
+            int(pid): Problem(question=question, id=problem_id, gold=gold, kind=kind)
+            for pid, problem_id, question, gold, kind in store.db.execute(
+                "SELECT pid, problem_id, question, gold, kind FROM problems"
+            )
+        }
+    problems = [meta[p] for p in pids]
+    return StoredPool(
+        path=path,
+        rid=run.rid,
+        problems=problems,
+        samples=[samples[p] for p in pids],
+        worst=[worst_case(prompting, info, p, g.answer_with) for p in problems],
+        answer_with=g.answer_with,
+        temperature=float(run.config.get("unit", {}).get("temperature", 0.7)),
+    )
+
+
+@dataclass
+class Replayed:
+    """What a replayed workload bought."""
+
+    curve: list[tuple[int, float]]  # (tokens spent, accuracy over the set) after each sample
+    right: list[bool]  # each problem's vote at the end
+    samples: list[int]  # samples bought per problem
+
+    @property
+    def spent(self) -> int:
+        return self.curve[-1][0] if self.curve else 0
+
+
+def replay(
+    pool: StoredPool,
+    workload: Workload,
+    *,
+    router: RouterModel | None = None,
+    window: int = 16,
+) -> Replayed:
+    """What `run_workload` buys when each problem's samples are the pool's, in its order: the
+    same picks, window by window, each reserving its worst case against the budget left.
+    No model runs; `max_n` is capped at the pool's size."""
+    cap = min(workload.max_n, min(len(s) for s in pool.samples))
+    workload = workload.model_copy(update={"max_n": cap, "problems": len(pool.problems)})
+    states = [_State(p, i) for i, p in enumerate(pool.problems)]
+    worst = dict(enumerate(pool.worst))
+    spent = right = 0
+    curve: list[tuple[int, float]] = []
+    while chosen := _choose(states, workload, router, window, worst, workload.tokens_total - spent):
+        for state, _ in chosen:
+            s = pool.samples[state.pid][state.count]
+            before = state.vote_right()
+            state.add(s.cls, s.right, s.completion, s.signals)
+            right += int(state.vote_right()) - int(before)
+            spent += s.cost
+            curve.append((spent, right / len(states)))
+    return Replayed(curve, [s.vote_right() for s in states], [s.count for s in states])
 
 
 def is_workload(config: dict[str, Any]) -> bool:

@@ -494,7 +494,7 @@ async def workload_with_progress(
     from ponder.allocation import file_sha256, load_router
     from ponder.bench.harness import Harness
     from ponder.bench.sweep import model_sha256
-    from ponder.bench.workload import Workload, run_workload
+    from ponder.bench.workload import GREEDY_PROBE, Workload, run_workload
 
     router = load_router(router_path) if router_path is not None else None
     asked = sweep.strategies[0].options()
@@ -509,7 +509,7 @@ async def workload_with_progress(
     workload = Workload(
         tokens_total=total,
         max_n=n or 16,
-        probe=router.probe if router else 4,
+        probe=router.probe if router else GREEDY_PROBE,
         temperature=temperature
         if temperature is not None
         else (router.temperature if router else 0.7),

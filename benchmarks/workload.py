@@ -1,0 +1,324 @@
+"""A workload budget against uniform allocation, replayed on a stored pool (no model runs).
+
+`ponder bench TASK --budget-tokens-total B` spends one budget over a set where the next sample
+is predicted to buy the most. A pool's unit u is drawn with the seed such a run gives a
+problem's u-th sample, so the run's picks can be replayed on the pool
+(`ponder.bench.workload.replay`, tested equal to the live run on the scripted backend). For
+each k, the budget is what uniform vote@k spends over the set (prompt + completion tokens,
+the workload's own measure), and three allocations of it are compared problem by problem:
+
+    uniform     vote@k on every problem
+    leader      the workload without a router: the next sample where the leader is least
+                settled (1 - P(leader stays)) per token, after a probe round robin (--probe)
+    router      the workload with a router fitted on --train: the next sample where the
+                router's vote curve for the problem rises most per token
+
+each in `--orders` orders of every problem's samples (the first: the stored order, the one a
+live run draws), with a 95% paired bootstrap over problems of the difference to uniform.
+
+    python benchmarks/workload.py --test benchmarks/reports/gsm8k-pool16.sqlite \\
+        --train benchmarks/reports/gsm8k-train-pool16.sqlite --out benchmarks/reports/workload-gsm8k
+
+The replay checked against a live run (`ponder bench TASK --limit N --budget-tokens-total B
+--store LIVE` with the pool's model and settings): `--live LIVE` replays that run's workload on
+the pool's same problems and prints both side by side, with how many of the samples the live
+run bought are the pool's (the same text: the backend drew the same tokens from the same seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import get_args
+
+import numpy as np
+
+from ponder.allocation import RouterModel
+from ponder.bench.estimators import bootstrap_mean_ci
+from ponder.bench.router import build_table, fit_router
+from ponder.bench.store import Store
+from ponder.bench.workload import GREEDY_PROBE, Replayed, StoredPool, Workload, replay, stored_pool
+from ponder.runtime.settings import tune_gc
+from ponder.types import AnswerWith
+
+
+def orders_of(pool: StoredPool, orders: int, seed: int) -> list[StoredPool]:
+    """The pool in `orders` orders: as stored, then each problem's samples shuffled."""
+    n = len(pool.samples[0])
+    out = [pool]
+    for o in range(1, orders):
+        rows = [
+            np.random.default_rng([seed, o, i]).permutation(n) for i in range(len(pool.samples))
+        ]
+        out.append(pool.take([[int(j) for j in r] for r in rows]))
+    return out
+
+
+def uniform(pool: StoredPool, k: int) -> Replayed:
+    """vote@k on every problem: a workload whose probe is k and that buys nothing after it."""
+    everything = sum(s.cost for samples in pool.samples for s in samples)
+    return replay(pool, Workload(tokens_total=everything, max_n=k, probe=k))
+
+
+def main() -> None:
+    tune_gc()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--test", type=Path, required=True, help="the store whose pool is replayed")
+    ap.add_argument("--train", type=Path, nargs="*", default=[], help="stores to fit a router on")
+    ap.add_argument(
+        "--no-router", action="store_true", help="the leader rule only (e.g. replaying train)"
+    )
+    ap.add_argument("--task", default=None)
+    ap.add_argument("--answer-with", default=None, choices=get_args(AnswerWith))
+    ap.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8], help="uniform vote@k budgets")
+    ap.add_argument(
+        "--probe",
+        type=int,
+        default=GREEDY_PROBE,
+        help=f"samples each problem gets first without a router [{GREEDY_PROBE}: the default]",
+    )
+    ap.add_argument("--orders", type=int, default=8)
+    ap.add_argument(
+        "--window", type=int, default=16, help="picks in flight (a live run: 2 x slots)"
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/workload"))
+    ap.add_argument("--live", type=Path, default=None, help="a live workload run's store")
+    args = ap.parse_args()
+
+    pool = stored_pool(args.test, task=args.task, answer_with=args.answer_with)
+    if args.live is not None:
+        print("\n".join(versus_live(pool, args.live, args.window)))
+        return
+    n = len(pool.samples[0])
+    if max(args.ks) > n:
+        ap.error(f"--ks: the pool holds {n} samples per problem")
+    router: RouterModel | None = None
+    if args.train and not args.no_router:
+        table = build_table(args.train, task=args.task, answer_with=pool.answer_with)
+        router = fit_router(table).router
+        router.check_unseen([(p.id or p.question[:40], p.question) for p in pool.problems])
+    pools = orders_of(pool, args.orders, args.seed)
+    methods = ["leader"] + (["router"] if router else [])
+    rows: list[dict[str, object]] = []
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for k in args.ks:
+        right = {m: np.zeros((args.orders, len(pool.problems))) for m in ["uniform", *methods]}
+        spent = {m: np.zeros(args.orders) for m in right}
+        samples = {m: np.zeros(args.orders) for m in right}
+        for o, p in enumerate(pools):
+            base = uniform(p, k)
+            runs = {"uniform": base}
+            for m in methods:
+                w = Workload(
+                    tokens_total=base.spent,
+                    max_n=n,
+                    probe=router.probe if m == "router" and router else args.probe,
+                )
+                runs[m] = replay(p, w, router=router if m == "router" else None, window=args.window)
+            for m, r in runs.items():
+                right[m][o] = r.right
+                spent[m][o] = r.spent
+                samples[m][o] = float(np.mean(r.samples))
+                if o == 0 and k == max(args.ks):
+                    curves[m] = r.curve
+        per = {m: v.mean(axis=0) for m, v in right.items()}  # per problem, over orders
+        for m in right:
+            acc, lo, hi = bootstrap_mean_ci(per[m])
+            row: dict[str, object] = {
+                "budget_of": f"vote@{k}",
+                "method": m,
+                "accuracy": acc,
+                "ci": [lo, hi],
+                "tokens_per_problem": float(spent[m].mean()) / len(pool.problems),
+                "samples_per_problem": float(samples[m].mean()),
+            }
+            if m != "uniform":
+                row["delta"] = list(bootstrap_mean_ci(per[m] - per["uniform"]))
+            rows.append(row)
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "test": str(args.test),
+        "train": [str(t) for t in args.train],
+        "problems": len(pool.problems),
+        "pool": n,
+        "answer_with": pool.answer_with,
+        "orders": args.orders,
+        "window": args.window,
+        "probe": args.probe,
+        "rows": rows,
+    }
+    (args.out / "workload.json").write_text(json.dumps(summary, indent=1) + "\n")
+    text = "\n".join(table_lines(summary)) + "\n"
+    (args.out / "workload.md").write_text(text)
+    draw(curves, pools, max(args.ks), args.out / "workload.png", str(args.test))
+    print(text)
+    print(f"written: {args.out}/workload.md, workload.json, workload.png")
+
+
+def versus_live(pool: StoredPool, live: Path, window: int) -> list[str]:
+    """A live workload run beside its replay on the pool (the live run's problems only)."""
+    store = Store(live, create=False)
+    try:
+        (run,) = [r for r in store.runs() if r.config.get("workload")]
+        cfg = run.config["workload"]
+        ids = [
+            pid
+            for (pid,) in store.db.execute(
+                "SELECT problem_id FROM problems WHERE task = ? ORDER BY position LIMIT ?",
+                (run.task, cfg["problems"]),
+            )
+        ]
+        bought = texts(store, run.rid)
+        spent = store.db.execute(
+            "SELECT SUM(policy_prompt + policy_completion + verifier_prompt + verifier_completion)"
+            " FROM units WHERE rid = ?",
+            (run.rid,),
+        ).fetchone()[0]
+    finally:
+        store.close()
+    w = Workload(
+        tokens_total=cfg["tokens_total"],
+        max_n=cfg["max_n"],
+        probe=cfg["probe"],
+        answer_with=run.config["unit"].get("answer_with", "reasoning"),
+    )
+    mine = pool.only(ids)
+    if len(mine.problems) != len(ids):
+        raise SystemExit(
+            f"{live}: {len(ids) - len(mine.problems)} of its problems are not in the pool"
+        )
+    again = replay(mine, w, window=window)
+    pool_store = Store(pool.path, create=False)
+    try:
+        stored = texts(pool_store, pool.rid)
+    finally:
+        pool_store.close()
+    same = sum(stored.get(key) == text for key, text in bought.items())
+    live_votes = live_right(live, run.rid)
+    per_live = [len([k for k in bought if k[0] == i]) for i in ids]
+    return [
+        f"# A live workload run beside its replay on {pool.path}",
+        "",
+        f"{live}: budget {w.tokens_total:,} tokens over {len(ids)} problems, probe {w.probe}, "
+        f"at most {w.max_n} samples a problem",
+        "",
+        "| | tokens spent | vote right on | samples | samples per problem |",
+        "|---|---|---|---|---|",
+        f"| live | {spent:,} | {live_votes} | {len(bought)} | {per_live} |",
+        f"| replay | {again.spent:,} | {sum(again.right)} | {sum(again.samples)} | "
+        f"{again.samples} |",
+        "",
+        f"{same} of the {len(bought)} samples the live run bought have the text of the pool's "
+        "sample with the same seed.",
+    ]
+
+
+def texts(store: Store, rid: int) -> dict[tuple[str, int], str]:
+    """(problem id, unit) → the sample's text, for one run."""
+    return {
+        (pid, unit): text
+        for pid, unit, text in store.db.execute(
+            "SELECT p.problem_id, c.unit, c.text FROM candidates c JOIN problems p USING (pid)"
+            " WHERE c.rid = ? AND c.idx = 0",
+            (rid,),
+        )
+    }
+
+
+def live_right(path: Path, rid: int) -> int:
+    """Problems whose vote over the live run's samples is right (first seen wins a tie)."""
+    store = Store(path, create=False)
+    try:
+        rows = store.db.execute(
+            "SELECT pid, class, correct FROM units WHERE rid = ? ORDER BY pid, unit", (rid,)
+        ).fetchall()
+    finally:
+        store.close()
+    votes: dict[int, dict[int, list[int]]] = {}
+    for pid, cls, ok in rows:
+        if cls >= 0:
+            entry = votes.setdefault(pid, {}).setdefault(cls, [0, ok, len(votes[pid])])
+            entry[0] += 1
+    return sum(max(v.values(), key=lambda e: (e[0], -e[2]))[1] for v in votes.values())
+
+
+def table_lines(summary: dict[str, object]) -> list[str]:
+    lines = [
+        f"# A workload budget against uniform allocation, replayed on {summary['test']}",
+        "",
+        f"{summary['problems']} problems, a pool of {summary['pool']} samples "
+        f"({summary['answer_with']}), {summary['orders']} orders, {summary['window']} picks "
+        f"in flight, the leader rule's probe {summary['probe']}; tokens are prompt + completion (a "
+        "workload budget's measure).",
+        "",
+        "| budget (uniform's spend) | allocation | accuracy [95% CI] | Δ vs uniform [95% paired CI]"
+        " | tokens / problem | samples / problem |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = summary["rows"]
+    assert isinstance(rows, list)
+    for r in rows:
+        lo, hi = r["ci"]
+        delta = r.get("delta")
+        d = (
+            "—"
+            if delta is None
+            else f"{100 * delta[0]:+.1f} [{100 * delta[1]:+.1f}, {100 * delta[2]:+.1f}]"
+        )
+        lines.append(
+            f"| {r['budget_of']} | {r['method']} | {100 * r['accuracy']:.1f}% [{100 * lo:.1f}, "
+            f"{100 * hi:.1f}] | {d} | {r['tokens_per_problem']:,.0f} | "
+            f"{r['samples_per_problem']:.2f} |"
+        )
+    return lines
+
+
+def draw(
+    curves: dict[str, list[tuple[int, float]]],
+    pools: list[StoredPool],
+    k: int,
+    path: Path,
+    title: str,
+) -> None:
+    """Each allocation's anytime curve (the stored order) and uniform vote@j over orders."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    problems = len(pools[0].problems)
+    n = len(pools[0].samples[0])
+    points = []
+    for j in range(1, n + 1):
+        runs = [uniform(p, j) for p in pools]
+        points.append(
+            (
+                np.mean([r.spent for r in runs]) / problems,
+                100 * np.mean([np.mean(r.right) for r in runs]),
+            )
+        )
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    ax.plot(*zip(*points, strict=True), marker="o", ms=3, label="uniform vote@k (over orders)")
+    for name, curve in curves.items():
+        if name == "uniform" or not curve:
+            continue
+        ax.plot(
+            [t / problems for t, _ in curve],
+            [100 * a for _, a in curve],
+            lw=1,
+            label=f"{name} workload, anytime (budget of vote@{k}, stored order)",
+        )
+    ax.set_xlabel("tokens per problem (prompt + completion)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"workload budget: {title}", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
