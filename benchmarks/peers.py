@@ -556,26 +556,46 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-def table(out: Path, reference: str, seed: int) -> None:
-    rows = load_rows(out)
+ADDED_UP = ("wall_seconds", "server_tokens_predicted", "server_prompt_tokens")
+ADDED_UP += ("peer_completion_tokens", "errors")
+
+
+def table(outs: list[Path], reference: str, seed: int) -> None:
+    """The table of one results file, or of several (runs on other problems with the same
+    settings) pooled: each method's problems side by side, its wall and tokens added up."""
     totals: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        if r.get("kind") == "total":
-            totals[r["method"]] = r  # the latest run of each method
     per: dict[str, dict[str, bool]] = {}
-    for m, t in totals.items():
-        wanted = set(t["ids"])
-        latest = [r for r in rows if r.get("kind") == "problem" and r["method"] == m]
-        per[m] = {r["id"]: bool(r["correct"]) for r in latest if r["id"] in wanted}
-    if not totals:
-        raise SystemExit(f"no totals in {out}")
+    ranges = []
+    for out in outs:
+        rows = load_rows(out)
+        latest: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            if r.get("kind") == "total":
+                latest[r["method"]] = r  # the latest run of each method
+        if not latest:
+            raise SystemExit(f"no totals in {out}")
+        for m, t in latest.items():
+            wanted = set(t["ids"])
+            found = [r for r in rows if r.get("kind") == "problem" and r["method"] == m]
+            per.setdefault(m, {}).update(
+                {r["id"]: bool(r["correct"]) for r in found if r["id"] in wanted}
+            )
+            if m not in totals:
+                totals[m] = {**t, "ids": list(t["ids"])}
+                continue
+            if t["settings"] != totals[m]["settings"]:
+                raise SystemExit(f"{out}: {m} ran with other settings than in {outs[0]}")
+            totals[m]["ids"] += t["ids"]
+            for key in ADDED_UP:
+                totals[m][key] += t[key]
+        first = next(iter(latest.values()))
+        ranges.append(f"{first['offset'] + 1}-{first['offset'] + first['problems']}")
     ref = totals.get(reference)
     if ref is None:
-        print(f"(reference {reference!r} not in {out}: no ratios)\n")
-    first = next(iter(totals.values()))
-    st = first["settings"]
+        print(f"(reference {reference!r} not in {', '.join(map(str, outs))}: no ratios)\n")
+    st = next(iter(totals.values()))["settings"]
     print(
-        f"GSM8K test, problems {first['offset'] + 1}-{first['offset'] + first['problems']}; "
+        f"GSM8K test, problems {', '.join(ranges)}; "
         f"n={st['n']}, T={st['temperature']}, max_tokens={st['max_tokens']}; "
         f"95% CIs: seeded bootstrap (seed {seed}, 10,000 resamples)\n"
     )
@@ -649,7 +669,13 @@ def main() -> None:
     )
     r.add_argument("--out", type=Path, default=OUT / "results.jsonl")
     t = sub.add_parser("table")
-    t.add_argument("--out", type=Path, default=OUT / "results.jsonl")
+    t.add_argument(
+        "--out",
+        type=Path,
+        nargs="+",
+        default=[OUT / "results.jsonl"],
+        help="results files (several: pooled, each method's problems and costs added up)",
+    )
     t.add_argument("--reference", default="its_hub:self_consistency")
     t.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

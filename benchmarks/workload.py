@@ -1,9 +1,11 @@
 """A workload budget against uniform allocation, replayed on a stored pool (no model runs).
 
 `ponder bench TASK --budget-tokens-total B` spends one budget over a set where the next sample
-is predicted to buy the most. A pool's unit u is drawn with the seed such a run gives a
-problem's u-th sample, so the run's picks can be replayed on the pool
-(`ponder.bench.workload.replay`, tested equal to the live run on the scripted backend). For
+is predicted to buy the most. A pool holds samples of the same distribution such a run draws
+from (same model, prompt and temperature; unit u even has the seed the run gives a problem's
+u-th sample, though the embedded llama.cpp does not repeat a text from its seed across runs),
+so the run's picks can be replayed on the pool (`ponder.bench.workload.replay`: the run's own
+picking code, tested equal to the live run on the deterministic scripted backend). For
 each k, the budget is what uniform vote@k spends over the set (prompt + completion tokens,
 the workload's own measure), and three allocations of it are compared problem by problem:
 
@@ -13,8 +15,8 @@ the workload's own measure), and three allocations of it are compared problem by
     router      the workload with a router fitted on --train: the next sample where the
                 router's vote curve for the problem rises most per token
 
-each in `--orders` orders of every problem's samples (the first: the stored order, the one a
-live run draws), with a 95% paired bootstrap over problems of the difference to uniform.
+each in `--orders` orders of every problem's samples (the first: the stored order), with a
+95% paired bootstrap over problems of the difference to uniform.
 
     python benchmarks/workload.py --test benchmarks/reports/gsm8k-pool16.sqlite \\
         --train benchmarks/reports/gsm8k-train-pool16.sqlite --out benchmarks/reports/workload-gsm8k
@@ -22,7 +24,8 @@ live run draws), with a 95% paired bootstrap over problems of the difference to 
 The replay checked against a live run (`ponder bench TASK --limit N --budget-tokens-total B
 --store LIVE` with the pool's model and settings): `--live LIVE` replays that run's workload on
 the pool's same problems and prints both side by side, with how many of the samples the live
-run bought are the pool's (the same text: the backend drew the same tokens from the same seed).
+run bought are the pool's own (the same text from the same seed: all on a deterministic
+backend, few on the embedded llama.cpp, whose batches differ from run to run).
 """
 
 from __future__ import annotations

@@ -44,8 +44,10 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_mean() -> None:
     assert peers.bootstrap_ci(np.ones(5), np.random.default_rng(0)) == (1.0, 1.0)
 
 
-def rows(method: str, correct: list[bool], generated: int, reported: int) -> list[dict]:
-    ids = [f"p{i}" for i in range(len(correct))]
+def rows(
+    method: str, correct: list[bool], generated: int, reported: int, offset: int = 0
+) -> list[dict]:
+    ids = [f"p{offset + i}" for i in range(len(correct))]
     out: list[dict] = [
         {"kind": "problem", "method": method, "id": i, "correct": c}
         for i, c in zip(ids, correct, strict=True)
@@ -55,7 +57,7 @@ def rows(method: str, correct: list[bool], generated: int, reported: int) -> lis
             "kind": "total",
             "method": method,
             "ids": ids,
-            "offset": 0,
+            "offset": offset,
             "problems": len(ids),
             "errors": 0,
             "settings": {"n": 8, "temperature": 0.7, "max_tokens": 512, "system": "s"},
@@ -76,7 +78,7 @@ def test_table_ratios_and_paired_difference(
     lines += rows("other", [True, True, False, False], 500, 125)
     lines += rows("local", [False, False, False, False], 0, 300)
     out.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    peers.table(out, "ref", seed=0)
+    peers.table([out], "ref", seed=0)
     text = capsys.readouterr().out
     ref = next(line for line in text.splitlines() if line.startswith("| ref |"))
     other = next(line for line in text.splitlines() if line.startswith("| other |"))
@@ -87,3 +89,23 @@ def test_table_ratios_and_paired_difference(
     assert cells[6:10] == ["125", "0.25", "0.50", "0.50"]
     assert cells[10].startswith("+25%") and "4 paired" in cells[10]
     assert "not on the server" in local
+
+
+def test_tables_of_several_files_pool_their_problems_and_costs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a = rows("ref", [True, False], 1000, 1000) + rows("other", [True, True], 500, 500)
+    b = rows("ref", [True, True], 1000, 1000, offset=2)
+    b += rows("other", [False, False], 100, 100, offset=2)
+    for path, lines in ((first, a), (second, b)):
+        path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    peers.table([first, second], "ref", seed=0)
+    text = capsys.readouterr().out
+    assert "problems 1-2, 3-4" in text
+    other = next(line for line in text.splitlines() if line.startswith("| other |"))
+    cells = [c.strip() for c in other.strip("|").split("|")]
+    # 4 problems each; 600 of 2,000 generated tokens; 100 of 200 wall seconds
+    assert cells[1] == "4" and cells[2].startswith("50%") and cells[3] == "100"
+    assert cells[4] == "600" and cells[8:10] == ["0.30", "0.50"]
+    assert cells[10].startswith("-25%") and "4 paired" in cells[10]

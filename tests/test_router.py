@@ -431,9 +431,9 @@ async def test_a_workload_with_the_router_is_at_least_uniform_at_its_budget(
 async def test_a_workload_replayed_on_its_pool_buys_what_the_live_run_bought(
     router_file: Path, tmp_path: Path
 ) -> None:
-    """A pool's unit u is drawn with the seed a workload gives a problem's u-th sample, so
-    replaying the workload's picks on the pool must spend the same tokens on the same
-    samples and end with the same votes, with the router and without."""
+    """A pool's unit u is drawn with the seed a workload gives a problem's u-th sample, so on
+    a deterministic backend replaying the workload's picks on the pool must spend the same
+    tokens on the same samples and end with the same votes, with the router and without."""
     items = world.problems(18, start=900)
     pool = stored_pool(await world.pool_store(tmp_path / "pool.sqlite", items, n=8, task="w"))
     whole = sum(s.cost for samples in pool.samples for s in samples)

@@ -415,9 +415,9 @@ class PooledSample:
 
 @dataclass
 class StoredPool:
-    """A pool's samples per problem in unit order: unit u is the sample a workload run with the
-    pool's seed and settings draws as that problem's u-th (the same seed), so a replay buys
-    what a live run would."""
+    """A pool's samples per problem in unit order. Unit u has the seed a workload run with the
+    pool's seed and settings gives that problem's u-th sample: on a deterministic backend a
+    replay buys exactly what the live run would, elsewhere samples of the same distribution."""
 
     path: Path
     rid: int  # the pool's run in that store
