@@ -436,7 +436,8 @@ class StoredPool:
 
     def only(self, ids: Sequence[str]) -> StoredPool:
         """The pool's problems with these ids (in the pool's order)."""
-        keep = [i for i, p in enumerate(self.problems) if p.id in set(ids)]
+        wanted = set(ids)
+        keep = [i for i, p in enumerate(self.problems) if p.id in wanted]
         return replace(
             self,
             problems=[self.problems[i] for i in keep],
