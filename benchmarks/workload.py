@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
@@ -87,12 +88,16 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/workload"))
-    ap.add_argument("--live", type=Path, default=None, help="a live workload run's store")
+    ap.add_argument("--live", type=Path, nargs="*", default=[], help="live workload runs' stores")
     args = ap.parse_args()
 
     pool = stored_pool(args.test, task=args.task, answer_with=args.answer_with)
-    if args.live is not None:
-        print("\n".join(versus_live(pool, args.live, args.window)))
+    if args.live:
+        checks = [versus_live(pool, p, args.window, args.orders, args.seed) for p in args.live]
+        print(f"# Live workload runs beside their replay on {pool.path}\n")
+        for c in checks:
+            print("\n".join(c.lines) + "\n")
+        print("\n".join(paired_lines(checks)))
         return
     n = len(pool.samples[0])
     if max(args.ks) > n:
@@ -160,8 +165,20 @@ def main() -> None:
     print(f"written: {args.out}/workload.md, workload.json, workload.png")
 
 
-def versus_live(pool: StoredPool, live: Path, window: int) -> list[str]:
-    """A live workload run beside its replay on the pool (the live run's problems only)."""
+@dataclass
+class LiveCheck:
+    """A live workload run beside its replay, per problem of the run."""
+
+    lines: list[str]
+    live: np.ndarray  # 1.0 where the live run's vote is right
+    leader: np.ndarray  # the leader rule replayed at the live budget: right, mean over orders
+    uniform: np.ndarray  # uniform vote@k (the largest k within the budget), mean over orders
+    k: int
+
+
+def versus_live(pool: StoredPool, live: Path, window: int, orders: int, seed: int) -> LiveCheck:
+    """A live workload run beside its replay on the pool (the live run's problems only), and
+    both beside uniform voting at the largest k the live budget affords on the pool."""
     store = Store(live, create=False)
     try:
         (run,) = [r for r in store.runs() if r.config.get("workload")]
@@ -179,6 +196,7 @@ def versus_live(pool: StoredPool, live: Path, window: int) -> list[str]:
             " FROM units WHERE rid = ?",
             (run.rid,),
         ).fetchone()[0]
+        right = live_right(store, run.rid)
     finally:
         store.close()
     w = Workload(
@@ -199,23 +217,56 @@ def versus_live(pool: StoredPool, live: Path, window: int) -> list[str]:
     finally:
         pool_store.close()
     same = sum(stored.get(key) == text for key, text in bought.items())
-    live_votes = live_right(live, run.rid)
-    per_live = [len([k for k in bought if k[0] == i]) for i in ids]
-    return [
-        f"# A live workload run beside its replay on {pool.path}",
+    n = len(mine.samples[0])
+    k = max([1] + [j for j in range(1, n + 1) if uniform(mine, j).spent <= w.tokens_total])
+    shuffled = orders_of(mine, orders, seed)
+    leader = np.mean([replay(p, w, window=window).right for p in shuffled], axis=0)
+    base = np.mean([uniform(p, k).right for p in shuffled], axis=0)
+    per_live = [len([key for key in bought if key[0] == i]) for i in ids]
+    lines = [
+        f"## {live}",
         "",
-        f"{live}: budget {w.tokens_total:,} tokens over {len(ids)} problems, probe {w.probe}, "
+        f"budget {w.tokens_total:,} tokens over {len(ids)} problems, probe {w.probe}, "
         f"at most {w.max_n} samples a problem",
         "",
         "| | tokens spent | vote right on | samples | samples per problem |",
         "|---|---|---|---|---|",
-        f"| live | {spent:,} | {live_votes} | {len(bought)} | {per_live} |",
-        f"| replay | {again.spent:,} | {sum(again.right)} | {sum(again.samples)} | "
-        f"{again.samples} |",
+        f"| live | {spent:,} | {sum(right.values())} | {len(bought)} | {per_live} |",
+        f"| replay (stored order) | {again.spent:,} | {sum(again.right)} | "
+        f"{sum(again.samples)} | {again.samples} |",
+        f"| replay (mean of {orders} orders) | | {leader.sum():.1f} | | |",
+        f"| uniform vote@{k} on the pool (mean of {orders} orders) | "
+        f"{uniform(mine, k).spent:,} (stored order) | {base.sum():.1f} | {k * len(ids)} | |",
         "",
         f"{same} of the {len(bought)} samples the live run bought have the text of the pool's "
         "sample with the same seed.",
     ]
+    live_ok = np.array([float(right.get(i, False)) for i in ids])
+    return LiveCheck(lines, live_ok, leader, base, k)
+
+
+def paired_lines(checks: list[LiveCheck]) -> list[str]:
+    """The live runs together: live and replayed accuracy against uniform, paired by problem."""
+    live = np.concatenate([c.live for c in checks])
+    leader = np.concatenate([c.leader for c in checks])
+    base = np.concatenate([c.uniform for c in checks])
+    ks = ", ".join(dict.fromkeys(f"vote@{c.k}" for c in checks))
+    lines = [
+        f"## Together: {len(live)} problems, against uniform {ks} at each run's budget",
+        "",
+        "| | accuracy [95% CI] | Δ vs uniform [95% paired CI] |",
+        "|---|---|---|",
+    ]
+    for name, values in (("live workload", live), ("leader rule replayed", leader)):
+        acc, lo, hi = bootstrap_mean_ci(values)
+        d, dlo, dhi = bootstrap_mean_ci(values - base)
+        lines.append(
+            f"| {name} | {100 * acc:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] | "
+            f"{100 * d:+.1f} [{100 * dlo:+.1f}, {100 * dhi:+.1f}] |"
+        )
+    acc, lo, hi = bootstrap_mean_ci(base)
+    lines.append(f"| uniform (pool) | {100 * acc:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] | — |")
+    return lines
 
 
 def texts(store: Store, rid: int) -> dict[tuple[str, int], str]:
@@ -230,21 +281,23 @@ def texts(store: Store, rid: int) -> dict[tuple[str, int], str]:
     }
 
 
-def live_right(path: Path, rid: int) -> int:
-    """Problems whose vote over the live run's samples is right (first seen wins a tie)."""
-    store = Store(path, create=False)
-    try:
-        rows = store.db.execute(
-            "SELECT pid, class, correct FROM units WHERE rid = ? ORDER BY pid, unit", (rid,)
-        ).fetchall()
-    finally:
-        store.close()
-    votes: dict[int, dict[int, list[int]]] = {}
+def live_right(store: Store, rid: int) -> dict[str, bool]:
+    """Per problem id: whether the vote over the live run's samples is right (first seen wins
+    a tie, as the workload votes)."""
+    rows = store.db.execute(
+        "SELECT p.problem_id, u.class, u.correct FROM units u JOIN problems p USING (pid)"
+        " WHERE u.rid = ? ORDER BY u.pid, u.unit",
+        (rid,),
+    ).fetchall()
+    votes: dict[str, dict[int, list[int]]] = {}
     for pid, cls, ok in rows:
+        seen = votes.setdefault(pid, {})
         if cls >= 0:
-            entry = votes.setdefault(pid, {}).setdefault(cls, [0, ok, len(votes[pid])])
-            entry[0] += 1
-    return sum(max(v.values(), key=lambda e: (e[0], -e[2]))[1] for v in votes.values())
+            seen.setdefault(cls, [0, ok, len(seen)])[0] += 1
+    return {
+        pid: bool(max(v.values(), key=lambda e: (e[0], -e[2]))[1]) if v else False
+        for pid, v in votes.items()
+    }
 
 
 def table_lines(summary: dict[str, object]) -> list[str]:

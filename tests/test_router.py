@@ -724,9 +724,13 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
     )
     assert r.returncode == 0, r.stderr
     live_row = next(line for line in r.stdout.splitlines() if line.startswith("| live |"))
-    again_row = next(line for line in r.stdout.splitlines() if line.startswith("| replay |"))
+    again_row = next(
+        line for line in r.stdout.splitlines() if line.startswith("| replay (stored order) |")
+    )
     spent = f"{done.progress.spent:,}"
     assert live_row.split("|")[2:6] == again_row.split("|")[2:6]
     assert live_row.split("|")[2].strip() == spent
     assert live_row.split("|")[3].strip() == str(done.progress.correct)
     assert f"{done.progress.done} of the {done.progress.done} samples" in r.stdout
+    assert "## Together: 12 problems, against uniform vote@" in r.stdout
+    assert "| leader rule replayed |" in r.stdout
