@@ -42,7 +42,15 @@ from ponder.allocation import RouterModel
 from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.bench.router import build_table, fit_router
 from ponder.bench.store import Store
-from ponder.bench.workload import GREEDY_PROBE, Replayed, StoredPool, Workload, replay, stored_pool
+from ponder.bench.workload import (
+    GREEDY_PROBE,
+    Replayed,
+    StoredPool,
+    Workload,
+    replay,
+    stored_pool,
+    vote_right,
+)
 from ponder.runtime.settings import tune_gc
 from ponder.types import AnswerWith
 
@@ -218,7 +226,8 @@ def versus_live(pool: StoredPool, live: Path, window: int, orders: int, seed: in
         pool_store.close()
     same = sum(stored.get(key) == text for key, text in bought.items())
     n = len(mine.samples[0])
-    k = max([1] + [j for j in range(1, n + 1) if uniform(mine, j).spent <= w.tokens_total])
+    spends = {j: uniform(mine, j).spent for j in range(1, n + 1)}
+    k = max([1] + [j for j, spent_j in spends.items() if spent_j <= w.tokens_total])
     shuffled = orders_of(mine, orders, seed)
     leader = np.mean([replay(p, w, window=window).right for p in shuffled], axis=0)
     base = np.mean([uniform(p, k).right for p in shuffled], axis=0)
@@ -236,7 +245,7 @@ def versus_live(pool: StoredPool, live: Path, window: int, orders: int, seed: in
         f"{sum(again.samples)} | {again.samples} |",
         f"| replay (mean of {orders} orders) | | {leader.sum():.1f} | | |",
         f"| uniform vote@{k} on the pool (mean of {orders} orders) | "
-        f"{uniform(mine, k).spent:,} (stored order) | {base.sum():.1f} | {k * len(ids)} | |",
+        f"{spends[k]:,} (stored order) | {base.sum():.1f} | {k * len(ids)} | |",
         "",
         f"{same} of the {len(bought)} samples the live run bought have the text of the pool's "
         "sample with the same seed.",
@@ -282,22 +291,19 @@ def texts(store: Store, rid: int) -> dict[tuple[str, int], str]:
 
 
 def live_right(store: Store, rid: int) -> dict[str, bool]:
-    """Per problem id: whether the vote over the live run's samples is right (first seen wins
-    a tie, as the workload votes)."""
+    """Per problem id: whether the vote over the live run's samples is right (as the workload
+    votes)."""
     rows = store.db.execute(
         "SELECT p.problem_id, u.class, u.correct FROM units u JOIN problems p USING (pid)"
         " WHERE u.rid = ? ORDER BY u.pid, u.unit",
         (rid,),
     ).fetchall()
-    votes: dict[str, dict[int, list[int]]] = {}
+    samples: dict[str, tuple[list[int | None], list[bool]]] = {}
     for pid, cls, ok in rows:
-        seen = votes.setdefault(pid, {})
-        if cls >= 0:
-            seen.setdefault(cls, [0, ok, len(seen)])[0] += 1
-    return {
-        pid: bool(max(v.values(), key=lambda e: (e[0], -e[2]))[1]) if v else False
-        for pid, v in votes.items()
-    }
+        classes, right = samples.setdefault(pid, ([], []))
+        classes.append(None if cls < 0 else cls)
+        right.append(bool(ok))
+    return {pid: vote_right(*both) for pid, both in samples.items()}
 
 
 def table_lines(summary: dict[str, object]) -> list[str]:

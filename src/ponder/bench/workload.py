@@ -22,7 +22,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -95,15 +95,21 @@ class _State:
         self.signals.append(signals)
 
     def vote_right(self) -> bool:
-        votes: dict[int, int] = {}
-        for c in self.classes:
-            if c is not None:
-                votes[c] = votes.get(c, 0) + 1
-        if not votes:
-            return False
-        top = max(votes.values())
-        lead = next(c for c in votes if votes[c] == top)  # first seen wins a tie
-        return any(r for c, r in zip(self.classes, self.right, strict=True) if c == lead)
+        return vote_right(self.classes, self.right)
+
+
+def vote_right(classes: Sequence[int | None], right: Sequence[bool]) -> bool:
+    """Whether the vote over samples (their answers' classes, None: no answer; in the order
+    bought) picks a right answer; the first seen wins a tie."""
+    votes: dict[int, int] = {}
+    for c in classes:
+        if c is not None:
+            votes[c] = votes.get(c, 0) + 1
+    if not votes:
+        return False
+    top = max(votes.values())
+    lead = next(c for c in votes if votes[c] == top)
+    return any(r for c, r in zip(classes, right, strict=True) if c == lead)
 
 
 @dataclass
@@ -289,27 +295,30 @@ def _choose(
 def _resume(store: Store, rid: int, by_pid: dict[int, _State]) -> tuple[int, int]:
     """The samples a run already holds, into the states; (tokens spent, next order)."""
     spent, order = 0, 0
-    rows = store.db.execute(
+    for pid, sample, info in _stored_samples(store, rid):
+        spent += sample.cost
+        order = max(order, int(json.loads(info).get("workload", {}).get("order", -1)) + 1)
+        state = by_pid.get(pid)
+        if state is not None:
+            state.add(sample.cls, sample.right, sample.completion, sample.signals)
+    return spent, order
+
+
+def _stored_samples(store: Store, rid: int) -> Iterator[tuple[int, PooledSample, str]]:
+    """A run's samples in (problem, unit) order: (pid, the sample, its unit's info JSON)."""
+    for pid, cls, ok, cost, completion, signals, info in store.db.execute(
         "SELECT u.pid, u.class, u.correct, u.policy_prompt + u.policy_completion"
         " + u.verifier_prompt + u.verifier_completion,"
         " COALESCE(c.completion_tokens, u.policy_completion), c.signals, u.info"
         " FROM units u LEFT JOIN candidates c ON c.rid = u.rid AND c.pid = u.pid"
         " AND c.unit = u.unit AND c.idx = 0 WHERE u.rid = ? ORDER BY u.pid, u.unit",
         (rid,),
-    ).fetchall()
-    for pid, cls, ok, tokens, completion, signals, info in rows:
-        spent += int(tokens)
-        order = max(order, int(json.loads(info).get("workload", {}).get("order", -1)) + 1)
-        state = by_pid.get(int(pid))
-        if state is None:
-            continue
-        state.add(
-            None if cls < 0 else int(cls),
-            bool(ok),
-            int(completion),
-            json.loads(signals).get("scores") or None if signals else None,
+    ).fetchall():
+        scores = json.loads(signals).get("scores") or None if signals else None
+        sample = PooledSample(
+            None if cls < 0 else int(cls), bool(ok), int(cost), int(completion), scores
         )
-    return spent, order
+        yield int(pid), sample, info
 
 
 def _pick(
@@ -458,17 +467,8 @@ def stored_pool(
         prompting = Prompting(**run.config.get("prompting", {}))
         info = ModelInfo(name=run.model)
         samples: dict[int, list[PooledSample]] = {}
-        for pid, cls, ok, cost, completion, signals in store.db.execute(
-            "SELECT u.pid, u.class, u.correct, u.policy_prompt + u.policy_completion"
-            " + u.verifier_prompt + u.verifier_completion,"
-            " COALESCE(c.completion_tokens, u.policy_completion), c.signals"
-            " FROM units u LEFT JOIN candidates c ON c.rid = u.rid AND c.pid = u.pid"
-            " AND c.unit = u.unit AND c.idx = 0 WHERE u.rid = ? ORDER BY u.pid, u.unit",
-            (run.rid,),
-        ):
-            scores = json.loads(signals).get("scores") or None if signals else None
-            sample = PooledSample(None if cls < 0 else int(cls), bool(ok), cost, completion, scores)
-            samples.setdefault(int(pid), []).append(sample)
+        for pid, sample, _ in _stored_samples(store, run.rid):
+            samples.setdefault(pid, []).append(sample)
         n = max(len(v) for v in samples.values())
         pids = [p for p in sorted(samples) if len(samples[p]) == n]
         meta = {
