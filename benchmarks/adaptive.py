@@ -107,7 +107,7 @@ def generated(store: Store, rids: list[int]) -> tuple[float, int]:
 
 
 def table(args: argparse.Namespace) -> None:
-    store = Store(args.store, create=False)
+    store = Store(args.store, readonly=True)
     groups = load_groups(store)
     pool = next(g for g in groups if g.kind == "pool")
     pool_points = {p.k: p for p in points(pool) if p.method == "vote"}
@@ -171,7 +171,7 @@ def pool_of(store: Store, answer_with: str = "reasoning") -> Group:
 
 
 def tune(args: argparse.Namespace) -> None:
-    train_store, test_store = Store(args.train, create=False), Store(args.test, create=False)
+    train_store, test_store = Store(args.train, readonly=True), Store(args.test, readonly=True)
     shared = {q for (q,) in train_store.db.execute("SELECT question FROM problems")} & {
         q for (q,) in test_store.db.execute("SELECT question FROM problems")
     }
@@ -251,7 +251,7 @@ def selection(train: PoolSignals, test: PoolSignals, ks: list[int]) -> None:
 
 def rolling(args: argparse.Namespace) -> None:
     """Waves against rolling, replayed on a stored pool: tokens and a problem's latency."""
-    store = Store(args.pool, create=False)
+    store = Store(args.pool, readonly=True)
     g = pool_of(store)
     pool = load_signals(store, g)
     n = args.n or int(g.sizes.max())
@@ -302,7 +302,7 @@ def against(args: argparse.Namespace) -> None:
     """Another pool of the same problems (e.g. TIR samples) at every k, and the stopping rules
     with their default settings replayed on it, against the chain-of-thought pool's
     majority@n: accuracy, generated tokens, paired difference."""
-    store = Store(args.pool, create=False)
+    store = Store(args.pool, readonly=True)
     ref, other = pool_of(store), pool_of(store, args.answer_with)
     n, m = int(ref.sizes.max()), int(other.sizes.max())
     ref_rows = {int(p): r for r, p in enumerate(ref.pids) if ref.sizes[r] >= n}
@@ -356,7 +356,7 @@ def versus(args: argparse.Namespace) -> None:
     """Live bench runs (any strategy, one unit per problem) beside the chain-of-thought pool's
     majority@n on the same problems: accuracy, generated tokens and wall time per problem
     (each unit's share of its run segment's wall, by tokens, on both sides)."""
-    pool_store, live_store = Store(args.pool, create=False), Store(args.live, create=False)
+    pool_store, live_store = Store(args.pool, readonly=True), Store(args.live, readonly=True)
     ref = load_signals(pool_store, pool_of(pool_store))
     g = ref.group
     n = args.n or int(g.sizes.max())

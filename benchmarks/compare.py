@@ -22,7 +22,7 @@ from ponder.bench.store import Store
 
 def rows_of(path: Path, k: int | None) -> list[tuple[str, Point, dict[int, str]]]:
     """(label, point, store pid → problem id) for each direct run and each pool at k."""
-    store = Store(path, create=False)
+    store = Store(path, readonly=True)
     ids = store.problem_names()
     out = []
     for g in load_groups(store):

@@ -63,7 +63,7 @@ class Sample:
 def pool_of(path: Path, first: int = 1) -> dict[str, list[Sample]]:
     """problem id → the samples of the store's chain-of-thought pool, in the order drawn, for
     the problems at position `first` (1-based) and after."""
-    store = Store(path, create=False)
+    store = Store(path, readonly=True)
     runs = [
         rid
         for rid, config in store.db.execute("SELECT rid, config FROM runs WHERE kind = 'pool'")
@@ -86,7 +86,7 @@ def pool_of(path: Path, first: int = 1) -> dict[str, list[Sample]]:
 
 def partner_of(path: Path, how: str) -> dict[str, Sample]:
     """problem id → the greedy run's answer, answering with `how` (program or tir)."""
-    store = Store(path, create=False)
+    store = Store(path, readonly=True)
     for rid, config in store.db.execute("SELECT rid, config FROM runs WHERE kind = 'direct'"):
         unit = json.loads(config)["unit"]
         if unit.get("name") == "greedy" and unit.get("answer_with") == how:
@@ -116,7 +116,7 @@ class Live:
 
 
 def live_of(path: Path) -> Live:
-    store = Store(path, create=False)
+    store = Store(path, readonly=True)
     for rid, config in store.db.execute("SELECT rid, config FROM runs WHERE kind = 'direct'"):
         unit = json.loads(config)["unit"]
         if unit.get("name") != "cross_vote":
@@ -146,7 +146,7 @@ def pool_wall(path: Path, pids: set[str]) -> float:
     (one invocation of the resumable bench) contributes its wall times the share of its samples
     that belong to those problems. Other pools in the store (tool-integrated samples) are not
     counted."""
-    store = Store(path, create=False)
+    store = Store(path, readonly=True)
     rows = store.db.execute(
         "SELECT s.started, COALESCE(s.ended, s.started), "
         "SUM(p.task || '/' || p.problem_id IN (SELECT value FROM json_each(?))), COUNT(*) "

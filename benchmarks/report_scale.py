@@ -155,7 +155,7 @@ def main() -> None:
         sys.exit(done.stderr)
     assert rss >= before
     # the stages in this process, for where the time goes
-    store = Store(args.store, create=False)
+    store = Store(args.store, readonly=True)
     t1 = time.monotonic()
     groups = load_groups(store)
     t2 = time.monotonic()

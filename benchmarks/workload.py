@@ -187,7 +187,7 @@ class LiveCheck:
 def versus_live(pool: StoredPool, live: Path, window: int, orders: int, seed: int) -> LiveCheck:
     """A live workload run beside its replay on the pool (the live run's problems only), and
     both beside uniform voting at the largest k the live budget affords on the pool."""
-    store = Store(live, create=False)
+    store = Store(live, readonly=True)
     try:
         (run,) = [r for r in store.runs() if r.config.get("workload")]
         cfg = run.config["workload"]
@@ -219,7 +219,7 @@ def versus_live(pool: StoredPool, live: Path, window: int, orders: int, seed: in
             f"{live}: {len(ids) - len(mine.problems)} of its problems are not in the pool"
         )
     again = replay(mine, w, window=window)
-    pool_store = Store(pool.path, create=False)
+    pool_store = Store(pool.path, readonly=True)
     try:
         stored = texts(pool_store, pool.rid)
     finally:

@@ -219,6 +219,50 @@ def test_a_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
     assert "never mixed" in str(e.value)
 
 
+def test_a_store_read_read_only_is_left_byte_for_byte(tmp_path: Path) -> None:
+    """Reports, router fits and benchmarks open stores read-only: reading one (temporary
+    tables included) leaves the file as it was, even a store in rollback-journal mode, which a
+    writable open would switch to WAL."""
+    path = tmp_path / "s.sqlite"
+    store = Store(path)
+    store.add_problems("t", [Problem(question="1+1?", id="a", gold="2", kind="math")])
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=DELETE")
+    db.close()
+    before = path.read_bytes()
+    reader = Store(path, readonly=True)
+    assert load_groups(reader) == []  # builds its temporary tables
+    assert reader.db.execute("SELECT COUNT(*) FROM problems").fetchone() == (1,)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader.add_problems("t", [Problem(question="2+2?", id="b", gold="4", kind="math")])
+    with pytest.raises(StoreError, match="read-only"):
+        reader.claim()
+    reader.close()
+    assert path.read_bytes() == before
+    Store(path, create=False).close()  # a writer's open does change it: the check can fail
+    assert path.read_bytes() != before
+    with pytest.raises(StoreError, match="no such store"):
+        Store(tmp_path / "absent.sqlite", readonly=True)
+    assert not (tmp_path / "absent.sqlite").exists()
+
+
+def test_a_store_of_an_older_schema_read_read_only_is_migrated_once(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP TABLE traces; ALTER TABLE candidates DROP COLUMN tool_calls;"
+        "UPDATE meta SET value = '2' WHERE key = 'schema_version';"
+    )
+    db.close()
+    reader = Store(path, readonly=True)
+    assert reader.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+        str(SCHEMA_VERSION),
+    )
+    reader.close()
+
+
 def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
     junk = tmp_path / "junk.sqlite"
     junk.write_text("hello, not sqlite" * 100)

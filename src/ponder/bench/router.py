@@ -260,7 +260,7 @@ def opened_pool(
     `largest_pool`."""
     if not path.is_file():
         raise UsageError(f"{path}: no such store")
-    store = Store(path, create=False)
+    store = Store(path, readonly=True)
     try:
         groups = [g for g in load_groups(store) if task is None or g.task == task]
         yield store, groups, largest_pool(path, groups, task, answer_with)

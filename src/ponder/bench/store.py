@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 from pydantic import BaseModel
 
@@ -181,30 +182,46 @@ def run_key(identity: dict[str, Any]) -> str:
 class Store:
     """One SQLite file. Not shared across threads: the harness writes from its event loop."""
 
-    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+    def __init__(self, path: Path | str, *, create: bool = True, readonly: bool = False) -> None:
+        """`readonly`: for readers (reports, router fits, benchmarks): the file is never
+        written, so reading a store leaves it byte for byte as it was (a committed store stays
+        clean) and a reader can never disturb a run writing it. Implies `create=False`."""
         self.path = Path(path)
+        self.readonly = readonly
         self._claim: BinaryIO | None = None  # held open while this is the store's writer
+        create = create and not readonly
         if not self.path.exists() and not create:
             raise StoreError(f"{self.path}: no such store")
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a store file")
         if not create and self.path.stat().st_size == 0:  # sqlite would make it a new store
             raise StoreError(f"{self.path}: an empty file, not a ponder store")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: a killed process loses nothing committed (only an OS crash could)
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=10000")
+            self.db = self._connect()
             self._check_or_create()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a ponder store ({e})") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a killed process loses nothing committed (only an OS crash could)
+            db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=10000")
+        return db
 
     def _check_or_create(self) -> None:
         tables = {
             r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
+        if not tables and self.readonly:
+            raise StoreError(f"{self.path}: not a ponder store (an empty database)")
         if not tables:
             from ponder import __version__
 
@@ -221,6 +238,13 @@ class Store:
             raise StoreError(f"{self.path}: not a ponder store (no meta table)")
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         found = meta.get("schema_version")
+        if self.readonly and found is not None and found.isdigit() and int(found) in _MIGRATIONS:
+            # an older schema is brought up to date once, by a writer; then read as asked
+            self.db.close()
+            Store(self.path, create=False).close()
+            self.db = self._connect()
+            meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+            found = meta.get("schema_version")
         while found is not None and found.isdigit() and int(found) in _MIGRATIONS:
             older = int(found)
             self.db.executescript(
@@ -256,6 +280,8 @@ class Store:
     def claim(self) -> None:
         """Be this store's only writer until `close`: a second `ponder bench` on it is an error
         (both would compute the same missing units and time each other's)."""
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only, so it cannot be written")
         self._claim = self.path.open("rb")
         try:
             fcntl.flock(self._claim, fcntl.LOCK_EX | fcntl.LOCK_NB)

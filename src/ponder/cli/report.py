@@ -63,7 +63,7 @@ def report(
             highlight=False,
         )
     target = out_dir or store.with_name(store.stem + "-report")
-    db = Store(store, create=False)
+    db = Store(store, readonly=True)
     try:
         try:  # the folder before the analysis: a bad --out fails first, not last
             target.mkdir(parents=True, exist_ok=True)
