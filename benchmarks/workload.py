@@ -7,19 +7,21 @@ u-th sample, though the embedded llama.cpp does not repeat a text from its seed 
 so the run's picks can be replayed on the pool (`ponder.bench.workload.replay`: the run's own
 picking code, tested equal to the live run on the deterministic scripted backend). For
 each k, the budget is what uniform vote@k spends over the set (prompt + completion tokens,
-the workload's own measure), and three allocations of it are compared problem by problem:
+the workload's own measure), and two allocations of it are compared problem by problem:
 
     uniform     vote@k on every problem
-    leader      the workload without a router: the next sample where the leader is least
-                settled (1 - P(leader stays)) per token, after a probe round robin (--probe)
-    router      the workload with a router fitted on --train: the next sample where the
-                router's vote curve for the problem rises most per token
+    leader      the workload: after a probe round robin (--probe), the next sample where the
+                leader is least settled (1 - P(leader stays)) per token, damped by the samples
+                a problem has (--damping)
 
 each in `--orders` orders of every problem's samples (the first: the stored order), with a
-95% paired bootstrap over problems of the difference to uniform.
+95% paired bootstrap over problems of the difference to uniform. The workload is also set
+against the best fixed strategy the pool can price (vote@k and each adaptive stopping rule,
+as `ponder router` prices them) among those generating no more tokens than it, paired by
+problem: "at equal generated tokens, does one budget over the set beat every fixed choice?"
 
     python benchmarks/workload.py --test benchmarks/reports/gsm8k-pool16.sqlite \\
-        --train benchmarks/reports/gsm8k-train-pool16.sqlite --out benchmarks/reports/workload-gsm8k
+        --out benchmarks/reports/workload-gsm8k
 
 The replay checked against a live run (`ponder bench TASK --limit N --budget-tokens-total B
 --store LIVE` with the pool's model and settings): `--live LIVE` replays that run's workload on
@@ -38,11 +40,11 @@ from typing import get_args
 
 import numpy as np
 
-from ponder.allocation import RouterModel
 from ponder.bench.estimators import bootstrap_mean_ci
-from ponder.bench.router import build_table, fit_router
+from ponder.bench.router import build_table, fixed_options
 from ponder.bench.store import Store
 from ponder.bench.workload import (
+    DAMPING,
     GREEDY_PROBE,
     Replayed,
     StoredPool,
@@ -77,10 +79,6 @@ def main() -> None:
     tune_gc()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--test", type=Path, required=True, help="the store whose pool is replayed")
-    ap.add_argument("--train", type=Path, nargs="*", default=[], help="stores to fit a router on")
-    ap.add_argument(
-        "--no-router", action="store_true", help="the leader rule only (e.g. replaying train)"
-    )
     ap.add_argument("--task", default=None)
     ap.add_argument("--answer-with", default=None, choices=get_args(AnswerWith))
     ap.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8], help="uniform vote@k budgets")
@@ -88,7 +86,13 @@ def main() -> None:
         "--probe",
         type=int,
         default=GREEDY_PROBE,
-        help=f"samples each problem gets first without a router [{GREEDY_PROBE}: the default]",
+        help=f"samples each problem gets first [{GREEDY_PROBE}: the default]",
+    )
+    ap.add_argument(
+        "--damping",
+        type=float,
+        default=DAMPING,
+        help=f"the gain's damping by samples so far [{DAMPING}: the default; 0: none]",
     )
     ap.add_argument("--orders", type=int, default=8)
     ap.add_argument(
@@ -110,32 +114,23 @@ def main() -> None:
     n = len(pool.samples[0])
     if max(args.ks) > n:
         ap.error(f"--ks: the pool holds {n} samples per problem")
-    router: RouterModel | None = None
-    if args.train and not args.no_router:
-        table = build_table(args.train, task=args.task, answer_with=pool.answer_with)
-        router = fit_router(table).router
-        router.check_unseen([(p.id or p.question[:40], p.question) for p in pool.problems])
     pools = orders_of(pool, args.orders, args.seed)
-    methods = ["leader"] + (["router"] if router else [])
+    fixed = fixed_arms(pool, args.task)
     rows: list[dict[str, object]] = []
     curves: dict[str, list[tuple[int, float]]] = {}
     for k in args.ks:
-        right = {m: np.zeros((args.orders, len(pool.problems))) for m in ["uniform", *methods]}
+        right = {m: np.zeros((args.orders, len(pool.problems))) for m in ("uniform", "leader")}
         spent = {m: np.zeros(args.orders) for m in right}
+        generated = {m: np.zeros((args.orders, len(pool.problems))) for m in right}
         samples = {m: np.zeros(args.orders) for m in right}
         for o, p in enumerate(pools):
             base = uniform(p, k)
-            runs = {"uniform": base}
-            for m in methods:
-                w = Workload(
-                    tokens_total=base.spent,
-                    max_n=n,
-                    probe=router.probe if m == "router" and router else args.probe,
-                )
-                runs[m] = replay(p, w, router=router if m == "router" else None, window=args.window)
+            w = Workload(tokens_total=base.spent, max_n=n, probe=args.probe, damping=args.damping)
+            runs = {"uniform": base, "leader": replay(p, w, window=args.window)}
             for m, r in runs.items():
                 right[m][o] = r.right
                 spent[m][o] = r.spent
+                generated[m][o] = r.generated
                 samples[m][o] = float(np.mean(r.samples))
                 if o == 0 and k == max(args.ks):
                     curves[m] = r.curve
@@ -148,22 +143,25 @@ def main() -> None:
                 "accuracy": acc,
                 "ci": [lo, hi],
                 "tokens_per_problem": float(spent[m].mean()) / len(pool.problems),
+                "generated_per_problem": float(generated[m].mean()),
                 "samples_per_problem": float(samples[m].mean()),
             }
-            if m != "uniform":
+            if m == "leader":
                 row["delta"] = list(bootstrap_mean_ci(per[m] - per["uniform"]))
+                row["versus_fixed"] = versus_fixed(per[m], generated[m].mean(), fixed)
             rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "test": str(args.test),
-        "train": [str(t) for t in args.train],
         "problems": len(pool.problems),
         "pool": n,
         "answer_with": pool.answer_with,
         "orders": args.orders,
         "window": args.window,
         "probe": args.probe,
+        "damping": args.damping,
         "rows": rows,
+        "most_accurate_fixed": most_accurate(rows, fixed),
     }
     (args.out / "workload.json").write_text(json.dumps(summary, indent=1) + "\n")
     text = "\n".join(table_lines(summary)) + "\n"
@@ -171,6 +169,58 @@ def main() -> None:
     draw(curves, pools, max(args.ks), args.out / "workload.png", str(args.test))
     print(text)
     print(f"written: {args.out}/workload.md, workload.json, workload.png")
+
+
+def fixed_arms(pool: StoredPool, task: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every fixed strategy the pool prices, per problem in the pool's order: (accuracy,
+    generated tokens), as `ponder router` prices them (vote@k, each adaptive rule)."""
+    table = build_table([pool.path], task=task, answer_with=pool.answer_with)
+    where = {i: r for r, i in enumerate(table.ids)}
+    rows = [where[p.id or p.question[:40]] for p in pool.problems]
+    return {name: (a[rows], t[rows]) for name, (a, t) in fixed_options(table).items()}
+
+
+def versus_fixed(
+    right: np.ndarray, generated: float, fixed: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, object]:
+    """The most accurate fixed strategy generating no more tokens a problem than the
+    workload (`generated`), and the workload's paired difference to it."""
+    within = {k: v for k, v in fixed.items() if v[1].mean() <= generated * (1 + 1e-9)}
+    if not within:
+        return {"name": None}
+    name = max(within, key=lambda k: (within[k][0].mean(), -within[k][1].mean()))
+    acc, tokens = within[name]
+    return {
+        "name": name,
+        "accuracy": float(acc.mean()),
+        "generated_per_problem": float(tokens.mean()),
+        "delta": list(bootstrap_mean_ci(right - acc)),
+    }
+
+
+def most_accurate(
+    rows: list[dict[str, object]], fixed: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, object]:
+    """The most accurate fixed strategy, and the least the workload generates (over the
+    budgets run) to reach its accuracy: None when no budget does."""
+    name = max(fixed, key=lambda k: (fixed[k][0].mean(), -fixed[k][1].mean()))
+    acc, tokens = float(fixed[name][0].mean()), float(fixed[name][1].mean())
+    reach = [
+        num(r["generated_per_problem"])
+        for r in rows
+        if r["method"] == "leader" and num(r["accuracy"]) >= acc - 1e-12
+    ]
+    return {
+        "name": name,
+        "accuracy": acc,
+        "generated_per_problem": tokens,
+        "workload_reaches_it_at": min(reach) if reach else None,
+    }
+
+
+def num(x: object) -> float:
+    assert isinstance(x, int | float)
+    return float(x)
 
 
 @dataclass
@@ -211,6 +261,7 @@ def versus_live(pool: StoredPool, live: Path, window: int, orders: int, seed: in
         tokens_total=cfg["tokens_total"],
         max_n=cfg["max_n"],
         probe=cfg["probe"],
+        damping=cfg.get("damping", 0.0),  # runs before the damping ran without it
         answer_with=run.config["unit"].get("answer_with", "reasoning"),
     )
     mine = pool.only(ids)
@@ -307,33 +358,57 @@ def live_right(store: Store, rid: int) -> dict[str, bool]:
 
 
 def table_lines(summary: dict[str, object]) -> list[str]:
+    def ci(values: object) -> str:
+        assert isinstance(values, list)
+        return f"{100 * values[0]:+.1f} [{100 * values[1]:+.1f}, {100 * values[2]:+.1f}]"
+
     lines = [
         f"# A workload budget against uniform allocation, replayed on {summary['test']}",
         "",
         f"{summary['problems']} problems, a pool of {summary['pool']} samples "
         f"({summary['answer_with']}), {summary['orders']} orders, {summary['window']} picks "
-        f"in flight, the leader rule's probe {summary['probe']}; tokens are prompt + completion (a "
-        "workload budget's measure).",
+        f"in flight, probe {summary['probe']}, damping {summary['damping']}; the budget counts "
+        "prompt + completion tokens (a workload budget's measure); generated tokens are the "
+        "completions alone.",
         "",
         "| budget (uniform's spend) | allocation | accuracy [95% CI] | Δ vs uniform [95% paired CI]"
-        " | tokens / problem | samples / problem |",
-        "|---|---|---|---|---|---|",
+        " | tokens / problem | generated / problem | samples / problem "
+        "| best fixed generating no more | Δ vs it [95% paired CI] |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     rows = summary["rows"]
     assert isinstance(rows, list)
     for r in rows:
         lo, hi = r["ci"]
         delta = r.get("delta")
-        d = (
-            "—"
-            if delta is None
-            else f"{100 * delta[0]:+.1f} [{100 * delta[1]:+.1f}, {100 * delta[2]:+.1f}]"
-        )
+        fixed = r.get("versus_fixed") or {}
+        if fixed.get("name"):
+            name = (
+                f"{fixed['name']}: {100 * fixed['accuracy']:.1f}% at "
+                f"{fixed['generated_per_problem']:,.0f}"
+            )
+            versus = ci(fixed["delta"])
+        else:
+            name = versus = "—" if r["method"] == "uniform" else "none that cheap"
         lines.append(
             f"| {r['budget_of']} | {r['method']} | {100 * r['accuracy']:.1f}% [{100 * lo:.1f}, "
-            f"{100 * hi:.1f}] | {d} | {r['tokens_per_problem']:,.0f} | "
-            f"{r['samples_per_problem']:.2f} |"
+            f"{100 * hi:.1f}] | {'—' if delta is None else ci(delta)} | "
+            f"{r['tokens_per_problem']:,.0f} | {r['generated_per_problem']:,.0f} | "
+            f"{r['samples_per_problem']:.2f} | {name} | {versus} |"
         )
+    top = summary["most_accurate_fixed"]
+    assert isinstance(top, dict)
+    at = top["workload_reaches_it_at"]
+    lines += [
+        "",
+        f"The most accurate fixed strategy: {top['name']}, {100 * top['accuracy']:.1f}% at "
+        f"{top['generated_per_problem']:,.0f} generated tokens a problem; "
+        + (
+            f"the workload reaches it at {at:,.0f} ({at / top['generated_per_problem']:.2f}×)."
+            if at is not None
+            else "the workload reaches it at none of these budgets."
+        ),
+    ]
     return lines
 
 

@@ -38,13 +38,17 @@ from ponder.bench.router import (
     build_table,
     compare,
     fit_router,
+    fixed_options,
     snell_curves,
     split_halves,
 )
 from ponder.bench.store import Store
 from ponder.bench.workload import (
+    DAMPING,
     GREEDY_PROBE,
     Workload,
+    _gain,
+    _State,
     anytime,
     replay,
     run_workload,
@@ -54,7 +58,7 @@ from ponder.errors import BackendError, UsageError
 from ponder.lm.scripted import ScriptedLM
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import make_strategy
-from ponder.types import AnswerWith, Generation, GenRequest
+from ponder.types import AnswerWith, Generation, GenRequest, Problem
 
 # -- the probe's features -------------------------------------------------------------------
 
@@ -395,9 +399,7 @@ async def test_a_sample_failing_after_its_first_round_reports_what_it_was_charge
     assert done.progress.lost == model.tokens > 0
 
 
-async def test_a_workload_with_the_router_is_at_least_uniform_at_its_budget(
-    router_file: Path, tmp_path: Path
-) -> None:
+async def test_a_workload_is_at_least_uniform_at_its_budget(tmp_path: Path) -> None:
     items = world.problems(30, start=500)
     # uniform: 8 samples per problem (the same samples: units are seeded alike)
     uniform_store = await world.pool_store(tmp_path / "u.sqlite", items, n=8, task="w")
@@ -417,9 +419,8 @@ async def test_a_workload_with_the_router_is_at_least_uniform_at_its_budget(
             uniform_right += lead[1]
     store = Store(tmp_path / "w.sqlite")
     eng, _ = scripted_engine(world.reply)
-    router = load_router(router_file)
-    w = Workload(tokens_total=budget, max_n=16, probe=router.probe)
-    done = await run_workload(Harness(eng, store), "w", items, w, router=router)
+    w = Workload(tokens_total=budget, max_n=16)
+    done = await run_workload(Harness(eng, store), "w", items, w)
     assert done.progress.spent <= budget
     assert done.progress.correct >= uniform_right
     curve = anytime(store, [done.run.rid], len(items))
@@ -429,33 +430,54 @@ async def test_a_workload_with_the_router_is_at_least_uniform_at_its_budget(
 
 
 async def test_a_workload_replayed_on_its_pool_buys_what_the_live_run_bought(
-    router_file: Path, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     """A pool's unit u is drawn with the seed a workload gives a problem's u-th sample, so on
     a deterministic backend replaying the workload's picks on the pool must spend the same
-    tokens on the same samples and end with the same votes, with the router and without."""
+    tokens on the same samples and end with the same votes, whatever the settings."""
     items = world.problems(18, start=900)
     pool = stored_pool(await world.pool_store(tmp_path / "pool.sqlite", items, n=8, task="w"))
     whole = sum(s.cost for samples in pool.samples for s in samples)
     assert [p.id for p in pool.problems] == [
         p.id for p in items
     ] and pool.answer_with == "reasoning"
-    router = load_router(router_file)
-    for i, (r, share) in enumerate(((None, 0.3), (router, 0.3), (router, 0.7))):
-        w = Workload(tokens_total=int(share * whole), max_n=8, probe=r.probe if r else GREEDY_PROBE)
+    settings = ((0.3, GREEDY_PROBE, DAMPING), (0.3, 3, 0.0), (0.7, GREEDY_PROBE, 1.0))
+    for i, (share, probe, damping) in enumerate(settings):
+        w = Workload(tokens_total=int(share * whole), max_n=8, probe=probe, damping=damping)
         path = tmp_path / f"live{i}.sqlite"
         store = Store(path)
         harness = Harness(world.engine(), store)
-        done = await run_workload(harness, "w", items, w, router=r)
+        done = await run_workload(harness, "w", items, w)
         store.close()
         db = sqlite3.connect(path)
         bought = dict(db.execute("SELECT pid, COUNT(*) FROM units GROUP BY pid").fetchall())
         db.close()
-        again = replay(pool, w, router=r, window=harness.window_for_pool())
+        again = replay(pool, w, window=harness.window_for_pool())
         assert again.spent == done.progress.spent <= w.tokens_total
         assert sum(again.right) == done.progress.correct
         assert again.samples == [bought.get(pid, 0) for pid in range(1, len(items) + 1)]
         assert min(again.samples) > 0 and max(again.samples) > min(again.samples)
+        bought_texts = zip(pool.samples, again.samples, strict=True)
+        assert sum(again.generated) == sum(s.completion for row, k in bought_texts for s in row[:k])
+
+
+def test_the_workload_gain_is_the_unsettled_chance_per_token_damped_by_samples() -> None:
+    """gain = (1 − P(leader stays)) / (mean tokens · samples^damping), by hand: one vote each
+    for two answers → P(stays) = 1 − I₀.₅(2, 2) = 0.5."""
+    state = _State(Problem(question="q"), 0)
+    state.add(1, True, 100, None)
+    state.add(2, False, 300, None)
+    w = Workload(tokens_total=1)
+    assert _gain(state, w) == pytest.approx(0.5 / (200 * 2**0.5))
+    assert _gain(state, w.model_copy(update={"damping": 0.0})) == pytest.approx(0.5 / 200)
+    # three alike: P(stays) = 1 − 0.5⁴ → gain (1/16) / (tokens · √3); an unanswered sample
+    # votes for nothing but counts among the samples
+    settled = _State(Problem(question="q"), 1)
+    for _ in range(3):
+        settled.add(7, True, 50, None)
+    assert _gain(settled, w) == pytest.approx((1 / 16) / (50 * 3**0.5))
+    settled.add(None, False, 50, None)
+    assert _gain(settled, w) == pytest.approx((1 / 16) / (50 * 4**0.5))
 
 
 def test_fingerprints_ignore_spacing_and_case() -> None:
@@ -523,10 +545,20 @@ async def test_a_workload_from_the_command_line_stays_within_budget_and_is_repor
         args = ["bench", "gsm8k", "--base-url", server.url, "--model", "fake-model", "--limit", "4"]
         args += ["--budget-tokens-total", "5000", "-n", "6", "--store", str(store), "--json"]
         code, out, err = await ponder_async(*args)
-    assert code == 0, err
+        assert code == 0, err
+
+        def sampled() -> int:
+            return sum(path.endswith("completions") for path, _ in server.requests)
+
+        bought = sampled()
+        # -s auto with a set budget is the same workload: it resumes the run, buying nothing
+        again, auto_out, auto_err = await ponder_async(*args, "-s", "auto")
+        assert again == 0, auto_err
+        assert sampled() == bought > 0
     summary = json.loads(out)["workload"]
     assert summary["budget"] == 5000 and 0 < summary["spent"] <= 5000
     assert store_tokens(store) == summary["spent"]
+    assert json.loads(auto_out)["workload"] == summary
     # stderr is a pipe: plain progress lines, the last one at the whole spend
     lines = [line for line in err.splitlines() if line.startswith("gsm8k workload: ")]
     assert lines and f"{summary['spent']:,}/5,000 tokens" in lines[-1]
@@ -688,12 +720,13 @@ def test_the_router_benchmark_tables_every_allocation(leveled: Path, tmp_path: P
 def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
     stores: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """benchmarks/workload.py: at each uniform vote@k's spend, the leader rule's and the router's
-    workloads spend no more; on the world (easy problems settle, contested ones gain from
-    more samples) both beat uniform at vote@8's spend."""
+    """benchmarks/workload.py: at each uniform vote@k's spend the workload spends no more; on
+    the world (easy problems settle, contested ones gain from more samples) it beats uniform
+    at vote@8's spend; each budget's best fixed strategy generates no more than the workload,
+    and is the most accurate such among the fixed strategies the pool prices."""
     bench = Path(__file__).resolve().parent.parent / "benchmarks" / "workload.py"
     out = tmp_path / "out"
-    args = ["--test", str(stores[1]), "--train", str(stores[0]), "--ks", "2", "4", "8"]
+    args = ["--test", str(stores[1]), "--ks", "2", "4", "8"]
     r = subprocess.run(
         [sys.executable, str(bench), *args, "--orders", "3", "--out", str(out)],
         capture_output=True,
@@ -701,14 +734,25 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
-    rows = json.loads((out / "workload.json").read_text())["rows"]
-    by = {(row["budget_of"], row["method"]): row for row in rows}
-    assert {m for _, m in by} == {"uniform", "leader", "router"}
+    summary = json.loads((out / "workload.json").read_text())
+    by = {(row["budget_of"], row["method"]): row for row in summary["rows"]}
+    assert {m for _, m in by} == {"uniform", "leader"}
     for (k, _), row in by.items():
         assert row["tokens_per_problem"] <= by[(k, "uniform")]["tokens_per_problem"]
-    for m in ("leader", "router"):
-        assert by[("vote@8", m)]["accuracy"] > by[("vote@8", "uniform")]["accuracy"], m
-    assert (out / "workload.png").is_file() and "| vote@8 | router |" in r.stdout
+    assert by[("vote@8", "leader")]["accuracy"] > by[("vote@8", "uniform")]["accuracy"]
+    fixed = {
+        name: (acc.mean(), tokens.mean())
+        for name, (acc, tokens) in fixed_options(build_table([stores[1]])).items()
+    }
+    for k in ("vote@2", "vote@4", "vote@8"):
+        leader = by[(k, "leader")]
+        best = leader["versus_fixed"]
+        within = [a for a, t in fixed.values() if t <= leader["generated_per_problem"] + 1e-6]
+        assert best["accuracy"] == pytest.approx(max(within))
+        assert fixed[best["name"]][1] <= leader["generated_per_problem"] + 1e-6
+    top = summary["most_accurate_fixed"]
+    assert top["accuracy"] == pytest.approx(max(a for a, _ in fixed.values()))
+    assert (out / "workload.png").is_file() and "| vote@8 | leader |" in r.stdout
     # a live run beside its replay: the scripted backend draws the same text from a seed
     live = tmp_path / "live.sqlite"
     store = Store(live)

@@ -1,13 +1,19 @@
 """One token budget over a whole problem set (`ponder bench ... --budget-tokens-total B`),
 spent where the next sample is predicted to buy the most accuracy per token.
 
-    every problem gets one sample, then a second, ... up to the probe (round robin)
+    every problem gets one sample (the probe, round robin)
     then, while the budget affords another sample:
-        for each problem: gain ← predicted accuracy of its vote with one more sample − now,
-                          per token (the router's curve from its probe; without a router,
-                          the chance its leader is not settled: 1 − P(leader stays))
+        for each problem: gain ← (1 − P(its leader stays the leader))     the Beta posterior
+                                 / (tokens a sample of it costs · √samples so far)
         sample the problems with the highest gain (a window at a time, one each)
     each problem's answer: the vote over its samples so far
+
+The gain is the chance the vote can still change, per token, damped as a problem's samples
+grow (one more sample moves a vote of many less than a vote of few): the budget leaves
+problems whose answers agree and goes to open ones, cheap ones first. A router's predicted
+vote curves were the other gain tried; replayed on the stored pools they ranked problems no
+better than uniform allocation (benchmarks/RESULTS.md, "workload.py"), so a router given to a
+workload sets only how samples answer and their temperature.
 
 Anytime: every sample is stored as it finishes, in the order it was bought; stopped at any
 moment, each problem's answer is the vote over what it has, and the report draws accuracy
@@ -30,7 +36,6 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from ponder.allocation import Probe, RouterModel, features, hull
 from ponder.bench.harness import Harness, LocalUnits, unit_seed, versions
 from ponder.bench.router import opened_pool
 from ponder.bench.store import Run, Store
@@ -42,10 +47,13 @@ from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import make_strategy
 from ponder.types import AnswerWith, GenRequest, ModelInfo, Problem
 
-# Samples each problem gets first without a router: 1, chosen on three train pools (GSM8K
-# chain of thought and tool-integrated, MATH) against 2-4 by `benchmarks/workload.py`: the
-# leader-settling rule then decides from the second sample on.
+# Samples each problem gets first: 1, chosen on three train pools (GSM8K chain of thought and
+# tool-integrated, MATH) against 2-4 by `benchmarks/workload.py`: the leader-settling rule then
+# decides from the second sample on.
 GREEDY_PROBE = 1
+# The gain's damping by samples so far (gain / samples^DAMPING): 0.5, chosen on the same three
+# train pools against 0 (none), 0.25, 0.75, 1 and 2.
+DAMPING = 0.5
 
 
 class Workload(BaseModel):
@@ -54,9 +62,10 @@ class Workload(BaseModel):
     tokens_total: int  # the budget over the whole set: prompt + completion tokens
     max_n: int = 16  # samples per problem at most
     probe: int = GREEDY_PROBE  # samples every problem gets first (round robin)
+    damping: float = DAMPING  # a problem's gain is divided by (its samples)^damping
     temperature: float = 0.7
     answer_with: AnswerWith = "reasoning"  # how every sample answers (a router's own mode)
-    router_sha256: str | None = None  # the router whose curves rank the problems
+    router_sha256: str | None = None  # the router that chose answer_with and temperature
     problems: int = 0  # the set's size (set by run_workload)
 
 
@@ -78,7 +87,6 @@ class _State:
     right: list[bool] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     signals: list[dict[str, float] | None] = field(default_factory=list)
-    curve: tuple[np.ndarray, np.ndarray] | None = None  # the router's (k, accuracy) hull
 
     @property
     def count(self) -> int:
@@ -166,7 +174,6 @@ async def run_workload(
     problems: Sequence[Problem],
     workload: Workload,
     *,
-    router: RouterModel | None = None,
     seed: int = 0,
     stop: asyncio.Event | None = None,
     on_progress: Callable[[WorkloadProgress], None] | None = None,
@@ -243,7 +250,7 @@ async def run_workload(
             # what the ledger has not charged: stored samples, failed ones and any call a
             # result's own total leaves out alike (nothing is in flight between batches)
             left = (ledger.budget.tokens or 0) - ledger.spent.total_tokens
-            chosen = _choose(states, workload, router, window, worst, left)
+            chosen = _choose(states, workload, window, worst, left)
             if not chosen:
                 break
             stored = progress.done
@@ -277,14 +284,13 @@ def worst_case(
 def _choose(
     states: list[_State],
     workload: Workload,
-    router: RouterModel | None,
     window: int,
     worst: dict[int, int],
     left: int,
 ) -> list[tuple[_State, float]]:
     """The next picks whose worst cases fit together in what is `left`."""
     chosen: list[tuple[_State, float]] = []
-    for state, rank in _pick(states, workload, router, window):
+    for state, rank in _pick(states, workload, window):
         need = worst[state.pid]
         if need <= left:
             chosen.append((state, rank))
@@ -321,12 +327,9 @@ def _stored_samples(store: Store, rid: int) -> Iterator[tuple[int, PooledSample,
         yield int(pid), sample, info
 
 
-def _pick(
-    states: list[_State], workload: Workload, router: RouterModel | None, window: int
-) -> list[tuple[_State, float]]:
-    """The next samples to buy, best first: the probe round robin, then by predicted gain per
-    token (problems with nothing to gain get none; with a router, once none has anything to
-    gain by its curves, by the chance the leader is not settled)."""
+def _pick(states: list[_State], workload: Workload, window: int) -> list[tuple[_State, float]]:
+    """The next samples to buy, best first: the probe round robin, then by gain (problems with
+    nothing to gain get none)."""
     short = [s for s in states if s.count < min(workload.probe, workload.max_n)]
     if short:
         least = min(s.count for s in short)
@@ -335,51 +338,24 @@ def _pick(
     for s in states:
         if s.count >= workload.max_n:
             continue
-        gain = _gain(s, workload, router)
+        gain = _gain(s, workload)
         if gain > 0:
             ranked.append((gain, s.pid, s))
-    if not ranked and router is not None:
-        # the router's curves promise nothing more anywhere (each ends at the largest n it
-        # was fitted on): what is left goes where the leader is least settled, as without a
-        # router, rather than being kept
-        return _pick(states, workload, None, window)
     ranked.sort(key=lambda g: (-g[0], g[1]))
     return [(s, g) for g, _, s in ranked[:window]]
 
 
-def _gain(state: _State, workload: Workload, router: RouterModel | None) -> float:
-    """Predicted accuracy gained per generated token by one more sample of this problem."""
+def _gain(state: _State, workload: Workload) -> float:
+    """The chance one more sample can still change this problem's vote, per generated token,
+    damped by the samples it has."""
     per = max(1.0, float(np.mean(state.tokens)) if state.tokens else 1.0)
-    if router is None:
-        votes: dict[int, int] = {}
-        for c in state.classes:
-            if c is not None:
-                votes[c] = votes.get(c, 0) + 1
-        top = [*sorted(votes.values(), reverse=True), 0, 0]
-        return (1.0 - leader_stays(top[0], top[1])) / per
-    if state.curve is None:
-        m = min(router.probe, state.count)
-        probe = Probe(state.classes[:m], state.tokens[:m], state.signals[:m])
-        x = features(state.problem.question, probe, router.features)
-        spent = float(sum(state.tokens[:m]))
-        acc, _ = router.predict(x, spent, spent / max(m, 1))
-        ks, values = [], []
-        for a, arm in enumerate(router.arms):
-            if arm.strategy == "vote":
-                ks.append(float(arm.options["n"]))
-                values.append(float(acc[0, a]))
-        ks_a, values_a = np.array(ks), np.array(values)
-        chain = hull(ks_a, values_a)
-        state.curve = (ks_a[chain], values_a[chain])
-    ks_h, acc_h = state.curve
-    c = state.count
-    if len(ks_h) < 2 or c >= ks_h[-1]:
-        return 0.0
-    j = max(0, int(np.searchsorted(ks_h, c, side="right")) - 1)
-    if c < ks_h[0]:
-        return float((acc_h[1] - acc_h[0]) / (ks_h[1] - ks_h[0])) / per
-    slope = (acc_h[j + 1] - acc_h[j]) / (ks_h[j + 1] - ks_h[j])
-    return float(slope) / per
+    votes: dict[int, int] = {}
+    for c in state.classes:
+        if c is not None:
+            votes[c] = votes.get(c, 0) + 1
+    top = [*sorted(votes.values(), reverse=True), 0, 0]
+    unsettled = 1.0 - leader_stays(top[0], top[1])
+    return unsettled / (per * float(max(1, state.count) ** workload.damping))
 
 
 # -- reading a workload run back ------------------------------------------------------------
@@ -496,6 +472,7 @@ class Replayed:
     curve: list[tuple[int, float]]  # (tokens spent, accuracy over the set) after each sample
     right: list[bool]  # each problem's vote at the end
     samples: list[int]  # samples bought per problem
+    generated: list[int]  # tokens generated per problem (the spend without the prompts)
 
     @property
     def spent(self) -> int:
@@ -506,7 +483,6 @@ def replay(
     pool: StoredPool,
     workload: Workload,
     *,
-    router: RouterModel | None = None,
     window: int = 16,
 ) -> Replayed:
     """What `run_workload` buys when each problem's samples are the pool's, in its order: the
@@ -517,16 +493,18 @@ def replay(
     states = [_State(p, i) for i, p in enumerate(pool.problems)]
     worst = dict(enumerate(pool.worst))
     spent = right = 0
+    generated = [0] * len(states)
     curve: list[tuple[int, float]] = []
-    while chosen := _choose(states, workload, router, window, worst, workload.tokens_total - spent):
+    while chosen := _choose(states, workload, window, worst, workload.tokens_total - spent):
         for state, _ in chosen:
             s = pool.samples[state.pid][state.count]
             before = state.vote_right()
             state.add(s.cls, s.right, s.completion, s.signals)
             right += int(state.vote_right()) - int(before)
             spent += s.cost
+            generated[state.pid] += s.completion
             curve.append((spent, right / len(states)))
-    return Replayed(curve, [s.vote_right() for s in states], [s.count for s in states])
+    return Replayed(curve, [s.vote_right() for s in states], [s.count for s in states], generated)
 
 
 def is_workload(config: dict[str, Any]) -> bool:

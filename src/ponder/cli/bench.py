@@ -153,8 +153,8 @@ def bench(
             "--budget-tokens-total",
             min=1,
             help="One token budget (prompt + completion) over the whole set: every problem is "
-            "probed, then samples go where the predicted gain per token is highest (-n: most "
-            "per problem; --router: whose predictions)",
+            "probed, then samples go where the vote is least settled per token (-n: most "
+            "per problem; --router: the answer mode and temperature it was fitted with)",
         ),
     ] = None,
     router: RouterOpt = None,
@@ -247,10 +247,14 @@ def bench(
             answer_with=answer_with,
             think_budget=think_budget,
         )
+        if budget_tokens_total is not None and names == ["auto"]:
+            # one budget over the set is auto's allocation across problems: the same workload
+            # (a --router gives it the answer mode and temperature it was fitted with)
+            names = ["vote"]
         if budget_tokens_total is not None and names != ["vote"]:
             raise UsageError(
-                "--budget-tokens-total spends one budget on samples voted per problem (-s vote); "
-                f"it does not run {', '.join(n for n in names if n != 'vote')}"
+                "--budget-tokens-total spends one budget on samples voted per problem (-s vote, "
+                f"or -s auto); it does not run {', '.join(n for n in names if n != 'vote')}"
             )
         if router is not None:
             if budget_tokens_total is None and "auto" not in names:
@@ -494,7 +498,7 @@ async def workload_with_progress(
     from ponder.allocation import file_sha256, load_router
     from ponder.bench.harness import Harness
     from ponder.bench.sweep import model_sha256
-    from ponder.bench.workload import GREEDY_PROBE, Workload, run_workload
+    from ponder.bench.workload import Workload, run_workload
 
     router = load_router(router_path) if router_path is not None else None
     asked = sweep.strategies[0].options()
@@ -509,7 +513,6 @@ async def workload_with_progress(
     workload = Workload(
         tokens_total=total,
         max_n=n or 16,
-        probe=router.probe if router else GREEDY_PROBE,
         temperature=temperature
         if temperature is not None
         else (router.temperature if router else 0.7),
@@ -531,7 +534,6 @@ async def workload_with_progress(
                 label,
                 problems,
                 workload,
-                router=router,
                 seed=sweep.seeds[0],
                 stop=stop,
                 on_progress=bars.budget(f"{label} workload"),
