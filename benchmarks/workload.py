@@ -20,6 +20,11 @@ against the best fixed strategy the pool can price (vote@k and each adaptive sto
 as `ponder router` prices them) among those generating no more tokens than it, paired by
 problem: "at equal generated tokens, does one budget over the set beat every fixed choice?"
 
+The same question per problem: `-s auto` without a router (the price rule: sample one at a
+time while 1 - P(leader stays) per token, damped by the samples so far, is at least the price)
+is replayed at each price of `ponder.bench.tuning.PRICES` on the same orders and set against
+the best fixed strategy generating no more.
+
     python benchmarks/workload.py --test benchmarks/reports/gsm8k-pool16.sqlite \\
         --out benchmarks/reports/workload-gsm8k
 
@@ -43,6 +48,7 @@ import numpy as np
 from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.bench.router import build_table, fixed_options
 from ponder.bench.store import Store
+from ponder.bench.tuning import PRICES
 from ponder.bench.workload import (
     DAMPING,
     GREEDY_PROBE,
@@ -53,6 +59,8 @@ from ponder.bench.workload import (
     stored_pool,
     vote_right,
 )
+from ponder.consensus import Observation, PriceStop
+from ponder.consensus import replay as replay_rule
 from ponder.runtime.settings import tune_gc
 from ponder.types import AnswerWith
 
@@ -67,6 +75,9 @@ def orders_of(pool: StoredPool, orders: int, seed: int) -> list[StoredPool]:
         ]
         out.append(pool.take([[int(j) for j in r] for r in rows]))
     return out
+
+
+PRICE = PriceStop().price  # the rule's default
 
 
 def uniform(pool: StoredPool, k: int) -> Replayed:
@@ -162,6 +173,8 @@ def main() -> None:
         "damping": args.damping,
         "rows": rows,
         "most_accurate_fixed": most_accurate(rows, fixed),
+        "auto": [priced_point(pools, price, n, fixed) for price in sorted({*PRICES, PRICE})],
+        "default_price": PRICE,
     }
     (args.out / "workload.json").write_text(json.dumps(summary, indent=1) + "\n")
     text = "\n".join(table_lines(summary)) + "\n"
@@ -169,6 +182,60 @@ def main() -> None:
     draw(curves, pools, max(args.ks), args.out / "workload.png", str(args.test))
     print(text)
     print(f"written: {args.out}/workload.md, workload.json, workload.png")
+
+
+def priced(pool: StoredPool, price: float, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`-s auto` without a router on every problem of the pool, in its order, as the live
+    strategy runs it (waves of one): per problem whether its answer is right, the tokens it
+    generated and the tokens it was charged (prompt + completion)."""
+    rule = PriceStop(price=price)
+    right, generated, cost = (np.zeros(len(pool.samples)) for _ in range(3))
+    for i, samples in enumerate(pool.samples):
+        got = replay_rule(rule, [Observation(s.cls, s.completion) for s in samples], n, 1)
+        bought = samples[: got.samples]
+        right[i] = any(s.right for s in bought if s.cls is not None and s.cls == got.answer)
+        generated[i] = got.tokens
+        cost[i] = sum(s.cost for s in bought)
+    return right, generated, cost
+
+
+def priced_point(
+    pools: list[StoredPool], price: float, n: int, fixed: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, object]:
+    """The price rule at one price over the orders, against the best fixed strategy
+    generating no more."""
+    runs = [priced(p, price, n) for p in pools]
+    right = np.mean([r[0] for r in runs], axis=0)
+    generated = float(np.mean([r[1].mean() for r in runs]))
+    acc, lo, hi = bootstrap_mean_ci(right)
+    return {
+        "price": price,
+        "accuracy": acc,
+        "ci": [lo, hi],
+        "generated_per_problem": generated,
+        "tokens_per_problem": float(np.mean([r[2].mean() for r in runs])),
+        "versus_fixed": versus_fixed(right, generated, fixed),
+        "matches": matches(right, generated, fixed),
+    }
+
+
+def matches(
+    right: np.ndarray, generated: float, fixed: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, object]:
+    """The costliest fixed strategy no more accurate than `right` (per problem; the point
+    estimates), what share of its generated tokens `generated` is, and the paired difference."""
+    below = {k: v for k, v in fixed.items() if v[0].mean() <= right.mean() + 1e-12}
+    if not below:
+        return {"name": None}
+    name = max(below, key=lambda k: (below[k][1].mean(), below[k][0].mean()))
+    acc, tokens = below[name]
+    return {
+        "name": name,
+        "accuracy": float(acc.mean()),
+        "generated_per_problem": float(tokens.mean()),
+        "share": generated / float(tokens.mean()),
+        "delta": list(bootstrap_mean_ci(right - acc)),
+    }
 
 
 def fixed_arms(pool: StoredPool, task: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -395,6 +462,40 @@ def table_lines(summary: dict[str, object]) -> list[str]:
             f"{100 * hi:.1f}] | {'—' if delta is None else ci(delta)} | "
             f"{r['tokens_per_problem']:,.0f} | {r['generated_per_problem']:,.0f} | "
             f"{r['samples_per_problem']:.2f} | {name} | {versus} |"
+        )
+    lines += [
+        "",
+        "`-s auto` without a router (the price rule, one sample at a time; * the default price):",
+        "",
+        "| price | accuracy [95% CI] | generated / problem | tokens / problem "
+        "| best fixed generating no more | Δ vs it [95% paired CI] "
+        "| costliest fixed no more accurate | generated × its | Δ vs it [95% paired CI] |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    auto = summary["auto"]
+    assert isinstance(auto, list)
+    for r in auto:
+        lo, hi = r["ci"]
+        fixed = r["versus_fixed"]
+        name = (
+            f"{fixed['name']}: {100 * fixed['accuracy']:.1f}% at "
+            f"{fixed['generated_per_problem']:,.0f}"
+            if fixed.get("name")
+            else "none that cheap"
+        )
+        star = "*" if r["price"] == summary["default_price"] else ""
+        match = r["matches"]
+        matched = (
+            f"{match['name']}: {100 * match['accuracy']:.1f}% at "
+            f"{match['generated_per_problem']:,.0f} | {match['share']:.2f} | {ci(match['delta'])}"
+            if match.get("name")
+            else "none | — | —"
+        )
+        lines.append(
+            f"| {r['price']:g}{star} | {100 * r['accuracy']:.1f}% [{100 * lo:.1f}, "
+            f"{100 * hi:.1f}] | {r['generated_per_problem']:,.0f} | "
+            f"{r['tokens_per_problem']:,.0f} | {name} | "
+            f"{ci(fixed['delta']) if fixed.get('name') else '—'} | {matched} |"
         )
     top = summary["most_accurate_fixed"]
     assert isinstance(top, dict)

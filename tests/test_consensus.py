@@ -24,6 +24,7 @@ from ponder.consensus import (
     Majority,
     Observation,
     OnlineFilter,
+    PriceStop,
     SelectionRule,
     SelfCertaintyBorda,
     StoppingRule,
@@ -34,6 +35,7 @@ from ponder.consensus import (
     observations,
     replay,
     traces,
+    unsettled_per_token,
 )
 from ponder.consensus.selection import NO_CONFIDENCE
 from ponder.consensus.stopping import leader_stays
@@ -172,6 +174,31 @@ def test_beta_stop_hand_computed() -> None:
     # a tie goes to the answer seen first
     assert rule.decide(obs(1, 0, 0, 1), 99) == Decision(False, "P(leader stays) 0.500 < 0.95", 1)
     assert rule.decide(obs(None, None), 99) == Decision(False, "no answer yet", None)
+
+
+def test_the_price_rule_hand_computed() -> None:
+    """gain = (1 − P(leader stays)) / (mean tokens · √samples); stop when gain < price."""
+    rule = PriceStop(price=7e-4)
+    # one answer, 300 tokens: (1 − 0.75) / 300 = 8.3e-4 ≥ 7e-4: go on; 400 tokens: 6.25e-4: stop
+    assert unsettled_per_token(1, 0, 300, 1, 0.5) == pytest.approx(0.25 / 300)
+    assert not rule.decide(obs(0, tokens=300), 99).stop
+    assert rule.decide(obs(0, tokens=400), 99) == Decision(
+        True, "one more sample promises 6.25e-04 per token < the price 0.0007", 0
+    )
+    # two alike at 300: 0.125 / (300 · √2) = 2.9e-4: stop; two apart: 0.5 / (300 · √2): go on
+    assert rule.decide(obs(0, 0, tokens=300), 99).stop
+    assert not rule.decide(obs(0, 1, tokens=300), 99).stop
+    assert unsettled_per_token(1, 1, 300, 2, 0.5) == pytest.approx(0.5 / (300 * 2**0.5))
+    # undamped, the same two apart promise √2 more
+    assert unsettled_per_token(1, 1, 300, 2, 0.0) == pytest.approx(0.5 / 300)
+    # the mean cost decides: a short first sample is worth another, a long one is not
+    short, long = PriceStop(price=1e-3), [Observation(0, 2000)]
+    assert not short.decide([Observation(0, 100)], 99).stop and short.decide(long, 99).stop
+    # no answer yet: P(stays) of 0 against 0 is ½; an empty sample costs at least one token
+    assert unsettled_per_token(0, 0, 0, 1, 0.5) == pytest.approx(0.5)
+    assert not rule.decide(obs(None, tokens=0), 99).stop
+    with pytest.raises(ValidationError):
+        PriceStop(price=0.0)
 
 
 @given(st.integers(0, 30), st.integers(0, 30))
@@ -487,6 +514,7 @@ rules = st.one_of(
     st.builds(BetaStop, threshold=st.floats(0.5, 0.99), min_samples=st.integers(1, 4)),
     st.builds(Agreement, share=st.floats(0.3, 1.0), min_samples=st.integers(1, 4)),
     st.builds(WeightedConsensus, threshold=st.floats(0.3, 1.0), min_samples=st.integers(1, 4)),
+    st.builds(PriceStop, price=st.floats(1e-5, 1e-2), damping=st.floats(0.0, 2.0)),
     st.builds(CrossCheck, programs=st.tuples(st.one_of(st.none(), st.integers(0, 3)))),
     st.builds(
         BetaStop,

@@ -54,6 +54,7 @@ from ponder.bench.workload import (
     run_workload,
     stored_pool,
 )
+from ponder.consensus import PriceStop
 from ponder.errors import BackendError, UsageError
 from ponder.lm.scripted import ScriptedLM
 from ponder.runtime.prompting import Prompting
@@ -238,8 +239,12 @@ def test_a_router_file_of_another_version_or_strategy_is_refused(
         edited.write_text(json.dumps({**json.loads(router_file.read_text()), field: value}))
         with pytest.raises(RouterError, match=rf"a malformed router file \({field}: "):
             load_router(edited)
-    with pytest.raises(RouterError, match="needs a router file"):
-        make_strategy("auto")
+    with pytest.raises(UsageError, match="n 2 is below the router's probe of 4"):
+        make_strategy("auto", router=str(router_file), n=2)
+    with pytest.raises(UsageError, match="temperature: a router samples at its pool's"):
+        make_strategy("auto", router=str(router_file), temperature=0.2)
+    with pytest.raises(UsageError, match="without a router the price rule needs a price > 0"):
+        make_strategy("auto", price=0.0)
     with pytest.raises(RouterError, match="no such router file"):
         make_strategy("auto", router=str(tmp_path / "missing.json"))
 
@@ -258,7 +263,30 @@ async def test_auto_probes_then_runs_the_arm_it_picks(router_file: Path) -> None
     spent = {kind: np.mean([n for k, n in routes if k == kind]) for kind in world.KINDS}
     # settled probes stop early; contested ones get more samples
     assert spent["contested"] > spent["easy"]
-    assert contested.id
+    # n caps the arms: none drawing more than n is chosen
+    capped = await eng.solve(contested, "auto", router=str(router_file), n=5, seed=2)
+    assert len(capped.candidates) <= 5 < max(n for _, n in routes)
+
+
+async def test_auto_without_a_router_samples_while_a_sample_is_worth_its_price() -> None:
+    """The price rule, one sample at a time: problems whose samples agree stop early, contested
+    ones get more; a higher price spends less; every sample drawn is charged and voted."""
+    eng, _ = scripted_engine(world.reply)
+    spent: dict[str, list[int]] = {kind: [] for kind in world.KINDS}
+    for p in world.problems(12, start=300):
+        got = await eng.solve(p, "auto", n=12, seed=3)
+        assert got.info["route"] == {"policy": "price", "price": PriceStop().price}
+        assert got.info["samples"] == len(got.candidates)  # one at a time: none cut or late
+        assert got.total.completion_tokens == sum(c.completion_tokens for c in got.candidates)
+        spent[p.question.split("(")[1].split(")")[0]].append(len(got.candidates))
+        if p.question.startswith(f"Case {300 + 0} "):
+            assert got.answer == p.gold
+    assert np.mean(spent["contested"]) > np.mean(spent["easy"]) > 1
+    assert max(max(v) for v in spent.values()) <= 12
+    easy = world.problems(1, start=300)[0]
+    cheap = await eng.solve(easy, "auto", n=12, price=1e-2, seed=3)
+    dear = await eng.solve(easy, "auto", n=12, price=1e-7, seed=3)
+    assert len(cheap.candidates) < len(dear.candidates) == 12
 
 
 # -- workload budgets -------------------------------------------------------------------------
@@ -516,7 +544,7 @@ def test_router_fit_show_and_errors_on_the_command_line(
 
 
 # -- serving auto/MODEL ----------------------------------------------------------------------
-def test_auto_is_served_as_a_model_name_with_the_servers_router(router_file: Path) -> None:
+def test_auto_is_served_as_a_model_name_with_or_without_a_router(router_file: Path) -> None:
     import openai
 
     from ponder.serve import create_app
@@ -529,9 +557,10 @@ def test_auto_is_served_as_a_model_name_with_the_servers_router(router_file: Pat
         r = client.chat.completions.create(model="auto/scripted", messages=question, seed=1)  # type: ignore[arg-type]
         assert "1700" in (r.choices[0].message.content or "")
     with running(create_app(scripted_engine(world.reply)[0])) as url:
+        # without a router the server's auto is the price rule
         client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
-        with pytest.raises(openai.BadRequestError, match="started without --router"):
-            client.chat.completions.create(model="auto/scripted", messages=question)  # type: ignore[arg-type]
+        r = client.chat.completions.create(model="auto/scripted", messages=question, seed=1)  # type: ignore[arg-type]
+        assert "1700" in (r.choices[0].message.content or "")
 
 
 # -- a workload from the command line, and the report -------------------------------------
@@ -752,6 +781,17 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
         assert fixed[best["name"]][1] <= leader["generated_per_problem"] + 1e-6
     top = summary["most_accurate_fixed"]
     assert top["accuracy"] == pytest.approx(max(a for a, _ in fixed.values()))
+    # -s auto without a router, at each price: a higher price spends less; each comparison
+    # is with a fixed strategy generating no more, each match no more accurate
+    auto = sorted(summary["auto"], key=lambda r: r["price"])
+    assert summary["default_price"] in [r["price"] for r in auto]
+    spent = [r["generated_per_problem"] for r in auto]
+    assert spent == sorted(spent, reverse=True) and spent[0] > spent[-1]
+    for point in auto:
+        if point["versus_fixed"]["name"]:
+            cheaper = fixed[point["versus_fixed"]["name"]]
+            assert cheaper[1] <= point["generated_per_problem"] + 1e-6
+        assert fixed[point["matches"]["name"]][0] <= point["accuracy"] + 1e-9
     assert (out / "workload.png").is_file() and "| vote@8 | leader |" in r.stdout
     # a live run beside its replay: the scripted backend draws the same text from a seed
     live = tmp_path / "live.sqlite"

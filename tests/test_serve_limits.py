@@ -40,7 +40,7 @@ SAMPLERS = (
 # Every strategy's options that multiply its work (capped by max_n), as the fields mark them.
 MULTIPLIERS = {
     "greedy": set(),
-    "auto": set(),
+    "auto": {"n"},
     **{name: {"n"} for name in SAMPLERS},
     "cross_vote": {"n", "programs"},
     "refine": {"rounds"},

@@ -43,6 +43,7 @@ from ponder.consensus import (
     BetaStop,
     ConfidenceWeighted,
     DeepConfFilter,
+    PriceStop,
     SelectionRule,
     SelfCertaintyBorda,
     StoppingRule,
@@ -91,6 +92,11 @@ def fixed_votes(n: int) -> list[Setting]:
     return [Setting("fixed vote", f"vote@{k}", k, fixed=k) for k in range(1, n + 1)]
 
 
+# PriceStop's prices tried (accuracy per generated token): from stopping after one sample on
+# most problems to drawing nearly the whole budget, for answers of a few hundred tokens
+PRICES = (2e-3, 1e-3, 7e-4, 5e-4, 3e-4, 2e-4, 1.5e-4, 1e-4, 5e-5)
+
+
 def grid(
     waves: Sequence[int] = (2, 4), give_ups: Sequence[int | None] = (None, 4, 6)
 ) -> list[Setting]:
@@ -105,6 +111,11 @@ def grid(
             for c in (0.5, 0.6, 0.75, 0.9, 0.95):
                 label = f"deepconf(percentile={pct:g}, consensus={c}, wave={wave})"
                 out.append(Setting("deepconf", label, wave, None, pct, c))
+    # the price rule's point is to stop after one sample where that suffices: also in waves of 1
+    for wave in sorted({1, *waves}):
+        for price in PRICES:
+            label = f"price(price={price:g}, wave={wave})"
+            out.append(Setting("price", label, wave, PriceStop(price=price)))
     return out
 
 

@@ -39,7 +39,7 @@ from pydantic import BaseModel
 from ponder.bench.harness import Harness, LocalUnits, unit_seed, versions
 from ponder.bench.router import opened_pool
 from ponder.bench.store import Run, Store
-from ponder.consensus.stopping import leader_stays
+from ponder.consensus.stopping import unsettled_per_token
 from ponder.errors import UsageError
 from ponder.runtime.budget import Budget, Ledger, estimate
 from ponder.runtime.engine import Engine
@@ -346,16 +346,15 @@ def _pick(states: list[_State], workload: Workload, window: int) -> list[tuple[_
 
 
 def _gain(state: _State, workload: Workload) -> float:
-    """The chance one more sample can still change this problem's vote, per generated token,
-    damped by the samples it has."""
-    per = max(1.0, float(np.mean(state.tokens)) if state.tokens else 1.0)
+    """What one more sample of this problem promises: the chance its vote can still change,
+    per generated token, damped by the samples it has (`unsettled_per_token`)."""
     votes: dict[int, int] = {}
     for c in state.classes:
         if c is not None:
             votes[c] = votes.get(c, 0) + 1
     top = [*sorted(votes.values(), reverse=True), 0, 0]
-    unsettled = 1.0 - leader_stays(top[0], top[1])
-    return unsettled / (per * float(max(1, state.count) ** workload.damping))
+    per = float(np.mean(state.tokens)) if state.tokens else 1.0
+    return unsettled_per_token(top[0], top[1], per, state.count, workload.damping)
 
 
 # -- reading a workload run back ------------------------------------------------------------

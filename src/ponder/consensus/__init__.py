@@ -28,8 +28,10 @@ from ponder.consensus.stopping import (
     BetaStop,
     CrossCheck,
     Decision,
+    PriceStop,
     StoppingRule,
     WeightedConsensus,
+    unsettled_per_token,
 )
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "Observation",
     "OnlineFilter",
     "OnlineOutcome",
+    "PriceStop",
     "ReplayOutcome",
     "Selection",
     "SelectionRule",
@@ -62,4 +65,5 @@ __all__ = [
     "observations",
     "replay",
     "traces",
+    "unsettled_per_token",
 ]

@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ponder.answers import cluster
 from ponder.consensus import (
@@ -44,6 +44,7 @@ from ponder.consensus import (
     BetaStop,
     Decision,
     Observation,
+    PriceStop,
     StoppingRule,
     WeightedConsensus,
 )
@@ -54,12 +55,13 @@ from ponder.runtime.strategy import MULTIPLIES, Strategy, strategy
 from ponder.signals import SignalName
 from ponder.types import Candidate, GenRequest, Problem, Result, TokenLogprob
 
-Rule = Literal["esc", "beta", "agreement", "weighted"]
+Rule = Literal["esc", "beta", "agreement", "weighted", "price"]
 
 
 @strategy
 class Adaptive(Strategy):
-    """Self-consistency that stops sampling once the answer is settled (ESC, Beta, weighted)."""
+    """Self-consistency that stops sampling once the answer is settled (ESC, Beta, weighted),
+    or once one more sample is worth less than its price (price)."""
 
     name: ClassVar[str] = "adaptive"
     width: ClassVar[str | None] = "n"
@@ -74,7 +76,8 @@ class Adaptive(Strategy):
         default="beta",
         description="when to stop: esc (a window of equal answers), beta (P(leader stays) ≥ "
         "threshold), agreement (the leader's share ≥ threshold), weighted (its "
-        "confidence-weighted share ≥ threshold)",
+        "confidence-weighted share ≥ threshold), price (1 − P(leader stays) per generated "
+        "token, damped by √samples, < price)",
     )
     threshold: float | None = Field(
         default=None,
@@ -83,6 +86,13 @@ class Adaptive(Strategy):
         description="beta: 0.95; agreement: 0.75; weighted: 0.95 (the rule's own default)",
     )
     window: int = Field(default=4, ge=1, description="esc: equal answers in a row to stop")
+    price: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="price: accuracy per generated token one more sample must promise "
+        "[default: the rule's, 7e-4]",
+    )
     min_samples: int | None = Field(
         default=None, ge=1, description="samples before the rule may stop [default: the rule's]"
     )
@@ -109,6 +119,17 @@ class Adaptive(Strategy):
         default="tail", description="weighted: the confidence each sample's vote weighs"
     )
 
+    @model_validator(mode="after")
+    def _settings_of_the_rule(self) -> Adaptive:
+        # a setting another rule reads would be silently ignored
+        if self.price is not None and self.rule != "price":
+            raise ValueError(f"price is read by rule=price, not rule={self.rule}")
+        if self.threshold is not None and self.rule in ("price", "esc"):
+            raise ValueError(
+                f"threshold is read by rule=beta, agreement or weighted, not rule={self.rule}"
+            )
+        return self
+
     def stopping_rule(self) -> StoppingRule:
         common: dict[str, int] = {"give_up_after": self.give_up_after} if self.give_up_after else {}
         if self.min_samples is not None:
@@ -121,6 +142,9 @@ class Adaptive(Strategy):
         if self.rule == "agreement":
             share = {} if self.threshold is None else {"share": self.threshold}
             return Agreement(**share, **common)
+        if self.rule == "price":
+            price = {} if self.price is None else {"price": self.price}
+            return PriceStop(**price, **common)
         return WeightedConsensus(**threshold, **common)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:

@@ -1,6 +1,15 @@
-"""Compute-optimal per problem (Snell et al., 2024; a learned router as in SMART): draw a
-cheap probe (the first few samples), read from it and from the question how hard the problem
-is, and run the strategy and n a fitted router picks for it, continuing from the probe:
+"""Compute-optimal per problem (Snell et al., 2024). Without a router, sample while one more
+sample is worth its price (the price rule, `PriceStop`):
+
+    loop: draw one sample
+          gain ← (1 − P(the leader stays the leader)) / (tokens a sample costs · √samples)
+          stop when gain < price, or at n samples
+    answer: the vote
+
+— the per-problem form of a workload budget's allocation, which spends a set's budget on this
+same gain. With a router (a learned one, as in SMART), draw a cheap probe (the first few
+samples), read from it and from the question how hard the problem is, and run the strategy and
+n the router picks for it, continuing from the probe:
 
     probe ← m samples                              (the router's probe size and temperature)
     x ← features(question, probe)                  (agreement, confidence, lengths; numbers)
@@ -10,7 +19,9 @@ is, and run the strategy and n a fitted router picks for it, continuing from the
     run a* on top of the probe (its samples vote too) and answer with it
 
 The router is a file (`ponder router fit STORE --out router.json`): JSON a person can read,
-used with numpy alone.
+used with numpy alone. On the embedded models the price rule is the one that pays: at equal
+generated tokens it beats the best fixed strategy, the learned router does not
+(benchmarks/RESULTS.md, "workload.py").
 """
 
 from __future__ import annotations
@@ -24,8 +35,9 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from ponder.allocation import Probe, RouterError, RouterModel, features, file_sha256, load_router
 from ponder.answers import cluster
+from ponder.consensus import PriceStop
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import STRATEGIES, Strategy, make_strategy, strategy
+from ponder.runtime.strategy import MULTIPLIES, STRATEGIES, Strategy, make_strategy, strategy
 from ponder.search.adaptive import Adaptive, WaveSampler
 from ponder.search.vote import tally
 from ponder.types import Candidate, Problem, Result
@@ -64,19 +76,32 @@ def check_install(model: RouterModel, path: str) -> None:
 
 @strategy
 class Auto(Strategy):
-    """Compute-optimal: a probe, then the strategy and n a fitted router picks per problem."""
+    """Compute-optimal per problem: sample while one more sample is worth its price, or with
+    a router, a probe and then the strategy and n the router picks."""
 
     name: ClassVar[str] = "auto"
+    width: ClassVar[str | None] = "n"
     router: str | None = Field(
         default=None,
-        description="the router file (`ponder router fit STORE --out router.json`); "
-        "also --router FILE",
+        description="a router file (`ponder router fit STORE --out router.json`); also "
+        "--router FILE [default: none, the price rule]",
     )
     price: float | None = Field(
         default=None,
         ge=0.0,
+        le=1.0,
         description="accuracy one generated token is worth: higher spends less [default: the "
-        "router's]",
+        f"router's; without one, the price rule's {PriceStop().price:g}]",
+    )
+    n: int = Field(
+        default=16,
+        ge=1,
+        description="samples at most: the price rule's budget; with a router, no arm drawing "
+        "more is chosen",
+        json_schema_extra=MULTIPLIES,
+    )
+    temperature: float | None = Field(
+        default=None, ge=0.0, description="without a router: sampling temperature [0.7]"
     )
     router_sha256: str | None = Field(
         default=None, description="the router file's sha256 (set from the file; a store's key)"
@@ -86,11 +111,16 @@ class Auto(Strategy):
     @model_validator(mode="after")
     def _load(self) -> Auto:
         if self.router is None:
-            raise RouterError(
-                "strategy 'auto' needs a router file: -o router=FILE or --router FILE (fit one "
-                "with `ponder router fit STORE --out router.json`)"
+            if self.price == 0.0:
+                raise ValueError("price: without a router the price rule needs a price > 0")
+            return self
+        if self.temperature is not None:
+            raise ValueError(
+                "temperature: a router samples at its pool's; it is auto's own without one"
             )
         self._model = router_for(self.router)
+        if self.n < self._model.probe:
+            raise ValueError(f"n {self.n} is below the router's probe of {self._model.probe}")
         asked = self.answer_with if "answer_with" in self.model_fields_set else None
         self.answer_with = self._model.answer_mode(asked, self.router)
         sha = file_sha256(self.router)
@@ -108,9 +138,46 @@ class Auto(Strategy):
 
     def check_unseen(self, problems: list[Problem]) -> None:
         """Refuse to be evaluated on problems the router was trained on."""
-        self.model().check_unseen([(p.id or p.question[:40], p.question) for p in problems])
+        if self._model is not None:
+            self.model().check_unseen([(p.id or p.question[:40], p.question) for p in problems])
+
+    def priced(self) -> Adaptive:
+        """The price rule as `adaptive` runs it: one sample at a time (each decides the next;
+        no idle slot is filled with samples the rule did not ask for)."""
+        inner = make_strategy(
+            "adaptive",
+            rule="price",
+            n=self.n,
+            temperature=0.7 if self.temperature is None else self.temperature,
+            wave=1,
+            fill=False,
+            answer_with=self.answer_with,
+            **({} if self.price is None else {"price": self.price}),
+        )
+        assert isinstance(inner, Adaptive)
+        return inner
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
+        if self._model is None:
+            return await self.run_priced(problem, ctx)
+        return await self.run_routed(problem, ctx)
+
+    async def run_priced(self, problem: Problem, ctx: Context) -> Result:
+        done = await self.priced().run(problem, ctx)
+        price = PriceStop().price if self.price is None else self.price
+        route: dict[str, Any] = {"policy": "price", "price": price}
+        ctx.report("route", **route)
+        return ctx.result(
+            problem,
+            self,
+            done.answer,
+            done.candidates,
+            stopped=done.stopped,
+            route=route,
+            **{k: v for k, v in done.info.items() if k != "route"},
+        )
+
+    async def run_routed(self, problem: Problem, ctx: Context) -> Result:
         model = self.model()
         sampler = WaveSampler(ctx, problem, model.temperature)
         probe = list(await asyncio.gather(*sampler.launch(model.probe)))
@@ -128,6 +195,9 @@ class Auto(Strategy):
         )
         spent = sum(c.completion_tokens for c in probe)
         acc, tokens = model.predict(x, spent, spent / len(probe))
+        # an arm drawing more samples than n is not a choice (its accuracy: never worth it)
+        drawn = np.array([int(a.options.get("n", model.probe)) for a in model.arms])
+        acc = np.where(drawn[None, :] <= self.n, acc, -np.inf)
         pick = int(model.choose(acc, tokens, self.price)[0])
         arm = model.arms[pick]
         ranked = np.argsort(
@@ -142,6 +212,7 @@ class Auto(Strategy):
                     "tokens": round(float(tokens[0, a]), 1),
                 }
                 for a in ranked[:4]
+                if np.isfinite(acc[0, a])
             },
         }
         ctx.report("route", **route)

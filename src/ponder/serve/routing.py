@@ -124,13 +124,8 @@ def resolve(
                 "ponder.options.router: the server chooses the router file",
                 param="ponder.options.router",
             )
-        if router is None:
-            raise ApiError(
-                400,
-                "auto needs a router: this server was started without --router FILE",
-                param="model",
-            )
-        options["router"] = router
+        if router is not None:  # without one, auto is the price rule
+            options["router"] = router
     return Route(build(strategy, n, req, limits, options), budget, strategy)
 
 
