@@ -425,6 +425,13 @@ def live_right(store: Store, rid: int) -> dict[str, bool]:
 
 
 def table_lines(summary: dict[str, object]) -> list[str]:
+    def at(strategy: dict[str, object]) -> str:
+        """A fixed strategy: its name, accuracy and generated tokens a problem."""
+        return (
+            f"{strategy['name']}: {100 * num(strategy['accuracy']):.1f}% at "
+            f"{num(strategy['generated_per_problem']):,.0f}"
+        )
+
     def ci(values: object) -> str:
         assert isinstance(values, list)
         return f"{100 * values[0]:+.1f} [{100 * values[1]:+.1f}, {100 * values[2]:+.1f}]"
@@ -450,11 +457,7 @@ def table_lines(summary: dict[str, object]) -> list[str]:
         delta = r.get("delta")
         fixed = r.get("versus_fixed") or {}
         if fixed.get("name"):
-            name = (
-                f"{fixed['name']}: {100 * fixed['accuracy']:.1f}% at "
-                f"{fixed['generated_per_problem']:,.0f}"
-            )
-            versus = ci(fixed["delta"])
+            name, versus = at(fixed), ci(fixed["delta"])
         else:
             name = versus = "—" if r["method"] == "uniform" else "none that cheap"
         lines.append(
@@ -477,17 +480,11 @@ def table_lines(summary: dict[str, object]) -> list[str]:
     for r in auto:
         lo, hi = r["ci"]
         fixed = r["versus_fixed"]
-        name = (
-            f"{fixed['name']}: {100 * fixed['accuracy']:.1f}% at "
-            f"{fixed['generated_per_problem']:,.0f}"
-            if fixed.get("name")
-            else "none that cheap"
-        )
+        name = at(fixed) if fixed.get("name") else "none that cheap"
         star = "*" if r["price"] == summary["default_price"] else ""
         match = r["matches"]
         matched = (
-            f"{match['name']}: {100 * match['accuracy']:.1f}% at "
-            f"{match['generated_per_problem']:,.0f} | {match['share']:.2f} | {ci(match['delta'])}"
+            f"{at(match)} | {match['share']:.2f} | {ci(match['delta'])}"
             if match.get("name")
             else "none | — | —"
         )

@@ -102,6 +102,19 @@ def store_of_version(path: Path, version: str) -> None:
     db.close()
 
 
+def schema_2_store(path: Path, then: str = "") -> None:
+    """A results store as schema 2 wrote it (no traces table, no candidates.tool_calls), with
+    the SQL `then` run on it."""
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP TABLE traces; ALTER TABLE candidates DROP COLUMN tool_calls;"
+        "UPDATE meta SET value = '2' WHERE key = 'schema_version';" + then
+    )
+    db.commit()
+    db.close()
+
+
 def need_set(name: str) -> None:
     """Skip the calling test where the data set is neither bundled nor on this machine (a
     clean clone has only the bundled sets; `ponder data pull NAME` fetches the others)."""

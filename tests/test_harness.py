@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench_worker import engine_for
-from helpers import store_of_version
+from helpers import schema_2_store, store_of_version
 from ponder.bench.analysis import load_groups, points
 from ponder.bench.harness import Harness, plan, unit_seed
 from ponder.bench.store import SCHEMA_VERSION, Store, StoreError
@@ -249,13 +249,7 @@ def test_a_store_read_read_only_is_left_byte_for_byte(tmp_path: Path) -> None:
 
 def test_a_store_of_an_older_schema_read_read_only_is_migrated_once(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
-    Store(path).close()
-    db = sqlite3.connect(path)
-    db.executescript(
-        "DROP TABLE traces; ALTER TABLE candidates DROP COLUMN tool_calls;"
-        "UPDATE meta SET value = '2' WHERE key = 'schema_version';"
-    )
-    db.close()
+    schema_2_store(path)
     reader = Store(path, readonly=True)
     assert reader.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
         str(SCHEMA_VERSION),

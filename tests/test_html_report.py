@@ -19,7 +19,7 @@ import pytest
 
 from browser import Browser, chromium
 from fake_server import FakeOpenAIServer
-from helpers import no_sleep, ponder_async, run_ponder
+from helpers import no_sleep, ponder_async, run_ponder, schema_2_store
 from ponder.bench.analysis import Point
 from ponder.bench.harness import Harness, plan
 from ponder.bench.html import write_html_report
@@ -170,17 +170,12 @@ def test_a_schema_2_store_migrates_and_keeps_the_trees_it_held(tmp_path: Path) -
     """Stores written before schema 3 kept every search tree in units.info: they open,
     gain the new column and table, and their trees are still found."""
     path = tmp_path / "old.sqlite"
-    Store(path).close()
-    db = sqlite3.connect(path)
-    db.executescript(
-        "DROP TABLE traces; ALTER TABLE candidates DROP COLUMN tool_calls;"
-        "UPDATE meta SET value = '2' WHERE key = 'schema_version';"
+    schema_2_store(
+        path,
         "INSERT INTO units VALUES (1, 1, 0, 1, '18', 0, 1, NULL, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0,"
         ' 0, NULL, NULL, \'{"tree": [{"id": 0, "parent": null, "step": ""}], '
-        '"votes": 1}\');'
+        '"votes": 1}\');',
     )
-    db.commit()
-    db.close()
     store = Store(path)
     assert store.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
         "3",

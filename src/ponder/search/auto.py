@@ -167,6 +167,12 @@ class Auto(Strategy):
         price = PriceStop().price if self.price is None else self.price
         route: dict[str, Any] = {"policy": "price", "price": price}
         ctx.report("route", **route)
+        return self.answered_by(problem, ctx, done, route)
+
+    def answered_by(
+        self, problem: Problem, ctx: Context, done: Result, route: dict[str, Any]
+    ) -> Result:
+        """The inner strategy's result as auto's, with the route that chose it."""
         return ctx.result(
             problem,
             self,
@@ -239,15 +245,7 @@ class Auto(Strategy):
             inner = make_strategy("adaptive", **options)
             assert isinstance(inner, Adaptive)
             done = await inner.run_from(problem, ctx, probe)
-            return ctx.result(
-                problem,
-                self,
-                done.answer,
-                done.candidates,
-                stopped=done.stopped,
-                route=route,
-                **{k: v for k, v in done.info.items() if k not in ("route",)},
-            )
+            return self.answered_by(problem, ctx, done, route)
         inner_strategy = make_strategy(arm.strategy, **arm.options)
         done = await inner_strategy.run(problem, ctx)
         every: list[Candidate] = probe + done.candidates
