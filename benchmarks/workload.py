@@ -112,9 +112,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/workload"))
     ap.add_argument("--live", type=Path, nargs="*", default=[], help="live workload runs' stores")
+    ap.add_argument(
+        "--live-auto", type=Path, default=None, help="a live `-s auto` run's store (no router)"
+    )
     args = ap.parse_args()
 
     pool = stored_pool(args.test, task=args.task, answer_with=args.answer_with)
+    if args.live_auto:
+        print("\n".join(versus_live_auto(pool, args.live_auto, args.orders, args.seed)))
+        return
     if args.live:
         checks = [versus_live(pool, p, args.window, args.orders, args.seed) for p in args.live]
         print(f"# Live workload runs beside their replay on {pool.path}\n")
@@ -290,6 +296,81 @@ def num(x: object) -> float:
     return float(x)
 
 
+def versus_live_auto(pool: StoredPool, live: Path, orders: int, seed: int) -> list[str]:
+    """A live `-s auto` run (the price rule) beside its replay on the pool's same problems,
+    and both against the best fixed strategy generating no more and the costliest one no more
+    accurate, paired by problem."""
+    store = Store(live, readonly=True)
+    try:
+        (run,) = [r for r in store.runs() if r.strategy == "auto"]
+        unit = run.config.get("unit", {})
+        if unit.get("router"):
+            raise SystemExit(f"{live}: auto ran with a router; this compares the price rule")
+        rows = store.db.execute(
+            "SELECT p.problem_id, u.correct, u.policy_completion + u.verifier_completion"
+            " FROM units u JOIN problems p USING (pid) WHERE u.rid = ?",
+            (run.rid,),
+        ).fetchall()
+    finally:
+        store.close()
+    price, n = float(unit.get("price") or PRICE), int(unit.get("n") or 16)
+    mine = pool.only([pid for pid, _, _ in rows])
+    if n > len(mine.samples[0]):
+        raise SystemExit(f"{live}: n {n} is more than the pool's {len(mine.samples[0])} samples")
+    by_id = {pid: (float(ok), float(gen)) for pid, ok, gen in rows}
+    right = np.array([by_id[p.id][0] for p in mine.problems if p.id])
+    generated = float(np.mean([by_id[p.id][1] for p in mine.problems if p.id]))
+    fixed = fixed_arms(mine, None)
+    acc, lo, hi = bootstrap_mean_ci(right)
+    points = {
+        "live": {
+            "accuracy": acc,
+            "ci": [lo, hi],
+            "generated_per_problem": generated,
+            "versus_fixed": versus_fixed(right, generated, fixed),
+            "matches": matches(right, generated, fixed),
+        },
+        f"replayed ({orders} orders)": priced_point(orders_of(mine, orders, seed), price, n, fixed),
+    }
+    lines = [
+        f"# `-s auto` (price {price:g}, n {n}) live on {len(right)} problems ({live}), beside "
+        f"its replay on {pool.path}",
+        "",
+        "| | accuracy [95% CI] | generated / problem | best fixed generating no more "
+        "| Δ vs it [95% paired CI] | costliest fixed no more accurate | generated × its "
+        "| Δ vs it [95% paired CI] |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, point in points.items():
+        interval = point["ci"]
+        assert isinstance(interval, list)
+        lines.append(
+            f"| {name} | {100 * num(point['accuracy']):.1f}% [{100 * interval[0]:.1f}, "
+            f"{100 * interval[1]:.1f}] | {num(point['generated_per_problem']):,.0f} | "
+            f"{versus_cells(point['versus_fixed'])} | {versus_cells(point['matches'], True)} |"
+        )
+    return lines
+
+
+def at(strategy: dict[str, object]) -> str:
+    """A fixed strategy: its name, accuracy and generated tokens a problem."""
+    return (
+        f"{strategy['name']}: {100 * num(strategy['accuracy']):.1f}% at "
+        f"{num(strategy['generated_per_problem']):,.0f}"
+    )
+
+
+def versus_cells(strategy: object, share: bool = False) -> str:
+    """Table cells of a comparison with a fixed strategy: which, [its tokens share,] the Δ."""
+    assert isinstance(strategy, dict)
+    if not strategy.get("name"):
+        return "none | — | —" if share else "none | —"
+    d = strategy["delta"]
+    named = at(strategy)
+    delta = f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
+    return f"{named} | {num(strategy['share']):.2f} | {delta}" if share else f"{named} | {delta}"
+
+
 @dataclass
 class LiveCheck:
     """A live workload run beside its replay, per problem of the run."""
@@ -425,13 +506,6 @@ def live_right(store: Store, rid: int) -> dict[str, bool]:
 
 
 def table_lines(summary: dict[str, object]) -> list[str]:
-    def at(strategy: dict[str, object]) -> str:
-        """A fixed strategy: its name, accuracy and generated tokens a problem."""
-        return (
-            f"{strategy['name']}: {100 * num(strategy['accuracy']):.1f}% at "
-            f"{num(strategy['generated_per_problem']):,.0f}"
-        )
-
     def ci(values: object) -> str:
         assert isinstance(values, list)
         return f"{100 * values[0]:+.1f} [{100 * values[1]:+.1f}, {100 * values[2]:+.1f}]"
@@ -496,14 +570,15 @@ def table_lines(summary: dict[str, object]) -> list[str]:
         )
     top = summary["most_accurate_fixed"]
     assert isinstance(top, dict)
-    at = top["workload_reaches_it_at"]
+    reach = top["workload_reaches_it_at"]
     lines += [
         "",
         f"The most accurate fixed strategy: {top['name']}, {100 * top['accuracy']:.1f}% at "
         f"{top['generated_per_problem']:,.0f} generated tokens a problem; "
         + (
-            f"the workload reaches it at {at:,.0f} ({at / top['generated_per_problem']:.2f}×)."
-            if at is not None
+            f"the workload reaches it at {reach:,.0f} "
+            f"({reach / top['generated_per_problem']:.2f}×)."
+            if reach is not None
             else "the workload reaches it at none of these budgets."
         ),
     ]

@@ -33,7 +33,7 @@ from ponder.allocation import (
     probe_features,
     question_features,
 )
-from ponder.bench.harness import Harness
+from ponder.bench.harness import Harness, plan
 from ponder.bench.router import (
     build_table,
     compare,
@@ -818,3 +818,26 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
     assert f"{done.progress.done} of the {done.progress.done} samples" in r.stdout
     assert "## Together: 12 problems, against uniform vote@" in r.stdout
     assert "| leader rule replayed |" in r.stdout
+    # a live `-s auto` (the price rule) beside its replay
+    auto_store = tmp_path / "auto.sqlite"
+    store = Store(auto_store)
+    (unit,) = plan([make_strategy("auto", n=8)])
+    asyncio.run(Harness(world.engine(), store).execute("world-test", items, unit, seed=0))
+    store.close()
+    db = sqlite3.connect(auto_store)
+    right, generated = db.execute(
+        "SELECT AVG(correct), AVG(policy_completion) FROM units"
+    ).fetchone()
+    db.close()
+    r = subprocess.run(
+        [sys.executable, str(bench), "--test", str(stores[1]), "--live-auto", str(auto_store)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "`-s auto` (price 0.0007, n 8) live on 12 problems" in r.stdout
+    live_row = next(line for line in r.stdout.splitlines() if line.startswith("| live |"))
+    cells = [c.strip() for c in live_row.split("|")]
+    assert cells[2].startswith(f"{100 * right:.1f}% [") and cells[3] == f"{generated:,.0f}"
+    assert any(line.startswith("| replayed (8 orders) |") for line in r.stdout.splitlines())
