@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import no_sleep
-from ponder.consensus import BetaStop, Observation, replay
+from ponder.consensus import BetaStop, Observation, PriceStop, StoppingRule, replay
 from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM, count_tokens
@@ -106,7 +106,9 @@ async def test_weighted_consensus_without_logprobs_falls_back_to_counts_and_says
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 4000), st.integers(1, 12), st.sampled_from(["esc", "beta", "agreement"]))
+@given(
+    st.integers(0, 4000), st.integers(1, 12), st.sampled_from(["esc", "beta", "agreement", "price"])
+)
 async def test_no_rule_spends_past_its_budget(tokens: int, n: int, rule: str) -> None:
     eng, _ = engine(lambda req, i, rng: " ".join(["w"] * rng.randint(1, 60)) + " \\boxed{1}")
     r = await eng.solve(PROBLEM, "adaptive", n=n, seed=tokens, rule=rule, budget={"tokens": tokens})
@@ -175,18 +177,34 @@ async def test_adaptive_live_matches_its_replay_on_the_same_samples() -> None:
     def reply(req: GenRequest, i: int, rng: random.Random) -> str:
         return f"so it is \\boxed{{{rng.choice([42, 42, 42, 7])}}}"
 
-    for seed in range(8):
-        eng, lm = engine(reply)
-        r = await eng.solve(PROBLEM, "adaptive", n=12, seed=seed, rule="beta", wave=3, fill=False)
-        # the samples in launch order, as the backend wrote them
-        pool = []
-        for req in lm.calls:
-            text = reply(req, 0, lm._rng(req, 0))
-            pool.append(Observation(0 if "{42}" in text else 1, count_tokens(text)))
-        out = replay(BetaStop(), pool, len(pool), 3)
-        assert out.samples == len(lm.calls)
-        assert out.tokens == r.total.completion_tokens
-        assert (out.answer == 0) == (r.answer == "42")
+    # (the strategy and its options, the rule and wave it runs): auto without a router is the
+    # price rule one sample at a time; the price is one that stops some problems early here
+    cases: list[tuple[str, dict[str, object], StoppingRule, int]] = [
+        ("adaptive", {"rule": "beta", "wave": 3, "fill": False}, BetaStop(), 3),
+        (
+            "adaptive",
+            {"rule": "price", "price": 0.03, "wave": 2, "fill": False},
+            PriceStop(price=0.03),
+            2,
+        ),
+        ("auto", {"price": 0.03}, PriceStop(price=0.03), 1),
+    ]
+    for name, options, rule, wave in cases:
+        stopped_early = 0
+        for seed in range(8):
+            eng, lm = engine(reply)
+            r = await eng.solve(PROBLEM, name, n=12, seed=seed, **options)
+            # the samples in launch order, as the backend wrote them
+            pool = []
+            for req in lm.calls:
+                text = reply(req, 0, lm._rng(req, 0))
+                pool.append(Observation(0 if "{42}" in text else 1, count_tokens(text)))
+            out = replay(rule, pool, len(pool), wave)
+            assert out.samples == len(lm.calls), (name, options)
+            assert out.tokens == r.total.completion_tokens
+            assert (out.answer == 0) == (r.answer == "42")
+            stopped_early += len(lm.calls) < 12
+        assert stopped_early > 0, (name, options)
 
 
 @pytest.mark.parametrize("fill", [True, False])
