@@ -493,8 +493,8 @@ def test_the_workload_gain_is_the_unsettled_chance_per_token_damped_by_samples()
     """gain = (1 − P(leader stays)) / (mean tokens · samples^damping), by hand: one vote each
     for two answers → P(stays) = 1 − I₀.₅(2, 2) = 0.5."""
     state = _State(Problem(question="q"), 0)
-    state.add(1, True, 100, None)
-    state.add(2, False, 300, None)
+    state.add(1, True, 100)
+    state.add(2, False, 300)
     w = Workload(tokens_total=1)
     assert _gain(state, w) == pytest.approx(0.5 / (200 * 2**0.5))
     assert _gain(state, w.model_copy(update={"damping": 0.0})) == pytest.approx(0.5 / 200)
@@ -502,9 +502,9 @@ def test_the_workload_gain_is_the_unsettled_chance_per_token_damped_by_samples()
     # votes for nothing but counts among the samples
     settled = _State(Problem(question="q"), 1)
     for _ in range(3):
-        settled.add(7, True, 50, None)
+        settled.add(7, True, 50)
     assert _gain(settled, w) == pytest.approx((1 / 16) / (50 * 3**0.5))
-    settled.add(None, False, 50, None)
+    settled.add(None, False, 50)
     assert _gain(settled, w) == pytest.approx((1 / 16) / (50 * 4**0.5))
 
 

@@ -86,21 +86,17 @@ class _State:
     classes: list[int | None] = field(default_factory=list)
     right: list[bool] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
-    signals: list[dict[str, float] | None] = field(default_factory=list)
 
     @property
     def count(self) -> int:
         return len(self.classes)
 
-    def add(
-        self, cls: int | None, right: bool, completion: int, signals: dict[str, float] | None
-    ) -> None:
-        """One more sample: its answer's class (None: no answer), whether it is right, the
-        tokens it generated and its confidence scores."""
+    def add(self, cls: int | None, right: bool, completion: int) -> None:
+        """One more sample: its answer's class (None: no answer), whether it is right and the
+        tokens it generated."""
         self.classes.append(cls)
         self.right.append(right)
         self.tokens.append(completion)
-        self.signals.append(signals)
 
     def vote_right(self) -> bool:
         return vote_right(self.classes, self.right)
@@ -237,7 +233,6 @@ async def run_workload(
             None if not graded or graded[0][0] < 0 else graded[0][0],
             bool(graded) and graded[0][1],
             total.completion_tokens if cand is None else cand.completion_tokens,
-            cand.signals.scores if cand and cand.signals and cand.signals.scores else None,
         )
         store.add_unit(run.rid, state.pid, u, sid, result, graded, chosen, time.monotonic() - t0)
         progress.correct += int(state.vote_right()) - int(before)
@@ -306,24 +301,21 @@ def _resume(store: Store, rid: int, by_pid: dict[int, _State]) -> tuple[int, int
         order = max(order, int(json.loads(info).get("workload", {}).get("order", -1)) + 1)
         state = by_pid.get(pid)
         if state is not None:
-            state.add(sample.cls, sample.right, sample.completion, sample.signals)
+            state.add(sample.cls, sample.right, sample.completion)
     return spent, order
 
 
 def _stored_samples(store: Store, rid: int) -> Iterator[tuple[int, PooledSample, str]]:
     """A run's samples in (problem, unit) order: (pid, the sample, its unit's info JSON)."""
-    for pid, cls, ok, cost, completion, signals, info in store.db.execute(
+    for pid, cls, ok, cost, completion, info in store.db.execute(
         "SELECT u.pid, u.class, u.correct, u.policy_prompt + u.policy_completion"
         " + u.verifier_prompt + u.verifier_completion,"
-        " COALESCE(c.completion_tokens, u.policy_completion), c.signals, u.info"
+        " COALESCE(c.completion_tokens, u.policy_completion), u.info"
         " FROM units u LEFT JOIN candidates c ON c.rid = u.rid AND c.pid = u.pid"
         " AND c.unit = u.unit AND c.idx = 0 WHERE u.rid = ? ORDER BY u.pid, u.unit",
         (rid,),
     ).fetchall():
-        scores = json.loads(signals).get("scores") or None if signals else None
-        sample = PooledSample(
-            None if cls < 0 else int(cls), bool(ok), int(cost), int(completion), scores
-        )
+        sample = PooledSample(None if cls < 0 else int(cls), bool(ok), int(cost), int(completion))
         yield int(pid), sample, info
 
 
@@ -378,7 +370,7 @@ def anytime(
     for pid, cls, ok, tokens, _ in rows:
         s = states.setdefault(int(pid), _State(Problem(question=""), int(pid)))
         before = s.vote_right()
-        s.add(None if cls < 0 else int(cls), bool(ok), 0, None)
+        s.add(None if cls < 0 else int(cls), bool(ok), 0)
         right += int(s.vote_right()) - int(before)
         spent += float(tokens)
         out.append((spent, right / size))
@@ -394,7 +386,6 @@ class PooledSample:
     right: bool
     cost: int  # prompt + completion tokens charged: what a workload's budget counts
     completion: int  # tokens generated
-    signals: dict[str, float] | None = None
 
 
 @dataclass
@@ -498,7 +489,7 @@ def replay(
         for state, _ in chosen:
             s = pool.samples[state.pid][state.count]
             before = state.vote_right()
-            state.add(s.cls, s.right, s.completion, s.signals)
+            state.add(s.cls, s.right, s.completion)
             right += int(state.vote_right()) - int(before)
             spent += s.cost
             generated[state.pid] += s.completion
