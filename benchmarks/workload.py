@@ -297,43 +297,53 @@ def num(x: object) -> float:
 
 
 def versus_live_auto(pool: StoredPool, live: Path, orders: int, seed: int) -> list[str]:
-    """A live `-s auto` run (the price rule) beside its replay on the pool's same problems,
-    and both against the best fixed strategy generating no more and the costliest one no more
-    accurate, paired by problem."""
+    """Live `-s auto` runs (the price rule; one per seed) beside their replay on the pool's
+    same problems, each and together (per problem, the mean over runs) against the best fixed
+    strategy generating no more and the costliest one no more accurate, paired by problem."""
     store = Store(live, readonly=True)
     try:
-        (run,) = [r for r in store.runs() if r.strategy == "auto"]
-        unit = run.config.get("unit", {})
-        if unit.get("router"):
-            raise SystemExit(f"{live}: auto ran with a router; this compares the price rule")
-        rows = store.db.execute(
-            "SELECT p.problem_id, u.correct, u.policy_completion + u.verifier_completion"
-            " FROM units u JOIN problems p USING (pid) WHERE u.rid = ?",
-            (run.rid,),
-        ).fetchall()
+        runs = [r for r in store.runs() if r.strategy == "auto"]
+        units = [r.config.get("unit", {}) for r in runs]
+        if not runs or any(u.get("router") for u in units):
+            raise SystemExit(f"{live}: no run of auto without a router (the price rule)")
+        settings = {(u.get("price"), u.get("n")) for u in units}
+        if len(settings) > 1:
+            raise SystemExit(f"{live}: auto runs with different prices or n: {sorted(settings)}")
+        per_run = {
+            r.seed: store.db.execute(
+                "SELECT p.problem_id, u.correct, u.policy_completion + u.verifier_completion"
+                " FROM units u JOIN problems p USING (pid) WHERE u.rid = ?",
+                (r.rid,),
+            ).fetchall()
+            for r in runs
+        }
     finally:
         store.close()
-    price, n = float(unit.get("price") or PRICE), int(unit.get("n") or 16)
-    mine = pool.only([pid for pid, _, _ in rows])
+    price, n = float(units[0].get("price") or PRICE), int(units[0].get("n") or 16)
+    ids = sorted(set.intersection(*({pid for pid, _, _ in rows} for rows in per_run.values())))
+    mine = pool.only(ids)
+    if not mine.problems:
+        raise SystemExit(f"{live}: no problem of the pool is done in every auto run")
     if n > len(mine.samples[0]):
         raise SystemExit(f"{live}: n {n} is more than the pool's {len(mine.samples[0])} samples")
-    by_id = {pid: (float(ok), float(gen)) for pid, ok, gen in rows}
-    right = np.array([by_id[p.id][0] for p in mine.problems if p.id])
-    generated = float(np.mean([by_id[p.id][1] for p in mine.problems if p.id]))
+    order = [p.id for p in mine.problems]
     fixed = fixed_arms(mine, None)
-    acc, lo, hi = bootstrap_mean_ci(right)
-    points = {
-        "live": {
-            "accuracy": acc,
-            "ci": [lo, hi],
-            "generated_per_problem": generated,
-            "versus_fixed": versus_fixed(right, generated, fixed),
-            "matches": matches(right, generated, fixed),
-        },
-        f"replayed ({orders} orders)": priced_point(orders_of(mine, orders, seed), price, n, fixed),
-    }
+    points: dict[str, dict[str, object]] = {}
+    rights, spends = [], []
+    for run_seed, rows in sorted(per_run.items()):
+        by_id = {pid: (float(ok), float(gen)) for pid, ok, gen in rows}
+        rights.append(np.array([by_id[i][0] for i in order]))
+        spends.append(float(np.mean([by_id[i][1] for i in order])))
+        points[f"live, seed {run_seed}"] = live_point(rights[-1], spends[-1], fixed)
+    if len(per_run) > 1:
+        points[f"live, {len(per_run)} runs"] = live_point(
+            np.mean(rights, axis=0), float(np.mean(spends)), fixed
+        )
+    points[f"replayed ({orders} orders)"] = priced_point(
+        orders_of(mine, orders, seed), price, n, fixed
+    )
     lines = [
-        f"# `-s auto` (price {price:g}, n {n}) live on {len(right)} problems ({live}), beside "
+        f"# `-s auto` (price {price:g}, n {n}) live on {len(order)} problems ({live}), beside "
         f"its replay on {pool.path}",
         "",
         "| | accuracy [95% CI] | generated / problem | best fixed generating no more "
@@ -350,6 +360,19 @@ def versus_live_auto(pool: StoredPool, live: Path, orders: int, seed: int) -> li
             f"{versus_cells(point['versus_fixed'])} | {versus_cells(point['matches'], True)} |"
         )
     return lines
+
+
+def live_point(
+    right: np.ndarray, generated: float, fixed: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, object]:
+    acc, lo, hi = bootstrap_mean_ci(right)
+    return {
+        "accuracy": acc,
+        "ci": [lo, hi],
+        "generated_per_problem": generated,
+        "versus_fixed": versus_fixed(right, generated, fixed),
+        "matches": matches(right, generated, fixed),
+    }
 
 
 def at(strategy: dict[str, object]) -> str:

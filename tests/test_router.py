@@ -822,12 +822,14 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
     auto_store = tmp_path / "auto.sqlite"
     store = Store(auto_store)
     (unit,) = plan([make_strategy("auto", n=8)])
-    asyncio.run(Harness(world.engine(), store).execute("world-test", items, unit, seed=0))
+    for seed in (0, 1):  # two live runs: each, and together
+        asyncio.run(Harness(world.engine(), store).execute("world-test", items, unit, seed=seed))
     store.close()
     db = sqlite3.connect(auto_store)
     right, generated = db.execute(
-        "SELECT AVG(correct), AVG(policy_completion) FROM units"
+        "SELECT AVG(correct), AVG(policy_completion) FROM units WHERE rid = 1"
     ).fetchone()
+    both = db.execute("SELECT AVG(correct) FROM units").fetchone()[0]
     db.close()
     r = subprocess.run(
         [sys.executable, str(bench), "--test", str(stores[1]), "--live-auto", str(auto_store)],
@@ -837,7 +839,9 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
     )
     assert r.returncode == 0, r.stderr
     assert "`-s auto` (price 0.0007, n 8) live on 12 problems" in r.stdout
-    live_row = next(line for line in r.stdout.splitlines() if line.startswith("| live |"))
+    live_row = next(line for line in r.stdout.splitlines() if line.startswith("| live, seed 0 |"))
     cells = [c.strip() for c in live_row.split("|")]
     assert cells[2].startswith(f"{100 * right:.1f}% [") and cells[3] == f"{generated:,.0f}"
     assert any(line.startswith("| replayed (8 orders) |") for line in r.stdout.splitlines())
+    together = next(line for line in r.stdout.splitlines() if line.startswith("| live, 2 runs |"))
+    assert together.split("|")[2].strip().startswith(f"{100 * both:.1f}% [")
