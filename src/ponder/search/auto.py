@@ -19,9 +19,9 @@ n the router picks for it, continuing from the probe:
     run a* on top of the probe (its samples vote too) and answer with it
 
 The router is a file (`ponder router fit STORE --out router.json`): JSON a person can read,
-used with numpy alone. On the embedded models the price rule is the one that pays: at equal
-generated tokens it beats the best fixed strategy, the learned router does not
-(benchmarks/RESULTS.md, "workload.py").
+used with numpy alone. On the embedded models, replayed on stored pools, the price rule beats
+the best fixed strategy at equal generated tokens and the learned router does not; live runs
+have not yet confirmed the gain (benchmarks/RESULTS.md, "`auto`: the price rule").
 """
 
 from __future__ import annotations
