@@ -556,6 +556,14 @@ def test_auto_is_served_as_a_model_name_with_or_without_a_router(router_file: Pa
         client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
         r = client.chat.completions.create(model="auto/scripted", messages=question, seed=1)  # type: ignore[arg-type]
         assert "1700" in (r.choices[0].message.content or "")
+        # a client's temperature does not override the router's (its pool's)
+        r = client.chat.completions.create(
+            model="auto/scripted",
+            messages=question,  # type: ignore[arg-type]
+            seed=1,
+            temperature=0.3,
+        )
+        assert "1700" in (r.choices[0].message.content or "")
     with running(create_app(scripted_engine(world.reply)[0])) as url:
         # without a router the server's auto is the price rule
         client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)

@@ -159,7 +159,10 @@ def build(
     named = asked.get("name") if isinstance(asked, dict) else asked
     if isinstance(named, str) and named not in served:
         raise not_served(named, served)
-    if req.temperature is not None and "temperature" in cls.model_fields:
+    # (auto with a router samples at its pool's temperature, the one its predictions hold for:
+    # a request's is not passed on)
+    routed = name == "auto" and bool(given.get("router"))
+    if req.temperature is not None and "temperature" in cls.model_fields and not routed:
         given.setdefault("temperature", req.temperature)
     try:
         strategy = make_strategy(name, **given)
