@@ -23,6 +23,7 @@ from ponder.bench.tuning import (
     tune_selection,
     tune_stopping,
 )
+from ponder.consensus import PriceStop
 from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
@@ -184,13 +185,18 @@ def test_the_grid_reaches_below_each_rules_default() -> None:
     settings = grid()
     families = {s.family for s in settings}
     rules = {"esc", "beta", "agreement", "weighted"}
-    assert families == rules | {f"{r}+give-up" for r in rules} | {"deepconf"}
+    assert families == rules | {f"{r}+give-up" for r in rules} | {"deepconf", "price"}
     give_ups = {s.rule.give_up_after for s in settings if s.family.endswith("+give-up")}  # type: ignore[union-attr]
     assert give_ups == {4, 6}
     betas = [s.rule.threshold for s in settings if s.family == "beta"]  # type: ignore[union-attr]
     assert min(betas) < 0.95 <= max(betas)
+    prices = [s.rule.price for s in settings if s.family == "price"]  # type: ignore[union-attr]
+    assert min(prices) < PriceStop().price < max(prices)
     assert len({s.label for s in settings}) == len(settings)
-    assert np.all([s.wave in (2, 4) for s in settings])
+    # the price rule also one sample at a time (its point: stopping after one), the others in
+    # waves of 2 or 4
+    assert np.all([s.wave in (2, 4) for s in settings if s.family != "price"])
+    assert {s.wave for s in settings if s.family == "price"} == {1, 2, 4}
 
 
 # -- selection ---------------------------------------------------------------------------------
