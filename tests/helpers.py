@@ -48,6 +48,20 @@ def run_ponder(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[s
     )
 
 
+def run_benchmark(
+    script: str, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`benchmarks/SCRIPT` with these arguments in a fresh process."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / script
+    return subprocess.run(
+        [sys.executable, str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 async def ponder_async(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:

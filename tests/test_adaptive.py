@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import no_sleep
+from helpers import no_sleep, run_benchmark
 from ponder.consensus import BetaStop, Observation, PriceStop, StoppingRule, replay
 from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
@@ -294,19 +294,10 @@ async def test_rolling_live_matches_its_replay_on_the_same_samples() -> None:
 
 def test_the_rolling_benchmark_replays_a_stored_pool(tmp_path: Path) -> None:
     """benchmarks/adaptive.py rolling: waves against rolling on a pool, no model."""
-    import subprocess
-    import sys
-
     import router_world as world
 
     store = asyncio.run(world.pool_store(tmp_path / "pool.sqlite", world.problems(6), n=8))
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "adaptive.py"
-    r = subprocess.run(
-        [sys.executable, str(script), "rolling", "--pool", str(store), "--orders", "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = run_benchmark("adaptive.py", "rolling", "--pool", str(store), "--orders", "2")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("6 problems with 8 samples")
     rows = [line for line in r.stdout.splitlines() if line.startswith(("| beta", "| esc"))]
@@ -316,18 +307,19 @@ def test_the_rolling_benchmark_replays_a_stored_pool(tmp_path: Path) -> None:
 def test_the_against_benchmark_compares_pools_paired(tmp_path: Path) -> None:
     """benchmarks/adaptive.py against: a pool against itself is +0.0 at 1.00x at full size,
     and below that at fewer samples' tokens."""
-    import subprocess
-    import sys
-
     import router_world as world
 
     store = asyncio.run(world.pool_store(tmp_path / "pool.sqlite", world.problems(9), n=6))
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "adaptive.py"
-    r = subprocess.run(
-        [sys.executable, str(script), "against", "--pool", str(store), "--answer-with",
-         "reasoning", "--orders", "2"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    r = run_benchmark(
+        "adaptive.py",
+        "against",
+        "--pool",
+        str(store),
+        "--answer-with",
+        "reasoning",
+        "--orders",
+        "2",
+    )
     assert r.returncode == 0, r.stderr
     rows = {line.split(" | ")[0]: line for line in r.stdout.splitlines() if " vote@" in line}
     assert len(rows) == 6
@@ -341,20 +333,16 @@ def test_the_tune_benchmark_chooses_on_train_and_judges_on_test(tmp_path: Path) 
     """benchmarks/adaptive.py tune: each family's setting (a fixed vote among them) chosen on
     one store and judged on another; asking for pools a store lacks names them."""
     import subprocess
-    import sys
 
     import router_world as world
 
     train = asyncio.run(world.pool_store(tmp_path / "train.sqlite", world.problems(9), n=4))
     test = asyncio.run(world.pool_store(tmp_path / "test.sqlite", world.problems(9, start=9), n=4))
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "adaptive.py"
 
     def tune(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, str(script), "tune", "--train", str(train), "--test", str(test),
-             *extra],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        return run_benchmark(
+            "adaptive.py", "tune", "--train", str(train), "--test", str(test), *extra
+        )
 
     r = tune()
     assert r.returncode == 0, r.stderr
@@ -369,8 +357,6 @@ def test_the_versus_benchmark_sets_a_live_run_beside_the_pools_vote(tmp_path: Pa
     """benchmarks/adaptive.py versus: a live adaptive run on problems of a pool, paired with
     the pool's majority@8 on the problems both have; it stops early on the easy ones, so it
     writes fewer tokens."""
-    import subprocess
-    import sys
 
     import router_world as world
     from ponder.bench.harness import Harness, plan
@@ -386,12 +372,9 @@ def test_the_versus_benchmark_sets_a_live_run_beside_the_pools_vote(tmp_path: Pa
         store.close()
 
     asyncio.run(live())
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "adaptive.py"
-    r = subprocess.run(
-        [sys.executable, str(script), "versus", "--pool", str(pool), "--live",
-         str(tmp_path / "live.sqlite")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    r = run_benchmark(
+        "adaptive.py", "versus", "--pool", str(pool), "--live", str(tmp_path / "live.sqlite")
+    )
     assert r.returncode == 0, r.stderr
     rows = [line.split(" | ") for line in r.stdout.splitlines() if line.startswith("| ")]
     base, adaptive = rows[-2], rows[-1]

@@ -11,7 +11,6 @@ import itertools
 import json
 import random
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import router_world as world
-from helpers import ponder_async, run_ponder, scripted_engine
+from helpers import ponder_async, run_benchmark, run_ponder, scripted_engine
 from ponder.allocation import (
     FEATURES,
     Probe,
@@ -736,14 +735,8 @@ def test_stored_levels_read_as_numbers() -> None:
 
 def test_the_router_benchmark_tables_every_allocation(leveled: Path, tmp_path: Path) -> None:
     """benchmarks/router.py's Snell table: uniform, oracle, the set's levels and predicted."""
-    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "router.py"
     out = tmp_path / "out"
-    r = subprocess.run(
-        [sys.executable, str(bench), "--split-halves", str(leveled), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = run_benchmark("router.py", "--split-halves", str(leveled), "--out", str(out))
     assert r.returncode == 0, r.stderr
     text = (out / "router.md").read_text()
     lines = text.splitlines()
@@ -761,15 +754,9 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
     the world (easy problems settle, contested ones gain from more samples) it beats uniform
     at vote@8's spend; each budget's best fixed strategy generates no more than the workload,
     and is the most accurate such among the fixed strategies the pool prices."""
-    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "workload.py"
     out = tmp_path / "out"
     args = ["--test", str(stores[1]), "--ks", "2", "4", "8"]
-    r = subprocess.run(
-        [sys.executable, str(bench), *args, "--orders", "3", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = run_benchmark("workload.py", *args, "--orders", "3", "--out", str(out))
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "workload.json").read_text())
     by = {(row["budget_of"], row["method"]): row for row in summary["rows"]}
@@ -808,12 +795,7 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
     items = world.problems(12, start=100)
     done = asyncio.run(run_workload(Harness(world.engine(), store), "world-test", items, w))
     store.close()
-    r = subprocess.run(
-        [sys.executable, str(bench), "--test", str(stores[1]), "--live", str(live)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = run_benchmark("workload.py", "--test", str(stores[1]), "--live", str(live))
     assert r.returncode == 0, r.stderr
     live_row = next(line for line in r.stdout.splitlines() if line.startswith("| live |"))
     again_row = next(
@@ -839,12 +821,7 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
     ).fetchone()
     both = db.execute("SELECT AVG(correct) FROM units").fetchone()[0]
     db.close()
-    r = subprocess.run(
-        [sys.executable, str(bench), "--test", str(stores[1]), "--live-auto", str(auto_store)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = run_benchmark("workload.py", "--test", str(stores[1]), "--live-auto", str(auto_store))
     assert r.returncode == 0, r.stderr
     assert "`-s auto` (price 0.0007, n 8) live on 12 problems" in r.stdout
     live_row = next(line for line in r.stdout.splitlines() if line.startswith("| live, seed 0 |"))
