@@ -213,15 +213,10 @@ def priced_point(
     runs = [priced(p, price, n) for p in pools]
     right = np.mean([r[0] for r in runs], axis=0)
     generated = float(np.mean([r[1].mean() for r in runs]))
-    acc, lo, hi = bootstrap_mean_ci(right)
     return {
         "price": price,
-        "accuracy": acc,
-        "ci": [lo, hi],
-        "generated_per_problem": generated,
+        **point_of(right, generated, fixed),
         "tokens_per_problem": float(np.mean([r[2].mean() for r in runs])),
-        "versus_fixed": versus_fixed(right, generated, fixed),
-        "matches": matches(right, generated, fixed),
     }
 
 
@@ -319,7 +314,7 @@ def versus_live_auto(pool: StoredPool, live: Path, orders: int, seed: int) -> li
         }
     finally:
         store.close()
-    price, n = float(units[0].get("price") or PRICE), int(units[0].get("n") or 16)
+    price, n = float(units[0].get("price") or PRICE), int(units[0]["n"])
     ids = sorted(set.intersection(*({pid for pid, _, _ in rows} for rows in per_run.values())))
     mine = pool.only(ids)
     if not mine.problems:
@@ -334,9 +329,9 @@ def versus_live_auto(pool: StoredPool, live: Path, orders: int, seed: int) -> li
         by_id = {pid: (float(ok), float(gen)) for pid, ok, gen in rows}
         rights.append(np.array([by_id[i][0] for i in order]))
         spends.append(float(np.mean([by_id[i][1] for i in order])))
-        points[f"live, seed {run_seed}"] = live_point(rights[-1], spends[-1], fixed)
+        points[f"live, seed {run_seed}"] = point_of(rights[-1], spends[-1], fixed)
     if len(per_run) > 1:
-        points[f"live, {len(per_run)} runs"] = live_point(
+        points[f"live, {len(per_run)} runs"] = point_of(
             np.mean(rights, axis=0), float(np.mean(spends)), fixed
         )
     points[f"replayed ({orders} orders)"] = priced_point(
@@ -362,9 +357,11 @@ def versus_live_auto(pool: StoredPool, live: Path, orders: int, seed: int) -> li
     return lines
 
 
-def live_point(
+def point_of(
     right: np.ndarray, generated: float, fixed: dict[str, tuple[np.ndarray, np.ndarray]]
 ) -> dict[str, object]:
+    """Accuracy (per problem `right`) at `generated` tokens a problem, against the best fixed
+    strategy generating no more and the costliest one no more accurate."""
     acc, lo, hi = bootstrap_mean_ci(right)
     return {
         "accuracy": acc,
@@ -383,14 +380,20 @@ def at(strategy: dict[str, object]) -> str:
     )
 
 
+def ci(values: object) -> str:
+    """A difference in points with its interval: +d [lo, hi]."""
+    assert isinstance(values, list)
+    return f"{100 * values[0]:+.1f} [{100 * values[1]:+.1f}, {100 * values[2]:+.1f}]"
+
+
 def versus_cells(strategy: object, share: bool = False) -> str:
-    """Table cells of a comparison with a fixed strategy: which, [its tokens share,] the Δ."""
+    """Table cells of a comparison with a fixed strategy: which, [its tokens share,] the Δ.
+    Without one: none generating so few tokens (`versus_fixed`), or none as inaccurate
+    (`matches`, the cells with the share)."""
     assert isinstance(strategy, dict)
     if not strategy.get("name"):
-        return "none | — | —" if share else "none | —"
-    d = strategy["delta"]
-    named = at(strategy)
-    delta = f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
+        return "none | — | —" if share else "none that cheap | —"
+    named, delta = at(strategy), ci(strategy["delta"])
     return f"{named} | {num(strategy['share']):.2f} | {delta}" if share else f"{named} | {delta}"
 
 
@@ -529,10 +532,6 @@ def live_right(store: Store, rid: int) -> dict[str, bool]:
 
 
 def table_lines(summary: dict[str, object]) -> list[str]:
-    def ci(values: object) -> str:
-        assert isinstance(values, list)
-        return f"{100 * values[0]:+.1f} [{100 * values[1]:+.1f}, {100 * values[2]:+.1f}]"
-
     lines = [
         f"# A workload budget against uniform allocation, replayed on {summary['test']}",
         "",
@@ -552,16 +551,12 @@ def table_lines(summary: dict[str, object]) -> list[str]:
     for r in rows:
         lo, hi = r["ci"]
         delta = r.get("delta")
-        fixed = r.get("versus_fixed") or {}
-        if fixed.get("name"):
-            name, versus = at(fixed), ci(fixed["delta"])
-        else:
-            name = versus = "—" if r["method"] == "uniform" else "none that cheap"
+        versus = versus_cells(r["versus_fixed"]) if "versus_fixed" in r else "— | —"
         lines.append(
             f"| {r['budget_of']} | {r['method']} | {100 * r['accuracy']:.1f}% [{100 * lo:.1f}, "
             f"{100 * hi:.1f}] | {'—' if delta is None else ci(delta)} | "
             f"{r['tokens_per_problem']:,.0f} | {r['generated_per_problem']:,.0f} | "
-            f"{r['samples_per_problem']:.2f} | {name} | {versus} |"
+            f"{r['samples_per_problem']:.2f} | {versus} |"
         )
     lines += [
         "",
@@ -576,20 +571,12 @@ def table_lines(summary: dict[str, object]) -> list[str]:
     assert isinstance(auto, list)
     for r in auto:
         lo, hi = r["ci"]
-        fixed = r["versus_fixed"]
-        name = at(fixed) if fixed.get("name") else "none that cheap"
         star = "*" if r["price"] == summary["default_price"] else ""
-        match = r["matches"]
-        matched = (
-            f"{at(match)} | {match['share']:.2f} | {ci(match['delta'])}"
-            if match.get("name")
-            else "none | — | —"
-        )
         lines.append(
             f"| {r['price']:g}{star} | {100 * r['accuracy']:.1f}% [{100 * lo:.1f}, "
             f"{100 * hi:.1f}] | {r['generated_per_problem']:,.0f} | "
-            f"{r['tokens_per_problem']:,.0f} | {name} | "
-            f"{ci(fixed['delta']) if fixed.get('name') else '—'} | {matched} |"
+            f"{r['tokens_per_problem']:,.0f} | {versus_cells(r['versus_fixed'])} | "
+            f"{versus_cells(r['matches'], True)} |"
         )
     top = summary["most_accurate_fixed"]
     assert isinstance(top, dict)
