@@ -180,7 +180,7 @@ def test_the_price_rule_hand_computed() -> None:
     """gain = (1 − P(leader stays)) / (mean tokens · √samples); stop when gain < price."""
     rule = PriceStop(price=7e-4)
     # one answer, 300 tokens: (1 − 0.75) / 300 = 8.3e-4 ≥ 7e-4: go on; 400 tokens: 6.25e-4: stop
-    assert unsettled_per_token(1, 0, 300, 1, 0.5) == pytest.approx(0.25 / 300)
+    assert unsettled_per_token([1], 300, 1, 0.5) == pytest.approx(0.25 / 300)
     assert not rule.decide(obs(0, tokens=300), 99).stop
     assert rule.decide(obs(0, tokens=400), 99) == Decision(
         True, "one more sample promises 6.25e-04 per token < the price 0.0007", 0
@@ -188,14 +188,14 @@ def test_the_price_rule_hand_computed() -> None:
     # two alike at 300: 0.125 / (300 · √2) = 2.9e-4: stop; two apart: 0.5 / (300 · √2): go on
     assert rule.decide(obs(0, 0, tokens=300), 99).stop
     assert not rule.decide(obs(0, 1, tokens=300), 99).stop
-    assert unsettled_per_token(1, 1, 300, 2, 0.5) == pytest.approx(0.5 / (300 * 2**0.5))
+    assert unsettled_per_token([1, 1], 300, 2, 0.5) == pytest.approx(0.5 / (300 * 2**0.5))
     # undamped, the same two apart promise √2 more
-    assert unsettled_per_token(1, 1, 300, 2, 0.0) == pytest.approx(0.5 / 300)
+    assert unsettled_per_token([1, 1], 300, 2, 0.0) == pytest.approx(0.5 / 300)
     # the mean cost decides: a short first sample is worth another, a long one is not
     short, long = PriceStop(price=1e-3), [Observation(0, 2000)]
     assert not short.decide([Observation(0, 100)], 99).stop and short.decide(long, 99).stop
     # no answer yet: P(stays) of 0 against 0 is ½; an empty sample costs at least one token
-    assert unsettled_per_token(0, 0, 0, 1, 0.5) == pytest.approx(0.5)
+    assert unsettled_per_token([], 0, 1, 0.5) == pytest.approx(0.5)
     assert not rule.decide(obs(None, tokens=0), 99).stop
     with pytest.raises(ValidationError):
         PriceStop(price=0.0)

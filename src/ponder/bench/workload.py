@@ -102,13 +102,19 @@ class _State:
         return vote_right(self.classes, self.right)
 
 
-def vote_right(classes: Sequence[int | None], right: Sequence[bool]) -> bool:
-    """Whether the vote over samples (their answers' classes, None: no answer; in the order
-    bought) picks a right answer; the first seen wins a tie."""
+def vote_counts(classes: Sequence[int | None]) -> dict[int, int]:
+    """Votes per answer class, in the order first seen (None: no answer, no vote)."""
     votes: dict[int, int] = {}
     for c in classes:
         if c is not None:
             votes[c] = votes.get(c, 0) + 1
+    return votes
+
+
+def vote_right(classes: Sequence[int | None], right: Sequence[bool]) -> bool:
+    """Whether the vote over samples (their answers' classes, None: no answer; in the order
+    bought) picks a right answer; the first seen wins a tie."""
+    votes = vote_counts(classes)
     if not votes:
         return False
     top = max(votes.values())
@@ -340,13 +346,9 @@ def _pick(states: list[_State], workload: Workload, window: int) -> list[tuple[_
 def _gain(state: _State, workload: Workload) -> float:
     """What one more sample of this problem promises: the chance its vote can still change,
     per generated token, damped by the samples it has (`unsettled_per_token`)."""
-    votes: dict[int, int] = {}
-    for c in state.classes:
-        if c is not None:
-            votes[c] = votes.get(c, 0) + 1
-    top = [*sorted(votes.values(), reverse=True), 0, 0]
+    votes = vote_counts(state.classes).values()
     per = float(np.mean(state.tokens)) if state.tokens else 1.0
-    return unsettled_per_token(top[0], top[1], per, state.count, workload.damping)
+    return unsettled_per_token(votes, per, state.count, workload.damping)
 
 
 # -- reading a workload run back ------------------------------------------------------------

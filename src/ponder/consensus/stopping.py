@@ -16,7 +16,7 @@ would give.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -164,14 +164,16 @@ def leader_stays(v1: float, v2: float) -> float:
 
 
 def unsettled_per_token(
-    v1: float, v2: float, mean_tokens: float, samples: int, damping: float
+    votes: Iterable[float], mean_tokens: float, samples: int, damping: float
 ) -> float:
     """What one more sample promises, in accuracy per generated token: the chance the vote can
-    still change, 1 − P(leader stays) for the leader's v1 votes against the runner-up's v2,
-    per token a sample costs (`mean_tokens`, at least 1), damped by `samples`^damping (one
-    more sample moves a vote of many less than a vote of few). The workload budget ranks
-    problems by it; PriceStop stops a problem's sampling when it falls below a price."""
-    unsettled = 1.0 - leader_stays(v1, v2)
+    still change, 1 − P(leader stays) for the leader's votes against the runner-up's (of the
+    answers' vote totals `votes`), per token a sample costs (`mean_tokens`, at least 1),
+    damped by `samples`^damping (one more sample moves a vote of many less than a vote of
+    few). The workload budget ranks problems by it; PriceStop stops a problem's sampling when
+    it falls below a price."""
+    top = [*sorted(votes, reverse=True), 0.0, 0.0]
+    unsettled = 1.0 - leader_stays(top[0], top[1])
     return unsettled / (max(1.0, mean_tokens) * float(max(1, samples) ** damping))
 
 
@@ -205,9 +207,8 @@ class PriceStop(StoppingRule):
     def check(
         self, observations: Sequence[Observation], votes: dict[int, float]
     ) -> tuple[bool, str]:
-        ranked = [*sorted(votes.values(), reverse=True), 0.0, 0.0]
         mean = sum(o.tokens for o in observations) / len(observations)
-        gain = unsettled_per_token(ranked[0], ranked[1], mean, len(observations), self.damping)
+        gain = unsettled_per_token(votes.values(), mean, len(observations), self.damping)
         if gain < self.price:
             return True, f"one more sample promises {gain:.2e} per token < the price {self.price:g}"
         return False, f"one more sample promises {gain:.2e} per token ≥ the price {self.price:g}"
