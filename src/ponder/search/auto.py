@@ -141,6 +141,10 @@ class Auto(Strategy):
         if self._model is not None:
             self.model().check_unseen([(p.id or p.question[:40], p.question) for p in problems])
 
+    def rule_price(self) -> float:
+        """The price the price rule runs at: the one given, else the rule's default."""
+        return PriceStop().price if self.price is None else self.price
+
     def priced(self) -> Adaptive:
         """The price rule as `adaptive` runs it: one sample at a time (each decides the next;
         no idle slot is filled with samples the rule did not ask for)."""
@@ -152,7 +156,7 @@ class Auto(Strategy):
             wave=1,
             fill=False,
             answer_with=self.answer_with,
-            **({} if self.price is None else {"price": self.price}),
+            price=self.rule_price(),
         )
         assert isinstance(inner, Adaptive)
         return inner
@@ -164,8 +168,7 @@ class Auto(Strategy):
 
     async def run_priced(self, problem: Problem, ctx: Context) -> Result:
         done = await self.priced().run(problem, ctx)
-        price = PriceStop().price if self.price is None else self.price
-        route: dict[str, Any] = {"policy": "price", "price": price}
+        route: dict[str, Any] = {"policy": "price", "price": self.rule_price()}
         ctx.report("route", **route)
         return self.answered_by(problem, ctx, done, route)
 
