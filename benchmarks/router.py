@@ -130,6 +130,27 @@ def report(train: Table, test: Table, c, curves, smoke: bool) -> list[str]:  # t
         )
     lines += ["", "auto over its price grid:", "", "| price | accuracy | tokens |", "|---|---|---|"]
     lines += [f"| {p:.3g} | {100 * a:.1f}% | {t:,.0f} |" for p, a, t in c.curve]
+    if c.versus_rule:
+        lines += [
+            "",
+            "The router against the price rule (`auto` without a router; here its arms, run "
+            "after the probe) at equal generated tokens: the router's costliest point on its "
+            "price grid generating no more than the rule, 95% paired bootstrap over problems:",
+            "",
+            "| price rule | accuracy | tokens | router (price) | accuracy | tokens "
+            "| Δ router − rule |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for v in c.versus_rule:
+            rule = f"| {v.arm} | {100 * v.accuracy:.1f}% | {v.tokens:,.0f} |"
+            if v.router_price is None:
+                lines.append(rule + " none that cheap | — | — | — |")
+                continue
+            d, lo, hi = v.difference
+            lines.append(
+                rule + f" {v.router_price:.3g} | {100 * v.router_accuracy:.1f}% | "
+                f"{v.router_tokens:,.0f} | {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |"
+            )
     lines += ["", "Fixed strategies on the test problems:", "", "| strategy | accuracy | tokens |"]
     lines += ["|---|---|---|"]
     lines += [f"| {k} | {100 * a:.1f}% | {t:,.0f} |" for k, (a, t) in c.fixed.items()]

@@ -33,9 +33,11 @@ from ponder.allocation import (
     question_features,
 )
 from ponder.bench.harness import Harness, plan
+from ponder.bench.router import PRICES as ROUTER_PRICES
 from ponder.bench.router import (
     build_table,
     compare,
+    continued,
     fit_router,
     fixed_options,
     snell_curves,
@@ -53,7 +55,8 @@ from ponder.bench.workload import (
     run_workload,
     stored_pool,
 )
-from ponder.consensus import PriceStop
+from ponder.consensus import Observation, PriceStop
+from ponder.consensus import replay as replay_rule
 from ponder.errors import BackendError, UsageError
 from ponder.lm.scripted import ScriptedLM
 from ponder.runtime.prompting import Prompting
@@ -159,6 +162,50 @@ def test_auto_beats_uniform_at_equal_tokens_on_unseen_problems(
     assert c.auto[0] >= within
     names = [cu.name for cu in snell_curves(router, train, test)]
     assert names[0].startswith("uniform") and "oracle" in names[1] and "predicted" in names[2]
+
+
+def test_the_router_is_set_against_the_price_rule_not_among_the_fixed_strategies(
+    stores: tuple[Path, Path], router_file: Path
+) -> None:
+    """The price rule (auto without a router) is one of the router's arms at three prices; it
+    is not a "fixed" strategy, and the comparison sets the router against it at equal tokens:
+    each point is the router's costliest on its price grid generating no more than the rule."""
+    test = build_table([stores[1]])
+    priced = [a.name for a in test.arms if a.options.get("rule") == "price"]
+    assert len(priced) == len(ROUTER_PRICES)
+    assert all(
+        a.options["wave"] == 1 and a.options["fill"] is False for a in test.arms if a.name in priced
+    )
+    assert not set(priced) & set(fixed_options(test))
+    c = compare(load_router(router_file), test)
+    assert [v.arm for v in c.versus_rule] == priced
+    grid = {round(t, 6) for _, _, t in c.curve}
+    for v in c.versus_rule:
+        if v.router_price is None:
+            assert all(t > v.tokens for t in grid)
+            continue
+        assert v.router_tokens <= v.tokens + 1e-6 and round(v.router_tokens, 6) in grid
+        assert max(t for t in grid if t <= v.tokens + 1e-6) == pytest.approx(v.router_tokens)
+        assert v.difference[1] <= v.difference[0] <= v.difference[2]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    answers=st.lists(st.one_of(st.none(), st.integers(0, 3)), min_size=1, max_size=12),
+    lengths=st.lists(st.integers(1, 900), min_size=12, max_size=12),
+    price=st.sampled_from(ROUTER_PRICES),
+)
+def test_a_price_arm_after_a_probe_of_one_is_the_price_rule_as_auto_runs_it(
+    answers: list[int | None], lengths: list[int], price: float
+) -> None:
+    """With a probe of one sample the router's price arm is `auto` without a router: the
+    router's continuation and the live rule's replay stop at the same sample, with the same
+    leader and tokens."""
+    pool = [Observation(a, t) for a, t in zip(answers, lengths, strict=False)]
+    rule = PriceStop(price=price)
+    leader, launched, tokens = continued(rule, pool, 1, len(pool), 1)
+    live = replay_rule(rule, pool, len(pool), 1)
+    assert (leader, launched, tokens) == (live.answer, live.samples, live.tokens)
 
 
 def test_evaluating_on_training_problems_is_refused(

@@ -45,7 +45,15 @@ from ponder.bench.analysis import Group, auroc, direct_outcomes, load_groups
 from ponder.bench.confidence import load_signals
 from ponder.bench.estimators import bootstrap_mean_ci
 from ponder.bench.store import Store
-from ponder.consensus import ESC, Agreement, BetaStop, Observation, StoppingRule, WeightedConsensus
+from ponder.consensus import (
+    ESC,
+    Agreement,
+    BetaStop,
+    Observation,
+    PriceStop,
+    StoppingRule,
+    WeightedConsensus,
+)
 from ponder.errors import UsageError
 from ponder.tasks.registry import level_number
 from ponder.types import AnswerWith
@@ -54,12 +62,20 @@ MIN_PROBLEMS = 20  # training problems with a full pool, at least
 PROBE = 4  # samples in the probe (the adaptive strategies' first wave)
 ORDERS = 8  # random orders of each pool
 WAVE = 4
-# (label, strategy options, rule) of the adaptive arms
-ADAPTIVE: tuple[tuple[str, dict[str, Any], StoppingRule], ...] = (
-    ("esc", {"rule": "esc"}, ESC(window=4)),
-    ("beta", {"rule": "beta"}, BetaStop()),
-    ("agreement", {"rule": "agreement"}, Agreement()),
-    ("weighted", {"rule": "weighted", "signal": "tail"}, WeightedConsensus()),
+# The price rule at three prices around its default, one sample at a time as `auto` runs it
+# without a router: the router then learns per problem which price, where the rule alone
+# has one for every problem.
+PRICES = (2e-3, 7e-4, 2e-4)
+# (label, strategy options, rule, wave) of the adaptive arms
+ADAPTIVE: tuple[tuple[str, dict[str, Any], StoppingRule, int], ...] = (
+    ("esc", {"rule": "esc"}, ESC(window=4), WAVE),
+    ("beta", {"rule": "beta"}, BetaStop(), WAVE),
+    ("agreement", {"rule": "agreement"}, Agreement(), WAVE),
+    ("weighted", {"rule": "weighted", "signal": "tail"}, WeightedConsensus(), WAVE),
+    *(
+        (f"price={p:g}", {"rule": "price", "price": p, "fill": False}, PriceStop(price=p), 1)
+        for p in PRICES
+    ),
 )
 
 
@@ -349,8 +365,8 @@ def _pool_table(
     }
     arms = [ArmSpec(f"vote@{k}", "vote", {"n": k}) for k in vote_ks(probe, n)]
     arms += [
-        ArmSpec(f"adaptive({label})@{n}", "adaptive", {**opts, "n": n, "wave": WAVE})
-        for label, opts, _ in ADAPTIVE
+        ArmSpec(f"adaptive({label})@{n}", "adaptive", {**opts, "n": n, "wave": wave})
+        for label, opts, _, wave in ADAPTIVE
     ]
     direct_arms: list[tuple[Group, dict[int, float], dict[int, float]]] = []
     if direct:
@@ -412,12 +428,12 @@ def _pool_table(
                 correct[i, o, a] = prefix[k - 1]
                 tokens[i, o, a] = cum[k - 1]
                 a += 1
-            for _, _, rule in ADAPTIVE:
+            for _, _, rule, wave in ADAPTIVE:
                 obs = [
                     Observation(c, int(t), None if s is None else s.get("tail"))
                     for c, t, s in zip(c_o, t_o, s_o, strict=True)
                 ]
-                answer, _, spent_rule = continued(rule, obs, probe, n, WAVE)
+                answer, _, spent_rule = continued(rule, obs, probe, n, wave)
                 correct[i, o, a] = float(answer is not None and answer in right)
                 tokens[i, o, a] = spent_rule
                 a += 1
@@ -692,10 +708,16 @@ def _router_features(router: RouterModel, table: Table) -> np.ndarray:
     return result
 
 
+def is_priced(arm: ArmSpec) -> bool:
+    """The price rule: `auto` itself without a router, so not one of the fixed strategies
+    `auto` is set against (the router's comparison with it is `Comparison.versus_rule`)."""
+    return arm.strategy == "adaptive" and arm.options.get("rule") == "price"
+
+
 def fixed_options(table: Table) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every fixed strategy the table can price, per problem (accuracy, tokens): vote@k for
     every k (no probe needed), each adaptive rule (its first wave is the probe) and each
-    direct strategy (without the probe)."""
+    direct strategy (without the probe); not the price rule."""
     out = {
         f"vote@{k}": (
             table.vote_correct[:, :, k - 1].mean(axis=1),
@@ -704,7 +726,7 @@ def fixed_options(table: Table) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         for k in range(1, table.pool_size + 1)
     }
     for a, arm in enumerate(table.arms):
-        if arm.strategy == "vote":
+        if arm.strategy == "vote" or is_priced(arm):
             continue
         # an adaptive rule's first wave is the probe; a direct strategy alone runs no probe
         spent = table.tokens[:, :, a] - (0.0 if arm.strategy == "adaptive" else table.probe_tokens)
@@ -799,6 +821,21 @@ class Comparison:
     to_match: float | None  # tokens per problem auto needs to reach `best`'s accuracy
     curve: list[tuple[float, float, float]]  # (price, accuracy, tokens) of auto
     fixed: dict[str, tuple[float, float]]
+    # the learned router against the price rule (its arms, after the probe) at equal tokens:
+    # per price arm, (arm, its accuracy, its tokens, the router's costliest point on its price
+    # grid generating no more, the router's accuracy and tokens there, Δ, 95% paired CI)
+    versus_rule: list[PricedPoint] = field(default_factory=list)
+
+
+@dataclass
+class PricedPoint:
+    arm: str
+    accuracy: float
+    tokens: float
+    router_price: float | None  # None: no point of the router's grid generates this little
+    router_accuracy: float
+    router_tokens: float
+    difference: tuple[float, float, float]  # router − arm: mean, 95% paired CI
 
 
 def compare(router: RouterModel, test: Table, *, resamples: int = 2000) -> Comparison:
@@ -818,11 +855,34 @@ def compare(router: RouterModel, test: Table, *, resamples: int = 2000) -> Compa
     d = bootstrap_mean_ci(acc - fixed[equal][0], resamples=resamples)
     m, lo, hi = bootstrap_mean_ci(acc, resamples=resamples)
     best = max(means, key=lambda k: (means[k][0], -means[k][1]))
-    curve = []
-    for price in price_grid(router.price):
-        a, t = routed(router, test, price)
-        curve.append((price, float(a.mean()), float(t.mean())))
+    per_price = {price: routed(router, test, price) for price in price_grid(router.price)}
+    curve = [(p, float(a.mean()), float(t.mean())) for p, (a, t) in per_price.items()]
     reach = [t for _, a, t in curve if a >= means[best][0] - 1e-12]
+    versus_rule = []
+    for col, arm in enumerate(test.arms):
+        if not is_priced(arm):
+            continue
+        got = test.correct[:, :, col].mean(axis=1)
+        spent = float(test.tokens[:, :, col].mean())
+        cheaper = [p for p, (_, t) in per_price.items() if t.mean() <= spent * (1 + 1e-9)]
+        if not cheaper:
+            versus_rule.append(
+                PricedPoint(arm.name, float(got.mean()), spent, None, 0.0, 0.0, (0.0, 0.0, 0.0))
+            )
+            continue
+        price = max(cheaper, key=lambda p: per_price[p][1].mean())
+        r_acc, r_tok = per_price[price]
+        versus_rule.append(
+            PricedPoint(
+                arm.name,
+                float(got.mean()),
+                spent,
+                price,
+                float(r_acc.mean()),
+                float(r_tok.mean()),
+                bootstrap_mean_ci(r_acc - got, resamples=resamples),
+            )
+        )
     return Comparison(
         problems=test.problems,
         auto=(m, float(tok.mean())),
@@ -835,6 +895,7 @@ def compare(router: RouterModel, test: Table, *, resamples: int = 2000) -> Compa
         to_match=min(reach) if reach else None,
         curve=curve,
         fixed=means,
+        versus_rule=versus_rule,
     )
 
 

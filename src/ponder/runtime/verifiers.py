@@ -203,10 +203,18 @@ class VerifierSpec(BaseModel):
 
 
 def options_error(what: str, model: type[BaseModel], e: ValidationError) -> str:
-    """A one-line message for bad options, naming every valid key."""
-    problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or '?'}: {x['msg']}" for x in e.errors())
+    """A one-line message for bad options, naming every valid key. A check across options
+    (a model validator: no location) names its options in its own message."""
+    problems = "; ".join(_problem(x["loc"], x["msg"]) for x in e.errors())
     keys = ", ".join(k for k, f in model.model_fields.items() if not f.exclude) or "none"
     return f"bad options for {what}: {problems} (valid keys: {keys})"
+
+
+def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+    where = ".".join(map(str, loc))
+    if where:
+        return f"{where}: {msg}"
+    return msg.removeprefix("Value error, ")
 
 
 def split_steps(text: str) -> list[str]:
