@@ -36,6 +36,11 @@ from ponder.runtime.strategy import STRATEGIES
             ["solve", "q", "-s", "vote", "-o", "name=x"],
             "error: bad options for strategy 'vote': name: Extra inputs are not permitted",
         ),
+        (  # a check across options: its own message names the option, nothing before it
+            ["solve", "q", "-s", "auto", "-o", "price=0"],
+            "error: bad options for strategy 'auto': price: without a router the price rule "
+            "needs a price > 0 (valid keys:",
+        ),
         (  # an internal keyword once: it switched the check of the other options off
             ["solve", "q", "-s", "vote", "-o", "shared=true", "-o", "tempreature=0"],
             "error: bad options for strategy 'vote': shared: Extra inputs are not permitted",
@@ -46,7 +51,7 @@ from ponder.runtime.strategy import STRATEGIES
         ),
         (
             ["solve", "q", "-s", "best_of_n", "--verifier", "oracle"],
-            "error: bad options for strategy 'best_of_n': verifier: Value error, unknown "
+            "error: bad options for strategy 'best_of_n': verifier: unknown "
             "verifier 'oracle' (choose from: self_judge,",
         ),
         (

@@ -333,7 +333,7 @@ async def test_unknown_verifier_is_a_usage_error_naming_the_choices() -> None:
     from ponder.errors import UsageError
 
     engine, _ = scripted_engine(ANSWERS)
-    with pytest.raises(UsageError, match=r"verifier: Value error, unknown verifier 'oracle'"):
+    with pytest.raises(UsageError, match=r"verifier: unknown verifier 'oracle'"):
         await engine.solve(PROBLEM, "best_of_n", n=2, verifier="oracle")
     with pytest.raises(UsageError, match="'crosscheck' scores whole candidates, not steps"):
         await engine.solve(PROBLEM, "best_of_n", verifier={"name": "crosscheck", "steps": True})

@@ -211,10 +211,11 @@ def options_error(what: str, model: type[BaseModel], e: ValidationError) -> str:
 
 
 def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+    """One problem: where, then what (pydantic's "Value error, " prefix dropped: the message
+    is ours)."""
     where = ".".join(map(str, loc))
-    if where:
-        return f"{where}: {msg}"
-    return msg.removeprefix("Value error, ")
+    msg = msg.removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
 
 
 def split_steps(text: str) -> list[str]:
