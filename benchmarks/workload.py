@@ -46,7 +46,7 @@ from typing import get_args
 import numpy as np
 
 from ponder.bench.estimators import bootstrap_mean_ci
-from ponder.bench.router import build_table, fixed_options
+from ponder.bench.router import build_table, fixed_options, vote_prefixes
 from ponder.bench.store import Store
 from ponder.bench.tuning import PRICES
 from ponder.bench.workload import (
@@ -113,13 +113,29 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/workload"))
     ap.add_argument("--live", type=Path, nargs="*", default=[], help="live workload runs' stores")
     ap.add_argument(
-        "--live-auto", type=Path, default=None, help="a live `-s auto` run's store (no router)"
+        "--live-auto",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="stores of live `-s auto` runs (no router; one run per seed)",
+    )
+    ap.add_argument(
+        "--live-vote",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="with --live-auto: stores of live `-s vote -n K` runs on the same problems (a "
+        "uniform vote drawn beside auto; stored as a pool), vote@j over each run's first j "
+        "samples",
     )
     args = ap.parse_args()
 
     pool = stored_pool(args.test, task=args.task, answer_with=args.answer_with)
+    if args.live_vote and not args.live_auto:
+        ap.error("--live-vote: give the live auto runs it is set against (--live-auto)")
     if args.live_auto:
-        print("\n".join(versus_live_auto(pool, args.live_auto, args.orders, args.seed)))
+        lines = versus_live_auto(pool, args.live_auto, args.live_vote, args.orders, args.seed)
+        print("\n".join(lines))
         return
     if args.live:
         checks = [versus_live(pool, p, args.window, args.orders, args.seed) for p in args.live]
@@ -291,45 +307,60 @@ def num(x: object) -> float:
     return float(x)
 
 
-def versus_live_auto(pool: StoredPool, live: Path, orders: int, seed: int) -> list[str]:
-    """Live `-s auto` runs (the price rule; one per seed) beside their replay on the pool's
-    same problems, each and together (per problem, the mean over runs) against the best fixed
-    strategy generating no more and the costliest one no more accurate, paired by problem."""
-    store = Store(live, readonly=True)
-    try:
-        runs = [r for r in store.runs() if r.strategy == "auto"]
-        units = [r.config.get("unit", {}) for r in runs]
-        if not runs or any(u.get("router") for u in units):
-            raise SystemExit(f"{live}: no run of auto without a router (the price rule)")
-        settings = {(u.get("price"), u.get("n")) for u in units}
-        if len(settings) > 1:
-            raise SystemExit(f"{live}: auto runs with different prices or n: {sorted(settings)}")
-        per_run = {
-            r.seed: store.db.execute(
-                "SELECT p.problem_id, u.correct, u.policy_completion + u.verifier_completion"
-                " FROM units u JOIN problems p USING (pid) WHERE u.rid = ?",
-                (r.rid,),
-            ).fetchall()
-            for r in runs
-        }
-    finally:
-        store.close()
-    price, n = float(units[0].get("price") or PRICE), int(units[0]["n"])
-    ids = sorted(set.intersection(*({pid for pid, _, _ in rows} for rows in per_run.values())))
+def versus_live_auto(
+    pool: StoredPool, lives: list[Path], votes: list[Path], orders: int, seed: int
+) -> list[str]:
+    """Live `-s auto` runs (the price rule; one per seed, from one store or several) beside
+    their replay on the pool's same problems, each and together (per problem, the mean over
+    runs) against the best fixed strategy generating no more and the costliest one no more
+    accurate, paired by problem. With `votes`: live uniform votes drawn beside them, vote@j
+    over each run's first j samples, each set against the live auto runs, paired by problem
+    (the pool's fixed strategies are replayed; these are drawn, as auto's are)."""
+    per_run: dict[str, list[tuple[str, int, int]]] = {}
+    settings = set()
+    for live in lives:
+        store = Store(live, readonly=True)
+        try:
+            runs = [r for r in store.runs() if r.strategy == "auto"]
+            units = [r.config.get("unit", {}) for r in runs]
+            if not runs or any(u.get("router") for u in units):
+                raise SystemExit(f"{live}: no run of auto without a router (the price rule)")
+            settings |= {(u.get("price"), int(u["n"])) for u in units}
+            for r in runs:
+                name = f"seed {r.seed}" if len(lives) == 1 else f"{live.name}, seed {r.seed}"
+                per_run[name] = store.db.execute(
+                    "SELECT p.problem_id, u.correct, "
+                    "u.policy_completion + u.verifier_completion "
+                    "FROM units u JOIN problems p USING (pid) WHERE u.rid = ?",
+                    (r.rid,),
+                ).fetchall()
+        finally:
+            store.close()
+    if len(settings) > 1:
+        raise SystemExit(f"auto runs with different prices or n: {sorted(settings, key=str)}")
+    ((given, n),) = settings
+    price = float(given or PRICE)
+    voted = {name: rows for path in votes for name, rows in live_votes(path).items()}
+    ids = sorted(
+        set.intersection(
+            *({pid for pid, _, _ in rows} for rows in per_run.values()),
+            *(set(rows) for rows in voted.values()),
+        )
+    )
     mine = pool.only(ids)
     if not mine.problems:
-        raise SystemExit(f"{live}: no problem of the pool is done in every auto run")
+        raise SystemExit("no problem of the pool is done in every live run")
     if n > len(mine.samples[0]):
-        raise SystemExit(f"{live}: n {n} is more than the pool's {len(mine.samples[0])} samples")
+        raise SystemExit(f"auto's n {n} is more than the pool's {len(mine.samples[0])} samples")
     order = [p.id for p in mine.problems]
     fixed = fixed_arms(mine, None)
     points: dict[str, dict[str, object]] = {}
     rights, spends = [], []
-    for run_seed, rows in sorted(per_run.items()):
+    for name, rows in sorted(per_run.items()):
         by_id = {pid: (float(ok), float(gen)) for pid, ok, gen in rows}
         rights.append(np.array([by_id[i][0] for i in order]))
         spends.append(float(np.mean([by_id[i][1] for i in order])))
-        points[f"live, seed {run_seed}"] = point_of(rights[-1], spends[-1], fixed)
+        points[f"live, {name}"] = point_of(rights[-1], spends[-1], fixed)
     if len(per_run) > 1:
         points[f"live, {len(per_run)} runs"] = point_of(
             np.mean(rights, axis=0), float(np.mean(spends)), fixed
@@ -338,8 +369,8 @@ def versus_live_auto(pool: StoredPool, live: Path, orders: int, seed: int) -> li
         orders_of(mine, orders, seed), price, n, fixed
     )
     lines = [
-        f"# `-s auto` (price {price:g}, n {n}) live on {len(order)} problems ({live}), beside "
-        f"its replay on {pool.path}",
+        f"# `-s auto` (price {price:g}, n {n}) live on {len(order)} problems "
+        f"({', '.join(map(str, lives))}), beside its replay on {pool.path}",
         "",
         "| | accuracy [95% CI] | generated / problem | best fixed generating no more "
         "| Δ vs it [95% paired CI] | costliest fixed no more accurate | generated × its "
@@ -354,6 +385,71 @@ def versus_live_auto(pool: StoredPool, live: Path, orders: int, seed: int) -> li
             f"{100 * interval[1]:.1f}] | {num(point['generated_per_problem']):,.0f} | "
             f"{versus_cells(point['versus_fixed'])} | {versus_cells(point['matches'], True)} |"
         )
+    if voted:
+        lines += live_vote_lines(voted, order, rights, spends)
+    return lines
+
+
+def live_votes(path: Path) -> dict[str, dict[str, list[tuple[int | None, bool, int]]]]:
+    """Each live uniform vote in a store (`ponder bench -s vote -n K` stores a pool: K
+    samples per problem, one per unit): per problem id, its samples in order (answer class,
+    right, generated tokens); only problems with all K."""
+    store = Store(path, readonly=True)
+    try:
+        runs = [r for r in store.runs() if r.kind == "pool"]
+        if not runs:
+            raise SystemExit(f"{path}: no pool of samples (`ponder bench -s vote -n K`)")
+        out: dict[str, dict[str, list[tuple[int | None, bool, int]]]] = {}
+        for r in runs:
+            samples: dict[str, list[tuple[int | None, bool, int]]] = {}
+            for pid, cls, ok, gen in store.db.execute(
+                "SELECT p.problem_id, c.class, c.correct, c.completion_tokens FROM candidates c "
+                "JOIN problems p USING (pid) WHERE c.rid = ? ORDER BY c.pid, c.unit, c.idx",
+                (r.rid,),
+            ):
+                samples.setdefault(pid, []).append((None if cls < 0 else cls, bool(ok), gen))
+            n = max(len(s) for s in samples.values())
+            out[f"{path.name}, seed {r.seed}"] = {
+                pid: s for pid, s in samples.items() if len(s) == n
+            }
+        return out
+    finally:
+        store.close()
+
+
+def live_vote_lines(
+    voted: dict[str, dict[str, list[tuple[int | None, bool, int]]]],
+    order: list[str],
+    rights: list[np.ndarray],
+    spends: list[float],
+) -> list[str]:
+    """Live vote@j (each run's first j samples) against the live auto runs, together."""
+    auto = np.mean(rights, axis=0)
+    lines = [
+        "",
+        f"Live uniform votes on the same problems, against the live auto runs together "
+        f"({100 * auto.mean():.1f}% at {np.mean(spends):,.0f} generated tokens a problem):",
+        "",
+        "| live vote | accuracy [95% CI] | generated / problem "
+        "| Δ live auto − it [95% paired CI] |",
+        "|---|---|---|---|",
+    ]
+    for name, per in voted.items():
+        k = min(len(s) for s in per.values())
+        for j in range(1, k + 1):
+            right = np.array(
+                [
+                    vote_prefixes([c for c, _, _ in per[i]], [ok for _, ok, _ in per[i]])[j - 1]
+                    for i in order
+                ]
+            )
+            spent = float(np.mean([sum(t for _, _, t in per[i][:j]) for i in order]))
+            acc, lo, hi = bootstrap_mean_ci(right)
+            d = list(bootstrap_mean_ci(auto - right))
+            lines.append(
+                f"| {name}: vote@{j} | {100 * acc:.1f}% [{100 * lo:.1f}, "
+                f"{100 * hi:.1f}] | {spent:,.0f} | {ci(d)} |"
+            )
     return lines
 
 

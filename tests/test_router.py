@@ -877,3 +877,36 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
     assert any(line.startswith("| replayed (8 orders) |") for line in r.stdout.splitlines())
     together = next(line for line in r.stdout.splitlines() if line.startswith("| live, 2 runs |"))
     assert together.split("|")[2].strip().startswith(f"{100 * both:.1f}% [")
+    # beside a live uniform vote drawn on the same problems: vote@j over its first j samples
+    vote_store = tmp_path / "vote.sqlite"
+    store = Store(vote_store)
+    (unit,) = plan([make_strategy("vote", n=4)])
+    asyncio.run(Harness(world.engine(), store).execute("world-test", items, unit, seed=2))
+    store.close()
+    db = sqlite3.connect(vote_store)
+    # `-s vote -n 4` is stored as a pool: 4 one-sample units per problem
+    first = db.execute("SELECT AVG(correct), AVG(completion_tokens) FROM candidates WHERE unit = 0")
+    at1, tokens1 = first.fetchone()
+    db.close()
+    r = run_benchmark(
+        "workload.py",
+        "--test",
+        str(stores[1]),
+        "--live-auto",
+        str(auto_store),
+        "--live-vote",
+        str(vote_store),
+    )
+    assert r.returncode == 0, r.stderr
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+        for line in r.stdout.splitlines()
+        if line.startswith("| vote.sqlite, seed 2: vote@")
+    }
+    assert list(rows) == [f"vote.sqlite, seed 2: vote@{j}" for j in (1, 2, 3, 4)]
+    assert rows["vote.sqlite, seed 2: vote@1"][0].startswith(f"{100 * at1:.1f}% [")
+    assert rows["vote.sqlite, seed 2: vote@1"][1] == f"{tokens1:,.0f}"
+    at4 = float(rows["vote.sqlite, seed 2: vote@4"][0].split("%")[0]) / 100
+    assert rows["vote.sqlite, seed 2: vote@4"][2].startswith(f"{100 * (both - at4):+.1f} [")
+    lone = run_benchmark("workload.py", "--test", str(stores[1]), "--live-vote", str(vote_store))
+    assert lone.returncode == 2 and "--live-vote: give the live auto runs" in lone.stderr

@@ -150,7 +150,7 @@ class Table:
         )
 
 
-def _vote_prefixes(classes: Sequence[int | None], correct: Sequence[bool]) -> np.ndarray:
+def vote_prefixes(classes: Sequence[int | None], correct: Sequence[bool]) -> np.ndarray:
     """The plain vote's correctness over the first k samples, for every k (ties: first seen)."""
     counts: dict[int, int] = {}
     first: dict[int, int] = {}
@@ -419,7 +419,7 @@ def _pool_table(
             spent = float(t_o[:probe].sum())
             probe_tokens[i, o] = spent
             probe_length[i, o] = spent / probe
-            prefix = _vote_prefixes(c_o, ok_o)
+            prefix = vote_prefixes(c_o, ok_o)
             cum = np.cumsum(t_o)
             vote_correct[i, o] = prefix
             vote_tokens[i, o] = cum
