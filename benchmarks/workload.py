@@ -33,6 +33,12 @@ The replay checked against a live run (`ponder bench TASK --limit N --budget-tok
 the pool's same problems and prints both side by side, with how many of the samples the live
 run bought are the pool's own (the same text from the same seed: all on a deterministic
 backend, few on the embedded llama.cpp, whose batches differ from run to run).
+
+Live `-s auto` runs (`ponder bench TASK --limit N -s auto [--seeds S] --store LIVE`):
+`--live-auto LIVE [LIVE ...]` prints each run, and all together, beside the replay on the
+pool's same problems; `--live-vote STORE` adds a live uniform vote drawn beside them (`ponder
+bench TASK --limit N -s vote -n K --store STORE`), vote@j over its first j samples, paired by
+problem with the live auto runs: a comparison in which both sides are drawn, not replayed.
 """
 
 from __future__ import annotations
