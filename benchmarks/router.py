@@ -133,16 +133,17 @@ def report(train: Table, test: Table, c, curves, smoke: bool) -> list[str]:  # t
     if c.versus_rule:
         lines += [
             "",
-            "The router against the price rule (`auto` without a router; here its arms, run "
-            "after the probe) at equal generated tokens: the router's costliest point on its "
-            "price grid generating no more than the rule, 95% paired bootstrap over problems:",
+            "The router against the price rule alone (`auto` without a router: one sample at "
+            "a time from the first, no probe) at equal generated tokens: the router at the "
+            "price (of a fine grid) where it generates the most tokens without generating more "
+            "than the rule, 95% paired bootstrap over problems:",
             "",
-            "| price rule | accuracy | tokens | router (price) | accuracy | tokens "
+            "| price rule alone | accuracy | tokens | router (price) | accuracy | tokens "
             "| Δ router − rule |",
             "|---|---|---|---|---|---|---|",
         ]
         for v in c.versus_rule:
-            rule = f"| {v.arm} | {100 * v.accuracy:.1f}% | {v.tokens:,.0f} |"
+            rule = f"| price {v.price:g} | {100 * v.accuracy:.1f}% | {v.tokens:,.0f} |"
             if v.router_price is None:
                 lines.append(rule + " none that cheap | — | — | — |")
                 continue

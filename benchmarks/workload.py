@@ -47,7 +47,7 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import numpy as np
 
@@ -121,14 +121,14 @@ def main() -> None:
     ap.add_argument(
         "--live-auto",
         type=Path,
-        nargs="*",
+        nargs="+",
         default=[],
         help="stores of live `-s auto` runs (no router; one run per seed)",
     )
     ap.add_argument(
         "--live-vote",
         type=Path,
-        nargs="*",
+        nargs="+",
         default=[],
         help="with --live-auto: stores of live `-s vote -n K` runs on the same problems (a "
         "uniform vote drawn beside auto; stored as a pool), vote@j over each run's first j "
@@ -136,9 +136,9 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    pool = stored_pool(args.test, task=args.task, answer_with=args.answer_with)
     if args.live_vote and not args.live_auto:
         ap.error("--live-vote: give the live auto runs it is set against (--live-auto)")
+    pool = stored_pool(args.test, task=args.task, answer_with=args.answer_with)
     if args.live_auto:
         lines = versus_live_auto(pool, args.live_auto, args.live_vote, args.orders, args.seed)
         print("\n".join(lines))
@@ -322,18 +322,22 @@ def versus_live_auto(
     accurate, paired by problem. With `votes`: live uniform votes drawn beside them, vote@j
     over each run's first j samples, each set against the live auto runs, paired by problem
     (the pool's fixed strategies are replayed; these are drawn, as auto's are)."""
+    if len({p.resolve() for p in [*lives, *votes]}) < len(lives) + len(votes):
+        raise SystemExit("--live-auto/--live-vote: a store is given twice")
     per_run: dict[str, list[tuple[str, int, int]]] = {}
-    settings = set()
+    settings: dict[str, str] = {}  # what the runs must share → the first run that had it
     for live in lives:
         store = Store(live, readonly=True)
         try:
-            runs = [r for r in store.runs() if r.strategy == "auto"]
-            units = [r.config.get("unit", {}) for r in runs]
-            if not runs or any(u.get("router") for u in units):
+            runs = sorted((r for r in store.runs() if r.strategy == "auto"), key=lambda r: r.seed)
+            if not runs or any(r.config.get("unit", {}).get("router") for r in runs):
                 raise SystemExit(f"{live}: no run of auto without a router (the price rule)")
-            settings |= {(u.get("price"), int(u["n"])) for u in units}
             for r in runs:
-                name = f"seed {r.seed}" if len(lives) == 1 else f"{live.name}, seed {r.seed}"
+                name = f"seed {r.seed}" if len(lives) == 1 else f"{live}, seed {r.seed}"
+                if name in per_run:
+                    raise SystemExit(f"{live}: two auto runs with seed {r.seed}")
+                unit = {**r.config.get("unit", {}), "price": price_of(r.config)}
+                settings.setdefault(json.dumps([r.task, r.model, unit], sort_keys=True), name)
                 per_run[name] = store.db.execute(
                     "SELECT p.problem_id, u.correct, "
                     "u.policy_completion + u.verifier_completion "
@@ -343,10 +347,24 @@ def versus_live_auto(
         finally:
             store.close()
     if len(settings) > 1:
-        raise SystemExit(f"auto runs with different prices or n: {sorted(settings, key=str)}")
-    ((given, n),) = settings
-    price = float(given or PRICE)
-    voted = {name: rows for path in votes for name, rows in live_votes(path).items()}
+        raise SystemExit(
+            "the live auto runs differ in task, model or settings: "
+            + "; ".join(f"{name}: {key}" for key, name in settings.items())
+        )
+    task, model, unit = json.loads(next(iter(settings)))
+    price, n = float(unit["price"]), int(unit["n"])
+    if unit.get("answer_with", "reasoning") != pool.answer_with:
+        raise SystemExit(
+            f"the live auto runs answer with {unit.get('answer_with')}, the pool's samples "
+            f"with {pool.answer_with} (give --answer-with)"
+        )
+    like = (task, model, unit.get("answer_with", "reasoning"), unit.get("temperature") or 0.7)
+    voted: dict[str, dict[str, list[tuple[int | None, bool, int]]]] = {}
+    notes: list[str] = []
+    for path in votes:
+        got, dropped = live_votes(path, like)
+        voted |= got
+        notes += [f"{name}: {k} problems without all samples left out" for name, k in dropped]
     ids = sorted(
         set.intersection(
             *({pid for pid, _, _ in rows} for rows in per_run.values()),
@@ -355,14 +373,20 @@ def versus_live_auto(
     )
     mine = pool.only(ids)
     if not mine.problems:
-        raise SystemExit("no problem of the pool is done in every live run")
+        done = {name: len(rows) for name, rows in per_run.items()}
+        done |= {name: len(rows) for name, rows in voted.items()}
+        raise SystemExit(
+            "no problem of the pool is done in every live run (problems done: "
+            + ", ".join(f"{name} {k}" for name, k in done.items())
+            + ")"
+        )
     if n > len(mine.samples[0]):
         raise SystemExit(f"auto's n {n} is more than the pool's {len(mine.samples[0])} samples")
     order = [p.id for p in mine.problems]
     fixed = fixed_arms(mine, None)
     points: dict[str, dict[str, object]] = {}
     rights, spends = [], []
-    for name, rows in sorted(per_run.items()):
+    for name, rows in per_run.items():
         by_id = {pid: (float(ok), float(gen)) for pid, ok, gen in rows}
         rights.append(np.array([by_id[i][0] for i in order]))
         spends.append(float(np.mean([by_id[i][1] for i in order])))
@@ -393,20 +417,40 @@ def versus_live_auto(
         )
     if voted:
         lines += live_vote_lines(voted, order, rights, spends)
-    return lines
+    return lines + [f"\n{note}" for note in notes]
 
 
-def live_votes(path: Path) -> dict[str, dict[str, list[tuple[int | None, bool, int]]]]:
+def price_of(config: dict[str, Any]) -> float:
+    """The price an auto run (no router) ran at: the one it was given, else the default."""
+    given = config.get("unit", {}).get("price")
+    return float(PRICE if given is None else given)
+
+
+def live_votes(
+    path: Path, like: tuple[str, str, str, float]
+) -> tuple[dict[str, dict[str, list[tuple[int | None, bool, int]]]], list[tuple[str, int]]]:
     """Each live uniform vote in a store (`ponder bench -s vote -n K` stores a pool: K
-    samples per problem, one per unit): per problem id, its samples in order (answer class,
-    right, generated tokens); only problems with all K."""
+    samples per problem, one per unit), which must sample as the auto runs do (`like`: task,
+    model, answer mode, temperature): per problem id, its samples in order (answer class,
+    right, generated tokens), only problems with all K; and per run, the problems left out."""
     store = Store(path, readonly=True)
     try:
-        runs = [r for r in store.runs() if r.kind == "pool"]
+        runs = sorted((r for r in store.runs() if r.kind == "pool"), key=lambda r: r.seed)
         if not runs:
             raise SystemExit(f"{path}: no pool of samples (`ponder bench -s vote -n K`)")
         out: dict[str, dict[str, list[tuple[int | None, bool, int]]]] = {}
+        dropped: list[tuple[str, int]] = []
         for r in runs:
+            name = f"{path}, seed {r.seed}"
+            if name in out:
+                raise SystemExit(f"{path}: two pools with seed {r.seed}")
+            unit = r.config.get("unit", {})
+            mine = (r.task, r.model, unit.get("answer_with", "reasoning"), unit.get("temperature"))
+            if mine != like:
+                raise SystemExit(
+                    f"{name}: samples {mine} (task, model, answer mode, temperature), the auto "
+                    f"runs {like}"
+                )
             samples: dict[str, list[tuple[int | None, bool, int]]] = {}
             for pid, cls, ok, gen in store.db.execute(
                 "SELECT p.problem_id, c.class, c.correct, c.completion_tokens FROM candidates c "
@@ -414,11 +458,13 @@ def live_votes(path: Path) -> dict[str, dict[str, list[tuple[int | None, bool, i
                 (r.rid,),
             ):
                 samples.setdefault(pid, []).append((None if cls < 0 else cls, bool(ok), gen))
-            n = max(len(s) for s in samples.values())
-            out[f"{path.name}, seed {r.seed}"] = {
-                pid: s for pid, s in samples.items() if len(s) == n
-            }
-        return out
+            if not samples:
+                raise SystemExit(f"{name}: no samples stored")
+            k = max(len(s) for s in samples.values())
+            out[name] = {pid: s for pid, s in samples.items() if len(s) == k}
+            if len(out[name]) < len(samples):
+                dropped.append((name, len(samples) - len(out[name])))
+        return out, dropped
     finally:
         store.close()
 

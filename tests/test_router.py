@@ -12,6 +12,7 @@ import json
 import random
 import sqlite3
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +33,17 @@ from ponder.allocation import (
     probe_features,
     question_features,
 )
+from ponder.bench.confidence import load_signals
 from ponder.bench.harness import Harness, plan
-from ponder.bench.router import PRICES as ROUTER_PRICES
 from ponder.bench.router import (
+    PRICE_ARMS,
     build_table,
     compare,
     continued,
     fit_router,
     fixed_options,
+    opened_pool,
+    routed,
     snell_curves,
     split_halves,
 )
@@ -167,33 +171,50 @@ def test_auto_beats_uniform_at_equal_tokens_on_unseen_problems(
 def test_the_router_is_set_against_the_price_rule_not_among_the_fixed_strategies(
     stores: tuple[Path, Path], router_file: Path
 ) -> None:
-    """The price rule (auto without a router) is one of the router's arms at three prices; it
-    is not a "fixed" strategy, and the comparison sets the router against it at equal tokens:
-    each point is the router's costliest on its price grid generating no more than the rule."""
+    """The price rule is among the router's arms (after the probe, at three prices), not among
+    the "fixed" strategies; the router is set against the rule alone (`auto` without a
+    router, replayed from the first sample in the same orders) at equal tokens, paired."""
     test = build_table([stores[1]])
-    priced = [a.name for a in test.arms if a.options.get("rule") == "price"]
-    assert len(priced) == len(ROUTER_PRICES)
-    assert all(
-        a.options["wave"] == 1 and a.options["fill"] is False for a in test.arms if a.name in priced
-    )
-    assert not set(priced) & set(fixed_options(test))
-    c = compare(load_router(router_file), test)
-    assert [v.arm for v in c.versus_rule] == priced
-    grid = {round(t, 6) for _, _, t in c.curve}
-    for v in c.versus_rule:
+    priced = [a for a in test.arms if a.options.get("rule") == "price"]
+    assert [a.options["price"] for a in priced] == list(PRICE_ARMS)
+    assert all(a.options["wave"] == 1 and a.options["fill"] is False for a in priced)
+    assert not {a.name for a in priced} & set(fixed_options(test))
+    # the rule alone, by hand: each problem's samples in the table's stored order (order 0)
+    n = test.pool_size
+    with opened_pool(stores[1], None, None) as (store, _, group):
+        completion = load_signals(store, group).completion
+        for row, r in enumerate(np.flatnonzero(group.sizes >= n)):
+            obs = [
+                Observation(None if c < 0 else int(c), int(t))
+                for c, t in zip(group.classes[r, :n], completion[r, :n], strict=True)
+            ]
+            right = {o.answer for o, ok in zip(obs, group.correct[r, :n], strict=True) if ok}
+            for k, price in enumerate(PRICE_ARMS):
+                alone = replay_rule(PriceStop(price=price), obs, n, 1)
+                assert test.alone_tokens[row, 0, k] == alone.tokens
+                assert test.alone_correct[row, 0, k] == float(
+                    alone.answer is not None and alone.answer in right
+                )
+    router = load_router(router_file)
+    c = compare(router, test)
+    assert [v.price for v in c.versus_rule] == list(PRICE_ARMS)
+    for k, v in enumerate(c.versus_rule):
+        assert v.accuracy == pytest.approx(test.alone_correct[:, :, k].mean())
+        assert v.tokens == pytest.approx(test.alone_tokens[:, :, k].mean())
         if v.router_price is None:
-            assert all(t > v.tokens for t in grid)
             continue
-        assert v.router_tokens <= v.tokens + 1e-6 and round(v.router_tokens, 6) in grid
-        assert max(t for t in grid if t <= v.tokens + 1e-6) == pytest.approx(v.router_tokens)
-        assert v.difference[1] <= v.difference[0] <= v.difference[2]
+        acc, tokens = routed(router, test, v.router_price)
+        assert v.router_tokens == pytest.approx(tokens.mean()) and tokens.mean() <= v.tokens
+        assert v.router_accuracy == pytest.approx(acc.mean())
+        d, lo, hi = v.difference
+        assert d == pytest.approx(v.router_accuracy - v.accuracy) and lo <= d <= hi
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     answers=st.lists(st.one_of(st.none(), st.integers(0, 3)), min_size=1, max_size=12),
     lengths=st.lists(st.integers(1, 900), min_size=12, max_size=12),
-    price=st.sampled_from(ROUTER_PRICES),
+    price=st.sampled_from(PRICE_ARMS),
 )
 def test_a_price_arm_after_a_probe_of_one_is_the_price_rule_as_auto_runs_it(
     answers: list[int | None], lengths: list[int], price: float
@@ -883,10 +904,13 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
     (unit,) = plan([make_strategy("vote", n=4)])
     asyncio.run(Harness(world.engine(), store).execute("world-test", items, unit, seed=2))
     store.close()
+    # `-s vote -n 4` is stored as a pool: 4 one-sample units per problem; vote@j by hand
     db = sqlite3.connect(vote_store)
-    # `-s vote -n 4` is stored as a pool: 4 one-sample units per problem
-    first = db.execute("SELECT AVG(correct), AVG(completion_tokens) FROM candidates WHERE unit = 0")
-    at1, tokens1 = first.fetchone()
+    per: dict[int, list[tuple[int, int, int]]] = {}
+    for pid, cls, ok, tokens in db.execute(
+        "SELECT pid, class, correct, completion_tokens FROM candidates ORDER BY pid, unit"
+    ):
+        per.setdefault(pid, []).append((cls, ok, tokens))
     db.close()
     r = run_benchmark(
         "workload.py",
@@ -901,12 +925,50 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
     rows = {
         line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
         for line in r.stdout.splitlines()
-        if line.startswith("| vote.sqlite, seed 2: vote@")
+        if line.startswith(f"| {vote_store}, seed 2: vote@")
     }
-    assert list(rows) == [f"vote.sqlite, seed 2: vote@{j}" for j in (1, 2, 3, 4)]
-    assert rows["vote.sqlite, seed 2: vote@1"][0].startswith(f"{100 * at1:.1f}% [")
-    assert rows["vote.sqlite, seed 2: vote@1"][1] == f"{tokens1:,.0f}"
-    at4 = float(rows["vote.sqlite, seed 2: vote@4"][0].split("%")[0]) / 100
-    assert rows["vote.sqlite, seed 2: vote@4"][2].startswith(f"{100 * (both - at4):+.1f} [")
+    assert list(rows) == [f"{vote_store}, seed 2: vote@{j}" for j in (1, 2, 3, 4)]
+    for j in (1, 2, 3, 4):
+        right = []
+        for samples in per.values():
+            counts = Counter(c for c, _, _ in samples[:j] if c >= 0)
+            top = max(counts.values(), default=0)
+            lead = next((c for c, _, _ in samples[:j] if c >= 0 and counts[c] == top), None)
+            right.append(any(c == lead and ok for c, ok, _ in samples))
+        tokens = sum(t for samples in per.values() for _, _, t in samples[:j]) / len(per)
+        accuracy, spent, delta = rows[f"{vote_store}, seed 2: vote@{j}"]
+        assert accuracy.startswith(f"{100 * np.mean(right):.1f}% [") and spent == f"{tokens:,.0f}"
+        assert delta.startswith(f"{100 * (both - np.mean(right)):+.1f} [")
     lone = run_benchmark("workload.py", "--test", str(stores[1]), "--live-vote", str(vote_store))
     assert lone.returncode == 2 and "--live-vote: give the live auto runs" in lone.stderr
+    # several stores, even of one file name: each run named by its store, all together
+    more = tmp_path / "more" / "auto.sqlite"
+    store = Store(more)
+    (unit,) = plan([make_strategy("auto", n=8)])
+    asyncio.run(Harness(world.engine(), store).execute("world-test", items, unit, seed=3))
+    store.close()
+    r = run_benchmark(
+        "workload.py", "--test", str(stores[1]), "--live-auto", str(auto_store), str(more)
+    )
+    assert r.returncode == 0, r.stderr
+    names = [line.split("|")[1].strip() for line in r.stdout.splitlines() if "| live, " in line]
+    assert names == [
+        f"live, {auto_store}, seed 0",
+        f"live, {auto_store}, seed 1",
+        f"live, {more}, seed 3",
+        "live, 3 runs",
+    ]
+    twice = run_benchmark(
+        "workload.py", "--test", str(stores[1]), "--live-auto", str(auto_store), str(auto_store)
+    )
+    assert twice.returncode == 1 and "a store is given twice" in twice.stderr
+    # another price is another setting: not averaged with the default's runs
+    other = tmp_path / "other.sqlite"
+    store = Store(other)
+    (unit,) = plan([make_strategy("auto", n=8, price=0.002)])
+    asyncio.run(Harness(world.engine(), store).execute("world-test", items, unit, seed=0))
+    store.close()
+    mixed = run_benchmark(
+        "workload.py", "--test", str(stores[1]), "--live-auto", str(auto_store), str(other)
+    )
+    assert mixed.returncode == 1 and "differ in task, model or settings" in mixed.stderr

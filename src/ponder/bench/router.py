@@ -53,6 +53,7 @@ from ponder.consensus import (
     PriceStop,
     StoppingRule,
     WeightedConsensus,
+    replay,
 )
 from ponder.errors import UsageError
 from ponder.tasks.registry import level_number
@@ -62,10 +63,12 @@ MIN_PROBLEMS = 20  # training problems with a full pool, at least
 PROBE = 4  # samples in the probe (the adaptive strategies' first wave)
 ORDERS = 8  # random orders of each pool
 WAVE = 4
-# The price rule at three prices around its default, one sample at a time as `auto` runs it
-# without a router: the router then learns per problem which price, where the rule alone
-# has one for every problem.
-PRICES = (2e-3, 7e-4, 2e-4)
+# The price rule at three prices around its default, one sample at a time, as arms continuing
+# from the probe: the router may choose per problem which price, where `auto` without a router
+# has one price for every problem. The rule alone (from the first sample, as `auto` without a
+# router runs it) is replayed beside the arms at the same prices (`Table.alone_*`), the
+# baseline the router is set against (`Comparison.versus_rule`).
+PRICE_ARMS = (2e-3, 7e-4, 2e-4)
 # (label, strategy options, rule, wave) of the adaptive arms
 ADAPTIVE: tuple[tuple[str, dict[str, Any], StoppingRule, int], ...] = (
     ("esc", {"rule": "esc"}, ESC(window=4), WAVE),
@@ -74,7 +77,7 @@ ADAPTIVE: tuple[tuple[str, dict[str, Any], StoppingRule, int], ...] = (
     ("weighted", {"rule": "weighted", "signal": "tail"}, WeightedConsensus(), WAVE),
     *(
         (f"price={p:g}", {"rule": "price", "price": p, "fill": False}, PriceStop(price=p), 1)
-        for p in PRICES
+        for p in PRICE_ARMS
     ),
 )
 
@@ -116,6 +119,9 @@ class Table:
     tokens: np.ndarray  # (P, R, A) generated tokens, probe included
     vote_correct: np.ndarray  # (P, R, n) the vote over the order's first k samples, k = 1..n
     vote_tokens: np.ndarray  # (P, R, n)
+    # the price rule alone at each of PRICE_ARMS (from the first sample, no probe): (P, R, K)
+    alone_correct: np.ndarray
+    alone_tokens: np.ndarray
     dropped: int = 0  # problems left out (a pool smaller than pool_size)
     # each problem's difficulty as the data set gives it (MATH's level 1-5), where it does
     levels: list[int | None] = field(default_factory=list)
@@ -146,6 +152,8 @@ class Table:
             tokens=self.tokens[rows],
             vote_correct=self.vote_correct[rows],
             vote_tokens=self.vote_tokens[rows],
+            alone_correct=self.alone_correct[rows],
+            alone_tokens=self.alone_tokens[rows],
             levels=[self.levels[i] for i in rows] if self.levels else [],
         )
 
@@ -248,6 +256,8 @@ def build_table(
             "tokens",
             "vote_correct",
             "vote_tokens",
+            "alone_correct",
+            "alone_tokens",
         )
     }
     return Table(
@@ -388,6 +398,8 @@ def _pool_table(
     tokens = np.zeros((P, orders, A))
     vote_correct = np.zeros((P, orders, n))
     vote_tokens = np.zeros((P, orders, n))
+    alone_correct = np.zeros((P, orders, len(PRICE_ARMS)))
+    alone_tokens = np.zeros((P, orders, len(PRICE_ARMS)))
     rate = np.zeros(P)
     ks = [int(a.options["n"]) for a in arms if a.strategy == "vote"]
     ids, questions, levels = [], [], []
@@ -428,11 +440,15 @@ def _pool_table(
                 correct[i, o, a] = prefix[k - 1]
                 tokens[i, o, a] = cum[k - 1]
                 a += 1
+            obs = [
+                Observation(c, int(t), None if s is None else s.get("tail"))
+                for c, t, s in zip(c_o, t_o, s_o, strict=True)
+            ]
+            for k, price in enumerate(PRICE_ARMS):
+                alone = replay(PriceStop(price=price), obs, n, 1)
+                alone_correct[i, o, k] = float(alone.answer is not None and alone.answer in right)
+                alone_tokens[i, o, k] = alone.tokens
             for _, _, rule, wave in ADAPTIVE:
-                obs = [
-                    Observation(c, int(t), None if s is None else s.get("tail"))
-                    for c, t, s in zip(c_o, t_o, s_o, strict=True)
-                ]
                 answer, _, spent_rule = continued(rule, obs, probe, n, wave)
                 correct[i, o, a] = float(answer is not None and answer in right)
                 tokens[i, o, a] = spent_rule
@@ -461,6 +477,8 @@ def _pool_table(
         tokens=tokens,
         vote_correct=vote_correct,
         vote_tokens=vote_tokens,
+        alone_correct=alone_correct,
+        alone_tokens=alone_tokens,
         dropped=len(g.pids) - P,
         levels=levels,
     )
@@ -709,8 +727,9 @@ def _router_features(router: RouterModel, table: Table) -> np.ndarray:
 
 
 def is_priced(arm: ArmSpec) -> bool:
-    """The price rule: `auto` itself without a router, so not one of the fixed strategies
-    `auto` is set against (the router's comparison with it is `Comparison.versus_rule`)."""
+    """A price-rule arm: `auto`'s own rule (after the probe), so not one of the fixed
+    strategies `auto` is set against; the rule alone is the router's other baseline
+    (`Comparison.versus_rule`)."""
     return arm.strategy == "adaptive" and arm.options.get("rule") == "price"
 
 
@@ -821,15 +840,17 @@ class Comparison:
     to_match: float | None  # tokens per problem auto needs to reach `best`'s accuracy
     curve: list[tuple[float, float, float]]  # (price, accuracy, tokens) of auto
     fixed: dict[str, tuple[float, float]]
-    # the learned router against the price rule (its arms, after the probe) at equal tokens:
-    # per price arm, (arm, its accuracy, its tokens, the router's costliest point on its price
-    # grid generating no more, the router's accuracy and tokens there, Δ, 95% paired CI)
+    # the learned router against the price rule alone (`auto` without a router) at each of
+    # PRICE_ARMS, at equal generated tokens
     versus_rule: list[PricedPoint] = field(default_factory=list)
 
 
 @dataclass
 class PricedPoint:
-    arm: str
+    """The price rule alone at one price against the router's costliest point on its price
+    grid generating no more tokens, paired by problem."""
+
+    price: float
     accuracy: float
     tokens: float
     router_price: float | None  # None: no point of the router's grid generates this little
@@ -859,28 +880,28 @@ def compare(router: RouterModel, test: Table, *, resamples: int = 2000) -> Compa
     curve = [(p, float(a.mean()), float(t.mean())) for p, (a, t) in per_price.items()]
     reach = [t for _, a, t in curve if a >= means[best][0] - 1e-12]
     versus_rule = []
-    for col, arm in enumerate(test.arms):
-        if not is_priced(arm):
-            continue
-        got = test.correct[:, :, col].mean(axis=1)
-        spent = float(test.tokens[:, :, col].mean())
-        cheaper = [p for p, (_, t) in per_price.items() if t.mean() <= spent * (1 + 1e-9)]
+    # a fine grid of the router's prices, so that "no more tokens" lands close to the rule's
+    fine = {p: routed(router, test, p) for p in [*np.geomspace(1e-8, 1e-1, 71).tolist(), 0.0]}
+    for k, rule_price in enumerate(PRICE_ARMS):
+        got = test.alone_correct[:, :, k].mean(axis=1)
+        spent = float(test.alone_tokens[:, :, k].mean())
+        cheaper = [p for p, (_, t) in fine.items() if t.mean() <= spent * (1 + 1e-9)]
         if not cheaper:
-            versus_rule.append(
-                PricedPoint(arm.name, float(got.mean()), spent, None, 0.0, 0.0, (0.0, 0.0, 0.0))
-            )
+            none = PricedPoint(rule_price, float(got.mean()), spent, None, 0.0, 0.0, (0.0,) * 3)
+            versus_rule.append(none)
             continue
-        price = max(cheaper, key=lambda p: per_price[p][1].mean())
-        r_acc, r_tok = per_price[price]
+        price = max(cheaper, key=lambda p: fine[p][1].mean())
+        r_acc, r_tok = fine[price]
+        d = bootstrap_mean_ci(r_acc - got, resamples=resamples)
         versus_rule.append(
             PricedPoint(
-                arm.name,
+                rule_price,
                 float(got.mean()),
                 spent,
                 price,
                 float(r_acc.mean()),
                 float(r_tok.mean()),
-                bootstrap_mean_ci(r_acc - got, resamples=resamples),
+                d,
             )
         )
     return Comparison(
