@@ -358,7 +358,8 @@ def versus_live_auto(
             f"the live auto runs answer with {unit.get('answer_with')}, the pool's samples "
             f"with {pool.answer_with} (give --answer-with)"
         )
-    like = (task, model, unit.get("answer_with", "reasoning"), unit.get("temperature") or 0.7)
+    temperature = 0.7 if unit.get("temperature") is None else float(unit["temperature"])
+    like = (task, model, unit.get("answer_with", "reasoning"), temperature)
     voted: dict[str, dict[str, list[tuple[int | None, bool, int]]]] = {}
     notes: list[str] = []
     for path in votes:
