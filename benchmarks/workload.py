@@ -381,8 +381,13 @@ def versus_live_auto(
             + ", ".join(f"{name} {k}" for name, k in done.items())
             + ")"
         )
-    if n > len(mine.samples[0]):
-        raise SystemExit(f"auto's n {n} is more than the pool's {len(mine.samples[0])} samples")
+    # the replay can draw no more than the pool holds: a live n above it is replayed capped
+    capped = min(n, len(mine.samples[0]))
+    if capped < n:
+        notes.append(
+            f"The replay stops at the pool's {capped} samples a problem; the live runs could "
+            f"draw up to {n} (a problem the rule keeps open past {capped} is capped replayed)."
+        )
     order = [p.id for p in mine.problems]
     fixed = fixed_arms(mine, None)
     points: dict[str, dict[str, object]] = {}
@@ -396,8 +401,8 @@ def versus_live_auto(
         points[f"live, {len(per_run)} runs"] = point_of(
             np.mean(rights, axis=0), float(np.mean(spends)), fixed
         )
-    points[f"replayed ({orders} orders)"] = priced_point(
-        orders_of(mine, orders, seed), price, n, fixed
+    points[f"replayed ({orders} orders, at most {capped})"] = priced_point(
+        orders_of(mine, orders, seed), price, capped, fixed
     )
     lines = [
         f"# `-s auto` (price {price:g}, n {n}) live on {len(order)} problems "

@@ -895,7 +895,9 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
     live_row = next(line for line in r.stdout.splitlines() if line.startswith("| live, seed 0 |"))
     cells = [c.strip() for c in live_row.split("|")]
     assert cells[2].startswith(f"{100 * right:.1f}% [") and cells[3] == f"{generated:,.0f}"
-    assert any(line.startswith("| replayed (8 orders) |") for line in r.stdout.splitlines())
+    assert any(
+        line.startswith("| replayed (8 orders, at most 8) |") for line in r.stdout.splitlines()
+    )
     together = next(line for line in r.stdout.splitlines() if line.startswith("| live, 2 runs |"))
     assert together.split("|")[2].strip().startswith(f"{100 * both:.1f}% [")
     # beside a live uniform vote drawn on the same problems: vote@j over its first j samples
@@ -972,3 +974,13 @@ def test_the_workload_benchmark_replays_every_allocation_within_uniforms_spend(
         "workload.py", "--test", str(stores[1]), "--live-auto", str(auto_store), str(other)
     )
     assert mixed.returncode == 1 and "differ in task, model or settings" in mixed.stderr
+    # a live n above the pool's size: the replay is capped at the pool, and says so
+    wide = tmp_path / "wide.sqlite"
+    store = Store(wide)
+    (unit,) = plan([make_strategy("auto", n=20)])
+    asyncio.run(Harness(world.engine(), store).execute("world-test", items, unit, seed=0))
+    store.close()
+    capped = run_benchmark("workload.py", "--test", str(stores[1]), "--live-auto", str(wide))
+    assert capped.returncode == 0, capped.stderr
+    assert "| replayed (8 orders, at most 16) |" in capped.stdout
+    assert "pool's 16 samples a problem; the live runs could draw up to 20" in capped.stdout
