@@ -847,16 +847,17 @@ class Comparison:
 
 @dataclass
 class PricedPoint:
-    """The price rule alone at one price against the router's costliest point on its price
-    grid generating no more tokens, paired by problem."""
+    """The price rule alone at one price against the router at the price (of a fine grid)
+    where it generates the most tokens without generating more than the rule, paired by
+    problem."""
 
     price: float
     accuracy: float
     tokens: float
-    router_price: float | None  # None: no point of the router's grid generates this little
+    router_price: float | None  # None: at no price does the router generate this little
     router_accuracy: float
     router_tokens: float
-    difference: tuple[float, float, float]  # router − arm: mean, 95% paired CI
+    difference: tuple[float, float, float]  # router − rule: mean, 95% paired CI
 
 
 def compare(router: RouterModel, test: Table, *, resamples: int = 2000) -> Comparison:
