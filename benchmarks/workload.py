@@ -68,6 +68,8 @@ from ponder.bench.workload import (
 from ponder.consensus import Observation, PriceStop
 from ponder.consensus import replay as replay_rule
 from ponder.runtime.settings import tune_gc
+from ponder.runtime.strategy import make_strategy
+from ponder.search.auto import Auto
 from ponder.types import AnswerWith
 
 
@@ -336,7 +338,14 @@ def versus_live_auto(
                 name = f"seed {r.seed}" if len(lives) == 1 else f"{live}, seed {r.seed}"
                 if name in per_run:
                     raise SystemExit(f"{live}: two auto runs with seed {r.seed}")
-                unit = {**r.config.get("unit", {}), "price": price_of(r.config)}
+                # as auto ran: its price and temperature as the strategy resolves them (a
+                # default price and the same price given are one setting)
+                rule = stored_auto(r.config).priced()
+                unit = {
+                    **r.config.get("unit", {}),
+                    "price": rule.price,
+                    "temperature": rule.temperature,
+                }
                 settings.setdefault(json.dumps([r.task, r.model, unit], sort_keys=True), name)
                 per_run[name] = store.db.execute(
                     "SELECT p.problem_id, u.correct, "
@@ -358,8 +367,7 @@ def versus_live_auto(
             f"the live auto runs answer with {unit.get('answer_with')}, the pool's samples "
             f"with {pool.answer_with} (give --answer-with)"
         )
-    temperature = 0.7 if unit.get("temperature") is None else float(unit["temperature"])
-    like = (task, model, unit.get("answer_with", "reasoning"), temperature)
+    like = (task, model, unit.get("answer_with", "reasoning"), float(unit["temperature"]))
     voted: dict[str, dict[str, list[tuple[int | None, bool, int]]]] = {}
     notes: list[str] = []
     for path in votes:
@@ -426,10 +434,12 @@ def versus_live_auto(
     return lines + [f"\n{note}" for note in notes]
 
 
-def price_of(config: dict[str, Any]) -> float:
-    """The price an auto run (no router) ran at: the one it was given, else the default."""
-    given = config.get("unit", {}).get("price")
-    return float(PRICE if given is None else given)
+def stored_auto(config: dict[str, Any]) -> Auto:
+    """The `auto` strategy a stored run (no router) ran, from its stored options."""
+    options = {k: v for k, v in config.get("unit", {}).items() if k != "name"}
+    auto = make_strategy("auto", **options)
+    assert isinstance(auto, Auto)
+    return auto
 
 
 def live_votes(
@@ -493,15 +503,14 @@ def live_vote_lines(
         "|---|---|---|---|",
     ]
     for name, per in voted.items():
-        k = min(len(s) for s in per.values())
-        for j in range(1, k + 1):
-            right = np.array(
-                [
-                    vote_prefixes([c for c, _, _ in per[i]], [ok for _, ok, _ in per[i]])[j - 1]
-                    for i in order
-                ]
-            )
-            spent = float(np.mean([sum(t for _, _, t in per[i][:j]) for i in order]))
+        # per problem (rows in `order`), the vote's correctness and tokens after j samples
+        prefixes = np.array(
+            [vote_prefixes([c for c, _, _ in per[i]], [ok for _, ok, _ in per[i]]) for i in order]
+        )
+        spent_by = np.cumsum([[t for _, _, t in per[i]] for i in order], axis=1)
+        for j in range(1, prefixes.shape[1] + 1):
+            right = prefixes[:, j - 1]
+            spent = float(spent_by[:, j - 1].mean())
             acc, lo, hi = bootstrap_mean_ci(right)
             d = list(bootstrap_mean_ci(auto - right))
             lines.append(
