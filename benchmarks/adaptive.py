@@ -14,6 +14,12 @@ replayed on that pool (the offline prediction checked against the live run).
         --train benchmarks/reports/gsm8k-train-pool16.sqlite \
         --test benchmarks/reports/gsm8k-pool16.sqlite
 
+    # an answer-level selector (logistic regression over vote share and the supporters'
+    # confidences) fitted on a train pool, judged on test pools beside majority@k
+    .venv/bin/python benchmarks/adaptive.py learned \
+        --train benchmarks/reports/gsm8k-train-pool16.sqlite \
+        --test benchmarks/reports/gsm8k-pool16.sqlite
+
     # a pool of TIR samples at every k, and stopping rules replayed on it, against the CoT
     # pool's majority@16 on the same problems
     .venv/bin/python benchmarks/adaptive.py against --pool benchmarks/reports/gsm8k-pool16.sqlite
@@ -61,6 +67,7 @@ from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.settings import tune_gc
 from ponder.runtime.strategy import make_strategy
+from ponder.signals import SIGNALS
 from ponder.tasks.registry import get_task
 
 
@@ -247,6 +254,136 @@ def selection(train: PoolSignals, test: PoolSignals, ks: list[int]) -> None:
             f"| {100 * v.accuracy:.1f}% [{100 * v.low:.1f}, {100 * v.high:.1f}] "
             f"| {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |"
         )
+
+
+# -- a selector learned on train pools ---------------------------------------------------------
+def answer_features(
+    pool: PoolSignals, row: int, idx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per answer class among the samples `idx` of problem `row` (first-seen order): features
+    (vote share, log count, leads the count, and per signal the supporters' mean and best
+    confidence as z-scores within the subset), whether the class is right, its count. None
+    when no sample answered."""
+    g = pool.group
+    classes, right = g.classes[row, idx], g.correct[row, idx]
+    answered = classes >= 0
+    if not answered.any():
+        return None
+    votes = {c: int((classes == c).sum()) for c in dict.fromkeys(classes[answered].tolist())}
+    top = max(votes.values())
+    rows, labels = [], []
+    for c, count in votes.items():
+        mine = classes == c
+        f = [count / answered.sum(), np.log(count), float(count == top)]
+        for signal in SIGNALS:
+            v = pool.signals[signal][row, idx]
+            known = answered & np.isfinite(v)
+            if not (mine & known).any():
+                f += [0.0, 0.0]
+                continue
+            centre, spread = v[known].mean(), v[known].std() + 1e-6
+            theirs = v[mine & known]
+            f += [(theirs.mean() - centre) / spread, (theirs.max() - centre) / spread]
+        rows.append(f)
+        labels.append(bool(right[mine][0]))
+    return np.array(rows), np.array(labels), np.array(list(votes.values()))
+
+
+def subsets_of(m: int, k: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` random k-subsets of m samples (in pool order), or the pool itself when k = m."""
+    if k == m:
+        return np.arange(m)[None, :]
+    return np.sort(np.array([rng.choice(m, k, replace=False) for _ in range(count)]), axis=1)
+
+
+def learned_data(
+    pool: PoolSignals, ks: list[int], count: int, seed: int
+) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """(problem row, features, labels, counts) per subset at each k of each problem."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in ks:
+        for row in range(len(pool.group.pids)):
+            m = int(pool.group.sizes[row])
+            if m < k:
+                continue
+            for idx in subsets_of(m, k, count, rng):
+                got = answer_features(pool, row, idx)
+                if got is not None:
+                    out.append((row, *got))
+    return out
+
+
+def choices(model: Any, data: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per subset, (learned pick right, majority right); a tie goes to the class seen first."""
+    out = np.zeros((len(data), 2))
+    for i, (_, x, y, counts) in enumerate(data):
+        score = counts if model is None else model.decision_function(x)
+        out[i] = (y[int(np.argmax(score))], y[int(np.argmax(counts))])
+    return out
+
+
+def learned(args: argparse.Namespace) -> None:
+    """An answer-level selector (logistic regression over each answer's vote share and its
+    supporters' confidences) fitted on a train pool, judged on test pools beside majority@k."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    train_store = Store(args.train, readonly=True)
+    train = load_signals(train_store, pool_of(train_store, args.answer_with))
+    fitted_ks = [k for k in (4, 8, 16) if k <= train.group.sizes.max()]
+    data = learned_data(train, fitted_ks, args.subsets, args.seed)
+    groups = np.array([row for row, *_ in data])
+    x, y = np.vstack([d[1] for d in data]), np.concatenate([d[2] for d in data])
+    sizes = [len(d[2]) for d in data]
+    per_row = np.repeat(groups, sizes)
+
+    def fit(c: float, rows: np.ndarray) -> LogisticRegression:
+        keep = np.isin(per_row, rows)
+        return LogisticRegression(C=c, max_iter=5000).fit(x[keep], y[keep])
+
+    folds = GroupKFold(n_splits=5)
+    unique = np.unique(groups)
+    cv: dict[float, float] = {}
+    for c in (0.01, 0.1, 1.0, 10.0):
+        right = []
+        for fit_rows, held_rows in folds.split(unique, groups=unique):
+            model = fit(c, unique[fit_rows])
+            held_set = set(unique[held_rows].tolist())
+            held = [d for d in data if d[0] in held_set]
+            right.append(choices(model, held)[:, 0].mean())
+        cv[c] = float(np.mean(right))
+    best = max(cv, key=lambda c: cv[c])
+    model = fit(best, unique)
+    print(
+        f"Train: {len(unique)} problems ({args.train}), {len(data)} subsets at k = "
+        f"{', '.join(map(str, fitted_ks))}; "
+        f"C by 5-fold cross-validation over train problems: "
+        + ", ".join(f"{c:g}: {100 * a:.1f}%" for c, a in cv.items())
+        + f" (majority at the same subsets {100 * choices(None, data)[:, 1].mean():.1f}%)"
+        f" → C = {best:g}.\n"
+    )
+    print("| test pool | k | problems | learned [95% CI] | majority@k | Δ [95% paired CI] |")
+    print("|---|---|---|---|---|---|")
+    for path in args.test:
+        store = Store(path, readonly=True)
+        test = load_signals(store, pool_of(store, args.answer_with))
+        for k in args.ks:
+            per: dict[int, list[np.ndarray]] = {}
+            for row, *rest in learned_data(test, [k], args.subsets, args.seed + 1):
+                per.setdefault(row, []).append(choices(model, [(row, *rest)])[0])
+            if not per:
+                continue
+            mean = np.array([np.mean(v, axis=0) for v in per.values()])
+            a, lo_a, hi_a = bootstrap_mean_ci(mean[:, 0])
+            d, lo, hi = bootstrap_mean_ci(mean[:, 0] - mean[:, 1])
+            print(
+                f"| {path.name} | {k} | {len(per)} | {100 * a:.1f}% [{100 * lo_a:.1f}, "
+                f"{100 * hi_a:.1f}] | {100 * mean[:, 1].mean():.1f}% "
+                f"| {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |"
+            )
+        store.close()
+    train_store.close()
 
 
 def rolling(args: argparse.Namespace) -> None:
@@ -456,8 +593,17 @@ def main() -> None:
     ag.add_argument("--pool", type=Path, required=True, help="a store with both pools")
     ag.add_argument("--answer-with", default="tir", help="the other pool's answer mode")
     ag.add_argument("--orders", type=int, default=16)
+    le = sub.add_parser("learned", help="a selector fitted on a train pool, judged on test")
+    le.add_argument("--train", type=Path, required=True, help="a store with a train pool")
+    le.add_argument("--test", type=Path, nargs="+", required=True, help="stores with test pools")
+    le.add_argument("--ks", type=int, nargs="+", default=[8, 16])
+    le.add_argument("--subsets", type=int, default=30, help="random k-subsets per problem")
+    le.add_argument("--seed", type=int, default=0)
+    le.add_argument("--answer-with", default="reasoning", help="the pools' answer mode")
     args = ap.parse_args()
-    if args.command == "against":
+    if args.command == "learned":
+        learned(args)
+    elif args.command == "against":
         against(args)
     elif args.command == "versus":
         versus(args)

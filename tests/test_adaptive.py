@@ -382,3 +382,66 @@ def test_the_versus_benchmark_sets_a_live_run_beside_the_pools_vote(tmp_path: Pa
     assert adaptive[0].startswith("| adaptive")
     assert 0 < float(adaptive[5]) < 1.0  # generated tokens × majority@8
     assert float(adaptive[7].rstrip(" |")) > 0  # wall × majority@8
+
+
+def test_answer_features_are_shares_and_z_scored_confidences_by_hand() -> None:
+    """benchmarks/adaptive.py learned: per answer class, its vote share, log count, whether it
+    leads, and per signal its supporters' mean and best confidence as z-scores in the subset;
+    a sample without an answer neither votes nor sets the centre."""
+    import sys
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from adaptive import answer_features, choices
+    from ponder.bench.analysis import Group
+    from ponder.bench.confidence import PoolSignals
+    from ponder.signals import SIGNALS
+
+    group = Group(
+        task="t",
+        model="m",
+        kind="pool",
+        label="pool",
+        config={},
+        runs=[],
+        pids=np.array([0]),
+        classes=np.array([[0, 1, 0, -1]]),
+        scores=np.full((1, 4), np.nan),
+        correct=np.array([[True, False, True, False]]),
+        sizes=np.array([4]),
+    )
+    signals = {s: np.full((1, 4), np.nan) for s in SIGNALS}
+    signals["logprob"] = np.array([[-0.1, -0.5, -0.3, -9.0]])
+    pool = PoolSignals(group, np.ones((1, 4)), np.ones((1, 4)), signals)
+    got = answer_features(pool, 0, np.arange(4))
+    assert got is not None
+    x, labels, counts = got
+    spread = np.std([-0.1, -0.5, -0.3]) + 1e-6
+    at = 3 + 2 * SIGNALS.index("logprob")
+    assert x.shape == (2, 3 + 2 * len(SIGNALS))
+    assert np.allclose(x[0, :3], [2 / 3, np.log(2), 1.0]) and np.allclose(x[1, :3], [1 / 3, 0, 0])
+    assert np.allclose(x[0, at : at + 2], [0.1 / spread, 0.2 / spread])
+    assert np.allclose(x[1, at : at + 2], [-0.2 / spread, -0.2 / spread])
+    assert np.count_nonzero(x[:, 3:]) == 4  # the other signals are missing: no evidence
+    assert labels.tolist() == [True, False] and counts.tolist() == [2, 1]
+    # majority without a model; a tie goes to the class seen first
+    tie = (0, x, np.array([False, True]), np.array([1, 1]))
+    assert choices(None, [tie]).tolist() == [[0.0, 0.0]]
+
+
+def test_the_learned_benchmark_fits_on_train_and_judges_on_test(tmp_path: Path) -> None:
+    """benchmarks/adaptive.py learned: C chosen by cross-validation on the train store, one row
+    per test store and k, each learned pick paired with majority on the same subsets."""
+    import router_world as world
+
+    train = asyncio.run(world.pool_store(tmp_path / "train.sqlite", world.problems(15), n=8))
+    test = asyncio.run(world.pool_store(tmp_path / "test.sqlite", world.problems(9, start=15), n=8))
+    r = run_benchmark(
+        "adaptive.py", "learned", "--train", str(train), "--test", str(test), "--ks", "4", "8",
+        "--subsets", "3",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Train: 15 problems") and "→ C = " in r.stdout
+    rows = [line.split(" | ") for line in r.stdout.splitlines() if line.startswith("| test.")]
+    assert [row[1] for row in rows] == ["4", "8"] and all(row[2] == "9" for row in rows)
