@@ -32,6 +32,14 @@ from ponder.runtime.strategy import STRATEGIES
             ["solve", "q", "-s", "vote", "-n", "3", "-o", "n=4"],
             "error: -n 3 and -o n=4 both set the width; give one",
         ),
+        (  # a key given twice: a later value silently winning would hide the mistake
+            ["solve", "q", "-s", "vote", "-o", "n=3", "-o", "n=4"],
+            "error: -o n given twice (n=3, then 'n=4')",
+        ),
+        (
+            ["bench", "gsm8k", "-s", "vote", "--temperature", "0.3", "-o", "temperature=0.9"],
+            "error: --temperature and -o temperature=0.9 both set temperature; give one",
+        ),
         (
             ["solve", "q", "-s", "vote", "-o", "name=x"],
             "error: bad options for strategy 'vote': name: Extra inputs are not permitted",

@@ -201,16 +201,20 @@ def first_line(doc: str | None) -> str:
 
 def parse_options(pairs: list[str], where: str = "-o") -> dict[str, object]:
     """`-o key=value` pairs as a dict: a value that reads as JSON (a number, true/false, a list
-    or object) is that value, anything else is the string as written."""
+    or object) is that value, anything else is the string as written; a key given twice is an
+    error."""
     import json
 
     out: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise UsageError(f"{where} {pair!r}: expected KEY=VALUE")
+        if key in out:  # a later value silently winning would hide a mistake in the command
+            raise UsageError(f"{where} {key} given twice ({key}={out[key]!r}, then {pair!r})")
         try:
-            out[key.strip()] = json.loads(value)
+            out[key] = json.loads(value)
         except ValueError:
-            out[key.strip()] = value
+            out[key] = value
     return out

@@ -266,14 +266,21 @@ def strategy_options(
     answer_with: str | None = None,
     think_budget: int | None = None,
 ) -> dict[str, Any]:
-    """`-o` pairs and the named strategy flags as one options dict (flags win)."""
+    """`-o` pairs and the named strategy flags as one options dict; a flag and an `-o` pair
+    setting one option to different values is an error (as `-n` and `-o n=` are)."""
     options = parse_options(pairs or [])
     named = {
         "temperature": temperature,
         "verifier": verifier_spec(verifier),
         "answer_with": answer_with,
     }
-    options.update({k: v for k, v in named.items() if v is not None})
+    for key, value in named.items():
+        if value is None:
+            continue
+        if key in options and options[key] != value:
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"{flag} and -o {key}={options[key]!r} both set {key}; give one")
+        options[key] = value
     mode = options.get("answer_with", "reasoning")
     if think_budget is not None and mode != "reasoning":
         # the thinking loop runs only for reasoning samples: a budget elsewhere would be ignored
