@@ -9,6 +9,9 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
+from ponder.bench.analysis import Group
 from ponder.bench.store import Store
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ReplyFn, ScriptedLM
@@ -139,3 +142,23 @@ def need_set(name: str) -> None:
 
     if where_is(SETS[name]).where == "missing":
         pytest.skip(f"data set {name} is not here (not bundled): ponder data pull {name}")
+
+
+def group_of(keys: list[list[int]], correct: list[list[bool]]) -> Group:
+    """A pooled group of answer classes (-1: no answer) and their correctness, one row per
+    problem, every unit costing 1."""
+    p, m = len(keys), len(keys[0])
+    return Group(
+        task="t",
+        model="m",
+        kind="pool",
+        label="pool",
+        config={},
+        runs=[],
+        pids=np.arange(p),
+        classes=np.asarray(keys, np.int32),
+        scores=np.full((p, m), np.nan),
+        correct=np.asarray(correct, bool),
+        sizes=np.full(p, m),
+        cost={c: np.ones(p) for c in ("tokens", "flops", "dollars", "seconds")},
+    )

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import no_sleep, run_benchmark
+from helpers import group_of, no_sleep, run_benchmark
 from ponder.consensus import BetaStop, Observation, PriceStop, StoppingRule, replay
 from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
@@ -394,23 +394,10 @@ def test_answer_features_are_shares_and_z_scored_confidences_by_hand() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     from adaptive import answer_features, choices
-    from ponder.bench.analysis import Group
     from ponder.bench.confidence import PoolSignals
     from ponder.signals import SIGNALS
 
-    group = Group(
-        task="t",
-        model="m",
-        kind="pool",
-        label="pool",
-        config={},
-        runs=[],
-        pids=np.array([0]),
-        classes=np.array([[0, 1, 0, -1]]),
-        scores=np.full((1, 4), np.nan),
-        correct=np.array([[True, False, True, False]]),
-        sizes=np.array([4]),
-    )
+    group = group_of([[0, 1, 0, -1]], [[True, False, True, False]])
     signals = {s: np.full((1, 4), np.nan) for s in SIGNALS}
     signals["logprob"] = np.array([[-0.1, -0.5, -0.3, -9.0]])
     pool = PoolSignals(group, np.ones((1, 4)), np.ones((1, 4)), signals)

@@ -12,8 +12,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import no_sleep
-from ponder.bench.analysis import Group, load_groups
+from helpers import group_of, no_sleep
+from ponder.bench.analysis import load_groups
 from ponder.bench.confidence import SELECTIONS, load_signals, replay_points, selected_at, weigher
 from ponder.bench.harness import Harness, plan
 from ponder.bench.report import write_report
@@ -25,25 +25,6 @@ from ponder.runtime.engine import Engine
 from ponder.runtime.scheduler import Scheduler
 from ponder.runtime.strategy import make_strategy
 from ponder.types import GenRequest, Problem
-
-
-def group_of(keys: list[list[int]], correct: list[list[bool]]) -> Group:
-    p, m = len(keys), len(keys[0])
-    return Group(
-        task="t",
-        model="m",
-        kind="pool",
-        label="pool",
-        config={},
-        runs=[],
-        pids=np.arange(p),
-        classes=np.asarray(keys, np.int32),
-        scores=np.full((p, m), np.nan),
-        correct=np.asarray(correct, bool),
-        sizes=np.full(p, m),
-        cost={c: np.ones(p) for c in ("tokens", "flops", "dollars", "seconds")},
-    )
-
 
 pool_rows = st.integers(4, 6).flatmap(
     lambda m: st.lists(
