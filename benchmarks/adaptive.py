@@ -296,12 +296,16 @@ def subsets_of(m: int, k: int, count: int, rng: np.random.Generator) -> np.ndarr
     return np.sort(np.array([rng.choice(m, k, replace=False) for _ in range(count)]), axis=1)
 
 
+Subset = tuple[int, np.ndarray, np.ndarray, np.ndarray]  # (problem row, features, labels, counts)
+
+
 def learned_data(
     pool: PoolSignals, ks: list[int], count: int, seed: int
-) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-    """(problem row, features, labels, counts) per subset at each k of each problem."""
+) -> list[tuple[int, Subset | None]]:
+    """Per subset at each k of each problem: its row and what `answer_features` reads (None:
+    no sample of the subset answered, so no pick can be right)."""
     rng = np.random.default_rng(seed)
-    out = []
+    out: list[tuple[int, Subset | None]] = []
     for k in ks:
         for row in range(len(pool.group.pids)):
             m = int(pool.group.sizes[row])
@@ -309,12 +313,11 @@ def learned_data(
                 continue
             for idx in subsets_of(m, k, count, rng):
                 got = answer_features(pool, row, idx)
-                if got is not None:
-                    out.append((row, *got))
+                out.append((row, None if got is None else (row, *got)))
     return out
 
 
-def choices(model: Any, data: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+def choices(model: Any, data: list[Subset]) -> np.ndarray:
     """Per subset, (learned pick right, majority right); a tie goes to the class seen first."""
     out = np.zeros((len(data), 2))
     for i, (_, x, y, counts) in enumerate(data):
@@ -330,9 +333,18 @@ def learned(args: argparse.Namespace) -> None:
     from sklearn.model_selection import GroupKFold
 
     train_store = Store(args.train, readonly=True)
+    train_questions = {q for (q,) in train_store.db.execute("SELECT question FROM problems")}
+    for path in args.test:
+        store = Store(path, readonly=True)
+        shared = train_questions & {q for (q,) in store.db.execute("SELECT question FROM problems")}
+        store.close()
+        if shared:
+            raise SystemExit(f"error: {len(shared)} problems of {path} are in the train store")
     train = load_signals(train_store, pool_of(train_store, args.answer_with))
     fitted_ks = [k for k in (4, 8, 16) if k <= train.group.sizes.max()]
-    data = learned_data(train, fitted_ks, args.subsets, args.seed)
+    if not fitted_ks or len(train.group.pids) < 10:
+        raise SystemExit("error: the train pool needs 10 problems or more with 4 samples or more")
+    data = [got for _, got in learned_data(train, fitted_ks, args.subsets, args.seed) if got]
     groups = np.array([row for row, *_ in data])
     x, y = np.vstack([d[1] for d in data]), np.concatenate([d[2] for d in data])
     sizes = [len(d[2]) for d in data]
@@ -340,6 +352,8 @@ def learned(args: argparse.Namespace) -> None:
 
     def fit(c: float, rows: np.ndarray) -> LogisticRegression:
         keep = np.isin(per_row, rows)
+        if len(set(y[keep].tolist())) < 2:
+            raise SystemExit("error: train answers all right or all wrong: too few problems")
         return LogisticRegression(C=c, max_iter=5000).fit(x[keep], y[keep])
 
     folds = GroupKFold(n_splits=5)
@@ -370,9 +384,11 @@ def learned(args: argparse.Namespace) -> None:
         test = load_signals(store, pool_of(store, args.answer_with))
         for k in args.ks:
             per: dict[int, list[np.ndarray]] = {}
-            for row, *rest in learned_data(test, [k], args.subsets, args.seed + 1):
-                per.setdefault(row, []).append(choices(model, [(row, *rest)])[0])
+            for row, got in learned_data(test, [k], args.subsets, args.seed + 1):
+                # a subset where nothing answered is wrong for both
+                per.setdefault(row, []).append(choices(model, [got])[0] if got else np.zeros(2))
             if not per:
+                print(f"| {path.name} | {k} | 0 (no problem has {k} samples) | | | |")
                 continue
             mean = np.array([np.mean(v, axis=0) for v in per.values()])
             a, lo_a, hi_a = bootstrap_mean_ci(mean[:, 0])

@@ -412,9 +412,14 @@ def test_answer_features_are_shares_and_z_scored_confidences_by_hand() -> None:
     assert np.allclose(x[1, at : at + 2], [-0.2 / spread, -0.2 / spread])
     assert np.count_nonzero(x[:, 3:]) == 4  # the other signals are missing: no evidence
     assert labels.tolist() == [True, False] and counts.tolist() == [2, 1]
-    # majority without a model; a tie goes to the class seen first
-    tie = (0, x, np.array([False, True]), np.array([1, 1]))
-    assert choices(None, [tie]).tolist() == [[0.0, 0.0]]
+    # classes in the order first seen, not sorted: 1 leads the row here and wins the 2-2 tie
+    pool = PoolSignals(
+        group_of([[1, 0, 0, 1]], [[True, False, False, True]]), *([np.ones((1, 4))] * 2), signals
+    )
+    got = answer_features(pool, 0, np.arange(4))
+    assert got is not None
+    assert got[1].tolist() == [True, False] and got[2].tolist() == [2, 2]
+    assert choices(None, [(0, *got)]).tolist() == [[1.0, 1.0]]
 
 
 def test_the_learned_benchmark_fits_on_train_and_judges_on_test(tmp_path: Path) -> None:
@@ -432,3 +437,13 @@ def test_the_learned_benchmark_fits_on_train_and_judges_on_test(tmp_path: Path) 
     assert r.stdout.startswith("Train: 15 problems") and "→ C = " in r.stdout
     rows = [line.split(" | ") for line in r.stdout.splitlines() if line.startswith("| test.")]
     assert [row[1] for row in rows] == ["4", "8"] and all(row[2] == "9" for row in rows)
+    # at k = the pool's size the majority column is the store's own majority@8
+    from ponder.bench.analysis import load_groups, points
+    from ponder.bench.store import Store
+
+    (group,) = [g for g in load_groups(Store(test, readonly=True)) if g.kind == "pool"]
+    (vote8,) = [p for p in points(group) if p.method == "vote" and p.k == 8]
+    assert rows[1][4] == f"{100 * vote8.accuracy:.1f}%"
+    # test problems among the train problems are refused
+    r = run_benchmark("adaptive.py", "learned", "--train", str(train), "--test", str(train))
+    assert r.returncode == 1 and "15 problems of" in r.stderr and "in the train store" in r.stderr

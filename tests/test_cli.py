@@ -34,11 +34,19 @@ from ponder.runtime.strategy import STRATEGIES
         ),
         (  # a key given twice: a later value silently winning would hide the mistake
             ["solve", "q", "-s", "vote", "-o", "n=3", "-o", "n=4"],
-            "error: -o n given twice (n=3, then 'n=4')",
+            "error: -o n given twice ('n=3', then 'n=4')",
         ),
         (
             ["bench", "gsm8k", "-s", "vote", "--temperature", "0.3", "-o", "temperature=0.9"],
-            "error: --temperature and -o temperature=0.9 both set temperature; give one",
+            "error: --temperature 0.3 and -o temperature=0.9 both set temperature; give one",
+        ),
+        (  # -n set twice, in bench as in solve
+            ["bench", "gsm8k", "-s", "vote", "-n", "3", "-o", "n=4"],
+            "error: -n 3 and -o n=4 both set n; give one",
+        ),
+        (
+            ["solve", "q", "-s", "auto", "--router", "r.json", "-o", "router=s.json"],
+            "error: --router r.json and -o router=s.json both set router; give one",
         ),
         (
             ["solve", "q", "-s", "vote", "-o", "name=x"],

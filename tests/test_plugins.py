@@ -288,3 +288,22 @@ def test_serve_offers_the_plugins_strategy(plugin_env: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_an_option_key_given_twice_is_an_error_naming_both_pairs() -> None:
+    from ponder.plugins import parse_options
+
+    with pytest.raises(UsageError, match=r"-o n given twice \('n=3', then ' n=4'\)"):
+        parse_options(["n=3", " n=4"])  # the key as written, spaces around it ignored
+    with pytest.raises(UsageError, match=r"--backend-option a given twice"):
+        parse_options(["a=1", "a=1"], "--backend-option")
+    assert parse_options(["n=3", "m=x"]) == {"n": 3, "m": "x"}
+
+
+def test_a_flag_agreeing_with_its_option_pair_is_accepted_and_one_disagreeing_is_not() -> None:
+    from ponder.cli.common import strategy_options
+
+    assert strategy_options(["temperature=1"], temperature=1.0) == {"temperature": 1.0}
+    assert strategy_options(["answer_with=tir"], answer_with="tir") == {"answer_with": "tir"}
+    with pytest.raises(UsageError, match="--answer-with tir and -o answer_with=program both set"):
+        strategy_options(["answer_with=program"], answer_with="tir")

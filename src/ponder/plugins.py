@@ -206,13 +206,15 @@ def parse_options(pairs: list[str], where: str = "-o") -> dict[str, object]:
     import json
 
     out: dict[str, object] = {}
+    given: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
             raise UsageError(f"{where} {pair!r}: expected KEY=VALUE")
-        if key in out:  # a later value silently winning would hide a mistake in the command
-            raise UsageError(f"{where} {key} given twice ({key}={out[key]!r}, then {pair!r})")
+        if key in given:  # a later value silently winning would hide a mistake in the command
+            raise UsageError(f"{where} {key} given twice ({given[key]!r}, then {pair!r})")
+        given[key] = pair
         try:
             out[key] = json.loads(value)
         except ValueError:

@@ -70,6 +70,7 @@ from ponder.cli.common import (
     err,
     open_engine,
     out,
+    set_from_flag,
     strategy_options,
 )
 from ponder.errors import UsageError
@@ -260,10 +261,10 @@ def bench(
             if budget_tokens_total is None and "auto" not in names:
                 raise UsageError("--router is read by -s auto and by --budget-tokens-total")
             if "auto" in names:
-                options["router"] = str(router)
+                set_from_flag(options, "router", str(router), "--router")
         check_shared(names, options)
         if n is not None:
-            options["n"] = n
+            set_from_flag(options, "n", n, "-n")
         if backend is not None:
             BACKENDS.get(backend)  # an unknown name lists the known ones
         plan_ = sweep_from_flags(

@@ -275,12 +275,8 @@ def strategy_options(
         "answer_with": answer_with,
     }
     for key, value in named.items():
-        if value is None:
-            continue
-        if key in options and options[key] != value:
-            flag = "--" + key.replace("_", "-")
-            raise UsageError(f"{flag} and -o {key}={options[key]!r} both set {key}; give one")
-        options[key] = value
+        if value is not None:
+            set_from_flag(options, key, value, "--" + key.replace("_", "-"))
     mode = options.get("answer_with", "reasoning")
     if think_budget is not None and mode != "reasoning":
         # the thinking loop runs only for reasoning samples: a budget elsewhere would be ignored
@@ -288,6 +284,22 @@ def strategy_options(
             f"--think-budget: thinking budgets apply to --answer-with reasoning, not {mode}"
         )
     return options
+
+
+def set_from_flag(options: dict[str, Any], key: str, value: object, flag: str) -> None:
+    """`options[key] = value` for a flag; the same key given by -o with another value is an
+    error (neither silently wins)."""
+    if key in options and options[key] != value:
+        raise UsageError(
+            f"{flag} {as_written(value)} and -o {key}={as_written(options[key])} both set "
+            f"{key}; give one"
+        )
+    options[key] = value
+
+
+def as_written(value: object) -> str:
+    """An option's value as a command line writes it (JSON but for a plain string)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def build_strategy(name: str, n: int | None, options: dict[str, Any]) -> Strategy:

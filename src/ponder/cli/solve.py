@@ -43,6 +43,7 @@ from ponder.cli.common import (
     open_engine,
     out,
     prompting,
+    set_from_flag,
     strategy_options,
 )
 from ponder.errors import UsageError
@@ -111,7 +112,7 @@ def solve(
     if router is not None:
         if strategy != "auto":
             raise UsageError("--router is read by -s auto")
-        options["router"] = str(router)
+        set_from_flag(options, "router", str(router), "--router")
     strat = build_strategy(strategy, n, options)
     if trace is not None:  # before the compute, not after it
         if STEP not in strat.capabilities:
