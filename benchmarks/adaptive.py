@@ -177,13 +177,17 @@ def pool_of(store: Store, answer_with: str = "reasoning") -> Group:
     return max(pools, key=lambda g: (int(g.sizes.max()), len(g.pids)))
 
 
+def refuse_shared(train: Store, test: Store, path: Path) -> None:
+    """Exit when a problem of the test store (at `path`) is in the train store."""
+    question = "SELECT question FROM problems"
+    shared = {q for (q,) in train.db.execute(question)} & {q for (q,) in test.db.execute(question)}
+    if shared:
+        raise SystemExit(f"error: {len(shared)} problems of {path} are in the train store")
+
+
 def tune(args: argparse.Namespace) -> None:
     train_store, test_store = Store(args.train, readonly=True), Store(args.test, readonly=True)
-    shared = {q for (q,) in train_store.db.execute("SELECT question FROM problems")} & {
-        q for (q,) in test_store.db.execute("SELECT question FROM problems")
-    }
-    if shared:
-        raise SystemExit(f"error: {len(shared)} test problems are in the train store")
+    refuse_shared(train_store, test_store, args.test)
     train = load_signals(train_store, pool_of(train_store, args.answer_with), stats=True)
     test = load_signals(test_store, pool_of(test_store, args.answer_with), stats=True)
     reference = None
@@ -320,8 +324,13 @@ def learned_data(
 def choices(model: Any, data: list[Subset]) -> np.ndarray:
     """Per subset, (learned pick right, majority right); a tie goes to the class seen first."""
     out = np.zeros((len(data), 2))
-    for i, (_, x, y, counts) in enumerate(data):
-        score = counts if model is None else model.decision_function(x)
+    if not data:
+        return out
+    scores = [counts for *_, counts in data]
+    if model is not None:  # one call for every subset's answers, split back per subset
+        whole = model.decision_function(np.vstack([x for _, x, _, _ in data]))
+        scores = np.split(whole, np.cumsum([len(c) for c in scores])[:-1])
+    for i, ((_, _, y, counts), score) in enumerate(zip(data, scores, strict=True)):
         out[i] = (y[int(np.argmax(score))], y[int(np.argmax(counts))])
     return out
 
@@ -333,13 +342,9 @@ def learned(args: argparse.Namespace) -> None:
     from sklearn.model_selection import GroupKFold
 
     train_store = Store(args.train, readonly=True)
-    train_questions = {q for (q,) in train_store.db.execute("SELECT question FROM problems")}
-    for path in args.test:
-        store = Store(path, readonly=True)
-        shared = train_questions & {q for (q,) in store.db.execute("SELECT question FROM problems")}
-        store.close()
-        if shared:
-            raise SystemExit(f"error: {len(shared)} problems of {path} are in the train store")
+    tests = [(path, Store(path, readonly=True)) for path in args.test]
+    for path, store in tests:
+        refuse_shared(train_store, store, path)
     train = load_signals(train_store, pool_of(train_store, args.answer_with))
     fitted_ks = [k for k in (4, 8, 16) if k <= train.group.sizes.max()]
     if not fitted_ks or len(train.group.pids) < 10:
@@ -379,14 +384,15 @@ def learned(args: argparse.Namespace) -> None:
     )
     print("| test pool | k | problems | learned [95% CI] | majority@k | Δ [95% paired CI] |")
     print("|---|---|---|---|---|---|")
-    for path in args.test:
-        store = Store(path, readonly=True)
+    for path, store in tests:
         test = load_signals(store, pool_of(store, args.answer_with))
         for k in args.ks:
+            subsets = learned_data(test, [k], args.subsets, args.seed + 1)
+            picks = iter(choices(model, [got for _, got in subsets if got]))
             per: dict[int, list[np.ndarray]] = {}
-            for row, got in learned_data(test, [k], args.subsets, args.seed + 1):
+            for row, got in subsets:
                 # a subset where nothing answered is wrong for both
-                per.setdefault(row, []).append(choices(model, [got])[0] if got else np.zeros(2))
+                per.setdefault(row, []).append(next(picks) if got else np.zeros(2))
             if not per:
                 print(f"| {path.name} | {k} | 0 (no problem has {k} samples) | | | |")
                 continue
