@@ -22,7 +22,13 @@ from ponder.errors import BackendError, ModelError, TransientError
 from ponder.lm.config import BackendConfig
 from ponder.lm.protocol import Capabilities, LanguageModel, Progress, Watch, backend
 from ponder.lm.registry import DEFAULT_MODEL, Registry
-from ponder.lm.wire import Calls, parse_generation, request_body, stream_choice
+from ponder.lm.wire import (
+    LLAMACPP_DECODED_AFTER_CLOSE,
+    Calls,
+    parse_generation,
+    request_body,
+    stream_choice,
+)
 from ponder.types import Generation, GenRequest, Message, ModelInfo
 
 
@@ -225,7 +231,14 @@ class LlamaCppLM:
             watch=watch,
         )
         return Generation(
-            choices=[choice.completion(stopped=stopped, want_logprobs=req.top_logprobs > 0)],
+            choices=[
+                choice.completion(
+                    stopped=stopped,
+                    want_logprobs=req.top_logprobs > 0,
+                    decoded_after_close=LLAMACPP_DECODED_AFTER_CLOSE,
+                    max_tokens=req.max_tokens,
+                )
+            ],
             prompt_tokens=choice.prompt_tokens or 0,
             cached_tokens=choice.cached_tokens,
         )

@@ -37,7 +37,14 @@ from ponder.lm.continuation import (
     short,
 )
 from ponder.lm.protocol import Capabilities, LanguageModel, Progress, Watch, backend
-from ponder.lm.wire import Calls, http_error, parse_generation, request_body, stream_choice
+from ponder.lm.wire import (
+    LLAMACPP_DECODED_AFTER_CLOSE,
+    Calls,
+    http_error,
+    parse_generation,
+    request_body,
+    stream_choice,
+)
 from ponder.types import Generation, GenRequest, Message, ModelInfo
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -275,6 +282,11 @@ class OpenAILM:
         except (httpx.HTTPError, ValueError):
             return None
         return data if isinstance(data, dict) else None
+
+    @property
+    def is_llamacpp(self) -> bool:
+        """Whether the probe found a llama.cpp server (its `/props` names its slots)."""
+        return isinstance((self.props or {}).get("total_slots"), int)
 
     def _slots_from_props(self) -> dict[str, Any]:
         props = self.props or {}
@@ -517,16 +529,17 @@ class OpenAILM:
     async def stream(self, req: GenRequest, watch: Watch) -> Generation:
         """One choice streamed, `watch` told of each token; a stop closes the connection
         (servers stop generating for a client that went away). The prompt's tokens come from
-        the server's usage or timings; a server that stopped before saying (no
-        `continuous_usage_stats`, no timings) is asked once more for the prompt alone, and
-        that call is counted too."""
+        the server's usage, or from llama.cpp's timings in every chunk; a server stopped
+        before it said is asked once more for the prompt alone, and that call is counted too.
+        (vLLM's running usage per chunk is not asked for: other servers refuse the field.)"""
         caps = await self.probe()
         if not caps.stream or req.n != 1:
             raise BackendError(f"{self.base_url}: no token stream with logprobs (n={req.n})")
         chat = req.messages is not None
         path = "/chat/completions" if chat else "/completions"
         body = self._body(req, chat=chat, n=1, logprobs=True)
-        body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+        if self.is_llamacpp:
+            body["timings_per_token"] = True  # its counts so far in every chunk
         choice, stopped = await stream_choice(
             self._calls, path, body, where=f"{self.base_url}{path}", watch=watch
         )
@@ -535,7 +548,12 @@ class OpenAILM:
             counted = await self.generate(replace(req, max_tokens=1, top_logprobs=0))
             prompt_tokens = counted.prompt_tokens
             extra = counted.completion_tokens
-        completion = choice.completion(stopped=stopped, want_logprobs=req.top_logprobs > 0)
+        completion = choice.completion(
+            stopped=stopped,
+            want_logprobs=req.top_logprobs > 0,
+            decoded_after_close=LLAMACPP_DECODED_AFTER_CLOSE if self.is_llamacpp else 0,
+            max_tokens=req.max_tokens,
+        )
         completion.completion_tokens += extra
         if req.continue_final and self.continuation == "prefill-echo":
             completion.text = self._unechoed(req, completion.text, f"{self.base_url}{path}")

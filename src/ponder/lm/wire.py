@@ -263,6 +263,13 @@ def parse_generation(
     )
 
 
+# Tokens llama.cpp decodes for a stream after the last one it sent, before it sees that the
+# client closed the connection: 0-2 past the count in its last chunk, against its own token
+# counter on stopped streams of the embedded model, so a stopped stream's charge is within
+# one token (tests/test_real_model.py::test_stopped_streams_are_charged_what_llamacpp_decoded).
+LLAMACPP_DECODED_AFTER_CLOSE = 1
+
+
 class StreamedChoice:
     """One streamed choice put together from OpenAI-style chunks (llama.cpp's `timings` per
     token say how many prompt tokens were evaluated and found cached)."""
@@ -306,11 +313,26 @@ class StreamedChoice:
         self.logprobs.extend(new)
         return new
 
-    def completion(self, *, stopped: bool, want_logprobs: bool, stop_tokens: int = 0) -> Completion:
-        """The choice as written: stopped by the watch (its tokens are those received), or
-        finished by the server (its own count when it gave one)."""
+    def completion(
+        self,
+        *,
+        stopped: bool,
+        want_logprobs: bool,
+        stop_tokens: int = 0,
+        decoded_after_close: int = 0,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        """The choice as written: finished by the server (its own count when it gave one), or
+        stopped by the watch. A stopped choice is charged what the server said it had decoded
+        by its last chunk (llama.cpp's per-token timings, a running usage), which
+        counts the tokens it held back as a possible stop string's start and never sent, or
+        the tokens received where it said nothing; plus `decoded_after_close`, those a server
+        decodes before it notices the client has gone (at most `max_tokens` in all)."""
         if stopped:
-            tokens = len(self.logprobs)
+            seen = max(len(self.logprobs), self.completion_tokens or 0)
+            tokens = seen + decoded_after_close
+            if max_tokens is not None:
+                tokens = min(tokens, max(seen, max_tokens))
             reason = "stopped"
         else:
             reason = self.finish_reason or "stop"
@@ -340,7 +362,8 @@ async def stream_choice(
     returned with True. Transport failures, and a stream that ends with neither a finish
     reason nor `[DONE]`, are TransientError (the scheduler retries)."""
     choice = StreamedChoice(where)
-    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    options = {"include_usage": True, **(body.get("stream_options") or {})}
+    body = {**body, "stream": True, "stream_options": options}
     done = False
     try:
         with calls.call() as extensions:
