@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from helpers import run_ponder
@@ -130,6 +132,52 @@ def test_bad_output_paths_fail_before_any_work(tmp_path: object) -> None:
     assert r.returncode == 2 and "a directory; give a .jsonl file" in r.stderr, r.stderr
     r = run_ponder("solve", "q", "-s", "vote", "--trace", str(tmp_path / "t.jsonl"))
     assert r.returncode == 2 and "strategy 'vote' keeps no search tree" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--base-url", ""], "--base-url: '' is not an http(s) URL with a host"),
+        (["--base-url", "http://[::1"], "--base-url: 'http://[::1' is not a URL"),
+        (["--base-url", "http://127.0.0.1:99999"], "is not a URL (Port out of range"),
+        (["--base-url", "localhost:8000"], "is not an http(s) URL with a host"),
+        (["--backend", "openai"], "backend 'openai' needs a base_url (--base-url)"),
+        (
+            ["--backend", "scripted", "--base-url", "http://127.0.0.1:9"],
+            "backend 'scripted' runs its model in this process and takes no --base-url",
+        ),
+        (["--backend", "scripted", "--price", "inf,inf"], "bad price 'inf,inf'"),
+        (["--backend", "scripted", "--timeout", "inf"], "--timeout: Input should be a finite"),
+        (["--backend", "scripted", "-n", "5000"], "n=5000 is more than 4096"),
+        (["--backend", "scripted", "-o", "n=99999999999999999999999"], "is more than 4096"),
+    ],
+)
+def test_backend_flags_and_widths_that_cannot_work_are_exit_2(flags: list[str], says: str) -> None:
+    # before: tracebacks, a URL silently ignored (the embedded model ran), NaN costs that
+    # bench dropped without a word, or a run that never ended
+    r = run_ponder("solve", "What is 2+3?", "-s", "vote", *flags, timeout=60)
+    assert r.returncode == 2 and says in r.stderr, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+
+
+def test_a_trace_path_ponder_cannot_write_is_refused_before_the_compute(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    trace = afile / "x.jsonl"
+    r = run_ponder(
+        "solve",
+        "What is 2+3?",
+        "-s",
+        "beam",
+        "-n",
+        "2",
+        "--backend",
+        "scripted",
+        "--trace",
+        str(trace),
+    )
+    assert r.returncode == 2 and f"--trace {trace}: cannot write there" in r.stderr, r.stderr
+    assert r.stdout == ""  # refused before any compute
 
 
 def test_bytes_that_are_not_utf8_are_named_not_a_traceback(tmp_path: object) -> None:

@@ -316,6 +316,42 @@ def test_a_router_file_of_another_version_or_strategy_is_refused(
         make_strategy("auto", router=str(tmp_path / "missing.json"))
 
 
+def test_a_hand_edited_router_file_is_refused_when_loaded_not_when_used(
+    router_file: Path, tmp_path: Path
+) -> None:
+    """Each of these loaded and then crashed `-s auto` after its probe had spent tokens."""
+    data = json.loads(router_file.read_text())
+    feature = data["features"][0]
+    arm = data["arms"][0]["accuracy"]
+    edits = {
+        "unknown feature": ({"features": [*data["features"], "moon_phase"]}, "moon_phase"),
+        "no scale": (
+            {"scale": {k: v for k, v in data["scale"].items() if k != feature}},
+            f"scale: no mean and spread for {feature}",
+        ),
+        "calibration": (
+            {"difficulty": {**data["difficulty"], "calibration": [[0.1, 0.5], [0.2]]}},
+            "calibration: 2 x and 1 y values",
+        ),
+        "empty calibration": (
+            {"arms": [{**data["arms"][0], "accuracy": {**arm, "calibration": [[], []]}}]},
+            "calibration: 0 x and 0 y values",
+        ),
+        "temperature": ({"temperature": -1}, "temperature: Input should be greater than"),
+        "price": ({"price": float("inf")}, "price: Input should be a finite number"),
+    }
+    for name, (update, says) in edits.items():
+        edited = tmp_path / f"{name}.json"
+        edited.write_text(json.dumps({**data, **update}))
+        with pytest.raises(RouterError, match="a malformed router file") as e:
+            load_router(edited)
+        assert says in str(e.value), (name, str(e.value))
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({**data, "version": "1"}))
+    with pytest.raises(RouterError, match=r"router file version '1' "):
+        load_router(odd)
+
+
 # -- auto, live -------------------------------------------------------------------------------
 async def test_auto_probes_then_runs_the_arm_it_picks(router_file: Path) -> None:
     eng, _ = scripted_engine(world.reply)

@@ -11,13 +11,15 @@ use a router.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ponder.allocation.features import FEATURES
 from ponder.errors import UsageError
 from ponder.types import AnswerWith
 
@@ -55,6 +57,18 @@ class Linear(BaseModel):
     calibration: tuple[list[float], list[float]] | None = None
     low: float | None = None  # predictions are clipped to [low, high]
     high: float | None = None
+
+    @model_validator(mode="after")
+    def _a_table_to_interpolate(self) -> Linear:
+        if self.calibration is not None:
+            xs, ys = self.calibration
+            if not xs or len(xs) != len(ys):
+                raise ValueError(
+                    f"calibration: {len(xs)} x and {len(ys)} y values (want as many, at least one)"
+                )
+            if any(b < a for a, b in itertools.pairwise(xs)):
+                raise ValueError("calibration: its x values must not decrease")
+        return self
 
     def raw(self, z: np.ndarray, names: list[str]) -> np.ndarray:
         w = np.array([self.coef.get(n, 0.0) for n in names])
@@ -106,14 +120,14 @@ class Training(BaseModel):
 class RouterModel(BaseModel):
     """A fitted router (see the module's doc)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     format: str = FORMAT
     version: int = VERSION
     ponder: str
     created: str
     summary: list[str] = Field(default_factory=list)  # what a person reads first
     probe: int = Field(ge=1)  # samples in the probe
-    temperature: float  # of every sample (the pool's)
+    temperature: float = Field(ge=0)  # of every sample (the pool's)
     # how every sample answers (the pool's): the probe and the arms that sample run this way
     answer_with: AnswerWith = "reasoning"
     features: list[str]
@@ -123,6 +137,19 @@ class RouterModel(BaseModel):
     price: float  # accuracy one generated token is worth: maximize accuracy - price × tokens
     validation: dict[str, Any] = Field(default_factory=dict)
     training: Training
+
+    @model_validator(mode="after")
+    def _features_this_ponder_computes(self) -> RouterModel:
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise ValueError(
+                f"features this ponder does not compute: {', '.join(unknown)} "
+                f"(it computes {', '.join(FEATURES)})"
+            )
+        unscaled = [f for f in self.features if f not in self.scale]
+        if unscaled:
+            raise ValueError(f"scale: no mean and spread for {', '.join(unscaled)}")
+        return self
 
     def answer_mode(self, asked: str | None, where: str) -> AnswerWith:
         """The answer mode to sample with: the router's own (its predictions hold for that
@@ -207,7 +234,7 @@ def load_router(path: Path | str) -> RouterModel:
         raise RouterError(f'{path}: not a router file (no "format": "{FORMAT}")')
     if data.get("version") != VERSION:
         raise RouterError(
-            f"{path}: router file version {data.get('version')} (written by ponder "
+            f"{path}: router file version {data.get('version')!r} (written by ponder "
             f"{data.get('ponder', '?')}), but this ponder reads version {VERSION}: fit it again "
             "with `ponder router fit`"
         )

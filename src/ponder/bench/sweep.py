@@ -29,6 +29,7 @@ from ponder.bench.harness import Harness, Plan, Progress, Units, plan
 from ponder.bench.store import Store
 from ponder.errors import UsageError, not_utf8
 from ponder.lm import BackendConfig, Price
+from ponder.lm.config import ServerUrl
 from ponder.lm.registry import DEFAULT_MODEL, sha256_file
 from ponder.lm.registry import Registry as Models
 from ponder.runtime.budget import Budget
@@ -91,7 +92,7 @@ class TaskSpec(BaseModel):
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = None  # registered name or .gguf path (or the server's model name)
-    base_url: str | None = None
+    base_url: ServerUrl | None = None
     backend: str | None = None
     price: str | None = None
     parameters: int | None = None

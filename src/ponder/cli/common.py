@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
@@ -201,6 +202,20 @@ BudgetDollarsOpt = Annotated[
 
 
 # -- flags into objects ----------------------------------------------------------------------
+# the flag each backend setting comes from, named in errors
+BACKEND_FLAGS = {
+    "backend": "--backend",
+    "model": "--model",
+    "base_url": "--base-url",
+    "api_key": "--api-key",
+    "slots": "--slots",
+    "ctx_size": "--ctx-size",
+    "parameters": "--parameters",
+    "timeout": "--timeout",
+    "threads": "--threads",
+}
+
+
 def backend_config(
     *,
     model: str | None,
@@ -221,20 +236,29 @@ def backend_config(
         from ponder.lm import BACKENDS
 
         BACKENDS.get(backend)  # an unknown name lists the known ones
-    return BackendConfig(
-        backend=backend,
-        model=model,
-        base_url=base_url,
-        api_key=api_key,
-        slots=slots,
-        ctx_size=ctx_size,
-        price=Price.parse(price) if price is not None else None,
-        parameters=parameters,
-        timeout=timeout,
-        cancellable=cancellable,
-        threads=threads,
-        options=options or {},
-    )
+    try:
+        return BackendConfig(
+            backend=backend,
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            slots=slots,
+            ctx_size=ctx_size,
+            price=Price.parse(price) if price is not None else None,
+            parameters=parameters,
+            timeout=timeout,
+            cancellable=cancellable,
+            threads=threads,
+            options=options or {},
+        )
+    except ValidationError as e:
+        problems = []
+        for error in e.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            flag = BACKEND_FLAGS.get(field, field)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{flag}: {message}" if flag else message)
+        raise UsageError("; ".join(problems)) from None
 
 
 def prompting(

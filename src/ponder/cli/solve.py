@@ -119,6 +119,11 @@ def solve(
             raise UsageError(f"--trace: strategy '{strat.name}' keeps no search tree")
         if trace.is_dir():
             raise UsageError(f"--trace {trace}: a directory; give a .jsonl file to append to")
+        try:  # (a path ponder cannot write would otherwise be found only after the compute)
+            trace.parent.mkdir(parents=True, exist_ok=True)
+            trace.open("a", encoding="utf-8").close()
+        except OSError as e:
+            raise UsageError(f"--trace {trace}: cannot write there ({e.strerror or e})") from None
     budget = Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars)
     config = backend_config(
         model=model,
@@ -144,12 +149,12 @@ def solve(
                 return await engine.solve(question, strat, seed=seed, budget=budget)
 
     result = asyncio.run(go())
-    if trace is not None:
-        write_trace(trace, result, gold)
     if as_json:
         print(result.to_json())
     else:
         print_result(result)
+    if trace is not None:  # after the answer is out: a trace that fails now loses nothing else
+        write_trace(trace, result, gold)
     if result.error:
         raise typer.Exit(1)
 
@@ -183,9 +188,11 @@ def write_trace(path: Path, result: Result, gold: str | None) -> None:
         "seed": result.seed,
         "nodes": result.info["tree"],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    try:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    except OSError as e:
+        raise UsageError(f"--trace {path}: cannot write there ({e.strerror or e})") from None
     err.print(f"trace: {path}")
 
 

@@ -3,17 +3,44 @@ context size, prices and timeout (what every command, the server and the harness
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from ponder.errors import UsageError
 from ponder.types import ModelInfo
 
 
+def server_url(url: str) -> str:
+    """`url` when it names an http(s) server (`ServerUrl`'s check)."""
+    try:
+        parsed = urlsplit(url)
+        port = parsed.port  # (a port that is not a number, or out of range, fails here)
+    except ValueError as e:
+        raise ValueError(f"'{url}' is not a URL ({e})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"'{url}' is not an http(s) URL with a host, e.g. http://host:8000/v1")
+    if port == 0:
+        raise ValueError(f"'{url}': port 0 is no server's")
+    return url
+
+
+# A server's base URL, checked when a config is made (not at the first request).
+ServerUrl = Annotated[str, AfterValidator(server_url)]
+
+
 class Price(BaseModel):
     """Dollars per million tokens."""
 
+    model_config = ConfigDict(allow_inf_nan=False)  # an infinite price makes every cost NaN
     prompt: float = Field(ge=0)
     completion: float = Field(ge=0)
     cached: float | None = Field(default=None, ge=0)
@@ -38,12 +65,12 @@ class BackendConfig(BaseModel):
     """Which backend serves the policy, and how. `backend` None: `openai` when `base_url` is
     given, else the embedded `llamacpp`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     backend: str | None = Field(default=None, description="a registered backend name")
     model: str | None = Field(
         default=None, description="registered model name, .gguf path, or the server's model"
     )
-    base_url: str | None = Field(default=None, description="an OpenAI-compatible server")
+    base_url: ServerUrl | None = Field(default=None, description="an OpenAI-compatible server")
     api_key: str | None = Field(default=None, description="the bearer key sent to base_url")
     slots: int = Field(default=8, ge=1, description="sequences in flight on the backend")
     ctx_size: int = Field(default=2048, ge=64, description="context tokens per slot")
@@ -66,7 +93,7 @@ class BackendConfig(BaseModel):
     @model_validator(mode="after")
     def _has_url_for_server(self) -> BackendConfig:
         if self.backend == "openai" and not self.base_url:
-            raise ValueError("backend 'openai' needs a base_url")
+            raise ValueError("backend 'openai' needs a base_url (--base-url)")
         return self
 
     def backend_name(self) -> str:
@@ -78,6 +105,15 @@ class BackendConfig(BaseModel):
             raise UsageError(
                 f"backend '{self.backend_name()}' takes no backend options "
                 f"(got {', '.join(sorted(self.options))})"
+            )
+
+    def without_server(self) -> None:
+        """For a backend that runs its model in this process: a server's URL given to it would
+        be ignored, so it is an error."""
+        if self.base_url is not None:
+            raise UsageError(
+                f"backend '{self.backend_name()}' runs its model in this process and takes no "
+                f"--base-url ('{self.base_url}'; for a server: --backend openai, or no --backend)"
             )
 
     def priced(self, info: ModelInfo) -> ModelInfo:

@@ -39,6 +39,7 @@ from ponder.types import Generation, GenRequest, Message, ModelInfo
 )
 def open_llamacpp(config: BackendConfig, progress: Progress | None = None) -> LanguageModel:
     config.without_options()
+    config.without_server()
     path, info = Registry().resolve(config.model or DEFAULT_MODEL, progress)
     return LlamaCppLM(
         path,

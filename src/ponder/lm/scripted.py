@@ -315,6 +315,7 @@ class ScriptedOptions(BaseModel):
     options=ScriptedOptions,
 )
 def open_scripted(config: BackendConfig, progress: Progress | None = None) -> LanguageModel:
+    config.without_server()
     try:
         opts = ScriptedOptions.model_validate(config.options)
     except ValidationError as e:

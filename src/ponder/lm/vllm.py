@@ -55,6 +55,7 @@ class VllmOptions(BaseModel):
     options=VllmOptions,
 )
 def open_vllm(config: BackendConfig, progress: Progress | None = None) -> LanguageModel:
+    config.without_server()
     try:
         import vllm
     except ImportError:

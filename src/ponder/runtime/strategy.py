@@ -26,6 +26,13 @@ SCORED = "scored"  # it needs a verifier
 # Field metadata (`json_schema_extra`) of an integer option that multiplies a solve's work
 # (samples, expansions, passes, steps): what `ponder serve` caps by a key's max_n.
 MULTIPLIES: dict[str, JsonValue] = {"multiplies_work": True}
+# The most a width (samples, beams, iterations) may be for one problem: past it a run is far
+# more likely a typo than a plan, and would take hours before saying so.
+MAX_WIDTH = 4096
+
+
+class TooWide(UsageError):
+    """An option that multiplies the work set past MAX_WIDTH (`ponder serve`: 413)."""
 
 
 class Strategy(BaseModel):
@@ -132,7 +139,7 @@ def make_strategy(name: str, /, *, n: int | None = None, **options: Any) -> Stra
         options[cls.width] = n
     known = {k: v for k, v in options.items() if v is not None}
     try:
-        return cls(**known)
+        strategy = cls(**known)
     except ValidationError as e:
         for error in e.errors():  # a validator's own usage error says it best (e.g. a file's)
             cause = (error.get("ctx") or {}).get("error")
@@ -143,6 +150,18 @@ def make_strategy(name: str, /, *, n: int | None = None, **options: Any) -> Stra
             options_error(f"strategy '{name}'", cls, e),
             option=locs.pop() if len(locs) == 1 else None,
         ) from None
+    for field, info in cls.model_fields.items():
+        wide = isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(
+            "multiplies_work"
+        )
+        value = getattr(strategy, field)
+        if wide and isinstance(value, int) and value > MAX_WIDTH:
+            raise TooWide(
+                f"strategy '{name}': {field}={value} is more than {MAX_WIDTH}, the most ponder "
+                f"runs for one problem",
+                option=field,
+            )
+    return strategy
 
 
 def options_taken(name: str, options: dict[str, Any]) -> dict[str, Any]:

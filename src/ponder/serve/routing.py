@@ -11,7 +11,14 @@ from pydantic.fields import FieldInfo
 
 from ponder.errors import UsageError
 from ponder.runtime.budget import Budget
-from ponder.runtime.strategy import MULTIPLIES, STRATEGIES, Strategy, make_strategy, option_names
+from ponder.runtime.strategy import (
+    MULTIPLIES,
+    STRATEGIES,
+    Strategy,
+    TooWide,
+    make_strategy,
+    option_names,
+)
 from ponder.runtime.verifiers import SERVED, VERIFIERS, VerifierSpec
 from ponder.serve.auth import Limits
 from ponder.serve.protocol import ApiError, Sampling
@@ -168,7 +175,9 @@ def build(
         strategy = make_strategy(name, **given)
     except UsageError as e:
         where = f"ponder.options.{e.option}" if e.option else "ponder.options"
-        raise ApiError(400, str(e), param=where) from None
+        if e.option == cls.width and e.option not in options:
+            where = "ponder.n"  # (the width came from the model name or ponder.n)
+        raise ApiError(413 if isinstance(e, TooWide) else 400, str(e), param=where) from None
     for spec in verifiers_of(strategy):  # a strategy's default verifier too
         if spec.name not in served:
             raise not_served(spec.name, served)

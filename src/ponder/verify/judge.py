@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.errors import BackendError, BudgetExceeded, UsageError
-from ponder.lm.config import BackendConfig
+from ponder.lm.config import BackendConfig, ServerUrl
 from ponder.lm.protocol import LanguageModel
 from ponder.runtime.verifiers import (
     LOGPROBS,
@@ -258,7 +258,7 @@ class SelfJudgeOptions(BaseModel):
 class LLMJudgeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = Field(default=None, description="the judge: a registered model or .gguf")
-    base_url: str | None = Field(default=None, description="or a server's URL for the judge")
+    base_url: ServerUrl | None = Field(default=None, description="or a server's URL for the judge")
     api_key: str | None = Field(default=None, description="the key sent to base_url")
     system: str = Field(default=JUDGE_SYSTEM, description="the judge's system prompt")
 
