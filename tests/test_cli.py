@@ -150,6 +150,10 @@ def test_bad_output_paths_fail_before_any_work(tmp_path: object) -> None:
         (["--backend", "scripted", "--timeout", "inf"], "--timeout: Input should be a finite"),
         (["--backend", "scripted", "-n", "5000"], "n=5000 is more than 4096"),
         (["--backend", "scripted", "-o", "n=99999999999999999999999"], "is more than 4096"),
+        (
+            ["--backend", "scripted", "-o", "temperature=Infinity"],
+            "temperature: Input should be a finite",
+        ),
     ],
 )
 def test_backend_flags_and_widths_that_cannot_work_are_exit_2(flags: list[str], says: str) -> None:
@@ -178,6 +182,56 @@ def test_a_trace_path_ponder_cannot_write_is_refused_before_the_compute(tmp_path
     )
     assert r.returncode == 2 and f"--trace {trace}: cannot write there" in r.stderr, r.stderr
     assert r.stdout == ""  # refused before any compute
+
+
+def test_a_failed_solve_prints_what_it_computed_and_its_error_on_stderr() -> None:
+    r = run_ponder(
+        "solve",
+        "What is 2+3?",
+        "-s",
+        "greedy",
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--timeout",
+        "1",
+    )
+    assert r.returncode == 1, r.stderr
+    assert "answer: (none)" in r.stdout and "total: 0 calls" in r.stdout
+    assert "error:" not in r.stdout and "error: gave up after" in r.stderr, r.stderr
+
+
+def test_a_workload_budget_that_covers_no_sample_is_an_error(tmp_path: Path) -> None:
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "What is 2+3?", "answer": "5"}\n')
+    r = run_ponder(
+        "bench",
+        "--data",
+        str(data),
+        "--backend",
+        "scripted",
+        "--budget-tokens-total",
+        "1",
+        "--store",
+        str(tmp_path / "s.sqlite"),
+    )
+    assert r.returncode == 2 and "--budget-tokens-total 1 covered no sample" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["-n", "3", "-n", "4"], "-n given twice (-n 3, then -n 4)"),
+        (["-n3", "--n=4"], "--n given twice (-n 3, then --n 4)"),
+        (["-s", "vote", "-s", "greedy"], "-s given twice (-s vote, then -s greedy)"),
+        (["--seed=1", "--seed", "2"], "--seed given twice (--seed 1, then --seed 2)"),
+    ],
+)
+def test_an_option_of_one_value_given_twice_is_exit_2(flags: list[str], says: str) -> None:
+    # click keeps the last silently; a value that looks like an option is still a value
+    r = run_ponder("solve", "What is 2+3?", "--backend", "scripted", "--system", "-n", *flags)
+    assert r.returncode == 2 and says in r.stderr, r.stderr
+    ok = run_ponder("solve", "What is 2+3?", "--backend", "scripted", "--system", "-n", "-n", "2")
+    assert ok.returncode == 0, ok.stderr
 
 
 def test_bytes_that_are_not_utf8_are_named_not_a_traceback(tmp_path: object) -> None:

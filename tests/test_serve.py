@@ -496,3 +496,19 @@ def test_serving_beyond_loopback_needs_keys() -> None:
     r = run_ponder("serve", "--host", "0.0.0.0")
     assert r.returncode == 2 and "--api-key-file" in r.stderr and "0.0.0.0" in r.stderr
     assert "--api-key " in r.stderr
+
+
+def test_a_port_in_use_is_named_before_the_model_loads() -> None:
+    import socket
+
+    from helpers import run_ponder
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # the default (embedded) backend: failing before it loads is what keeps this quick
+        r = run_ponder("serve", "--port", str(port), timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert f"--host 127.0.0.1 --port {port}: cannot listen there" in r.stderr, r.stderr
+    assert "ponder serve: http" not in r.stderr  # no banner for a server that never listened

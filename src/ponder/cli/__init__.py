@@ -10,8 +10,10 @@ from typing import Annotated, TextIO
 import typer
 
 # typer 0.29 vendors click; its UsageError is what a bad option or argument raises.
+from typer._click.core import Command
 from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption
 from typer._click.exceptions import UsageError as ClickUsageError
+from typer.core import TyperGroup, TyperOption
 
 from ponder import __version__
 from ponder.cli import bench, data, models, parts, report, router, serve, solve, trace
@@ -79,6 +81,46 @@ def fill_optional_values(args: list[str]) -> list[str]:
     return out
 
 
+def refuse_repeated_options(root: Command, args: list[str]) -> None:
+    """An option that takes one value given twice is an error naming both values (click would
+    keep the last one silently)."""
+    command, i = root, 0
+    while isinstance(command, TyperGroup) and i < len(args):  # down to the subcommand given
+        if args[i] in command.commands:
+            command = command.commands[args[i]]
+        i += 1
+    takes_value = {
+        name: param
+        for param in command.params
+        if isinstance(param, TyperOption) and not param.is_flag and not param.count
+        for name in (*param.opts, *param.secondary_opts)
+    }
+    seen: dict[str, tuple[str, str]] = {}  # the option's first name -> (as written, its value)
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            break
+        name, value = [*arg.split("=", 1), ""][:2] if arg.startswith("--") else (arg, "")
+        param = takes_value.get(name)
+        if param is None and len(arg) > 2 and arg[:2] in takes_value and arg[1] != "-":
+            name, value, param = arg[:2], arg[2:], takes_value[arg[:2]]  # -n8
+        if param is None:
+            i += 1
+            continue
+        if not value and "=" not in arg:
+            i += 1
+            value = args[i] if i < len(args) else ""
+        if not param.multiple:
+            key = param.opts[0]
+            if key in seen:
+                first, before = seen[key]
+                raise UsageError(
+                    f"{name} given twice ({first} {before}, then {name} {value}); give it once"
+                )
+            seen[key] = (name, value)
+        i += 1
+
+
 def main() -> None:
     """Entry point: every error is one line on stderr; usage errors exit 2, others 1."""
     tune_gc()  # a long-running process with many searches in flight (ponder/runtime/settings.py)
@@ -90,9 +132,10 @@ def main() -> None:
             shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             fail(f"argument {i} ({shown!r}) is not UTF-8 text", 2)
     try:
-        rv = typer.main.get_command(app).main(
-            args=fill_optional_values(sys.argv[1:]), standalone_mode=False
-        )
+        command = typer.main.get_command(app)
+        args = fill_optional_values(sys.argv[1:])
+        refuse_repeated_options(command, args)
+        rv = command.main(args=args, standalone_mode=False)
     except NoArgsIsHelpError as e:
         print(e.format_message(), file=sys.stderr)
         sys.exit(2)

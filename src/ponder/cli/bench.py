@@ -337,6 +337,11 @@ def bench(
                 "interrupted: the finished samples are stored; run the same command to resume"
             )
             raise typer.Exit(130)
+        if summary_["samples"] == 0 and not summary_["failed"]:
+            raise UsageError(
+                f"--budget-tokens-total {budget_tokens_total:,} covered no sample: each sample "
+                "first reserves its worst case (its prompt plus --max-tokens); give more"
+            )
         return
     interrupted, failed, summary = asyncio.run(
         sweep_with_progress(

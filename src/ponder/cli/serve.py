@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -224,6 +225,7 @@ def serve(
         for url in (urls or [None])
     ]
     asked = prompting(max_tokens, system, think_budget, think_min)
+    sock = listening_socket(host, port)  # before the model loads: a taken port fails at once
     if ray is not None or len(configs) > 1:
         engine = open_replicas(configs, asked, ray=ray, replicas=replicas or 2, every=check_every)
     else:
@@ -246,9 +248,25 @@ def serve(
     served_log.propagate = False
     if not log_requests:
         logging.getLogger("ponder.serve.requests").setLevel(logging.WARNING)
-    where = f"http://{host}:{port}/v1"
+    where = f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
     err.print(f"ponder serve: {where} ({'API keys required' if keys else 'no auth'})")
-    uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning")).run()
+    config = uvicorn.Config(app_, host=host, port=port, log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port`, or a usage error naming both (a port in use, a host
+    that is not this machine's)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        raise UsageError(
+            f"--host {host} --port {port}: cannot listen there ({e.strerror or e})"
+        ) from None
+    return sock
 
 
 def open_replicas(

@@ -153,6 +153,8 @@ def solve(
         print(result.to_json())
     else:
         print_result(result)
+    if result.error:  # (what was computed is above; the error, as every error, on stderr)
+        err.print(f"[red]error: {result.error}[/red]")
     if trace is not None:  # after the answer is out: a trace that fails now loses nothing else
         write_trace(trace, result, gold)
     if result.error:
@@ -220,8 +222,6 @@ def print_result(r: Result) -> None:
         out.print(f"verifier score of the answer: {r.info['score']:.3f}")
     if r.stopped:
         out.print(f"[yellow]stopped early: {r.stopped}[/yellow]")
-    if r.error:
-        out.print(f"[red]error: {r.error}[/red]")
     out.print(f"[dim]{r.strategy} on {r.model} · seed {r.seed}[/dim]")
     for role, u in sorted(r.usage.items()):
         out.print(f"[dim]{role}: {bill(u, u.seconds)}[/dim]")

@@ -38,7 +38,7 @@ class TooWide(UsageError):
 class Strategy(BaseModel):
     """A strategy is its config (plain data) plus `run`, which reads like the paper."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: ClassVar[str]
     # The option `-n` sets: the strategy's natural width (samples, beam width, iterations);
     # None if it has none.
