@@ -22,6 +22,7 @@ from ponder.plugins import parse_options
 from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import STRATEGIES, Strategy, make_strategy, option_names
+from ponder.runtime.verifiers import problem_line
 from ponder.types import SEED_LIMIT
 
 app = typer.Typer(
@@ -252,13 +253,12 @@ def backend_config(
             options=options or {},
         )
     except ValidationError as e:
-        problems = []
-        for error in e.errors():
-            field = str(error["loc"][0]) if error["loc"] else ""
-            flag = BACKEND_FLAGS.get(field, field)
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{flag}: {message}" if flag else message)
-        raise UsageError("; ".join(problems)) from None
+        raise UsageError(
+            "; ".join(
+                problem_line(tuple(BACKEND_FLAGS.get(str(k), k) for k in x["loc"]), x["msg"])
+                for x in e.errors()
+            )
+        ) from None
 
 
 def prompting(

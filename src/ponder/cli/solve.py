@@ -119,11 +119,8 @@ def solve(
             raise UsageError(f"--trace: strategy '{strat.name}' keeps no search tree")
         if trace.is_dir():
             raise UsageError(f"--trace {trace}: a directory; give a .jsonl file to append to")
-        try:  # (a path ponder cannot write would otherwise be found only after the compute)
-            trace.parent.mkdir(parents=True, exist_ok=True)
-            trace.open("a", encoding="utf-8").close()
-        except OSError as e:
-            raise UsageError(f"--trace {trace}: cannot write there ({e.strerror or e})") from None
+        # (a path ponder cannot write would otherwise be found only after the compute)
+        append_line(trace, None)
     budget = Budget(tokens=budget_tokens, seconds=budget_seconds, dollars=budget_dollars)
     config = backend_config(
         model=model,
@@ -190,12 +187,20 @@ def write_trace(path: Path, result: Result, gold: str | None) -> None:
         "seed": result.seed,
         "nodes": result.info["tree"],
     }
+    append_line(path, json.dumps(line, ensure_ascii=False))
+    err.print(f"trace: {path}")
+
+
+def append_line(path: Path, line: str | None) -> None:
+    """`line` appended to the trace file at `path` (None: the file made, nothing written);
+    a path ponder cannot write is a usage error naming it."""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+            if line is not None:
+                f.write(line + "\n")
     except OSError as e:
         raise UsageError(f"--trace {path}: cannot write there ({e.strerror or e})") from None
-    err.print(f"trace: {path}")
 
 
 def bill(u: Usage, seconds: float) -> str:

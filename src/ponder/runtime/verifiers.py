@@ -205,12 +205,12 @@ class VerifierSpec(BaseModel):
 def options_error(what: str, model: type[BaseModel], e: ValidationError) -> str:
     """A one-line message for bad options, naming every valid key. A check across options
     (a model validator: no location) names its options in its own message."""
-    problems = "; ".join(_problem(x["loc"], x["msg"]) for x in e.errors())
+    problems = "; ".join(problem_line(x["loc"], x["msg"]) for x in e.errors())
     keys = ", ".join(k for k, f in model.model_fields.items() if not f.exclude) or "none"
     return f"bad options for {what}: {problems} (valid keys: {keys})"
 
 
-def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+def problem_line(loc: tuple[int | str, ...], msg: str) -> str:
     """One problem: where, then what (pydantic's "Value error, " prefix dropped: the message
     is ours)."""
     where = ".".join(map(str, loc))
