@@ -16,7 +16,7 @@ import numpy as np
 
 def hull(costs: np.ndarray, values: np.ndarray) -> list[int]:
     """The options on the upper concave hull of (cost, value), from the cheapest option up,
-    each dearer and more valuable than the last, with falling value per cost."""
+    each dearer and more valuable than the last, with value per cost that never rises."""
     order = sorted(range(len(costs)), key=lambda i: (costs[i], -values[i]))
     chain = [order[0]]
     for i in order[1:]:
@@ -24,10 +24,11 @@ def hull(costs: np.ndarray, values: np.ndarray) -> list[int]:
             continue
         while len(chain) >= 2:
             a, b = chain[-2], chain[-1]
-            # b lies on or below the segment a → i: it is never worth stopping at
+            # b lies below the segment a → i: it is never worth stopping at (one on the
+            # segment is kept: a budget that cannot reach i may still reach b)
             left = (values[b] - values[a]) * (costs[i] - costs[a])
             right = (values[i] - values[a]) * (costs[b] - costs[a])
-            if left <= right:
+            if left < right:
                 chain.pop()
             else:
                 break
