@@ -41,6 +41,9 @@ async def test_bench_stores_resumes_and_reports(tmp_path: Path) -> None:
         first = work(server)
         assert first == 15  # each unit one request
         assert "vote" in out and "greedy" in out and "accuracy" in out
+        # the server's capability probe is said, and is in no problem's cost (the fake
+        # answers its 6 POSTs with 7 prompt + 4 completion tokens; its n=2 call lists 4 + 5)
+        assert "probe: 6 calls · 29 completion + 42 prompt tokens readying the server" in out
         # stderr is a pipe, not a terminal: plain progress lines a log file keeps, each
         # tenth of a run, the last with every unit (a live bar would leave nothing there)
         lines = [line for line in err.splitlines() if " units · " in line]
@@ -49,9 +52,10 @@ async def test_bench_stores_resumes_and_reports(tmp_path: Path) -> None:
         assert any(" ETA " in line for line in lines)
         assert "\x1b[" not in err  # no terminal control codes in the log
         # the same command again: everything is stored, nothing is asked of the server
+        asked = len(server.requests)
         code, out, err = await ponder_async(*args)
         assert code == 0, err
-        assert work(server) == first
+        assert work(server) == first and len(server.requests) == asked and "probe:" not in out
         assert units(store) == 15
         # a bigger pool: only the new samples
         code, _, err = await ponder_async(*[a if a != "4" else "6" for a in args])
@@ -213,7 +217,30 @@ def test_bad_sweep_files(tmp_path: Path) -> None:
     y.write_text("tasks: [gsm8k]\nstrategies: [vote, {name: beam, n: 2, mm: 9}]\n")
     r = run_ponder("bench", "--sweep", str(y), "--store", str(tmp_path / "x.sqlite"))
     assert r.returncode == 2, r.stderr
-    assert "s.yaml: strategies[1]: bad options for strategy 'beam': mm: Extra inputs" in r.stderr
+    assert "s.yaml:2: strategies[1]: bad options for strategy 'beam': mm: Extra inputs" in r.stderr
+    # errors point at the line of the value at fault; a quoted number is not a number
+    y.write_text(
+        "tasks: [gsm8k]\nstrategies:\n  - greedy\n  - name: vote\n    n: 2\n"
+        '    temperature: "0.7"\nseeds: [0]\n'
+    )
+    r = run_ponder("bench", "--sweep", str(y), "--store", str(tmp_path / "x.sqlite"))
+    assert r.returncode == 2
+    assert "s.yaml:6: strategies[1]: bad options for strategy 'vote': " in r.stderr
+    assert "temperature: Input should be a valid number" in r.stderr, r.stderr
+    y.write_text("tasks: [gsm8k]\nstrategies: [vote]\nseeds:\n  - 0\n  - x\n")
+    r = run_ponder("bench", "--sweep", str(y), "--store", str(tmp_path / "x.sqlite"))
+    assert r.returncode == 2 and "s.yaml:5: seeds.1: Input should be a valid integer" in r.stderr
+
+
+def test_yaml_line_finds_the_node_or_its_nearest_ancestor() -> None:
+    from ponder.bench.sweep import yaml_line
+
+    text = "a: 1\nb:\n  - x\n  - {c: 2,\n     d: 3}\n"
+    assert yaml_line(text, ("a",)) == 1
+    assert yaml_line(text, ("b", 1, "d")) == 5
+    assert yaml_line(text, ("b", 1, "missing")) == 4  # the mapping that lacks it
+    assert yaml_line(text, ("b", 7)) == 2
+    assert yaml_line("[unclosed", ("a",)) is None
 
 
 def test_report_refuses_a_store_of_another_version(tmp_path: Path) -> None:

@@ -19,6 +19,13 @@ from ponder.runtime.strategy import STRATEGIES
         (["solve", "q", "--model", "nope"], "error: unknown model 'nope' (choose from: "),
         (["solve", "q", "--frobnicate"], "error: No such option: --frobnicate (options: "),
         (["solve", "   "], "error: the question is empty"),
+        (["solve", "\u200b\ufeff "], "error: the question is empty"),  # nothing visible
+        (["solve", "q", "-m", "/"], "error: /: a directory, not a GGUF model file"),
+        (
+            ["bench", "gsm8k", "--seeds", "1,2,1"],
+            "error: --seeds: seed 1 given twice in '1,2,1'",
+        ),
+        (["bench", "gsm8k", "--seeds", ","], "error: --seeds: no seed in ','"),
         (
             ["solve", "q", "-s", "greedy", "-n", "3"],
             "error: strategy 'greedy' has no width for -n to set (its options: answer_with; "
@@ -153,6 +160,14 @@ def test_bad_output_paths_fail_before_any_work(tmp_path: object) -> None:
         (
             ["--backend", "scripted", "-o", "temperature=Infinity"],
             "temperature: Input should be a finite",
+        ),
+        # JSON types are kept: true is not 1, 2.0 is not 2, "3" is not 3 (lax coercion ran
+        # a request other than the one written)
+        (["--backend", "scripted", "-o", "n=true"], "n: Input should be a valid integer"),
+        (["--backend", "scripted", "-o", "n=2.0"], "n: Input should be a valid integer"),
+        (
+            ["--backend", "scripted", "-o", "temperature=true"],
+            "temperature: Input should be a valid number",
         ),
     ],
 )

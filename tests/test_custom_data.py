@@ -152,6 +152,10 @@ def test_empty_question_is_an_error(tmp_path: Path) -> None:
     f = write_jsonl(tmp_path / "m.jsonl", [{"question": "", "answer": 1}])
     with pytest.raises(DataError, match=r"m.jsonl:1: empty field 'question'"):
         load_custom(f)
+    # nothing visible is empty too: said at load with its line, not mid-run by the engine
+    f = write_jsonl(tmp_path / "z.jsonl", [RECORDS[0], {"question": "\u200b\u2060", "answer": 1}])
+    with pytest.raises(DataError, match=r"z.jsonl:2: empty field 'question'"):
+        load_custom(f)
 
 
 def test_csv_errors_name_the_physical_line(tmp_path: Path) -> None:

@@ -269,6 +269,10 @@ def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="no meta table"):
         Store(other)
+    # refused before anything is written to it: its journal mode stays the owner's
+    db = sqlite3.connect(other)
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    db.close()
     damaged = tmp_path / "damaged.sqlite"
     Store(damaged).close()
     db = sqlite3.connect(damaged)

@@ -24,8 +24,10 @@ def chat(n: int = 1, seed: int = 5) -> GenRequest:
 
 
 async def probe_requests(lm: OpenAILM, srv: FakeOpenAIServer) -> int:
-    """How many requests the probe made (it runs once: later requests are the test's)."""
+    """How many requests the probe made (it runs once: later requests are the test's); what
+    it spent is taken, so the test's ledger holds the test's calls only."""
     await lm.prepare()
+    assert lm.take_probe_usage().calls > 0
     return len(srv.requests)
 
 
@@ -38,10 +40,31 @@ async def test_native_n_with_logprobs_counts_every_choice() -> None:
     assert lm.capabilities.n and lm.capabilities.logprobs and lm.model == "fake-model"
     assert [c.completion_tokens for c in gen.choices] == [4, 5, 6]
     # the server's usage says 4 (one choice); the ledger has all three
-    assert ledger.spent.completion_tokens == 15
-    assert ledger.spent.prompt_tokens == 7 and ledger.spent.cached_tokens == 2
+    policy = ledger.by_role()["policy"]
+    assert policy.completion_tokens == 15
+    assert policy.prompt_tokens == 7 and policy.cached_tokens == 2
     chat_bodies = [b for p, b in srv.requests if p.endswith("/chat/completions")]
     assert chat_bodies[-1]["n"] == 3 and chat_bodies[-1]["model"] == "fake-model"
+
+
+async def test_the_probe_is_on_the_bill_of_the_first_solve_and_no_other() -> None:
+    async with FakeOpenAIServer() as srv:
+        lm = OpenAILM(srv.url)
+        scheduler = Scheduler(sleep=no_sleep)
+        first, second = Ledger(), Ledger()
+        await scheduler.generate(lm, chat(n=3), first)
+        probe_posts = [p for p, _ in srv.requests if p not in ("/v1/models", "/props")][:-1]
+        await scheduler.generate(lm, chat(), second)
+        await lm.aclose()
+    # the fake answers every POST with usage 7 prompt (2 cached) + 4 completion tokens; the
+    # probe's chat call of n=2 with logprobs lists 4 + 5 tokens, more than its usage says
+    assert len(probe_posts) == 6
+    probe = first.by_role()["probe"]
+    assert probe.calls == 6 and probe.prompt_tokens == 6 * 7 and probe.cached_tokens == 6 * 2
+    assert probe.completion_tokens == (4 + 5) + 5 * 4 and probe.seconds > 0
+    assert first.by_role()["policy"].completion_tokens == 4 + 5 + 6
+    assert set(second.by_role()) == {"policy"}  # charged once
+    assert lm.take_probe_usage().calls == 0
 
 
 async def test_server_without_n_gets_n_distinct_single_requests() -> None:
@@ -140,11 +163,15 @@ async def test_prices_and_size_given_for_a_server_are_charged() -> None:
         engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
         r = await engine.solve("q", "greedy", seed=3)
         await lm.aclose()
-    u = r.total
+    u = r.usage["policy"]
     assert (u.prompt_tokens, u.cached_tokens, u.completion_tokens) == (7, 2, 4)
     assert u.dollars == pytest.approx((5 * 2 + 2 * 1 + 4 * 8) / 1e6)
     assert u.flops == 2 * 1000 * (5 + 4)
     assert r.model == "fake-model"
+    # the probe's calls are priced as any: 6 answers of 7 prompt (2 cached) and 29 completion
+    probe = r.usage["probe"]
+    assert probe.dollars == pytest.approx((6 * 5 * 2 + 6 * 2 * 1 + 29 * 8) / 1e6)
+    assert r.total.completion_tokens == 4 + 29
 
 
 def test_bad_price_is_a_usage_error() -> None:

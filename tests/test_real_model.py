@@ -70,7 +70,8 @@ async def test_greedy_is_stable_and_budget_caps_real_tokens(engine: Engine) -> N
 async def test_openai_backend_against_embedded_llamacpp_http(llama: LlamaCppLM) -> None:
     lm = OpenAILM(llama.http_url, slots=4)
     engine = Engine(lm, scheduler=Scheduler(), prompting=Prompting(max_tokens=48))
-    await lm.prepare()  # the probe's own few tokens are not the vote's
+    await lm.prepare()  # the probe's own few tokens are not the vote's: taken here
+    assert lm.take_probe_usage().completion_tokens > 0
     before = llama.metrics()["tokens_predicted_total"]
     r = await engine.solve("What is 7 + 5? Give the number in \\boxed{}.", "vote", n=3, seed=2)
     generated = llama.metrics()["tokens_predicted_total"] - before
@@ -367,6 +368,29 @@ async def test_stopped_streams_are_charged_what_llamacpp_decoded(llama: LlamaCpp
     assert abs(charged - decoded) <= stops, (charged, decoded, stops)
     # the held-back tokens were charged: what the count of those received missed
     assert decoded - received > 2 * stops, (decoded, received, stops)
+
+
+async def test_the_capability_probe_is_charged_what_llamacpp_counted(llama: LlamaCppLM) -> None:
+    """The probe ponder sends a server before its first request generates a few tokens: the
+    first solve's bill carries them (role "probe"), exactly as llama.cpp counted them."""
+    for slot in range(llama.capabilities.slots):  # a stream stopped earlier has landed
+        await llama.generate(GenRequest(prompt="1,", max_tokens=1, slot=slot))
+    before = llama.metrics()
+    http = OpenAILM(llama.http_url, slots=4)
+    ledger = Ledger()
+    await Scheduler().generate(http, GenRequest(prompt="1, 2, 3,", max_tokens=3), ledger)
+    await http.aclose()
+    after = llama.metrics()
+    spent = ledger.spent
+    assert ledger.by_role()["probe"].calls >= 2
+    assert (
+        spent.completion_tokens
+        == after["tokens_predicted_total"] - before["tokens_predicted_total"]
+    )
+    # (prompt tokens counted by ponder include those llama.cpp found cached, which its
+    # counter leaves out)
+    processed = spent.prompt_tokens - spent.cached_tokens
+    assert processed == after["prompt_tokens_total"] - before["prompt_tokens_total"], spent
 
 
 async def test_the_routers_cache_model_predicts_what_llamacpp_reuses(llama: LlamaCppLM) -> None:

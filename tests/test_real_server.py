@@ -49,10 +49,12 @@ async def test_step_searches_through_a_real_llamacpp_server(server: LlamaCppLM) 
     found = json.loads(probe.stdout)
     assert found["continuation"] == "apply-template" and found["pin_slots"]
     assert found["slots"] == 4 and found["raw_completions"] and found["logprobs"]
+    assert found["spent"]["calls"] >= 2 and found["spent"]["completion_tokens"] > 0
 
     lm = open_backend(BackendConfig(base_url=url))  # what `--base-url URL` opens
     assert isinstance(lm, OpenAILM)
-    caps = await lm.prepare()  # the probe's own tokens are not the searches'
+    caps = await lm.prepare()  # the probe's own tokens are not the searches': taken here
+    assert lm.take_probe_usage().completion_tokens > 0
     assert caps.continuation == "apply-template" and caps.render and caps.pin_slots
     # the template /props gives, rendered here, is what the server renders
     convo = [Message(role="system", content="Be brief."), Message(role="user", content="2+2?")]

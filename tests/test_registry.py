@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fake_hub import FakeHub, running
-from ponder.errors import ModelError, UsageError
+from ponder.errors import BadModelFile, ModelError, UsageError
 from ponder.lm.registry import ModelSpec, PypiParts, Registry
 
 BLOB = bytes(range(256)) * 40  # a 10 KiB stand-in for a GGUF
@@ -186,8 +187,16 @@ def test_unknown_name_lists_choices_and_bare_gguf_path_works(tmp_path: Path) -> 
     with pytest.raises(UsageError, match=r"unknown model 'nope' \(choose from: tiny"):
         reg.resolve("nope")
     f = tmp_path / "other.gguf"
-    f.write_bytes(BLOB)
+    f.write_bytes(b"GGUF" + BLOB)
     path, info = reg.resolve(str(f))
     assert path == f and info.name == "other" and info.parameters > 0
     with pytest.raises(ModelError, match="model file not found"):
         reg.resolve(str(tmp_path / "missing.gguf"))
+    # a path that is no GGUF file is bad input (exit 2), said before llama.cpp is asked,
+    # which says only that its server failed to start
+    with pytest.raises(BadModelFile, match="a directory, not a GGUF model file"):
+        reg.resolve(str(tmp_path) + os.sep)
+    f.write_bytes(BLOB)
+    with pytest.raises(BadModelFile, match=r"not a GGUF model file \(it begins with b'\\x00"):
+        reg.resolve(str(f))
+    assert issubclass(BadModelFile, UsageError) and issubclass(BadModelFile, ModelError)

@@ -245,9 +245,23 @@ def test_models_lists_the_model_and_each_strategy_over_it(client: openai.OpenAI)
         ),
         (
             f"mcts/{MODEL}",
-            {"extra_body": {"ponder": {"options": {"k": "17"}}}},
+            {"extra_body": {"ponder": {"options": {"k": 17}}}},
             413,
             "ponder.options.k",
+        ),
+        # a number is a JSON number, a flag a JSON boolean: pydantic's lax coercions
+        # ("17" → 17, true → 1, 1.0 → 1) would run a request other than the one written
+        (
+            f"mcts/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"k": "17"}}}},
+            400,
+            "ponder.options.k",
+        ),
+        (
+            f"vote/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"temperature": True}}}},
+            400,
+            "ponder.options.temperature",
         ),
         (
             f"vote/{MODEL}",
@@ -256,6 +270,10 @@ def test_models_lists_the_model_and_each_strategy_over_it(client: openai.OpenAI)
             "ponder.budget.bogus",
         ),
         (MODEL, {"n": 17}, 413, "n"),
+        # JSON types as OpenAI's API keeps them: true is not 1, "5" is not 5
+        (f"vote/{MODEL}", {"n": True}, 400, "n"),
+        (f"vote/{MODEL}", {"max_tokens": "5"}, 400, "max_tokens"),
+        (f"vote/{MODEL}", {"seed": 1.0}, 400, "seed"),
         (MODEL, {"n": 100_000}, 413, "n"),  # (not a 400 of its own past 128)
         (f"vote/{MODEL}", {"temperature": 5}, 400, "temperature"),
         (  # a bad value names its option, not the whole options object
@@ -289,6 +307,15 @@ def test_bad_requests_get_openai_errors_naming_the_field(
     assert "Traceback" not in e.value.response.text
 
 
+def test_a_question_with_nothing_visible_is_a_400(client: openai.OpenAI) -> None:
+    for text in (" ", "\u200b\ufeff\n"):  # whitespace, or zero-width characters only
+        with pytest.raises(openai.BadRequestError, match="the user message is empty") as e:
+            client.chat.completions.create(model=f"vote-2/{MODEL}", messages=ask(text))  # type: ignore[arg-type]
+        assert isinstance(e.value.body, dict) and e.value.body["param"] == "messages"
+        with pytest.raises(openai.BadRequestError, match="the question is empty"):
+            client.completions.create(model=f"vote-2/{MODEL}", prompt=text)
+
+
 def test_a_conversation_needs_the_plain_model_for_a_strategy(client: openai.OpenAI) -> None:
     history = [*ask(), {"role": "assistant", "content": "41"}, {"role": "user", "content": "Sure?"}]
     with pytest.raises(openai.BadRequestError, match="one user message"):
@@ -316,6 +343,36 @@ def test_malformed_json_and_missing_fields_are_400(server: tuple[str, ScriptedLM
         )
     r = httpx.post(f"{url}/chat/completions", json={"model": MODEL}, headers=headers)
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+    # a JSON object under another Content-Type (curl -d sends a form's): the header is named
+    body = json.dumps({"model": f"vote-2/{MODEL}", "messages": ask()})
+    for sent, says in (("text/plain", "'text/plain'"), (None, "missing")):
+        plain = {"Authorization": f"Bearer {KEY}"} | ({"Content-Type": sent} if sent else {})
+        r = httpx.post(f"{url}/chat/completions", content=body, headers=plain)
+        assert r.status_code == 400
+        assert r.json()["error"]["message"] == (
+            "the body must be a JSON object of the request's fields, sent as application/json "
+            f"(its Content-Type is {says})"
+        )
+    # NaN and Infinity, which Python's JSON reader takes, are not numbers
+    for field in ("temperature", "top_p"):
+        raw = body[:-1] + f', "{field}": NaN}}'
+        r = httpx.post(f"{url}/chat/completions", content=raw, headers=headers)
+        assert r.status_code == 400 and r.json()["error"]["param"] == field
+        assert r.json()["error"]["message"] == f"{field}: Input should be a finite number"
+    # a part other than text is named, once (not as an error per branch of the union)
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+    r = httpx.post(
+        f"{url}/chat/completions",
+        json={"model": f"vote-2/{MODEL}", "messages": image},
+        headers=headers,
+    )
+    assert r.status_code == 400 and r.json()["error"] == {
+        "message": "messages.0.content: part 0 is of type 'image_url'; ponder reads text "
+        "parts only",
+        "type": "invalid_request_error",
+        "param": "messages.0.content",
+        "code": None,
+    }
 
 
 @pytest.mark.parametrize(

@@ -415,6 +415,21 @@ def test_metrics_count_requests_tokens_by_role_and_latency() -> None:
     assert m["ponder_requests_in_flight"][""] == 0 and m["ponder_requests_in_flight_peak"][""] >= 1
 
 
+def test_an_upstreams_probe_at_start_up_is_in_metrics_and_on_no_request() -> None:
+    with upstream() as up:
+        engine = Engine(OpenAILM(up.url), scheduler=Scheduler(sleep=no_sleep))
+        with running(create_app(engine)) as url:
+            served = httpx.get(f"{url}/models").json()["data"][0]["id"]
+            bill = client(url).chat.completions.create(model=served, messages=ask()).usage
+            m = parse(httpx.get(url.removesuffix("/v1") + "/metrics").text)
+    assert bill is not None and "probe" not in bill.model_extra["ponder"]["by_role"]
+    # the fake answers each of the probe's 6 POSTs with 4 completion tokens (its chat call
+    # of two choices lists 4 + 5)
+    assert m["ponder_backend_calls_total"]['{role="probe"}'] == 6
+    assert m["ponder_tokens_total"]['{role="probe",kind="completion"}'] == 29
+    assert m["ponder_backend_calls_total"]['{role="policy"}'] == 1
+
+
 def test_metrics_label_values_are_escaped() -> None:
     from ponder.serve.metrics import Metrics
 

@@ -83,8 +83,7 @@ async def test_step_search_runs_on_each_server_counting_what_it_counted(
 ) -> None:
     async with ShapedServer(shape, faults=faults) as srv:
         lm = open_backend(BackendConfig(base_url=srv.url))  # what --base-url opens
-        await lm.prepare()  # (the probe's own requests are not the search's)
-        before = srv.metrics()
+        before = srv.metrics()  # (the probe's requests are on the bill too, as role "probe")
         engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
         r = await engine.solve(PROBLEM, strategy, seed=1, **options)
         spent = {k: v - before[k] for k, v in srv.metrics().items()}
@@ -99,8 +98,9 @@ async def test_step_search_runs_on_each_server_counting_what_it_counted(
         depth[node["id"]] = d = depth[node["parent"]] + 1
         if node["step"] and not node["rollout"]:
             assert node["step"] in (RIGHT[d - 1], WRONG[d - 1]), node
-    # ponder's bill is what the server computed: each choice's own tokens, prompt tokens net
-    # of the server's cache
+    # ponder's bill is what the server computed, the probe's calls included: each choice's
+    # own tokens, prompt tokens net of the server's cache
+    assert r.usage["probe"].calls >= 2
     assert r.total.completion_tokens == spent["predicted"]
     assert r.total.prompt_tokens - r.total.cached_tokens == spent["prompt"]
     if shape == "llamacpp" and not faults:

@@ -27,6 +27,11 @@ class ModelError(PonderError):
     """A model could not be found, fetched, verified or loaded."""
 
 
+class BadModelFile(UsageError, ModelError):
+    """A model path the user gave that is no GGUF file (missing, a folder, other bytes):
+    bad input (exit 2), caught before llama.cpp is asked to load it."""
+
+
 # How a server failed a request: it refused it (a 4xx answer), failed at it (a 5xx or 429
 # answer), answered something that is not a response (garbage, cut short), could not be
 # reached (connection refused, reset, dropped) or did not answer in time.

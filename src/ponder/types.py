@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,6 +20,12 @@ AnswerWith = Literal["reasoning", "program", "both", "tir", "no_cot"]
 
 
 SEED_LIMIT = 2**63  # seeds are in [0, SEED_LIMIT): a store keeps them as SQLite integers
+
+
+def blank(text: str) -> bool:
+    """No visible character: only whitespace, control and format characters (a zero-width
+    space, a byte-order mark), which a model reads as an empty question."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text)
 
 
 class Message(BaseModel):

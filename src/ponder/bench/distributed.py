@@ -15,6 +15,7 @@ problem, unit), so which worker computes one does not change it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -30,7 +31,7 @@ from ponder.lm.config import BackendConfig
 from ponder.lm.remote import check_room, connect, first_line, worker_resources
 from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
-from ponder.types import Problem, Result
+from ponder.types import Problem, Result, Usage
 
 
 class WorkersLost(PonderError):
@@ -53,6 +54,9 @@ class UnitWorker:
 
     async def solve(self, problem: Problem, plan: Plan, seed: int) -> Result:
         return await self.units.solve(problem, plan, seed)
+
+    async def prepare(self) -> Usage:
+        return await self.units.prepare()
 
     async def aclose(self) -> None:
         await self.units.engine.aclose()
@@ -119,6 +123,13 @@ class RayUnits:
 
     def alive(self) -> list[Worker]:
         return [w for w in self.workers if w.alive]
+
+    async def prepare(self) -> Usage:
+        """Each worker's backend readied; what their probes spent, together (a worker that
+        fails here is left to `solve`, which moves its problems to the others)."""
+        asked = [w.actor.prepare.remote() for w in self.alive()]
+        spent = await asyncio.gather(*asked, return_exceptions=True)
+        return Usage.total_of(u for u in spent if isinstance(u, Usage))
 
     async def solve(self, problem: Problem, plan: Plan, seed: int) -> Result:
         """One unit on the worker that has the problem; on another if that one dies."""

@@ -22,17 +22,18 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ponder.answers import canonical, equivalent
 from ponder.bench.store import NO_ANSWER, Run, Store
-from ponder.runtime.budget import Budget
+from ponder.errors import BackendError
+from ponder.runtime.budget import Budget, Ledger
 from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import POOLED, SCORED, STRATEGIES, Strategy, make_strategy
 from ponder.sandbox import Sandbox
 from ponder.tasks.registry import grade
-from ponder.types import Problem, Result
+from ponder.types import Problem, Result, Usage
 
 
 class Plan(BaseModel):
@@ -124,6 +125,11 @@ class Units(Protocol):
         """One unit of `plan` on `problem`, seeded by `seed`."""
         ...
 
+    async def prepare(self) -> Usage:
+        """The backends readied before any unit: what that spent (a server's capability
+        probe), which is then no unit's cost: a run's overhead, as loading a model is."""
+        ...
+
 
 class LocalUnits:
     """Units computed by one engine in this process."""
@@ -148,6 +154,11 @@ class LocalUnits:
         return await self.engine.solve(
             problem, strategy_of(plan, self._strategies), seed=seed, budget=plan.budget
         )
+
+    async def prepare(self) -> Usage:
+        ledger = Ledger()
+        await self.engine.scheduler.prepared(self.engine.policy, ledger)
+        return ledger.spent
 
 
 def strategy_of(plan: Plan, made: dict[str, Strategy]) -> Strategy:
@@ -175,6 +186,8 @@ class Outcome(BaseModel):
     progress: Progress
     interrupted: bool
     seconds: float
+    # what readying the backend spent before the first unit (a server's probe): no unit's
+    probe: Usage = Field(default_factory=Usage)
 
 
 class Harness:
@@ -273,6 +286,9 @@ class Harness:
         unit = plan.strategy()  # a bad unit config fails here, before any unit starts
         for problem in {p.kind: p for p, _, _ in todo}.values():
             unit.check_fits(problem)  # so does a strategy that cannot answer the set's kind
+        probe = Usage()
+        with suppress(BackendError):  # (a backend not there: each unit then says so)
+            probe = await self.units.prepare()
         sid = self.store.open_segment(run.rid)
         queue = iter(todo)
         stop = stop or asyncio.Event()
@@ -322,6 +338,7 @@ class Harness:
             # not every unit was attempted (stopped); failed units were attempted, not stored
             interrupted=progress.done + progress.failed < len(todo),
             seconds=time.monotonic() - started,
+            probe=probe,
         )
 
     async def classify(self, pid: int, problem: Problem, answer: str | None) -> tuple[int, bool]:

@@ -210,6 +210,10 @@ class Store:
             db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         else:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "meta" not in tables:  # another program's database: left as it was
+                db.close()
+                raise StoreError(f"{self.path}: not a ponder store (no meta table)")
             db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: a killed process loses nothing committed (only an OS crash could)
             db.execute("PRAGMA synchronous=NORMAL")

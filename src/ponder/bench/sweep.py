@@ -37,7 +37,7 @@ from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import make_strategy
 from ponder.tasks.registry import get_task
-from ponder.types import SEED_LIMIT, Problem
+from ponder.types import SEED_LIMIT, Problem, Usage
 
 
 class TaskSpec(BaseModel):
@@ -181,6 +181,14 @@ class Sweep(BaseModel):
             raise ValueError("must list at least one")
         return v
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        twice = sorted({s for s in v if v.count(s) > 1})
+        if twice:  # the same seed again draws the same samples: twice the cost, no new data
+            raise ValueError(f"seed {', '.join(map(str, twice))} given twice")
+        return v
+
 
 def load_sweep(path: Path) -> Sweep:
     """Parse a YAML (.yaml/.yml) or TOML (.toml) sweep file; errors name the file and field."""
@@ -201,15 +209,21 @@ def load_sweep(path: Path) -> Sweep:
         raise UsageError(f"{path}: not valid TOML ({e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        at = f":{mark.line + 1}" if mark is not None else ""
+        raise UsageError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping of sweep settings at the top level")
+
+    def where(loc: tuple[int | str, ...]) -> str:  # the file, and the line in YAML
+        line = yaml_line(text, loc) if path.suffix != ".toml" else None
+        return f"{path}:{line}" if line is not None else str(path)
+
     try:
         sweep = Sweep.model_validate(data)
     except ValidationError as e:
+        first = e.errors()[0]["loc"]
         problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise UsageError(f"{path}: {problems}") from None
+        raise UsageError(f"{where(first)}: {problems}") from None
     for t in sweep.tasks:
         if (t.name is None) == (t.data is None):
             raise UsageError(f"{path}: each task needs exactly one of 'name' or 'data'")
@@ -219,8 +233,37 @@ def load_sweep(path: Path) -> Sweep:
         try:
             make_strategy(s.name, **s.options())
         except UsageError as e:
-            raise UsageError(f"{path}: strategies[{i}]: {e}") from None
+            loc = ("strategies", i) if e.option is None else ("strategies", i, e.option)
+            raise UsageError(f"{where(loc)}: strategies[{i}]: {e}") from None
     return sweep
+
+
+def yaml_line(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at `loc` (mapping keys and list indices, as a
+    pydantic error's loc), or of its deepest ancestor in the file (a missing key: the mapping
+    that lacks it). None when the text does not compose."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    if node is None:
+        return None
+    line: int = node.start_mark.line
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = [(k, v) for k, v in node.value if k.value == str(part)]
+            if not found:
+                break
+            key, node = found[0]
+            line = key.start_mark.line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if not 0 <= part < len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line
+        else:
+            break
+    return line + 1
 
 
 class SweepOutcome(BaseModel):
@@ -229,6 +272,9 @@ class SweepOutcome(BaseModel):
     runs: list[int] = Field(default_factory=list)
     interrupted: bool = False
     failed: int = 0
+    # what readying the backends spent before any unit (a server's capability probe): on
+    # no unit's bill, so a problem's cost is its own
+    probe: Usage = Field(default_factory=Usage)
 
 
 Watch = Callable[[str, Plan], Callable[[Progress], None] | None]
@@ -310,6 +356,7 @@ async def run_sweep(
                         )
                         outcome.runs.append(done.run.rid)
                         outcome.failed += done.progress.failed
+                        outcome.probe += done.probe
     outcome.interrupted = stop.is_set()
     return outcome
 

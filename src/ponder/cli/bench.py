@@ -80,7 +80,7 @@ from ponder.runtime.budget import Budget
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import make_strategy, options_taken
 from ponder.tasks.registry import TASKS, get_task
-from ponder.types import SEED_LIMIT
+from ponder.types import SEED_LIMIT, Usage
 
 if TYPE_CHECKING:
     from ponder.bench.distributed import RayUnits
@@ -343,16 +343,21 @@ def bench(
                 "first reserves its worst case (its prompt plus --max-tokens); give more"
             )
         return
-    interrupted, failed, summary = asyncio.run(
+    interrupted, failed, summary, probe = asyncio.run(
         sweep_with_progress(
             plan_, store_path, base, api_key, timeout, quiet=as_json, ray=ray, workers=workers
         )
     )
     if as_json:
-        print(
-            json.dumps({"store": str(store_path), "failed": failed, "summary": summary}, indent=2)
-        )
+        found = {"store": str(store_path), "failed": failed, "summary": summary}
+        print(json.dumps(found | {"probe": probe.model_dump()}, indent=2))
     else:
+        if probe.calls:  # every token ponder had a server generate is on some bill
+            out.print(
+                f"[dim]probe: {probe.calls} calls · {probe.completion_tokens:,} completion + "
+                f"{probe.prompt_tokens:,} prompt tokens readying the server (in no problem's "
+                "cost)[/dim]"
+            )
         out.print(f"[dim]store: {store_path} · report: ponder report {store_path}[/dim]")
     if interrupted:
         err.print("interrupted: the finished units are stored; run the same command to resume")
@@ -409,6 +414,11 @@ def sweep_from_flags(
         raise UsageError(f"--seeds: expected comma-separated integers, got '{seeds}'") from None
     if any(not 0 <= s < SEED_LIMIT for s in seed_list):  # a store keeps them as SQLite integers
         raise UsageError(f"--seeds: each seed must be in [0, 2**63), got '{seeds}'")
+    if not seed_list:
+        raise UsageError(f"--seeds: no seed in '{seeds}' (e.g. --seeds 0,1,2)")
+    twice = sorted({s for s in seed_list if seed_list.count(s) > 1})
+    if twice:  # the same seed again draws the same samples: twice the cost, no new data
+        raise UsageError(f"--seeds: seed {', '.join(map(str, twice))} given twice in '{seeds}'")
     for name in strategies:  # bad options exit 2 before any model loads
         make_strategy(name, **options_taken(name, options))
     return Sweep(
@@ -416,7 +426,7 @@ def sweep_from_flags(
         tasks=[task],
         strategies=[StrategySpec(name=s, **options_taken(s, options)) for s in strategies],
         budgets=[budget if budget != Budget() else None],
-        seeds=seed_list or [0],
+        seeds=seed_list,
         max_tokens=max_tokens,
         system=system,
         think_budget=think_budget,
@@ -437,10 +447,11 @@ async def sweep_with_progress(
     quiet: bool = False,
     ray: str | None = None,
     workers: int = 2,
-) -> tuple[bool, int, list[dict[str, object]]]:
+) -> tuple[bool, int, list[dict[str, object]], Usage]:
     """The sweep with a progress bar per run and Ctrl-C handling; (interrupted, failed units,
-    the summary rows, which are also printed as a table unless `quiet`). With `ray` (an
-    address, or "local"), each model's units run on `workers` Ray workers."""
+    the summary rows, which are also printed as a table unless `quiet`, what readying the
+    backends spent). With `ray` (an address, or "local"), each model's units run on
+    `workers` Ray workers."""
     prepared = prepare_sweep(sweep, base, api_key=api_key, request_timeout=request_timeout)
     opener: OpenUnits = open_engine
     opened: list[RayUnits] = []
@@ -468,7 +479,7 @@ async def sweep_with_progress(
     try:
         outcome = await run_sweep(prepared, db, opener, stop=stop, watch=bars.watch)
     except asyncio.CancelledError:
-        return True, 0, []
+        return True, 0, [], Usage()
     finally:
         bars.close()
         on_stop_signals(None)
@@ -487,7 +498,7 @@ async def sweep_with_progress(
             f"[yellow]{outcome.failed} units failed on the backend or a verifier (not stored; "
             "a re-run retries them)[/yellow]"
         )
-    return outcome.interrupted, outcome.failed, rows
+    return outcome.interrupted, outcome.failed, rows, outcome.probe
 
 
 async def workload_with_progress(

@@ -23,7 +23,7 @@ from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import STRATEGIES, Strategy, make_strategy, option_names
 from ponder.runtime.verifiers import problem_line
-from ponder.types import SEED_LIMIT
+from ponder.types import SEED_LIMIT, blank
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -267,7 +267,7 @@ def prompting(
     think_budget: int | None = None,
     think_min: int = 0,
 ) -> Prompting:
-    if system is not None and not system.strip():
+    if system is not None and blank(system):
         raise UsageError("--system: the system prompt is empty")
     if think_min and think_budget is None:
         raise UsageError("--think-min needs --think-budget (the most it may think)")

@@ -68,7 +68,9 @@ def models_probe(
         try:
             with err.status(f"probing {lm.base_url}…"):
                 await lm.prepare()
-            return lm.report()
+            spent = lm.take_probe_usage()
+            keys = ("calls", "prompt_tokens", "completion_tokens", "seconds")
+            return lm.report() | {"spent": spent.model_dump(include=set(keys))}
         finally:
             await lm.aclose()
 
@@ -95,3 +97,8 @@ def models_probe(
     for attempt in found["tried"]:
         mark = "ok" if attempt["ok"] else "no"
         out.print(f"    tried {attempt['method']}: {mark} ({attempt['detail']})", markup=False)
+    spent = found["spent"]
+    out.print(
+        f"  the probe spent: {spent['calls']} calls · {spent['completion_tokens']} completion + "
+        f"{spent['prompt_tokens']} prompt tokens · {spent['seconds']:.1f} s"
+    )

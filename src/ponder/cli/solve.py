@@ -51,7 +51,7 @@ from ponder.lm.protocol import Capabilities, LanguageModel
 from ponder.plugins import parse_options
 from ponder.runtime.budget import Budget
 from ponder.runtime.strategy import STEP
-from ponder.types import Result, Usage
+from ponder.types import Result, Usage, blank
 
 
 @app.command()
@@ -99,7 +99,7 @@ def solve(
     ] = False,
 ) -> None:
     """Answer one question and print the answer with its compute bill."""
-    if not question.strip():
+    if blank(question):
         raise UsageError("the question is empty")
     # everything is checked before the model loads
     options = strategy_options(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -43,9 +44,10 @@ from ponder.lm.wire import (
     http_error,
     parse_generation,
     request_body,
+    spent_by,
     stream_choice,
 )
-from ponder.types import Generation, GenRequest, Message, ModelInfo
+from ponder.types import Generation, GenRequest, Message, ModelInfo, Usage
 
 DEFAULT_TIMEOUT_S = 600.0
 # OpenAI (and vLLM) request fields that only shape the text a server writes, handed to it as
@@ -130,6 +132,8 @@ class OpenAILM:
             request_fields=PASSTHROUGH_FIELDS,
         )
         self._probed = False
+        self._probing = False  # while True, `_post` adds what each answer cost to `_probe_usage`
+        self._probe_usage = Usage()
         self.server_has_n = False
         self._probe_lock = asyncio.Lock()
         self._pin_slots = pin_slots
@@ -168,6 +172,8 @@ class OpenAILM:
             ) from e
         if not isinstance(data, dict):
             raise TransientError(f"{where}: response is not a JSON object", failure="bad_response")
+        if self._probing:
+            self._probe_usage += spent_by(data)
         return data
 
     def _with_model(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -204,60 +210,75 @@ class OpenAILM:
                 failure="timeout",
             ) from e
 
+    def take_probe_usage(self) -> Usage:
+        """What the capability probe spent and no bill carries yet (SpendsToPrepare)."""
+        spent, self._probe_usage = self._probe_usage, Usage()
+        return spent
+
     async def _probe(self) -> Capabilities:
         async with self._probe_lock:
             if self._probed:
                 return self.capabilities
-            if self.model is None:
-                try:
-                    resp = await self._client.get("/models")
-                    models = resp.json().get("data") or []
-                    self.model = str(models[0]["id"]) if models else None
-                except httpx.TimeoutException as e:
-                    raise TimedOut(f"{self.base_url}/models: timed out", failure="timeout") from e
-                except (httpx.HTTPError, ValueError, KeyError, IndexError, AttributeError):
-                    self.model = None
-                if self.info.name == self.base_url.removesuffix("/v1") and self.model:
-                    self.info = self.info.model_copy(update={"name": self.model})
-            req = GenRequest(
-                messages=[Message(role="user", content="Say OK.")],
-                max_tokens=2,
-                n=2,
-                temperature=1.0,
-                top_logprobs=1,
-            )
-            body = self._with_model(request_body(req, chat=True, n=2, logprobs=True))
+            started = time.monotonic()
+            self._probing = True
             try:
-                data = await self._post("/chat/completions", body)
-            except BackendError as e:
-                if isinstance(e, TransientError):
-                    raise
-                # Some servers refuse n or logprobs outright: fall back to the plainest request.
-                plain = self._with_model(request_body(req, chat=True, n=1, logprobs=False))
-                data = await self._post("/chat/completions", plain)
-            choices = data.get("choices") or []
-            has_logprobs = bool(choices) and all(
-                isinstance((c.get("logprobs") or {}).get("content"), list) for c in choices
-            )
-            raw_prefix = await self._accepts(
-                "/completions", {"prompt": "OK", "max_tokens": 1, "temperature": 0.0}
-            )
-            self.props = await self._get_props()
-            self.server_has_n = len(choices) == 2
-            update: dict[str, Any] = {
-                # Native n is used only where each choice's tokens can be counted (its
-                # logprobs): servers such as llama.cpp report `usage` for one choice of n.
-                "n": self.server_has_n and has_logprobs,
-                "logprobs": has_logprobs,
-                "raw_prefix": raw_prefix,
-                # token streams with logprobs, as the server gives logprobs at all
-                "stream": has_logprobs,
-            }
-            update.update(self._slots_from_props())
-            self.capabilities = self.capabilities.model_copy(update=update)
-            await self._find_continuation(raw_prefix)
-            self._probed = True
-            return self.capabilities
+                return await self._probe_once()
+            finally:
+                self._probing = False
+                self._probe_usage.seconds += time.monotonic() - started
+
+    async def _probe_once(self) -> Capabilities:
+        """The probe itself (`_probe` holds the lock and counts what it spends)."""
+        if self.model is None:
+            try:
+                resp = await self._client.get("/models")
+                models = resp.json().get("data") or []
+                self.model = str(models[0]["id"]) if models else None
+            except httpx.TimeoutException as e:
+                raise TimedOut(f"{self.base_url}/models: timed out", failure="timeout") from e
+            except (httpx.HTTPError, ValueError, KeyError, IndexError, AttributeError):
+                self.model = None
+            if self.info.name == self.base_url.removesuffix("/v1") and self.model:
+                self.info = self.info.model_copy(update={"name": self.model})
+        req = GenRequest(
+            messages=[Message(role="user", content="Say OK.")],
+            max_tokens=2,
+            n=2,
+            temperature=1.0,
+            top_logprobs=1,
+        )
+        body = self._with_model(request_body(req, chat=True, n=2, logprobs=True))
+        try:
+            data = await self._post("/chat/completions", body)
+        except BackendError as e:
+            if isinstance(e, TransientError):
+                raise
+            # Some servers refuse n or logprobs outright: fall back to the plainest request.
+            plain = self._with_model(request_body(req, chat=True, n=1, logprobs=False))
+            data = await self._post("/chat/completions", plain)
+        choices = data.get("choices") or []
+        has_logprobs = bool(choices) and all(
+            isinstance((c.get("logprobs") or {}).get("content"), list) for c in choices
+        )
+        raw_prefix = await self._accepts(
+            "/completions", {"prompt": "OK", "max_tokens": 1, "temperature": 0.0}
+        )
+        self.props = await self._get_props()
+        self.server_has_n = len(choices) == 2
+        update: dict[str, Any] = {
+            # Native n is used only where each choice's tokens can be counted (its
+            # logprobs): servers such as llama.cpp report `usage` for one choice of n.
+            "n": self.server_has_n and has_logprobs,
+            "logprobs": has_logprobs,
+            "raw_prefix": raw_prefix,
+            # token streams with logprobs, as the server gives logprobs at all
+            "stream": has_logprobs,
+        }
+        update.update(self._slots_from_props())
+        self.capabilities = self.capabilities.model_copy(update=update)
+        await self._find_continuation(raw_prefix)
+        self._probed = True
+        return self.capabilities
 
     async def _accepts(self, path: str, body: dict[str, Any]) -> bool:
         """Whether the server takes this request (a refusal says no; a transient failure is

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from ponder.lm.config import BackendConfig
 from ponder.plugins import Registry
-from ponder.types import Generation, GenRequest, Message, ModelInfo, TokenLogprob
+from ponder.types import Generation, GenRequest, Message, ModelInfo, TokenLogprob, Usage
 
 # Told of each token as it is generated; True: stop the generation now (this token included).
 Watch = Callable[[TokenLogprob], bool]
@@ -96,6 +96,20 @@ class CountsTokens(Protocol):
     async def count_tokens(self, text: str) -> int:
         """How many tokens `text` is to the model (no special tokens added). Raises
         BackendError if the tokenizer cannot be reached."""
+        ...
+
+
+@runtime_checkable
+class SpendsToPrepare(Protocol):
+    """A backend whose `prepare` spends tokens (a server's capability probe: a few short
+    generations), an optional extra to LanguageModel. The scheduler charges what it spent
+    to the solve whose first call prepared it (role "probe"); `ponder serve` counts a
+    start-up probe in /metrics. So every token ponder makes a server generate is on a bill."""
+
+    def take_probe_usage(self) -> Usage:
+        """What preparing spent that no bill carries yet: calls, prompt, cached and
+        completion tokens, seconds (the caller adds FLOPs and dollars). Zero after it is
+        taken: each probe is billed once."""
         ...
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import platformdirs
 from pydantic import BaseModel
 
-from ponder.errors import ModelError, UsageError
+from ponder.errors import BadModelFile, ModelError, UsageError
 from ponder.hub import Progress, hub_download, hub_endpoint, hub_offline
 from ponder.types import ModelInfo
 
@@ -123,6 +123,27 @@ def sha256_file(path: Path, progress: Progress | None = None) -> str:
     return h.hexdigest()
 
 
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf(path: Path) -> None:
+    """`path` is a readable file that begins as a GGUF file does; else BadModelFile naming
+    what it is instead (llama.cpp itself says only that its server failed to start)."""
+    if not path.exists():
+        raise BadModelFile(f"model file not found: {path}")
+    if path.is_dir():
+        raise BadModelFile(f"{path}: a directory, not a GGUF model file")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(len(GGUF_MAGIC))
+    except OSError as e:
+        raise BadModelFile(f"{path}: cannot read the model file ({e.strerror})") from None
+    if magic != GGUF_MAGIC:
+        raise BadModelFile(
+            f"{path}: not a GGUF model file (it begins with {magic!r}, not {GGUF_MAGIC!r})"
+        )
+
+
 class Registry:
     """Finds, fetches and verifies model files. Sources are injectable for tests."""
 
@@ -168,8 +189,7 @@ class Registry:
         """A path to a verified GGUF and the model's info; pulls the model if needed."""
         if name_or_path.endswith(".gguf") or os.sep in name_or_path:
             path = Path(name_or_path).expanduser()
-            if not path.is_file():
-                raise ModelError(f"model file not found: {path}")
+            check_gguf(path)
             # Unknown size: the ledger's FLOPs for a bare file are estimated from its bytes
             # (≈ 4.5 bits per weight at Q4_K_M).
             return path, ModelInfo(name=path.stem, parameters=int(path.stat().st_size * 8 / 4.5))

@@ -15,8 +15,8 @@ from typing import Any
 
 from ponder.errors import BackendError, TransientError, UsageError
 from ponder.lm.config import BackendConfig
-from ponder.lm.protocol import BACKENDS, Capabilities, Watch
-from ponder.types import Generation, GenRequest, Message, ModelInfo
+from ponder.lm.protocol import BACKENDS, Capabilities, SpendsToPrepare, Watch
+from ponder.types import Generation, GenRequest, Message, ModelInfo, Usage
 
 LOCAL = "local"  # `--ray` without an address: a Ray instance on this machine
 RAY_EXTRA = "pip install 'ponder[ray]'"
@@ -126,9 +126,10 @@ class BackendActor:
     def ping(self) -> int:
         return os.getpid()
 
-    async def prepare(self) -> tuple[ModelInfo, Capabilities]:
+    async def prepare(self) -> tuple[ModelInfo, Capabilities, Usage]:
         caps = await self.lm.prepare()
-        return self.lm.info, caps
+        spent = self.lm.take_probe_usage() if isinstance(self.lm, SpendsToPrepare) else Usage()
+        return self.lm.info, caps, spent
 
     async def generate(self, req: GenRequest) -> Generation:
         return await self.lm.generate(req)
@@ -150,6 +151,7 @@ class RemoteLM:
         self.info = ModelInfo(name=config.model or name)
         self.capabilities = Capabilities(slots=config.slots, stream=False)
         self._prepared = False
+        self._probe_usage = Usage()
 
     async def _call(self, method: str, *args: Any) -> Any:
         ray = require_ray()
@@ -168,12 +170,18 @@ class RemoteLM:
 
     async def prepare(self) -> Capabilities:
         if not self._prepared:
-            info, caps = await self._call("prepare")
+            info, caps, spent = await self._call("prepare")
             self.info = info
+            self._probe_usage += spent
             # a token stream's watch cannot cross processes: streams stay local
             self.capabilities = caps.model_copy(update={"stream": False})
             self._prepared = True
         return self.capabilities
+
+    def take_probe_usage(self) -> Usage:
+        """What the actor's backend spent preparing, not yet on a bill (SpendsToPrepare)."""
+        spent, self._probe_usage = self._probe_usage, Usage()
+        return spent
 
     async def generate(self, req: GenRequest) -> Generation:
         gen: Generation = await self._call("generate", req)

@@ -31,8 +31,8 @@ from typing import Literal
 import httpx
 
 from ponder.errors import BackendError, TransientError
-from ponder.lm.protocol import Capabilities, LanguageModel, Watch
-from ponder.types import Generation, GenRequest, Message, ModelInfo
+from ponder.lm.protocol import Capabilities, LanguageModel, SpendsToPrepare, Watch
+from ponder.types import Generation, GenRequest, Message, ModelInfo, Usage
 
 log = logging.getLogger("ponder.replicas")
 Check = Callable[[], Awaitable[None]]  # raises when the replica does not answer
@@ -132,6 +132,12 @@ class ReplicaLM:
         replicas here, not on slots (each replica's own server places them on its slots)."""
         slots = sum(max(1, r.lm.capabilities.slots) for r in self.replicas)
         return one.model_copy(update={"slots": slots, "pin_slots": False})
+
+    def take_probe_usage(self) -> Usage:
+        """What the replicas' probes spent that no bill carries yet (SpendsToPrepare)."""
+        return Usage.total_of(
+            r.lm.take_probe_usage() for r in self.replicas if isinstance(r.lm, SpendsToPrepare)
+        )
 
     # -- start-up and health -------------------------------------------------------------
     async def prepare(self) -> Capabilities:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from ponder.errors import BackendError, TransientError
-from ponder.types import Completion, Generation, GenRequest, TokenLogprob
+from ponder.types import Completion, Generation, GenRequest, TokenLogprob, Usage
 
 
 def request_body(req: GenRequest, *, chat: bool, n: int, logprobs: bool) -> dict[str, Any]:
@@ -199,6 +199,37 @@ def _logprobs(choice: dict[str, Any]) -> list[TokenLogprob] | None:
         )
         for t in lp["content"]
     ]
+
+
+def spent_by(data: dict[str, Any]) -> Usage:
+    """What one answer of any shape cost (a capability probe's: a generation, or a route
+    that generates nothing, such as /tokenize): its `usage`, with each choice's own logprob
+    count where that is more (llama.cpp's `usage` counts one choice of n)."""
+    usage = _object(data.get("usage"))
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        choices = []
+    if not usage and not choices:
+        return Usage()
+    listed = sum(len(_list(_object(_object(c).get("logprobs")).get("content"))) for c in choices)
+    return Usage(
+        calls=1,
+        prompt_tokens=_count(usage.get("prompt_tokens")),
+        cached_tokens=_count(_object(usage.get("prompt_tokens_details")).get("cached_tokens")),
+        completion_tokens=max(_count(usage.get("completion_tokens")), listed),
+    )
+
+
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def ended_on_stop_string(choice: Completion, logprobs: list[TokenLogprob] | None) -> bool:

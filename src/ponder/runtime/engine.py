@@ -16,7 +16,7 @@ from ponder.runtime.scheduler import Scheduler
 from ponder.runtime.strategy import Strategy, make_strategy
 from ponder.runtime.verifiers import VerifierEnv, Verifiers
 from ponder.sandbox import Sandbox
-from ponder.types import Problem, Result, Usage
+from ponder.types import Problem, Result, Usage, blank
 
 
 class Engine:
@@ -76,7 +76,7 @@ class Engine:
         reservation and charge of this solve is made on it too)."""
         if isinstance(problem, str):
             problem = Problem(question=problem)
-        if not problem.question.strip():
+        if blank(problem.question):
             raise UsageError("the question is empty")
         if isinstance(strategy, str):
             strategy = make_strategy(strategy, **options)

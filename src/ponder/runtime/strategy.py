@@ -8,6 +8,8 @@ registers a class under its `name`; other packages register theirs through the
 
 from __future__ import annotations
 
+import contextlib
+import operator
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
@@ -38,7 +40,7 @@ class TooWide(UsageError):
 class Strategy(BaseModel):
     """A strategy is its config (plain data) plus `run`, which reads like the paper."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
     name: ClassVar[str]
     # The option `-n` sets: the strategy's natural width (samples, beam width, iterations);
     # None if it has none.
@@ -125,6 +127,9 @@ def make_strategy(name: str, /, *, n: int | None = None, **options: Any) -> Stra
     width (see `Strategy.width`). Options it does not take are an error naming the valid ones
     (options meant for several strategies at once: `options_taken` first)."""
     cls = STRATEGIES.get(name).obj
+    if n is not None and not isinstance(n, bool):
+        with contextlib.suppress(TypeError):  # a numpy integer is a width too (strict: int only)
+            n = operator.index(n)
     if n is not None:
         if cls.width is None:
             raise UsageError(

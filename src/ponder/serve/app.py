@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from ponder import __version__
 from ponder.errors import BackendError, BudgetExceeded, UsageError
-from ponder.lm.protocol import Watch
+from ponder.lm.protocol import SpendsToPrepare, Watch
 from ponder.runtime.budget import Ledger
 from ponder.runtime.engine import Engine, charged
 from ponder.serve.auth import ApiKey, Keys, Limits
@@ -67,7 +67,15 @@ from ponder.serve.protocol import (
     usage_body,
 )
 from ponder.serve.routing import Route, resolve, served_models
-from ponder.types import Completion, Generation, GenRequest, Message, Problem, TokenLogprob
+from ponder.types import (
+    Completion,
+    Generation,
+    GenRequest,
+    Message,
+    Problem,
+    TokenLogprob,
+    blank,
+)
 
 log = logging.getLogger("ponder.serve")
 Observer = Callable[[dict[str, Any]], None]
@@ -181,6 +189,8 @@ def create_app(
             await engine.policy.prepare()
         except BackendError as e:  # the server still starts; requests get 503 until it is up
             log.warning("backend not ready at start-up: %s", e)
+        if isinstance(engine.policy, SpendsToPrepare):  # no request's: counted in /metrics
+            state.metrics.spent("probe", engine.policy.take_probe_usage())
         state.served = served or engine.policy.info.name
         yield
         if close_engine:
@@ -298,7 +308,7 @@ def create_app(
             return await respond(
                 state, key, request, route, shape, body.stream, passthrough_of(state, req, route)
             )
-        if not text.strip():
+        if blank(text):
             raise ApiError(400, "prompt: the question is empty", param="prompt")
         problem = Problem(question=text)
         return await respond(
@@ -807,7 +817,7 @@ def problem_of(messages: list[ChatMessage]) -> Problem:
             param="messages",
         )
     question = rest[0].text()
-    if not question.strip():
+    if blank(question):
         raise ApiError(400, "messages: the user message is empty", param="messages")
     return Problem(question=question, system="\n\n".join(system) or None)
 
@@ -830,9 +840,13 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(error_body(message, "invalid_request_error"), 400)
         if loc == ("body",):  # none, or JSON that is not an object
             message = "the body must be a JSON object of the request's fields"
+            sent = request.headers.get("content-type", "")
+            if "json" not in sent:  # (FastAPI reads JSON only when the header says so)
+                header = repr(sent) if sent else "missing"
+                message += f", sent as application/json (its Content-Type is {header})"
             return JSONResponse(error_body(message, "invalid_request_error"), 400)
         param = ".".join(str(x) for x in loc if x != "body") or None
-        msg = first.get("msg", "invalid request")
+        msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
         where = f"{param}: " if param else ""
         return JSONResponse(error_body(f"{where}{msg}", "invalid_request_error", param), 400)
 

@@ -20,6 +20,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ponder.serve.guards import REQUEST_ID
+from ponder.types import Usage
 
 log = logging.getLogger("ponder.serve.requests")
 
@@ -81,6 +82,13 @@ class Metrics:
         self.calls[role] += 1
         self.tokens[role, "prompt"] += int(event.get("prompt_tokens", 0))
         self.tokens[role, "completion"] += int(event.get("completion_tokens", 0))
+
+    def spent(self, role: str, usage: Usage) -> None:
+        """Calls made outside any request (the start-up capability probe), by role."""
+        if usage.calls:
+            self.calls[role] += usage.calls
+            self.tokens[role, "prompt"] += usage.prompt_tokens
+            self.tokens[role, "completion"] += usage.completion_tokens
 
     def render(self, gauges: dict[str, tuple[str, float]]) -> str:
         """The text exposition format (version 0.0.4); `gauges`: name → (help, value)."""

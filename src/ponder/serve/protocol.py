@@ -9,7 +9,7 @@ import secrets
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ponder.runtime.budget import Budget
 from ponder.types import Result, TokenLogprob, Usage
@@ -54,16 +54,31 @@ def error_body(
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+# Every request model is strict: a JSON true is not 1 and "5" is not 5 (as OpenAI's API
+# refuses them), and NaN or Infinity, which Python's JSON reader takes, is not a number.
+STRICT = ConfigDict(strict=True, allow_inf_nan=False)
+
+
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", **STRICT)
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", **STRICT)
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, v: object) -> object:
+        # said here, not as pydantic's error for each branch of the union
+        for i, part in enumerate(v if isinstance(v, list) else []):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind != "text":
+                raise ValueError(f"part {i} is of type {kind!r}; ponder reads text parts only")
+        return v
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -74,13 +89,13 @@ class ChatMessage(BaseModel):
 class RequestBudget(Budget):
     """`ponder.budget`: a misspelt cap is a 400 here, never a cap silently missing."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **STRICT)
 
 
 class PonderOptions(BaseModel):
     """`extra_body={"ponder": {...}}`: the strategy and its compute, as plain data."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **STRICT)
     strategy: str | None = None
     n: int | None = Field(default=None, ge=1)
     budget: RequestBudget | None = None
@@ -89,7 +104,7 @@ class PonderOptions(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **STRICT)
     include_usage: bool = Field(
         default=False, description="end the stream with a chunk holding the request's usage"
     )
@@ -126,7 +141,7 @@ class Sampling(BaseModel):
     with a 400 naming it (`passed_fields`), unless it changes nothing at the value given or
     the request passes through to a backend that takes it."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", **STRICT)
     model: str = Field(
         min_length=1,
         description="STRATEGY[-N]/MODEL runs a strategy (see /v1/models); MODEL passes through",

@@ -32,7 +32,7 @@ from ponder.answers import ANSWER_KINDS
 from ponder.errors import DataError, UsageError, not_utf8
 from ponder.tasks.data import read_jsonl
 from ponder.tasks.registry import CODE_SYSTEM_PROMPT, Field
-from ponder.types import Problem
+from ponder.types import Problem, blank
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 _INTEGRAL = re.compile(r"[+-]?\d+\.0+")
@@ -117,7 +117,7 @@ def _text(row: _Row, f: Field, name: str) -> str:
     if isinstance(value, float) and math.isnan(value):
         raise DataError(f"{row.where}: missing field '{name}' (NaN)")
     text = f.text(name).strip()
-    if not text:
+    if blank(text):
         raise DataError(f"{row.where}: empty field '{name}'")
     return text
 
