@@ -230,6 +230,23 @@ def test_bad_sweep_files(tmp_path: Path) -> None:
     y.write_text("tasks: [gsm8k]\nstrategies: [vote]\nseeds:\n  - 0\n  - x\n")
     r = run_ponder("bench", "--sweep", str(y), "--store", str(tmp_path / "x.sqlite"))
     assert r.returncode == 2 and "s.yaml:5: seeds.1: Input should be a valid integer" in r.stderr
+    # YAML's own coercions (yes is true, 2.0 a float) and a key given twice are refused;
+    # a named task takes no data-file fields (before: each silently ran something else)
+    for text, says in (
+        ("tasks: [gsm8k]\nstrategies: [vote]\nseeds: [yes]\n", "s.yaml:3: seeds.0: Input should"),
+        ("tasks: [{name: gsm8k, limit: 2.0}]\nstrategies: [vote]\n", "s.yaml:1: tasks.0.limit:"),
+        ("tasks: [gsm8k]\nstrategies: [vote]\nseeds: [1]\nseeds: [2]\n", "key 'seeds' given twice"),
+        (
+            "tasks: [{name: gsm8k, answer_type: choice}]\nstrategies: [vote]\n",
+            "s.yaml:1: tasks.0: answer_type: read with 'data' (a file), not a named task",
+        ),
+    ):
+        y.write_text(text)
+        r = run_ponder("bench", "--sweep", str(y), "--store", str(tmp_path / "x.sqlite"))
+        assert r.returncode == 2 and says in r.stderr, r.stderr
+    r = run_ponder("bench", "gsm8k", "--answer-type", "choice", "--id-field", "id")
+    assert r.returncode == 2
+    assert "--answer-type, --id-field: read with --data FILE; task 'gsm8k' has" in r.stderr
 
 
 def test_yaml_line_finds_the_node_or_its_nearest_ancestor() -> None:

@@ -134,6 +134,10 @@ def test_bad_output_paths_fail_before_any_work(tmp_path: object) -> None:
     Store(tmp_path / "s.sqlite").close()
     r = run_ponder("report", str(tmp_path / "s.sqlite"), "--out", str(afile))
     assert r.returncode == 2 and f"--out {afile}: cannot make the report folder" in r.stderr
+    # a folder of other files (--out . or "", the working folder) is not written into
+    r = run_ponder("report", str(tmp_path / "s.sqlite"), "--out", str(tmp_path))
+    assert r.returncode == 2 and "a folder holding other files" in r.stderr
+    assert not (tmp_path / "report.md").exists()
     # --trace: checked before the model loads (the default model is not needed to fail)
     r = run_ponder("solve", "q", "-s", "beam", "--trace", str(tmp_path))
     assert r.returncode == 2 and "a directory; give a .jsonl file" in r.stderr, r.stderr

@@ -4,8 +4,11 @@ wrong value for any option exits 2 with one line naming the option."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import warnings
+from pathlib import Path
 from unittest.mock import patch
 
 import pytest
@@ -148,3 +151,64 @@ def test_solve_takes_backend_options() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["answer"] == "5"
+
+
+@pytest.mark.parametrize("columns", ["0", "-5", "abc", "3"])
+def test_a_columns_value_rich_cannot_draw_in_is_ignored(columns: str) -> None:
+    # before: COLUMNS=0 made every table and bill print nothing at all, with exit 0
+    env = {**os.environ, "COLUMNS": columns}
+    r = subprocess.run(
+        [sys.executable, "-m", "ponder", "solve", "What is 2+3?", "--backend", "scripted"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "answer:" in r.stdout and "total: 1 call" in r.stdout
+
+
+def test_paths_that_are_folders_or_missing_are_named_as_such(tmp_path: Path) -> None:
+    folder = tmp_path / "set.jsonl"
+    folder.mkdir()
+    for args, says in (
+        (["bench", "--data", str(folder), "--backend", "scripted"], "a folder, not a file"),
+        (["report", str(tmp_path)], "a folder, not a store"),
+        (["router", "show", str(tmp_path)], "a folder, not a router file"),
+        (["serve", "--upstream", "notaurl"], "--upstream: 'notaurl' is not an http(s) URL"),
+    ):
+        r = run_ponder(*args)
+        assert r.returncode in (1, 2) and says in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("PONDER_DATA_DIR", "{tmp}/missing", "PONDER_DATA_DIR: {tmp}/missing: no such folder"),
+        ("PONDER_CACHE_DIR", "{tmp}/afile", "PONDER_CACHE_DIR={tmp}/afile: a file, not a folder"),
+        ("PONDER_SERVE_API_KEYS", " , ", "PONDER_SERVE_API_KEYS=' , ': no key in it"),
+    ],
+)
+def test_environment_settings_that_cannot_work_are_exit_2(
+    tmp_path: Path, name: str, value: str, says: str
+) -> None:
+    # before: a missing data folder was skipped without a word, a cache "folder" that is a
+    # file was a NotADirectoryError traceback, keys of only commas started a server with none
+    (tmp_path / "afile").write_text("")
+    command = {
+        "PONDER_DATA_DIR": ["data", "list"],
+        "PONDER_CACHE_DIR": ["models", "list"],
+        "PONDER_SERVE_API_KEYS": ["serve", "--backend", "scripted", "--port", "0"],
+    }[name]
+    env = {**os.environ, name: value.format(tmp=tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "ponder", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert r.returncode == 2 and says.format(tmp=tmp_path) in r.stderr, r.stderr

@@ -94,11 +94,38 @@ def test_parquet_round_trip_of_the_shared_records(tmp_path: Path) -> None:
 
 
 async def test_float_gold_grades_against_an_integer_answer(tmp_path: Path) -> None:
-    problem = load_custom(write_jsonl(tmp_path / "s.jsonl", RECORDS), answer_type="number")[1]
+    problem = load_custom(write_jsonl(tmp_path / "s.jsonl", RECORDS[:2]), answer_type="number")[1]
     assert problem.gold == "145" and problem.kind == "number"
     box = Sandbox()
     assert await grade(problem, "145", box)
     assert not await grade(problem, "146", box)
+
+
+@pytest.mark.parametrize(
+    ("kind", "answer", "says"),
+    [
+        ("number", "x+1", "'x+1' is not a number (--answer-type number)"),
+        ("choice", "banana", "'banana' is not a choice letter"),  # (its key read ABN)
+        ("choice", 2, "'2' is not a choice letter"),  # an index, as some sets store it
+    ],
+)
+def test_a_gold_answer_its_kind_cannot_compare_is_refused(
+    tmp_path: Path, kind: str, answer: object, says: str
+) -> None:
+    # before: stored, then graded wrong whatever the model wrote, with no word said
+    f = write_jsonl(
+        tmp_path / "g.jsonl",
+        [
+            RECORDS[0] | {"answer": "1" if kind == "number" else "A"},
+            {"question": "q", "answer": answer},
+        ],
+    )
+    with pytest.raises(DataError) as e:
+        load_custom(f, answer_type=kind)
+    assert str(e.value).startswith(f"{f}:2: field 'answer': {says}")
+    # and floats are read as written: 1e23 is 1e+23, not 99999999999999991611392
+    f = write_jsonl(tmp_path / "f.jsonl", [{"question": "q", "answer": 1e23}])
+    assert load_custom(f, answer_type="number")[0].gold == "1e+23"
 
 
 async def test_choice_answers_grade_by_letter(tmp_path: Path) -> None:
@@ -146,6 +173,29 @@ def test_bad_answer_values_are_errors(tmp_path: Path, answer: Any, message: str)
     with pytest.raises(DataError) as e:
         load_custom(f)
     assert str(e.value).startswith(f"{f}:2: {message}")
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ('{"question": "q\\ud800", "answer": 1}', "a \\u escape of half a surrogate pair"),
+        ('{"question": "a", "question": "b", "answer": 1}', "field 'question' given twice"),
+        ('{"question": ' + "[" * 100_000 + "]" * 100_000 + "}", "JSON nested too deeply to read"),
+    ],
+)
+def test_json_the_store_or_a_model_cannot_take_is_refused_with_its_line(
+    tmp_path: Path, line: str, says: str
+) -> None:
+    # before: a traceback from the store (a lone surrogate), the last key silently kept,
+    # a RecursionError
+    f = tmp_path / "m.jsonl"
+    f.write_text(json.dumps(RECORDS[0]) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        load_custom(f)
+    assert str(e.value) == f"{f}:2: {says}"
+    ok = tmp_path / "ok.jsonl"  # a whole surrogate pair is text (an emoji)
+    ok.write_text('{"question": "q \\ud83d\\ude00", "answer": 1}\n', encoding="utf-8")
+    assert load_custom(ok)[0].question == "q \U0001f600"
 
 
 def test_empty_question_is_an_error(tmp_path: Path) -> None:

@@ -630,6 +630,18 @@ def test_router_fit_show_and_errors_on_the_command_line(
     assert json.loads(r.stdout)["training"]["fingerprints"] == "60 problems"
     r = run_ponder("router", "fit", str(stores[0]), "--answer-with", "code", "--out", str(out))
     assert r.returncode == 2 and "--answer-with code: not one of reasoning" in r.stderr
+    # --out never writes over what it was not: the store read, a folder, another file
+    size = stores[0].stat().st_size
+    for where, says in (
+        (stores[0], "that is the input"),
+        (tmp_path, "a folder; give a file to write"),
+        (stores[1], "exists and is not a file this command wrote"),
+    ):
+        r = run_ponder("router", "fit", str(stores[0]), "--out", str(where))
+        assert r.returncode == 2 and says in r.stderr, r.stderr
+    assert stores[0].stat().st_size == size
+    r = run_ponder("router", "fit", str(stores[0]), "--price", "inf", "--out", str(out))
+    assert r.returncode == 2 and "--price inf: not a finite number" in r.stderr
     r = run_ponder("router", "fit", str(stores[0]), "--answer-with", "tir", "--out", str(out))
     assert r.returncode == 2 and "no pool of samples answered with tir" in r.stderr
     r = run_ponder("router", "eval", str(out), str(stores[0]))

@@ -359,6 +359,25 @@ def test_malformed_json_and_missing_fields_are_400(server: tuple[str, ScriptedLM
         r = httpx.post(f"{url}/chat/completions", content=raw, headers=headers)
         assert r.status_code == 400 and r.json()["error"]["param"] == field
         assert r.json()["error"]["message"] == f"{field}: Input should be a finite number"
+    # half a surrogate pair is no text (before: a 500 from the prompt's length check)
+    for path, field, raw in (
+        (
+            "chat/completions",
+            "messages.0.content",
+            '"messages": [{"role": "user", "content": "q\\ud800"}]',
+        ),
+        (
+            "chat/completions",
+            "messages.0.content.0.text",
+            '"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udc00"}]}]',
+        ),
+        ("completions", "prompt", '"prompt": "q\\ud800"'),
+    ):
+        r = httpx.post(
+            f"{url}/{path}", content=f'{{"model": "vote-2/{MODEL}", {raw}}}', headers=headers
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+        assert "half of a surrogate pair" in r.json()["error"]["message"]
     # a part other than text is named, once (not as an error per branch of the union)
     image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
     r = httpx.post(
@@ -411,6 +430,35 @@ def test_keys_file_limits_and_errors(tmp_path: Path) -> None:
     f.write_bytes(b"sk-a\n\xff\xfe\n")
     with pytest.raises(UsageError, match=r"keys: not UTF-8 text"):
         Keys.from_file(f, Limits())
+    # a key or a limit given twice: which one held depended on the order
+    f.write_text("sk-a max_n=50\nsk-b\nsk-a max_n=2\n")
+    with pytest.raises(UsageError, match=r"keys:3: this key is also on line 1"):
+        Keys.from_file(f, Limits())
+    f.write_text("sk-a max_n=3 max_n=4\n")
+    with pytest.raises(UsageError, match=r"keys:1: max_n given twice"):
+        Keys.from_file(f, Limits())
+    # keys from the environment: none in it, or one with a space (limits go in a file)
+    with pytest.raises(UsageError, match=r"PONDER_SERVE_API_KEYS=' , ': no key in it"):
+        Keys.from_env(" , ", Limits())
+    with pytest.raises(UsageError, match=r"key 2 holds a space"):
+        Keys.from_env("sk-a,sk-b max_n=5", Limits())
+
+
+def test_model_names_and_token_limits_are_read_as_written(client: openai.OpenAI) -> None:
+    for name in (f"vote-\u0663/{MODEL}", f"vote-\uff13/{MODEL}"):  # Arabic-Indic, full-width 3
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model=name, messages=ask())
+    with pytest.raises(
+        openai.BadRequestError, match=r"max_tokens \(100\) and max_completion_tokens \(50\) differ"
+    ) as e:
+        client.chat.completions.create(
+            model=f"vote-2/{MODEL}", messages=ask(), max_tokens=100, max_completion_tokens=50
+        )
+    assert isinstance(e.value.body, dict) and e.value.body["param"] == "max_tokens"
+    r = client.chat.completions.create(
+        model=f"vote-2/{MODEL}", messages=ask(), max_tokens=100, max_completion_tokens=100
+    )
+    assert r.choices[0].message.content
 
 
 def test_a_keys_budget_cap_bounds_every_request() -> None:

@@ -158,6 +158,12 @@ async def test_trace_file_and_preference_pairs(tmp_path: Path) -> None:
     for p in pairs:  # what preference-training code reads
         assert {"prompt", "prefix", "chosen", "rejected"} <= p.keys()
         assert p["prompt"] == PROBLEM.question
+    # the trace is never written over by its own pairs
+    before = trace.read_text()
+    r = run_ponder("trace", "pairs", str(trace), "--out", str(trace))
+    assert r.returncode == 2 and "that is the input" in r.stderr and trace.read_text() == before
+    r = run_ponder("trace", "pairs", str(trace), "--out", str(tmp_path))
+    assert r.returncode == 2 and "a folder; give a file to write" in r.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q"}\n')
     r = run_ponder("trace", "pairs", str(bad))

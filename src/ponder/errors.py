@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 
@@ -79,6 +80,14 @@ class TransientError(BackendError):
 
 class BudgetExceeded(PonderError):
     """A request would push the ledger past a budget cap; nothing was spent."""
+
+
+def no_file(path: object, what: str) -> str:
+    """Why a path given as a `what` (a store, a router file) cannot be read as one: it is
+    missing, or it is a folder (said as such: "no such file" for a folder misleads)."""
+    if Path(str(path)).is_dir():
+        return f"{path}: a folder, not a {what}"
+    return f"{path}: no such {what}"
 
 
 def not_utf8(where: object, e: UnicodeDecodeError) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ponder.allocation.features import FEATURES
-from ponder.errors import UsageError
+from ponder.errors import UsageError, no_file
 from ponder.types import AnswerWith
 
 FORMAT = "ponder-router"
@@ -222,6 +222,8 @@ class RouterModel(BaseModel):
 def load_router(path: Path | str) -> RouterModel:
     """A router file, checked: its format and version, and that it parses."""
     path = Path(path)
+    if path.is_dir():
+        raise RouterError(no_file(path, "router file"))
     if not path.is_file():
         raise RouterError(
             f"{path}: no such router file (make one with `ponder router fit STORE --out {path}`)"

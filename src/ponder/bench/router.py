@@ -55,7 +55,7 @@ from ponder.consensus import (
     WeightedConsensus,
     replay,
 )
-from ponder.errors import UsageError
+from ponder.errors import UsageError, no_file
 from ponder.tasks.registry import level_number
 from ponder.types import AnswerWith
 
@@ -285,7 +285,7 @@ def opened_pool(
     """A store, open while in use, with its groups (of `task`, where given) and its
     `largest_pool`."""
     if not path.is_file():
-        raise UsageError(f"{path}: no such store")
+        raise UsageError(no_file(path, "store"))
     store = Store(path, readonly=True)
     try:
         groups = [g for g in load_groups(store) if task is None or g.task == task]

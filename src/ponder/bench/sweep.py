@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ponder.bench.harness import Harness, Plan, Progress, Units, plan
 from ponder.bench.store import Store
@@ -39,11 +39,14 @@ from ponder.runtime.strategy import make_strategy
 from ponder.tasks.registry import get_task
 from ponder.types import SEED_LIMIT, Problem, Usage
 
+DATA_ONLY = frozenset({"question_field", "answer_field", "answer_type", "id_field"})
+
 
 class TaskSpec(BaseModel):
     """A registered task by name, or a custom file (`data`) with its field names."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: YAML reads `yes` as true and 2.0 as a float; neither is a seed or a limit
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str | None = None
     split: str | None = None  # a registered task's split (default: test)
     data: str | None = None
@@ -53,6 +56,13 @@ class TaskSpec(BaseModel):
     id_field: str | None = None
     limit: int | None = Field(default=None, ge=1)
     offset: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _fields_of_a_file(self) -> TaskSpec:
+        given = sorted(DATA_ONLY & self.model_fields_set)
+        if self.name is not None and given:  # a named task knows its own
+            raise ValueError(f"{', '.join(given)}: read with 'data' (a file), not a named task")
+        return self
 
     def label(self) -> str:
         if self.data is not None:
@@ -130,7 +140,7 @@ def _no_budget() -> list[Budget | None]:
 
 
 class Sweep(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # (as TaskSpec: no yes for 1)
     store: str | None = None
     models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec()])
     tasks: list[TaskSpec]
@@ -190,6 +200,25 @@ class Sweep(BaseModel):
         return v
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names one key twice (the last one was
+    kept without a word: `seeds:` twice ran the second list only)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key '{key}' given twice (first on line {seen[key]})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_sweep(path: Path) -> Sweep:
     """Parse a YAML (.yaml/.yml) or TOML (.toml) sweep file; errors name the file and field."""
     if not path.is_file():
@@ -202,7 +231,7 @@ def load_sweep(path: Path) -> Sweep:
         if path.suffix == ".toml":
             data: Any = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
         else:
             raise UsageError(f"{path}: a sweep file is .yaml, .yml or .toml")
     except tomllib.TOMLDecodeError as e:
@@ -222,7 +251,10 @@ def load_sweep(path: Path) -> Sweep:
         sweep = Sweep.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]["loc"]
-        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, x['loc']))}: {x['msg'].removeprefix('Value error, ')}"
+            for x in e.errors()
+        )
         raise UsageError(f"{where(first)}: {problems}") from None
     for t in sweep.tasks:
         if (t.name is None) == (t.data is None):

@@ -407,6 +407,18 @@ def sweep_from_flags(
     else:
         assert benchmark is not None
         get_task(benchmark).path(split)  # an unknown task or split lists the known ones
+        data_only = {
+            "--question-field": question_field != "question",
+            "--answer-field": answer_field != "answer",
+            "--answer-type": answer_type != "math",
+            "--id-field": id_field is not None,
+        }
+        given = [flag for flag, set_ in data_only.items() if set_]
+        if given:  # a named task knows its own fields and answer kind
+            raise UsageError(
+                f"{', '.join(given)}: read with --data FILE; task '{benchmark}' has its own "
+                "fields and answer kind"
+            )
         task = TaskSpec(name=benchmark, split=split, limit=limit or 20, offset=offset)
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]

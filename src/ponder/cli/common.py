@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,9 +38,17 @@ LOG_WIDTH = 200
 
 
 def _width(stream: object) -> int | None:
+    columns = os.environ.get("COLUMNS")
+    if columns is not None:  # rich's own reading of it, unless it cannot draw in it
+        usable = columns.strip().isdigit() and int(columns) >= MIN_COLUMNS
+        return None if usable else LOG_WIDTH
     isatty = getattr(stream, "isatty", None)
     terminal = bool(isatty()) if callable(isatty) else False
-    return None if terminal or "COLUMNS" in os.environ else LOG_WIDTH
+    return None if terminal else LOG_WIDTH
+
+
+# COLUMNS below this (0, say) made rich print nothing at all: such a value is ignored
+MIN_COLUMNS = 20
 
 
 out = Console(soft_wrap=True, width=_width(sys.stdout))
@@ -231,8 +239,11 @@ def backend_config(
     cancellable: bool = False,
     threads: int | None = None,
     options: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
 ) -> BackendConfig:
-    """The backend the flags name (checked now, before any model loads)."""
+    """The backend the flags name (checked now, before any model loads); `flags` renames
+    the flag an error names for a field (serve's --upstream gives base_url)."""
+    named = BACKEND_FLAGS | (flags or {})
     if backend is not None:
         from ponder.lm import BACKENDS
 
@@ -255,7 +266,7 @@ def backend_config(
     except ValidationError as e:
         raise UsageError(
             "; ".join(
-                problem_line(tuple(BACKEND_FLAGS.get(str(k), k) for k in x["loc"]), x["msg"])
+                problem_line(tuple(named.get(str(k), k) for k in x["loc"]), x["msg"])
                 for x in e.errors()
             )
         ) from None
@@ -359,6 +370,32 @@ def verifier_spec(text: str | None) -> str | dict[str, Any] | None:
     if not isinstance(value, dict):
         raise UsageError("--verifier: expected a JSON object")
     return value
+
+
+# -- files a command writes ----------------------------------------------------------------
+def output_file(path: Path, option: str, *, inputs: Sequence[Path] = (), keeps: str = "") -> Path:
+    """`path` checked as a file a command may write: not a folder, not one of its `inputs`
+    (written over before, or as, they are read), its folder made. With `keeps`, an existing
+    file is replaced only if its first bytes hold that text (a file this command wrote), so
+    a store or data file given by mistake is never written over."""
+    if str(path) in ("", ".") or path.is_dir():
+        raise UsageError(f"{option} {path}: a folder; give a file to write")
+    for given in inputs:
+        if path.exists() and given.exists() and path.samefile(given):
+            raise UsageError(f"{option} {path}: that is the input {given}; give another file")
+    if keeps and path.is_file() and path.stat().st_size:
+        with path.open("rb") as f:
+            head = f.read(4096)
+        if keeps.encode() not in head:
+            raise UsageError(
+                f"{option} {path}: exists and is not a file this command wrote; give a new "
+                "path or remove it first"
+            )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot make its folder ({e.strerror})") from None
+    return path
 
 
 # -- opening a model -------------------------------------------------------------------------

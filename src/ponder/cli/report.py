@@ -12,7 +12,7 @@ from ponder.bench.html import write_html_report
 from ponder.bench.report import write_report
 from ponder.bench.store import Store
 from ponder.cli.common import app, err, out
-from ponder.errors import UsageError
+from ponder.errors import UsageError, no_file
 from ponder.extras import has_extra
 from ponder.lm import Price
 
@@ -51,7 +51,7 @@ def report(
     """Scaling curves with confidence intervals from a store: markdown, CSV tables, PNG plots;
     with --html, a self-contained HTML report that also browses samples and search trees."""
     if not store.is_file():
-        raise UsageError(f"{store}: no such store")
+        raise UsageError(no_file(store, "store"))
     price_ = Price.parse(price) if price is not None else None
     if plots and not has_extra("report"):
         plots = False
@@ -65,6 +65,12 @@ def report(
     target = out_dir or store.with_name(store.stem + "-report")
     db = Store(store, readonly=True)
     try:
+        if target.is_dir() and any(target.iterdir()) and not report_folder(target):
+            raise UsageError(
+                f"--out {target}: a folder holding other files (the report writes report.md, "
+                "CSVs and plots, over any of the same name); give a new folder or an earlier "
+                "report's"
+            )
         try:  # the folder before the analysis: a bad --out fails first, not last
             target.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -84,3 +90,8 @@ def report(
     out.print(f"report: {path}")
     if as_html:
         out.print(f"html: {page}")
+
+
+def report_folder(folder: Path) -> bool:
+    """Whether `folder` holds an earlier report (written over by this one, as asked)."""
+    return (folder / "report.md").is_file() or (folder / "report.html").is_file()

@@ -4,13 +4,15 @@ to run per problem after a cheap probe), read by `-s auto --router FILE`."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, cast, get_args
 
 import typer
 
 from ponder.allocation import RouterModel, load_router
-from ponder.cli.common import app, out
+from ponder.allocation.model import FORMAT
+from ponder.cli.common import app, out, output_file
 from ponder.errors import UsageError
 from ponder.types import AnswerWith
 
@@ -66,9 +68,12 @@ def fit(
     if answer_with is not None and answer_with not in modes:
         raise UsageError(f"--answer-with {answer_with}: not one of {', '.join(modes)}")
     mode = cast("AnswerWith | None", answer_with)
+    if price is not None and not math.isfinite(price):
+        raise UsageError(f"--price {price}: not a finite number")
+    # checked before the fit: a store or data file given as --out is never written over
+    output_file(out_file, "--out", inputs=stores, keeps=f'"format": "{FORMAT}"')
     table = build_table(stores, task=task, probe=probe, orders=orders, answer_with=mode)
     fitted = fit_router(table, price=price)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(fitted.router.model_dump_json(indent=1) + "\n", encoding="utf-8")
     if as_json:
         print(json.dumps({"router": str(out_file), **_summary(fitted.router)}, indent=2))

@@ -221,6 +221,7 @@ def serve(
             cancellable=True,  # a disconnected client's generation stops on the backend too
             threads=threads,
             options=parse_options(backend_option or [], "--backend-option"),
+            flags={"base_url": "--upstream", "api_key": "--upstream-api-key"},
         )
         for url in (urls or [None])
     ]

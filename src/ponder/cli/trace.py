@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ponder.cli.common import app, err
+from ponder.cli.common import app, err, output_file
 from ponder.errors import DataError
 
 trace_app = typer.Typer(no_args_is_help=True, help="Search traces: preference pairs.")
@@ -33,6 +33,8 @@ def trace_pairs(
     from ponder.search.tree import Tree, preference_pairs
     from ponder.tasks.data import read_jsonl
 
+    if out_file is not None:
+        output_file(out_file, "--out", inputs=[trace])
     lines = []
     for lineno, record in read_jsonl(trace):
         try:

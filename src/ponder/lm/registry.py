@@ -107,7 +107,11 @@ DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("PONDER_CACHE_DIR") or platformdirs.user_cache_dir("ponder"))
+    given = os.environ.get("PONDER_CACHE_DIR")
+    folder = Path(given or platformdirs.user_cache_dir("ponder"))
+    if given and folder.exists() and not folder.is_dir():
+        raise UsageError(f"PONDER_CACHE_DIR={given}: a file, not a folder for the model cache")
+    return folder
 
 
 def sha256_file(path: Path, progress: Progress | None = None) -> str:

@@ -822,6 +822,10 @@ def problem_of(messages: list[ChatMessage]) -> Problem:
     return Problem(question=question, system="\n\n".join(system) or None)
 
 
+def _union_branch(part: object) -> bool:
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool") or "[" in part)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error in OpenAI's format; never a stack trace to the client."""
 
@@ -831,7 +835,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        first = e.errors()[0] if e.errors() else {}
+        # the deepest error is the most telling: of a union's branches, the one that got
+        # furthest into the value (a list of parts, not "should be a string")
+        first: dict[str, Any] = max(e.errors(), key=lambda x: len(x.get("loc", ())), default={})
         loc = tuple(first.get("loc", ()))
         if first.get("type") == "json_invalid":  # (its loc is the character where it broke)
             why = (first.get("ctx") or {}).get("error", "JSON decode error")
@@ -845,7 +851,9 @@ def install_error_handlers(app: FastAPI) -> None:
                 header = repr(sent) if sent else "missing"
                 message += f", sent as application/json (its Content-Type is {header})"
             return JSONResponse(error_body(message, "invalid_request_error"), 400)
-        param = ".".join(str(x) for x in loc if x != "body") or None
+        # (a union's branch, such as content.str, is pydantic's word, not a field)
+        fields = [x for x in loc if x != "body" and not _union_branch(x)]
+        param = ".".join(str(x) for x in fields) or None
         msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
         where = f"{param}: " if param else ""
         return JSONResponse(error_body(f"{where}{msg}", "invalid_request_error", param), 400)

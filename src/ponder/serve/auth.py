@@ -90,6 +90,14 @@ class Keys:
     def from_env(cls, value: str, defaults: Limits) -> Keys:
         """Comma-separated keys (PONDER_SERVE_API_KEYS), each with the default limits."""
         secrets = [k.strip() for k in value.split(",") if k.strip()]
+        if not secrets:  # set to nothing but commas and blanks: not "no keys", a mistake
+            raise UsageError(f"PONDER_SERVE_API_KEYS={value!r}: no key in it")
+        for i, secret in enumerate(secrets):
+            if any(c.isspace() for c in secret):  # (limits go in an --api-key-file)
+                raise UsageError(
+                    f"PONDER_SERVE_API_KEYS: key {i + 1} holds a space; keys are comma-separated "
+                    "(a key's limits go in a key file: --api-key-file)"
+                )
         return cls([ApiKey(f"env:{i + 1}", s, defaults) for i, s in enumerate(secrets)])
 
     @classmethod
@@ -97,6 +105,7 @@ class Keys:
         if not path.is_file():
             raise UsageError(f"{path}: no such API key file")
         keys: list[ApiKey] = []
+        seen: dict[str, int] = {}  # secret → its line
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
@@ -106,11 +115,16 @@ class Keys:
             if not line:
                 continue
             secret, *settings = line.split()
+            if secret in seen:  # which line's limits hold would depend on the order
+                raise UsageError(f"{path}:{lineno}: this key is also on line {seen[secret]}")
+            seen[secret] = lineno
             limits: dict[str, str] = {}
             for item in settings:
                 name, sep, value = item.partition("=")
                 if not sep:
                     raise UsageError(f"{path}:{lineno}: expected name=value, got '{item}'")
+                if name in limits:
+                    raise UsageError(f"{path}:{lineno}: {name} given twice")
                 limits[name] = value
             try:
                 merged = defaults.model_dump() | limits

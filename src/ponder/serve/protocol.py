@@ -59,10 +59,26 @@ def error_body(
 STRICT = ConfigDict(strict=True, allow_inf_nan=False)
 
 
+def whole_text(value: object) -> object:
+    """A field's text (or list of texts) as given, unless it holds half of a surrogate pair:
+    JSON's \\ud800 escape alone, which no tokenizer and no UTF-8 encoder takes."""
+    for text in value if isinstance(value, list) else [value]:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    "holds half of a surrogate pair (a \\ud800-\\udfff escape alone), not text"
+                ) from None
+    return value
+
+
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="allow", **STRICT)
     type: Literal["text"]
     text: str
+
+    _text = field_validator("text", mode="before")(whole_text)
 
 
 class ChatMessage(BaseModel):
@@ -78,7 +94,7 @@ class ChatMessage(BaseModel):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind != "text":
                 raise ValueError(f"part {i} is of type {kind!r}; ponder reads text parts only")
-        return v
+        return whole_text(v)
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -153,6 +169,7 @@ class Sampling(BaseModel):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1)  # (at most the key's max_n: 413 past it)
     stop: str | list[str] | None = None
+    _stop = field_validator("stop", mode="before")(whole_text)
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -166,6 +183,14 @@ class Sampling(BaseModel):
 
     def completion_limit(self) -> tuple[int | None, str]:
         """The completion tokens asked for, and the field that asked."""
+        both = self.max_completion_tokens is not None and self.max_tokens is not None
+        if both and self.max_tokens != self.max_completion_tokens:
+            raise ApiError(
+                400,
+                f"max_tokens ({self.max_tokens}) and max_completion_tokens "
+                f"({self.max_completion_tokens}) differ; give one",
+                param="max_tokens",
+            )
         if self.max_completion_tokens is not None:
             return self.max_completion_tokens, "max_completion_tokens"
         return self.max_tokens, "max_tokens"
@@ -218,6 +243,8 @@ class ChatRequest(Sampling):
 
 class CompletionRequest(Sampling):
     prompt: str | list[str] = Field(examples=["What is 20 + 22?"])
+
+    _prompt = field_validator("prompt", mode="before")(whole_text)
     logprobs: int | None = Field(
         default=None,
         ge=0,

@@ -58,7 +58,7 @@ def split_model(model: str, served: str) -> tuple[str | None, int | None]:
         )
     name, n = head, None
     base, dash, digits = head.rpartition("-")
-    if dash and digits.isdigit():
+    if dash and digits.isascii() and digits.isdigit():  # (not ٣ or ３: int() reads those)
         name, n = base, int(digits)
     if name not in STRATEGIES:
         raise ApiError(

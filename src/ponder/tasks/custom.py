@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ponder.answers import ANSWER_KINDS
-from ponder.errors import DataError, UsageError, not_utf8
+from ponder.answers.extract import normalize_number
+from ponder.errors import DataError, UsageError, no_file, not_utf8
 from ponder.tasks.data import read_jsonl
 from ponder.tasks.registry import CODE_SYSTEM_PROMPT, Field
 from ponder.types import Problem, blank
@@ -71,7 +72,7 @@ def load_custom(
         suffix = f"'{path.suffix}'" if path.suffix else "no suffix"
         raise DataError(f"{path}: unknown data format ({suffix}; supported: {', '.join(FORMATS)})")
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(no_file(path, "file"))
     fields = list(dict.fromkeys([question_field, answer_field, *([id_field] if id_field else [])]))
     reader = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[fmt]
 
@@ -100,6 +101,7 @@ def load_custom(
                     )
                 )
             else:
+                check_gold(answer, answer_type, f"{row.where}: field '{answer_field}'")
                 problems.append(Problem(id=pid, question=question, gold=answer, kind=answer_type))
     except UnicodeDecodeError as e:
         raise DataError(not_utf8(path, e)) from None
@@ -120,6 +122,23 @@ def _text(row: _Row, f: Field, name: str) -> str:
     if blank(text):
         raise DataError(f"{row.where}: empty field '{name}'")
     return text
+
+
+# letters, apart by commas, semicolons, "and" or spaces, each maybe in parentheses: "B",
+# "(c)", "A, C" (a multiple answer); not "banana", which the choice key reads as ABN
+_CHOICE = re.compile(r"\(?[A-Za-z]\)?(?:\s*(?:,|;|\band\b|\s)\s*\(?[A-Za-z]\)?)*")
+
+
+def check_gold(answer: str, kind: str, where: str) -> None:
+    """A gold answer its kind can compare with: a number for `number`, letters for `choice`.
+    Anything else would be graded wrong whatever the model wrote, with no word said."""
+    if kind == "number" and normalize_number(answer) is None:
+        raise DataError(f"{where}: {answer!r:.60} is not a number (--answer-type number)")
+    if kind == "choice" and not _CHOICE.fullmatch(answer.strip()):
+        raise DataError(
+            f"{where}: {answer!r:.60} is not a choice letter such as B or 'A, C' (--answer-type "
+            "choice; the options go in the question, and the answer names one by its letter)"
+        )
 
 
 def _check_columns(path: Path, fields: Sequence[str], columns: Sequence[str]) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import platformdirs
 
-from ponder.errors import DataError
+from ponder.errors import DataError, UsageError, no_file
 
 BUNDLED = Path(__file__).resolve().parent.parent / "data"
 
@@ -50,6 +50,10 @@ def data_roots() -> list[tuple[str, Path]]:
         for p in os.environ.get("PONDER_DATA_DIR", "").split(os.pathsep)
         if p
     ]
+    for _, folder in roots:  # a folder named but not there is a mistake, not "look elsewhere"
+        if not folder.is_dir():
+            why = "a file, not a folder" if folder.exists() else "no such folder"
+            raise UsageError(f"PONDER_DATA_DIR: {folder}: {why}")
     roots += [("bundled", BUNDLED), ("pulled", pulled_dir())]
     if (shared := shared_dir()) is not None:
         roots.append(("shared", shared))
@@ -82,7 +86,7 @@ def data_file(relative: str) -> Path:
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for each non-blank line."""
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(no_file(path, "file"))
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
@@ -95,9 +99,38 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=_no_repeated_keys)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise DataError(f"{path}:{lineno}: JSON nested too deeply to read") from None
+            except _RepeatedKey as e:
+                raise DataError(f"{path}:{lineno}: field '{e}' given twice") from None
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object")
+            if "\\ud" in line.lower() and not _encodes(record):
+                # JSON's \ud800 escapes decode to a lone surrogate, which is no text (no store,
+                # no model can take it)
+                raise DataError(f"{path}:{lineno}: a \\u escape of half a surrogate pair")
             yield lineno, record
+
+
+class _RepeatedKey(ValueError):
+    """A JSON object naming one key twice (json keeps the last one silently)."""
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:
+            raise _RepeatedKey(key)
+        record[key] = value
+    return record
+
+
+def _encodes(record: object) -> bool:
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

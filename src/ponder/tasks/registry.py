@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from ponder.answers import equivalent, extract, gsm8k_gold, last_boxed
-from ponder.errors import DataError, UsageError
+from ponder.errors import DataError, UsageError, no_file
 from ponder.plugins import Registry
 from ponder.sandbox import Sandbox
 from ponder.tasks.data import data_file, read_jsonl
@@ -59,8 +60,12 @@ class Field:
         value = self.value(name)
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise DataError(f"{self.where}: field '{name}' should be a string, not {value!r:.60}")
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))  # answers such as 27.0
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise DataError(f"{self.where}: field '{name}' is {value}, not a finite number")
+            if value.is_integer() and abs(value) < 2**53:  # answers such as 27.0
+                return str(int(value))
+            return repr(value)  # its shortest spelling: 1e+23, not 99999999999999991611392
         return str(value)
 
     def opt(self, name: str) -> Any:
@@ -164,7 +169,7 @@ async def grade(problem: Problem, answer: str | None, sandbox: Sandbox) -> bool:
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if path.suffix == ".csv":
         if not path.is_file():
-            raise DataError(f"{path}: no such file")
+            raise DataError(no_file(path, "file"))
         with path.open(encoding="utf-8", newline="") as f:
             for lineno, row in enumerate(csv.DictReader(f), 2):
                 yield lineno, dict(row)
