@@ -32,6 +32,12 @@ replayed on that pool (the offline prediction checked against the live run).
     # waves against rolling (the next sample started as one finishes), replayed on a pool
     .venv/bin/python benchmarks/adaptive.py rolling --pool benchmarks/reports/gsm8k-pool16.sqlite
 
+    # DeepConf online over group windows, warm-ups and percentiles (the tune grid fixes the
+    # window at 32 and the warm-up at 4), chosen on train, the choice judged on test
+    .venv/bin/python benchmarks/adaptive.py online-grid \
+        --train benchmarks/reports/gsm8k-train-pool16.sqlite \
+        --test benchmarks/reports/gsm8k-pool16.sqlite
+
 Resumable: the store keeps every finished unit, and a run already complete is not run again
 (its wall time is then the one it was measured at).
 """
@@ -51,6 +57,7 @@ from ponder.bench.confidence import (
     PoolSignals,
     load_signals,
     paired,
+    replay_online,
     replay_points,
     replay_rule,
 )
@@ -58,7 +65,7 @@ from ponder.bench.estimators import Pools, bootstrap_mean_ci, majority_at
 from ponder.bench.harness import Harness, plan
 from ponder.bench.store import Store
 from ponder.bench.sweep import model_sha256
-from ponder.bench.tuning import TOLERANCE, Reference, tune_selection, tune_stopping
+from ponder.bench.tuning import TOLERANCE, Reference, baseline, tune_selection, tune_stopping
 from ponder.consensus import ESC, BetaStop, Observation
 from ponder.consensus.replay import expected
 from ponder.lm import BackendConfig
@@ -563,6 +570,70 @@ def versus(args: argparse.Namespace) -> None:
     live_store.close()
 
 
+def online_grid(args: argparse.Namespace) -> None:
+    """DeepConf online replayed over windows × warm-ups × percentiles on the train pool; the
+    settings within `--tolerance` of train majority@n, cheapest first, and the cheapest of
+    them replayed on test beside test majority@n (paired)."""
+    train_store, test_store = Store(args.train, readonly=True), Store(args.test, readonly=True)
+    refuse_shared(train_store, test_store, args.test)
+    train = load_signals(train_store, pool_of(train_store, "reasoning"), stats=True)
+    test = load_signals(test_store, pool_of(test_store, "reasoning"), stats=True)
+    n = args.n
+    base = {"train": baseline(train, n), "test": baseline(test, n)}
+    tried = []
+    for window in args.windows:
+        for warmup in args.warmups:
+            for pct in args.percentiles:
+                r = replay_online(
+                    train,
+                    "",
+                    n=n,
+                    wave=2,
+                    orders=args.orders,
+                    resamples=200,
+                    warmup=warmup,
+                    percentile=pct,
+                    consensus=args.consensus,
+                    window=window,
+                )
+                ratio = float(r.generated.mean()) / base["train"].generated
+                tried.append((window, warmup, pct, r.point.accuracy, ratio))
+    vote = base["train"].point.accuracy
+    kept = sorted((t for t in tried if t[3] >= vote - args.tolerance), key=lambda t: t[4])
+    print(
+        f"Train majority@{n} {100 * vote:.1f}% ({base['train'].point.problems} problems); "
+        f"{len(tried)} settings (consensus {args.consensus}, waves of 2), {len(kept)} within "
+        f"{100 * args.tolerance:g} point(s). Cheapest kept, and cheapest of all:\n"
+    )
+    print("| window | warm-up | percentile | train acc. | train generated × majority |")
+    print("|---|---|---|---|---|")
+    for w, warm, pct, acc, ratio in [*kept[:5], min(tried, key=lambda t: t[4])]:
+        print(f"| {w} | {warm} | {pct:g} | {100 * acc:.1f}% | {ratio:.2f} |")
+    if not kept:
+        return
+    w, warm, pct, _, _ = kept[0]
+    r = replay_online(
+        test,
+        "",
+        n=n,
+        wave=2,
+        orders=args.orders,
+        warmup=warm,
+        percentile=pct,
+        consensus=args.consensus,
+        window=w,
+    )
+    t = base["test"]
+    d, lo, hi = paired(r.point, t.point)
+    print(
+        f"\nOn test (window {w}, warm-up {warm}, percentile {pct:g}): "
+        f"{100 * r.point.accuracy:.1f}% [{100 * r.point.low:.1f}, {100 * r.point.high:.1f}], "
+        f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] against majority@{n} "
+        f"({100 * t.point.accuracy:.1f}%), at {float(r.generated.mean()) / t.generated:.2f}× "
+        "its generated tokens"
+    )
+
+
 def main() -> None:
     tune_gc()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -622,8 +693,20 @@ def main() -> None:
     le.add_argument("--subsets", type=int, default=30, help="random k-subsets per problem")
     le.add_argument("--seed", type=int, default=0)
     le.add_argument("--answer-with", default="reasoning", help="the pools' answer mode")
+    og = sub.add_parser("online-grid", help="DeepConf online over windows and warm-ups")
+    og.add_argument("--train", type=Path, required=True, help="a store with a train pool")
+    og.add_argument("--test", type=Path, required=True, help="a store with a test pool")
+    og.add_argument("--n", type=int, default=16)
+    og.add_argument("--windows", type=int, nargs="+", default=[16, 32, 64])
+    og.add_argument("--warmups", type=int, nargs="+", default=[3, 4, 6, 8])
+    og.add_argument("--percentiles", type=float, nargs="+", default=[10, 50, 60, 70, 80, 90])
+    og.add_argument("--consensus", type=float, default=0.95)
+    og.add_argument("--orders", type=int, default=4)
+    og.add_argument("--tolerance", type=float, default=TOLERANCE)
     args = ap.parse_args()
-    if args.command == "learned":
+    if args.command == "online-grid":
+        online_grid(args)
+    elif args.command == "learned":
         learned(args)
     elif args.command == "against":
         against(args)

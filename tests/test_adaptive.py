@@ -12,12 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import group_of, no_sleep, run_benchmark
+from ponder.bench.harness import Harness, plan
+from ponder.bench.store import Store
 from ponder.consensus import BetaStop, Observation, PriceStop, StoppingRule, replay
 from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM, count_tokens
 from ponder.runtime.engine import Engine
 from ponder.runtime.scheduler import Scheduler
+from ponder.runtime.strategy import make_strategy
 from ponder.types import GenRequest, Problem
 
 PROBLEM = Problem(question="What is 6 * 7?", kind="number")
@@ -351,6 +354,37 @@ def test_the_tune_benchmark_chooses_on_train_and_judges_on_test(tmp_path: Path) 
     assert {"majority@4", "fixed vote", "esc", "beta", "agreement", "weighted"} <= families
     r = tune("--answer-with", "tir")
     assert r.returncode == 1 and "no pool of --answer-with tir samples" in r.stderr
+
+
+async def test_the_online_grid_chooses_on_train_and_judges_on_test(tmp_path: Path) -> None:
+    """benchmarks/adaptive.py online-grid: DeepConf online over windows, warm-ups and
+    percentiles, the cheapest setting within the tolerance on train judged on test."""
+    from test_confidence_report import reply, token_logprobs
+
+    caps = Capabilities(slots=8, n_with_stop=True, stream=True)
+    lm = ScriptedLM(reply, capabilities=caps, token_logprobs=token_logprobs)
+    engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep))
+    stores = []
+    for name, start in (("train", 0), ("test", 100)):
+        problems = [
+            Problem(question=f"q{i}: 6 * 7?", gold="42", kind="number", id=f"p{i}")
+            for i in range(start, start + 8)
+        ]
+        store = Store(tmp_path / f"{name}.sqlite")
+        (p,) = plan([make_strategy("vote", n=8)])
+        await Harness(engine, store).execute("t", problems, p, seed=0)
+        store.close()
+        stores.append(str(tmp_path / f"{name}.sqlite"))
+    r = run_benchmark(
+        *("adaptive.py", "online-grid", "--train", stores[0], "--test", stores[1]),
+        *("--n", "8", "--windows", "4", "8", "--warmups", "2", "--percentiles", "10", "90"),
+        *("--orders", "2", "--tolerance", "1.0"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "4 settings (consensus 0.95, waves of 2), 4 within 100 point(s)" in r.stdout
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + 4 + 1  # the header, the kept ones, the cheapest of all
+    assert "On test (window " in r.stdout and "against majority@8" in r.stdout
 
 
 def test_the_versus_benchmark_sets_a_live_run_beside_the_pools_vote(tmp_path: Path) -> None:

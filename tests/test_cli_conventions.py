@@ -212,3 +212,16 @@ def test_environment_settings_that_cannot_work_are_exit_2(
         env=env,
     )
     assert r.returncode == 2 and says.format(tmp=tmp_path) in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "says"),
+    [
+        ("127.0.0.1 ", "--host '127.0.0.1 ': not a host name or address"),
+        ("localhost:80", "--host localhost:80: give the host alone and the port with --port"),
+    ],
+)
+def test_a_host_that_is_no_address_is_said_so(host: str, says: str) -> None:
+    # before: refused as "exposes the server beyond this machine", which it did not
+    r = run_ponder("serve", "--backend", "scripted", "--host", host, "--port", "0")
+    assert r.returncode == 2 and says in r.stderr, r.stderr

@@ -336,3 +336,34 @@ def test_code_answers_must_be_python_asserts(tmp_path: Path) -> None:
 def test_field_keeps_its_file_line_place_unless_given_one(tmp_path: Path) -> None:
     assert Field(tmp_path / "a.jsonl", 4, {}).where == f"{tmp_path / 'a.jsonl'}:4"
     assert Field(tmp_path / "a.parquet", 0, {}, where="x: row 2").where == "x: row 2"
+
+
+def test_csv_errors_name_the_line_they_are_on(tmp_path: Path) -> None:
+    # a bad byte far into the file: its line and its place in the file (not in a buffer)
+    rows = "".join(f"question {i},{i}\n" for i in range(2, 4002))
+    bad = tmp_path / "late.csv"
+    bad.write_bytes(b"question,answer\n" + rows.encode() + b"caf\xe9,1\n")
+    with pytest.raises(DataError) as e:
+        load_custom(bad)
+    at = len(b"question,answer\n" + rows.encode()) + 3
+    assert str(e.value).startswith(f"{bad}:4002: not UTF-8 text (")
+    assert str(e.value).endswith(f" at byte {at} of the file)")
+    # a field past the csv module's limit, on line 3
+    huge = tmp_path / "huge.csv"
+    huge.write_text("question,answer\nq,1\n" + "x" * 200_000 + ",1\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"huge.csv:3: not valid CSV \(field larger"):
+        load_custom(huge)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'{"question": "a", "answer": 1}\r{"question": "b", "answer": 2}\r', "a lone CR"),
+        (b'{\n  "question": "a",\n  "answer": 1\n}\n', "JSON spread over lines"),
+    ],
+)
+def test_known_json_lines_mistakes_are_named(tmp_path: Path, content: bytes, says: str) -> None:
+    f = tmp_path / "m.jsonl"
+    f.write_bytes(content)
+    with pytest.raises(DataError, match=rf"m.jsonl:1: not valid JSON \(.*\); .*{says}"):
+        load_custom(f)

@@ -237,3 +237,6 @@ def test_data_pull_from_the_command_line(tmp_path: Path) -> None:
     assert len(bad.stderr.strip().splitlines()) == 1
     done = run_ponder("data", "pull", "gsm8k")  # bundled: nothing to fetch
     assert done.returncode == 0 and "gsm8k: bundled" in done.stdout
+    # a --from that is not a folder is said, even where no set needs it (it was exit 0)
+    gone = run_ponder("data", "pull", "gsm8k", "--from", str(tmp_path / "nope"))
+    assert gone.returncode == 2 and f"--from {tmp_path / 'nope'}: no such folder" in gone.stderr

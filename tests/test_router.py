@@ -642,6 +642,8 @@ def test_router_fit_show_and_errors_on_the_command_line(
     assert stores[0].stat().st_size == size
     r = run_ponder("router", "fit", str(stores[0]), "--price", "inf", "--out", str(out))
     assert r.returncode == 2 and "--price inf: not a finite number" in r.stderr
+    r = run_ponder("router", "fit", str(stores[0]), "--task", "nosuch", "--out", str(out))
+    assert r.returncode == 2 and "no runs of task 'nosuch' (--task; this store has: " in r.stderr
     r = run_ponder("router", "fit", str(stores[0]), "--answer-with", "tir", "--out", str(out))
     assert r.returncode == 2 and "no pool of samples answered with tir" in r.stderr
     r = run_ponder("router", "eval", str(out), str(stores[0]))

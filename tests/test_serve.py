@@ -165,7 +165,9 @@ def test_models_lists_the_model_and_each_strategy_over_it(client: openai.OpenAI)
         ("nope", {}, 404, "model"),
         (f"nostrategy-4/{MODEL}", {}, 404, "model"),
         (f"vote-4/{MODEL}", {"n": 2}, 400, "n"),
-        (f"vote-64/{MODEL}", {}, 413, "ponder.n"),
+        (f"vote-64/{MODEL}", {}, 413, "model"),  # (the width the model name gave)
+        (f"vote-0/{MODEL}", {}, 400, "model"),
+        (f"vote/{MODEL}", {"extra_body": {"ponder": {"n": 64}}}, 413, "ponder.n"),
         (f"vote/{MODEL}", {"max_tokens": 5000}, 413, "max_tokens"),
         (f"vote-4/{MODEL}", {"extra_body": {"ponder": {"n": 8}}}, 400, "ponder.n"),
         (
@@ -282,7 +284,7 @@ def test_models_lists_the_model_and_each_strategy_over_it(client: openai.OpenAI)
             400,
             "ponder.options.m",
         ),
-        (f"greedy-4/{MODEL}", {}, 400, "ponder.n"),
+        (f"greedy-4/{MODEL}", {}, 400, "model"),
         (MODEL, {"extra_body": {"ponder": {"strategy": "nope"}}}, 400, "ponder.strategy"),
         (
             f"best_of_n-2/{MODEL}",
@@ -442,6 +444,15 @@ def test_keys_file_limits_and_errors(tmp_path: Path) -> None:
         Keys.from_env(" , ", Limits())
     with pytest.raises(UsageError, match=r"key 2 holds a space"):
         Keys.from_env("sk-a,sk-b max_n=5", Limits())
+
+
+def test_null_is_the_default_for_n_and_stream(server: tuple[str, ScriptedLM]) -> None:
+    # as OpenAI's API reads them (as ponder already read temperature or seed)
+    body = {"model": f"vote-2/{MODEL}", "messages": ask(), "n": None, "stream": None}
+    r = httpx.post(
+        f"{server[0]}/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
 
 
 def test_model_names_and_token_limits_are_read_as_written(client: openai.OpenAI) -> None:

@@ -353,6 +353,7 @@ def replay_online(
     warmup: int = DEEPCONF_WARMUP,
     percentile: float = 10.0,
     consensus: float = 0.95,
+    window: int = 32,
 ) -> Replayed:
     """DeepConf online replayed on every problem with a pool of at least `n` samples."""
     g = pool.group
@@ -375,6 +376,7 @@ def replay_online(
                     percentile=percentile,
                     consensus=consensus,
                     wave=wave,
+                    window=window,
                 )
             )
         return (

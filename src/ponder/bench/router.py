@@ -288,7 +288,14 @@ def opened_pool(
         raise UsageError(no_file(path, "store"))
     store = Store(path, readonly=True)
     try:
-        groups = [g for g in load_groups(store) if task is None or g.task == task]
+        every = load_groups(store)
+        groups = [g for g in every if task is None or g.task == task]
+        if task is not None and not groups:  # a task the store never ran: name those it did
+            ran = sorted({g.task for g in every})
+            raise UsageError(
+                f"{path}: no runs of task '{task}' (--task; this store has: "
+                f"{', '.join(ran) or 'no runs'})"
+            )
         yield store, groups, largest_pool(path, groups, task, answer_with)
     finally:
         store.close()

@@ -193,6 +193,11 @@ def serve(
         keys = keys.plus(Keys.from_list(api_key or [], limits, "--api-key"))
     elif os.environ.get("PONDER_SERVE_API_KEYS"):
         keys = Keys.from_env(os.environ["PONDER_SERVE_API_KEYS"], limits)
+    if not host or any(c.isspace() for c in host):
+        raise UsageError(f"--host {host!r}: not a host name or address")
+    name, colon, maybe_port = host.rpartition(":")
+    if colon and name.count(":") == 0 and maybe_port.isdigit():  # (an IPv6 address has more)
+        raise UsageError(f"--host {host}: give the host alone and the port with --port")
     if not keys and host not in ("127.0.0.1", "localhost", "::1"):
         raise UsageError(
             f"--host {host} exposes the server beyond this machine: give --api-key or "

@@ -9,7 +9,7 @@ import secrets
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ponder.runtime.budget import Budget
 from ponder.types import Result, TokenLogprob, Usage
@@ -170,6 +170,14 @@ class Sampling(BaseModel):
     n: int = Field(default=1, ge=1)  # (at most the key's max_n: 413 past it)
     stop: str | list[str] | None = None
     _stop = field_validator("stop", mode="before")(whole_text)
+
+    @field_validator("n", "stream", mode="before")
+    @classmethod
+    def _null_is_the_default(cls, v: object, info: ValidationInfo) -> object:
+        # OpenAI's API reads null as the default here, as for temperature or seed
+        name = info.field_name or ""
+        return cls.model_fields[name].default if v is None else v
+
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

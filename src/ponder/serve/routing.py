@@ -133,11 +133,18 @@ def resolve(
             )
         if router is not None:  # without one, auto is the price rule
             options["router"] = router
-    return Route(build(strategy, n, req, limits, options), budget, strategy)
+    # the field an error about the width names: the one that gave it
+    width_from = "ponder.n" if opts is not None and opts.n is not None else "model"
+    return Route(build(strategy, n, req, limits, options, width_from), budget, strategy)
 
 
 def build(
-    name: str, n: int | None, req: Sampling, limits: Limits, options: dict[str, Any]
+    name: str,
+    n: int | None,
+    req: Sampling,
+    limits: Limits,
+    options: dict[str, Any],
+    width_from: str = "ponder.n",
 ) -> Strategy:
     cls = STRATEGIES.get(name).obj
     names = option_names(cls)
@@ -152,7 +159,7 @@ def build(
     given = dict(options)
     if n is not None:
         if cls.width is None:
-            raise ApiError(400, f"strategy '{name}' has no width for n to set", param="ponder.n")
+            raise ApiError(400, f"strategy '{name}' has no width for n to set", param=width_from)
         if cls.width in given:
             raise ApiError(
                 400,
@@ -176,17 +183,21 @@ def build(
     except UsageError as e:
         where = f"ponder.options.{e.option}" if e.option else "ponder.options"
         if e.option == cls.width and e.option not in options:
-            where = "ponder.n"  # (the width came from the model name or ponder.n)
+            where = width_from  # (the width came from the model name or ponder.n)
         raise ApiError(413 if isinstance(e, TooWide) else 400, str(e), param=where) from None
     for spec in verifiers_of(strategy):  # a strategy's default verifier too
         if spec.name not in served:
             raise not_served(spec.name, served)
-    check_limits(strategy, options, n is not None, limits)
+    check_limits(strategy, options, n is not None, limits, width_from)
     return strategy
 
 
 def check_limits(
-    strategy: Strategy, options: Collection[str], width_given: bool, limits: Limits
+    strategy: Strategy,
+    options: Collection[str],
+    width_given: bool,
+    limits: Limits,
+    width_from: str = "ponder.n",
 ) -> None:
     """413 for an option over the key's limits: the width (given or the strategy's default)
     and every other option that multiplies the work (`MULTIPLIES`) the request sets, over
@@ -198,6 +209,8 @@ def check_limits(
         if isinstance(value, bool) or not isinstance(value, int):
             continue
         param = f"ponder.options.{key}" if key in options else "ponder.n"
+        if key == cls.width and key not in options and width_given:
+            param = width_from
         if (key == cls.width or (key in options and multiplies(field))) and value > limits.max_n:
             asked = f"{param if key in options else key} {value}"
             if key not in options and not width_given:

@@ -20,7 +20,9 @@ and `ponder.tasks.registry.grade` runs the tests in the sandbox like any code se
 from __future__ import annotations
 
 import ast
+import codecs
 import csv
+import io
 import math
 import re
 from collections.abc import Iterator, Sequence
@@ -156,8 +158,19 @@ def _jsonl_rows(path: Path, fields: Sequence[str]) -> Iterator[_Row]:
 
 
 def _csv_rows(path: Path, fields: Sequence[str]) -> Iterator[_Row]:
-    # utf-8-sig: plain UTF-8, minus the byte-order mark spreadsheets put before the header
-    with path.open(encoding="utf-8-sig", newline="") as fh:
+    # utf-8-sig: plain UTF-8, minus the byte-order mark spreadsheets put before the header;
+    # decoded whole, so a bad byte is named by its line and place in the file (a stream's
+    # error names its place in a buffer)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        at = e.start + (3 if raw.startswith(codecs.BOM_UTF8) else 0)
+        line = raw.count(b"\n", 0, at) + 1
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text ({e.reason} at byte {at} of the file)"
+        ) from None
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         try:
             columns = reader.fieldnames
@@ -178,7 +191,8 @@ def _csv_rows(path: Path, fields: Sequence[str]) -> Iterator[_Row]:
                 null = f"the row has {given} of {len(columns)} values"
                 yield _Row(where, f"line {reader.line_num}", dict(row), null, csv=True)
         except csv.Error as e:
-            raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+            # (the csv module counts a line once it has parsed it: the one it failed on is next)
+            raise DataError(f"{path}:{reader.line_num + 1}: not valid CSV ({e})") from None
 
 
 def _parquet_rows(path: Path, fields: Sequence[str]) -> Iterator[_Row]:

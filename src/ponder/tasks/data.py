@@ -101,7 +101,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 record = json.loads(line, object_pairs_hook=_no_repeated_keys)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}){_hint(line)}") from None
             except RecursionError:
                 raise DataError(f"{path}:{lineno}: JSON nested too deeply to read") from None
             except _RepeatedKey as e:
@@ -113,6 +113,15 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 # no model can take it)
                 raise DataError(f"{path}:{lineno}: a \\u escape of half a surrogate pair")
             yield lineno, record
+
+
+def _hint(line: str) -> str:
+    """What a line that is not JSON most likely is, where it is a known mistake."""
+    if "\r" in line.rstrip("\r\n"):
+        return "; its lines end in a lone CR: JSON Lines ends each with LF"
+    if line.strip() in ("{", "["):
+        return "; JSON spread over lines: JSON Lines holds one whole object on each line"
+    return ""
 
 
 class _RepeatedKey(ValueError):
