@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import scripted_engine
-from ponder.errors import BudgetExceeded
+from helpers import run_ponder, scripted_engine
+from ponder.errors import BudgetExceeded, UsageError
 from ponder.runtime.budget import Budget, Ledger, estimate
 from ponder.types import GenRequest, Message, ModelInfo, Usage
 
@@ -21,7 +21,8 @@ def long_reply(req: GenRequest, index: int, rng: random.Random) -> str:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    strategy=st.sampled_from(["greedy", "sample", "vote"]),
+    # (best_of_n and weighted_vote: scored pools, which crashed when no sample was affordable)
+    strategy=st.sampled_from(["greedy", "sample", "vote", "best_of_n", "weighted_vote"]),
     n=st.integers(1, 12),
     tokens=st.one_of(st.none(), st.integers(0, 3000)),
     calls=st.one_of(st.none(), st.integers(0, 3)),
@@ -41,11 +42,34 @@ async def test_no_strategy_exceeds_a_token_or_call_budget(
         assert spent.total_tokens <= tokens
     if calls is not None:
         assert spent.calls <= calls
-    # the bill is the sum of what the backend produced, every choice counted
-    assert spent.completion_tokens == sum(c.completion_tokens for c in result.candidates)
+    # the bill is the sum of what the backend produced, every choice counted (the policy's:
+    # a scored pool's judge calls are the verifier's)
+    policy = result.usage.get("policy", Usage()).completion_tokens
+    assert policy == sum(c.completion_tokens for c in result.candidates)
     assert spent.calls == len(lm.calls)
     if not lm.calls:
         assert result.stopped == "budget" and result.answer is None
+
+
+async def test_a_misspelt_or_negative_cap_is_named() -> None:
+    engine, _ = scripted_engine(long_reply)
+    with pytest.raises(UsageError, match=r"budget.token: Extra inputs are not permitted"):
+        await engine.solve("q", "vote", n=2, budget={"token": 10})  # (was: no cap at all)
+    with pytest.raises(UsageError, match=r"budget.tokens: Input should be greater than"):
+        await engine.solve("q", "vote", n=2, budget={"tokens": -1})
+
+
+def test_tool_integrated_samples_cut_by_a_budget_end_and_leave_nothing_running() -> None:
+    # before: the budget's stop was raised while sibling samples (and their sandboxes) ran
+    # on, and `asyncio.run` hung at exit waiting for them
+    reply = 'replies=["Let me compute.\\n```python\\nprint(6*7)\\n```"]'
+    r = run_ponder(
+        *("solve", "q", "-s", "vote", "-n", "3", "--answer-with", "tir", "--max-tokens", "30"),
+        *("--budget-tokens", "600", "--backend", "scripted", "--backend-option", reply),
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "stopped early: budget" in r.stdout and "tool: 1 call" in r.stdout
 
 
 def test_reservations_stop_concurrent_overspend() -> None:

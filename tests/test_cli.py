@@ -26,6 +26,15 @@ from ponder.runtime.strategy import STRATEGIES
             "error: --seeds: seed 1 given twice in '1,2,1'",
         ),
         (["bench", "gsm8k", "--seeds", ","], "error: --seeds: no seed in ','"),
+        (  # each within 4096, together 16.7M generations a step: it hung
+            ["solve", "q", "-s", "beam", "-n", "4096", "-o", "m=4096", "--backend", "scripted"],
+            "error: strategy 'beam': max_steps=12 × n=4096 × m=4096 = 201,326,592 is more than",
+        ),
+        (  # a pool's compute is its n: a per-problem cap was silently not applied
+            ["bench", "gsm8k", "-s", "vote", "--budget-tokens", "10"],
+            "error: --budget-tokens/--budget-seconds/--budget-dollars cap one solve of a "
+            "strategy that is not pooled; vote runs as a pool of n samples",
+        ),
         (
             ["solve", "q", "-s", "greedy", "-n", "3"],
             "error: strategy 'greedy' has no width for -n to set (its options: answer_with; "

@@ -78,7 +78,7 @@ from ponder.lm import BACKENDS, BackendConfig, Price
 from ponder.plugins import parse_options
 from ponder.runtime.budget import Budget
 from ponder.runtime.prompting import Prompting
-from ponder.runtime.strategy import make_strategy, options_taken
+from ponder.runtime.strategy import POOLED, STRATEGIES, make_strategy, options_taken
 from ponder.tasks.registry import TASKS, get_task
 from ponder.types import SEED_LIMIT, Usage
 
@@ -263,6 +263,19 @@ def bench(
             if "auto" in names:
                 set_from_flag(options, "router", str(router), "--router")
         check_shared(names, options)
+        per_problem = budget_tokens, budget_seconds, budget_dollars
+        pooled = [s for s in names if POOLED in STRATEGIES.get(s).obj.capabilities]
+        if any(b is not None for b in per_problem) and pooled:
+            # a pool's samples run as units of one sample each: a cap per problem would cut
+            # the pool itself; its compute is its n
+            what = "; it caps the others" if len(pooled) < len(names) else ""
+            runs = "runs" if len(pooled) == 1 else "run"
+            raise UsageError(
+                f"--budget-tokens/--budget-seconds/--budget-dollars cap one solve of a strategy "
+                f"that is not pooled; {', '.join(pooled)} {runs} as a pool of n samples, whose "
+                f"compute is n (give a smaller -n, or --budget-tokens-total for one budget over "
+                f"the set){what}: bench them in a separate run"
+            )
         if n is not None:
             set_from_flag(options, "n", n, "-n")
         if backend is not None:

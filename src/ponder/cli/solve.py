@@ -203,11 +203,13 @@ def append_line(path: Path, line: str | None) -> None:
         raise UsageError(f"--trace {path}: cannot write there ({e.strerror or e})") from None
 
 
-def bill(u: Usage, seconds: float) -> str:
+def bill(u: Usage, seconds: float, what: str) -> str:
+    """One line of the bill; `what` says which seconds: a role's are its calls' added up
+    (calls at once overlap), the total's the wall clock, so the two need not add up."""
     return (
         f"{u.calls} call{'s' * (u.calls != 1)} · {u.completion_tokens:,} completion + "
         f"{u.prompt_tokens:,} prompt tokens ({u.cached_tokens:,} cached) · "
-        f"{u.flops / 1e12:.2f} TFLOPs · ${u.dollars:.4f} · {seconds:.1f} s"
+        f"{u.flops / 1e12:.2f} TFLOPs · ${u.dollars:.4f} · {seconds:.1f} s {what}"
     )
 
 
@@ -220,7 +222,7 @@ def print_result(r: Result) -> None:
         out.print(
             f"votes: {line}{tie}; {sum(c.answer is None for c in r.candidates)} without answer"
         )
-    if (weights := r.info.get("weights")) is not None:
+    if weights := r.info.get("weights"):  # (none when the budget afforded no sample)
         ranked = sorted(weights.items(), key=lambda kv: -kv[1])
         out.print("weights: " + ", ".join(f"{a} {w:.2f}" for a, w in ranked))
     if r.info.get("score") is not None:
@@ -229,5 +231,5 @@ def print_result(r: Result) -> None:
         out.print(f"[yellow]stopped early: {r.stopped}[/yellow]")
     out.print(f"[dim]{r.strategy} on {r.model} · seed {r.seed}[/dim]")
     for role, u in sorted(r.usage.items()):
-        out.print(f"[dim]{role}: {bill(u, u.seconds)}[/dim]")
-    out.print(f"[dim]total: {bill(r.total, r.seconds)}[/dim]")
+        out.print(f"[dim]{role}: {bill(u, u.seconds, 'in calls')}[/dim]")
+    out.print(f"[dim]total: {bill(r.total, r.seconds, 'wall')}[/dim]")

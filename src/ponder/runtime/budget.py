@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.errors import BudgetExceeded
 from ponder.types import USAGE_FIELDS, Charge, GenRequest, LedgerLine, ModelInfo, Usage
@@ -24,6 +24,9 @@ _TEMPLATE_TOKENS_PER_MESSAGE = 16
 
 class Budget(BaseModel):
     """Caps on compute for one solve. None means no cap."""
+
+    # a misspelt cap ({"token": 10}) is an error, never a cap silently missing
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     tokens: int | None = Field(default=None, ge=0, description="prompt + completion tokens")
     completion_tokens: int | None = Field(default=None, ge=0)

@@ -136,7 +136,13 @@ class Context:
             with self.pinned() as held:
                 return await loop.generate(single, held.lease, watch)
 
-        return joined(await asyncio.gather(*(one(i) for i in range(req.n))))
+        # every choice finishes (or fails) before one's failure is raised: a sibling left
+        # running would hold its slot and its sandbox, and its cost would reach no ledger
+        done = await asyncio.gather(*(one(i) for i in range(req.n)), return_exceptions=True)
+        failed = next((d for d in done if isinstance(d, BaseException)), None)
+        if failed is not None:
+            raise failed
+        return joined([d for d in done if isinstance(d, Generation)])
 
     def answering(self, answer_with: AnswerWith) -> Context:
         """This context with its samples prompted and answered another way (`cross_vote`'s

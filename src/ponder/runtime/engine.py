@@ -7,6 +7,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from pydantic import ValidationError
+
 from ponder.errors import BackendError, BudgetExceeded, UsageError
 from ponder.lm import BackendConfig, LanguageModel, Progress, open_backend
 from ponder.runtime.budget import Budget, Ledger
@@ -84,7 +86,13 @@ class Engine:
             raise UsageError(f"options {sorted(options)} given with a ready-made strategy")
         strategy.check_fits(problem)
         if isinstance(budget, dict):
-            budget = Budget(**budget)
+            try:
+                budget = Budget(**budget)
+            except ValidationError as e:  # a misspelt or negative cap, named
+                where = "; ".join(
+                    f"budget.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()
+                )
+                raise UsageError(where) from None
         ctx = Context(
             policy=self.policy,
             scheduler=self.scheduler,

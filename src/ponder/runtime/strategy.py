@@ -31,6 +31,8 @@ MULTIPLIES: dict[str, JsonValue] = {"multiplies_work": True}
 # The most a width (samples, beams, iterations) may be for one problem: past it a run is far
 # more likely a typo than a plan, and would take hours before saying so.
 MAX_WIDTH = 4096
+# ... and the product of those options (beam's n × m generations a step)
+MAX_WORK = 2**20
 
 
 class TooWide(UsageError):
@@ -155,6 +157,7 @@ def make_strategy(name: str, /, *, n: int | None = None, **options: Any) -> Stra
             options_error(f"strategy '{name}'", cls, e),
             option=locs.pop() if len(locs) == 1 else None,
         ) from None
+    work, widths = 1, []
     for field, info in cls.model_fields.items():
         wide = isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(
             "multiplies_work"
@@ -166,6 +169,15 @@ def make_strategy(name: str, /, *, n: int | None = None, **options: Any) -> Stra
                 f"runs for one problem",
                 option=field,
             )
+        if wide and isinstance(value, int):
+            work *= value
+            widths.append(f"{field}={value}")
+    if work > MAX_WORK:  # each within MAX_WIDTH, together (beam's n × m a step) past it
+        raise TooWide(
+            f"strategy '{name}': {' × '.join(widths)} = {work:,} is more than {MAX_WORK:,}, the "
+            "most ponder runs for one problem",
+            option=None,
+        )
     return strategy
 
 

@@ -102,6 +102,8 @@ class ScoredSample(Sample):
                 ctx.report("sample", answer=c.answer, score=c.score)
             return candidates
 
+        if n == 0:  # the budget affords no sample at all: nothing to answer with, as vote
+            return [], "budget"
         parts = await asyncio.gather(*(one(i) for i in range(n)))
         candidates = [c for part in parts for c in part]
         if all(c.note and c.note.startswith("sample failed") for c in candidates):
