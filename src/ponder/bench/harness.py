@@ -186,7 +186,8 @@ class Outcome(BaseModel):
     progress: Progress
     interrupted: bool
     seconds: float
-    # what readying the backend spent before the first unit (a server's probe): no unit's
+    # what readying the backend spent before the first unit (a server's probe), in no unit's
+    # cost
     probe: Usage = Field(default_factory=Usage)
 
 
