@@ -423,22 +423,17 @@ def test_keys_file_limits_and_errors(tmp_path: Path) -> None:
     assert a is not None and a.limits == Limits()
     assert b is not None and b.limits.max_n == 2 and b.limits.max_budget_tokens == 500
     assert keys.check("Bearer sk-c") is None and "sk-b" not in repr(b)
-    f.write_text("sk-a\nsk-b max_n=zero\n")
-    with pytest.raises(UsageError, match=r"keys:2: max_n"):
-        Keys.from_file(f, Limits())
-    f.write_text("sk-a max_n\n")
-    with pytest.raises(UsageError, match=r"keys:1: expected name=value"):
-        Keys.from_file(f, Limits())
-    f.write_bytes(b"sk-a\n\xff\xfe\n")
-    with pytest.raises(UsageError, match=r"keys: not UTF-8 text"):
-        Keys.from_file(f, Limits())
-    # a key or a limit given twice: which one held depended on the order
-    f.write_text("sk-a max_n=50\nsk-b\nsk-a max_n=2\n")
-    with pytest.raises(UsageError, match=r"keys:3: this key is also on line 1"):
-        Keys.from_file(f, Limits())
-    f.write_text("sk-a max_n=3 max_n=4\n")
-    with pytest.raises(UsageError, match=r"keys:1: max_n given twice"):
-        Keys.from_file(f, Limits())
+    for content, says in (
+        (b"sk-a\nsk-b max_n=zero\n", r"keys:2: max_n"),
+        (b"sk-a max_n\n", r"keys:1: expected name=value"),
+        (b"sk-a\n\xff\xfe\n", r"keys: not UTF-8 text"),
+        # a key or a limit given twice: which one held depended on the order
+        (b"sk-a max_n=50\nsk-b\nsk-a max_n=2\n", r"keys:3: this key is also on line 1"),
+        (b"sk-a max_n=3 max_n=4\n", r"keys:1: max_n given twice"),
+    ):
+        f.write_bytes(content)
+        with pytest.raises(UsageError, match=says):
+            Keys.from_file(f, Limits())
     # keys from the environment: none in it, or one with a space (limits go in a file)
     with pytest.raises(UsageError, match=r"PONDER_SERVE_API_KEYS=' , ': no key in it"):
         Keys.from_env(" , ", Limits())

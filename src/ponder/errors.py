@@ -90,6 +90,11 @@ def no_file(path: object, what: str) -> str:
     return f"{path}: no such {what}"
 
 
+def no_folder(path: object) -> str:
+    """Why a path given as a folder cannot be used as one: it is missing, or a file."""
+    return f"{path}: {'a file, not a folder' if Path(str(path)).exists() else 'no such folder'}"
+
+
 def not_utf8(where: object, e: UnicodeDecodeError) -> str:
     """The message for a file (`where`) whose bytes are not UTF-8, naming the first bad byte."""
     return f"{where}: not UTF-8 text ({e.reason} at byte {e.start})"

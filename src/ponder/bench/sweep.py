@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +36,7 @@ from ponder.runtime.budget import Budget
 from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import make_strategy
+from ponder.runtime.verifiers import problem_line
 from ponder.tasks.registry import get_task
 from ponder.types import SEED_LIMIT, Problem, Usage
 
@@ -194,10 +195,16 @@ class Sweep(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _distinct(cls, v: list[int]) -> list[int]:
-        twice = sorted({s for s in v if v.count(s) > 1})
-        if twice:  # the same seed again draws the same samples: twice the cost, no new data
-            raise ValueError(f"seed {', '.join(map(str, twice))} given twice")
+        if said := repeated_seeds(v):
+            raise ValueError(said)
         return v
+
+
+def repeated_seeds(seeds: Sequence[int]) -> str | None:
+    """Which seeds are given more than once, said (the same seed again draws the same
+    samples: twice the cost, no new data), or None."""
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    return f"seed {', '.join(map(str, twice))} given twice" if twice else None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -251,10 +258,7 @@ def load_sweep(path: Path) -> Sweep:
         sweep = Sweep.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]["loc"]
-        problems = "; ".join(
-            f"{'.'.join(map(str, x['loc']))}: {x['msg'].removeprefix('Value error, ')}"
-            for x in e.errors()
-        )
+        problems = "; ".join(problem_line(x["loc"], x["msg"]) for x in e.errors())
         raise UsageError(f"{where(first)}: {problems}") from None
     for t in sweep.tasks:
         if (t.name is None) == (t.data is None):

@@ -36,6 +36,7 @@ from ponder.bench.sweep import (
     TaskSpec,
     load_sweep,
     prepare_sweep,
+    repeated_seeds,
     run_sweep,
 )
 from ponder.cli.common import (
@@ -207,10 +208,7 @@ def bench(
             "--think-min": think_min != 0,
             "--offset": offset != 0,
             "--split": split is not None,
-            "--question-field": question_field != "question",
-            "--answer-field": answer_field != "answer",
-            "--answer-type": answer_type != "math",
-            "--id-field": id_field is not None,
+            **data_flags(question_field, answer_field, answer_type, id_field),
             "--model": model is not None,
             "--base-url": base_url is not None,
             "--backend": backend is not None,
@@ -379,6 +377,18 @@ def bench(
         raise typer.Exit(1)
 
 
+def data_flags(
+    question_field: str, answer_field: str, answer_type: str, id_field: str | None
+) -> dict[str, bool]:
+    """Which of the flags read with --data only were given (set off their defaults)."""
+    return {
+        "--question-field": question_field != "question",
+        "--answer-field": answer_field != "answer",
+        "--answer-type": answer_type != "math",
+        "--id-field": id_field is not None,
+    }
+
+
 def sweep_from_flags(
     benchmark: str | None,
     data: Path | None,
@@ -420,12 +430,7 @@ def sweep_from_flags(
     else:
         assert benchmark is not None
         get_task(benchmark).path(split)  # an unknown task or split lists the known ones
-        data_only = {
-            "--question-field": question_field != "question",
-            "--answer-field": answer_field != "answer",
-            "--answer-type": answer_type != "math",
-            "--id-field": id_field is not None,
-        }
+        data_only = data_flags(question_field, answer_field, answer_type, id_field)
         given = [flag for flag, set_ in data_only.items() if set_]
         if given:  # a named task knows its own fields and answer kind
             raise UsageError(
@@ -441,9 +446,8 @@ def sweep_from_flags(
         raise UsageError(f"--seeds: each seed must be in [0, 2**63), got '{seeds}'")
     if not seed_list:
         raise UsageError(f"--seeds: no seed in '{seeds}' (e.g. --seeds 0,1,2)")
-    twice = sorted({s for s in seed_list if seed_list.count(s) > 1})
-    if twice:  # the same seed again draws the same samples: twice the cost, no new data
-        raise UsageError(f"--seeds: seed {', '.join(map(str, twice))} given twice in '{seeds}'")
+    if said := repeated_seeds(seed_list):
+        raise UsageError(f"--seeds: {said} in '{seeds}'")
     for name in strategies:  # bad options exit 2 before any model loads
         make_strategy(name, **options_taken(name, options))
     return Sweep(

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ponder.cli.common import app, out, pull_progress
-from ponder.errors import UsageError
+from ponder.errors import UsageError, no_folder
 from ponder.tasks.catalog import SETS
 from ponder.tasks.data import data_roots
 from ponder.tasks.pull import data_set, pull, where_is
@@ -91,8 +91,7 @@ def data_pull(
     for name in names:
         data_set(name)  # an unknown name lists the known ones, before anything is fetched
     if source is not None and not source.is_dir():  # (even where no set needs it)
-        why = "a file, not a folder" if source.exists() else "no such folder"
-        raise UsageError(f"--from {source}: {why}")
+        raise UsageError(f"--from {no_folder(source)}")
     for name in names:
         with pull_progress("data") as progress:
             got = pull(name, folder=source, hub_repo=hub_repo, progress=progress, force=force)

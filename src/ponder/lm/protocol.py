@@ -113,6 +113,12 @@ class SpendsToPrepare(Protocol):
         ...
 
 
+def probe_usage(lm: object) -> Usage:
+    """What `lm` spent preparing that no bill carries yet (taken: zero after), or nothing
+    for a backend that spends nothing to prepare."""
+    return lm.take_probe_usage() if isinstance(lm, SpendsToPrepare) else Usage()
+
+
 # Fetching a model: (stage, bytes done, bytes in all), for a progress bar.
 Progress = Callable[[str, int, int], None]
 BackendFactory = Callable[[BackendConfig, Progress | None], LanguageModel]

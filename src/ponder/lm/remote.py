@@ -15,7 +15,7 @@ from typing import Any
 
 from ponder.errors import BackendError, TransientError, UsageError
 from ponder.lm.config import BackendConfig
-from ponder.lm.protocol import BACKENDS, Capabilities, SpendsToPrepare, Watch
+from ponder.lm.protocol import BACKENDS, Capabilities, Watch, probe_usage
 from ponder.types import Generation, GenRequest, Message, ModelInfo, Usage
 
 LOCAL = "local"  # `--ray` without an address: a Ray instance on this machine
@@ -128,8 +128,7 @@ class BackendActor:
 
     async def prepare(self) -> tuple[ModelInfo, Capabilities, Usage]:
         caps = await self.lm.prepare()
-        spent = self.lm.take_probe_usage() if isinstance(self.lm, SpendsToPrepare) else Usage()
-        return self.lm.info, caps, spent
+        return self.lm.info, caps, probe_usage(self.lm)
 
     async def generate(self, req: GenRequest) -> Generation:
         return await self.lm.generate(req)

@@ -31,7 +31,7 @@ from typing import Literal
 import httpx
 
 from ponder.errors import BackendError, TransientError
-from ponder.lm.protocol import Capabilities, LanguageModel, SpendsToPrepare, Watch
+from ponder.lm.protocol import Capabilities, LanguageModel, Watch, probe_usage
 from ponder.types import Generation, GenRequest, Message, ModelInfo, Usage
 
 log = logging.getLogger("ponder.replicas")
@@ -135,9 +135,7 @@ class ReplicaLM:
 
     def take_probe_usage(self) -> Usage:
         """What the replicas' probes spent that no bill carries yet (SpendsToPrepare)."""
-        return Usage.total_of(
-            r.lm.take_probe_usage() for r in self.replicas if isinstance(r.lm, SpendsToPrepare)
-        )
+        return Usage.total_of(probe_usage(r.lm) for r in self.replicas)
 
     # -- start-up and health -------------------------------------------------------------
     async def prepare(self) -> Capabilities:

@@ -16,7 +16,7 @@ from ponder.runtime.context import Context
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.scheduler import Scheduler
 from ponder.runtime.strategy import Strategy, make_strategy
-from ponder.runtime.verifiers import VerifierEnv, Verifiers
+from ponder.runtime.verifiers import VerifierEnv, Verifiers, problem_line
 from ponder.sandbox import Sandbox
 from ponder.types import Problem, Result, Usage, blank
 
@@ -89,9 +89,7 @@ class Engine:
             try:
                 budget = Budget(**budget)
             except ValidationError as e:  # a misspelt or negative cap, named
-                where = "; ".join(
-                    f"budget.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()
-                )
+                where = "; ".join(problem_line(("budget", *x["loc"]), x["msg"]) for x in e.errors())
                 raise UsageError(where) from None
         ctx = Context(
             policy=self.policy,

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from ponder.errors import BackendError, BudgetExceeded, TransientError
 from ponder.lm.cache import prompt_key
-from ponder.lm.protocol import Capabilities, LanguageModel, SpendsToPrepare, Watch
+from ponder.lm.protocol import Capabilities, LanguageModel, Watch, probe_usage
 from ponder.runtime.budget import Ledger, estimate
 from ponder.runtime.slots import SlotRouter
 from ponder.types import USAGE_FIELDS, Generation, GenRequest
@@ -259,14 +259,13 @@ class Scheduler:
         caps = await self._retrying(lm, ledger, lambda _: lm.prepare(), None, timed=False)
         if id(lm) in self._ready:  # prepared meanwhile by a concurrent first call
             return self._ready[id(lm)]
-        if isinstance(lm, SpendsToPrepare):  # a probe's tokens go on the bill that waited
-            spent, info = lm.take_probe_usage(), lm.info
-            if spent.calls:
-                p, c, k = spent.prompt_tokens, spent.cached_tokens, spent.completion_tokens
-                flops, dollars = info.flops(p, c, k), info.dollars(p, c, k)
-                ledger.record(
-                    "probe", info.name, (spent.calls, p, c, k, spent.seconds, flops, dollars, 0)
-                )
+        spent, info = probe_usage(lm), lm.info  # a probe's tokens go on the bill that waited
+        if spent.calls:
+            p, c, k = spent.prompt_tokens, spent.cached_tokens, spent.completion_tokens
+            flops, dollars = info.flops(p, c, k), info.dollars(p, c, k)
+            ledger.record(
+                "probe", info.name, (spent.calls, p, c, k, spent.seconds, flops, dollars, 0)
+            )
         router = self._slot_router(caps.slots) if caps.pin_slots else None
         if router is not None:
             self._routers[id(lm)] = router

@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from ponder import __version__
 from ponder.errors import BackendError, BudgetExceeded, UsageError
-from ponder.lm.protocol import SpendsToPrepare, Watch
+from ponder.lm.protocol import Watch, probe_usage
 from ponder.runtime.budget import Ledger
 from ponder.runtime.engine import Engine, charged
 from ponder.serve.auth import ApiKey, Keys, Limits
@@ -189,8 +189,7 @@ def create_app(
             await engine.policy.prepare()
         except BackendError as e:  # the server still starts; requests get 503 until it is up
             log.warning("backend not ready at start-up: %s", e)
-        if isinstance(engine.policy, SpendsToPrepare):  # no request's: counted in /metrics
-            state.metrics.spent("probe", engine.policy.take_probe_usage())
+        state.metrics.spent("probe", probe_usage(engine.policy))  # no request's: /metrics
         state.served = served or engine.policy.info.name
         yield
         if close_engine:

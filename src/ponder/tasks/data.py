@@ -23,7 +23,7 @@ from typing import Any
 
 import platformdirs
 
-from ponder.errors import DataError, UsageError, no_file
+from ponder.errors import DataError, UsageError, no_file, no_folder
 
 BUNDLED = Path(__file__).resolve().parent.parent / "data"
 
@@ -52,8 +52,7 @@ def data_roots() -> list[tuple[str, Path]]:
     ]
     for _, folder in roots:  # a folder named but not there is a mistake, not "look elsewhere"
         if not folder.is_dir():
-            why = "a file, not a folder" if folder.exists() else "no such folder"
-            raise UsageError(f"PONDER_DATA_DIR: {folder}: {why}")
+            raise UsageError(f"PONDER_DATA_DIR: {no_folder(folder)}")
     roots += [("bundled", BUNDLED), ("pulled", pulled_dir())]
     if (shared := shared_dir()) is not None:
         roots.append(("shared", shared))
