@@ -128,6 +128,12 @@ def test_bad_options_name_the_option() -> None:
         make_strategy("deepconf", percentile=150)
     with pytest.raises(UsageError, match="deepconf: warmup 8 exceeds n 4"):
         make_strategy("deepconf", n=4, warmup=8)
+    # a count no run of n samples reaches would never act
+    for key, rule in (("min_samples", "beta"), ("give_up_after", "beta"), ("window", "esc")):
+        with pytest.raises(UsageError, match=f"{key} 9 exceeds n 8, the samples at most"):
+            make_strategy("adaptive", n=8, rule=rule, **{key: 9})
+        make_strategy("adaptive", n=9, rule=rule, **{key: 9})  # reached at the last sample
+    make_strategy("adaptive", n=2, rule="esc")  # the default window is no choice made
 
 
 # -- DeepConf online ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from helpers import run_ponder, scripted_engine
 from ponder.errors import BudgetExceeded, UsageError
 from ponder.runtime.budget import Budget, Ledger, estimate
-from ponder.types import GenRequest, Message, ModelInfo, Usage
+from ponder.types import Generation, GenRequest, Message, ModelInfo, Usage
 
 
 def long_reply(req: GenRequest, index: int, rng: random.Random) -> str:
@@ -137,6 +137,29 @@ async def test_seconds_budget_returns_on_time_with_a_budget_stop() -> None:
     r = await engine.solve("q", "vote", n=2, seed=0, budget={"seconds": 0.2})
     assert time.monotonic() - started < 2.0
     assert r.stopped == "budget" and r.answer is None and r.error is None
+
+
+async def test_a_seconds_budget_that_leaves_samples_unscored_says_budget() -> None:
+    """The samples are written; their judgements outlast the deadline. The answer stands
+    (the first sample's), unscored, and the result says the budget stopped it."""
+    import asyncio
+
+    from ponder.lm.scripted import ScriptedLM
+    from ponder.runtime.engine import Engine
+
+    class SlowJudge(ScriptedLM):
+        async def generate(self, req: GenRequest) -> Generation:
+            if req.role == "verifier":
+                await asyncio.Event().wait()  # never answers: only the deadline ends it
+            return await super().generate(req)
+
+    engine = Engine(SlowJudge(["\\boxed{1}"]))
+    started = time.monotonic()
+    r = await engine.solve("q", "best_of_n", n=2, seed=0, budget={"seconds": 0.5})
+    assert time.monotonic() - started < 3.0
+    assert r.answer == "1" and [c.score for c in r.candidates] == [None, None]
+    assert all("not scored" in (c.note or "") for c in r.candidates)
+    assert r.stopped == "budget" and r.error is None
 
 
 async def test_completion_token_cap_limits_samples() -> None:

@@ -97,6 +97,25 @@ def test_version_and_json_listings() -> None:
         assert listed and all("name" in p for p in listed), what
 
 
+def test_a_parts_options_are_listed_as_they_are_given() -> None:
+    """Strategies take -o, a verifier's options sit in its JSON spec, a backend's own
+    settings are --backend-option; a backend without any says so (the embedded one listed
+    the engine's whole configuration as -o options, none of which -o takes)."""
+    shown = {
+        ("strategies", "vote"): "  -o n=…  (int, default 8)",
+        ("verifiers", "prm_http"): '  "options": {"url": …}  (str, required)',
+        ("backends", "scripted"): "  --backend-option latency_s=…  (float, default 0.0)",
+        ("backends", "llamacpp"): "  options: none",
+        ("backends", "openai"): "  options: none",
+    }
+    for (what, name), line in shown.items():
+        listed = run_ponder(what, name).stdout
+        assert line in listed.splitlines() or any(
+            row.startswith(line) for row in listed.splitlines()
+        ), listed
+    assert "-o model=" not in run_ponder("backends", "llamacpp").stdout
+
+
 def test_sweep_with_flags_it_sets_itself_is_an_error(tmp_path: object) -> None:
     done = run_ponder("bench", "--sweep", "s.yaml", "--model", "x", "-n", "4")
     assert done.returncode == 2
@@ -119,10 +138,28 @@ def test_listings_keep_brackets_and_whole_summaries() -> None:
     assert "(e.g. Qwen2.5-Math-PRM)" in prm and "[bad, good]" in prm
 
 
-def test_a_thinking_budget_with_another_answer_mode_is_an_error() -> None:
-    done = run_ponder("solve", "q", "--answer-with", "tir", "--think-budget", "64")
-    assert done.returncode == 2
-    assert "--think-budget" in done.stderr and "tir" in done.stderr
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("solve", "q", "--answer-with", "tir"), "not tir"),
+        (("solve", "q", "-s", "beam"), "strategy 'beam' writes its steps as raw text"),
+        (
+            ("bench", "gsm8k", "--limit", "1", "-s", "vote", "-s", "mcts", "--store", "x.sqlite"),
+            "strategy 'mcts' writes its steps as raw text",
+        ),
+    ],
+)
+def test_a_thinking_budget_nothing_would_keep_is_an_error(
+    args: tuple[str, ...], named: str, tmp_path: Path
+) -> None:
+    """A step search continues raw text, and TIR samples call tools: neither goes through the
+    thinking loop, so a budget there would be ignored (it was, for step searches)."""
+    store = str(tmp_path / "x.sqlite")
+    args = tuple(store if a == "x.sqlite" else a for a in args)
+    done = run_ponder(*args, "--think-budget", "64", "--backend", "scripted")
+    assert done.returncode == 2, done.stderr
+    assert "--think-budget 64" in done.stderr and named in done.stderr
+    assert not (tmp_path / "x.sqlite").exists()  # refused before anything ran
 
 
 def test_system_prompt_with_a_thinking_budget_replaces_the_thinking_prompt() -> None:

@@ -629,3 +629,11 @@ def test_deepconf_online_stays_within_budget_and_pool(
     assert warmup <= out.samples <= budget
     assert out.tokens <= sum(t.tokens for t in pool[: out.samples])
     assert out.stopped_early <= out.samples - warmup
+
+
+def test_self_certainty_borda_at_a_huge_exponent_picks_the_most_confident() -> None:
+    """(N − r + 1)^p overflowed a float at p = 1000 (after the samples were paid for)."""
+    pool = conf((0, 0.2), (1, 0.9), (0, 0.5))
+    for p in (1000.0, 1e6):
+        s = SelfCertaintyBorda(p=p).select(pool)
+        assert s.answer == 1 and all(math.isfinite(w) for w in s.weights.values())

@@ -353,6 +353,16 @@ def test_csv_errors_name_the_line_they_are_on(tmp_path: Path) -> None:
     huge.write_text("question,answer\nq,1\n" + "x" * 200_000 + ",1\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"huge.csv:3: not valid CSV \(field larger"):
         load_custom(huge)
+    # a quote opened and never closed: the rest of the file was read as one question
+    open_quote = tmp_path / "quote.csv"
+    open_quote.write_text('question,answer\nq,1\n"2 + 2?,4\n3 + 3?,6\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"quote.csv:3: not valid CSV \(unexpected end of data: a "):
+        load_custom(open_quote)
+    # text after a closing quote
+    stray = tmp_path / "stray.csv"
+    stray.write_text('question,answer\n"2 + 2?" ok,4\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"stray.csv:2: not valid CSV \(',' expected after"):
+        load_custom(stray)
 
 
 @pytest.mark.parametrize(

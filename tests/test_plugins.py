@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -31,7 +32,13 @@ class _Options(BaseModel):
 
 
 def _registry(*eps: EntryPoint) -> Registry[object]:
-    reg: Registry[object] = Registry("widget", "ponder.widgets", ())
+    reg: Registry[object] = Registry(
+        "widget",
+        "ponder.widgets",
+        (),
+        is_part=lambda obj: not isinstance(obj, int),
+        a_part="a widget",
+    )
     reg.add("first", object(), summary="ponder's own", options=_Options)
     found = list(eps)
 
@@ -75,6 +82,57 @@ def test_a_plugin_that_takes_a_name_is_a_warning_and_the_first_stays(tmp_path: P
     assert reg.get("second").origin == "takes_first"  # no distribution: named by its module
 
 
+def _loaded(tmp_path: Path, source: str, value: str = "plug:register") -> list[str]:
+    """The parts of a widget registry with one plugin module `plug.py` holding `source`,
+    loaded through an entry point to `value`; the warnings it gave are asserted by callers."""
+    (tmp_path / "plug.py").write_text(source)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return list(_registry(EntryPoint("p", value, "ponder.widgets")))
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("plug", None)
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        # an object of another kind failed later, with a traceback naming no plugin
+        (
+            "def register(r):\n    r.add('bad', 42, summary='x')",
+            "widget 'bad' is int, not a widget",
+        ),
+        # a name with markup broke `ponder strategies`; one with a space or comma no command
+        # can give
+        (
+            "def register(r):\n    r.add('[/bold]', 'x', summary='x')",
+            "name '[/bold]' is not a name",
+        ),
+        ("def register(r):\n    r.add('a,b', 'x', summary='x')", "name 'a,b' is not a name"),
+        ("def register(r):\n    r.add('', 'x', summary='x')", "name '' is not a name"),
+    ],
+)
+def test_a_plugins_part_that_is_no_part_is_a_warning_naming_it(
+    tmp_path: Path, source: str, said: str
+) -> None:
+    with pytest.warns(PluginWarning, match=f"package plug: .*{re.escape(said)}.*; ignored"):
+        assert _loaded(tmp_path, source) == ["first"]
+
+
+def test_a_plugin_that_exits_or_registers_nothing_is_a_warning(tmp_path: Path) -> None:
+    # sys.exit at import ended every command with no word
+    with pytest.warns(PluginWarning, match=r"plug:register\) failed to load: SystemExit: 3"):
+        assert _loaded(tmp_path, "import sys\nsys.exit(3)") == ["first"]
+    with pytest.warns(PluginWarning, match=r"'p' \(plug:Widget\) registered no widget"):
+        assert _loaded(tmp_path, "class Widget:\n    pass\n", "plug:Widget") == ["first"]
+
+
+def test_ponders_own_part_of_the_wrong_kind_is_an_error() -> None:
+    reg = _registry()
+    with pytest.raises(TypeError, match="widget 'two' is int, not a widget"):
+        reg.add("two", 2, summary="x")
+
+
 def test_unknown_names_list_every_choice() -> None:
     reg = _registry()
     with pytest.raises(UsageError, match=r"unknown widget 'nope' \(choose from: first\)"):
@@ -105,7 +163,8 @@ def test_every_builtin_part_is_registered_with_a_summary_and_options() -> None:
             assert part.summary, (registry.kind, name)
     for registry in (STRATEGIES, VERIFIERS, BACKENDS):
         for name, part in registry.parts().items():
-            assert part.options is not None, name
+            # a backend may have no settings of its own (its config refuses any)
+            assert part.options is not None or registry is BACKENDS, name
             for key, _, description in part.option_help():
                 assert description, f"{registry.kind} {name}: option {key} has no description"
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -200,3 +201,37 @@ def test_unknown_name_lists_choices_and_bare_gguf_path_works(tmp_path: Path) -> 
     with pytest.raises(BadModelFile, match=r"not a GGUF model file \(it begins with b'\\x00"):
         reg.resolve(str(f))
     assert issubclass(BadModelFile, UsageError) and issubclass(BadModelFile, ModelError)
+
+
+@pytest.mark.parametrize(("value", "read"), [("", True), ("  ", True), ("0", False), ("on", True)])
+def test_a_flag_set_to_nothing_is_its_default(
+    monkeypatch: pytest.MonkeyPatch, value: str, read: bool
+) -> None:
+    """`PONDER_PIN_SLOTS= ponder …` (set to nothing) keeps the default, as if unset; it
+    read as off before."""
+    from ponder.env import env_flag
+
+    monkeypatch.setenv("PONDER_PIN_SLOTS", value)
+    assert env_flag("PONDER_PIN_SLOTS", True) is read
+
+
+@pytest.mark.parametrize(
+    ("slots", "ctx_size", "said"),
+    [
+        (257, 64, "--slots 257: llama.cpp runs at most 256 sequences at once"),
+        (100_000, 64, "--slots 100000: "),  # aborted the process (no threads left)
+        (8, 1_000_000_000, "--slots 8 × --ctx-size 1000000000 = 8,000,000,000 context tokens"),
+    ],
+)
+def test_slots_and_context_llamacpp_cannot_take_are_named_before_the_model_loads(
+    slots: int, ctx_size: int, said: str, tmp_path: Path
+) -> None:
+    from ponder.lm.config import BackendConfig
+    from ponder.lm.llamacpp import open_llamacpp
+
+    nowhere = str(tmp_path / "not-there.gguf")  # never reached: the check comes first
+    with pytest.raises(UsageError, match=re.escape(said)):
+        open_llamacpp(BackendConfig(model=nowhere, slots=slots, ctx_size=ctx_size))
+    at_the_limit = BackendConfig(model=nowhere, slots=256, ctx_size=64)
+    with pytest.raises(ModelError):  # 256 slots pass the check; the file is what is missing
+        open_llamacpp(at_the_limit)

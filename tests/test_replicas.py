@@ -20,7 +20,7 @@ from ponder.lm.replicas import Replica, ReplicaLM
 from ponder.lm.scripted import ScriptedLM
 from ponder.runtime.engine import Engine
 from ponder.runtime.scheduler import Scheduler
-from ponder.types import GenRequest, Message
+from ponder.types import GenRequest, Message, Usage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
@@ -123,6 +123,52 @@ async def test_a_replica_down_at_start_is_named_and_the_others_serve() -> None:
     assert a.up and any("is back" in w for w in warned)
     await asyncio.gather(*(engine.solve(f"new {i}", "vote", n=3) for i in range(8)))
     assert len(lm_a.calls) > 0
+    await engine.aclose()
+
+
+class ProbingLM(ScriptedLM):
+    """A scripted backend whose every prepare spends a probe (as a server's does)."""
+
+    PROBE = Usage(calls=3, prompt_tokens=44, completion_tokens=9)
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.probes = 0
+        self._pending = Usage()
+
+    async def prepare(self) -> Capabilities:
+        self.probes += 1
+        self._pending += self.PROBE
+        return self.capabilities
+
+    def take_probe_usage(self) -> Usage:
+        spent, self._pending = self._pending, Usage()
+        return spent
+
+
+async def test_a_replica_back_up_has_its_probe_on_the_next_bill() -> None:
+    """Every probe is on some bill: the one at start on the first solve's, a replica's
+    probe when it comes back on the bill of the call after it, none twice."""
+    down = Switch(up=False)
+    lms = [
+        ProbingLM(["\\boxed{4}"], fail=s.fail, capabilities=Capabilities(slots=2, n=False))
+        for s in (down, Switch())
+    ]
+    a, b = Replica("a", lms[0], down.check), Replica("b", lms[1], Switch().check)
+    router = ReplicaLM([a, b], check_every=0.02, warn=lambda m: None)
+    engine = Engine(router, scheduler=Scheduler(sleep=no_sleep))
+    first = await engine.solve("q0", "vote", n=2)
+    assert first.usage["probe"].completion_tokens == 9 and lms[0].probes == 0
+    down.up = True
+    for _ in range(100):
+        if a.up:
+            break
+        await asyncio.sleep(0.02)
+    assert a.up and lms[0].probes == 1
+    later = [await engine.solve(f"q{i}", "vote", n=2) for i in range(1, 4)]
+    probes = [r.usage["probe"] for r in later if "probe" in r.usage]
+    assert len(probes) == 1 and probes[0].calls == 3 and probes[0].prompt_tokens == 44
+    assert later[0].usage.get("probe") == probes[0]  # the first call after it carries it
     await engine.aclose()
 
 

@@ -18,6 +18,7 @@ from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM
 from ponder.runtime.engine import Engine
+from ponder.runtime.prompting import Prompting
 from ponder.runtime.scheduler import Scheduler
 from ponder.serve import Keys, Limits, create_app
 from ponder.types import GenRequest
@@ -167,6 +168,27 @@ def test_models_lists_the_model_and_each_strategy_over_it(client: openai.OpenAI)
         (f"vote-4/{MODEL}", {"n": 2}, 400, "n"),
         (f"vote-64/{MODEL}", {}, 413, "model"),  # (the width the model name gave)
         (f"vote-0/{MODEL}", {}, 400, "model"),
+        # a check across options names the one this request gave (was ponder.options)
+        (f"dvts-2/{MODEL}", {}, 400, "model"),  # 2 is no multiple of m=4
+        (f"dvts/{MODEL}", {"extra_body": {"ponder": {"n": 6}}}, 400, "ponder.n"),
+        (
+            f"dvts/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"m": 3}}}},
+            400,
+            "ponder.options.m",
+        ),
+        (
+            f"adaptive-4/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"min_samples": 6}}}},
+            400,
+            "ponder.options.min_samples",
+        ),
+        (
+            f"adaptive/{MODEL}",
+            {"extra_body": {"ponder": {"options": {"rule": "esc", "threshold": 0.9}}}},
+            400,
+            "ponder.options.threshold",
+        ),
         (f"vote/{MODEL}", {"extra_body": {"ponder": {"n": 64}}}, 413, "ponder.n"),
         (f"vote/{MODEL}", {"max_tokens": 5000}, 413, "max_tokens"),
         (f"vote-4/{MODEL}", {"extra_body": {"ponder": {"n": 8}}}, 400, "ponder.n"),
@@ -623,3 +645,54 @@ def test_a_port_in_use_is_named_before_the_model_loads() -> None:
     assert r.returncode == 2, r.stderr
     assert f"--host 127.0.0.1 --port {port}: cannot listen there" in r.stderr, r.stderr
     assert "ponder serve: http" not in r.stderr  # no banner for a server that never listened
+
+
+def test_a_strategy_that_would_ignore_the_servers_thinking_budget_is_a_400() -> None:
+    """`ponder serve --think-budget N`: a request choosing a step search (raw text) or TIR
+    samples (a tool loop) would run without the budget; it is refused naming the field."""
+    caps = Capabilities(slots=4, n_with_stop=True, raw_prefix=True)
+    lm = ScriptedLM(reply, capabilities=caps)
+    engine = Engine(lm, scheduler=Scheduler(sleep=no_sleep), prompting=Prompting(think_budget=32))
+    with running(create_app(engine)) as url:
+        asked = [
+            ({"model": f"beam-2/{MODEL}"}, "model", "strategy 'beam'"),
+            (
+                {"model": f"vote-2/{MODEL}", "ponder": {"options": {"answer_with": "tir"}}},
+                "ponder.options.answer_with",
+                "not tir",
+            ),
+        ]
+        for fields, param, said in asked:
+            r = httpx.post(f"{url}/chat/completions", json={**fields, "messages": ask()})
+            error = r.json()["error"]
+            assert r.status_code == 400 and error["param"] == param, error
+            assert "--think-budget 32" in error["message"] and said in error["message"]
+        assert not lm.calls
+        r = httpx.post(
+            f"{url}/chat/completions", json={"model": f"vote-2/{MODEL}", "messages": ask()}
+        )
+        assert r.status_code == 200, r.text
+
+
+def test_port_0_prints_the_port_the_system_chose_and_serves_there() -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ponder", "serve", "--backend", "scripted", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # the start-up line, once the model is ready
+        said = re.search(r"ponder serve: http://127\.0\.0\.1:(\d+)/v1", line)
+        assert said is not None and said.group(1) != "0", line
+        url = f"http://127.0.0.1:{said.group(1)}"
+        wait_for(lambda: _up(url) or proc.poll() is not None, 30.0)
+        assert proc.poll() is None and _up(url)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)

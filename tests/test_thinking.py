@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,8 @@ from helpers import no_sleep
 from ponder.bench.harness import Harness, plan
 from ponder.bench.report import write_report
 from ponder.bench.store import Store
+from ponder.bench.sweep import load_sweep, prepare_sweep
+from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities
 from ponder.lm.scripted import ScriptedLM, count_tokens
 from ponder.runtime.engine import Engine
@@ -146,3 +149,27 @@ async def test_the_report_draws_accuracy_against_thinking_budget(tmp_path: Path)
     assert [r.split("|")[2].strip() for r in rows] == ["8", "16", "32", "none (no thinking)"]
     assert [r.split("|")[4].strip().split("%")[0] for r in rows] == ["0.0", "0.0", "100.0", "100.0"]
     assert (tmp_path / "rep" / "thinking_t_scripted.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "options", "said"),
+    [
+        ("beam", {}, "strategy 'beam' writes its steps as raw text"),
+        ("particles", {}, "strategy 'particles' writes its steps as raw text"),
+        ("vote", {"answer_with": "tir"}, "apply to answer_with reasoning, not tir"),
+    ],
+)
+async def test_a_budget_the_strategy_would_ignore_is_refused_before_any_call(
+    strategy: str, options: dict[str, str], said: str, tmp_path: Path
+) -> None:
+    """Step searches continue raw text and TIR samples run a tool loop: neither passes
+    through the thinking loop, so the Python API and a sweep file refuse the budget."""
+    eng, lm = engine(thinker(4), budget=16)
+    with pytest.raises(UsageError, match="think_budget 16: ") as refused:
+        await eng.solve(PROBLEM, strategy, **options)
+    assert said in str(refused.value) and not lm.calls
+    sweep = tmp_path / "s.yaml"
+    listed = "{" + ", ".join(f"{k}: {v}" for k, v in {"name": strategy, **options}.items()) + "}"
+    sweep.write_text(f"tasks: [gsm8k]\nstrategies: [{listed}]\nthink_budget: 16\n")
+    with pytest.raises(UsageError, match=said):
+        prepare_sweep(load_sweep(sweep), tmp_path)

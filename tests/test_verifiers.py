@@ -339,6 +339,16 @@ async def test_unknown_verifier_is_a_usage_error_naming_the_choices() -> None:
         await engine.solve(PROBLEM, "best_of_n", verifier={"name": "crosscheck", "steps": True})
     with pytest.raises(UsageError, match="unknown aggregate 'max'"):
         await engine.solve(PROBLEM, "best_of_n", verifier={"name": "prm_http", "aggregate": "max"})
+    # taken as written, as strategy options are: no "yes" for true, no 1 for a name
+    bad = [
+        ({"steps": "yes"}, "verifier.steps: Input should be a valid boolean"),
+        ({"name": 1}, "verifier.name: Input should be a valid string"),
+        ({"clip": [0, "Infinity"]}, "verifier.clip.1: Input should be a finite number"),
+        ({"clip": [0.8, 0.2]}, "clip \\[0.8, 0.2\\]: its low end is above its high"),
+    ]
+    for spec, said in bad:
+        with pytest.raises(UsageError, match=said):
+            await engine.solve(PROBLEM, "best_of_n", verifier={"name": "self_judge", **spec})
 
 
 # -- aggregation, calibration, quality ---------------------------------------------------------

@@ -7,14 +7,15 @@ import os
 from ponder.errors import UsageError
 
 _TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
+_FALSE = ("0", "false", "no", "off")
 
 
 def env_flag(name: str, default: bool) -> bool:
     """The boolean environment variable `name` ("1/true/yes/on" or "0/false/no/off", any
-    case); `default` when unset; a usage error naming it for anything else."""
+    case); `default` when unset or set to nothing (`NAME= cmd`, as a shell unsets it for one
+    command); a usage error naming it for anything else."""
     value = os.environ.get(name)
-    if value is None:
+    if value is None or not value.strip():
         return default
     word = value.strip().lower()
     if word in _TRUE:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class PonderError(Exception):
@@ -98,3 +102,16 @@ def no_folder(path: object) -> str:
 def not_utf8(where: object, e: UnicodeDecodeError) -> str:
     """The message for a file (`where`) whose bytes are not UTF-8, naming the first bad byte."""
     return f"{where}: not UTF-8 text ({e.reason} at byte {e.start})"
+
+
+def problem_line(loc: Sequence[int | str], msg: str) -> str:
+    """One problem of a ValidationError: where, then what (pydantic's "Value error, " prefix
+    dropped: the message is ours)."""
+    where = ".".join(map(str, loc))
+    msg = msg.removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
+def problems(e: ValidationError, most: int | None = None) -> str:
+    """Every problem of `e` (the first `most`), one line joined by "; "."""
+    return "; ".join(problem_line(x["loc"], x["msg"]) for x in e.errors()[:most])

@@ -22,7 +22,7 @@ import importlib.metadata
 import re
 import typing
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -80,7 +80,12 @@ class Registry(Generic[T]):
     kind: str
     group: str
     builtins: tuple[str, ...]
+    # what a part of this kind is, as a check and said: an object of another kind, from a
+    # plugin, is refused with a warning naming the package (it failed later, unnamed)
+    is_part: Callable[[object], bool] = callable
+    a_part: str = "a callable"
     _parts: dict[str, Part[T]] = field(default_factory=dict)
+    _asked: int = 0  # calls to `add`, kept or not (a plugin that made none is said)
     _builtins_loaded: bool = False
     _plugins_loaded: bool = False
     _ordered: dict[str, Part[T]] | None = None
@@ -95,10 +100,23 @@ class Registry(Generic[T]):
         options: type[BaseModel] | None = None,
         capabilities: frozenset[str] | set[str] = frozenset(),
     ) -> T:
-        """Register `obj` as `name` (credited to the package being loaded, or ponder)."""
+        """Register `obj` as `name` (credited to the package being loaded, or ponder). A
+        plugin's part with a name no command can give, or that is no part of this kind, is
+        ignored with a warning naming the package (ponder's own: an error)."""
         origin = _origin.get() or BUILTIN
         if origin != BUILTIN:
             self._load_builtins()  # a plugin never takes a built-in's name by loading first
+        self._asked += 1
+        wrong = None
+        if not isinstance(name, str) or not PART_NAME.fullmatch(name):
+            wrong = f"{self.kind} name {name!r} is not a name (letters, digits and _)"
+        elif not self.is_part(obj):
+            wrong = f"{self.kind} '{name}' is {type(obj).__name__}, not {self.a_part}"
+        if wrong is not None:
+            if origin == BUILTIN:
+                raise TypeError(wrong)
+            warnings.warn(f"package {origin}: {wrong}; ignored", PluginWarning, stacklevel=2)
+            return obj
         kept = self._parts.get(name)
         if kept is not None:
             if kept.obj is not obj:
@@ -166,19 +184,38 @@ class Registry(Generic[T]):
         for ep in importlib.metadata.entry_points(group=self.group):
             package = ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
             token = _origin.set(package)
+            before = self._asked
+            entry = f"package {package}: its {self.group} entry point '{ep.name}' ({ep.value})"
             try:
                 loaded = ep.load()
                 if callable(loaded) and not isinstance(loaded, type):
                     loaded(self)  # a function `register(registry)`
-            except Exception as e:  # a broken plugin must not break ponder
+            except (Exception, SystemExit) as e:  # a broken plugin must not break ponder
+                # (SystemExit too: a module that exits on import ended every command, silently)
                 warnings.warn(
-                    f"package {package}: its {self.group} entry point '{ep.name}' "
-                    f"({ep.value}) failed to load: {type(e).__name__}: {e}",
+                    f"{entry} failed to load: {type(e).__name__}: {e}",
                     PluginWarning,
                     stacklevel=2,
                 )
+            else:
+                if self._asked == before and not self._registered_by(package):
+                    warnings.warn(
+                        f"{entry} registered no {self.kind} (a class needs its decorator, "
+                        f"e.g. @{self.kind.replace(' ', '_')}; a function is called with the "
+                        "registry)",
+                        PluginWarning,
+                        stacklevel=2,
+                    )
             finally:
                 _origin.reset(token)
+
+    def _registered_by(self, package: str) -> bool:
+        """Whether `package` has a part here (an entry point whose module another of its
+        entry points loaded already registers nothing new)."""
+        return any(p.origin == package for p in self._parts.values())
+
+
+PART_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 def type_name(annotation: object) -> str:

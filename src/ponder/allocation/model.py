@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ponder.allocation.features import FEATURES
-from ponder.errors import UsageError, no_file
+from ponder.errors import UsageError, no_file, problems
 from ponder.types import AnswerWith
 
 FORMAT = "ponder-router"
@@ -243,8 +243,7 @@ def load_router(path: Path | str) -> RouterModel:
     try:
         return RouterModel.model_validate(data)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()[:3])
-        raise RouterError(f"{path}: a malformed router file ({problems})") from None
+        raise RouterError(f"{path}: a malformed router file ({problems(e, 3)})") from None
 
 
 def file_sha256(path: Path | str) -> str:

@@ -23,7 +23,11 @@ class AnswerKind:
 
 
 ANSWER_KINDS: Registry[AnswerKind] = Registry(
-    "answer kind", "ponder.answer_kinds", ("ponder.answers.kinds",)
+    "answer kind",
+    "ponder.answer_kinds",
+    ("ponder.answers.kinds",),
+    is_part=lambda obj: isinstance(obj, AnswerKind),
+    a_part="an AnswerKind",
 )
 
 

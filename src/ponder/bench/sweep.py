@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ponder.bench.harness import Harness, Plan, Progress, Units, plan
 from ponder.bench.store import Store
-from ponder.errors import UsageError, not_utf8
+from ponder.errors import UsageError, not_utf8, problems
 from ponder.lm import BackendConfig, Price
 from ponder.lm.config import ServerUrl
 from ponder.lm.registry import DEFAULT_MODEL, sha256_file
@@ -35,8 +35,7 @@ from ponder.lm.registry import Registry as Models
 from ponder.runtime.budget import Budget
 from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
-from ponder.runtime.strategy import make_strategy
-from ponder.runtime.verifiers import problem_line
+from ponder.runtime.strategy import check_thinking, make_strategy
 from ponder.tasks.registry import get_task
 from ponder.types import SEED_LIMIT, Problem, Usage
 
@@ -258,8 +257,7 @@ def load_sweep(path: Path) -> Sweep:
         sweep = Sweep.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]["loc"]
-        problems = "; ".join(problem_line(x["loc"], x["msg"]) for x in e.errors())
-        raise UsageError(f"{where(first)}: {problems}") from None
+        raise UsageError(f"{where(first)}: {problems(e)}") from None
     for t in sweep.tasks:
         if (t.name is None) == (t.data is None):
             raise UsageError(f"{path}: each task needs exactly one of 'name' or 'data'")
@@ -338,6 +336,8 @@ def prepare_sweep(
     """Check everything a sweep names and load its problems: bad strategies, prices, tasks
     and data fail here, before any store is written or model loaded."""
     strategies = [make_strategy(s.name, **s.options()) for s in sweep.strategies]
+    for s in strategies:
+        check_thinking(s, sweep.prompting())
     configs = [m.config(sweep, api_key=api_key, timeout=request_timeout) for m in sweep.models]
     plans = [p for b in sweep.budgets for p in plan(strategies, b)]
     tasks = [(t.label(), t.load(base=base, limit=sweep.limit)) for t in sweep.tasks]

@@ -79,7 +79,13 @@ from ponder.lm import BACKENDS, BackendConfig, Price
 from ponder.plugins import parse_options
 from ponder.runtime.budget import Budget
 from ponder.runtime.prompting import Prompting
-from ponder.runtime.strategy import POOLED, STRATEGIES, make_strategy, options_taken
+from ponder.runtime.strategy import (
+    POOLED,
+    STRATEGIES,
+    check_thinking,
+    make_strategy,
+    options_taken,
+)
 from ponder.tasks.registry import TASKS, get_task
 from ponder.types import SEED_LIMIT, Usage
 
@@ -244,7 +250,6 @@ def bench(
             temperature=temperature,
             verifier=verifier,
             answer_with=answer_with,
-            think_budget=think_budget,
         )
         if budget_tokens_total is not None and names == ["auto"]:
             # one budget over the set is auto's allocation across problems: the same workload
@@ -448,9 +453,9 @@ def sweep_from_flags(
         raise UsageError(f"--seeds: no seed in '{seeds}' (e.g. --seeds 0,1,2)")
     if said := repeated_seeds(seed_list):
         raise UsageError(f"--seeds: {said} in '{seeds}'")
-    for name in strategies:  # bad options exit 2 before any model loads
-        make_strategy(name, **options_taken(name, options))
-    return Sweep(
+    # bad options exit 2 before any model loads
+    made = [make_strategy(name, **options_taken(name, options)) for name in strategies]
+    sweep = Sweep(
         models=[model],
         tasks=[task],
         strategies=[StrategySpec(name=s, **options_taken(s, options)) for s in strategies],
@@ -464,6 +469,9 @@ def sweep_from_flags(
         ctx_size=ctx_size,
         threads=threads,
     )
+    for s in made:
+        check_thinking(s, sweep.prompting(), "--think-budget")
+    return sweep
 
 
 async def sweep_with_progress(

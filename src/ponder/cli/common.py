@@ -16,13 +16,12 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from ponder.errors import UsageError
+from ponder.errors import UsageError, problem_line
 from ponder.lm import DEFAULT_MODEL, BackendConfig, Price
 from ponder.plugins import parse_options
 from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import STRATEGIES, Strategy, make_strategy, option_names
-from ponder.runtime.verifiers import problem_line
 from ponder.types import SEED_LIMIT, blank
 
 app = typer.Typer(
@@ -299,7 +298,6 @@ def strategy_options(
     temperature: float | None = None,
     verifier: str | None = None,
     answer_with: str | None = None,
-    think_budget: int | None = None,
 ) -> dict[str, Any]:
     """`-o` pairs and the named strategy flags as one options dict; a flag and an `-o` pair
     setting one option to different values is an error (as `-n` and `-o n=` are)."""
@@ -312,12 +310,6 @@ def strategy_options(
     for key, value in named.items():
         if value is not None:
             set_from_flag(options, key, value, "--" + key.replace("_", "-"))
-    mode = options.get("answer_with", "reasoning")
-    if think_budget is not None and mode != "reasoning":
-        # the thinking loop runs only for reasoning samples: a budget elsewhere would be ignored
-        raise UsageError(
-            f"--think-budget: thinking budgets apply to --answer-with reasoning, not {mode}"
-        )
     return options
 
 

@@ -26,8 +26,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the list as JSON")]
 
 
 class Listing(Generic[T]):
-    def __init__(self, registry: Registry[T]) -> None:
+    """A registry's parts; with a name, that part's options as they are given (`given`: a
+    format of the option's name)."""
+
+    def __init__(self, registry: Registry[T], given: str = "-o {}=…") -> None:
         self.registry = registry
+        self.given = given
 
     def show(self, name: str | None, as_json: bool = False) -> None:
         if as_json:
@@ -41,7 +45,8 @@ class Listing(Generic[T]):
             if not rows:
                 out.print("  options: none")
             for key, kind, description in rows:
-                out.print(escape(f"  -o {key}=…  ({kind}) {description}"), soft_wrap=True)
+                named = self.given.format(key)
+                out.print(escape(f"  {named}  ({kind}) {description}"), soft_wrap=True)
             return
         for part in self.registry.parts().values():
             self.one(part.name, part.summary, part.capabilities, part.origin)
@@ -50,7 +55,8 @@ class Listing(Generic[T]):
         tags = ", ".join(sorted(capabilities))
         where = "" if origin == BUILTIN else escape(f" [from {origin}]")
         out.print(
-            f"[bold]{name}[/bold]{where}: {escape(summary)}" + (f" ({tags})" if tags else ""),
+            f"[bold]{escape(name)}[/bold]{where}: {escape(summary)}"
+            + (f" ({tags})" if tags else ""),
             soft_wrap=True,
         )
 
@@ -64,13 +70,13 @@ def strategies(name: NameArg = None, as_json: JsonOpt = False) -> None:
 @app.command("verifiers")
 def verifiers(name: NameArg = None, as_json: JsonOpt = False) -> None:
     """Registered verifiers; with a name, its options (a JSON spec's "options")."""
-    Listing(VERIFIERS).show(name, as_json)
+    Listing(VERIFIERS, '"options": {{"{}": …}}').show(name, as_json)
 
 
 @app.command("backends")
 def backends(name: NameArg = None, as_json: JsonOpt = False) -> None:
-    """Registered backends (`--backend`)."""
-    Listing(BACKENDS).show(name, as_json)
+    """Registered backends (`--backend`); with a name, its own settings (`--backend-option`)."""
+    Listing(BACKENDS, "--backend-option {}=…").show(name, as_json)
 
 
 @app.command("tasks")

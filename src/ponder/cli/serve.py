@@ -254,6 +254,7 @@ def serve(
     served_log.propagate = False
     if not log_requests:
         logging.getLogger("ponder.serve.requests").setLevel(logging.WARNING)
+    port = sock.getsockname()[1]  # the one bound: --port 0 asks the system for a free one
     where = f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
     err.print(f"ponder serve: {where} ({'API keys required' if keys else 'no auth'})")
     config = uvicorn.Config(app_, host=host, port=port, log_level="warning")

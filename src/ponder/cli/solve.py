@@ -50,7 +50,7 @@ from ponder.errors import UsageError
 from ponder.lm.protocol import Capabilities, LanguageModel
 from ponder.plugins import parse_options
 from ponder.runtime.budget import Budget
-from ponder.runtime.strategy import STEP
+from ponder.runtime.strategy import STEP, check_thinking
 from ponder.types import Result, Usage, blank
 
 
@@ -107,13 +107,14 @@ def solve(
         temperature=temperature,
         verifier=verifier,
         answer_with=answer_with,
-        think_budget=think_budget,
     )
     if router is not None:
         if strategy != "auto":
             raise UsageError("--router is read by -s auto")
         set_from_flag(options, "router", str(router), "--router")
     strat = build_strategy(strategy, n, options)
+    asking = prompting(max_tokens, system, think_budget, think_min)
+    check_thinking(strat, asking, "--think-budget")
     if trace is not None:  # before the compute, not after it
         if STEP not in strat.capabilities:
             raise UsageError(f"--trace: strategy '{strat.name}' keeps no search tree")
@@ -135,7 +136,6 @@ def solve(
         threads=threads,
         options=parse_options(backend_option or [], "--backend-option"),
     )
-    asking = prompting(max_tokens, system, think_budget, think_min)
 
     async def go() -> Result:
         engine = open_engine(config, asking)

@@ -136,9 +136,12 @@ class SelfCertaintyBorda(SelectionRule):
         self, voters: Sequence[Observation], confidence: list[float], note: str | None
     ) -> Selection:
         n = len(voters)
+        # ((N − r + 1) / N)^p · N^p, the second factor dropped where it would overflow: the
+        # same vote at any p (p = 1000 raised OverflowError after the samples were paid for)
+        scale = float(n) ** self.p if self.p * math.log(max(n, 1)) < 700 else 1.0
         weights = [0.0] * n
         for rank, i in enumerate(by_confidence(confidence), start=1):
-            weights[i] = float(n - rank + 1) ** self.p
+            weights[i] = ((n - rank + 1) / n) ** self.p * scale
         return vote(voters, weights, note)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from ponder.env import env_flag
-from ponder.errors import BackendError, ModelError, TransientError
+from ponder.errors import BackendError, ModelError, TransientError, UsageError
 from ponder.lm.config import BackendConfig
 from ponder.lm.protocol import Capabilities, LanguageModel, Progress, Watch, backend
 from ponder.lm.registry import DEFAULT_MODEL, Registry
@@ -40,6 +40,7 @@ from ponder.types import Generation, GenRequest, Message, ModelInfo
 def open_llamacpp(config: BackendConfig, progress: Progress | None = None) -> LanguageModel:
     config.without_options()
     config.without_server()
+    check_context(config.slots, config.ctx_size)
     path, info = Registry().resolve(config.model or DEFAULT_MODEL, progress)
     return LlamaCppLM(
         path,
@@ -51,6 +52,24 @@ def open_llamacpp(config: BackendConfig, progress: Progress | None = None) -> La
         # PONDER_PIN_SLOTS=0 leaves placing requests on slots to llama.cpp (to compare)
         pin_slots=env_flag("PONDER_PIN_SLOTS", True),
     )
+
+
+# llama.cpp runs at most this many sequences at once (LLAMA_MAX_SEQ; 257 fails to init), and
+# keeps its whole context (slots × per slot) in an int32.
+MAX_SLOTS = 256
+MAX_CONTEXT = 2**31 - 1
+
+
+def check_context(slots: int, ctx_size: int) -> None:
+    """A usage error naming --slots / --ctx-size where llama.cpp could not take them (it says
+    only "failed to init server", or aborts the process)."""
+    if slots > MAX_SLOTS:
+        raise UsageError(f"--slots {slots}: llama.cpp runs at most {MAX_SLOTS} sequences at once")
+    if slots * ctx_size > MAX_CONTEXT:
+        raise UsageError(
+            f"--slots {slots} × --ctx-size {ctx_size} = {slots * ctx_size:,} context tokens: "
+            f"llama.cpp holds at most {MAX_CONTEXT:,}"
+        )
 
 
 class LlamaCppLM:

@@ -103,8 +103,9 @@ class CountsTokens(Protocol):
 class SpendsToPrepare(Protocol):
     """A backend whose `prepare` spends tokens (a server's capability probe: a few short
     generations), an optional extra to LanguageModel. The scheduler charges what it spent
-    to the solve whose first call prepared it (role "probe"); `ponder serve` counts a
-    start-up probe in /metrics. So every token ponder makes a server generate is on a bill."""
+    to the solve whose first call prepared it (role "probe"), and what it spends preparing
+    again later (a replica back up) to the call after it; `ponder serve` counts a start-up
+    probe in /metrics. So every token ponder makes a server generate is on a bill."""
 
     def take_probe_usage(self) -> Usage:
         """What preparing spent that no bill carries yet: calls, prompt, cached and
@@ -135,10 +136,11 @@ def backend(
     *,
     summary: str,
     capabilities: set[str] | None = None,
-    options: type[BaseModel] = BackendConfig,
+    options: type[BaseModel] | None = None,
 ) -> Callable[[BackendFactory], BackendFactory]:
     """Register a backend factory `(config, progress) -> LanguageModel` as `name`; `options`
-    describes its own settings (`BackendConfig.options`) when it has some."""
+    describes its own settings (`BackendConfig.options`, `--backend-option`) when it has
+    some."""
 
     def register(factory: BackendFactory) -> BackendFactory:
         BACKENDS.add(

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ponder.errors import BackendError, TransientError, UsageError
+from ponder.errors import BackendError, TransientError, UsageError, problems
 from ponder.lm.cache import CacheModel, common_prefix, prompt_key
 from ponder.lm.config import BackendConfig
 from ponder.lm.protocol import Capabilities, LanguageModel, Progress, Watch, backend
@@ -319,8 +319,7 @@ def open_scripted(config: BackendConfig, progress: Progress | None = None) -> La
     try:
         opts = ScriptedOptions.model_validate(config.options)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise UsageError(f"backend 'scripted' options: {problems}") from None
+        raise UsageError(f"backend 'scripted' options: {problems(e)}") from None
     replies = opts.replies
 
     def pick(req: GenRequest, index: int, rng: random.Random) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ponder.errors import BackendError, ModelError, TransientError, UsageError
+from ponder.errors import BackendError, ModelError, TransientError, UsageError, problems
 from ponder.lm.config import BackendConfig
 from ponder.lm.protocol import Capabilities, LanguageModel, Progress, Watch, backend
 from ponder.types import Completion, Generation, GenRequest, Message, ModelInfo, TokenLogprob
@@ -67,8 +67,7 @@ def open_vllm(config: BackendConfig, progress: Progress | None = None) -> Langua
     try:
         opts = VllmOptions.model_validate(config.options)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise UsageError(f"backend 'vllm' options: {problems}") from None
+        raise UsageError(f"backend 'vllm' options: {problems(e)}") from None
     settings = opts.model_dump(exclude_none=True)
     settings.update(opts.model_extra or {})
     try:

@@ -9,14 +9,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ponder.errors import BackendError, BudgetExceeded, UsageError
+from ponder.errors import BackendError, BudgetExceeded, UsageError, problem_line
 from ponder.lm import BackendConfig, LanguageModel, Progress, open_backend
 from ponder.runtime.budget import Budget, Ledger
 from ponder.runtime.context import Context
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.scheduler import Scheduler
-from ponder.runtime.strategy import Strategy, make_strategy
-from ponder.runtime.verifiers import VerifierEnv, Verifiers, problem_line
+from ponder.runtime.strategy import Strategy, check_thinking, make_strategy
+from ponder.runtime.verifiers import VerifierEnv, Verifiers
 from ponder.sandbox import Sandbox
 from ponder.types import Problem, Result, Usage, blank
 
@@ -85,6 +85,8 @@ class Engine:
         elif options:
             raise UsageError(f"options {sorted(options)} given with a ready-made strategy")
         strategy.check_fits(problem)
+        prompting = prompting or self.prompting
+        check_thinking(strategy, prompting)
         if isinstance(budget, dict):
             try:
                 budget = Budget(**budget)
@@ -100,7 +102,7 @@ class Engine:
                 parent=workload,
             ),
             seed=secrets.randbelow(2**31) if seed is None else seed,
-            prompting=prompting or self.prompting,
+            prompting=prompting,
             sandbox=self.sandbox,
             verifiers=self.verifiers,
             answer_with=strategy.answer_with,

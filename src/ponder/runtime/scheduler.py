@@ -25,10 +25,10 @@ from typing import TypeVar
 
 from ponder.errors import BackendError, BudgetExceeded, TransientError
 from ponder.lm.cache import prompt_key
-from ponder.lm.protocol import Capabilities, LanguageModel, Watch, probe_usage
+from ponder.lm.protocol import Capabilities, LanguageModel, SpendsToPrepare, Watch
 from ponder.runtime.budget import Ledger, estimate
 from ponder.runtime.slots import SlotRouter
-from ponder.types import USAGE_FIELDS, Generation, GenRequest
+from ponder.types import USAGE_FIELDS, Generation, GenRequest, Usage
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -88,12 +88,14 @@ class WeightedSemaphore:
 
 @dataclass(slots=True)
 class _Backend:
-    """A prepared backend: what it can do, its units, and its router if it pins slots."""
+    """A prepared backend: what it can do, its units, its router if it pins slots, and how
+    to take what it spent preparing if it spends to prepare."""
 
     lm: LanguageModel
     caps: Capabilities
     units: WeightedSemaphore
     router: SlotRouter | None
+    take_probe: Callable[[], Usage] | None
 
 
 class Lease:
@@ -259,17 +261,13 @@ class Scheduler:
         caps = await self._retrying(lm, ledger, lambda _: lm.prepare(), None, timed=False)
         if id(lm) in self._ready:  # prepared meanwhile by a concurrent first call
             return self._ready[id(lm)]
-        spent, info = probe_usage(lm), lm.info  # a probe's tokens go on the bill that waited
-        if spent.calls:
-            p, c, k = spent.prompt_tokens, spent.cached_tokens, spent.completion_tokens
-            flops, dollars = info.flops(p, c, k), info.dollars(p, c, k)
-            ledger.record(
-                "probe", info.name, (spent.calls, p, c, k, spent.seconds, flops, dollars, 0)
-            )
+        take = lm.take_probe_usage if isinstance(lm, SpendsToPrepare) else None
+        if take is not None:
+            charge_probe(lm, take, ledger)  # a probe's tokens go on the bill that waited
         router = self._slot_router(caps.slots) if caps.pin_slots else None
         if router is not None:
             self._routers[id(lm)] = router
-        ready = self._ready[id(lm)] = _Backend(lm, caps, self.slots_for(lm), router)
+        ready = self._ready[id(lm)] = _Backend(lm, caps, self.slots_for(lm), router, take)
         return ready
 
     def _dispatch(
@@ -407,6 +405,9 @@ class Scheduler:
                 info.name,
                 (1, p, c, k, seconds, info.flops(p, c, k), info.dollars(p, c, k), r),
             )
+            take = self._ready[id(lm)].take_probe
+            if take is not None:  # a backend may prepare again (a replica back up): its
+                charge_probe(lm, take, ledger)  # probe goes on the bill of the call after it
             return gen
         finally:
             if units is not None:
@@ -458,6 +459,7 @@ class Scheduler:
                     return await call(arg)
             except TimeoutError as e:
                 if ledger.seconds_left() == 0:
+                    ledger.cut = True  # (what was cut, an unscored sample, says "budget")
                     raise BudgetExceeded("budget cap 'seconds' reached during the call") from e
                 last = TransientError(
                     f"{lm.info.name}: request timed out (limit {timeout} s)", failure="timeout"
@@ -480,6 +482,16 @@ assert USAGE_FIELDS == (
     "dollars",
     "reasoning_tokens",
 )
+
+
+def charge_probe(lm: LanguageModel, take: Callable[[], Usage], ledger: Ledger) -> None:
+    """What `lm` spent preparing and no bill carries yet, on `ledger` as role "probe"
+    (priced like any call)."""
+    spent = take()
+    if spent.calls:
+        p, c, k, info = spent.prompt_tokens, spent.cached_tokens, spent.completion_tokens, lm.info
+        flops, dollars = info.flops(p, c, k), info.dollars(p, c, k)
+        ledger.record("probe", info.name, (spent.calls, p, c, k, spent.seconds, flops, dollars, 0))
 
 
 def watched_afterwards(gen: Generation, watch: Watch) -> Generation:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from ponder.errors import UsageError
 from ponder.plugins import Registry, first_line
 from ponder.runtime.context import Context
+from ponder.runtime.prompting import Prompting
 from ponder.runtime.verifiers import options_error
 from ponder.types import AnswerWith, Problem, Result
 
@@ -70,8 +71,33 @@ class Strategy(BaseModel):
                 f"code problem{where(problem)}; use reasoning or tir"
             )
 
+    def thinking_unkept(self, prompting: Prompting) -> str | None:
+        """Why this strategy, as configured, cannot keep `prompting`'s thinking budget (None:
+        it can, or there is none). The budget is kept by the thinking loop, which writes
+        reasoning samples turn by turn; elsewhere it would be ignored."""
+        if prompting.think_budget is not None and self.answer_with != "reasoning":
+            return f"thinking budgets apply to answer_with reasoning, not {self.answer_with}"
+        return None
+
     async def run(self, problem: Problem, ctx: Context) -> Result:
         raise NotImplementedError
+
+
+class OptionsClash(ValueError):
+    """A check across a strategy's options (a model validator's): `options` are those it
+    involves, most likely at fault first; make_strategy names the first one its caller gave
+    (a server's error `param`)."""
+
+    def __init__(self, message: str, *options: str) -> None:
+        super().__init__(message)
+        self.options = options
+
+
+def check_thinking(strategy: Strategy, prompting: Prompting, option: str = "think_budget") -> None:
+    """UsageError naming `option` when `strategy` cannot keep `prompting`'s thinking budget
+    (it would be ignored)."""
+    if (why := strategy.thinking_unkept(prompting)) is not None:
+        raise UsageError(f"{option} {prompting.think_budget}: {why}")
 
 
 def where(problem: Problem) -> str:
@@ -109,6 +135,8 @@ STRATEGIES: Registry[type[Strategy]] = Registry(
             "mcts",
         )
     ),
+    is_part=lambda obj: isinstance(obj, type) and issubclass(obj, Strategy),
+    a_part="a Strategy class",
 )
 
 
@@ -148,15 +176,15 @@ def make_strategy(name: str, /, *, n: int | None = None, **options: Any) -> Stra
     try:
         strategy = cls(**known)
     except ValidationError as e:
-        for error in e.errors():  # a validator's own usage error says it best (e.g. a file's)
-            cause = (error.get("ctx") or {}).get("error")
-            if isinstance(cause, UsageError):
-                raise cause from None
         locs = {str(error["loc"][0]) for error in e.errors() if error["loc"]}
-        raise UsageError(
-            options_error(f"strategy '{name}'", cls, e),
-            option=locs.pop() if len(locs) == 1 else None,
-        ) from None
+        option = locs.pop() if len(locs) == 1 else None
+        for error in e.errors():
+            cause = (error.get("ctx") or {}).get("error")
+            if isinstance(cause, OptionsClash):  # the option the caller gave is the one named
+                option = next((o for o in cause.options if o in known), cause.options[0])
+            elif isinstance(cause, UsageError):  # a validator's own says it best (a file's)
+                raise cause from None
+        raise UsageError(options_error(f"strategy '{name}'", cls, e), option=option) from None
     work, widths = 1, []
     for field, info in cls.model_fields.items():
         wide = isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(

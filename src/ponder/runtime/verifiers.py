@@ -15,9 +15,17 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
-from ponder.errors import UsageError
+from ponder.errors import UsageError, problems
 from ponder.lm.config import BackendConfig
 from ponder.lm.protocol import LanguageModel
 from ponder.plugins import Registry, first_line
@@ -150,19 +158,21 @@ def verifier(
 class VerifierSpec(BaseModel):
     """A verifier by name and its options, as plain data (`{"name": "self_judge"}`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = "self_judge"
+    # taken as written ("steps": "yes" is no bool), as strategy options are; clip stays lax
+    # (a JSON list is its pair), finite
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    name: StrictStr = "self_judge"
     options: dict[str, Any] = Field(default_factory=dict)
     # Score each step (process) and aggregate, instead of the whole candidate at once.
-    steps: bool = False
+    steps: StrictBool = False
     # How step scores become one outcome score: min, last, prod or mean.
-    aggregate: str = "min"
+    aggregate: StrictStr = "min"
     # Optional transforms: step scores clipped to [lo, hi], then turned into deltas (each step
     # credited with its change), before aggregation; outcome scores replaced by their rank
     # percentile among the candidates scored together.
     clip: tuple[float, float] | None = None
-    deltas: bool = False
-    rank_calibrated: bool = False
+    deltas: StrictBool = False
+    rank_calibrated: StrictBool = False
 
     @model_validator(mode="after")
     def _known(self) -> VerifierSpec:
@@ -171,6 +181,10 @@ class VerifierSpec(BaseModel):
         except UsageError as e:
             raise ValueError(str(e)) from None
         check_aggregate(self.aggregate)
+        if self.clip is not None and self.clip[0] > self.clip[1]:
+            raise ValueError(
+                f"clip [{self.clip[0]:g}, {self.clip[1]:g}]: its low end is above its high"
+            )
         if self.steps and PROCESS not in part.capabilities:
             raise ValueError(f"verifier '{self.name}' scores whole candidates, not steps")
         if part.options is not None:
@@ -205,17 +219,9 @@ class VerifierSpec(BaseModel):
 def options_error(what: str, model: type[BaseModel], e: ValidationError) -> str:
     """A one-line message for bad options, naming every valid key. A check across options
     (a model validator: no location) names its options in its own message."""
-    problems = "; ".join(problem_line(x["loc"], x["msg"]) for x in e.errors())
+    said = problems(e)
     keys = ", ".join(k for k, f in model.model_fields.items() if not f.exclude) or "none"
-    return f"bad options for {what}: {problems} (valid keys: {keys})"
-
-
-def problem_line(loc: tuple[int | str, ...], msg: str) -> str:
-    """One problem: where, then what (pydantic's "Value error, " prefix dropped: the message
-    is ours)."""
-    where = ".".join(map(str, loc))
-    msg = msg.removeprefix("Value error, ")
-    return f"{where}: {msg}" if where else msg
+    return f"bad options for {what}: {said} (valid keys: {keys})"
 
 
 def split_steps(text: str) -> list[str]:

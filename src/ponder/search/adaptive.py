@@ -51,7 +51,7 @@ from ponder.consensus import (
 from ponder.errors import BackendError, BudgetExceeded
 from ponder.lm.protocol import Watch
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import MULTIPLIES, Strategy, strategy
+from ponder.runtime.strategy import MULTIPLIES, OptionsClash, Strategy, strategy
 from ponder.signals import SignalName
 from ponder.types import Candidate, GenRequest, Problem, Result, TokenLogprob
 
@@ -123,11 +123,24 @@ class Adaptive(Strategy):
     def _settings_of_the_rule(self) -> Adaptive:
         # a setting another rule reads would be silently ignored
         if self.price is not None and self.rule != "price":
-            raise ValueError(f"price is read by rule=price, not rule={self.rule}")
-        if self.threshold is not None and self.rule in ("price", "esc"):
-            raise ValueError(
-                f"threshold is read by rule=beta, agreement or weighted, not rule={self.rule}"
+            raise OptionsClash(
+                f"price is read by rule=price, not rule={self.rule}", "price", "rule"
             )
+        if self.threshold is not None and self.rule in ("price", "esc"):
+            raise OptionsClash(
+                f"threshold is read by rule=beta, agreement or weighted, not rule={self.rule}",
+                "threshold",
+                "rule",
+            )
+        # a count past the budget could never be reached: the rule would never act on it
+        counts = {"min_samples": self.min_samples, "give_up_after": self.give_up_after}
+        if self.rule == "esc" and "window" in self.model_fields_set:
+            counts["window"] = self.window
+        for key, count in counts.items():
+            if count is not None and count > self.n:
+                raise OptionsClash(
+                    f"{key} {count} exceeds n {self.n}, the samples at most", key, "n"
+                )
         return self
 
     def stopping_rule(self) -> StoppingRule:

@@ -38,7 +38,14 @@ from ponder.allocation import Probe, RouterError, RouterModel, features, file_sh
 from ponder.answers import cluster
 from ponder.consensus import PriceStop
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import MULTIPLIES, STRATEGIES, Strategy, make_strategy, strategy
+from ponder.runtime.strategy import (
+    MULTIPLIES,
+    STRATEGIES,
+    OptionsClash,
+    Strategy,
+    make_strategy,
+    strategy,
+)
 from ponder.search.adaptive import Adaptive, WaveSampler
 from ponder.search.vote import tally
 from ponder.types import Candidate, Problem, Result
@@ -113,15 +120,20 @@ class Auto(Strategy):
     def _load(self) -> Auto:
         if self.router is None:
             if self.price == 0.0:
-                raise ValueError("price: without a router the price rule needs a price > 0")
+                raise OptionsClash(
+                    "price: without a router the price rule needs a price > 0", "price"
+                )
             return self
         if self.temperature is not None:
-            raise ValueError(
-                "temperature: a router samples at its pool's; it is auto's own without one"
+            raise OptionsClash(
+                "temperature: a router samples at its pool's; it is auto's own without one",
+                "temperature",
             )
         self._model = router_for(self.router)
         if self.n < self._model.probe:
-            raise ValueError(f"n {self.n} is below the router's probe of {self._model.probe}")
+            raise OptionsClash(
+                f"n {self.n} is below the router's probe of {self._model.probe}", "n", "router"
+            )
         asked = self.answer_with if "answer_with" in self.model_fields_set else None
         self.answer_with = self._model.answer_mode(asked, self.router)
         sha = file_sha256(self.router)

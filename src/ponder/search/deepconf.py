@@ -66,7 +66,7 @@ class DeepConf(Strategy):
 
     def model_post_init(self, context: object) -> None:
         if self.warmup > self.n:
-            raise UsageError(f"deepconf: warmup {self.warmup} exceeds n {self.n}")
+            raise UsageError(f"deepconf: warmup {self.warmup} exceeds n {self.n}", option="warmup")
         check_settings(self.warmup, self.n, self.percentile, self.window, self.consensus)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:

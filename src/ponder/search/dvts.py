@@ -17,7 +17,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from ponder.runtime.context import Context
-from ponder.runtime.strategy import MULTIPLIES, strategy
+from ponder.runtime.strategy import MULTIPLIES, OptionsClash, strategy
 from ponder.search.step_bon import StepBoN
 from ponder.search.tree import Tree
 from ponder.types import Problem, Result
@@ -44,7 +44,9 @@ class DVTS(StepBoN):
     @model_validator(mode="after")
     def _split(self) -> DVTS:
         if self.n % self.m:
-            raise ValueError(f"n ({self.n}) must be a multiple of m ({self.m}): n/m subtrees")
+            raise OptionsClash(
+                f"n ({self.n}) must be a multiple of m ({self.m}): n/m subtrees", "n", "m"
+            )
         return self
 
     async def run(self, problem: Problem, ctx: Context) -> Result:

@@ -398,6 +398,14 @@ class StepSearch(Strategy):
     def _known(cls, how: str) -> str:
         return check_aggregate(how, "path score")
 
+    def thinking_unkept(self, prompting: Prompting) -> str | None:
+        if prompting.think_budget is not None:  # steps continue raw text: no thinking loop
+            return (
+                f"strategy '{self.name}' writes its steps as raw text, where a thinking budget "
+                "cannot be kept; use a sampling strategy (vote, best_of_n, …)"
+            )
+        return super().thinking_unkept(prompting)
+
     # How children reach the backend (see Stepper.grow), not what the search does: left out of
     # the config's identity, so stored runs stay comparable.
     split_children: bool = Field(default=True, exclude=True)

@@ -347,7 +347,17 @@ Caller = Annotated[ApiKey, Depends(auth)]
 
 def routed(state: State, body: Sampling, key: ApiKey) -> Route:
     limit = state.prompt_limit(key)
-    return resolve(body, state.served, key.limits, prompt_tokens=limit, router=state.router)
+    route = resolve(body, state.served, key.limits, prompt_tokens=limit, router=state.router)
+    strategy, asking = route.strategy, state.engine.prompting
+    if strategy is not None and (why := strategy.thinking_unkept(asking)) is not None:
+        # the server's --think-budget would be ignored by what this request chose
+        field = "model" if strategy.answer_with == "reasoning" else "ponder.options.answer_with"
+        raise ApiError(
+            400,
+            f"this server thinks within --think-budget {asking.think_budget}: {why}",
+            param=field,
+        )
+    return route
 
 
 # -- the work ------------------------------------------------------------------------------

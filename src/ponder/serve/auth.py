@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ponder.errors import UsageError, not_utf8
+from ponder.errors import UsageError, not_utf8, problems
 
 
 class Limits(BaseModel):
@@ -130,8 +130,7 @@ class Keys:
                 merged = defaults.model_dump() | limits
                 keys.append(ApiKey(f"{path.name}:{lineno}", secret, Limits(**merged)))
             except ValidationError as e:
-                what = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-                raise UsageError(f"{path}:{lineno}: {what}") from None
+                raise UsageError(f"{path}:{lineno}: {problems(e)}") from None
         if not keys:
             raise UsageError(f"{path}: no keys in the file")
         return cls(keys)

@@ -171,7 +171,8 @@ def _csv_rows(path: Path, fields: Sequence[str]) -> Iterator[_Row]:
             f"{path}:{line}: not UTF-8 text ({e.reason} at byte {at} of the file)"
         ) from None
     with io.StringIO(text, newline="") as fh:
-        reader = csv.DictReader(fh)
+        # strict: a quote never closed is an error (else the rest of the file is one field)
+        reader = csv.DictReader(fh, strict=True)
         try:
             columns = reader.fieldnames
             if not columns:
@@ -192,7 +193,10 @@ def _csv_rows(path: Path, fields: Sequence[str]) -> Iterator[_Row]:
                 yield _Row(where, f"line {reader.line_num}", dict(row), null, csv=True)
         except csv.Error as e:
             # (the csv module counts a line once it has parsed it: the one it failed on is next)
-            raise DataError(f"{path}:{reader.line_num + 1}: not valid CSV ({e})") from None
+            why = str(e)
+            if why == "unexpected end of data":
+                why += ": a quoted value begun on this line is never closed"
+            raise DataError(f"{path}:{reader.line_num + 1}: not valid CSV ({why})") from None
 
 
 def _parquet_rows(path: Path, fields: Sequence[str]) -> Iterator[_Row]:

@@ -419,7 +419,13 @@ def _task(
     )
 
 
-TASKS: Registry[Task] = Registry("task", "ponder.tasks", ("ponder.tasks.registry",))
+TASKS: Registry[Task] = Registry(
+    "task",
+    "ponder.tasks",
+    ("ponder.tasks.registry",),
+    is_part=lambda obj: isinstance(obj, Task),
+    a_part="a Task",
+)
 
 
 def task(t: Task) -> Task:
