@@ -172,10 +172,11 @@ def table(args: argparse.Namespace) -> None:
     store.close()
 
 
-def pool_of(store: Store, answer_with: str = "reasoning") -> Group:
+def pool_of(store: Store, answer_with: str = "reasoning", restate: bool = False) -> Group:
     """The store's largest pool of samples answered with `answer_with` (reasoning: plain
-    chain of thought)."""
-    pools = [g for g in load_groups(store) if g.kind == "pool" and g.answer_with == answer_with]
+    chain of thought); with `restate`, read as ponder reads samples today (stated answers)."""
+    every = load_groups(store, restate=restate)
+    pools = [g for g in every if g.kind == "pool" and g.answer_with == answer_with]
     if not pools:
         raise SystemExit(
             f"error: {store.path} holds no pool of --answer-with {answer_with} samples "
@@ -195,13 +196,15 @@ def refuse_shared(train: Store, test: Store, path: Path) -> None:
 def tune(args: argparse.Namespace) -> None:
     train_store, test_store = Store(args.train, readonly=True), Store(args.test, readonly=True)
     refuse_shared(train_store, test_store, args.test)
-    train = load_signals(train_store, pool_of(train_store, args.answer_with), stats=True)
-    test = load_signals(test_store, pool_of(test_store, args.answer_with), stats=True)
+    train = load_signals(
+        train_store, pool_of(train_store, args.answer_with, args.restate), stats=True
+    )
+    test = load_signals(test_store, pool_of(test_store, args.answer_with, args.restate), stats=True)
     reference = None
     if args.reference != args.answer_with:  # judged against another pool's majority vote
         reference = Reference(
-            load_signals(train_store, pool_of(train_store, args.reference)),
-            load_signals(test_store, pool_of(test_store, args.reference)),
+            load_signals(train_store, pool_of(train_store, args.reference, args.restate)),
+            load_signals(test_store, pool_of(test_store, args.reference, args.restate)),
         )
     t = tune_stopping(train, test, n=args.n, tolerance=args.tolerance, reference=reference)
     tv, sv = t.train_vote, t.test_vote
@@ -352,7 +355,7 @@ def learned(args: argparse.Namespace) -> None:
     tests = [(path, Store(path, readonly=True)) for path in args.test]
     for path, store in tests:
         refuse_shared(train_store, store, path)
-    train = load_signals(train_store, pool_of(train_store, args.answer_with))
+    train = load_signals(train_store, pool_of(train_store, args.answer_with, args.restate))
     fitted_ks = [k for k in (4, 8, 16) if k <= train.group.sizes.max()]
     if not fitted_ks or len(train.group.pids) < 10:
         raise SystemExit("error: the train pool needs 10 problems or more with 4 samples or more")
@@ -392,7 +395,7 @@ def learned(args: argparse.Namespace) -> None:
     print("| test pool | k | problems | learned [95% CI] | majority@k | Δ [95% paired CI] |")
     print("|---|---|---|---|---|---|")
     for path, store in tests:
-        test = load_signals(store, pool_of(store, args.answer_with))
+        test = load_signals(store, pool_of(store, args.answer_with, args.restate))
         for k in args.ks:
             subsets = learned_data(test, [k], args.subsets, args.seed + 1)
             picks = iter(choices(model, [got for _, got in subsets if got]))
@@ -576,8 +579,8 @@ def online_grid(args: argparse.Namespace) -> None:
     them replayed on test beside test majority@n (paired)."""
     train_store, test_store = Store(args.train, readonly=True), Store(args.test, readonly=True)
     refuse_shared(train_store, test_store, args.test)
-    train = load_signals(train_store, pool_of(train_store, "reasoning"), stats=True)
-    test = load_signals(test_store, pool_of(test_store, "reasoning"), stats=True)
+    train = load_signals(train_store, pool_of(train_store, "reasoning", args.restate), stats=True)
+    test = load_signals(test_store, pool_of(test_store, "reasoning", args.restate), stats=True)
     n = args.n
     base = {"train": baseline(train, n), "test": baseline(test, n)}
     tried = []
@@ -703,6 +706,12 @@ def main() -> None:
     og.add_argument("--consensus", type=float, default=0.95)
     og.add_argument("--orders", type=int, default=4)
     og.add_argument("--tolerance", type=float, default=TOLERANCE)
+    for parser in (tn, le, og):
+        parser.add_argument(
+            "--restate",
+            action="store_true",
+            help="read the pools' samples as ponder reads them today (stated answers only)",
+        )
     args = ap.parse_args()
     if args.command == "online-grid":
         online_grid(args)

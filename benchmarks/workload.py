@@ -118,6 +118,11 @@ def main() -> None:
         "--window", type=int, default=16, help="picks in flight (a live run: 2 x slots)"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--restate",
+        action="store_true",
+        help="read the pool's samples as ponder reads them today (stated answers only)",
+    )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/workload"))
     ap.add_argument("--live", type=Path, nargs="*", default=[], help="live workload runs' stores")
     ap.add_argument(
@@ -140,7 +145,9 @@ def main() -> None:
 
     if args.live_vote and not args.live_auto:
         ap.error("--live-vote: give the live auto runs it is set against (--live-auto)")
-    pool = stored_pool(args.test, task=args.task, answer_with=args.answer_with)
+    pool = stored_pool(
+        args.test, task=args.task, answer_with=args.answer_with, restate=args.restate
+    )
     if args.live_auto:
         lines = versus_live_auto(pool, args.live_auto, args.live_vote, args.orders, args.seed)
         print("\n".join(lines))
@@ -266,7 +273,7 @@ def matches(
 def fixed_arms(pool: StoredPool, task: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every fixed strategy the pool prices, per problem in the pool's order: (accuracy,
     generated tokens), as `ponder router` prices them (vote@k, each adaptive rule)."""
-    table = build_table([pool.path], task=task, answer_with=pool.answer_with)
+    table = build_table([pool.path], task=task, answer_with=pool.answer_with, restate=pool.restated)
     where = {i: r for r, i in enumerate(table.ids)}
     rows = [where[p.id or p.question[:40]] for p in pool.problems]
     return {name: (a[rows], t[rows]) for name, (a, t) in fixed_options(table).items()}

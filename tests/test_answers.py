@@ -257,3 +257,62 @@ def test_gsm8k_reference_solutions_all_agree() -> None:
             if not equivalent(extract(r["answer"], "number"), gsm8k_gold(r["answer"]), "number")
         ]
         assert not misses, misses
+
+
+# -- a sample's answer is the one it states ------------------------------------------------------
+from ponder.answers import read_answer  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "stated", "unstated"),
+    [
+        ("So she pays \\boxed{18}.", "number", "18", None),
+        ("The answer is 18 dollars. Then 3 more.", "number", "18", None),  # the stated, not last
+        ("Answer: $1,000", "number", "1000", None),
+        ("#### 72", "number", "72", None),
+        ("Two plus three is 5.", "number", None, "5"),
+        ("To solve the problem of adding 2", "number", None, "2"),  # cut off, restating
+        ("no digits at all", "number", None, None),
+        ("The final answer is $\\frac{1}{2}$", "math", "\\frac{1}{2}", None),
+        ("so x = 7 in the end", "math", None, "7"),
+        ("The answer is 18.", "math", "18", None),
+        ("The answer is (B).", "choice", "B", None),
+        ("I think (B) fits best", "choice", None, "B"),
+        ("```python\nprint(1)\n```", "code", "print(1)", None),  # a code block states itself
+        ("The answer is 18.", None, "18", None),
+        ("it comes to 18", None, None, "18"),
+    ],
+)
+def test_a_sample_states_its_answer_or_has_none(
+    text: str, kind: str | None, stated: str | None, unstated: str | None
+) -> None:
+    assert read_answer(text, kind) == (stated, unstated)
+
+
+async def test_a_vote_counts_stated_answers_only_and_says_why_one_has_none() -> None:
+    """Three samples restate a number from the question; two state the answer: the stated
+    answer wins (a loose reading voted 12 in three)."""
+    from helpers import scripted_engine
+
+    replies = [
+        "We have 12 apples and",
+        "12 apples are",
+        "Start from 12",
+        "\\boxed{7}",
+        "The answer is 7.",
+    ]
+    engine, _ = scripted_engine(lambda req, i, rng: replies[i])
+    r = await engine.solve("12 apples, 5 eaten: how many are left?", "vote", n=5, seed=0)
+    assert r.answer == "7" and r.info["votes"] == {"7": 2}
+    assert [c.answer for c in r.candidates] == [None, None, None, "7", "7"]
+    assert "no answer stated" in (r.candidates[0].note or "") and "'12'" in (
+        r.candidates[0].note or ""
+    )
+
+
+def test_a_programs_printed_output_is_read_as_it_stands() -> None:
+    from ponder.runtime.context import program_answer
+    from ponder.sandbox import ExecResult
+
+    run = ExecResult(ok=True, stdout="400.0\n", exit_code=0)
+    assert program_answer(run, "number") == "400" and program_answer(run, "math") == "400"

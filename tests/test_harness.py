@@ -302,6 +302,13 @@ def test_run_metadata_records_versions_and_config(tmp_path: Path) -> None:
     assert run.versions["ponder"] and run.versions["python"] and run.model_sha256 == "abc"
     assert run.config["unit"]["name"] == "sample" and run.config["seed"] == 4
     assert json.loads(json.dumps(run.config)) == run.config
+    # how answers were read is part of a run's identity: a run read another way (before
+    # stated answers, a text's last number voted) is a run of its own, never resumed
+    assert run.config["reading"] == "stated"
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr("ponder.bench.harness.READING", "loose")
+        older = Harness(engine, store, model_sha256="abc").open_run("gsm8k", pool, 4)
+    assert older.rid != run.rid and older.config["reading"] == "loose"
 
 
 async def test_direct_units_are_started_twice_as_wide_as_pool_samples(tmp_path: Path) -> None:
@@ -330,3 +337,43 @@ async def test_direct_units_are_started_twice_as_wide_as_pool_samples(tmp_path: 
     (direct,) = plan([make_strategy("greedy")])
     await harness.execute("gsm8k", problems, direct)
     assert most == 32
+
+
+async def test_a_pool_stored_read_loosely_is_read_again_as_stated(tmp_path: Path) -> None:
+    """A pool stored before stated answers (its samples' last numbers voted) replays as
+    ponder reads samples today: no answer where a sample states none, the class of the
+    stated answer where it states another than its last number."""
+    from helpers import scripted_engine
+    from ponder.answers import extract
+
+    # text → (right read loosely, right read as stated, has a stated answer)
+    replies = {
+        "We start from 12 apples": (False, False, False),
+        "\\boxed{7}": (True, True, True),
+        "The answer is 7, not 12": (False, True, True),
+        "\\boxed{8}": (False, False, True),
+    }
+    texts = list(replies)
+    engine, _ = scripted_engine(lambda req, i, rng: texts[(req.seed or 0) % 4], native_n=False)
+    problems = [Problem(question="12 apples, 5 eaten?", id="a", gold="7", kind="number")]
+    store = Store(tmp_path / "s.sqlite")
+    (pool,) = plan([make_strategy("vote", n=16)])
+    with pytest.MonkeyPatch.context() as loose:  # the reading before stop 47
+        loose.setattr("ponder.runtime.context.read_answer", lambda t, k: (extract(t, k), None))
+        await Harness(engine, store).execute("t", problems, pool, seed=0)
+    (stored,) = [g for g in load_groups(store) if g.kind == "pool"]
+    (restated,) = [g for g in load_groups(store, restate=True) if g.kind == "pool"]
+    drawn = [t for (t,) in store.db.execute("SELECT text FROM candidates ORDER BY unit")]
+    assert set(drawn) == set(texts)  # every kind of sample was drawn
+    assert list(stored.correct[0]) == [replies[t][0] for t in drawn]
+    assert list(restated.correct[0]) == [replies[t][1] for t in drawn]
+    assert [c >= 0 for c in restated.classes[0]] == [replies[t][2] for t in drawn]
+    sevens = {int(c) for c, t in zip(restated.classes[0], drawn, strict=True) if replies[t][1]}
+    assert len(sevens) == 1  # "\\boxed{7}" and "the answer is 7" are one class
+    store.close()
+    # a workload's replay of the pool reads it the same way
+    from ponder.bench.workload import stored_pool
+
+    for restate, column in ((False, 0), (True, 1)):
+        (samples,) = stored_pool(tmp_path / "s.sqlite", restate=restate).samples
+        assert [s.right for s in samples] == [replies[t][column] for t in drawn]

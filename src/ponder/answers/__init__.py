@@ -9,16 +9,19 @@ from ponder.answers.extract import (
 )
 from ponder.answers.kinds import (
     ANSWER_KINDS,
+    READING,
     AnswerKind,
     answer_kind,
     canonical,
     cluster,
     equivalent,
     extract,
+    read_answer,
 )
 
 __all__ = [
     "ANSWER_KINDS",
+    "READING",
     "AnswerKind",
     "answer_kind",
     "canonical",
@@ -30,4 +33,5 @@ __all__ = [
     "gsm8k_gold",
     "last_boxed",
     "normalize_number",
+    "read_answer",
 ]

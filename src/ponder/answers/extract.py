@@ -137,6 +137,23 @@ def extract_number(text: str) -> str | None:
     return None
 
 
+# A number stated as the answer without a box: "the answer is 18", "Answer: $18", "#### 18".
+_STATED_NUMBER = re.compile(
+    r"(?:\banswer\s*(?:is|:)|####)\s*[:\s]*\**\s*\$?\s*(-?[\d,]*\.?\d+(?:/\d+)?)", re.IGNORECASE
+)
+
+
+def stated_number(text: str) -> str | None:
+    """The number a completion states as its answer (\\boxed{}, else "the answer is N" or
+    "#### N"); None where it only mentions numbers. The last number of a text that states
+    none is right about 3% of the time on GSM8K with the 0.5B model (23% for boxed answers):
+    a vote is better off without it (benchmarks/RESULTS.md, "Stated answers")."""
+    if last_boxed(text) is not None:
+        return extract_number(text)
+    found = _STATED_NUMBER.findall(text)
+    return normalize_number(found[-1]) if found else None
+
+
 # -- LaTeX math --------------------------------------------------------------------------------
 _ANSWER_IS = re.compile(
     r"(?:final answer|the answer)\s*(?:is|:)\s*[:\s]*\$?([^\n$]+?)\$?\s*(?:\.\s*)?$",
@@ -145,13 +162,20 @@ _ANSWER_IS = re.compile(
 
 
 def extract_math(text: str) -> str | None:
+    return stated_math(text) or extract_number(text)
+
+
+def stated_math(text: str) -> str | None:
+    """The expression a completion states as its answer (\\boxed{}, else "the answer is …",
+    else a number stated so); None where it states none (`extract_math` then takes its last
+    number)."""
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed or None
     found = _ANSWER_IS.findall(text)
     if found:
         return found[-1].strip() or None
-    return extract_number(text)
+    return stated_number(text)
 
 
 # -- multiple choice ---------------------------------------------------------------------------
@@ -169,19 +193,30 @@ _CHOICE_PATTERNS = [
     re.compile(r"(?m)^\s*" + _LETTER + r"[\).:](?:\s|$)"),
     re.compile(r"(?m)^\s*" + _LETTER + r"\s*$"),
 ]
+_STATED_CHOICES = 3  # the patterns above that state the choice (boxed, "answer is", bold)
 
 
 def extract_choice(text: str) -> str | None:
     """The letter a completion picks, trying the most explicit formats first and taking the
     last match of the first format that matches. A box holding only letters ("\\boxed{A, C}")
     is a multiple-answer choice: its letters, sorted."""
+    return _choice(text, _CHOICE_PATTERNS)
+
+
+def stated_choice(text: str) -> str | None:
+    """The letter a completion states as its answer (boxed, "the answer is (B)", bold);
+    None where a letter only appears ("(B)" in passing, a line "B.")."""
+    return _choice(text, _CHOICE_PATTERNS[:_STATED_CHOICES])
+
+
+def _choice(text: str, patterns: list[re.Pattern[str]]) -> str | None:
     boxed = last_boxed(text)
     if boxed is not None:
         inner = re.sub(r"\\text\s*\{([^{}]*)\}", r"\1", boxed)
         letters = re.sub(r"[\s,;()]|and", "", inner)
         if letters and re.fullmatch(r"[A-Ea-e]+", letters):
             return "".join(sorted(set(letters.upper())))
-    for pattern in _CHOICE_PATTERNS:
+    for pattern in patterns:
         found = pattern.findall(text)
         if found:
             return str(found[-1]).upper()
@@ -212,6 +247,14 @@ def extract_answer(text: str) -> str | None:  # (the kind-free default; see answ
             return None
         return normalize_number(boxed) or boxed
     return extract_number(text)
+
+
+def stated_answer(text: str) -> str | None:
+    """`extract_answer` where the text states its answer (\\boxed{}, "the answer is N");
+    None where it only mentions numbers."""
+    if last_boxed(text) is not None:
+        return extract_answer(text)
+    return stated_number(text)
 
 
 def gsm8k_gold(answer_field: str) -> str:

@@ -9,7 +9,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ponder.answers.equivalence import choice_key, code_key, math_equal, math_key, number_key
-from ponder.answers.extract import extract_choice, extract_code, extract_math, extract_number
+from ponder.answers.extract import (
+    extract_answer,
+    extract_choice,
+    extract_code,
+    extract_math,
+    extract_number,
+    stated_answer,
+    stated_choice,
+    stated_math,
+    stated_number,
+)
 from ponder.plugins import Registry
 
 
@@ -20,6 +30,9 @@ class AnswerKind:
     key: Callable[[str], str]  # equal keys: equivalent answers
     # keys that differ may still be equal answers (proved by math-verify)
     merge_by_math: bool = False
+    # the answer only where the completion states it (\boxed{}, "the answer is …"), for
+    # reading a sample's own answer; None: `extract` states already (a code block)
+    stated: Callable[[str], str | None] | None = None
 
 
 ANSWER_KINDS: Registry[AnswerKind] = Registry(
@@ -37,20 +50,45 @@ def answer_kind(kind: AnswerKind, summary: str) -> AnswerKind:
 
 
 answer_kind(
-    AnswerKind("number", extract_number, number_key),
+    AnswerKind("number", extract_number, number_key, stated=stated_number),
     "integers and decimals as models write them (commas, currency, units, percents)",
 )
 answer_kind(
-    AnswerKind("math", extract_math, math_key, merge_by_math=True),
+    AnswerKind("math", extract_math, math_key, merge_by_math=True, stated=stated_math),
     "a LaTeX expression, usually the last \\boxed{} (equivalence by math-verify)",
 )
-answer_kind(AnswerKind("choice", extract_choice, choice_key), "multiple-choice letters A–E")
+answer_kind(
+    AnswerKind("choice", extract_choice, choice_key, stated=stated_choice),
+    "multiple-choice letters A–E",
+)
 answer_kind(AnswerKind("code", extract_code, code_key), "the last Python code block")
 
 
 def extract(text: str, kind: str = "math") -> str | None:
     """The final answer of `kind` in a completion's text, or None if it gives none."""
     return ANSWER_KINDS.get(kind).obj.extract(text)
+
+
+# How a sample's answer is read: "stated" (only an answer it states) since stop 47; runs
+# stored before read any last number too. A bench store keys its runs by it, so a resumed
+# run never mixes the two readings.
+READING = "stated"
+
+
+def read_answer(text: str, kind: str | None) -> tuple[str | None, str | None]:
+    """(the answer a completion states, or None; what a looser reading of it would have
+    taken when it states none — its last number, a letter in passing — or None). A sample
+    votes with the first only: an answer it never stated is mostly noise (RESULTS.md,
+    "Stated answers")."""
+    loose: Callable[[str], str | None]
+    strict: Callable[[str], str | None]
+    if kind is None:
+        loose, strict = extract_answer, stated_answer
+    else:
+        part = ANSWER_KINDS.get(kind).obj
+        loose, strict = part.extract, part.stated or part.extract
+    answer = strict(text)
+    return answer, (None if answer is not None else loose(text))
 
 
 def canonical(answer: str | None, kind: str = "math") -> str | None:

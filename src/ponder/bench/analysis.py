@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ponder.answers import canonical, equivalent, read_answer
 from ponder.bench.estimators import (
     Pools,
     best_of_at,
@@ -25,7 +26,7 @@ from ponder.bench.estimators import (
     pass_at,
     weighted_at,
 )
-from ponder.bench.store import Run, Store
+from ponder.bench.store import NO_ANSWER, Run, Store
 from ponder.lm import Price
 from ponder.types import AnswerWith
 
@@ -142,9 +143,12 @@ def group_label(run: Run) -> str:
     return f"{unit.get('name')}" + (f"({inner})" if inner else "")
 
 
-def load_groups(store: Store, price: Price | None = None) -> list[Group]:
+def load_groups(store: Store, price: Price | None = None, *, restate: bool = False) -> list[Group]:
     """Every group in the store. With `price`, dollars are recomputed from the stored tokens at
     that price (what the run would have cost on a priced API) instead of the stored dollars.
+    With `restate`, a pool's samples are read again as they would be today (`read_answer`: the
+    answer a sample states), for replaying pools stored before stated answers; direct runs'
+    answers stay as stored (their strategy chose them).
 
     Costs are summed per (run, problem) in SQL; only class, correctness and score come back
     per sample, so a million samples load in about a second."""
@@ -187,6 +191,8 @@ def load_groups(store: Store, price: Price | None = None) -> list[Group]:
     )
     cls = np.floor_divide(flat[:, 0], 2)
     ok = flat[:, 0] - 2 * cls
+    if restate:
+        cls, ok = restated(store, runs, cls, ok)
     score = flat[:, 1]
     score[score == _UNSCORED] = np.nan
     counts_i = count.astype(np.int64)
@@ -242,6 +248,42 @@ def load_groups(store: Store, price: Price | None = None) -> list[Group]:
             )
         )
     return groups
+
+
+def restated(
+    store: Store, runs: dict[int, Run], cls: np.ndarray, ok: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every pool sample's class and correctness (in the units' order) as `read_answer` reads
+    its text: the stored class where the stated answer is the one stored, no answer where it
+    states none, else the class of its key (graded against the gold once, as a bench does)."""
+    cls, ok = cls.copy(), ok.copy()
+    pools = {rid for rid, r in runs.items() if r.kind == "pool"}
+    rows = store.db.execute(
+        "SELECT u.rid, u.pid, c.text, p.gold, p.kind FROM units u"
+        " JOIN problems p USING (pid) LEFT JOIN candidates c"
+        " ON c.rid = u.rid AND c.pid = u.pid AND c.unit = u.unit AND c.idx = 0"
+        " ORDER BY u.rid, u.pid, u.unit"
+    ).fetchall()
+    known: dict[int, dict[str, tuple[int, bool, str]]] = {}
+    for i, (rid, pid, text, gold, kind) in enumerate(rows):
+        kind = kind or "math"
+        if rid not in pools or text is None or kind == "code":  # (code: graded in a sandbox)
+            continue
+        answer = read_answer(text, kind)[0]
+        key = canonical(answer, kind)
+        if answer is None or key is None:
+            cls[i], ok[i] = NO_ANSWER, 0
+            continue
+        classes = known.get(pid)
+        if classes is None:
+            classes = known[pid] = store.classes(pid)
+        if key not in classes:  # a key no sample had: a class of its own, unless math-verify
+            same = [v for v in classes.values() if kind == "math" and equivalent(v[2], answer)]
+            fresh = max((c for c, _, _ in classes.values()), default=NO_ANSWER) + 1
+            right = gold is not None and equivalent(answer, gold, kind)
+            classes[key] = same[0] if same else (fresh, right, answer)
+        cls[i], ok[i] = classes[key][:2]
+    return cls, ok
 
 
 def _floats(rows: list[tuple[Any, ...]], width: int) -> np.ndarray:

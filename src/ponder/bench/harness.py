@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from ponder.answers import canonical, equivalent
+from ponder.answers import READING, canonical, equivalent
 from ponder.bench.store import NO_ANSWER, Run, Store
 from ponder.errors import BackendError
 from ponder.runtime.budget import Budget, Ledger
@@ -243,6 +243,7 @@ class Harness:
             # defaults left out: a setting added later with a default that keeps today's
             # behaviour does not orphan the runs already stored
             "prompting": self.units.prompting.model_dump(mode="json", exclude_defaults=True),
+            "reading": READING,  # how answers were read (a new reading is a new run)
             "seed": seed,
         }
         return self.store.run(

@@ -224,13 +224,16 @@ def build_table(
     direct: bool = True,
     seed: int = 0,
     answer_with: AnswerWith | None = None,
+    restate: bool = False,
 ) -> Table:
     """The table of the largest unscored pool in the stores (one task and model; with
-    `answer_with`, of samples answered that way), with the direct runs of the same task and
-    model as arms too (cost: the probe plus the run)."""
+    `answer_with`, of samples answered that way; with `restate`, read as today), with the
+    direct runs of the same task and model as arms too (cost: the probe plus the run)."""
     if probe < 1 or orders < 1:
         raise UsageError(f"probe ({probe}) and orders ({orders}) must be at least 1")
-    tables = [_table_of(Path(s), task, probe, orders, direct, seed, answer_with) for s in stores]
+    tables = [
+        _table_of(Path(s), task, probe, orders, direct, seed, answer_with, restate) for s in stores
+    ]
     if len(tables) == 1:
         return tables[0]
     first = tables[0]
@@ -280,15 +283,15 @@ def build_table(
 
 @contextmanager
 def opened_pool(
-    path: Path, task: str | None, answer_with: AnswerWith | None
+    path: Path, task: str | None, answer_with: AnswerWith | None, *, restate: bool = False
 ) -> Iterator[tuple[Store, list[Group], Group]]:
-    """A store, open while in use, with its groups (of `task`, where given) and its
-    `largest_pool`."""
+    """A store, open while in use, with its groups (of `task`, where given; with `restate`,
+    pools read as today, `load_groups`) and its `largest_pool`."""
     if not path.is_file():
         raise UsageError(no_file(path, "store"))
     store = Store(path, readonly=True)
     try:
-        every = load_groups(store)
+        every = load_groups(store, restate=restate)
         groups = [g for g in every if task is None or g.task == task]
         if task is not None and not groups:  # a task the store never ran: name those it did
             ran = sorted({g.task for g in every})
@@ -334,8 +337,9 @@ def _table_of(
     direct: bool,
     seed: int,
     answer_with: AnswerWith | None,
+    restate: bool = False,
 ) -> Table:
-    with opened_pool(path, task, answer_with) as (store, groups, g):
+    with opened_pool(path, task, answer_with, restate=restate) as (store, groups, g):
         n = int(g.sizes.max())
         if n <= probe:
             raise UsageError(

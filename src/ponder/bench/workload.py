@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from ponder.answers import READING
 from ponder.bench.harness import Harness, LocalUnits, unit_seed, versions
 from ponder.bench.router import opened_pool
 from ponder.bench.store import Run, Store
@@ -155,6 +156,7 @@ def open_workload_run(harness: Harness, task: str, workload: Workload, seed: int
         # (the answer mode is the unit's, as in every pool)
         "workload": workload.model_dump(mode="json", exclude={"answer_with"}),
         "prompting": engine.prompting.model_dump(mode="json", exclude_defaults=True),
+        "reading": READING,
         "seed": seed,
     }
     return harness.store.run(
@@ -403,6 +405,7 @@ class StoredPool:
     worst: list[int]  # each problem's first-call worst case, as a live run reserves it
     answer_with: AnswerWith
     temperature: float
+    restated: bool = False  # read as today (stated answers), not as stored
 
     def take(self, rows: Sequence[Sequence[int]]) -> StoredPool:
         """The same pool with each problem's samples in another order: rows[i] lists problem
@@ -424,19 +427,30 @@ class StoredPool:
 
 
 def stored_pool(
-    path: Path, *, task: str | None = None, answer_with: AnswerWith | None = None
+    path: Path,
+    *,
+    task: str | None = None,
+    answer_with: AnswerWith | None = None,
+    restate: bool = False,
 ) -> StoredPool:
     """The largest pool in a store (of samples answered `answer_with`, where given), problems
-    with fewer samples than the largest left out."""
-    with opened_pool(path, task, answer_with) as (store, _, g):
+    with fewer samples than the largest left out; with `restate`, its samples read as today
+    (`load_groups`)."""
+    with opened_pool(path, task, answer_with, restate=restate) as (store, _, g):
         if len(g.runs) != 1:
             raise UsageError(f"{path}: the pool spans {len(g.runs)} seeds; a workload runs one")
         run = g.runs[0]
         prompting = Prompting(**run.config.get("prompting", {}))
         info = ModelInfo(name=run.model)
         samples: dict[int, list[PooledSample]] = {}
+        row_of = {int(p): i for i, p in enumerate(g.pids)}
         for pid, sample, _ in _stored_samples(store, run.rid):
-            samples.setdefault(pid, []).append(sample)
+            mine = samples.setdefault(pid, [])
+            if restate:  # the group's classes are read again; its order is the units'
+                cls = int(g.classes[row_of[pid], len(mine)])
+                right = bool(g.correct[row_of[pid], len(mine)])
+                sample = replace(sample, cls=None if cls < 0 else cls, right=right)
+            mine.append(sample)
         n = max(len(v) for v in samples.values())
         pids = [p for p in sorted(samples) if len(samples[p]) == n]
         meta = {
@@ -454,6 +468,7 @@ def stored_pool(
         worst=[worst_case(prompting, info, p, g.answer_with) for p in problems],
         answer_with=g.answer_with,
         temperature=float(run.config.get("unit", {}).get("temperature", 0.7)),
+        restated=restate,
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ponder.cli.common import (
     AnswerWithOpt,
@@ -215,6 +216,10 @@ def bill(u: Usage, seconds: float, what: str) -> str:
 
 def print_result(r: Result) -> None:
     out.print(f"[bold]answer:[/bold] {r.answer if r.answer is not None else '(none)'}")
+    if r.answer is None and r.candidates:  # why: the first sample's own reason
+        why = next((c.note for c in r.candidates if c.note), None)
+        if why is not None:
+            out.print(f"[dim]{escape(why)}[/dim]", soft_wrap=True)
     if votes := r.info.get("votes"):
         ranked = sorted(votes.items(), key=lambda kv: -kv[1])
         line = ", ".join(f"{a} ×{c}" for a, c in ranked)

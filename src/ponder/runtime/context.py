@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
-from ponder.answers import extract, extract_answer, normalize_number
+from ponder.answers import extract, normalize_number, read_answer
 from ponder.lm.protocol import Capabilities, LanguageModel, Watch
 from ponder.runtime.budget import Ledger
 from ponder.runtime.prompting import Prompting
@@ -268,7 +268,8 @@ def joined(parts: list[Generation]) -> Generation:
 
 
 def answer_of(text: str, kind: str | None) -> str | None:
-    return extract_answer(text) if kind is None else extract(text, kind)
+    """The answer a sample's text states (`read_answer`)."""
+    return read_answer(text, kind)[0]
 
 
 def candidates_of(gen: Generation, kind: str | None = None, top_k: int = 0) -> list[Candidate]:
@@ -277,7 +278,7 @@ def candidates_of(gen: Generation, kind: str | None = None, top_k: int = 0) -> l
     out = []
     settings = SignalSettings(k=top_k) if top_k else None
     for c in gen.choices:
-        answer = answer_of(c.text, kind)
+        answer, unstated = read_answer(c.text, kind)
         signals, stats = None, None
         if settings is not None:
             signals, stats = signals_of(c.logprobs, c.completion_tokens, settings)
@@ -287,7 +288,7 @@ def candidates_of(gen: Generation, kind: str | None = None, top_k: int = 0) -> l
                 answer=answer,
                 completion_tokens=c.completion_tokens,
                 finish_reason=c.finish_reason,
-                note=None if answer is not None else "no answer found in the text",
+                note=None if answer is not None else no_answer(unstated),
                 signals=signals,
                 stats=stats,
                 tool_calls=c.tool_calls,
@@ -297,13 +298,23 @@ def candidates_of(gen: Generation, kind: str | None = None, top_k: int = 0) -> l
     return out
 
 
+def no_answer(unstated: str | None) -> str:
+    """Why a sample has no answer."""
+    if unstated is None:
+        return "no answer found in the text"
+    return (
+        f"no answer stated (\\boxed{{}} or 'the answer is'); {unstated!r} in its text is not taken"
+    )
+
+
 def program_answer(run: ExecResult, kind: str | None) -> str | None:
     """A program's answer: its last printed line, read as an answer of `kind`."""
     lines = [line.strip() for line in run.stdout.splitlines() if line.strip()]
     if not run.ok or not lines:
         return None
     last = lines[-1]
+    # (a printed line is the program's answer as it stands: read loosely, not as a statement)
     if kind == "number":
-        return answer_of(last, "number")
+        return extract(last, "number")
     # a printed value is the answer itself: "400.0" → "400", "x = 3" stays "x = 3"
-    return normalize_number(last) or (answer_of(last, kind) if kind else None) or last
+    return normalize_number(last) or (extract(last, kind) if kind else None) or last
