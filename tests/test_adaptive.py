@@ -134,6 +134,16 @@ def test_bad_options_name_the_option() -> None:
             make_strategy("adaptive", n=8, rule=rule, **{key: 9})
         make_strategy("adaptive", n=9, rule=rule, **{key: 9})  # reached at the last sample
     make_strategy("adaptive", n=2, rule="esc")  # the default window is no choice made
+    # a setting another rule reads was ignored silently (threshold and price were refused)
+    with pytest.raises(UsageError, match="window is read by rule=esc, not rule=beta") as e:
+        make_strategy("adaptive", rule="beta", window=2)
+    assert e.value.option == "window"
+    with pytest.raises(UsageError, match="signal is read by rule=weighted, not rule=esc"):
+        make_strategy("adaptive", rule="esc", signal="length")
+    # a stored config (every field set) is made again as it was
+    for rule in ("esc", "beta", "weighted", "price"):
+        made = make_strategy("adaptive", n=2, rule=rule)
+        assert make_strategy("adaptive", **made.config()) == made
 
 
 # -- DeepConf online ------------------------------------------------------------------------

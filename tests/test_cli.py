@@ -182,12 +182,21 @@ def test_bad_output_paths_fail_before_any_work(tmp_path: object) -> None:
             ["--backend", "scripted", "-o", "temperature=true"],
             "temperature: Input should be a valid number",
         ),
+        # an empty model ran the default one; --gold without --trace was dropped
+        (["-m", ""], "--model: empty; give a model name or a .gguf path"),
+        (["--backend", "scripted", "--gold", "5"], "--gold is kept in the search trace"),
+        (["--backend", "scripted", "--price", "0"], None),  # the help's default, accepted
     ],
 )
-def test_backend_flags_and_widths_that_cannot_work_are_exit_2(flags: list[str], says: str) -> None:
+def test_backend_flags_and_widths_that_cannot_work_are_exit_2(
+    flags: list[str], says: str | None
+) -> None:
     # before: tracebacks, a URL silently ignored (the embedded model ran), NaN costs that
     # bench dropped without a word, or a run that never ended
     r = run_ponder("solve", "What is 2+3?", "-s", "vote", *flags, timeout=60)
+    if says is None:
+        assert r.returncode == 0, r.stderr
+        return
     assert r.returncode == 2 and says in r.stderr, (r.returncode, r.stderr)
     assert "Traceback" not in r.stderr
 
@@ -289,3 +298,13 @@ def test_bytes_that_are_not_utf8_are_named_not_a_traceback(tmp_path: object) -> 
         list(read_jsonl(lines))
     lines.write_bytes(b'\xef\xbb\xbf{"a": 1}\n')  # a byte-order mark is no error
     assert list(read_jsonl(lines)) == [(1, {"a": 1})]
+
+
+def test_more_threads_than_cores_is_a_warning() -> None:
+    import os
+
+    many = str((os.cpu_count() or 1) * 8)
+    r = run_ponder("solve", "What is 2+3?", "--backend", "scripted", "--threads", many)
+    assert r.returncode == 0 and f"--threads {many} is more than this machine's" in r.stderr
+    r = run_ponder("solve", "What is 2+3?", "--backend", "scripted", "--threads", "1")
+    assert r.returncode == 0 and "--threads" not in r.stderr

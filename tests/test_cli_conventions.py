@@ -262,3 +262,59 @@ def test_a_host_that_is_no_address_is_said_so(host: str, says: str) -> None:
     # before: refused as "exposes the server beyond this machine", which it did not
     r = run_ponder("serve", "--backend", "scripted", "--host", host, "--port", "0")
     assert r.returncode == 2 and says in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        # a URL that is none was a traceback or "unreachable", as if the network failed
+        (("models", "probe", "http://[::1"), "URL 'http://[::1' is not a URL"),
+        (("models", "probe", "http://127.0.0.1:99999"), "Port out of range"),
+        (("models", "probe", "ftp://x"), "is not an http(s) URL with a host"),
+        # paths are appended to a base URL: a query or fragment would swallow them
+        (("models", "probe", "http://h:9/v1?x=1"), "a base URL has no ?query or #fragment"),
+        (("solve", "q", "--base-url", "http://h:9/v1#f"), "--base-url: 'http://h:9/v1#f': a base"),
+        # pull fetches registered models; a path needs no fetching (the hint said to give one)
+        (("models", "pull", "/tmp/own.gguf"), "unknown model '/tmp/own.gguf' (choose from: "),
+    ],
+)
+def test_urls_and_models_that_are_none_are_named(args: tuple[str, ...], said: str) -> None:
+    done = run_ponder(*args)
+    assert done.returncode == 2 and said in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "give a path" not in done.stderr
+
+
+def test_every_loopback_spelling_is_this_machine_and_others_are_not() -> None:
+    """Loopback hosts were refused as "exposing the server" unless spelt one of three ways."""
+    from ponder.cli.serve import loopback
+
+    for host in ("127.0.0.1", "127.0.0.2", "localhost", "LOCALHOST", "::1", "[::1]"):
+        assert loopback(host), host
+    for host in ("0.0.0.0", "10.0.0.1", "example.com", "::", "localhost.example"):
+        assert not loopback(host), host
+
+
+def test_solve_reads_a_question_from_standard_input() -> None:
+    """`ponder solve -` (an argument is capped at 128 KiB; a question of 200 KB is not)."""
+    long = "What is 2+3? " + "Some context. " * 15_000
+    for text, code, said in (
+        (b"What is 2+3?", 0, '"question": "What is 2+3?"'),
+        (long.encode(), 0, '"question": "What is 2+3? Some context.'),
+        (b"\xff\xfe", 2, "standard input: not UTF-8 text (invalid start byte at byte 0)"),
+        (b"  \n", 2, "the question is empty"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "ponder", "solve", "-", "--backend", "scripted", "--json"],
+            input=text,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        shown = done.stdout.decode() + done.stderr.decode()
+        assert done.returncode == code and said in shown, shown[-500:]
+
+
+def test_kinds_takes_a_name_as_the_other_listings_do() -> None:
+    assert run_ponder("kinds", "number").stdout.startswith("number: integers and decimals")
+    done = run_ponder("kinds", "nope")
+    assert done.returncode == 2 and "unknown answer kind 'nope' (choose from: number" in done.stderr

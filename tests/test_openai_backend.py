@@ -174,9 +174,13 @@ async def test_prices_and_size_given_for_a_server_are_charged() -> None:
     assert r.total.completion_tokens == 4 + 29
 
 
-def test_bad_price_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="bad price '1'"):
-        Price.parse("1")
+def test_bad_price_is_a_usage_error_and_one_number_prices_every_token() -> None:
+    for bad in ("1,2,3,4", "abc", "1,", "-1,2"):
+        with pytest.raises(UsageError, match=f"bad price '{bad}'"):
+            Price.parse(bad)
+    # the help says the default is 0: "--price 0" was refused
+    assert Price.parse("0") == Price(prompt=0, completion=0)
+    assert Price.parse("2.5") == Price(prompt=2.5, completion=2.5)
 
 
 @pytest.mark.parametrize("accepts", [True, False])

@@ -366,3 +366,13 @@ def test_a_flag_agreeing_with_its_option_pair_is_accepted_and_one_disagreeing_is
     assert strategy_options(["answer_with=tir"], answer_with="tir") == {"answer_with": "tir"}
     with pytest.raises(UsageError, match="--answer-with tir and -o answer_with=program both set"):
         strategy_options(["answer_with=program"], answer_with="tir")
+
+
+def test_every_strategys_stored_config_makes_it_again() -> None:
+    """A bench re-makes each unit's strategy from its stored config (every field set): a
+    check that reads "set" as "given" must not refuse its own defaults."""
+    from ponder.runtime.strategy import STRATEGIES, make_strategy
+
+    for name in STRATEGIES:
+        made = make_strategy(name)
+        assert make_strategy(name, **made.config()) == made, name

@@ -345,6 +345,8 @@ async def test_unknown_verifier_is_a_usage_error_naming_the_choices() -> None:
         ({"name": 1}, "verifier.name: Input should be a valid string"),
         ({"clip": [0, "Infinity"]}, "verifier.clip.1: Input should be a finite number"),
         ({"clip": [0.8, 0.2]}, "clip \\[0.8, 0.2\\]: its low end is above its high"),
+        # a lone surrogate failed only when the spec was keyed, after the samples were paid
+        ({"options": {"question": "\ud800 ok?"}}, "not text .*surrogates not allowed"),
     ]
     for spec, said in bad:
         with pytest.raises(UsageError, match=said):

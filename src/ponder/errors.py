@@ -90,7 +90,7 @@ def no_file(path: object, what: str) -> str:
     """Why a path given as a `what` (a store, a router file) cannot be read as one: it is
     missing, or it is a folder (said as such: "no such file" for a folder misleads)."""
     if Path(str(path)).is_dir():
-        return f"{path}: a folder, not a {what}"
+        return f"{path}: a folder, not {'an' if what[:1] in 'aeiouAEIOU' else 'a'} {what}"
     return f"{path}: no such {what}"
 
 

@@ -37,7 +37,7 @@ from ponder.runtime.engine import Engine
 from ponder.runtime.prompting import Prompting
 from ponder.runtime.strategy import check_thinking, make_strategy
 from ponder.tasks.registry import get_task
-from ponder.types import SEED_LIMIT, Problem, Usage
+from ponder.types import SEED_LIMIT, Problem, Usage, blank
 
 DATA_ONLY = frozenset({"question_field", "answer_field", "answer_type", "id_field"})
 
@@ -107,6 +107,13 @@ class ModelSpec(BaseModel):
     price: str | None = None
     parameters: int | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # the backend's own settings
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, name: str | None) -> str | None:
+        if name is not None and blank(name):  # ("" ran the default model without a word)
+            raise ValueError("empty: give a model name or a .gguf path, or leave it out")
+        return name
 
     def config(
         self, sweep: Sweep, *, api_key: str | None = None, timeout: float | None = None

@@ -67,6 +67,7 @@ from ponder.cli.common import (
     WidthOpt,
     WorkersOpt,
     app,
+    check_model_flag,
     check_shared,
     err,
     open_engine,
@@ -279,6 +280,7 @@ def bench(
                 f"compute is n (give a smaller -n, or --budget-tokens-total for one budget over "
                 f"the set){what}: bench them in a separate run"
             )
+        check_model_flag(model)
         if n is not None:
             set_from_flag(options, "n", n, "-n")
         if backend is not None:

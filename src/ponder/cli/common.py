@@ -192,7 +192,10 @@ CtxSizeOpt = Annotated[
 ]
 PriceOpt = Annotated[
     str | None,
-    typer.Option("--price", help="$ per million tokens: PROMPT,COMPLETION[,CACHED] [default: 0]"),
+    typer.Option(
+        "--price",
+        help="$ per million tokens: PROMPT,COMPLETION[,CACHED], or one for all [default: 0]",
+    ),
 ]
 ParamsOpt = Annotated[
     int | None,
@@ -224,6 +227,12 @@ BACKEND_FLAGS = {
 }
 
 
+def check_model_flag(model: str | None) -> None:
+    """--model given empty ("" ran the default model without a word)."""
+    if model is not None and blank(model):
+        raise UsageError("--model: empty; give a model name or a .gguf path, or leave it out")
+
+
 def backend_config(
     *,
     model: str | None,
@@ -243,6 +252,13 @@ def backend_config(
     """The backend the flags name (checked now, before any model loads); `flags` renames
     the flag an error names for a field (serve's --upstream gives base_url)."""
     named = BACKEND_FLAGS | (flags or {})
+    check_model_flag(model)
+    cores = os.cpu_count() or 1
+    if threads is not None and threads > cores:  # (500 on 2 cores: 74 s for 3.5 s of work)
+        err.print(
+            f"[yellow]--threads {threads} is more than this machine's {cores} cores: "
+            "llama.cpp's threads then wait on each other and run far slower[/yellow]"
+        )
     if backend is not None:
         from ponder.lm import BACKENDS
 

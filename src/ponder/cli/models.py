@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ponder.cli.common import ApiKeyOpt, TimeoutOpt, app, err, out, pull_progress
+from ponder.errors import UsageError
 from ponder.lm.registry import DEFAULT_MODEL, Registry
 
 models_app = typer.Typer(no_args_is_help=True, help="List and fetch models.")
@@ -43,7 +44,7 @@ def models_list() -> None:
 def models_pull(name: Annotated[str, typer.Argument(help="A registered model name")]) -> None:
     """Fetch a model, verify its sha256, and cache it."""
     reg = Registry()
-    spec = reg.spec(name)
+    spec = reg.spec(name, paths_too=False)  # (a .gguf of your own needs no fetching)
     with pull_progress() as progress:
         path = reg.pull(spec, progress)
     out.print(f"{name}: {path} (sha256 verified)")
@@ -61,7 +62,13 @@ def models_probe(
 ) -> None:
     """What a server supports: n, logprobs, streaming, raw completions, slots, and how a step
     search continues a partial solution there (each method tried, and what it saw)."""
+    from ponder.lm.config import server_url
     from ponder.lm.openai import DEFAULT_TIMEOUT_S, OpenAILM
+
+    try:
+        server_url(url)  # as --base-url is checked: not a network failure later
+    except ValueError as e:
+        raise UsageError(f"URL {e}") from None
 
     async def go() -> dict[str, Any]:
         lm = OpenAILM(url, model=model, api_key=api_key, timeout_s=timeout or DEFAULT_TIMEOUT_S)

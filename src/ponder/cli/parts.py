@@ -116,9 +116,10 @@ def tasks(name: NameArg = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command("kinds")
-def kinds(as_json: JsonOpt = False) -> None:
-    """Registered answer kinds (`--answer-type`)."""
-    Listing(ANSWER_KINDS).show(None, as_json)
+def kinds(name: NameArg = None, as_json: JsonOpt = False) -> None:
+    """Registered answer kinds (`bench --answer-type` for your own data; a named task knows
+    its own)."""
+    Listing(ANSWER_KINDS).show(name, as_json)
 
 
 def part_json(part: Part[Any]) -> dict[str, object]:

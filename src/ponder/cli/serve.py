@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -195,10 +196,12 @@ def serve(
         keys = Keys.from_env(os.environ["PONDER_SERVE_API_KEYS"], limits)
     if not host or any(c.isspace() for c in host):
         raise UsageError(f"--host {host!r}: not a host name or address")
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address as URLs write it
+        host = host[1:-1]
     name, colon, maybe_port = host.rpartition(":")
     if colon and name.count(":") == 0 and maybe_port.isdigit():  # (an IPv6 address has more)
         raise UsageError(f"--host {host}: give the host alone and the port with --port")
-    if not keys and host not in ("127.0.0.1", "localhost", "::1"):
+    if not keys and not loopback(host):
         raise UsageError(
             f"--host {host} exposes the server beyond this machine: give --api-key or "
             "--api-key-file, or set PONDER_SERVE_API_KEYS"
@@ -259,6 +262,18 @@ def serve(
     err.print(f"ponder serve: {where} ({'API keys required' if keys else 'no auth'})")
     config = uvicorn.Config(app_, host=host, port=port, log_level="warning")
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def loopback(host: str) -> bool:
+    """Whether `host` is this machine only: localhost (any case), 127.0.0.0/8, ::1 (bracketed
+    or not)."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

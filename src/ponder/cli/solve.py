@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -47,7 +48,7 @@ from ponder.cli.common import (
     set_from_flag,
     strategy_options,
 )
-from ponder.errors import UsageError
+from ponder.errors import UsageError, not_utf8
 from ponder.lm.protocol import Capabilities, LanguageModel
 from ponder.plugins import parse_options
 from ponder.runtime.budget import Budget
@@ -57,7 +58,9 @@ from ponder.types import Result, Usage, blank
 
 @app.command()
 def solve(
-    question: Annotated[str, typer.Argument(help="The question to answer")],
+    question: Annotated[
+        str, typer.Argument(help="The question to answer; - reads it from standard input")
+    ],
     strategy: StrategyOpt = "vote",
     n: WidthOpt = None,
     option: OptionOpt = None,
@@ -100,6 +103,11 @@ def solve(
     ] = False,
 ) -> None:
     """Answer one question and print the answer with its compute bill."""
+    if question == "-":  # (an argument is capped at 128 KiB; a file's text is not)
+        try:
+            question = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UsageError(not_utf8("standard input", e)) from None
     if blank(question):
         raise UsageError("the question is empty")
     # everything is checked before the model loads
@@ -116,6 +124,8 @@ def solve(
     strat = build_strategy(strategy, n, options)
     asking = prompting(max_tokens, system, think_budget, think_min)
     check_thinking(strat, asking, "--think-budget")
+    if gold is not None and trace is None:  # it is kept only in a trace
+        raise UsageError("--gold is kept in the search trace: give --trace FILE with it")
     if trace is not None:  # before the compute, not after it
         if STEP not in strat.capabilities:
             raise UsageError(f"--trace: strategy '{strat.name}' keeps no search tree")

@@ -28,6 +28,8 @@ def server_url(url: str) -> str:
         raise ValueError(f"'{url}' is not a URL ({e})") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(f"'{url}' is not an http(s) URL with a host, e.g. http://host:8000/v1")
+    if parsed.query or parsed.fragment:  # (paths are appended to it: …?x=1/chat/completions)
+        raise ValueError(f"'{url}': a base URL has no ?query or #fragment")
     if port == 0:
         raise ValueError(f"'{url}': port 0 is no server's")
     return url
@@ -47,9 +49,12 @@ class Price(BaseModel):
 
     @classmethod
     def parse(cls, text: str) -> Price:
-        """'PROMPT,COMPLETION[,CACHED]' in dollars per million tokens, e.g. '0.15,0.60'."""
+        """'PROMPT,COMPLETION[,CACHED]' in dollars per million tokens, e.g. '0.15,0.60'; one
+        number prices every token alike ('0': free, the default)."""
         try:
             parts = [float(x) for x in text.split(",")]
+            if len(parts) == 1:
+                parts = parts * 2
             if len(parts) not in (2, 3):
                 raise ValueError
             return cls(
@@ -57,7 +62,8 @@ class Price(BaseModel):
             )
         except (ValueError, ValidationError):
             raise UsageError(
-                f"bad price '{text}' (want PROMPT,COMPLETION[,CACHED] in $ per million tokens)"
+                f"bad price '{text}' (want PROMPT,COMPLETION[,CACHED] in $ per million tokens, "
+                "or one price for all)"
             ) from None
 
 

@@ -164,11 +164,13 @@ class Registry:
         self._pip_download = pip_download or _pip_download
         self._hub_endpoint = hub_endpoint
 
-    def spec(self, name: str) -> ModelSpec:
+    def spec(self, name: str, *, paths_too: bool = True) -> ModelSpec:
+        """A registered model; the error names the others (and, where a path would serve,
+        says so: `models pull` takes names only)."""
         if name not in self.models:
+            either = "; or give a path to a .gguf" if paths_too else ""
             raise UsageError(
-                f"unknown model '{name}' (choose from: {', '.join(self.models)}; "
-                "or give a path to a .gguf)"
+                f"unknown model '{name}' (choose from: {', '.join(self.models)}{either})"
             )
         return self.models[name]
 

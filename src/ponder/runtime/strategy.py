@@ -13,6 +13,7 @@ import operator
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from ponder.errors import UsageError
 from ponder.plugins import Registry, first_line
@@ -185,6 +186,10 @@ def make_strategy(name: str, /, *, n: int | None = None, **options: Any) -> Stra
             elif isinstance(cause, UsageError):  # a validator's own says it best (a file's)
                 raise cause from None
         raise UsageError(options_error(f"strategy '{name}'", cls, e), option=option) from None
+    try:  # what is stored and keyed must be text (a lone surrogate failed after the compute)
+        strategy.model_dump_json()
+    except PydanticSerializationError as e:
+        raise UsageError(f"bad options for strategy '{name}': not text ({e})") from None
     work, widths = 1, []
     for field, info in cls.model_fields.items():
         wide = isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(

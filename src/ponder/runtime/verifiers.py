@@ -217,9 +217,12 @@ class VerifierSpec(BaseModel):
 
 
 def options_error(what: str, model: type[BaseModel], e: ValidationError) -> str:
-    """A one-line message for bad options, naming every valid key. A check across options
-    (a model validator: no location) names its options in its own message."""
+    """A one-line message for bad options, naming every valid key (once: a nested part's own
+    message, a verifier's inside a strategy's, names its keys already). A check across
+    options (a model validator: no location) names its options in its own message."""
     said = problems(e)
+    if "(valid keys: " in said:
+        return f"bad options for {what}: {said}"
     keys = ", ".join(k for k, f in model.model_fields.items() if not f.exclude) or "none"
     return f"bad options for {what}: {said} (valid keys: {keys})"
 

@@ -132,9 +132,20 @@ class Adaptive(Strategy):
                 "threshold",
                 "rule",
             )
+        # (a setting away from its default: a stored config, re-made, sets every field)
+        fields = type(self).model_fields
+        given = {k for k in ("window", "signal") if getattr(self, k) != fields[k].default}
+        if "window" in given and self.rule != "esc":
+            raise OptionsClash(
+                f"window is read by rule=esc, not rule={self.rule}", "window", "rule"
+            )
+        if "signal" in given and self.rule != "weighted":
+            raise OptionsClash(
+                f"signal is read by rule=weighted, not rule={self.rule}", "signal", "rule"
+            )
         # a count past the budget could never be reached: the rule would never act on it
         counts = {"min_samples": self.min_samples, "give_up_after": self.give_up_after}
-        if self.rule == "esc" and "window" in self.model_fields_set:
+        if self.rule == "esc" and "window" in given:
             counts["window"] = self.window
         for key, count in counts.items():
             if count is not None and count > self.n:

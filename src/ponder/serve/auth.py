@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ponder.errors import UsageError, not_utf8, problems
+from ponder.errors import UsageError, no_file, not_utf8, problems
 
 
 class Limits(BaseModel):
@@ -103,7 +103,7 @@ class Keys:
     @classmethod
     def from_file(cls, path: Path, defaults: Limits) -> Keys:
         if not path.is_file():
-            raise UsageError(f"{path}: no such API key file")
+            raise UsageError(no_file(path, "API key file"))
         keys: list[ApiKey] = []
         seen: dict[str, int] = {}  # secret → its line
         try:

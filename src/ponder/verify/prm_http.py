@@ -17,6 +17,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.errors import BudgetExceeded
+from ponder.lm.config import ServerUrl
 from ponder.runtime.verifiers import (
     PROCESS,
     ROLE,
@@ -135,7 +136,7 @@ class PRMHttp:
 
 class PRMHttpOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(description="the PRM server's base URL")
+    url: ServerUrl = Field(description="the PRM server's base URL")
     model: str = Field(default="", description="the model name sent to the server")
     path: str = Field(default="/pooling", description="the scoring route")
     step_tag: str = Field(default="<extra_0>", description="what follows each step")
