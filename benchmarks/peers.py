@@ -253,8 +253,22 @@ class LlamaServer:
                 out[name.removeprefix("llamacpp:")] = float(value)
         return out
 
-    def close(self) -> None:
-        del self._server
+    def settled_metrics(self, limit_s: float = 60.0) -> dict[str, float]:
+        """The counters once the server has finished: nothing processing and the generated
+        count unchanged over half a second. A stream a client stopped is counted by llama.cpp
+        only as its slot winds down; read at once, a run that stopped streams in flight read
+        up to a slot's worth per slot short (stop 47: 1,135 tokens short over 100 problems,
+        while ponder's ledger equalled the settled counter problem by problem)."""
+        deadline = time.monotonic() + limit_s
+        last = self.metrics()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.metrics()
+            idle = now.get("requests_processing", 0.0) == 0.0
+            if idle and now.get("tokens_predicted_total") == last.get("tokens_predicted_total"):
+                return now
+            last = now
+        return last
 
 
 def serve(model: str, port: int, threads: int) -> None:
@@ -484,7 +498,7 @@ def run(
             else:
                 log = logs / f"{m.spec.replace(':', '-').replace('?', '-').replace('&', '-')}.log"
                 outcome = run_driver(m, problems, s, server, log)
-            after = server.metrics()
+            after = server.settled_metrics()
             delta = {
                 k: after.get(k, 0.0) - before.get(k, 0.0)
                 for k in ("tokens_predicted_total", "prompt_tokens_total", "n_decode_total")
