@@ -147,7 +147,7 @@ def stated_number(text: str) -> str | None:
     """The number a completion states as its answer (\\boxed{}, else "the answer is N" or
     "#### N"); None where it only mentions numbers. The last number of a text that states
     none is right about 3% of the time on GSM8K with the 0.5B model (23% for boxed answers):
-    a vote is better off without it (benchmarks/RESULTS.md, "Stated answers")."""
+    a vote is better off without it (benchmarks/RESULTS.md, "stated.py")."""
     if last_boxed(text) is not None:
         return extract_number(text)
     found = _STATED_NUMBER.findall(text)

@@ -79,7 +79,7 @@ def read_answer(text: str, kind: str | None) -> tuple[str | None, str | None]:
     """(the answer a completion states, or None; what a looser reading of it would have
     taken when it states none — its last number, a letter in passing — or None). A sample
     votes with the first only: an answer it never stated is mostly noise (RESULTS.md,
-    "Stated answers")."""
+    "stated.py")."""
     loose: Callable[[str], str | None]
     strict: Callable[[str], str | None]
     if kind is None:
