@@ -26,7 +26,7 @@ from ponder.bench.estimators import (
     pass_at,
     weighted_at,
 )
-from ponder.bench.store import NO_ANSWER, Run, Store
+from ponder.bench.store import NO_ANSWER, Classes, Run, Store, known_class
 from ponder.lm import Price
 from ponder.types import AnswerWith
 
@@ -264,7 +264,7 @@ def restated(
         " ON c.rid = u.rid AND c.pid = u.pid AND c.unit = u.unit AND c.idx = 0"
         " ORDER BY u.rid, u.pid, u.unit"
     ).fetchall()
-    known: dict[int, dict[str, tuple[int, bool, str]]] = {}
+    known: dict[int, Classes] = {}
     for i, (rid, pid, text, gold, kind) in enumerate(rows):
         kind = kind or "math"
         if rid not in pools or text is None or kind == "code":  # (code: graded in a sandbox)
@@ -277,12 +277,13 @@ def restated(
         classes = known.get(pid)
         if classes is None:
             classes = known[pid] = store.classes(pid)
-        if key not in classes:  # a key no sample had: a class of its own, unless math-verify
-            same = [v for v in classes.values() if kind == "math" and equivalent(v[2], answer)]
+        found = known_class(classes, key, answer, kind)
+        if found is None:  # a key no sample had: a class of its own, graded once
             fresh = max((c for c, _, _ in classes.values()), default=NO_ANSWER) + 1
-            right = gold is not None and equivalent(answer, gold, kind)
-            classes[key] = same[0] if same else (fresh, right, answer)
-        cls[i], ok[i] = classes[key][:2]
+            found = (fresh, gold is not None and equivalent(answer, gold, kind))
+        if key not in classes:  # a new class, or an alias of one math-verify proved equal
+            classes[key] = (*found, answer)
+        cls[i], ok[i] = found
     return cls, ok
 
 

@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from ponder.answers import READING, canonical, equivalent
-from ponder.bench.store import NO_ANSWER, Run, Store
+from ponder.answers import READING, canonical
+from ponder.bench.store import NO_ANSWER, Run, Store, known_class
 from ponder.errors import BackendError
 from ponder.runtime.budget import Budget, Ledger
 from ponder.runtime.engine import Engine
@@ -355,15 +355,12 @@ class Harness:
             known = self._classes.get(pid)
             if known is None:
                 known = self._classes[pid] = self.store.classes(pid)
-            if key in known:
-                cls, ok, _ = known[key]
-                return cls, ok
-            if kind == "math":
-                for cls, ok, rep in {v[0]: v for v in known.values()}.values():
-                    if equivalent(rep, answer, kind):
-                        self.store.alias_class(pid, key, cls, ok, answer)
-                        known[key] = (cls, ok, answer)
-                        return cls, ok
+            found = known_class(known, key, answer, kind)
+            if found is not None:
+                if key not in known:  # math-verify proved it one of a class: an alias
+                    self.store.alias_class(pid, key, *found, answer)
+                    known[key] = (*found, answer)
+                return found
             ok = await grade(problem, answer, self.sandbox)
             cls = self.store.add_class(pid, key, ok, answer)
             known[key] = (cls, ok, answer)

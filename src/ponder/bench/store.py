@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
+from ponder.answers import equivalent
 from ponder.errors import PonderError
 from ponder.types import Candidate, Problem, Result
 
@@ -147,6 +148,19 @@ CREATE TABLE traces (
 """
 
 NO_ANSWER = -1  # the class of a unit or candidate without an answer
+Classes = dict[str, tuple[int, bool, str]]  # a problem's: key -> (class, correct, answer)
+
+
+def known_class(known: Classes, key: str, answer: str, kind: str) -> tuple[int, bool] | None:
+    """(class, correct) of the class among a problem's `known` ones that `answer` (its key
+    `key`) belongs to: its key's, or for math one math-verify proves equal; None: a new one."""
+    if key in known:
+        return known[key][:2]
+    if kind == "math":
+        for cls, ok, rep in {v[0]: v for v in known.values()}.values():
+            if equivalent(rep, answer, kind):
+                return cls, ok
+    return None
 
 
 # every table a whole store has (a store missing one was damaged by hand)
@@ -421,7 +435,7 @@ class Store:
         }
 
     # -- answer classes ----------------------------------------------------------------------
-    def classes(self, pid: int) -> dict[str, tuple[int, bool, str]]:
+    def classes(self, pid: int) -> Classes:
         """key -> (class, correct, first answer spelled so) for one problem."""
         return {
             key: (cls, bool(ok), answer)

@@ -343,8 +343,9 @@ def prepare_sweep(
     """Check everything a sweep names and load its problems: bad strategies, prices, tasks
     and data fail here, before any store is written or model loaded."""
     strategies = [make_strategy(s.name, **s.options()) for s in sweep.strategies]
+    asking = sweep.prompting()
     for s in strategies:
-        check_thinking(s, sweep.prompting())
+        check_thinking(s, asking)
     configs = [m.config(sweep, api_key=api_key, timeout=request_timeout) for m in sweep.models]
     plans = [p for b in sweep.budgets for p in plan(strategies, b)]
     tasks = [(t.label(), t.load(base=base, limit=sweep.limit)) for t in sweep.tasks]

@@ -471,8 +471,9 @@ def sweep_from_flags(
         ctx_size=ctx_size,
         threads=threads,
     )
+    asking = sweep.prompting()
     for s in made:
-        check_thinking(s, sweep.prompting(), "--think-budget")
+        check_thinking(s, asking, "--think-budget")
     return sweep
 
 

@@ -114,10 +114,17 @@ class SpendsToPrepare(Protocol):
         ...
 
 
+def probe_taker(lm: object) -> Callable[[], Usage] | None:
+    """How to take what `lm` spent preparing (`SpendsToPrepare.take_probe_usage`), or None
+    for a backend that spends nothing to prepare (asked once: the scheduler keeps it)."""
+    return lm.take_probe_usage if isinstance(lm, SpendsToPrepare) else None
+
+
 def probe_usage(lm: object) -> Usage:
     """What `lm` spent preparing that no bill carries yet (taken: zero after), or nothing
     for a backend that spends nothing to prepare."""
-    return lm.take_probe_usage() if isinstance(lm, SpendsToPrepare) else Usage()
+    take = probe_taker(lm)
+    return take() if take is not None else Usage()
 
 
 # Fetching a model: (stage, bytes done, bytes in all), for a progress bar.

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from ponder.errors import BackendError, BudgetExceeded, TransientError
 from ponder.lm.cache import prompt_key
-from ponder.lm.protocol import Capabilities, LanguageModel, SpendsToPrepare, Watch
+from ponder.lm.protocol import Capabilities, LanguageModel, Watch, probe_taker
 from ponder.runtime.budget import Ledger, estimate
 from ponder.runtime.slots import SlotRouter
 from ponder.types import USAGE_FIELDS, Generation, GenRequest, Usage
@@ -261,7 +261,7 @@ class Scheduler:
         caps = await self._retrying(lm, ledger, lambda _: lm.prepare(), None, timed=False)
         if id(lm) in self._ready:  # prepared meanwhile by a concurrent first call
             return self._ready[id(lm)]
-        take = lm.take_probe_usage if isinstance(lm, SpendsToPrepare) else None
+        take = probe_taker(lm)
         if take is not None:
             charge_probe(lm, take, ledger)  # a probe's tokens go on the bill that waited
         router = self._slot_router(caps.slots) if caps.pin_slots else None
