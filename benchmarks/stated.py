@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ponder.answers import canonical, equivalent, read_answer
+from ponder.answers import canonical, cluster, equivalent, read_answer
 from ponder.bench.estimators import Pools, bootstrap_mean_ci, majority_at
 
-Reading = tuple[str | None, bool]  # (answer key, right?)
+Reading = tuple[str | None, bool]  # (the answer, right?)
 
 
 def readings(text: str, gold: str, kind: str) -> tuple[Reading, Reading, bool]:
@@ -30,9 +30,9 @@ def readings(text: str, gold: str, kind: str) -> tuple[Reading, Reading, bool]:
     loose = stated if stated is not None else unstated
 
     def graded(answer: str | None) -> Reading:
-        if answer is None:
+        if answer is None or canonical(answer, kind) is None:
             return None, False
-        return canonical(answer, kind), equivalent(answer, gold, kind)
+        return answer, equivalent(answer, gold, kind)
 
     return graded(stated), graded(loose), stated is not None
 
@@ -50,18 +50,34 @@ def pools_of(store: Path) -> dict[str, tuple[Pools, Pools, str]]:
     by_run: dict[tuple[int, str], dict[int, list[tuple[Reading, Reading, bool]]]] = defaultdict(
         lambda: defaultdict(list)
     )
+    kinds: dict[int, str] = {}
     for rid, task, mode, pid, _, text, gold, kind in rows:
         if (kind or "math") == "code" or gold is None:
             continue
         label = f"{task} · {mode or 'reasoning'}"
+        kinds[pid] = kind or "math"
         by_run[rid, label][pid].append(readings(text or "", gold, kind or "math"))
+
+    def voted(readings: list[Reading], kind: str) -> list[tuple[str | None, None, bool]]:
+        """A problem's samples as the vote sees them: equivalent answers one class (as a
+        bench classes them: math-verify merges `0.5` and `\\frac12`)."""
+        ids = cluster([a for a, _ in readings], kind)
+        return [
+            (None if c is None else str(c), None, ok)
+            for c, (_, ok) in zip(ids, readings, strict=True)
+        ]
+
     out = {}
     for (_, label), per in by_run.items():
         full = max(len(v) for v in per.values())
-        complete = [v for v in per.values() if len(v) == full]
-        stated = Pools.from_lists([[(s[0], None, s[1]) for s, _, _ in v] for v in complete])
-        loose = Pools.from_lists([[(lo[0], None, lo[1]) for _, lo, _ in v] for v in complete])
-        every = [r for v in complete for r in v]
+        complete = {p: v for p, v in per.items() if len(v) == full}
+        stated = Pools.from_lists(
+            [voted([s for s, _, _ in v], kinds[p]) for p, v in complete.items()]
+        )
+        loose = Pools.from_lists(
+            [voted([lo for _, lo, _ in v], kinds[p]) for p, v in complete.items()]
+        )
+        every = [r for v in complete.values() for r in v]
         says = [lo[1] for _, lo, s in every if s]
         mute = [lo[1] for _, lo, s in every if not s]
         share = (
